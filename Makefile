@@ -1,0 +1,30 @@
+# The two commands a newcomer needs:  make demo   and   make test
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+
+.PHONY: install demo test test-fast lint ui-airflow ui-mlflow clean
+
+install:  ## create .venv with the pinned requirements (uv if possible, else pip)
+	scripts/bootstrap.sh
+
+demo: install  ## run the nightly DAG once, end to end, on the embedded MLflow; print a summary
+	$(ENV) python scripts/demo.py
+
+test: install  ## the whole suite (what CI runs)
+	$(ENV) python -m pytest
+
+test-fast: install  ## everything but the end-to-end DAG runs
+	$(ENV) python -m pytest -m "not slow"
+
+lint: install
+	$(ENV) ruff check dags plugins include tests scripts
+
+ui-airflow: install  ## Airflow UI on http://127.0.0.1:8080 (user admin, password printed)
+	$(ENV) airflow standalone
+
+ui-mlflow: install  ## MLflow UI on http://127.0.0.1:5000, same embedded DB as the DAGs
+	$(ENV) mlflow ui --backend-store-uri "sqlite:///$$CMMS_MLFLOW_HOME/mlflow.db" \
+	  --default-artifact-root "$$CMMS_MLFLOW_HOME/artifacts" --host 127.0.0.1 --port 5000
+
+clean:  ## remove local state (Airflow home, embedded MLflow, data); keeps .venv
+	rm -rf .airflow .mlflow .data

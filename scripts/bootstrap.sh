@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv and install the pinned requirements plus the project (editable).
+# Uses uv when it is available or installable (about 10x faster here), else pip.
+# Force pip with: INSTALLER=pip scripts/bootstrap.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+stamp="$VENV/.requirements.sha256"
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+installer="${INSTALLER:-}"
+if [ -z "$installer" ]; then
+  if command -v uv >/dev/null 2>&1 || "$PYTHON" -m pip install -q --user uv >/dev/null 2>&1; then
+    installer=uv
+  else
+    installer=pip
+  fi
+fi
+start=$(date +%s)
+if [ "$installer" = uv ]; then
+  UV="$(command -v uv || echo "$("$PYTHON" -m site --user-base)/bin/uv")"
+  [ -x "$VENV/bin/python" ] || "$UV" venv -q -p "$PYTHON" "$VENV"
+  "$UV" pip install -q -p "$VENV/bin/python" -r requirements.txt
+  "$UV" pip install -q -p "$VENV/bin/python" --no-deps -e .
+else
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  "$VENV/bin/python" -m pip install -q --no-deps -e .
+fi
+echo "$want" > "$stamp"
+echo "Installed with $installer in $(( $(date +%s) - start )) s into $VENV"
