@@ -1,0 +1,70 @@
+"""Typed errors of the MLflow plugin.
+
+A subclass of ``AirflowFailException`` means "a retry cannot help" (bad input, a gate that
+failed, a registry in a state we refuse to touch); anything else is left retryable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+
+class MlflowPluginError(AirflowException):
+    """Base class of every error raised by the plugin."""
+
+
+class MlflowConfigurationError(MlflowPluginError, AirflowFailException):
+    """The MLflow connection or an environment setting is unusable."""
+
+
+class MlflowRegistryError(MlflowPluginError, AirflowFailException):
+    """The registry refused a request that will not succeed on retry (unknown model, bad value)."""
+
+
+class MlflowServiceUnavailable(MlflowPluginError):
+    """The tracking server could not be reached or answered 5xx; Airflow's retry may succeed."""
+
+
+class ModelValidationError(MlflowPluginError, AirflowFailException):
+    """The staged model cannot be validated (wrong stage, unreadable holdout, ...)."""
+
+
+class PromotionConflictError(MlflowPluginError, AirflowFailException):
+    """The champion changed between validation and promotion (compare-and-set failed)."""
+
+
+def unknown_stage(stage: str) -> MlflowRegistryError:
+    return MlflowRegistryError(
+        f"stage {stage!r} is not one of 'None', 'Staging', 'Production', 'Archived'"
+    )
+
+
+def version_not_in_stage(name: str, version: str, expected: str, actual: str) -> ModelValidationError:
+    return ModelValidationError(
+        f"model {name!r} version {version!r} is in stage {actual!r}, expected {expected!r}"
+    )
+
+
+def champion_changed(name: str, expected: str | None, actual: str | None) -> PromotionConflictError:
+    return PromotionConflictError(
+        f"champion of model {name!r} changed since validation: expected version {expected!r}, "
+        f"found {actual!r}; re-run validation against the new champion"
+    )
+
+
+class BadDataError(MlflowPluginError, AirflowFailException):
+    """The data batch is unusable; retrying the same interval gives the same bytes."""
+
+
+@contextmanager
+def bad_data_fails_the_task() -> Iterator[None]:
+    """Turn ``cmms_pm`` data errors into a non-retryable task failure carrying the same message."""
+    from cmms_pm.exceptions import CmmsPmError
+
+    try:
+        yield
+    except CmmsPmError as err:
+        raise BadDataError(f"{type(err).__name__}: {err}") from err

@@ -1,0 +1,357 @@
+"""MLflow operators: one base class with the connection, the hook and the error handling.
+
+Constructors only assign (no hook, network or validation at parse time); the concrete
+operators add their own fields and delegate the MLflow work to ``tracking``, ``registry`` and
+``validation``, so no MLflow logic is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from cmms_mlflow import registry, tracking
+from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable
+from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.links import (
+    MODEL_VERSION_URL_KEY,
+    RUN_URL_KEY,
+    MlflowModelVersionLink,
+    MlflowRunLink,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from mlflow import MlflowClient
+
+# MLflow error codes a retry cannot fix; anything else (5xx, connection refused) is retryable.
+_PERMANENT_ERROR_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+        "INVALID_STATE",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "BAD_REQUEST",
+    }
+)
+
+
+class MlflowBaseOperator(BaseOperator):
+    """Holds ``mlflow_conn_id``, the cached :class:`MlflowHook` and MLflow error translation.
+
+    Subclasses implement :meth:`execute_mlflow`, which runs inside :meth:`MlflowHook.session`.
+    """
+
+    template_fields: Sequence[str] = ("mlflow_conn_id",)
+    ui_color = "#d5e8f7"
+
+    def __init__(self, *, mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        with self.hook.session() as client:
+            try:
+                return self.execute_mlflow(client, context)
+            except MlflowException as err:
+                code = getattr(err, "error_code", "")
+                if code in _PERMANENT_ERROR_CODES:
+                    raise MlflowRegistryError(f"MLflow refused the request ({code}): {err.message}") from err
+                raise MlflowServiceUnavailable(f"MLflow call failed ({code}): {err.message}") from err
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> Any:
+        raise NotImplementedError
+
+    def push_model_version_link(self, context: Context, name: str, version: str) -> None:
+        context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=self.hook.model_version_url(name, version))
+
+
+class MlflowTrainModelOperator(MlflowBaseOperator):
+    """Train the model on a data batch and log one MLflow run (resumed, not repeated, on retry).
+
+    :param dataset: the manifest returned by the data step (splits' URIs, rows, digest).
+    :param experiment_name: MLflow experiment, created if missing.
+    :param hyperparameters: passed to ``cmms_pm.training.build_model``.
+    :param run_tags: extra run tags (``model_type``, ``use_case``, ...).
+    """
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "experiment_name",
+                                      "hyperparameters", "run_tags")
+    operator_extra_links: ClassVar = (MlflowRunLink(),)
+
+    def __init__(
+        self,
+        *,
+        dataset: Any,
+        experiment_name: str,
+        hyperparameters: dict[str, Any],
+        run_tags: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.experiment_name = experiment_name
+        self.hyperparameters = hyperparameters
+        self.run_tags = run_tags
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        experiment_id = self.hook.get_or_create_experiment(client, self.experiment_name)
+        airflow_tags = tracking.airflow_tags(context)
+        earlier = tracking.resume_or_close(
+            client, tracking.find_task_runs(client, experiment_id, airflow_tags)
+        )
+        if earlier is not None:
+            self.log.info("Reusing MLflow run %s from an earlier attempt", earlier.info.run_id)
+            result = tracking.run_result(client, earlier)
+        else:
+            manifest = self.dataset
+            tags = {
+                **(self.run_tags or {}),
+                "data_version": manifest["data_version"],
+                "data_digest": manifest["digest"],
+                "training_date": manifest["training_date"],
+                **airflow_tags,
+            }
+            commit = tracking.git_commit()
+            if commit:
+                tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
+            result = tracking.log_training_run(
+                client,
+                experiment_id=experiment_id,
+                manifest=manifest,
+                hyperparameters=self.hyperparameters,
+                tags=tags,
+                run_name=f"{self.task_id}-{manifest['training_date']}",
+            )
+        context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, result["run_id"]))
+        self.log.info("MLflow run %s: validation F1 %.4f", result["run_id"], result["metrics"]["f1"])
+        return result
+
+
+class MlflowRegisterModelOperator(MlflowBaseOperator):
+    """Register the trained model as a new version carrying the run's tags and a description."""
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "training")
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, model_name: str, training: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.training = training
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        run = client.get_run(self.training["run_id"])
+        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+        metrics = self.training["metrics"]
+        description = (
+            f"{tags.get('model_type', 'model')} for {tags.get('use_case', 'predictive maintenance')}, "
+            f"trained on data {tags.get('data_version', '?')} by Airflow run "
+            f"{tags.get(tracking.TAG_RUN_ID, '?')}. Validation F1 {metrics['f1']:.4f}, "
+            f"ROC-AUC {metrics['roc_auc']:.4f}, PR-AUC {metrics['pr_auc']:.4f}."
+        )
+        version = registry.register_version(
+            client,
+            name=self.model_name,
+            source=self.training["model_uri"],
+            run_id=self.training["run_id"],
+            description=description,
+            tags=tags,
+            run_link=tags.get("airflow.run_url"),
+        )
+        self.push_model_version_link(context, self.model_name, version.version)
+        return {"name": self.model_name, "version": str(version.version), "run_id": self.training["run_id"]}
+
+
+class MlflowTransitionModelOperator(MlflowBaseOperator):
+    """Move a version to a stage; the matching alias moves with it (see ``registry.transition``)."""
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version", "stage")
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, model_name: str, version: Any, stage: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.version = version
+        self.stage = stage
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        version = str(self.version)
+        changes = registry.transition(client, self.model_name, version, self.stage)
+        self.push_model_version_link(context, self.model_name, version)
+        return changes
+
+
+class MlflowValidateModelOperator(MlflowBaseOperator):
+    """Score the staged challenger and the champion on the holdout; tag and record the decision."""
+
+    template_fields: Sequence[str] = (
+        *MlflowBaseOperator.template_fields,
+        "model_name",
+        "version",
+        "holdout_uri",
+        "f1_threshold",
+        "min_improvement",
+        "allow_promotion",
+    )
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        version: Any,
+        holdout_uri: Any,
+        f1_threshold: Any,
+        min_improvement: Any,
+        allow_promotion: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.version = version
+        self.holdout_uri = holdout_uri
+        self.f1_threshold = f1_threshold
+        self.min_improvement = min_improvement
+        self.allow_promotion = allow_promotion
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_mlflow.validation import validate_candidate
+
+        record = validate_candidate(
+            client,
+            name=self.model_name,
+            version=str(self.version),
+            holdout_uri=self.holdout_uri,
+            f1_threshold=float(self.f1_threshold),
+            min_improvement=float(self.min_improvement),
+            allow_promotion=_as_bool(self.allow_promotion),
+        )
+        self.push_model_version_link(context, self.model_name, str(self.version))
+        return record
+
+
+class MlflowPromoteModelOperator(MlflowBaseOperator):
+    """Make the validated version the champion (Production), archiving the one it replaces.
+
+    A compare-and-set: if the champion is no longer the one the validation compared against,
+    the promotion is refused and nothing changes.
+    """
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, model_name: str, validation: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.validation = validation
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        version = str(self.validation["challenger_version"])
+        changes = registry.transition(
+            client,
+            self.model_name,
+            version,
+            "Production",
+            expected_champion=self.validation["champion_version"],
+            check_champion=True,
+        )
+        if not changes.get("unchanged"):
+            ti = context["ti"]
+            registry.set_tags(
+                client,
+                self.model_name,
+                version,
+                {
+                    "promoted_at": context["dag_run"].run_after.isoformat(),
+                    "promoted_by": f"airflow:{ti.dag_id}/{ti.run_id}",
+                    "promotion_reason": self.validation["reason"],
+                    "replaced_version": changes["replaced"] or "",
+                },
+            )
+        registry.check_invariants(client, self.model_name)
+        self.push_model_version_link(context, self.model_name, version)
+        return changes
+
+
+class MlflowRejectModelOperator(MlflowBaseOperator):
+    """Archive a challenger that failed validation, with the reason as a tag."""
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, model_name: str, validation: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.validation = validation
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        version = str(self.validation["challenger_version"])
+        registry.set_tags(
+            client,
+            self.model_name,
+            version,
+            {"validation_status": "rejected", "rejection_reason": self.validation["reason"]},
+        )
+        changes = registry.transition(client, self.model_name, version, "Archived")
+        registry.check_invariants(client, self.model_name)
+        self.push_model_version_link(context, self.model_name, version)
+        return changes
+
+
+class MlflowModelReportOperator(MlflowBaseOperator):
+    """Log a readable summary of what the run did to the registry and return it."""
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, model_name: str, validation: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.validation = validation
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_pm.report import format_summary
+
+        record = self.validation
+        version = str(record["challenger_version"])
+        mv = client.get_model_version(self.model_name, version)
+        aliases = sorted(a for a, v in registry.aliases_of(client, self.model_name).items() if v == version)
+        champion = registry.get_champion(client, self.model_name)
+        summary = {
+            "model_name": self.model_name,
+            "version": version,
+            "stage": mv.current_stage,
+            "aliases": aliases,
+            "challenger_f1": record["challenger_metrics"]["f1"],
+            "champion_f1": record["champion_metrics"]["f1"] if record["champion_metrics"] else None,
+            "champion_version": record["champion_version"],
+            "current_champion_version": str(champion.version) if champion is not None else None,
+            "decision": "promoted" if mv.current_stage == "Production" else "rejected",
+            "reason": record["reason"],
+            "run_id": record["challenger_run_id"],
+            "data_version": mv.tags.get("data_version", ""),
+            "tracking_uri": self.hook.settings.tracking_uri,
+            "mlflow_ui_url": self.hook.model_version_url(self.model_name, version),
+            "airflow_ui_url": mv.tags.get("airflow.run_url", ""),
+        }
+        summary["text"] = format_summary(summary)
+        self.log.info("Pipeline summary\n%s", summary["text"])
+        self.push_model_version_link(context, self.model_name, version)
+        return summary
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -1,0 +1,183 @@
+"""One MLflow run per Airflow training task: params, metrics, plots, dataset input and model.
+
+The run is keyed by the Airflow task that made it (tags ``airflow.dag_id``/``airflow.run_id``/
+``airflow.task_id``): a retry finds the finished run and returns it instead of training again,
+and closes a run a killed attempt left ``RUNNING``.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cmms_mlflow.hooks import PROJECT_DIR
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
+
+TAG_DAG_ID = "airflow.dag_id"
+TAG_RUN_ID = "airflow.run_id"
+TAG_TASK_ID = "airflow.task_id"
+MODEL_ARTIFACT = "model"
+
+
+def airflow_tags(context: Any) -> dict[str, str]:
+    """Tags that tie an MLflow object to the Airflow task instance that wrote it."""
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    log_url = getattr(ti, "log_url", "") or ""
+    return {
+        TAG_DAG_ID: ti.dag_id,
+        TAG_RUN_ID: ti.run_id,
+        TAG_TASK_ID: ti.task_id,
+        "airflow.try_number": str(ti.try_number),
+        "airflow.run_type": str(getattr(dag_run, "run_type", "") or ""),
+        "airflow.run_url": log_url.split("/tasks/")[0] if log_url else "",
+    }
+
+
+def git_commit() -> str | None:
+    """Commit of the project checkout, if it is a git checkout (best effort, 2 s)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def find_task_runs(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Run]:
+    """Runs in ``experiment_id`` written by the same Airflow task of the same DAG run, oldest first."""
+    filter_string = " and ".join(
+        f"tags.`{key}` = '{tags[key]}'" for key in (TAG_DAG_ID, TAG_RUN_ID, TAG_TASK_ID)
+    )
+    runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=50)
+    return sorted(runs, key=lambda r: r.info.start_time or 0)
+
+
+def resume_or_close(client: MlflowClient, runs: list[Run]) -> Run | None:
+    """Return a finished run of an earlier attempt; mark runs left RUNNING by killed attempts FAILED."""
+    finished = None
+    for run in runs:
+        status = run.info.status
+        if status == "FINISHED" and finished is None:
+            finished = run
+        elif status in ("RUNNING", "SCHEDULED"):
+            log.warning("Closing MLflow run %s left %s by an earlier attempt", run.info.run_id, status)
+            client.set_terminated(run.info.run_id, status="FAILED")
+    return finished
+
+
+def log_training_run(
+    client: MlflowClient,
+    *,
+    experiment_id: str,
+    manifest: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    tags: dict[str, str],
+    run_name: str,
+) -> dict[str, Any]:
+    """Train on the manifest's train split, evaluate on validation, log everything; return ids."""
+    import mlflow
+    from cmms_pm import plots, training
+    from cmms_pm.data import read_split
+    from cmms_pm.schema import FEATURES, TARGET
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.models import infer_signature
+
+    train = read_split(manifest["splits"]["train"]["uri"])
+    validation = read_split(manifest["splits"]["validation"]["uri"])
+    model = training.fit_model(train, hyperparameters)
+    proba = model.predict_proba(validation[FEATURES])[:, 1]
+    metrics = training.classification_metrics(validation[TARGET].to_numpy(), proba)
+    importances = training.feature_importances(model)
+
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    try:
+        params = {**hyperparameters, "train_rows": len(train), "validation_rows": len(validation)}
+        client.log_batch(
+            run_id,
+            metrics=[Metric(f"val_{k}", float(v), 0, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in sorted(params.items())],
+            tags=[RunTag("mlflow.note.content", _run_note(manifest, metrics))],
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            importances.to_csv(out / "feature_importances.csv", index=False)
+            plots.plot_feature_importances(importances, out / "feature_importances.png")
+            y_val = validation[TARGET].to_numpy()
+            plots.plot_confusion_matrix(y_val, (proba >= 0.5).astype(int), out / "confusion_matrix.png")
+            plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")
+            plots.plot_pr_curve(y_val, proba, out / "pr_curve.png")
+            client.log_artifacts(run_id, str(out), artifact_path="evaluation")
+        example = train[FEATURES].head(5)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_input(_dataset(manifest, train), context="training")
+            info = mlflow.sklearn.log_model(
+                model,
+                name=MODEL_ARTIFACT,
+                serialization_format="skops",
+                skops_trusted_types=training.SKOPS_TRUSTED_TYPES,
+                signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+                input_example=example,
+            )
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "model_uri": info.model_uri,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+    }
+
+
+def run_result(client: MlflowClient, run: Run) -> dict[str, Any]:
+    """The same result :func:`log_training_run` returns, read back from a finished run."""
+    logged = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    if not logged:
+        raise LookupError(f"run {run.info.run_id!r} finished without a logged model")
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "model_uri": f"models:/{logged[0].model_id}",
+        "metrics": {k[len("val_") :]: v for k, v in run.data.metrics.items() if k.startswith("val_")},
+    }
+
+
+def _dataset(manifest: dict[str, Any], train: Any) -> Any:
+    """The training data as an MLflow dataset, named by data version and keyed by content digest."""
+    import mlflow.data
+
+    return mlflow.data.from_pandas(
+        train,
+        source=manifest["splits"]["train"]["uri"],
+        targets=manifest["target"],
+        name=f"telemetry-{manifest['data_version']}",
+        digest=manifest["digest"][:32],
+    )
+
+
+def _run_note(manifest: dict[str, Any], metrics: dict[str, float]) -> str:
+    return (
+        f"RandomForest trained on {manifest['splits']['train']['rows']} rows of "
+        f"{manifest['data_version']} (digest {manifest['digest'][:12]}); validation F1 "
+        f"{metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}."
+    )

@@ -1,0 +1,97 @@
+"""Score the staged challenger and the current champion on the same holdout and decide."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from cmms_mlflow import registry
+from cmms_mlflow.exceptions import version_not_in_stage
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+DECISION_ARTIFACT = "validation/decision.json"
+
+
+def load_registered(name: str, version: str) -> Any:
+    """Load one registered version through the registry (``models:/<name>/<version>``)."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+
+
+def validate_candidate(
+    client: MlflowClient,
+    *,
+    name: str,
+    version: str,
+    holdout_uri: str,
+    f1_threshold: float,
+    min_improvement: float,
+    allow_promotion: bool,
+) -> dict[str, Any]:
+    """Compare challenger ``version`` (must be in Staging) with the champion; record the decision.
+
+    The staged model is loaded by its exact version: ``models:/<name>/Staging`` would pick the
+    newest staged version, which is another run's candidate when two runs overlap.
+    """
+    from cmms_pm.data import read_split
+    from cmms_pm.policy import decide_promotion
+    from cmms_pm.training import score_model
+
+    version = str(version)
+    candidate = client.get_model_version(name, version)
+    if candidate.current_stage != "Staging":
+        raise version_not_in_stage(name, version, "Staging", candidate.current_stage)
+
+    holdout = read_split(holdout_uri)
+    challenger_metrics = score_model(load_registered(name, version), holdout)
+    champion = registry.get_champion(client, name)
+    champion_version = str(champion.version) if champion is not None else None
+    if champion_version == version:
+        champion_version = None
+    champion_metrics = (
+        score_model(load_registered(name, champion_version), holdout) if champion_version else None
+    )
+    decision = decide_promotion(
+        challenger_f1=challenger_metrics["f1"],
+        champion_f1=champion_metrics["f1"] if champion_metrics else None,
+        f1_threshold=f1_threshold,
+        min_improvement=min_improvement,
+        allow_promotion=allow_promotion,
+    )
+    record = {
+        "model_name": name,
+        "challenger_version": version,
+        "challenger_run_id": candidate.run_id,
+        "challenger_metrics": challenger_metrics,
+        "champion_version": champion_version,
+        "champion_metrics": champion_metrics,
+        "holdout_uri": holdout_uri,
+        "holdout_rows": len(holdout),
+        "thresholds": {
+            "f1_threshold": f1_threshold,
+            "min_improvement": min_improvement,
+            "allow_promotion": allow_promotion,
+        },
+        "decision": "promote" if decision.promote else "reject",
+        "reason": decision.reason,
+    }
+    client.log_dict(candidate.run_id, record, DECISION_ARTIFACT)
+    tags = {f"validation_{k}": f"{v:.6f}" for k, v in challenger_metrics.items()}
+    tags.update(
+        {
+            "champion_f1": f"{champion_metrics['f1']:.6f}" if champion_metrics else "",
+            "champion_version": champion_version or "",
+            "f1_threshold": str(f1_threshold),
+            "min_improvement": str(min_improvement),
+            "validation_status": "passed" if decision.promote else "rejected",
+            "decision_reason": decision.reason,
+        }
+    )
+    registry.set_tags(client, name, version, tags)
+    log.info("Validation of %s v%s: %s (%s)", name, version, record["decision"], decision.reason)
+    return record

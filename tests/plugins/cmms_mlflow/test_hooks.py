@@ -1,0 +1,110 @@
+"""MlflowHook: where the tracking URI comes from, and credentials that never outlive a session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cmms_mlflow.hooks import MlflowHook
+
+
+def _conn(monkeypatch, **fields) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", **fields}))
+
+
+def test_embedded_default_without_connection_or_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CMMS_MLFLOW_HOME", str(tmp_path))
+    settings = MlflowHook().settings
+    assert settings.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert settings.artifact_location == (tmp_path / "artifacts").as_uri()
+    assert settings.source == "embedded"
+
+
+def test_standard_env_var_is_used_without_connection(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    settings = MlflowHook().settings
+    assert (settings.tracking_uri, settings.source, settings.artifact_location) == (
+        "http://127.0.0.1:5999", "MLFLOW_TRACKING_URI", None)
+
+
+def test_connection_wins_over_env_and_carries_credentials(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    _conn(monkeypatch, host="http://127.0.0.1:5000", login="pipeline", password="s3cret-value",
+          extra={"registry_uri": "http://127.0.0.1:5001", "max_retries": 1, "request_timeout": 5})
+    settings = MlflowHook().settings
+    assert settings.tracking_uri == "http://127.0.0.1:5000"
+    assert settings.registry_uri == "http://127.0.0.1:5001"
+    assert (settings.username, settings.password) == ("pipeline", "s3cret-value")
+    assert (settings.max_retries, settings.request_timeout) == (1, 5)
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_uri_style_connection_builds_an_http_tracking_uri(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "mlflow://user:pw@127.0.0.1:5000")
+    assert MlflowHook().settings.tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_credentials_exist_only_inside_a_session(monkeypatch, mlflow_store):
+    _conn(monkeypatch, host=mlflow_store, login="pipeline", password="s3cret-value")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone-else")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    hook = MlflowHook()
+    with hook.session() as client:
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret-value"
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "pipeline"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+        assert mlflow.get_tracking_uri() == mlflow_store
+        client.search_experiments(max_results=1)
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "someone-else"
+    assert mlflow.get_tracking_uri() == before
+
+
+def test_credentials_are_removed_even_when_the_session_fails(monkeypatch, mlflow_store):
+    _conn(monkeypatch, host=mlflow_store, login="pipeline", password="s3cret-value")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with pytest.raises(RuntimeError), MlflowHook().session():
+        raise RuntimeError("task failed")
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+
+
+def test_experiment_artifacts_live_next_to_the_sqlite_db(mlflow_conn):
+    hook = MlflowHook()
+    with hook.session() as client:
+        experiment_id = hook.get_or_create_experiment(client, "hook-artifact-location")
+        again = hook.get_or_create_experiment(client, "hook-artifact-location")
+        location = client.get_experiment(experiment_id).artifact_location
+    assert again == experiment_id
+    db_dir = Path(mlflow_conn.removeprefix("sqlite:///")).parent
+    assert location == (db_dir / "artifacts").as_uri()
+
+
+def test_test_connection_reports_success_and_failure(monkeypatch, mlflow_store):
+    _conn(monkeypatch, host=mlflow_store)
+    ok, message = MlflowHook().test_connection()
+    assert ok, message
+    # A closed loopback port: no retries, so it fails fast with the reason.
+    _conn(monkeypatch, host="http://127.0.0.1:9", extra={"max_retries": 0, "request_timeout": 2})
+    ok, message = MlflowHook().test_connection()
+    assert not ok and "127.0.0.1:9" in message
+
+
+def test_ui_links_point_at_the_mlflow_ui(monkeypatch):
+    _conn(monkeypatch, host="http://127.0.0.1:5000")
+    hook = MlflowHook()
+    assert hook.run_url("3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    assert hook.model_version_url("pm rf", 2) == "http://127.0.0.1:5000/#/models/pm%20rf/versions/2"
+
+
+def test_embedded_store_links_use_the_configured_ui_url(monkeypatch, mlflow_store):
+    _conn(monkeypatch, host=mlflow_store)
+    monkeypatch.setenv("CMMS_MLFLOW_UI_URL", "http://127.0.0.1:5055/")
+    assert MlflowHook().model_version_url("m", 1) == "http://127.0.0.1:5055/#/models/m/versions/1"
