@@ -37,9 +37,7 @@ class PromotionConflictError(MlflowPluginError, AirflowFailException):
 
 
 def unknown_stage(stage: str) -> MlflowRegistryError:
-    return MlflowRegistryError(
-        f"stage {stage!r} is not one of 'None', 'Staging', 'Production', 'Archived'"
-    )
+    return MlflowRegistryError(f"stage {stage!r} is not one of 'None', 'Staging', 'Production', 'Archived'")
 
 
 def version_not_in_stage(name: str, version: str, expected: str, actual: str) -> ModelValidationError:

@@ -152,7 +152,9 @@ def resolve_settings(conn: Any | None) -> MlflowSettings:
             password=conn.password or None,
             token=extra.get("token") or None,
             ui_url=extra.get("ui_url") or None,
-            artifact_location=_default_artifact_location(uri, extra.get("artifact_location") or env_artifacts),
+            artifact_location=_default_artifact_location(
+                uri, extra.get("artifact_location") or env_artifacts
+            ),
             request_timeout=timeout,
             max_retries=retries,
             source=f"connection {conn.conn_id!r}",

@@ -86,8 +86,13 @@ class MlflowTrainModelOperator(MlflowBaseOperator):
     :param run_tags: extra run tags (``model_type``, ``use_case``, ...).
     """
 
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "experiment_name",
-                                      "hyperparameters", "run_tags")
+    template_fields: Sequence[str] = (
+        *MlflowBaseOperator.template_fields,
+        "dataset",
+        "experiment_name",
+        "hyperparameters",
+        "run_tags",
+    )
     operator_extra_links: ClassVar = (MlflowRunLink(),)
 
     def __init__(

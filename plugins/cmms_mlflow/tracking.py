@@ -91,11 +91,12 @@ def log_training_run(
 ) -> dict[str, Any]:
     """Train on the manifest's train split, evaluate on validation, log everything; return ids."""
     import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.models import infer_signature
+
     from cmms_pm import plots, training
     from cmms_pm.data import read_split
     from cmms_pm.schema import FEATURES, TARGET
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.models import infer_signature
 
     train = read_split(manifest["splits"]["train"]["uri"])
     validation = read_split(manifest["splits"]["validation"]["uri"])

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from cmms_mlflow.hooks import MlflowHook
 
 
@@ -29,13 +30,21 @@ def test_standard_env_var_is_used_without_connection(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     settings = MlflowHook().settings
     assert (settings.tracking_uri, settings.source, settings.artifact_location) == (
-        "http://127.0.0.1:5999", "MLFLOW_TRACKING_URI", None)
+        "http://127.0.0.1:5999",
+        "MLFLOW_TRACKING_URI",
+        None,
+    )
 
 
 def test_connection_wins_over_env_and_carries_credentials(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    _conn(monkeypatch, host="http://127.0.0.1:5000", login="pipeline", password="s3cret-value",
-          extra={"registry_uri": "http://127.0.0.1:5001", "max_retries": 1, "request_timeout": 5})
+    _conn(
+        monkeypatch,
+        host="http://127.0.0.1:5000",
+        login="pipeline",
+        password="s3cret-value",
+        extra={"registry_uri": "http://127.0.0.1:5001", "max_retries": 1, "request_timeout": 5},
+    )
     settings = MlflowHook().settings
     assert settings.tracking_uri == "http://127.0.0.1:5000"
     assert settings.registry_uri == "http://127.0.0.1:5001"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cmms_mlflow import registry
 from cmms_mlflow.exceptions import MlflowRegistryError, PromotionConflictError
 
@@ -32,8 +33,13 @@ def _stages(client, name: str) -> dict[str, str]:
 
 def test_registering_the_same_run_twice_returns_one_version(client, model_name):
     run = client.create_run(_experiment(client))
-    kwargs = dict(name=model_name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                  description="d", tags={"k": "v"})
+    kwargs = dict(
+        name=model_name,
+        source=f"{run.info.artifact_uri}/model",
+        run_id=run.info.run_id,
+        description="d",
+        tags={"k": "v"},
+    )
     first = registry.register_version(client, **kwargs)
     second = registry.register_version(client, **kwargs)
     assert first.version == second.version
@@ -52,8 +58,9 @@ def test_promotion_archives_the_previous_champion_and_remembers_it(client, model
     v1, v2 = _new_version(client, model_name), _new_version(client, model_name)
     registry.transition(client, model_name, v1, "Production", check_champion=True, expected_champion=None)
     registry.transition(client, model_name, v2, "Staging")
-    changes = registry.transition(client, model_name, v2, "Production", check_champion=True,
-                                  expected_champion=v1)
+    changes = registry.transition(
+        client, model_name, v2, "Production", check_champion=True, expected_champion=v1
+    )
     assert changes["replaced"] == v1
     assert _stages(client, model_name) == {v1: "Archived", v2: "Production"}
     assert registry.aliases_of(client, model_name) == {"champion": v2, "previous_champion": v1}
@@ -64,8 +71,9 @@ def test_promotion_archives_the_previous_champion_and_remembers_it(client, model
 def test_promoting_the_champion_again_changes_nothing(client, model_name):
     v1 = _new_version(client, model_name)
     registry.transition(client, model_name, v1, "Production")
-    again = registry.transition(client, model_name, v1, "Production", check_champion=True,
-                                expected_champion=None)
+    again = registry.transition(
+        client, model_name, v1, "Production", check_champion=True, expected_champion=None
+    )
     assert again.get("unchanged") is True
     assert registry.aliases_of(client, model_name) == {"champion": v1}
 
@@ -75,8 +83,7 @@ def test_promotion_is_refused_when_the_champion_changed_since_validation(client,
     registry.transition(client, model_name, v1, "Production")
     registry.transition(client, model_name, v2, "Production")  # someone else promoted meanwhile
     with pytest.raises(PromotionConflictError, match=r"expected version '1', found '2'"):
-        registry.transition(client, model_name, v3, "Production", check_champion=True,
-                            expected_champion=v1)
+        registry.transition(client, model_name, v3, "Production", check_champion=True, expected_champion=v1)
     assert _stages(client, model_name)[v3] == "None"
     assert registry.aliases_of(client, model_name)["champion"] == v2
 

@@ -1,0 +1,303 @@
+"""Telemetry data: synthetic generation, external loading, splitting and deterministic Parquet batches.
+
+Everything is seeded or content-addressed so a re-run of the same data interval writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cmms_pm.exceptions import DataSourceError, DataValidationError
+from cmms_pm.schema import EQUIPMENT_TYPES, FEATURES, TARGET
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "validation", "holdout")
+
+# Per-type physics, indexed like EQUIPMENT_TYPES:
+# pump, compressor, motor, conveyor, turbine, hvac.
+_TYPE_SHARE = np.array([0.24, 0.16, 0.22, 0.14, 0.08, 0.16])
+_TEMP_BASE_C = np.array([55.0, 70.0, 60.0, 48.0, 78.0, 42.0])
+_VIB_BASE_MM_S = np.array([2.8, 3.5, 2.2, 3.0, 1.8, 1.6])
+_PRESSURE_BASE_BAR = np.array([8.0, 12.0, 1.0, 1.0, 40.0, 3.0])
+_RPM_BASE = np.array([2900.0, 3000.0, 1750.0, 1450.0, 3600.0, 1150.0])
+_MAINT_INTERVAL_DAYS = np.array([180.0, 120.0, 240.0, 150.0, 90.0, 200.0])
+_MEAN_AGE_YEARS = np.array([9.0, 11.0, 8.0, 12.0, 14.0, 10.0])
+
+# Incipient-fault model: history sets the odds of a developing fault, the fault shows in the sensors,
+# and a faulty asset almost always fails within the horizon while a healthy one rarely does.
+_FAULT_BASE_LOGIT = -3.9
+_FAULT_KINDS = ("bearing", "thermal", "overload")
+_FAULT_KIND_SHARE = np.array([0.4, 0.35, 0.25])
+_P_FAIL_GIVEN_FAULT = 0.95
+_P_FAIL_GIVEN_HEALTHY = 0.003
+
+
+def interval_seed(start: str, end: str) -> int:
+    """Stable 63-bit seed of a data interval, so a re-run of the same interval regenerates the same data.
+
+    Uses sha256 rather than ``hash()``, which is salted per process.
+    """
+    digest = hashlib.sha256(f"{start}|{end}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def generate_telemetry(n_samples: int, seed: int) -> pd.DataFrame:
+    """Synthetic CMMS readings with a learnable ``HORIZON_DAYS``-day failure label, fully vectorised.
+
+    History (age, overdue maintenance, past failures) sets the odds of an incipient fault; the fault
+    shows in the sensors (bearing → vibration, thermal → temperature, overload → load) and is followed
+    by a failure with probability 0.95, while a healthy asset fails with probability 0.003 — learnable,
+    but with enough noise that no model is perfect.
+    """
+    if n_samples <= 0:
+        raise DataValidationError(f"n_samples must be positive, got {n_samples}")
+    rng = np.random.default_rng(seed)
+    n = n_samples
+
+    kind = rng.choice(len(EQUIPMENT_TYPES), size=n, p=_TYPE_SHARE / _TYPE_SHARE.sum())
+    age = np.clip(rng.gamma(2.0, _MEAN_AGE_YEARS[kind] / 2.0), 0.1, 45.0)
+    utilisation = rng.beta(5.0, 2.0, size=n)
+    operating_hours = age * 8760.0 * utilisation
+    interval = _MAINT_INTERVAL_DAYS[kind]
+    days_since = np.clip(np.rint(rng.gamma(2.0, interval / 2.2)), 0, 1500).astype(np.int64)
+    overdue = days_since / interval
+    failure_rate = 0.3 + 0.06 * age + 0.6 * np.maximum(overdue - 1.0, 0.0)
+    failures = np.clip(rng.poisson(failure_rate), 0, 30).astype(np.int64)
+
+    wear = 0.02 * age + 0.2 * np.maximum(overdue - 1.0, 0.0) + 0.08 * failures + rng.gamma(1.5, 0.15, n)
+    fault_logit = _FAULT_BASE_LOGIT + 0.07 * age + 0.9 * np.maximum(overdue - 1.0, 0.0) + 0.35 * failures
+    faulty = rng.random(n) < 1.0 / (1.0 + np.exp(-fault_logit))
+    fault_kind = rng.choice(len(_FAULT_KINDS), size=n, p=_FAULT_KIND_SHARE)
+    bearing = faulty & (fault_kind == 0)
+    thermal = faulty & (fault_kind == 1)
+    overload = faulty & (fault_kind == 2)
+
+    load = np.clip(rng.normal(68.0, 12.0, n) + overload * rng.uniform(45.0, 65.0, n), 5.0, 140.0)
+    vibration = _VIB_BASE_MM_S[kind] * (1.0 + 0.5 * wear) * rng.lognormal(0.0, 0.15, n)
+    vibration = np.clip(vibration * np.where(bearing, rng.uniform(2.8, 4.0, n), 1.0), 0.1, 80.0)
+    temperature = np.clip(
+        _TEMP_BASE_C[kind]
+        + 5.0 * wear
+        + 0.15 * (load - 68.0)
+        + thermal * rng.uniform(28.0, 40.0, n)
+        + bearing * rng.uniform(3.0, 8.0, n)
+        + rng.normal(0.0, 3.0, n),
+        -30.0,
+        180.0,
+    )
+    pressure = np.clip(_PRESSURE_BASE_BAR[kind] * (1.0 - 0.04 * wear + rng.normal(0.0, 0.06, n)), 0.05, 300.0)
+    rpm = np.clip(_RPM_BASE[kind] * (0.85 + 0.2 * load / 100.0 + rng.normal(0.0, 0.02, n)), 50.0, 20000.0)
+    p_fail = np.where(faulty, _P_FAIL_GIVEN_FAULT, _P_FAIL_GIVEN_HEALTHY)
+    label = (rng.random(n) < p_fail).astype(np.int64)
+
+    frame = pd.DataFrame(
+        {
+            "equipment_type": pd.array(np.asarray(EQUIPMENT_TYPES, dtype=object)[kind], dtype="str"),
+            "equipment_age_years": np.round(age, 2),
+            "operating_hours": np.round(operating_hours, 1),
+            "temperature_c": np.round(temperature, 2),
+            "vibration_mm_s": np.round(vibration, 3),
+            "pressure_bar": np.round(pressure, 3),
+            "rpm": np.round(rpm, 1),
+            "load_pct": np.round(load, 2),
+            "days_since_maintenance": days_since,
+            "failures_last_year": failures,
+            TARGET: label,
+        }
+    )
+    return frame[FEATURES + [TARGET]]
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """Resolve a local path or any URI ``pyarrow.fs`` understands into ``(filesystem, path)``."""
+    from pyarrow import fs
+
+    if "://" not in uri:
+        return fs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError/ValueError depending on scheme
+        raise DataSourceError(f"cannot resolve a filesystem for {uri!r}: {exc}") from exc
+
+
+def _join(uri: str, name: str) -> str:
+    return f"{uri.rstrip('/')}/{name}"
+
+
+def load_external(uri: str, target_column: str) -> pd.DataFrame:
+    """Read a CSV or Parquet file and return its FEATURES + TARGET columns, values untouched.
+
+    Bad values are deliberately not coerced: ``validate_frame`` must see them. Feature columns absent
+    from the file are left absent for the same reason; only the target column is required here.
+    """
+    suffix = Path(uri.split("?", 1)[0]).suffix.lower()
+    if suffix not in _READERS:
+        raise DataSourceError(
+            f"unsupported file type {suffix or '(none)'!r} for {uri!r}; expected one of {sorted(_READERS)}"
+        )
+    filesystem, path = _filesystem(uri)
+    try:
+        with filesystem.open_input_file(path) as handle:
+            frame = _READERS[suffix](handle)
+    except FileNotFoundError as exc:
+        raise DataSourceError(f"data source {uri!r} does not exist") from exc
+    except Exception as exc:  # parser errors differ per format and library version
+        raise DataSourceError(f"cannot read data source {uri!r}: {exc}") from exc
+
+    if target_column not in frame.columns:
+        raise DataSourceError(
+            f"target column {target_column!r} not found in {uri!r}; columns are {list(frame.columns)}"
+        )
+    if target_column != TARGET and TARGET in frame.columns:
+        raise DataSourceError(
+            f"{uri!r} has both {target_column!r} and {TARGET!r}; drop one or pass target_column={TARGET!r}"
+        )
+    frame = frame.rename(columns={target_column: TARGET})
+    keep = [column for column in FEATURES + [TARGET] if column in frame.columns]
+    log.info("loaded %d rows with columns %s from %s", len(frame), keep, uri)
+    return frame[keep].reset_index(drop=True)
+
+
+def _read_csv(handle: Any) -> pd.DataFrame:
+    return pd.read_csv(handle)
+
+
+def _read_parquet(handle: Any) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(handle).to_pandas()
+
+
+_READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".pq": _read_parquet}
+
+
+def split_frame(
+    df: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.7, 0.15, 0.15)
+) -> dict[str, pd.DataFrame]:
+    """Split into train/validation/holdout, stratified on TARGET when both classes are present.
+
+    Deterministic for a seed; each class with at least three rows puts one row in every split so the
+    holdout F1 is defined even for rare positives.
+    """
+    if len(fractions) != len(SPLITS) or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-9:
+        raise DataValidationError(
+            f"split fractions must be {len(SPLITS)} positive numbers summing to 1, got {tuple(fractions)}"
+        )
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in SPLITS]
+    for rows in _strata(df):
+        rows = rng.permutation(rows)
+        sizes = _split_sizes(len(rows), fractions)
+        for part, chunk in zip(parts, np.split(rows, np.cumsum(sizes)[:-1]), strict=True):
+            part.append(chunk)
+    splits = {}
+    for name, part in zip(SPLITS, parts, strict=True):
+        rows = rng.permutation(np.concatenate(part))
+        splits[name] = df.iloc[rows].reset_index(drop=True)
+    log.info("split %d rows: %s", len(df), {name: len(frame) for name, frame in splits.items()})
+    return splits
+
+
+def _strata(df: pd.DataFrame) -> list[np.ndarray]:
+    """Row positions per label when the frame has two or more labels, else one group of all rows.
+
+    Every distinct label (NaN or a stray 2 included) is its own stratum, so no row is lost before
+    validation gets to see it.
+    """
+    if TARGET not in df.columns:
+        return [np.arange(len(df))]
+    codes, labels = pd.factorize(df[TARGET], sort=True, use_na_sentinel=False)
+    if pd.Series(labels).nunique(dropna=True) < 2:
+        return [np.arange(len(df))]
+    return [np.flatnonzero(codes == code) for code in range(len(labels))]
+
+
+def _split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
+    """Row counts per split for one stratum; the first split takes the remainder."""
+    tail = [int(round(fraction * n)) for fraction in fractions[1:]]
+    if n >= len(fractions):
+        tail = [max(size, 1) for size in tail]
+    tail = [min(size, n) for size in tail]
+    while sum(tail) > n:
+        tail[tail.index(max(tail))] -= 1
+    return [n - sum(tail), *tail]
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Serialise a frame to Parquet bytes that depend only on its content (no timestamps, no index)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    return sink.getvalue()
+
+
+def write_batch(
+    splits: dict[str, pd.DataFrame], out_uri: str, *, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``<out_uri>/<split>.parquet`` and ``manifest.json``; return the manifest.
+
+    Files are content-addressed (sha256 per split, ``digest`` over the split digests in split order)
+    so identical frames always give identical bytes and an identical manifest: re-runs are idempotent.
+    """
+    metadata = dict(metadata or {})
+    filesystem, root = _filesystem(out_uri)
+    filesystem.create_dir(root, recursive=True)
+
+    entries: dict[str, dict[str, Any]] = {}
+    for name, frame in splits.items():
+        payload = _parquet_bytes(frame)
+        uri = _join(out_uri, f"{name}.parquet")
+        with filesystem.open_output_stream(_join(root, f"{name}.parquet")) as stream:
+            stream.write(payload)
+        entries[name] = {
+            "uri": uri,
+            "rows": int(len(frame)),
+            "positives": int(frame[TARGET].sum()) if TARGET in frame.columns else 0,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
+
+    rows = sum(entry["rows"] for entry in entries.values())
+    positives = sum(entry["positives"] for entry in entries.values())
+    manifest: dict[str, Any] = {
+        "uri": out_uri,
+        "splits": entries,
+        "rows": rows,
+        "positive_rate": positives / rows if rows else 0.0,
+        "digest": hashlib.sha256("".join(e["sha256"] for e in entries.values()).encode()).hexdigest(),
+        "features": list(FEATURES),
+        "target": TARGET,
+    }
+    clashes = sorted(set(metadata) & set(manifest))
+    if clashes:
+        raise DataValidationError(f"metadata keys {clashes} would overwrite manifest fields")
+    manifest.update(metadata)
+    with filesystem.open_output_stream(_join(root, "manifest.json")) as stream:
+        stream.write(json.dumps(manifest, sort_keys=True, indent=2).encode())
+    log.info("wrote %d rows in %d splits to %s (digest %s)", rows, len(entries), out_uri, manifest["digest"])
+    return manifest
+
+
+def read_split(uri: str) -> pd.DataFrame:
+    """Read one split written by ``write_batch`` from a local path or a ``pyarrow.fs`` URI."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = _filesystem(uri)
+    try:
+        return pq.read_table(path, filesystem=filesystem).to_pandas()
+    except FileNotFoundError as exc:
+        raise DataSourceError(f"split {uri!r} does not exist") from exc
+    except OSError as exc:
+        raise DataSourceError(f"cannot read split {uri!r}: {exc}") from exc

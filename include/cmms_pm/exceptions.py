@@ -1,0 +1,15 @@
+"""Typed errors of the domain package; callers map them to retryable or fatal task failures."""
+
+from __future__ import annotations
+
+
+class CmmsPmError(Exception):
+    """Base class of every error raised by ``cmms_pm``."""
+
+
+class DataValidationError(CmmsPmError, ValueError):
+    """A frame breaks the schema contract; the message names the offending column or problem."""
+
+
+class DataSourceError(CmmsPmError):
+    """A data source cannot be read: missing file, unsupported format or missing target column."""

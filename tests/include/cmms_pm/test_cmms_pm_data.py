@@ -1,0 +1,324 @@
+"""Synthetic generation, seeding, external loading, splitting and deterministic batch files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmms_pm.data import (
+    generate_telemetry,
+    interval_seed,
+    load_external,
+    read_split,
+    split_frame,
+    write_batch,
+)
+from cmms_pm.exceptions import CmmsPmError, DataSourceError, DataValidationError
+from cmms_pm.schema import EQUIPMENT_TYPES, FEATURES, INTEGER_COLUMNS, NUMERIC, TARGET
+from cmms_pm.validation import validate_frame
+
+INCLUDE_DIR = Path(__file__).resolve().parents[3] / "include"
+
+
+# --- interval_seed -------------------------------------------------------------------------------
+
+
+def test_interval_seed_is_stable_for_the_same_interval():
+    start, end = "2024-06-01T00:00:00+00:00", "2024-06-02T00:00:00+00:00"
+    assert interval_seed(start, end) == interval_seed(start, end)
+
+
+def test_interval_seed_differs_between_intervals_and_is_order_sensitive():
+    a = interval_seed("2024-06-01T00:00:00+00:00", "2024-06-02T00:00:00+00:00")
+    b = interval_seed("2024-06-02T00:00:00+00:00", "2024-06-03T00:00:00+00:00")
+    swapped = interval_seed("2024-06-02T00:00:00+00:00", "2024-06-01T00:00:00+00:00")
+    assert len({a, b, swapped}) == 3
+
+
+def test_interval_seed_is_a_non_negative_63_bit_integer():
+    seed = interval_seed("2024-01-01", "2024-01-08")
+    assert isinstance(seed, int)
+    assert 0 <= seed < 2**63
+
+
+def test_interval_seed_does_not_depend_on_the_process_hash_salt():
+    code = "from cmms_pm.data import interval_seed; print(interval_seed('2024-01-01', '2024-01-02'))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": str(INCLUDE_DIR), "PYTHONHASHSEED": salt},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for salt in ("1", "2")
+    }
+    assert outputs == {str(interval_seed("2024-01-01", "2024-01-02"))}
+
+
+# --- generate_telemetry --------------------------------------------------------------------------
+
+
+def test_same_seed_generates_identical_frame():
+    pd.testing.assert_frame_equal(generate_telemetry(1_000, 7), generate_telemetry(1_000, 7))
+
+
+def test_different_seeds_generate_different_frames():
+    first, second = generate_telemetry(1_000, 7), generate_telemetry(1_000, 8)
+    assert not first.equals(second)
+    assert not np.allclose(first["vibration_mm_s"], second["vibration_mm_s"])
+
+
+def test_generated_frame_has_schema_columns_and_dtypes(telemetry):
+    assert list(telemetry.columns) == FEATURES + [TARGET]
+    assert len(telemetry) == 5_000
+    for column in NUMERIC:
+        expected = np.int64 if column in INTEGER_COLUMNS else np.float64
+        assert telemetry[column].dtype == expected, column
+    assert telemetry[TARGET].dtype == np.int64
+    assert pd.api.types.is_string_dtype(telemetry["equipment_type"])
+    assert set(telemetry["equipment_type"]) == set(EQUIPMENT_TYPES)
+
+
+def test_generated_frame_passes_validation(telemetry):
+    report = validate_frame(telemetry)
+    assert report["rows"] == 5_000
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_positive_rate_is_between_5_and_15_percent(seed):
+    rate = generate_telemetry(5_000, seed)[TARGET].mean()
+    assert 0.05 <= rate <= 0.15
+
+
+@pytest.mark.parametrize(
+    "risk_factor",
+    ["equipment_age_years", "failures_last_year", "vibration_mm_s", "temperature_c", "load_pct"],
+)
+def test_higher_risk_factor_means_more_failures(telemetry, risk_factor):
+    quantile = telemetry[risk_factor].rank(pct=True)
+    low = telemetry.loc[quantile <= 0.25, TARGET].mean()
+    high = telemetry.loc[quantile > 0.75, TARGET].mean()
+    assert high > 1.5 * low
+
+
+def test_non_positive_sample_count_is_rejected():
+    with pytest.raises(DataValidationError, match="n_samples must be positive"):
+        generate_telemetry(0, 1)
+
+
+# --- split_frame ---------------------------------------------------------------------------------
+
+
+def _with_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(row_id=np.arange(len(frame)))
+
+
+def test_split_has_the_requested_fractions_and_covers_every_row_once(telemetry):
+    splits = split_frame(_with_ids(telemetry), seed=3)
+    assert list(splits) == ["train", "validation", "holdout"]
+    sizes = {name: len(frame) for name, frame in splits.items()}
+    assert sizes["train"] == pytest.approx(3_500, abs=2)
+    assert sizes["validation"] == pytest.approx(750, abs=2)
+    assert sizes["holdout"] == pytest.approx(750, abs=2)
+    ids = np.concatenate([frame["row_id"].to_numpy() for frame in splits.values()])
+    assert sorted(ids) == list(range(len(telemetry)))
+
+
+def test_split_is_stratified_on_the_target(telemetry):
+    overall = telemetry[TARGET].mean()
+    for name, frame in split_frame(telemetry, seed=3).items():
+        assert frame[TARGET].mean() == pytest.approx(overall, abs=0.005), name
+
+
+def test_split_is_deterministic_for_a_seed_and_varies_across_seeds(telemetry):
+    first, again, other = (split_frame(_with_ids(telemetry), seed) for seed in (3, 3, 4))
+    for name in first:
+        pd.testing.assert_frame_equal(first[name], again[name])
+    assert not first["holdout"]["row_id"].equals(other["holdout"]["row_id"])
+
+
+def test_split_resets_the_index(telemetry):
+    for frame in split_frame(telemetry, seed=3).values():
+        assert frame.index.equals(pd.RangeIndex(len(frame)))
+
+
+def test_split_keeps_a_rare_class_in_every_split(telemetry):
+    rare = pd.concat([telemetry[telemetry[TARGET] == 0].head(300), telemetry[telemetry[TARGET] == 1].head(3)])
+    for name, frame in split_frame(rare, seed=1).items():
+        assert frame[TARGET].sum() == 1, name
+
+
+def test_split_of_a_single_class_frame_is_not_stratified_but_still_works(telemetry):
+    negatives = telemetry[telemetry[TARGET] == 0].head(100)
+    sizes = [len(frame) for frame in split_frame(negatives, seed=1).values()]
+    assert sizes == [70, 15, 15]
+
+
+def test_split_keeps_rows_with_bad_labels_for_validation_to_find(telemetry):
+    dirty = telemetry.head(1_000).astype({TARGET: float})
+    dirty.loc[:9, TARGET] = np.nan
+    dirty.loc[10, TARGET] = 2.0
+    splits = split_frame(dirty, seed=1)
+    combined = pd.concat(splits.values())
+    assert len(combined) == 1_000
+    assert combined[TARGET].isna().sum() == 10
+    assert (combined[TARGET] == 2).sum() == 1
+
+
+@pytest.mark.parametrize("fractions", [(0.5, 0.5), (0.8, 0.15, 0.15), (1.0, 0.0, 0.0)])
+def test_split_rejects_bad_fractions(telemetry, fractions):
+    with pytest.raises(DataValidationError, match="split fractions"):
+        split_frame(telemetry, seed=1, fractions=fractions)
+
+
+# --- write_batch / read_split --------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_write_batch_writes_byte_identical_files_for_the_same_frames(splits, tmp_path):
+    write_batch(splits, str(tmp_path / "a"))
+    write_batch({name: frame.copy() for name, frame in splits.items()}, str(tmp_path / "b"))
+    for name in ("train.parquet", "validation.parquet", "holdout.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    # The manifests differ only in the output URIs they record.
+    first = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    second = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert first["digest"] == second["digest"]
+
+
+def test_manifest_digests_match_the_written_files(splits, tmp_path):
+    manifest = write_batch(splits, str(tmp_path))
+    split_digests = []
+    for name, entry in manifest["splits"].items():
+        path = tmp_path / f"{name}.parquet"
+        assert entry["uri"] == f"{tmp_path}/{name}.parquet"
+        assert entry["sha256"] == _sha256(path)
+        assert entry["rows"] == len(splits[name])
+        assert entry["positives"] == int(splits[name][TARGET].sum())
+        split_digests.append(entry["sha256"])
+    assert manifest["digest"] == hashlib.sha256("".join(split_digests).encode()).hexdigest()
+
+
+def test_manifest_is_small_json_with_totals_and_metadata(splits, tmp_path):
+    manifest = write_batch(splits, str(tmp_path), metadata={"data_version": "2024-06-01/2024-06-02"})
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    assert (tmp_path / "manifest.json").read_text() == json.dumps(manifest, sort_keys=True, indent=2)
+    assert manifest["rows"] == sum(len(frame) for frame in splits.values())
+    total_positives = sum(int(frame[TARGET].sum()) for frame in splits.values())
+    assert manifest["positive_rate"] == pytest.approx(total_positives / manifest["rows"])
+    assert manifest["features"] == FEATURES
+    assert manifest["target"] == TARGET
+    assert manifest["uri"] == str(tmp_path)
+    assert manifest["data_version"] == "2024-06-01/2024-06-02"
+    assert len(json.dumps(manifest)) < 4_000
+
+
+def test_metadata_may_not_overwrite_manifest_fields(splits, tmp_path):
+    with pytest.raises(DataValidationError, match=r"\['digest'\]"):
+        write_batch(splits, str(tmp_path), metadata={"digest": "forged"})
+
+
+def test_read_split_returns_the_written_frame(splits, tmp_path):
+    manifest = write_batch(splits, str(tmp_path / "nested" / "batch"))
+    for name, entry in manifest["splits"].items():
+        pd.testing.assert_frame_equal(read_split(entry["uri"]), splits[name])
+
+
+def test_batch_round_trips_through_a_file_uri(splits, tmp_path):
+    manifest = write_batch(splits, tmp_path.as_uri())
+    assert manifest["splits"]["holdout"]["uri"] == f"{tmp_path.as_uri()}/holdout.parquet"
+    pd.testing.assert_frame_equal(read_split(manifest["splits"]["holdout"]["uri"]), splits["holdout"])
+
+
+def test_read_split_of_a_missing_file_names_the_uri(tmp_path):
+    uri = str(tmp_path / "holdout.parquet")
+    with pytest.raises(DataSourceError, match="holdout.parquet"):
+        read_split(uri)
+
+
+# --- load_external -------------------------------------------------------------------------------
+
+
+def _external(valid_frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame shaped like a CMMS export: its own label name and an extra column."""
+    return valid_frame.rename(columns={TARGET: "failed"}).assign(asset_tag="A-1")
+
+
+def test_load_external_reads_csv_renames_the_target_and_drops_extra_columns(valid_frame, tmp_path):
+    path = tmp_path / "export.csv"
+    _external(valid_frame).to_csv(path, index=False)
+    loaded = load_external(str(path), "failed")
+    assert list(loaded.columns) == FEATURES + [TARGET]
+    pd.testing.assert_frame_equal(loaded, valid_frame.reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".pq"])
+def test_load_external_reads_parquet(valid_frame, tmp_path, suffix):
+    path = tmp_path / f"export{suffix}"
+    _external(valid_frame).to_parquet(path, index=False)
+    loaded = load_external(path.as_uri(), "failed")
+    pd.testing.assert_frame_equal(loaded, valid_frame.reset_index(drop=True))
+
+
+def test_load_external_leaves_bad_values_for_validation_to_find(valid_frame, tmp_path):
+    broken = valid_frame.astype({"rpm": object})
+    broken.loc[0, "rpm"] = "sensor fault"
+    broken.loc[1, "temperature_c"] = np.nan
+    path = tmp_path / "broken.csv"
+    broken.to_csv(path, index=False)
+    loaded = load_external(str(path), TARGET)
+    assert loaded.loc[0, "rpm"] == "sensor fault"
+    assert np.isnan(loaded.loc[1, "temperature_c"])
+    with pytest.raises(DataValidationError, match="column 'rpm' must be numeric"):
+        validate_frame(loaded)
+
+
+def test_load_external_keeps_missing_feature_columns_missing(valid_frame, tmp_path):
+    path = tmp_path / "partial.csv"
+    valid_frame.drop(columns=["rpm"]).to_csv(path, index=False)
+    assert "rpm" not in load_external(str(path), TARGET).columns
+
+
+def test_load_external_of_a_missing_file_names_the_uri(tmp_path):
+    uri = str(tmp_path / "nope.csv")
+    with pytest.raises(DataSourceError, match="nope.csv.*does not exist"):
+        load_external(uri, TARGET)
+
+
+@pytest.mark.parametrize("name", ["export.xlsx", "export"])
+def test_load_external_rejects_unsupported_file_types(tmp_path, name):
+    (tmp_path / name).write_text("x")
+    with pytest.raises(DataSourceError, match=f"unsupported file type .*{name}"):
+        load_external(str(tmp_path / name), TARGET)
+
+
+def test_load_external_without_the_target_column_names_it(valid_frame, tmp_path):
+    path = tmp_path / "export.csv"
+    valid_frame.to_csv(path, index=False)
+    with pytest.raises(DataSourceError, match="target column 'failed' not found in .*export.csv"):
+        load_external(str(path), "failed")
+
+
+def test_load_external_of_a_corrupt_parquet_file_is_a_source_error(tmp_path):
+    path = tmp_path / "corrupt.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(DataSourceError, match="cannot read data source .*corrupt.parquet"):
+        load_external(str(path), TARGET)
+
+
+def test_source_errors_are_package_errors():
+    assert issubclass(DataSourceError, CmmsPmError)
+    assert issubclass(DataValidationError, CmmsPmError)
+    assert issubclass(DataValidationError, ValueError)

@@ -1,0 +1,109 @@
+"""The promotion decision table: threshold, champion comparison, and the allow_promotion switch."""
+
+from __future__ import annotations
+
+import pytest
+
+from cmms_pm.exceptions import DataValidationError
+from cmms_pm.policy import Decision, decide_promotion
+
+BASE = {"f1_threshold": 0.80, "min_improvement": 0.0, "allow_promotion": True}
+
+
+@pytest.mark.parametrize(
+    ("case", "promote", "reason"),
+    [
+        pytest.param(
+            {"challenger_f1": 0.92, "champion_f1": 0.90},
+            True,
+            "challenger F1 0.9200 ≥ champion F1 0.9000 + 0.0000",
+            id="better-challenger-is-promoted",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.90, "champion_f1": 0.90},
+            True,
+            "challenger F1 0.9000 ≥ champion F1 0.9000 + 0.0000",
+            id="equal-challenger-is-promoted-without-min-improvement",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.85, "champion_f1": 0.90},
+            False,
+            "challenger F1 0.8500 does not beat champion F1 0.9000 + min improvement 0.0000",
+            id="worse-challenger-is-not-promoted",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.91, "champion_f1": None},
+            True,
+            "no champion yet and challenger F1 0.9100 meets threshold 0.8000",
+            id="first-model-meeting-threshold-is-promoted",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.8123, "champion_f1": None, "f1_threshold": 0.85},
+            False,
+            "challenger F1 0.8123 is below the threshold 0.8500",
+            id="first-model-below-threshold-is-not-promoted",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.79, "champion_f1": 0.70},
+            False,
+            "challenger F1 0.7900 is below the threshold 0.8000",
+            id="below-threshold-loses-even-against-a-weaker-champion",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.95, "champion_f1": 0.90, "allow_promotion": False},
+            False,
+            "promotion disabled by parameter allow_promotion=false (challenger would have qualified: "
+            "challenger F1 0.9500 ≥ champion F1 0.9000 + 0.0000)",
+            id="disabled-promotion-says-the-challenger-would-have-qualified",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.85, "champion_f1": 0.90, "allow_promotion": False},
+            False,
+            "challenger F1 0.8500 does not beat champion F1 0.9000 + min improvement 0.0000",
+            id="disabled-promotion-reports-the-real-failure-first",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.91, "champion_f1": 0.90, "min_improvement": 0.02},
+            False,
+            "challenger F1 0.9100 does not beat champion F1 0.9000 + min improvement 0.0200",
+            id="min-improvement-not-met-is-not-promoted",
+        ),
+        pytest.param(
+            {"challenger_f1": 0.93, "champion_f1": 0.90, "min_improvement": 0.02},
+            True,
+            "challenger F1 0.9300 ≥ champion F1 0.9000 + 0.0200",
+            id="min-improvement-met-is-promoted",
+        ),
+    ],
+)
+def test_promotion_decision_table(case, promote, reason):
+    decision = decide_promotion(**{**BASE, **case})
+    assert decision == Decision(promote=promote, reason=reason)
+
+
+def test_float_noise_does_not_block_an_exact_tie_with_the_bar():
+    # 0.7 + 0.1 == 0.7999999999999999 and 0.1 + 0.2 == 0.30000000000000004 in binary floating point.
+    assert decide_promotion(
+        challenger_f1=0.7 + 0.1, champion_f1=None, f1_threshold=0.8, min_improvement=0.0, allow_promotion=True
+    ).promote
+    assert decide_promotion(
+        challenger_f1=0.3, champion_f1=0.1, f1_threshold=0.0, min_improvement=0.2, allow_promotion=True
+    ).promote
+
+
+def test_decision_as_dict_is_json_ready():
+    decision = decide_promotion(challenger_f1=0.9, champion_f1=None, **BASE)
+    assert decision.as_dict() == {"promote": True, "reason": decision.reason}
+
+
+def test_decision_is_immutable():
+    decision = Decision(promote=True, reason="x")
+    with pytest.raises(AttributeError):
+        decision.promote = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("field", ["challenger_f1", "champion_f1", "f1_threshold"])
+def test_nan_inputs_are_rejected_rather_than_silently_compared(field):
+    values = {"challenger_f1": 0.9, "champion_f1": 0.8, **BASE, field: float("nan")}
+    with pytest.raises(DataValidationError, match=f"{field} must be a finite number"):
+        decide_promotion(**values)

@@ -1,0 +1,139 @@
+"""Model quality, metrics, feature importances and the skops trust list of the fitted pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from cmms_pm.exceptions import DataValidationError
+from cmms_pm.schema import FEATURES, NUMERIC, TARGET
+from cmms_pm.training import (
+    SKOPS_TRUSTED_TYPES,
+    build_model,
+    classification_metrics,
+    feature_importances,
+    fit_model,
+    score_model,
+)
+
+# Parallel trees add their probabilities in whatever order the threads finish: last-bit differences.
+FLOAT_NOISE = 1e-12
+METRIC_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"}
+
+
+def test_default_model_reaches_f1_of_0_80_on_the_holdout(default_model, splits):
+    metrics = score_model(default_model, splits["holdout"])
+    assert 0.80 <= metrics["f1"] < 0.99
+    assert metrics["roc_auc"] > 0.9
+
+
+def test_single_stump_is_clearly_worse_than_the_default_model(default_model, splits):
+    stump = fit_model(splits["train"], {"n_estimators": 1, "max_depth": 1})
+    default_f1 = score_model(default_model, splits["holdout"])["f1"]
+    stump_f1 = score_model(stump, splits["holdout"])["f1"]
+    assert stump_f1 <= default_f1 - 0.15
+
+
+def test_score_model_returns_plain_float_metrics(default_model, splits):
+    metrics = score_model(default_model, splits["validation"])
+    assert set(metrics) == METRIC_KEYS
+    assert all(type(value) is float and 0.0 <= value <= 1.0 for value in metrics.values())
+
+
+def test_model_scores_frames_with_extra_columns_and_any_column_order(default_model, splits):
+    holdout = splits["holdout"]
+    shuffled = holdout[list(reversed(holdout.columns))].assign(asset_tag="A-1")
+    np.testing.assert_allclose(
+        default_model.predict_proba(shuffled)[:, 1],
+        default_model.predict_proba(holdout[FEATURES])[:, 1],
+        rtol=0,
+        atol=FLOAT_NOISE,
+    )
+
+
+def test_fitting_is_deterministic_for_a_random_state(splits):
+    params = {"n_estimators": 5, "random_state": 3}
+    first, second = fit_model(splits["train"], params), fit_model(splits["train"], params)
+    holdout = splits["holdout"][FEATURES]
+    np.testing.assert_allclose(
+        first.predict_proba(holdout), second.predict_proba(holdout), rtol=0, atol=FLOAT_NOISE
+    )
+
+
+def test_build_model_applies_known_params_and_ignores_unknown_ones():
+    classifier = build_model(
+        {"n_estimators": 7, "max_depth": None, "class_weight": "none", "n_jobs": 1, "model_name": "x"}
+    ).named_steps["classifier"]
+    assert classifier.n_estimators == 7
+    assert classifier.max_depth is None
+    assert classifier.class_weight is None
+    assert classifier.n_jobs == 1
+    assert classifier.random_state == 42
+
+
+def test_build_model_defaults():
+    classifier = build_model({}).named_steps["classifier"]
+    assert (classifier.n_estimators, classifier.max_depth, classifier.min_samples_leaf) == (100, 10, 1)
+    assert classifier.class_weight == "balanced_subsample"
+    assert classifier.n_jobs == -1
+
+
+def test_classification_metrics_of_perfect_predictions_are_one():
+    metrics = classification_metrics([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    assert metrics == {key: 1.0 for key in METRIC_KEYS}
+    assert all(type(value) is float for value in metrics.values())
+
+
+def test_classification_metrics_apply_the_threshold():
+    y, proba = [0, 0, 1, 1], [0.1, 0.6, 0.7, 0.9]
+    assert classification_metrics(y, proba)["precision"] == pytest.approx(2 / 3)
+    assert classification_metrics(y, proba, threshold=0.65)["precision"] == 1.0
+
+
+def test_classification_metrics_without_positive_predictions_are_zero_not_an_error():
+    metrics = classification_metrics([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4])
+    assert metrics["precision"] == metrics["recall"] == metrics["f1"] == 0.0
+
+
+def test_classification_metrics_reject_a_single_class():
+    with pytest.raises(DataValidationError, match=r"both classes .*found only \[0\]"):
+        classification_metrics([0, 0, 0], [0.1, 0.2, 0.3])
+
+
+def test_classification_metrics_reject_mismatched_lengths():
+    with pytest.raises(DataValidationError, match="shape"):
+        classification_metrics([0, 1, 0], [0.1, 0.2])
+
+
+def test_feature_importances_are_sorted_and_named_without_transformer_prefixes(default_model):
+    importances = feature_importances(default_model)
+    assert list(importances.columns) == ["feature", "importance"]
+    assert importances["importance"].is_monotonic_decreasing
+    assert importances["importance"].sum() == pytest.approx(1.0)
+    assert not importances["feature"].str.contains("__").any()
+    assert set(NUMERIC) <= set(importances["feature"])
+    assert "equipment_type_pump" in set(importances["feature"])
+
+
+def test_fault_sensors_are_the_most_important_features(default_model):
+    top = set(feature_importances(default_model)["feature"].head(3))
+    assert top == {"vibration_mm_s", "temperature_c", "load_pct"}
+
+
+def test_skops_trusted_types_are_exactly_what_the_fitted_pipeline_needs(default_model):
+    payload = sio.dumps(default_model)
+    assert sorted(sio.get_untrusted_types(data=payload)) == sorted(SKOPS_TRUSTED_TYPES)
+
+
+def test_fitted_pipeline_round_trips_through_skops_with_the_trusted_types(default_model, splits):
+    loaded = sio.loads(sio.dumps(default_model), trusted=SKOPS_TRUSTED_TYPES)
+    holdout = splits["holdout"]
+    np.testing.assert_allclose(
+        loaded.predict_proba(holdout[FEATURES]),
+        default_model.predict_proba(holdout[FEATURES]),
+        rtol=0,
+        atol=FLOAT_NOISE,
+    )
+    assert score_model(loaded, holdout) == pytest.approx(score_model(default_model, holdout))
+    assert TARGET not in loaded.named_steps["preprocess"].get_feature_names_out()
