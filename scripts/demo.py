@@ -51,13 +51,20 @@ def main() -> int:
         dag = DagBag(dag_folder=os.path.join(os.environ["CMMS_PROJECT_DIR"], "dags")).get_dag(DAG_ID)
         dag_run = dag.test()
         with create_session() as session:
-            rows = XComModel.get_many(
-                run_id=dag_run.run_id, key="return_value", dag_ids=DAG_ID, task_ids="report",
-                session=session,
+            rows = session.scalars(
+                XComModel.get_many(
+                    run_id=dag_run.run_id,
+                    key="return_value",
+                    dag_ids=DAG_ID,
+                    task_ids="report",
+                )
             ).all()
             summary = XComModel.deserialize_value(rows[0]) if rows else None
-            failed = [ti.task_id for ti in dag_run.get_task_instances(session=session)
-                      if ti.state in ("failed", "upstream_failed")]
+            failed = [
+                ti.task_id
+                for ti in dag_run.get_task_instances(session=session)
+                if ti.state in ("failed", "upstream_failed")
+            ]
 
     elapsed = time.monotonic() - started
     print(f"\nDAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.0f} s\n")

@@ -1,0 +1,204 @@
+"""End to end: the training DAG under ``dag.test()`` against a real MLflow SQLite store.
+
+Run 1 (no champion) is promoted; run 2 (a one-stump forest) is rejected and leaves the
+champion alone; run 3 (a stronger model) replaces the champion, which is archived. After every
+run the registry's stages and aliases agree.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+DAG_ID = "predictive_maintenance_training"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(PROJECT_DIR / "dags")).get_dag(DAG_ID)
+
+
+def _run(dag, day: int, **conf):
+    return dag.test(logical_date=datetime(2026, 3, day, 3, 0, tzinfo=UTC), run_conf=conf)
+
+
+def _report(dag_run) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, key="return_value", dag_ids=DAG_ID, task_ids="report")
+        ).all()
+        value = XComModel.deserialize_value(rows[0])
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _task_states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def _registry(client, name):
+    versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    return versions, aliases
+
+
+def _assert_stages_and_aliases_agree(client, name):
+    versions, aliases = _registry(client, name)
+    production = [v for v, mv in versions.items() if mv.current_stage == "Production"]
+    assert len(production) == 1, versions
+    assert aliases["champion"] == production[0]
+    staging = [v for v, mv in versions.items() if mv.current_stage == "Staging"]
+    assert aliases.get("challenger") in (staging[0] if staging else None,)
+
+
+def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model_name, monkeypatch):
+    base = {"model_name": model_name, "experiment_name": f"e2e-{model_name}", "n_samples": 4000}
+
+    first = _run(dag, 1, **base)
+    assert str(first.state) == "success", _task_states(first)
+    versions, aliases = _registry(client, model_name)
+    assert {v: mv.current_stage for v, mv in versions.items()} == {"1": "Production"}
+    assert aliases == {"champion": "1"}
+    v1 = versions["1"]
+    assert v1.tags["validation_status"] == "passed" and v1.tags["champion_version"] == ""
+    assert float(v1.tags["validation_f1"]) >= 0.80
+    assert v1.tags["data_version"] == "2026-02-28T02:00:00+00:00/2026-03-01T02:00:00+00:00"
+    assert v1.tags["training_date"] == "2026-03-01" and v1.description
+    report = _report(first)
+    assert report["decision"] == "promoted" and report["version"] == "1" and "champion" in report["aliases"]
+    assert model_name in report["text"]
+    _assert_stages_and_aliases_agree(client, model_name)
+
+    # The MLflow run carries params, metrics, artifacts, dataset and Airflow lineage.
+    run = client.get_run(v1.run_id)
+    assert run.data.params["n_estimators"] == "100" and run.data.params["max_depth"] == "10"
+    assert {"val_accuracy", "val_precision", "val_recall", "val_f1", "val_roc_auc", "val_pr_auc"} <= set(
+        run.data.metrics
+    )
+    for key in (
+        "model_type",
+        "use_case",
+        "data_version",
+        "training_date",
+        "airflow.dag_id",
+        "airflow.run_id",
+        "airflow.task_id",
+        "airflow.try_number",
+        "airflow.run_url",
+    ):
+        assert run.data.tags.get(key), key
+    assert run.data.tags["airflow.run_id"] == first.run_id
+    artifacts = {a.path for a in client.list_artifacts(v1.run_id, "evaluation")}
+    assert artifacts >= {
+        f"evaluation/{n}"
+        for n in (
+            "feature_importances.csv",
+            "feature_importances.png",
+            "confusion_matrix.png",
+            "roc_curve.png",
+            "pr_curve.png",
+        )
+    }
+    record = json.loads(Path(client.download_artifacts(v1.run_id, "validation/decision.json")).read_text())
+    assert record["decision"] == "promote" and record["champion_version"] is None
+    assert len(run.inputs.dataset_inputs) == 1
+
+    second = _run(dag, 2, **base, n_estimators=1, max_depth=1)
+    assert str(second.state) == "success", _task_states(second)
+    assert _task_states(second)["promote_model"] == "skipped"
+    versions, aliases = _registry(client, model_name)
+    assert versions["2"].current_stage == "Archived" and versions["1"].current_stage == "Production"
+    assert versions["2"].tags["validation_status"] == "rejected"
+    assert versions["2"].tags["rejection_reason"]
+    assert aliases == {"champion": "1"}
+    assert _report(second)["decision"] == "rejected"
+    _assert_stages_and_aliases_agree(client, model_name)
+
+    third = _run(dag, 3, **{**base, "n_samples": 20000, "n_estimators": 150, "max_depth": 14})
+    assert str(third.state) == "success", _task_states(third)
+    versions, aliases = _registry(client, model_name)
+    assert {v: mv.current_stage for v, mv in versions.items()} == {
+        "1": "Archived",
+        "2": "Archived",
+        "3": "Production",
+    }
+    assert aliases == {"champion": "3", "previous_champion": "1"}
+    assert versions["3"].tags["champion_version"] == "1"
+    assert versions["3"].tags["replaced_version"] == "1"
+    assert float(versions["3"].tags["validation_f1"]) >= float(versions["3"].tags["champion_f1"])
+    _assert_stages_and_aliases_agree(client, model_name)
+
+    # Loading through the registry: the Production stage and the champion alias are one model.
+    import mlflow.pyfunc
+
+    from cmms_pm.data import generate_telemetry
+    from cmms_pm.schema import FEATURES
+
+    sample = generate_telemetry(50, seed=7)[FEATURES]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_conn)
+    by_stage = mlflow.pyfunc.load_model(f"models:/{model_name}/Production")
+    by_alias = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
+    assert by_stage.metadata.run_id == by_alias.metadata.run_id == versions["3"].run_id
+    assert list(by_stage.predict(sample)) == list(by_alias.predict(sample))
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "message"),
+    [
+        (
+            "nan",
+            lambda df: df.assign(vibration_mm_s=df["vibration_mm_s"].where(df.index % 7 != 0)),
+            "vibration_mm_s",
+        ),
+        ("one-class", lambda df: df.assign(failure_within_7d=0), "failure"),
+        ("wrong-columns", lambda df: df.drop(columns=["temperature_c"]), "temperature_c"),
+    ],
+)
+def test_bad_data_file_fails_at_validation_and_registers_nothing(
+    dag, mlflow_conn, client, model_name, tmp_path, case, mutate, message
+):
+    from cmms_pm.data import generate_telemetry
+
+    path = tmp_path / f"telemetry-{case}.csv"
+    mutate(generate_telemetry(1000, seed=11)).to_csv(path, index=False)
+    day = {"nan": 10, "one-class": 11, "wrong-columns": 12}[case]
+    dag_run = _run(dag, day, model_name=model_name, data_source=str(path))
+    states = _task_states(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert states["train_model"] == "upstream_failed", states
+    assert "failed" in (states["extract_data"], states["validate_data"]), states
+    assert not client.search_registered_models(f"name = '{model_name}'")
+
+
+def test_invalid_parameters_are_rejected_before_a_run_exists(dag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for conf in (
+        {"n_estimators": 0},
+        {"f1_threshold": 1.5},
+        {"data_source": "telemetry.xlsx"},
+        {"model_name": "bad name!"},
+        {"allow_promotion": "maybe"},
+    ):
+        with pytest.raises(ParamValidationError):
+            _run(dag, 20, **conf)
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = (
+            session.query(DagRun)
+            .filter(DagRun.dag_id == DAG_ID, DagRun.logical_date == datetime(2026, 3, 20, 3, 0, tzinfo=UTC))
+            .all()
+        )
+    assert runs == []
