@@ -31,6 +31,21 @@ os.environ.update(
         "CMMS_MLFLOW_HOME": str(_SESSION_DIR / "mlflow-embedded"),
         "CMMS_DATA_ROOT": str(_SESSION_DIR / "data"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The project's dags/ plus a bundle of test-only DAGs (tests/dag_fixtures).
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [
+                {
+                    "name": "dags-folder",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {},
+                },
+                {
+                    "name": "test-dags",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {"path": str(PROJECT_DIR / "tests" / "dag_fixtures")},
+                },
+            ]
+        ),
         # Keep test logs readable: MLflow prints emoji/links on every registration.
         "MLFLOW_PRINT_MODEL_URLS_ON_CREATION": "false",
     }

@@ -1,0 +1,124 @@
+"""The plugin's operators in a small DAG under ``dag.test()``, against a real MLflow SQLite store.
+
+Re-running the same DAG run clears and re-executes its tasks, as ``airflow tasks clear`` does:
+the operators must resume what the first execution wrote instead of writing it twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cmms_mlflow import registry
+
+pytestmark = pytest.mark.slow
+
+LOGICAL_DATE = datetime(2026, 4, 1, 3, 0, tzinfo=UTC)
+FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures"
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    from cmms_pm.batch import prepare_batch
+
+    return prepare_batch(
+        source="synthetic",
+        n_samples=2000,
+        target_column="failure_within_7d",
+        interval_start="2026-03-31T02:00:00+00:00",
+        interval_end="2026-04-01T02:00:00+00:00",
+        out_uri=str(tmp_path_factory.mktemp("batch")),
+    )
+
+
+def _dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(FIXTURES)).get_dag(dag_id)
+
+
+def _run(dag, model_name: str, manifest: dict):
+    """Run (or, with the same dates, clear and re-run) the fixture DAG for ``model_name``."""
+    conf = {"model_name": model_name, "manifest": manifest}
+    return dag.test(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE, run_conf=conf)
+
+
+def _runs_of(client, experiment_name: str):
+    experiment = client.get_experiment_by_name(experiment_name)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def _xcom(dag_run, task_id: str, key: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, key=key, dag_ids=dag_run.dag_id, task_ids=task_id)
+        ).all()
+        return XComModel.deserialize_value(rows[0]) if rows else None
+
+
+def test_rerunning_a_dag_run_writes_no_second_mlflow_run_or_version(
+    airflow_db, mlflow_conn, client, model_name, manifest
+):
+    dag = _dag("operator_pipeline")
+    first = _run(dag, model_name, manifest)
+    assert str(first.state) == "success"
+    second = _run(dag, model_name, manifest)
+    assert second.run_id == first.run_id and str(second.state) == "success"
+
+    runs = _runs_of(client, f"operators-{model_name}")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["airflow.run_id"] == first.run_id
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert registry.aliases_of(client, model_name) == {"challenger": "1"}
+    assert versions[0].tags["validation_status"] == "passed"
+
+    # The extra links' targets were pushed by the operators and point at what they touched.
+    run_url = _xcom(second, "train_model", "mlflow_run_url")
+    assert run_url.endswith(f"/#/experiments/{runs[0].info.experiment_id}/runs/{runs[0].info.run_id}")
+    assert _xcom(second, "register_model", "mlflow_model_version_url").endswith(
+        f"/#/models/{model_name}/versions/1"
+    )
+
+
+def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
+    airflow_db, mlflow_conn, client, model_name, manifest
+):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    from cmms_mlflow.hooks import MlflowHook
+
+    dag = _dag("operator_pipeline")
+    run_id = DagRun.generate_run_id(
+        run_type=DagRunType.MANUAL, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE
+    )
+    hook = MlflowHook()
+    with hook.session() as session_client:
+        experiment_id = hook.get_or_create_experiment(session_client, f"operators-{model_name}")
+    stale = client.create_run(
+        experiment_id,
+        tags={"airflow.dag_id": dag.dag_id, "airflow.run_id": run_id, "airflow.task_id": "train_model"},
+    )
+
+    dag_run = _run(dag, model_name, manifest)
+    assert dag_run.run_id == run_id and str(dag_run.state) == "success"
+    statuses = {r.info.run_id: r.info.status for r in _runs_of(client, f"operators-{model_name}")}
+    assert statuses.pop(stale.info.run_id) == "FAILED"
+    assert list(statuses.values()) == ["FINISHED"]
+    assert not [s for s in statuses.values() if s == "RUNNING"]
+
+
+def test_validation_refuses_a_version_that_is_not_in_staging(
+    airflow_db, mlflow_conn, client, model_name, manifest
+):
+    dag_run = _run(_dag("operator_pipeline_unstaged"), model_name, manifest)
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert states == {"train_model": "success", "register_model": "success", "validate_model": "failed"}
+    version = client.get_model_version(model_name, "1")
+    assert version.current_stage == "None" and "validation_status" not in version.tags
