@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install demo test test-fast lint ui-airflow ui-mlflow clean
+.PHONY: install demo test test-fast lint bench ui-airflow ui-mlflow clean
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
@@ -15,6 +15,9 @@ test: install  ## the whole suite (what CI runs)
 
 test-fast: install  ## everything but the end-to-end DAG runs
 	$(ENV) python -m pytest -m "not slow"
+
+bench: install  ## benchmarks (printed tables; see docs/BENCHMARKS.md)
+	$(ENV) python bench/parse_cost.py --runs 7
 
 lint: install
 	$(ENV) ruff check dags plugins include tests scripts

@@ -99,4 +99,3 @@ TRAINING_PARAMS: dict[str, dict[str, Any]] = {
         "section": "Promotion",
     },
 }
-

@@ -209,7 +209,7 @@ class MlflowHook(BaseHook):
             from airflow.sdk.log import mask_secret
 
             mask_secret(settings.token)
-        self.log.info("MLflow tracking URI %s (from %s)", _redact(settings.tracking_uri), settings.source)
+        self.log.info("MLflow tracking URI %s (from %s)", redact_uri(settings.tracking_uri), settings.source)
         return settings
 
     @cached_property
@@ -284,10 +284,10 @@ class MlflowHook(BaseHook):
                 client.search_experiments(max_results=1)
         except Exception as err:
             return False, f"{type(err).__name__}: {err}"
-        return True, f"Connected to MLflow at {_redact(self.settings.tracking_uri)}"
+        return True, f"Connected to MLflow at {redact_uri(self.settings.tracking_uri)}"
 
 
-def _redact(uri: str) -> str:
+def redact_uri(uri: str) -> str:
     """Drop any user:password@ part of a URI before it reaches a log line."""
     parsed = urlparse(uri)
     if parsed.password or parsed.username:

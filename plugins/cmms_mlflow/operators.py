@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator
 
 from cmms_mlflow import registry, tracking
 from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable
-from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.hooks import MlflowHook, redact_uri
 from cmms_mlflow.links import (
     MODEL_VERSION_URL_KEY,
     RUN_URL_KEY,
@@ -346,7 +346,7 @@ class MlflowModelReportOperator(MlflowBaseOperator):
             "reason": record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
-            "tracking_uri": self.hook.settings.tracking_uri,
+            "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
             "mlflow_ui_url": self.hook.model_version_url(self.model_name, version),
             "airflow_ui_url": mv.tags.get("airflow.run_url", ""),
         }

@@ -16,11 +16,29 @@ log = logging.getLogger(__name__)
 DECISION_ARTIFACT = "validation/decision.json"
 
 
-def load_registered(name: str, version: str) -> Any:
-    """Load one registered version through the registry (``models:/<name>/<version>``)."""
+def load_registered(uri: str) -> Any:
+    """Load a model through the registry (``models:/...`` URI)."""
     import mlflow.sklearn
 
-    return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    return mlflow.sklearn.load_model(uri)
+
+
+def staged_model_uri(client: MlflowClient, name: str, version: str) -> str:
+    """``models:/<name>/Staging`` when it resolves to ``version``; else the exact version's URI.
+
+    The stage URI resolves to the newest staged version, which is another run's candidate when
+    two runs overlap (backfills); validating that one instead would be wrong.
+    """
+    staged = registry.versions_in_stage(client, name, "Staging")
+    if staged and str(staged[0].version) == version:
+        return f"models:/{name}/Staging"
+    log.warning(
+        "%s: newer version %s is also in Staging; loading v%s by number",
+        name,
+        staged[0].version if staged else None,
+        version,
+    )
+    return f"models:/{name}/{version}"
 
 
 def validate_candidate(
@@ -35,8 +53,8 @@ def validate_candidate(
 ) -> dict[str, Any]:
     """Compare challenger ``version`` (must be in Staging) with the champion; record the decision.
 
-    The staged model is loaded by its exact version: ``models:/<name>/Staging`` would pick the
-    newest staged version, which is another run's candidate when two runs overlap.
+    The staged model is loaded from the registry (see :func:`staged_model_uri`), the champion
+    by its version number, and both are scored on the same holdout.
     """
     from cmms_pm.data import read_split
     from cmms_pm.policy import decide_promotion
@@ -48,13 +66,16 @@ def validate_candidate(
         raise version_not_in_stage(name, version, "Staging", candidate.current_stage)
 
     holdout = read_split(holdout_uri)
-    challenger_metrics = score_model(load_registered(name, version), holdout)
+    challenger_uri = staged_model_uri(client, name, version)
+    challenger_metrics = score_model(load_registered(challenger_uri), holdout)
     champion = registry.get_champion(client, name)
     champion_version = str(champion.version) if champion is not None else None
     if champion_version == version:
         champion_version = None
     champion_metrics = (
-        score_model(load_registered(name, champion_version), holdout) if champion_version else None
+        score_model(load_registered(f"models:/{name}/{champion_version}"), holdout)
+        if champion_version
+        else None
     )
     decision = decide_promotion(
         challenger_f1=challenger_metrics["f1"],
@@ -67,6 +88,7 @@ def validate_candidate(
         "model_name": name,
         "challenger_version": version,
         "challenger_run_id": candidate.run_id,
+        "challenger_uri": challenger_uri,
         "challenger_metrics": challenger_metrics,
         "champion_version": champion_version,
         "champion_metrics": champion_metrics,

@@ -111,6 +111,7 @@ def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model
     }
     record = json.loads(Path(client.download_artifacts(v1.run_id, "validation/decision.json")).read_text())
     assert record["decision"] == "promote" and record["champion_version"] is None
+    assert record["challenger_uri"] == f"models:/{model_name}/Staging"
     assert len(run.inputs.dataset_inputs) == 1
 
     second = _run(dag, 2, **base, n_estimators=1, max_depth=1)

@@ -117,3 +117,18 @@ def test_embedded_store_links_use_the_configured_ui_url(monkeypatch, mlflow_stor
     _conn(monkeypatch, host=mlflow_store)
     monkeypatch.setenv("CMMS_MLFLOW_UI_URL", "http://127.0.0.1:5055/")
     assert MlflowHook().model_version_url("m", 1) == "http://127.0.0.1:5055/#/models/m/versions/1"
+
+
+def test_uris_lose_their_credentials_before_they_are_logged():
+    from cmms_mlflow.hooks import redact_uri
+
+    assert redact_uri("http://user:pw@127.0.0.1:5000/x") == "http://127.0.0.1:5000/x"
+    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_mlflow_connection_type_is_registered_with_airflow():
+    from airflow.providers_manager import ProvidersManager
+
+    hook_info = ProvidersManager().hooks["mlflow"]
+    assert hook_info.hook_class_name == "cmms_mlflow.hooks.MlflowHook"
+    assert hook_info.connection_id_attribute_name == "mlflow_conn_id"

@@ -81,6 +81,8 @@ def test_rerunning_a_dag_run_writes_no_second_mlflow_run_or_version(
     # The extra links' targets were pushed by the operators and point at what they touched.
     run_url = _xcom(second, "train_model", "mlflow_run_url")
     assert run_url.endswith(f"/#/experiments/{runs[0].info.experiment_id}/runs/{runs[0].info.run_id}")
+    # Airflow evaluates each extra link at task end and stores the URL under the link's key.
+    assert _xcom(second, "train_model", "_link_MlflowRunLink") == run_url
     assert _xcom(second, "register_model", "mlflow_model_version_url").endswith(
         f"/#/models/{model_name}/versions/1"
     )
