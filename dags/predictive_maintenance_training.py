@@ -72,8 +72,9 @@ def predictive_maintenance_training():
         from cmms_pm.batch import batch_uri, data_root, prepare_batch
 
         context = get_current_context()
-        start = context["data_interval_start"] or context["dag_run"].run_after
-        end = context["data_interval_end"] or context["dag_run"].run_after
+        # Runs triggered with no logical date (REST API) have no data interval: use run_after.
+        start = context.get("data_interval_start") or context["dag_run"].run_after
+        end = context.get("data_interval_end") or context["dag_run"].run_after
         with bad_data_fails_the_task():
             return prepare_batch(
                 source=params["data_source"],

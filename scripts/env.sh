@@ -13,3 +13,16 @@ case ":$PATH:" in
   *) export PATH="$VENV/bin:$PATH" ;;
 esac
 mkdir -p "$AIRFLOW_HOME" "$CMMS_MLFLOW_HOME"
+# Every Airflow component (api-server, scheduler, dag-processor, triggerer, workers) must sign
+# and verify task tokens with the same secrets, or tasks fail with "Invalid auth token".
+# Generate them once per Airflow home (never committed), unless already set in the environment.
+_secrets="$AIRFLOW_HOME/.secrets.env"
+if [ ! -f "$_secrets" ]; then
+  (umask 077 && python3 -c 'import secrets
+print("AIRFLOW__API_AUTH__JWT_SECRET=" + secrets.token_urlsafe(32))
+print("AIRFLOW__API__SECRET_KEY=" + secrets.token_urlsafe(32))' > "$_secrets")
+fi
+while IFS='=' read -r _key _value; do
+  [ -n "${!_key:-}" ] || export "$_key=$_value"
+done < "$_secrets"
+unset _secrets _key _value

@@ -26,8 +26,10 @@ def dag(airflow_db):
     return DagBag(dag_folder=str(PROJECT_DIR / "dags")).get_dag(DAG_ID)
 
 
-def _run(dag, day: int, **conf):
-    return dag.test(logical_date=datetime(2026, 3, day, 3, 0, tzinfo=UTC), run_conf=conf)
+def _run(dag, day: int | None, **conf):
+    """Run the DAG for March ``day`` 2026, or with no logical date (as a REST trigger may)."""
+    logical_date = None if day is None else datetime(2026, 3, day, 3, 0, tzinfo=UTC)
+    return dag.test(logical_date=logical_date, run_conf=conf)
 
 
 def _report(dag_run) -> dict:
@@ -166,19 +168,27 @@ def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model
     ],
 )
 def test_bad_data_file_fails_at_validation_and_registers_nothing(
-    dag, mlflow_conn, client, model_name, tmp_path, case, mutate, message
+    dag, mlflow_conn, client, model_name, tmp_path, capfd, case, mutate, message
 ):
     from cmms_pm.data import generate_telemetry
 
     path = tmp_path / f"telemetry-{case}.csv"
     mutate(generate_telemetry(1000, seed=11)).to_csv(path, index=False)
-    day = {"nan": 10, "one-class": 11, "wrong-columns": 12}[case]
+    # The NaN case also runs with no logical date: extraction must cope without a data interval.
+    day = {"nan": None, "one-class": 11, "wrong-columns": 12}[case]
     dag_run = _run(dag, day, model_name=model_name, data_source=str(path))
     states = _task_states(dag_run)
     assert str(dag_run.state) == "failed"
     assert states["train_model"] == "upstream_failed", states
-    assert "failed" in (states["extract_data"], states["validate_data"]), states
+    if case == "wrong-columns":
+        assert "failed" in (states["extract_data"], states["validate_data"]), states
+    else:
+        assert (states["extract_data"], states["validate_data"]) == ("success", "failed"), states
     assert not client.search_registered_models(f"name = '{model_name}'")
+    # The task's error names what was wrong.
+    logged = capfd.readouterr()
+    errors = [line for line in (logged.out + logged.err).splitlines() if "DataValidationError" in line]
+    assert errors and message in errors[-1], errors[-3:]
 
 
 def test_invalid_parameters_are_rejected_before_a_run_exists(dag):
