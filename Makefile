@@ -2,10 +2,13 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install demo test test-fast lint bench ui-airflow ui-mlflow clean
+.PHONY: install setup demo test test-fast lint bench ui-airflow ui-mlflow clean
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
+
+setup: install  ## migrate the Airflow DB and create the project's pool (idempotent)
+	$(ENV) scripts/setup_airflow.sh
 
 demo: install  ## run the nightly DAG once, end to end, on the embedded MLflow; print a summary
 	$(ENV) python scripts/demo.py

@@ -30,6 +30,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_conte
 
 from cmms_mlflow.exceptions import bad_data_fails_the_task
 from cmms_mlflow.operators import (
+    PROMOTION_POOL,
     MlflowModelReportOperator,
     MlflowPromoteModelOperator,
     MlflowRegisterModelOperator,
@@ -104,7 +105,12 @@ def predictive_maintenance_training():
     )
     register = MlflowRegisterModelOperator(task_id="register_model", model_name=MODEL, training=train.output)
     stage = MlflowTransitionModelOperator(
-        task_id="stage_model", model_name=MODEL, version=VERSION, stage="Staging"
+        task_id="stage_model",
+        model_name=MODEL,
+        version=VERSION,
+        stage="Staging",
+        # A cleared run re-executes this step; never pull a decided version back to Staging.
+        from_stages=("None",),
     )
     validate_model = MlflowValidateModelOperator(
         task_id="validate_model",
@@ -114,6 +120,7 @@ def predictive_maintenance_training():
         f1_threshold="{{ params.f1_threshold }}",
         min_improvement="{{ params.min_improvement }}",
         allow_promotion="{{ params.allow_promotion }}",
+        allow_older_data="{{ params.promote_older_data }}",
     )
 
     @task.branch
@@ -121,10 +128,10 @@ def predictive_maintenance_training():
         return "promote_model" if validation["decision"] == "promote" else "reject_model"
 
     promote = MlflowPromoteModelOperator(
-        task_id="promote_model", model_name=MODEL, validation=validate_model.output
+        task_id="promote_model", model_name=MODEL, validation=validate_model.output, pool=PROMOTION_POOL
     )
     reject = MlflowRejectModelOperator(
-        task_id="reject_model", model_name=MODEL, validation=validate_model.output
+        task_id="reject_model", model_name=MODEL, validation=validate_model.output, pool=PROMOTION_POOL
     )
     report = MlflowModelReportOperator(
         task_id="report",

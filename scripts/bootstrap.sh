@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-stamp="$VENV/.requirements.sha256"
+stamp="$CMMS_VENV/.requirements.sha256"
 want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
@@ -23,13 +23,13 @@ fi
 start=$(date +%s)
 if [ "$installer" = uv ]; then
   UV="$(command -v uv || echo "$("$PYTHON" -m site --user-base)/bin/uv")"
-  [ -x "$VENV/bin/python" ] || "$UV" venv -q -p "$PYTHON" "$VENV"
-  "$UV" pip install -q -p "$VENV/bin/python" -r requirements.txt
-  "$UV" pip install -q -p "$VENV/bin/python" --no-deps -e .
+  [ -x "$CMMS_VENV/bin/python" ] || "$UV" venv -q -p "$PYTHON" "$CMMS_VENV"
+  "$UV" pip install -q -p "$CMMS_VENV/bin/python" -r requirements.txt
+  "$UV" pip install -q -p "$CMMS_VENV/bin/python" --no-deps -e .
 else
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q -r requirements.txt
-  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  [ -x "$CMMS_VENV/bin/python" ] || "$PYTHON" -m venv "$CMMS_VENV"
+  "$CMMS_VENV/bin/python" -m pip install -q -r requirements.txt
+  "$CMMS_VENV/bin/python" -m pip install -q --no-deps -e .
 fi
 echo "$want" > "$stamp"
-echo "Installed with $installer in $(( $(date +%s) - start )) s into $VENV"
+echo "Installed with $installer in $(( $(date +%s) - start )) s into $CMMS_VENV"

@@ -40,7 +40,8 @@ def main() -> int:
     log_path = airflow_home / "demo.log"
     started = time.monotonic()
     print(f"Airflow home {airflow_home}; preparing the metadata DB ...", flush=True)
-    subprocess.run(["airflow", "db", "migrate"], check=True, capture_output=True)
+    setup = Path(os.environ["CMMS_PROJECT_DIR"]) / "scripts" / "setup_airflow.sh"
+    subprocess.run([str(setup)], check=True, capture_output=True)
 
     print(f"Running {DAG_ID} end to end (full log: {log_path}) ...", flush=True)
     with output_to(log_path):

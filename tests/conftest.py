@@ -64,12 +64,13 @@ def session_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    """A migrated Airflow metadata DB (SQLite) in the session's Airflow home."""
+    """A migrated Airflow metadata DB (SQLite) with the project's pools, in the session's Airflow home."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
+        [str(PROJECT_DIR / "scripts" / "setup_airflow.sh")],
         check=True,
         capture_output=True,
-        env=os.environ.copy(),
+        env=env,
         timeout=300,
     )
     return Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"

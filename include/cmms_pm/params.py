@@ -91,6 +91,14 @@ TRAINING_PARAMS: dict[str, dict[str, Any]] = {
         "description": "The challenger's holdout F1 must reach champion F1 + this value.",
         "section": "Promotion",
     },
+    "promote_older_data": {
+        "default": False,
+        "type": "boolean",
+        "title": "Allow promotion of a model trained on older data",
+        "description": "Off (default): a run whose data interval ends before the champion's (a backfill) "
+        "never replaces it, whatever its F1.",
+        "section": "Promotion",
+    },
     "allow_promotion": {
         "default": True,
         "type": "boolean",

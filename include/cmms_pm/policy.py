@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from cmms_pm.exceptions import DataValidationError
 
@@ -29,11 +30,16 @@ def decide_promotion(
     f1_threshold: float,
     min_improvement: float,
     allow_promotion: bool,
+    challenger_data_end: str | None = None,
+    champion_data_end: str | None = None,
+    allow_older_data: bool = False,
 ) -> Decision:
     """Promote iff allowed, the challenger meets the F1 threshold and beats the champion by the margin.
 
-    Gates are checked threshold → champion → ``allow_promotion`` so a disabled run still reports
-    whether the challenger would have qualified. Ties with ``min_improvement=0`` promote.
+    Gates are checked threshold → champion → data freshness → ``allow_promotion`` so a disabled
+    run still reports whether the challenger would have qualified. Ties with
+    ``min_improvement=0`` promote. A challenger whose data interval ends before the champion's
+    (a backfill of an older day) never replaces it unless ``allow_older_data``.
     """
     _require_finite(
         challenger_f1=challenger_f1,
@@ -54,6 +60,15 @@ def decide_promotion(
         )
     else:
         qualified = f"{challenger} ≥ champion F1 {champion_f1:.4f} + {min_improvement:.4f}"
+    if _older(challenger_data_end, champion_data_end):
+        if not allow_older_data:
+            return Decision(
+                False,
+                f"challenger trained on data ending {challenger_data_end}, before the champion's "
+                f"{champion_data_end}: a run on older data (a backfill) does not replace a champion "
+                "trained on newer data unless promote_older_data=true",
+            )
+        qualified += " (older data than the champion's, allowed by promote_older_data=true)"
     if not allow_promotion:
         return Decision(
             False,
@@ -61,6 +76,12 @@ def decide_promotion(
             f"(challenger would have qualified: {qualified})",
         )
     return Decision(True, qualified)
+
+
+def _older(challenger_end: str | None, champion_end: str | None) -> bool:
+    if not challenger_end or not champion_end:
+        return False
+    return datetime.fromisoformat(challenger_end) < datetime.fromisoformat(champion_end)
 
 
 def _require_finite(**values: float | None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -217,6 +218,13 @@ class MlflowHook(BaseHook):
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.registry_uri)
+
+    @property
+    def lock_dir(self) -> Path:
+        """Folder of the registry locks: next to a SQLite store, else ``CMMS_LOCK_DIR``."""
+        if self.settings.sqlite_path is not None:
+            return self.settings.sqlite_path.parent / "locks"
+        return Path(os.environ.get("CMMS_LOCK_DIR") or Path(tempfile.gettempdir()) / "cmms-mlflow-locks")
 
     @property
     def ui_url(self) -> str:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+#: Airflow pool (one slot, created by scripts/setup_airflow.sh) that serializes promotions.
+PROMOTION_POOL = "mlflow_promotion"
+
 # MLflow error codes a retry cannot fix; anything else (5xx, connection refused) is retryable.
 _PERMANENT_ERROR_CODES = frozenset(
     {
@@ -124,6 +127,8 @@ class MlflowTrainModelOperator(MlflowBaseOperator):
             tags = {
                 **(self.run_tags or {}),
                 "data_version": manifest["data_version"],
+                "data_interval_start": manifest["data_interval_start"],
+                "data_interval_end": manifest["data_interval_end"],
                 "data_digest": manifest["digest"],
                 "training_date": manifest["training_date"],
                 **airflow_tags,
@@ -184,15 +189,26 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version", "stage")
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
-    def __init__(self, *, model_name: str, version: Any, stage: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        version: Any,
+        stage: str,
+        from_stages: tuple[str, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.version = version
         self.stage = stage
+        self.from_stages = from_stages
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         version = str(self.version)
-        changes = registry.transition(client, self.model_name, version, self.stage)
+        changes = registry.transition(
+            client, self.model_name, version, self.stage, from_stages=self.from_stages
+        )
         self.push_model_version_link(context, self.model_name, version)
         return changes
 
@@ -208,6 +224,7 @@ class MlflowValidateModelOperator(MlflowBaseOperator):
         "f1_threshold",
         "min_improvement",
         "allow_promotion",
+        "allow_older_data",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
@@ -220,6 +237,7 @@ class MlflowValidateModelOperator(MlflowBaseOperator):
         f1_threshold: Any,
         min_improvement: Any,
         allow_promotion: Any,
+        allow_older_data: Any = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -229,6 +247,7 @@ class MlflowValidateModelOperator(MlflowBaseOperator):
         self.f1_threshold = f1_threshold
         self.min_improvement = min_improvement
         self.allow_promotion = allow_promotion
+        self.allow_older_data = allow_older_data
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.validation import validate_candidate
@@ -241,6 +260,7 @@ class MlflowValidateModelOperator(MlflowBaseOperator):
             f1_threshold=float(self.f1_threshold),
             min_improvement=float(self.min_improvement),
             allow_promotion=_as_bool(self.allow_promotion),
+            allow_older_data=_as_bool(self.allow_older_data),
         )
         self.push_model_version_link(context, self.model_name, str(self.version))
         return record
@@ -263,28 +283,19 @@ class MlflowPromoteModelOperator(MlflowBaseOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         version = str(self.validation["challenger_version"])
-        changes = registry.transition(
+        ti = context["ti"]
+        changes = registry.promote(
             client,
             self.model_name,
             version,
-            "Production",
             expected_champion=self.validation["champion_version"],
-            check_champion=True,
+            lock_dir=self.hook.lock_dir,
+            audit={
+                "promoted_at": context["dag_run"].run_after.isoformat(),
+                "promoted_by": f"airflow:{ti.dag_id}/{ti.run_id}",
+                "promotion_reason": self.validation["reason"],
+            },
         )
-        if not changes.get("unchanged"):
-            ti = context["ti"]
-            registry.set_tags(
-                client,
-                self.model_name,
-                version,
-                {
-                    "promoted_at": context["dag_run"].run_after.isoformat(),
-                    "promoted_by": f"airflow:{ti.dag_id}/{ti.run_id}",
-                    "promotion_reason": self.validation["reason"],
-                    "replaced_version": changes["replaced"] or "",
-                },
-            )
-        registry.check_invariants(client, self.model_name)
         self.push_model_version_link(context, self.model_name, version)
         return changes
 
@@ -302,14 +313,9 @@ class MlflowRejectModelOperator(MlflowBaseOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         version = str(self.validation["challenger_version"])
-        registry.set_tags(
-            client,
-            self.model_name,
-            version,
-            {"validation_status": "rejected", "rejection_reason": self.validation["reason"]},
+        changes = registry.reject(
+            client, self.model_name, version, reason=self.validation["reason"], lock_dir=self.hook.lock_dir
         )
-        changes = registry.transition(client, self.model_name, version, "Archived")
-        registry.check_invariants(client, self.model_name)
         self.push_model_version_link(context, self.model_name, version)
         return changes
 

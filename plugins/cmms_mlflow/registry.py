@@ -14,9 +14,13 @@ Airflow run leaves the registry as one call would.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow.exceptions import (
@@ -125,7 +129,7 @@ def register_version(
         log.info("Run %s already registered %s version %s; reusing it", run_id, name, version.version)
         return version
     model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
-    return client.create_model_version(
+    created = client.create_model_version(
         name,
         source,
         run_id=run_id,
@@ -134,6 +138,29 @@ def register_version(
         description=description,
         model_id=model_id,
     )
+    return _deduplicate(client, name, run_id) or created
+
+
+def _deduplicate(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """Keep the oldest version registered from ``run_id``; delete the others.
+
+    Two executions of the same task, or an HTTP retry of a create whose reply was lost, can
+    each create a version. Every creator converges on the same survivor.
+    """
+    from mlflow.exceptions import MlflowException
+
+    versions = sorted(
+        client.search_model_versions(f"name = '{_quote(name)}' and run_id = '{run_id}'"),
+        key=lambda v: int(v.version),
+    )
+    for extra in versions[1:]:
+        log.warning("Deleting duplicate %s version %s of run %s", name, extra.version, run_id)
+        try:
+            client.delete_model_version(name, str(extra.version))
+        except MlflowException as err:
+            if not _is_not_found(err):  # another creator deleted it first
+                raise
+    return versions[0] if versions else None
 
 
 def set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, Any]) -> None:
@@ -149,6 +176,7 @@ def transition(
     *,
     expected_champion: str | None = None,
     check_champion: bool = False,
+    from_stages: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Move ``version`` to ``stage`` and make the aliases agree; return what changed.
 
@@ -161,6 +189,12 @@ def transition(
     version = str(version)
     current = client.get_model_version(name, version)
     changes: dict[str, Any] = {"name": name, "version": version, "stage": stage, "replaced": None}
+    if from_stages is not None and current.current_stage not in (*from_stages, stage):
+        # A rerun of an earlier step must not pull a decided version back (e.g. to Staging).
+        log.info(
+            "%s version %s is already %s; not moving it to %s", name, version, current.current_stage, stage
+        )
+        return {**changes, "stage": current.current_stage, "unchanged": True}
 
     if stage == "Production":
         champion = get_champion(client, name)
@@ -185,11 +219,64 @@ def transition(
     if current.current_stage != stage:
         _set_stage(client, name, version, stage)
     if stage == "Staging":
-        client.set_registered_model_alias(name, CHALLENGER, version)
+        if aliases_of(client, name).get(CHALLENGER) != version:
+            client.set_registered_model_alias(name, CHALLENGER, version)
     else:
         # None/Archived: this version serves in no role any more.
         _drop_alias_if_points_to(client, name, CHALLENGER, version)
         _drop_alias_if_points_to(client, name, CHAMPION, version)
+    return changes
+
+
+@contextmanager
+def model_lock(lock_dir: Path, name: str) -> Iterator[None]:
+    """Exclusive lock on one registered model for every process and thread on this machine.
+
+    Across machines (Celery/Kubernetes workers), promotions are serialized by the Airflow pool
+    ``mlflow_promotion`` (one slot); this lock also covers code that runs outside Airflow.
+    """
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    with open(lock_dir / f"{safe}.registry.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def promote(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    expected_champion: str | None,
+    lock_dir: Path,
+    audit: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Guarded promotion: lock, compare-and-set against ``expected_champion``, tag, verify.
+
+    ``audit`` tags (who, when, why) are written once, by the call that actually promotes.
+    """
+    version = str(version)
+    with model_lock(lock_dir, name):
+        changes = transition(
+            client, name, version, "Production", expected_champion=expected_champion, check_champion=True
+        )
+        if not changes.get("unchanged"):
+            set_tags(client, name, version, {**audit, "replaced_version": changes["replaced"] or ""})
+        check_invariants(client, name)
+    return changes
+
+
+def reject(client: MlflowClient, name: str, version: str, *, reason: str, lock_dir: Path) -> dict[str, Any]:
+    """Archive a challenger that failed validation, keeping the reason as tags."""
+    version = str(version)
+    with model_lock(lock_dir, name):
+        changes = transition(client, name, version, "Archived", from_stages=("None", "Staging"))
+        if changes["stage"] == "Archived":
+            set_tags(client, name, version, {"validation_status": "rejected", "rejection_reason": reason})
+        check_invariants(client, name)
     return changes
 
 

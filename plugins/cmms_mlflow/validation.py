@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow import registry
@@ -50,6 +53,7 @@ def validate_candidate(
     f1_threshold: float,
     min_improvement: float,
     allow_promotion: bool,
+    allow_older_data: bool = False,
 ) -> dict[str, Any]:
     """Compare challenger ``version`` (must be in Staging) with the champion; record the decision.
 
@@ -62,6 +66,17 @@ def validate_candidate(
 
     version = str(version)
     candidate = client.get_model_version(name, version)
+    if candidate.current_stage in ("Production", "Archived") and candidate.tags.get("validation_status"):
+        # Re-run of a decided version (cleared DAG run): the recorded decision stands.
+        record = recorded_decision(client, candidate.run_id)
+        if record is not None and str(record.get("challenger_version")) == version:
+            log.info(
+                "%s v%s already decided (%s); reusing the decision record",
+                name,
+                version,
+                candidate.current_stage,
+            )
+            return record
     if candidate.current_stage != "Staging":
         raise version_not_in_stage(name, version, "Staging", candidate.current_stage)
 
@@ -71,7 +86,9 @@ def validate_candidate(
     champion = registry.get_champion(client, name)
     champion_version = str(champion.version) if champion is not None else None
     if champion_version == version:
-        champion_version = None
+        champion_version = champion = None
+    challenger_data_end = candidate.tags.get("data_interval_end") or None
+    champion_data_end = (champion.tags.get("data_interval_end") or None) if champion is not None else None
     champion_metrics = (
         score_model(load_registered(f"models:/{name}/{champion_version}"), holdout)
         if champion_version
@@ -83,6 +100,9 @@ def validate_candidate(
         f1_threshold=f1_threshold,
         min_improvement=min_improvement,
         allow_promotion=allow_promotion,
+        challenger_data_end=challenger_data_end,
+        champion_data_end=champion_data_end,
+        allow_older_data=allow_older_data,
     )
     record = {
         "model_name": name,
@@ -92,12 +112,15 @@ def validate_candidate(
         "challenger_metrics": challenger_metrics,
         "champion_version": champion_version,
         "champion_metrics": champion_metrics,
+        "challenger_data_end": challenger_data_end,
+        "champion_data_end": champion_data_end,
         "holdout_uri": holdout_uri,
         "holdout_rows": len(holdout),
         "thresholds": {
             "f1_threshold": f1_threshold,
             "min_improvement": min_improvement,
             "allow_promotion": allow_promotion,
+            "allow_older_data": allow_older_data,
         },
         "decision": "promote" if decision.promote else "reject",
         "reason": decision.reason,
@@ -117,3 +140,15 @@ def validate_candidate(
     registry.set_tags(client, name, version, tags)
     log.info("Validation of %s v%s: %s (%s)", name, version, record["decision"], decision.reason)
     return record
+
+
+def recorded_decision(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The decision record an earlier validation wrote to ``run_id``, if any."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, DECISION_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())

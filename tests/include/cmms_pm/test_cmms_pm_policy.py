@@ -107,3 +107,40 @@ def test_nan_inputs_are_rejected_rather_than_silently_compared(field):
     values = {"challenger_f1": 0.9, "champion_f1": 0.8, **BASE, field: float("nan")}
     with pytest.raises(DataValidationError, match=f"{field} must be a finite number"):
         decide_promotion(**values)
+
+
+NEWER = "2026-03-05T02:00:00+00:00"
+OLDER = "2026-03-02T02:00:00+00:00"
+
+
+def test_a_backfill_on_older_data_never_replaces_a_newer_champion():
+    decision = decide_promotion(
+        challenger_f1=0.99, champion_f1=0.90, challenger_data_end=OLDER, champion_data_end=NEWER, **BASE
+    )
+    assert not decision.promote
+    assert f"data ending {OLDER}, before the champion's {NEWER}" in decision.reason
+    assert "promote_older_data=true" in decision.reason
+
+
+def test_older_data_may_replace_the_champion_when_explicitly_allowed():
+    decision = decide_promotion(
+        challenger_f1=0.99,
+        champion_f1=0.90,
+        challenger_data_end=OLDER,
+        champion_data_end=NEWER,
+        allow_older_data=True,
+        **BASE,
+    )
+    assert decision.promote and "allowed by promote_older_data=true" in decision.reason
+
+
+@pytest.mark.parametrize(("challenger_end", "champion_end"), [(NEWER, OLDER), (NEWER, NEWER), (None, NEWER)])
+def test_newer_or_same_or_unknown_data_is_judged_on_f1_alone(challenger_end, champion_end):
+    decision = decide_promotion(
+        challenger_f1=0.95,
+        champion_f1=0.90,
+        challenger_data_end=challenger_end,
+        champion_data_end=champion_end,
+        **BASE,
+    )
+    assert decision.promote
