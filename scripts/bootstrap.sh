@@ -21,15 +21,26 @@ if [ -z "$installer" ]; then
   fi
 fi
 start=$(date +%s)
-if [ "$installer" = uv ]; then
-  UV="$(command -v uv || echo "$("$PYTHON" -m site --user-base)/bin/uv")"
-  [ -x "$CMMS_VENV/bin/python" ] || "$UV" venv -q -p "$PYTHON" "$CMMS_VENV"
-  "$UV" pip install -q -p "$CMMS_VENV/bin/python" -r requirements.txt
-  "$UV" pip install -q -p "$CMMS_VENV/bin/python" --no-deps -e .
-else
+install_with_uv() {
+  local uv
+  uv="$(command -v uv || echo "$("$PYTHON" -m site --user-base)/bin/uv")"
+  [ -x "$CMMS_VENV/bin/python" ] || "$uv" venv -q -p "$PYTHON" "$CMMS_VENV"
+  "$uv" pip install -q -p "$CMMS_VENV/bin/python" -r requirements.txt &&
+    "$uv" pip install -q -p "$CMMS_VENV/bin/python" --no-deps -e .
+}
+install_with_pip() {
   [ -x "$CMMS_VENV/bin/python" ] || "$PYTHON" -m venv "$CMMS_VENV"
-  "$CMMS_VENV/bin/python" -m pip install -q -r requirements.txt
-  "$CMMS_VENV/bin/python" -m pip install -q --no-deps -e .
+  # A venv made by uv has no pip of its own.
+  "$CMMS_VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$CMMS_VENV/bin/python" -m ensurepip -q
+  "$CMMS_VENV/bin/python" -m pip install -q -r requirements.txt &&
+    "$CMMS_VENV/bin/python" -m pip install -q --no-deps -e .
+}
+if [ "$installer" = uv ] && ! install_with_uv; then
+  echo "uv could not install the requirements; falling back to pip" >&2
+  installer=pip
+fi
+if [ "$installer" = pip ]; then
+  install_with_pip
 fi
 echo "$want" > "$stamp"
 echo "Installed with $installer in $(( $(date +%s) - start )) s into $CMMS_VENV"

@@ -1,0 +1,117 @@
+"""Duplicate and concurrent registry writes against a real MLflow SQLite store.
+
+Airflow runs tasks at least once, so register and promote may run twice for the same DAG run,
+at the same time; and promotions of different runs may collide. None of it may leave two
+versions for one run, 0 or 2 Production versions, or a champion alias off Production.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cmms_mlflow import registry
+from cmms_mlflow.exceptions import PromotionConflictError
+
+ITERATIONS = 50
+
+
+@pytest.fixture
+def lock_dir(tmp_path):
+    return tmp_path / "locks"
+
+
+def _experiment(client) -> str:
+    experiment = client.get_experiment_by_name("concurrency-tests")
+    return experiment.experiment_id if experiment else client.create_experiment("concurrency-tests")
+
+
+def _register(client, name: str, run) -> str:
+    version = registry.register_version(
+        client,
+        name=name,
+        source=f"{run.info.artifact_uri}/model",
+        run_id=run.info.run_id,
+        description="candidate",
+        tags={"data_version": "test"},
+    )
+    return str(version.version)
+
+
+def _in_parallel(*calls):
+    """Start every call at the same moment (barrier); return results or exceptions, in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def start(call):
+        barrier.wait()
+        try:
+            return call()
+        except Exception as err:  # collected, asserted by the caller
+            return err
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(start, calls))
+
+
+def _production(client, name: str) -> list[str]:
+    return [str(v.version) for v in registry.versions_in_stage(client, name, "Production")]
+
+
+def test_registering_one_run_twice_sequentially_gives_one_version(client, model_name):
+    run = client.create_run(_experiment(client))
+    assert _register(client, model_name, run) == _register(client, model_name, run)
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+
+
+def test_registering_one_run_twice_concurrently_gives_one_version(client, model_name):
+    for _ in range(10):
+        run = client.create_run(_experiment(client))
+        first, second = _in_parallel(*(lambda run=run: _register(client, model_name, run) for _ in range(2)))
+        assert first == second, (first, second)
+        versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
+        assert [str(v.version) for v in versions] == [first]
+
+
+def test_promoting_one_version_twice_promotes_it_once(client, model_name, lock_dir):
+    run = client.create_run(_experiment(client))
+    version = _register(client, model_name, run)
+    audit = {"promoted_by": "test"}
+
+    def promote():
+        return registry.promote(
+            client, model_name, version, expected_champion=None, lock_dir=lock_dir, audit=audit
+        )
+
+    concurrent = _in_parallel(promote, promote)
+    sequential = promote()
+    changed = [r for r in (*concurrent, sequential) if not r.get("unchanged")]
+    assert len(changed) == 1, concurrent
+    assert _production(client, model_name) == [version]
+    assert registry.aliases_of(client, model_name) == {"champion": version}
+
+
+def test_concurrent_promotions_of_two_candidates_leave_exactly_one_champion(client, model_name, lock_dir):
+    experiment_id = _experiment(client)
+    champion = None
+    winners = conflicts = 0
+    for _ in range(ITERATIONS):
+        a, b = (_register(client, model_name, client.create_run(experiment_id)) for _ in range(2))
+        results = _in_parallel(
+            *(
+                lambda v=v, seen=champion: registry.promote(
+                    client, model_name, v, expected_champion=seen, lock_dir=lock_dir, audit={}
+                )
+                for v in (a, b)
+            )
+        )
+        won = [r for r in results if isinstance(r, dict)]
+        lost = [r for r in results if isinstance(r, PromotionConflictError)]
+        assert len(won) == 1 and len(lost) == 1, results
+        production = _production(client, model_name)
+        assert production == [won[0]["version"]], production
+        assert registry.aliases_of(client, model_name)["champion"] == production[0]
+        winners, conflicts = winners + 1, conflicts + 1
+        champion = production[0]
+    assert (winners, conflicts) == (ITERATIONS, ITERATIONS)
