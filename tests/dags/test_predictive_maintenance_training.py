@@ -213,3 +213,58 @@ def test_invalid_parameters_are_rejected_before_a_run_exists(dag):
             .all()
         )
     assert runs == []
+
+
+def _snapshot(client, name: str, experiment_name: str) -> dict:
+    """Everything a rerun could change: versions, stages, tags, aliases, runs and their status."""
+    versions = {
+        str(v.version): (v.current_stage, dict(v.tags), v.description, v.run_id)
+        for v in client.search_model_versions(f"name = '{name}'")
+    }
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = {
+        r.info.run_id: (r.info.status, dict(r.data.tags))
+        for r in client.search_runs([experiment.experiment_id])
+    }
+    aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    return {"versions": versions, "aliases": aliases, "runs": runs}
+
+
+def test_clearing_a_finished_run_and_running_it_again_leaves_the_registry_unchanged(
+    dag, mlflow_conn, client, model_name
+):
+    conf = {"model_name": model_name, "experiment_name": f"rerun-{model_name}", "n_samples": 3000}
+    when = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
+    first = dag.test(logical_date=when, run_after=when, run_conf=conf)
+    assert str(first.state) == "success", _task_states(first)
+    before = _snapshot(client, model_name, conf["experiment_name"])
+    assert before["aliases"] == {"champion": "1"}
+
+    # Same logical date and run_after: the same run_id, every task executed again.
+    again = dag.test(logical_date=when, run_after=when, run_conf=conf)
+    assert again.run_id == first.run_id and str(again.state) == "success", _task_states(again)
+    assert _snapshot(client, model_name, conf["experiment_name"]) == before
+
+
+def test_a_backfill_on_older_data_does_not_replace_a_newer_champion(dag, mlflow_conn, client, model_name):
+    # min_improvement -0.5 takes F1 out of the decision: only the data-freshness rule is tested.
+    base = {
+        "model_name": model_name,
+        "experiment_name": f"backfill-{model_name}",
+        "n_samples": 3000,
+        "min_improvement": -0.5,
+    }
+    assert str(_run(dag, 20, **base).state) == "success"
+    older = _run(dag, 10, **base)
+    assert str(older.state) == "success", _task_states(older)
+    versions, aliases = _registry(client, model_name)
+    assert aliases["champion"] == "1" and versions["2"].current_stage == "Archived"
+    assert "before the champion's 2026-03-20T02:00:00+00:00" in versions["2"].tags["decision_reason"]
+    assert "promote_older_data=true" in _report(older)["reason"]
+
+    allowed = _run(dag, 11, **base, promote_older_data=True)
+    assert str(allowed.state) == "success", _task_states(allowed)
+    versions, aliases = _registry(client, model_name)
+    assert aliases == {"champion": "3", "previous_champion": "1"}
+    assert "allowed by promote_older_data=true" in versions["3"].tags["decision_reason"]
+    _assert_stages_and_aliases_agree(client, model_name)
