@@ -6,13 +6,16 @@ touches the developer's own ``.airflow``/``.mlflow`` folders.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,66 @@ def client(mlflow_store: str):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str:
+    for candidate in (shutil.which(name), *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise FileNotFoundError(f"PostgreSQL binary {name!r} not found (apt-get install postgresql)")
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    user: str = "postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL on 127.0.0.1, from the local binaries, stopped at the end.
+
+    initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user.
+    """
+    base = Path(tempfile.mkdtemp(prefix="cmms-pg-", dir="/tmp"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", free_port()
+    subprocess.run(
+        [*as_owner, _pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c max_connections=200"
+    ctl = [*as_owner, _pg_bin("pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*ctl, "-o", options, "-l", str(base / "postgres.log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield PostgresServer(port=port)
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

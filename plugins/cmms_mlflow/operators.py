@@ -282,22 +282,21 @@ class MlflowPromoteModelOperator(MlflowBaseOperator):
         self.validation = validation
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
-        version = str(self.validation["challenger_version"])
+        from cmms_mlflow.promotion import promote_validated
+
         ti = context["ti"]
-        changes = registry.promote(
+        outcome = promote_validated(
             client,
-            self.model_name,
-            version,
-            expected_champion=self.validation["champion_version"],
+            name=self.model_name,
+            record=self.validation,
             lock_dir=self.hook.lock_dir,
             audit={
                 "promoted_at": context["dag_run"].run_after.isoformat(),
                 "promoted_by": f"airflow:{ti.dag_id}/{ti.run_id}",
-                "promotion_reason": self.validation["reason"],
             },
         )
-        self.push_model_version_link(context, self.model_name, version)
-        return changes
+        self.push_model_version_link(context, self.model_name, outcome["version"])
+        return outcome
 
 
 class MlflowRejectModelOperator(MlflowBaseOperator):
@@ -332,10 +331,12 @@ class MlflowModelReportOperator(MlflowBaseOperator):
         self.validation = validation
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_mlflow.validation import recorded_decision
         from cmms_pm.report import format_summary
 
-        record = self.validation
-        version = str(record["challenger_version"])
+        version = str(self.validation["challenger_version"])
+        # The promote step may have re-validated against a newer champion: report the final record.
+        record = recorded_decision(client, self.validation["challenger_run_id"]) or self.validation
         mv = client.get_model_version(self.model_name, version)
         aliases = sorted(a for a, v in registry.aliases_of(client, self.model_name).items() if v == version)
         champion = registry.get_champion(client, self.model_name)

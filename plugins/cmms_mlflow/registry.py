@@ -245,21 +245,31 @@ def model_lock(lock_dir: Path, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _maybe_locked(lock_dir: Path | None, name: str) -> Iterator[None]:
+    if lock_dir is None:  # the caller already holds model_lock(name)
+        yield
+    else:
+        with model_lock(lock_dir, name):
+            yield
+
+
 def promote(
     client: MlflowClient,
     name: str,
     version: str,
     *,
     expected_champion: str | None,
-    lock_dir: Path,
+    lock_dir: Path | None,
     audit: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Guarded promotion: lock, compare-and-set against ``expected_champion``, tag, verify.
 
     ``audit`` tags (who, when, why) are written once, by the call that actually promotes.
+    ``lock_dir=None`` means the caller already holds :func:`model_lock` for ``name``.
     """
     version = str(version)
-    with model_lock(lock_dir, name):
+    with _maybe_locked(lock_dir, name):
         changes = transition(
             client, name, version, "Production", expected_champion=expected_champion, check_champion=True
         )
@@ -269,10 +279,12 @@ def promote(
     return changes
 
 
-def reject(client: MlflowClient, name: str, version: str, *, reason: str, lock_dir: Path) -> dict[str, Any]:
+def reject(
+    client: MlflowClient, name: str, version: str, *, reason: str, lock_dir: Path | None
+) -> dict[str, Any]:
     """Archive a challenger that failed validation, keeping the reason as tags."""
     version = str(version)
-    with model_lock(lock_dir, name):
+    with _maybe_locked(lock_dir, name):
         changes = transition(client, name, version, "Archived", from_stages=("None", "Staging"))
         if changes["stage"] == "Archived":
             set_tags(client, name, version, {"validation_status": "rejected", "rejection_reason": reason})

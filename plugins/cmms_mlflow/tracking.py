@@ -32,12 +32,13 @@ def airflow_tags(context: Any) -> dict[str, str]:
     ti = context["ti"]
     dag_run = context["dag_run"]
     log_url = getattr(ti, "log_url", "") or ""
+    run_type = getattr(dag_run, "run_type", "")  # an enum: its value is "backfill", "scheduled", ...
     return {
         TAG_DAG_ID: ti.dag_id,
         TAG_RUN_ID: ti.run_id,
         TAG_TASK_ID: ti.task_id,
         "airflow.try_number": str(ti.try_number),
-        "airflow.run_type": str(getattr(dag_run, "run_type", "") or ""),
+        "airflow.run_type": str(getattr(run_type, "value", run_type) or ""),
         "airflow.run_url": log_url.split("/tasks/")[0] if log_url else "",
     }
 
@@ -100,14 +101,15 @@ def log_training_run(
 
     train = read_split(manifest["splits"]["train"]["uri"])
     validation = read_split(manifest["splits"]["validation"]["uri"])
-    model = training.fit_model(train, hyperparameters)
-    proba = model.predict_proba(validation[FEATURES])[:, 1]
-    metrics = training.classification_metrics(validation[TARGET].to_numpy(), proba)
-    importances = training.feature_importances(model)
-
+    # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
+    # attempt leaves it RUNNING and the retry closes it (resume_or_close).
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     try:
+        model = training.fit_model(train, hyperparameters)
+        proba = model.predict_proba(validation[FEATURES])[:, 1]
+        metrics = training.classification_metrics(validation[TARGET].to_numpy(), proba)
+        importances = training.feature_importances(model)
         params = {**hyperparameters, "train_rows": len(train), "validation_rows": len(validation)}
         client.log_batch(
             run_id,

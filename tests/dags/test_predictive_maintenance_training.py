@@ -100,6 +100,7 @@ def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model
     ):
         assert run.data.tags.get(key), key
     assert run.data.tags["airflow.run_id"] == first.run_id
+    assert run.data.tags["airflow.run_type"] == "manual"
     artifacts = {a.path for a in client.list_artifacts(v1.run_id, "evaluation")}
     assert artifacts >= {
         f"evaluation/{n}"
