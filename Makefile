@@ -25,7 +25,7 @@ bench: install  ## benchmarks (printed tables; see docs/BENCHMARKS.md)
 lint: install
 	$(ENV) ruff check dags plugins include tests scripts
 
-ui-airflow: install  ## Airflow UI on http://127.0.0.1:8080 (user admin, password printed)
+ui-airflow: setup  ## Airflow UI on http://127.0.0.1:8080 (user admin, password printed)
 	$(ENV) airflow standalone
 
 ui-mlflow: install  ## MLflow UI on http://127.0.0.1:5000, same embedded DB as the DAGs
