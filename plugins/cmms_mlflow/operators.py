@@ -266,11 +266,10 @@ class MlflowValidateModelOperator(MlflowBaseOperator):
         return record
 
 
-class MlflowPromoteModelOperator(MlflowBaseOperator):
-    """Make the validated version the champion (Production), archiving the one it replaces.
+class MlflowDecisionOperator(MlflowBaseOperator):
+    """Base of the steps after validation: they act on the validation's decision record.
 
-    A compare-and-set: if the champion is no longer the one the validation compared against,
-    the promotion is refused and nothing changes.
+    :param validation: the record returned by :class:`MlflowValidateModelOperator`.
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
@@ -280,6 +279,14 @@ class MlflowPromoteModelOperator(MlflowBaseOperator):
         super().__init__(**kwargs)
         self.model_name = model_name
         self.validation = validation
+
+
+class MlflowPromoteModelOperator(MlflowDecisionOperator):
+    """Make the validated version the champion (Production), archiving the one it replaces.
+
+    A compare-and-set: if the champion is no longer the one the validation compared against,
+    the promotion is refused and nothing changes.
+    """
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.promotion import promote_validated
@@ -299,16 +306,8 @@ class MlflowPromoteModelOperator(MlflowBaseOperator):
         return outcome
 
 
-class MlflowRejectModelOperator(MlflowBaseOperator):
+class MlflowRejectModelOperator(MlflowDecisionOperator):
     """Archive a challenger that failed validation, with the reason as a tag."""
-
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
-
-    def __init__(self, *, model_name: str, validation: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model_name = model_name
-        self.validation = validation
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         version = str(self.validation["challenger_version"])
@@ -319,16 +318,8 @@ class MlflowRejectModelOperator(MlflowBaseOperator):
         return changes
 
 
-class MlflowModelReportOperator(MlflowBaseOperator):
+class MlflowModelReportOperator(MlflowDecisionOperator):
     """Log a readable summary of what the run did to the registry and return it."""
-
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
-
-    def __init__(self, *, model_name: str, validation: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model_name = model_name
-        self.validation = validation
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.validation import recorded_decision

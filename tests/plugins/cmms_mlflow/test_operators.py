@@ -19,20 +19,6 @@ LOGICAL_DATE = datetime(2026, 4, 1, 3, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures"
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    from cmms_pm.batch import prepare_batch
-
-    return prepare_batch(
-        source="synthetic",
-        n_samples=2000,
-        target_column="failure_within_7d",
-        interval_start="2026-03-31T02:00:00+00:00",
-        interval_end="2026-04-01T02:00:00+00:00",
-        out_uri=str(tmp_path_factory.mktemp("batch")),
-    )
-
-
 def _dag(dag_id: str):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -62,12 +48,12 @@ def _xcom(dag_run, task_id: str, key: str):
 
 
 def test_rerunning_a_dag_run_writes_no_second_mlflow_run_or_version(
-    airflow_db, mlflow_conn, client, model_name, manifest
+    airflow_db, mlflow_conn, client, model_name, small_batch
 ):
     dag = _dag("operator_pipeline")
-    first = _run(dag, model_name, manifest)
+    first = _run(dag, model_name, small_batch)
     assert str(first.state) == "success"
-    second = _run(dag, model_name, manifest)
+    second = _run(dag, model_name, small_batch)
     assert second.run_id == first.run_id and str(second.state) == "success"
 
     runs = _runs_of(client, f"operators-{model_name}")
@@ -89,7 +75,7 @@ def test_rerunning_a_dag_run_writes_no_second_mlflow_run_or_version(
 
 
 def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
-    airflow_db, mlflow_conn, client, model_name, manifest
+    airflow_db, mlflow_conn, client, model_name, small_batch
 ):
     from airflow.models.dagrun import DagRun
     from airflow.utils.types import DagRunType
@@ -108,7 +94,7 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
         tags={"airflow.dag_id": dag.dag_id, "airflow.run_id": run_id, "airflow.task_id": "train_model"},
     )
 
-    dag_run = _run(dag, model_name, manifest)
+    dag_run = _run(dag, model_name, small_batch)
     assert dag_run.run_id == run_id and str(dag_run.state) == "success"
     statuses = {r.info.run_id: r.info.status for r in _runs_of(client, f"operators-{model_name}")}
     assert statuses.pop(stale.info.run_id) == "FAILED"
@@ -117,9 +103,9 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
 
 
 def test_validation_refuses_a_version_that_is_not_in_staging(
-    airflow_db, mlflow_conn, client, model_name, manifest
+    airflow_db, mlflow_conn, client, model_name, small_batch
 ):
-    dag_run = _run(_dag("operator_pipeline_unstaged"), model_name, manifest)
+    dag_run = _run(_dag("operator_pipeline_unstaged"), model_name, small_batch)
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     assert states == {"train_model": "success", "register_model": "success", "validate_model": "failed"}
     version = client.get_model_version(model_name, "1")

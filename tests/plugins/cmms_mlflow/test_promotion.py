@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
 from cmms_mlflow import registry
 from cmms_mlflow.hooks import MlflowHook
 from cmms_mlflow.promotion import promote_validated
 from cmms_mlflow.tracking import log_training_run
 from cmms_mlflow.validation import recorded_decision, validate_candidate
 
-INTERVAL = ("2026-07-01T02:00:00+00:00", "2026-07-02T02:00:00+00:00")
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    from cmms_pm.batch import prepare_batch
-
-    return prepare_batch(
-        source="synthetic",
-        n_samples=2000,
-        target_column="failure_within_7d",
-        interval_start=INTERVAL[0],
-        interval_end=INTERVAL[1],
-        out_uri=str(tmp_path_factory.mktemp("promotion-batch")),
-    )
+DATA_END = "2026-04-01T02:00:00+00:00"  # the small_batch interval end
 
 
 def _staged_version(hook, client, name: str, manifest: dict) -> str:
@@ -34,7 +18,7 @@ def _staged_version(hook, client, name: str, manifest: dict) -> str:
         experiment_id=experiment_id,
         manifest=manifest,
         hyperparameters={"n_estimators": 10, "max_depth": 6},
-        tags={"data_interval_end": INTERVAL[1]},
+        tags={"data_interval_end": DATA_END},
         run_name="candidate",
     )
     version = registry.register_version(
@@ -43,20 +27,20 @@ def _staged_version(hook, client, name: str, manifest: dict) -> str:
         source=trained["model_uri"],
         run_id=trained["run_id"],
         description="candidate",
-        tags={"data_interval_end": INTERVAL[1]},
+        tags={"data_interval_end": DATA_END},
     )
     registry.transition(client, name, str(version.version), "Staging")
     return str(version.version)
 
 
 def test_a_challenger_is_revalidated_when_the_champion_changed_since_validation(
-    mlflow_conn, model_name, manifest, tmp_path
+    mlflow_conn, model_name, small_batch, tmp_path
 ):
     hook = MlflowHook()
     with hook.session() as client:
-        first = _staged_version(hook, client, model_name, manifest)
-        second = _staged_version(hook, client, model_name, manifest)
-        holdout = manifest["splits"]["holdout"]["uri"]
+        first = _staged_version(hook, client, model_name, small_batch)
+        second = _staged_version(hook, client, model_name, small_batch)
+        holdout = small_batch["splits"]["holdout"]["uri"]
         # Validated while there was no champion, and demanding +0.5 F1 over any champion.
         record = validate_candidate(
             client,
@@ -82,15 +66,15 @@ def test_a_challenger_is_revalidated_when_the_champion_changed_since_validation(
         registry.check_invariants(client, model_name)
 
 
-def test_an_unchanged_champion_means_no_revalidation(mlflow_conn, model_name, manifest, tmp_path):
+def test_an_unchanged_champion_means_no_revalidation(mlflow_conn, model_name, small_batch, tmp_path):
     hook = MlflowHook()
     with hook.session() as client:
-        version = _staged_version(hook, client, model_name, manifest)
+        version = _staged_version(hook, client, model_name, small_batch)
         record = validate_candidate(
             client,
             name=model_name,
             version=version,
-            holdout_uri=manifest["splits"]["holdout"]["uri"],
+            holdout_uri=small_batch["splits"]["holdout"]["uri"],
             f1_threshold=0.0,
             min_improvement=0.0,
             allow_promotion=True,
