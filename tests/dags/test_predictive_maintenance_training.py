@@ -26,10 +26,21 @@ def dag(airflow_db):
     return DagBag(dag_folder=str(PROJECT_DIR / "dags")).get_dag(DAG_ID)
 
 
+def _conf(**overrides) -> dict:
+    """A complete run conf: every parameter's default, then ``overrides``.
+
+    dag.test() runs tasks in this process on one DAG object, and a conf key given to one call
+    stays in the DAG's params for the next call (seen with data_source); so always pass all keys.
+    """
+    from cmms_pm.params import TRAINING_PARAMS
+
+    return {name: spec["default"] for name, spec in TRAINING_PARAMS.items()} | overrides
+
+
 def _run(dag, day: int | None, **conf):
     """Run the DAG for March ``day`` 2026, or with no logical date (as a REST trigger may)."""
     logical_date = None if day is None else datetime(2026, 3, day, 3, 0, tzinfo=UTC)
-    return dag.test(logical_date=logical_date, run_conf=conf)
+    return dag.test(logical_date=logical_date, run_conf=_conf(**conf))
 
 
 def _report(dag_run) -> dict:
@@ -234,7 +245,7 @@ def _snapshot(client, name: str, experiment_name: str) -> dict:
 def test_clearing_a_finished_run_and_running_it_again_leaves_the_registry_unchanged(
     dag, mlflow_conn, client, model_name
 ):
-    conf = {"model_name": model_name, "experiment_name": f"rerun-{model_name}", "n_samples": 3000}
+    conf = _conf(model_name=model_name, experiment_name=f"rerun-{model_name}", n_samples=3000)
     when = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
     first = dag.test(logical_date=when, run_after=when, run_conf=conf)
     assert str(first.state) == "success", _task_states(first)
