@@ -136,3 +136,35 @@ def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_runnin
     assert "RUNNING" not in statuses
     assert statuses.count("FINISHED") == 1 and statuses.count("FAILED") >= 1, statuses
     assert len(cluster_client.search_model_versions(f"name = '{model_name}'")) == 1
+
+
+def test_a_backfill_created_through_the_rest_api_trains_on_its_interval(airflow_cluster, cluster_client):
+    model_name = _model()
+    conf = {"model_name": model_name, "experiment_name": f"rest-{model_name}", "n_samples": 3000}
+    status, backfill = airflow_cluster.request(
+        "POST",
+        "/api/v2/backfills",
+        {
+            "dag_id": DAG_ID,
+            "from_date": "2026-05-10T00:00:00Z",
+            "to_date": "2026-05-11T00:00:00Z",
+            "max_active_runs": 1,
+            "dag_run_conf": conf,
+        },
+    )
+    assert status == 200, backfill
+    deadline = time.monotonic() + 60
+    run_ids: set[str] = set()
+    while not run_ids and time.monotonic() < deadline:
+        run_ids = {
+            r["dag_run_id"]
+            for r in airflow_cluster.dag_runs()
+            if r["dag_run_id"].startswith("backfill__2026-05-11")
+        }
+        time.sleep(2)
+    (run,) = airflow_cluster.wait_for_runs(run_ids, 1, timeout=600)
+    assert run["state"] == "success", airflow_cluster.task_instances(run["dag_run_id"])
+    (version,) = cluster_client.search_model_versions(f"name = '{model_name}'")
+    assert version.tags["data_version"] == "2026-05-10T02:00:00+00:00/2026-05-11T02:00:00+00:00"
+    assert version.tags["airflow.run_type"] == "backfill"
+    registry.check_invariants(cluster_client, model_name)
