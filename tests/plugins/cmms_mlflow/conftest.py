@@ -20,3 +20,29 @@ def small_batch(tmp_path_factory) -> dict:
         interval_end=INTERVAL[1],
         out_uri=str(tmp_path_factory.mktemp("small-batch")),
     )
+
+
+@pytest.fixture
+def register(client):
+    """``register(name, run=None) -> version``: register a version of ``name`` from ``run`` (a new run
+    in the experiment 'registry-tests' if None) through ``registry.register_version``."""
+    from cmms_mlflow import registry
+
+    def _register(name: str, run=None) -> str:
+        if run is None:
+            experiment = client.get_experiment_by_name("registry-tests")
+            experiment_id = (
+                experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+            )
+            run = client.create_run(experiment_id)
+        version = registry.register_version(
+            client,
+            name=name,
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run.info.run_id,
+            description="test version",
+            tags={"data_version": "test"},
+        )
+        return str(version.version)
+
+    return _register

@@ -8,31 +8,12 @@ from cmms_mlflow import registry
 from cmms_mlflow.exceptions import MlflowRegistryError, PromotionConflictError
 
 
-def _new_version(client, name: str) -> str:
-    experiment_id = _experiment(client)
-    run = client.create_run(experiment_id)
-    version = registry.register_version(
-        client,
-        name=name,
-        source=f"{run.info.artifact_uri}/model",
-        run_id=run.info.run_id,
-        description="test version",
-        tags={"data_version": "test"},
-    )
-    return str(version.version)
-
-
-def _experiment(client) -> str:
-    experiment = client.get_experiment_by_name("registry-tests")
-    return experiment.experiment_id if experiment else client.create_experiment("registry-tests")
-
-
 def _stages(client, name: str) -> dict[str, str]:
     return {str(v.version): v.current_stage for v in client.search_model_versions(f"name = '{name}'")}
 
 
 def test_registering_the_same_run_twice_returns_one_version(client, model_name):
-    run = client.create_run(_experiment(client))
+    run = client.create_run(client.create_experiment(f"twice-{model_name}"))
     kwargs = dict(
         name=model_name,
         source=f"{run.info.artifact_uri}/model",
@@ -47,15 +28,15 @@ def test_registering_the_same_run_twice_returns_one_version(client, model_name):
     assert client.get_model_version(model_name, first.version).tags["k"] == "v"
 
 
-def test_staging_sets_the_challenger_alias(client, model_name):
-    version = _new_version(client, model_name)
+def test_staging_sets_the_challenger_alias(client, model_name, register):
+    version = register(model_name)
     registry.transition(client, model_name, version, "Staging")
     assert _stages(client, model_name) == {version: "Staging"}
     assert registry.aliases_of(client, model_name) == {"challenger": version}
 
 
-def test_promotion_archives_the_previous_champion_and_remembers_it(client, model_name):
-    v1, v2 = _new_version(client, model_name), _new_version(client, model_name)
+def test_promotion_archives_the_previous_champion_and_remembers_it(client, model_name, register):
+    v1, v2 = register(model_name), register(model_name)
     registry.transition(client, model_name, v1, "Production", check_champion=True, expected_champion=None)
     registry.transition(client, model_name, v2, "Staging")
     changes = registry.transition(
@@ -68,8 +49,8 @@ def test_promotion_archives_the_previous_champion_and_remembers_it(client, model
     registry.check_invariants(client, model_name)
 
 
-def test_promoting_the_champion_again_changes_nothing(client, model_name):
-    v1 = _new_version(client, model_name)
+def test_promoting_the_champion_again_changes_nothing(client, model_name, register):
+    v1 = register(model_name)
     registry.transition(client, model_name, v1, "Production")
     again = registry.transition(
         client, model_name, v1, "Production", check_champion=True, expected_champion=None
@@ -78,8 +59,8 @@ def test_promoting_the_champion_again_changes_nothing(client, model_name):
     assert registry.aliases_of(client, model_name) == {"champion": v1}
 
 
-def test_promotion_is_refused_when_the_champion_changed_since_validation(client, model_name):
-    v1, v2, v3 = (_new_version(client, model_name) for _ in range(3))
+def test_promotion_is_refused_when_the_champion_changed_since_validation(client, model_name, register):
+    v1, v2, v3 = (register(model_name) for _ in range(3))
     registry.transition(client, model_name, v1, "Production")
     registry.transition(client, model_name, v2, "Production")  # someone else promoted meanwhile
     with pytest.raises(PromotionConflictError, match=r"expected version '1', found '2'"):
@@ -88,30 +69,30 @@ def test_promotion_is_refused_when_the_champion_changed_since_validation(client,
     assert registry.aliases_of(client, model_name)["champion"] == v2
 
 
-def test_archiving_drops_the_roles_of_the_version(client, model_name):
-    version = _new_version(client, model_name)
+def test_archiving_drops_the_roles_of_the_version(client, model_name, register):
+    version = register(model_name)
     registry.transition(client, model_name, version, "Staging")
     registry.transition(client, model_name, version, "Archived")
     assert _stages(client, model_name) == {version: "Archived"}
     assert registry.aliases_of(client, model_name) == {}
 
 
-def test_unknown_stage_is_rejected_by_name(client, model_name):
-    version = _new_version(client, model_name)
+def test_unknown_stage_is_rejected_by_name(client, model_name, register):
+    version = register(model_name)
     with pytest.raises(MlflowRegistryError, match="'Prod'"):
         registry.transition(client, model_name, version, "Prod")
 
 
-def test_invariant_check_catches_a_champion_alias_off_production(client, model_name):
-    v1, v2 = _new_version(client, model_name), _new_version(client, model_name)
+def test_invariant_check_catches_a_champion_alias_off_production(client, model_name, register):
+    v1, v2 = register(model_name), register(model_name)
     registry.transition(client, model_name, v1, "Production")
     client.set_registered_model_alias(model_name, "champion", v2)  # out-of-band edit
     with pytest.raises(MlflowRegistryError, match="alias 'champion' -> '2' but Production -> '1'"):
         registry.check_invariants(client, model_name)
 
 
-def test_champion_falls_back_to_the_production_stage_without_alias(client, model_name):
+def test_champion_falls_back_to_the_production_stage_without_alias(client, model_name, register):
     assert registry.get_champion(client, model_name) is None
-    v1 = _new_version(client, model_name)
+    v1 = register(model_name)
     client.transition_model_version_stage(model_name, v1, "Production")
     assert str(registry.get_champion(client, model_name).version) == v1

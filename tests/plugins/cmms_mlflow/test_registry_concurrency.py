@@ -8,6 +8,7 @@ versions for one run, 0 or 2 Production versions, or a champion alias off Produc
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,23 +22,6 @@ ITERATIONS = 50
 @pytest.fixture
 def lock_dir(tmp_path):
     return tmp_path / "locks"
-
-
-def _experiment(client) -> str:
-    experiment = client.get_experiment_by_name("concurrency-tests")
-    return experiment.experiment_id if experiment else client.create_experiment("concurrency-tests")
-
-
-def _register(client, name: str, run) -> str:
-    version = registry.register_version(
-        client,
-        name=name,
-        source=f"{run.info.artifact_uri}/model",
-        run_id=run.info.run_id,
-        description="candidate",
-        tags={"data_version": "test"},
-    )
-    return str(version.version)
 
 
 def _in_parallel(*calls):
@@ -59,24 +43,24 @@ def _production(client, name: str) -> list[str]:
     return [str(v.version) for v in registry.versions_in_stage(client, name, "Production")]
 
 
-def test_registering_one_run_twice_sequentially_gives_one_version(client, model_name):
-    run = client.create_run(_experiment(client))
-    assert _register(client, model_name, run) == _register(client, model_name, run)
+def test_registering_one_run_twice_sequentially_gives_one_version(client, model_name, register):
+    run = client.create_run(client.create_experiment(f"c-{uuid.uuid4().hex[:8]}"))
+    assert register(model_name, run) == register(model_name, run)
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
 
 
-def test_registering_one_run_twice_concurrently_gives_one_version(client, model_name):
+def test_registering_one_run_twice_concurrently_gives_one_version(client, model_name, register):
     for _ in range(10):
-        run = client.create_run(_experiment(client))
-        first, second = _in_parallel(*(lambda run=run: _register(client, model_name, run) for _ in range(2)))
+        run = client.create_run(client.create_experiment(f"c-{uuid.uuid4().hex[:8]}"))
+        first, second = _in_parallel(*(lambda run=run: register(model_name, run) for _ in range(2)))
         assert first == second, (first, second)
         versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
         assert [str(v.version) for v in versions] == [first]
 
 
-def test_promoting_one_version_twice_promotes_it_once(client, model_name, lock_dir):
-    run = client.create_run(_experiment(client))
-    version = _register(client, model_name, run)
+def test_promoting_one_version_twice_promotes_it_once(client, model_name, register, lock_dir):
+    run = client.create_run(client.create_experiment(f"c-{uuid.uuid4().hex[:8]}"))
+    version = register(model_name, run)
     audit = {"promoted_by": "test"}
 
     def promote():
@@ -92,12 +76,14 @@ def test_promoting_one_version_twice_promotes_it_once(client, model_name, lock_d
     assert registry.aliases_of(client, model_name) == {"champion": version}
 
 
-def test_concurrent_promotions_of_two_candidates_leave_exactly_one_champion(client, model_name, lock_dir):
-    experiment_id = _experiment(client)
+def test_concurrent_promotions_of_two_candidates_leave_exactly_one_champion(
+    client, model_name, register, lock_dir
+):
+    experiment_id = client.create_experiment(f"c-{uuid.uuid4().hex[:8]}")
     champion = None
     winners = conflicts = 0
     for _ in range(ITERATIONS):
-        a, b = (_register(client, model_name, client.create_run(experiment_id)) for _ in range(2))
+        a, b = (register(model_name, client.create_run(experiment_id)) for _ in range(2))
         results = _in_parallel(
             *(
                 lambda v=v, seen=champion: registry.promote(
