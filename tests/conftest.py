@@ -9,8 +9,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import AirflowCluster, free_port, start_process, wait_until_ready
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="cmms-tests-"))
@@ -113,12 +114,6 @@ def client(mlflow_store: str):
     return MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _pg_bin(name: str) -> str:
     for candidate in (shutil.which(name), *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))):
         if candidate and os.path.exists(candidate):
@@ -174,3 +169,76 @@ def postgres_server():
     finally:
         subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def start_airflow(tmp_path_factory, postgres_server):
+    """Factory: start an Airflow deployment (api-server, scheduler, dag-processor, extras).
+
+    Each gets its own Airflow home and PostgreSQL metadata DB (SQLite locks up with scheduler,
+    api-server and CLI writing at once), one shared JWT secret as production needs, and only
+    runs the tests create (no nightly run appears mid-test). Everything started is stopped at
+    the end of the session.
+    """
+    clusters: list[AirflowCluster] = []
+
+    def start(
+        name: str,
+        *,
+        env: dict[str, str],
+        mlflow_uri: str = "",
+        extra_processes: dict[str, tuple[list[str], Path | None]] | None = None,
+    ) -> AirflowCluster:
+        home = tmp_path_factory.mktemp(name)
+        port = free_port()
+        venv_bin = str(Path(sys.executable).parent)
+        database = postgres_server.create_database(name.replace("-", "_"))
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_"))}
+        full_env.update(
+            {
+                "PATH": f"{venv_bin}:{os.environ['PATH']}",
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW_CONFIG": str(PROJECT_DIR / "airflow.cfg"),
+                "CMMS_PROJECT_DIR": str(PROJECT_DIR),
+                "CMMS_DATA_ROOT": str(home / "data"),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "MLFLOW_PRINT_MODEL_URLS_ON_CREATION": "false",
+                **env,
+            }
+        )
+        setup = subprocess.run(
+            [str(PROJECT_DIR / "scripts" / "setup_airflow.sh")], env=full_env, capture_output=True, text=True
+        )
+        assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+        cluster = AirflowCluster(
+            home=home, env=full_env, base_url=f"http://127.0.0.1:{port}", mlflow_uri=mlflow_uri
+        )
+        clusters.append(cluster)
+        commands = {
+            "api-server": (["airflow", "api-server", "--port", str(port)], None),
+            # --skip-serve-logs: the log server would listen on 0.0.0.0; logs are read from disk here.
+            "scheduler": (["airflow", "scheduler", "--skip-serve-logs"], None),
+            "dag-processor": (["airflow", "dag-processor"], None),
+            **(extra_processes or {}),
+        }
+        for process, (command, cwd) in commands.items():
+            log = home / f"{process}.log"
+            cluster.processes.append(start_process(command, env=full_env, log=log, cwd=cwd))
+        wait_until_ready(cluster)
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in clusters:
+            cluster.stop()

@@ -1,0 +1,127 @@
+"""Helpers the test fixtures share: free loopback ports, server processes, an Airflow client.
+
+On ``sys.path`` through pytest's ``pythonpath`` setting (pyproject.toml), so any conftest or
+test can ``from support import ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+DAG_ID = "predictive_maintenance_training"
+
+
+@dataclass
+class AirflowCluster:
+    """A running Airflow deployment (separate processes on 127.0.0.1) and a REST client for it."""
+
+    home: Path
+    env: dict[str, str] = field(repr=False)
+    base_url: str
+    mlflow_uri: str = ""
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    _token: str | None = None
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def token(self) -> str:
+        if self._token is None:
+            passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
+            body = {"username": "admin", "password": passwords["admin"]}
+            self._token = self.request("POST", "/auth/token", body, auth=False)[1]["access_token"]
+        return self._token
+
+    def request(self, method: str, path: str, body: dict | None = None, *, auth: bool = True):
+        """(status, JSON body) of a call to the api-server."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token()}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def dag_runs(self, dag_id: str = DAG_ID) -> list[dict]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")[1]["dag_runs"]
+
+    def wait_for_runs(
+        self, run_ids: set[str] | None, count: int, timeout: float, dag_id: str = DAG_ID
+    ) -> list[dict]:
+        """Wait until ``count`` runs (or the given ones) have finished; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [r for r in self.dag_runs(dag_id) if run_ids is None or r["dag_run_id"] in run_ids]
+            finished = [r for r in runs if r["state"] in ("success", "failed")]
+            if len(finished) >= count:
+                return finished
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"runs not finished after {timeout} s: {[(r['dag_run_id'], r['state']) for r in runs]}"
+                )
+            time.sleep(3)
+
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances"
+        return {ti["task_id"]: ti for ti in self.request("GET", path)[1]["task_instances"]}
+
+    def stop(self) -> None:
+        stop_processes(self.processes)
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 20) -> None:
+    """SIGTERM each process group, then SIGKILL what is still there after ``timeout`` seconds."""
+    for proc in processes:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_process(command: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None):
+    """Start a server in its own process group (so stopping it also stops its children)."""
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_until_ready(cluster: AirflowCluster, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in cluster.processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see {cluster.home}/*.log")
+        try:
+            if cluster.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 200:
+                return
+        except (OSError, urllib.error.URLError, KeyError, FileNotFoundError):
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"Airflow not ready after {timeout} s; see {cluster.home}/*.log")
