@@ -29,8 +29,7 @@ ui-airflow: setup  ## Airflow UI on http://127.0.0.1:8080 (user admin, password 
 	$(ENV) airflow standalone
 
 ui-mlflow: install  ## MLflow UI on http://127.0.0.1:5000, same embedded DB as the DAGs
-	$(ENV) mlflow ui --backend-store-uri "sqlite:///$$CMMS_MLFLOW_HOME/mlflow.db" \
-	  --default-artifact-root "$$CMMS_MLFLOW_HOME/artifacts" --host 127.0.0.1 --port 5000
+	$(ENV) include/start_mlflow_server.sh
 
 clean:  ## remove local state (Airflow home, embedded MLflow, data); keeps .venv
 	rm -rf .airflow .mlflow .data

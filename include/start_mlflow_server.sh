@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Start the MLflow tracking server (UI + REST API + model registry + artifact proxy).
+#
+# Configured only by environment variables; .env.example documents each one. Unset, it serves
+# the embedded store the DAGs use on a laptop (SQLite + local artifacts under CMMS_MLFLOW_HOME).
+#
+#   MLFLOW_BACKEND_STORE_URI   postgresql+psycopg2://USER:PASSWORD@HOST:5432/mlflow (DB created if missing)
+#   MLFLOW_ARTIFACT_ROOT       local folder or s3://bucket/prefix (with MLFLOW_S3_ENDPOINT_URL for non-AWS S3)
+#   MLFLOW_HOST / MLFLOW_PORT  bind address (default 127.0.0.1:5000)
+#   MLFLOW_AUTH=1              basic-auth; needs MLFLOW_AUTH_ADMIN_PASSWORD and MLFLOW_FLASK_SERVER_SECRET_KEY
+#
+# Artifacts are proxied by the server (--serve-artifacts): clients never need S3 credentials.
+# Set MLFLOW_SERVE_ARTIFACTS=0 to have clients write to MLFLOW_ARTIFACT_ROOT directly instead.
+set -euo pipefail
+
+project_dir="$(cd "$(dirname "$0")/.." && pwd)"
+state_dir="${CMMS_MLFLOW_HOME:-$project_dir/.mlflow}"
+python="${CMMS_PYTHON:-python}"
+mlflow="${CMMS_MLFLOW_BIN:-mlflow}"
+
+backend="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$state_dir/mlflow.db}"
+artifacts="${MLFLOW_ARTIFACT_ROOT:-$state_dir/artifacts}"
+host="${MLFLOW_HOST:-127.0.0.1}"
+port="${MLFLOW_PORT:-5000}"
+workers="${MLFLOW_WORKERS:-2}"
+# Only the names this server is reached by; add a load balancer's name in production.
+allowed_hosts="${MLFLOW_ALLOWED_HOSTS:-127.0.0.1:$port,localhost:$port,$host:$port}"
+cors_origins="${MLFLOW_CORS_ALLOWED_ORIGINS:-http://127.0.0.1:$port,http://localhost:$port}"
+# The pipeline uses no MLflow server-side jobs; not starting their workers saves memory and time.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+
+case "$backend" in
+  postgresql://*)
+    echo "error: MLFLOW_BACKEND_STORE_URI must name its driver: postgresql+psycopg2://..." >&2
+    exit 2 ;;
+esac
+if [ "${MLFLOW_AUTH:-0}" = 1 ]; then
+  for name in MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY; do
+    if [ -z "${!name:-}" ]; then
+      echo "error: MLFLOW_AUTH=1 needs $name (a secret; see .env.example)" >&2
+      exit 2
+    fi
+  done
+fi
+
+state="$("$python" -m cmms_mlflow.deploy prepare-store "$backend")"
+if [ "$state" = existing ]; then
+  # A newer MLflow refuses to start on an older schema; migrating is a no-op when up to date.
+  "$mlflow" db upgrade "$backend"
+fi
+
+args=(--backend-store-uri "$backend" --host "$host" --port "$port" --workers "$workers"
+      --allowed-hosts "$allowed_hosts" --cors-allowed-origins "$cors_origins")
+if [ "${MLFLOW_SERVE_ARTIFACTS:-1}" = 0 ]; then
+  args+=(--no-serve-artifacts --default-artifact-root "$artifacts")
+else
+  args+=(--serve-artifacts --artifacts-destination "$artifacts")
+fi
+
+if [ "${MLFLOW_AUTH:-0}" = 1 ]; then
+  if [ -z "${MLFLOW_AUTH_DATABASE_URI:-}" ]; then
+    case "$backend" in
+      # Users and permissions next to the tracking data, in their own database.
+      postgresql*) MLFLOW_AUTH_DATABASE_URI="${backend%%\?*}_auth" ;;
+      *) MLFLOW_AUTH_DATABASE_URI="sqlite:///$state_dir/basic_auth.db" ;;
+    esac
+  fi
+  export MLFLOW_AUTH_DATABASE_URI
+  "$python" -m cmms_mlflow.deploy prepare-store "$MLFLOW_AUTH_DATABASE_URI" >/dev/null
+  export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-$state_dir/basic_auth.ini}"
+  "$python" -m cmms_mlflow.deploy write-auth-config "$MLFLOW_AUTH_CONFIG_PATH"
+  args+=(--app-name basic-auth)
+fi
+
+echo "MLflow server on http://$host:$port (auth: ${MLFLOW_AUTH:-0}, artifacts: ${artifacts%%\?*})"
+exec "$mlflow" server "${args[@]}"

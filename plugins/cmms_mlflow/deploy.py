@@ -1,0 +1,178 @@
+"""Deployment helpers for a production MLflow server: its databases, its auth config, its users.
+
+Used by ``include/start_mlflow_server.sh`` and by operators setting up the pipeline's MLflow
+user; every secret comes from the environment, never from an argument (arguments show up in
+``ps`` and shell history)::
+
+    python -m cmms_mlflow.deploy prepare-store URI          # create the PostgreSQL DB if missing
+    python -m cmms_mlflow.deploy write-auth-config PATH     # basic_auth.ini from MLFLOW_AUTH_* vars
+    python -m cmms_mlflow.deploy ensure-user USERNAME       # password from MLFLOW_PIPELINE_PASSWORD
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from cmms_mlflow.exceptions import MlflowConfigurationError
+
+PERMISSIONS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
+# MLflow's own default; "no broader than needed": everyone may read, only owners write.
+DEFAULT_PERMISSION = "READ"
+
+
+def store_state(uri: str) -> str:
+    """Create the database behind ``uri`` if it is missing; say what was found.
+
+    Returns ``"created"`` (the server will create the schema), ``"empty"`` (same), or
+    ``"existing"`` (tables exist: run ``mlflow db upgrade`` before starting a newer MLflow).
+    SQLite files are created by MLflow itself, so only their folder is made here.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme.startswith("sqlite"):
+        path = Path(unquote(parsed.path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.stat().st_size == 0:
+            return "empty"
+        return "existing" if _has_tables(uri) else "empty"
+    if not parsed.scheme.startswith("postgresql"):
+        raise MlflowConfigurationError(
+            f"backend store {parsed.scheme}:// is not supported here: use postgresql+psycopg2:// or sqlite:///"
+        )
+    if parsed.scheme == "postgresql":
+        raise MlflowConfigurationError(
+            "backend store URI must name its driver: postgresql+psycopg2://... "
+            "(SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is not installed)"
+        )
+    created = _create_postgres_database(parsed)
+    if created:
+        return "created"
+    return "existing" if _has_tables(uri) else "empty"
+
+
+def _create_postgres_database(parsed) -> bool:
+    import psycopg2
+    from psycopg2 import errors, sql
+
+    name = parsed.path.lstrip("/")
+    if not name:
+        raise MlflowConfigurationError("backend store URI names no database")
+    conn = psycopg2.connect(
+        host=parsed.hostname,
+        port=parsed.port or 5432,
+        user=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+        dbname="postgres",
+    )
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone():
+                return False
+            try:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except errors.DuplicateDatabase:  # created meanwhile by another server starting
+                return False
+            return True
+    finally:
+        conn.close()
+
+
+def _has_tables(uri: str) -> bool:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        return bool(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def auth_config(database_uri: str, *, default_permission: str, admin_username: str) -> str:
+    """Text of a ``basic_auth.ini``; the admin password is left to ``MLFLOW_AUTH_ADMIN_PASSWORD``."""
+    if default_permission not in PERMISSIONS:
+        raise MlflowConfigurationError(
+            f"MLFLOW_AUTH_DEFAULT_PERMISSION={default_permission!r} is not one of {', '.join(PERMISSIONS)}"
+        )
+    settings = {
+        "default_permission": default_permission,
+        "database_uri": database_uri,
+        "admin_username": admin_username,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "grant_default_workspace_access": "false",
+    }
+    lines = [f"{key} = {value}" for key, value in settings.items()]
+    return "[mlflow]\n" + "\n".join(lines) + "\n"
+
+
+def ensure_user(tracking_uri: str, username: str, password: str) -> str:
+    """Create ``username`` (or reset its password) as the admin in ``MLFLOW_TRACKING_USERNAME``.
+
+    Returns ``"created"`` or ``"updated"``. The user is not an admin: it owns (MANAGE) the
+    experiments and models it creates, and has the server's default permission elsewhere.
+    """
+    from mlflow.exceptions import RestException
+    from mlflow.server import get_app_client
+
+    client = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    try:
+        client.get_user(username)
+    except RestException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_user(username, password)
+        return "created"
+    client.update_user_password(username, password)
+    return "updated"
+
+
+def _require_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise MlflowConfigurationError(f"environment variable {name} must be set")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cmms_mlflow.deploy", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare-store", help="create the store's database if missing")
+    prepare.add_argument("uri")
+    write = commands.add_parser("write-auth-config", help="write basic_auth.ini from MLFLOW_AUTH_* vars")
+    write.add_argument("path", type=Path)
+    user = commands.add_parser("ensure-user", help="create/update a user; password from the environment")
+    user.add_argument("username")
+    user.add_argument("--password-env", default="MLFLOW_PIPELINE_PASSWORD")
+    user.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare-store":
+            print(store_state(args.uri))
+        elif args.command == "write-auth-config":
+            text = auth_config(
+                _require_env("MLFLOW_AUTH_DATABASE_URI"),
+                default_permission=os.environ.get("MLFLOW_AUTH_DEFAULT_PERMISSION") or DEFAULT_PERMISSION,
+                admin_username=os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
+            )
+            args.path.parent.mkdir(parents=True, exist_ok=True)
+            args.path.write_text(text)
+            args.path.chmod(0o600)
+        else:
+            if not args.tracking_uri:
+                raise MlflowConfigurationError("--tracking-uri or MLFLOW_TRACKING_URI must name the server")
+            _require_env("MLFLOW_TRACKING_USERNAME")
+            _require_env("MLFLOW_TRACKING_PASSWORD")
+            outcome = ensure_user(args.tracking_uri, args.username, _require_env(args.password_env))
+            print(f"user {args.username} {outcome}")
+    except MlflowConfigurationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The production stack, started once per session from the repo's own scripts.
+
+- PostgreSQL (the suite's throwaway server) for MLflow's tracking data, MLflow's users and
+  Airflow's metadata;
+- an S3-compatible server on loopback for MLflow artifacts and pipeline data. AWS S3 itself
+  cannot run here; moto's server mode is the only S3 implementation installable on this
+  machine, so it stands in for S3 (or MinIO) — the code under test talks plain S3 to it;
+- ``include/start_mlflow_server.sh`` with basic-auth, proxied S3 artifacts, and a pipeline
+  user made by ``python -m cmms_mlflow.deploy ensure-user``;
+- Redis (Debian's redis-server) as the Celery broker, and Airflow with CeleryExecutor: api-server,
+  scheduler, dag-processor, and a Celery worker started in a different working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from support import free_port, start_process, stop_processes
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+ARTIFACT_BUCKET = "cmms-artifacts"
+DATA_BUCKET = "cmms-data"
+PIPELINE_USER = "cmms-pipeline"
+
+
+def _venv_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "AWS_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env.update(extra)
+    return env
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> float:
+    """Seconds until ``url`` answers at all (any HTTP status); fail early if ``proc`` dies."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return time.monotonic() - started
+        except urllib.error.HTTPError:
+            return time.monotonic() - started
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} not answering after {timeout} s; see {log}")
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    env: dict[str, str] = field(repr=False)
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+        )
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        paginator = self.client().get_paginator("list_objects_v2")
+        return [
+            item["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        ]
+
+
+@pytest.fixture(scope="session")
+def startup_times() -> dict[str, float]:
+    """Seconds each component took to answer, printed at the end of the stack tests."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory, startup_times) -> S3Server:
+    home = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    # Test-only keys for the test double; no real AWS account is involved.
+    env = {
+        "AWS_ACCESS_KEY_ID": f"test-{secrets.token_hex(4)}",
+        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        # boto3 (MLflow's artifact store) and pyarrow (pipeline data) both read this one.
+        "AWS_ENDPOINT_URL": endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+    }
+    log = home / "moto.log"
+    moto = str(Path(sys.executable).parent / "moto_server")
+    proc = start_process([moto, "-H", "127.0.0.1", "-p", str(port)], env=_venv_env(), log=log, cwd=home)
+    try:
+        startup_times["S3 (moto server)"] = _wait_http(endpoint, proc, log, timeout=60)
+        server = S3Server(endpoint=endpoint, env=env)
+        for bucket in (ARTIFACT_BUCKET, DATA_BUCKET):
+            server.client().create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        stop_processes([proc])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory, startup_times) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server not found: apt-get install redis-server (.ci/run does)")
+    home = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    started = time.monotonic()
+    proc = start_process([*command, "--dir", str(home)], env=_venv_env(), log=home / "redis.log")
+    try:
+        while (
+            subprocess.run(
+                ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"], capture_output=True, text=True
+            ).stdout.strip()
+            != "PONG"
+        ):
+            if proc.poll() is not None or time.monotonic() - started > 30:
+                raise RuntimeError(f"redis-server did not start: {(home / 'redis.log').read_text()}")
+            time.sleep(0.2)
+        startup_times["Redis"] = time.monotonic() - started
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        stop_processes([proc])
+
+
+def _body(raw: bytes):
+    try:
+        return json.loads(raw or b"null")
+    except json.JSONDecodeError:
+        return raw.decode(errors="replace")
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    admin_user: str
+    admin_password: str = field(repr=False)
+    pipeline_password: str = field(repr=False)
+    log: Path = field(default=Path())
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    started_at: float = 0.0
+
+    def call(self, method: str, path: str, body: dict | None = None, *, auth: tuple[str, str] | None = None):
+        """(status, JSON) of a REST call; ``auth`` = (user, password) or None for anonymous."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if auth is not None:
+            req.add_header("Authorization", "Basic " + b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, _body(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, _body(err.read())
+
+    @property
+    def pipeline(self) -> tuple[str, str]:
+        return PIPELINE_USER, self.pipeline_password
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        return self.admin_user, self.admin_password
+
+
+@pytest.fixture(scope="session")
+def sentinel_password() -> str:
+    """The pipeline user's password: a value no log, XCom or MLflow field may ever contain."""
+    return f"Sentinel-{secrets.token_hex(12)}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_started(tmp_path_factory, postgres_server, s3_server, sentinel_password):
+    """``include/start_mlflow_server.sh`` on PostgreSQL with basic-auth and S3 artifacts, starting.
+
+    Not waited for here, so Airflow can start meanwhile; ``mlflow_server`` waits for it.
+    """
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    admin_password = secrets.token_urlsafe(18)
+    env = _venv_env(
+        **s3_server.env,
+        MLFLOW_BACKEND_STORE_URI=postgres_server.url("mlflow_stack"),  # created by the script
+        MLFLOW_ARTIFACT_ROOT=f"s3://{ARTIFACT_BUCKET}/mlflow",
+        MLFLOW_PORT=str(port),
+        MLFLOW_AUTH="1",
+        MLFLOW_AUTH_ADMIN_PASSWORD=admin_password,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+        CMMS_MLFLOW_HOME=str(home),
+    )
+    server = MlflowServer(
+        url=f"http://127.0.0.1:{port}",
+        admin_user="admin",
+        admin_password=admin_password,
+        pipeline_password=sentinel_password,
+        log=home / "mlflow-server.log",
+    )
+    script = PROJECT_DIR / "include" / "start_mlflow_server.sh"
+    # Its working directory is a fresh folder: nothing may land in the caller's cwd.
+    server.process = start_process(["bash", str(script)], env=env, log=server.log, cwd=home)
+    server.started_at = time.monotonic()
+    try:
+        yield server
+    finally:
+        stop_processes([server.process])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_started, startup_times) -> MlflowServer:
+    """The started MLflow server once it answers, with the pipeline's own (non-admin) user."""
+    server = mlflow_server_started
+    _wait_http(f"{server.url}/health", server.process, server.log, timeout=240)
+    startup_times["MLflow server (PostgreSQL, basic-auth, S3)"] = time.monotonic() - server.started_at
+    user_env = _venv_env(
+        MLFLOW_TRACKING_USERNAME=server.admin_user,
+        MLFLOW_TRACKING_PASSWORD=server.admin_password,
+        MLFLOW_PIPELINE_PASSWORD=server.pipeline_password,
+    )
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cmms_mlflow.deploy",
+            "ensure-user",
+            PIPELINE_USER,
+            "--tracking-uri",
+            server.url,
+        ],  # fmt: skip
+        env=user_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    return server
+
+
+@pytest.fixture(scope="session")
+def worker_dir(tmp_path_factory) -> Path:
+    """The Celery worker's working directory, apart from every other component's."""
+    return tmp_path_factory.mktemp("celery-worker-cwd")
+
+
+@pytest.fixture(scope="session")
+def celery_stack(start_airflow, redis_url, s3_server, mlflow_server_started, worker_dir, startup_times):
+    """Airflow on PostgreSQL with CeleryExecutor, talking to the authenticated MLflow server."""
+    connection = {
+        "conn_type": "mlflow",
+        "host": mlflow_server_started.url,
+        "login": PIPELINE_USER,
+        "password": mlflow_server_started.pipeline_password,
+    }
+    started = time.monotonic()
+    cluster = start_airflow(
+        "airflow-stack",
+        env={
+            **s3_server.env,
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": f"{redis_url}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis_url}/1",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(connection),
+            "CMMS_DATA_ROOT": f"s3://{DATA_BUCKET}/pipeline",
+        },
+        mlflow_uri=mlflow_server_started.url,
+        extra_processes={
+            "celery-worker": (["airflow", "celery", "worker", "--skip-serve-logs"], worker_dir),
+        },
+    )
+    startup_times["Airflow (api-server, scheduler, dag-processor, worker)"] = time.monotonic() - started
+    yield cluster
+    print("\ncomponent start times (s):")
+    for name, seconds in startup_times.items():
+        print(f"  {name:<64} {seconds:6.1f}")
