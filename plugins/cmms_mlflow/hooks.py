@@ -206,10 +206,13 @@ class MlflowHook(BaseHook):
         except AirflowNotFoundException:
             conn = None
         settings = resolve_settings(conn)
-        if settings.token:
-            from airflow.sdk.log import mask_secret
+        # Airflow masks a connection's password when a task reads it; mask here too so the
+        # hook is safe wherever it runs (api-server plugins, scripts), and the token as well.
+        from airflow.sdk.log import mask_secret
 
-            mask_secret(settings.token)
+        for secret in (settings.password, settings.token):
+            if secret:
+                mask_secret(secret)
         self.log.info("MLflow tracking URI %s (from %s)", redact_uri(settings.tracking_uri), settings.source)
         return settings
 
