@@ -13,3 +13,11 @@ class DataValidationError(CmmsPmError, ValueError):
 
 class DataSourceError(CmmsPmError):
     """A data source cannot be read: missing file, unsupported format or missing target column."""
+
+
+class InvalidParamsError(CmmsPmError, ValueError):
+    """A training conf breaks the parameter schema; ``problems`` lists each offending field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

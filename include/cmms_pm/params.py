@@ -107,3 +107,28 @@ TRAINING_PARAMS: dict[str, dict[str, Any]] = {
         "section": "Promotion",
     },
 }
+
+
+def training_conf_schema() -> dict[str, Any]:
+    """JSON Schema of a whole run conf, built from :data:`TRAINING_PARAMS` (no second definition).
+
+    ``title``/``section``/``description``/``default`` are annotations JSON Schema ignores; unknown
+    keys are refused so a typo is not silently dropped.
+    """
+    return {"type": "object", "properties": TRAINING_PARAMS, "additionalProperties": False}
+
+
+def validate_training_conf(conf: dict[str, Any]) -> dict[str, Any]:
+    """Return the full conf (defaults filled in) or raise ``InvalidParamsError`` naming every problem."""
+    import jsonschema
+
+    from cmms_pm.exceptions import InvalidParamsError
+
+    validator = jsonschema.Draft7Validator(training_conf_schema())
+    problems = sorted(
+        f"{'.'.join(map(str, err.absolute_path)) or '<conf>'}: {err.message}"
+        for err in validator.iter_errors(conf)
+    )
+    if problems:
+        raise InvalidParamsError(problems)
+    return {name: spec["default"] for name, spec in TRAINING_PARAMS.items()} | conf

@@ -66,3 +66,30 @@ def bad_data_fails_the_task() -> Iterator[None]:
         yield
     except CmmsPmError as err:
         raise BadDataError(f"{type(err).__name__}: {err}") from err
+
+
+class ModelNotFoundError(MlflowRegistryError):
+    """The registered model, or the version asked for, does not exist."""
+
+
+def model_not_found(name: str) -> ModelNotFoundError:
+    return ModelNotFoundError(f"registered model {name!r} does not exist")
+
+
+def version_not_found(name: str, version: str) -> ModelNotFoundError:
+    return ModelNotFoundError(f"model {name!r} has no version {version!r}")
+
+
+def no_production_version(name: str) -> ModelNotFoundError:
+    return ModelNotFoundError(f"model {name!r} has no Production version (no champion)")
+
+
+def champion_cannot_leave_production(name: str, version: str, stage: str) -> PromotionConflictError:
+    return PromotionConflictError(
+        f"model {name!r} version {version!r} is the champion; moving it to {stage!r} would leave no "
+        "Production version: promote another version (or roll back) instead"
+    )
+
+
+def no_previous_champion(name: str) -> PromotionConflictError:
+    return PromotionConflictError(f"model {name!r} has no previous champion to roll back to")

@@ -1,8 +1,13 @@
-"""Promotion of a validated challenger, re-validated if the champion changed meanwhile.
+"""Promotions: a validated challenger (the training DAG), and a person's decision (API, rollback).
 
-The one path every promotion takes (the DAG's promote task, and any other caller): under the
-model lock, re-read the champion; if it is not the one the validation compared against, score
-the challenger against the new champion again and promote or reject on that fresh decision.
+Every promotion takes one of these paths, all under the model lock and all ending in
+``registry.promote``/``registry.transition`` (the only writers of stages and aliases):
+
+* :func:`promote_validated` — re-read the champion; if it is not the one the validation compared
+  against, score the challenger against the new champion again and decide afresh.
+* :func:`change_stage` — a manual move of one version (``Production``, ``Staging``, ``Archived``)
+  with who/when/why tags; refuses to leave the model without a champion.
+* :func:`rollback` — the previous champion becomes the champion again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow import registry
+from cmms_mlflow.exceptions import (
+    champion_cannot_leave_production,
+    champion_changed,
+    model_not_found,
+    no_previous_champion,
+    unknown_stage,
+    version_not_found,
+)
 from cmms_mlflow.validation import validate_candidate
 
 if TYPE_CHECKING:
@@ -63,3 +76,133 @@ def promote_validated(
                 audit={**audit, "promotion_reason": record["reason"]},
             )
     return {**changes, "decision": record["decision"], "reason": record["reason"], "revalidated": revalidated}
+
+
+#: Stages a person may move a version to (``None`` is only the state of a fresh registration).
+MANUAL_STAGES = ("Staging", "Production", "Archived")
+#: ``expected_champion`` value meaning "whatever the champion is when the lock is taken".
+ANY_CHAMPION = "*"
+
+
+def existing_version(client: MlflowClient, name: str, version: str) -> Any:
+    """The model version, or ``ModelNotFoundError`` naming the model or the version."""
+    from mlflow.exceptions import MlflowException
+
+    if not registry.model_exists(client, name):
+        raise model_not_found(name)
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as err:
+        if getattr(err, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise version_not_found(name, str(version)) from err
+        raise
+
+
+def change_stage(
+    client: MlflowClient,
+    *,
+    name: str,
+    version: str,
+    stage: str,
+    lock_dir: Path,
+    actor: str,
+    reason: str,
+    at: str,
+    expected_champion: str | None = ANY_CHAMPION,
+    kind: str = "manual",
+) -> dict[str, Any]:
+    """Move ``version`` to ``stage`` for a person; tag who (``actor``), when (``at``) and why.
+
+    ``Production`` goes through :func:`registry.promote` (a compare-and-set against
+    ``expected_champion``; ``ANY_CHAMPION`` = the champion found under the lock). Moving the
+    champion itself out of Production is refused: the model would have no champion.
+    """
+    version = str(version)
+    if stage not in MANUAL_STAGES:
+        raise unknown_stage(stage)
+    with registry.model_lock(lock_dir, name):
+        current = existing_version(client, name, version)
+        champion = registry.get_champion(client, name)
+        champion_version = str(champion.version) if champion is not None else None
+        outcome: dict[str, Any] = {
+            "name": name,
+            "version": version,
+            "stage": stage,
+            "previous_stage": current.current_stage,
+            "champion_before": champion_version,
+            "actor": actor,
+            "at": at,
+            "reason": reason,
+            "kind": kind,
+        }
+        if stage == "Production":
+            if expected_champion != ANY_CHAMPION and expected_champion != champion_version:
+                raise champion_changed(name, expected_champion, champion_version)
+            changes = registry.promote(
+                client,
+                name,
+                version,
+                expected_champion=champion_version,
+                lock_dir=None,
+                audit={
+                    "promoted_at": at,
+                    "promoted_by": actor,
+                    "promotion_reason": reason,
+                    "promotion_kind": kind,
+                },
+            )
+        else:
+            if champion_version == version:
+                raise champion_cannot_leave_production(name, version, stage)
+            changes = registry.transition(client, name, version, stage)
+            if current.current_stage != stage:
+                registry.set_tags(
+                    client,
+                    name,
+                    version,
+                    {
+                        "stage_changed_at": at,
+                        "stage_changed_by": actor,
+                        "stage_change_reason": reason,
+                        "stage_changed_from": current.current_stage,
+                    },
+                )
+            registry.check_invariants(client, name)
+        outcome["replaced"] = changes.get("replaced")
+        outcome["unchanged"] = bool(changes.get("unchanged")) or current.current_stage == stage
+    log.info("%s v%s -> %s by %s (%s): %s", name, version, stage, actor, kind, reason)
+    return outcome
+
+
+def previous_champion(client: MlflowClient, name: str) -> str:
+    """Version of the champion the current one replaced, or ``PromotionConflictError``."""
+    if not registry.model_exists(client, name):
+        raise model_not_found(name)
+    previous = registry.get_version_by_alias(client, name, registry.PREVIOUS_CHAMPION)
+    if previous is None:
+        raise no_previous_champion(name)
+    return str(previous.version)
+
+
+def rollback(
+    client: MlflowClient, *, name: str, lock_dir: Path, actor: str, reason: str, at: str
+) -> dict[str, Any]:
+    """Make the previous champion the champion again (the current one becomes ``previous_champion``).
+
+    A compare-and-set on the champion seen when the target was chosen: if another promotion
+    lands in between, ``PromotionConflictError`` and nothing changes.
+    """
+    target = previous_champion(client, name)
+    champion = registry.get_champion(client, name)
+    return change_stage(
+        client,
+        name=name,
+        version=target,
+        expected_champion=str(champion.version) if champion is not None else None,
+        stage="Production",
+        lock_dir=lock_dir,
+        actor=actor,
+        reason=reason,
+        at=at,
+        kind="rollback",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cmms_mlflow import registry
 from cmms_mlflow.hooks import MlflowHook
 from cmms_mlflow.promotion import promote_validated
@@ -85,3 +87,112 @@ def test_an_unchanged_champion_means_no_revalidation(mlflow_conn, model_name, sm
         assert (outcome["revalidated"], outcome["decision"]) == (False, "promote")
         assert registry.aliases_of(client, model_name) == {"champion": version}
         assert client.get_model_version(model_name, version).tags["by"] == "t"
+
+
+# --- manual promotion and rollback (change_stage / rollback) --------------------------------------
+
+
+def _manual(client, name, version, stage, tmp_path, **kwargs):
+    from cmms_mlflow.promotion import change_stage
+
+    return change_stage(
+        client,
+        name=name,
+        version=version,
+        stage=stage,
+        lock_dir=tmp_path,
+        actor=kwargs.pop("actor", "alice"),
+        reason=kwargs.pop("reason", f"{stage} by hand"),
+        at=kwargs.pop("at", "2026-11-26T12:00:00+00:00"),
+        **kwargs,
+    )
+
+
+def _state(client, name):
+    versions = {str(v.version): v.current_stage for v in client.search_model_versions(f"name = '{name}'")}
+    return versions, registry.aliases_of(client, name)
+
+
+def test_rollback_after_two_promotions_restores_the_previous_champion_with_audit_tags(
+    client, register, model_name, tmp_path
+):
+    from cmms_mlflow.promotion import rollback
+
+    v1, v2 = register(model_name), register(model_name)
+    _manual(client, model_name, v1, "Production", tmp_path, reason="first model")
+    second = _manual(client, model_name, v2, "Production", tmp_path, actor="bob", reason="better F1")
+    assert second["replaced"] == v1
+    assert _state(client, model_name) == (
+        {v1: "Archived", v2: "Production"},
+        {"champion": v2, "previous_champion": v1},
+    )
+
+    outcome = rollback(
+        client, name=model_name, lock_dir=tmp_path, actor="carol", reason="v2 misfires on pumps",
+        at="2026-11-26T13:00:00+00:00",
+    )  # fmt: skip
+    assert (outcome["version"], outcome["replaced"], outcome["kind"]) == (v1, v2, "rollback")
+    assert _state(client, model_name) == (
+        {v1: "Production", v2: "Archived"},
+        {"champion": v1, "previous_champion": v2},
+    )
+    registry.check_invariants(client, model_name)
+    tags = client.get_model_version(model_name, v1).tags
+    assert tags["promoted_by"] == "carol"
+    assert tags["promoted_at"] == "2026-11-26T13:00:00+00:00"
+    assert tags["promotion_reason"] == "v2 misfires on pumps"
+    assert tags["promotion_kind"] == "rollback"
+    assert tags["replaced_version"] == v2
+    assert client.get_model_version(model_name, v2).tags["replaced_by_version"] == v1
+
+
+def test_the_champion_cannot_be_archived_or_staged_by_hand(client, register, model_name, tmp_path):
+    from cmms_mlflow.exceptions import PromotionConflictError
+
+    v1 = register(model_name)
+    _manual(client, model_name, v1, "Production", tmp_path)
+    for stage in ("Archived", "Staging"):
+        with pytest.raises(PromotionConflictError, match="would leave no Production version"):
+            _manual(client, model_name, v1, stage, tmp_path)
+    assert _state(client, model_name)[0] == {v1: "Production"}
+
+
+def test_a_stale_expected_champion_is_a_conflict_and_changes_nothing(client, register, model_name, tmp_path):
+    from cmms_mlflow.exceptions import PromotionConflictError
+
+    v1, v2, v3 = register(model_name), register(model_name), register(model_name)
+    _manual(client, model_name, v1, "Production", tmp_path)
+    _manual(client, model_name, v2, "Production", tmp_path, expected_champion=v1)
+    with pytest.raises(PromotionConflictError, match="changed since validation"):
+        _manual(client, model_name, v3, "Production", tmp_path, expected_champion=v1)
+    assert str(registry.get_champion(client, model_name).version) == v2
+
+
+def test_staging_and_archiving_by_hand_keep_aliases_in_step_and_are_tagged(
+    client, register, model_name, tmp_path
+):
+    v1 = register(model_name)
+    _manual(client, model_name, v1, "Staging", tmp_path, actor="dave", reason="try it")
+    assert _state(client, model_name) == ({v1: "Staging"}, {"challenger": v1})
+    _manual(client, model_name, v1, "Archived", tmp_path, actor="dave", reason="not good enough")
+    assert _state(client, model_name) == ({v1: "Archived"}, {})
+    tags = client.get_model_version(model_name, v1).tags
+    assert (tags["stage_changed_by"], tags["stage_change_reason"], tags["stage_changed_from"]) == (
+        "dave", "not good enough", "Staging",
+    )  # fmt: skip
+
+
+def test_unknown_models_versions_and_missing_previous_champion_raise_typed_errors(
+    client, register, model_name, tmp_path
+):
+    from cmms_mlflow.exceptions import ModelNotFoundError, PromotionConflictError
+    from cmms_mlflow.promotion import rollback
+
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        _manual(client, model_name, "1", "Production", tmp_path)
+    v1 = register(model_name)
+    with pytest.raises(ModelNotFoundError, match="no version '99'"):
+        _manual(client, model_name, "99", "Production", tmp_path)
+    _manual(client, model_name, v1, "Production", tmp_path)
+    with pytest.raises(PromotionConflictError, match="no previous champion"):
+        rollback(client, name=model_name, lock_dir=tmp_path, actor="a", reason="r", at="t")
