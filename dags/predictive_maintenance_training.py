@@ -14,7 +14,9 @@ Every night at 02:00 UTC, for the day of telemetry that just ended (the run's da
 7. **decide** — promote if F1 ≥ threshold, F1 ≥ champion F1 + minimum improvement and
    promotion is allowed; otherwise reject.
 8. **promote_model** (`Production`, alias `champion`, previous one archived and kept as
-   `previous_champion`) or **reject_model** (`Archived`, tag `validation_status=rejected`).
+   `previous_champion`; emits the Asset `cmms_champion_model`, which schedules
+   `predictive_maintenance_scoring`) or **reject_model** (`Archived`, tag
+   `validation_status=rejected`).
 9. **report** — a readable summary in the log and in XCom.
 
 Trigger it by hand with **Trigger DAG ▸ the parameter form**; every field is validated
@@ -28,6 +30,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from cmms_mlflow.assets import CHAMPION_MODEL
 from cmms_mlflow.exceptions import bad_data_fails_the_task
 from cmms_mlflow.operators import (
     PROMOTION_POOL,
@@ -128,7 +131,11 @@ def predictive_maintenance_training():
         return "promote_model" if validation["decision"] == "promote" else "reject_model"
 
     promote = MlflowPromoteModelOperator(
-        task_id="promote_model", model_name=MODEL, validation=validate_model.output, pool=PROMOTION_POOL
+        task_id="promote_model",
+        model_name=MODEL,
+        validation=validate_model.output,
+        pool=PROMOTION_POOL,
+        outlets=[CHAMPION_MODEL],  # schedules predictive_maintenance_scoring
     )
     reject = MlflowRejectModelOperator(
         task_id="reject_model", model_name=MODEL, validation=validate_model.output, pool=PROMOTION_POOL

@@ -290,6 +290,15 @@ def write_batch(
     return manifest
 
 
+def write_frame(frame: pd.DataFrame, uri: str) -> str:
+    """Write one frame as a Parquet file at ``uri`` (a local path or a ``pyarrow.fs`` URI); return ``uri``."""
+    filesystem, path = _filesystem(uri)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(_parquet_bytes(frame))
+    return uri
+
+
 def read_split(uri: str) -> pd.DataFrame:
     """Read one split written by ``write_batch`` from a local path or a ``pyarrow.fs`` URI."""
     import pyarrow.parquet as pq

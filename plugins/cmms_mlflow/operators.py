@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from cmms_mlflow import registry, tracking
+from cmms_mlflow.assets import CHAMPION_MODEL
 from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable
 from cmms_mlflow.hooks import MlflowHook, redact_uri
 from cmms_mlflow.links import (
@@ -78,6 +79,14 @@ class MlflowBaseOperator(BaseOperator):
 
     def push_model_version_link(self, context: Context, name: str, version: str) -> None:
         context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=self.hook.model_version_url(name, version))
+
+    def announce_champion(self, context: Context, name: str, version: str | None, **extra: Any) -> None:
+        """Say which model's champion the outlet Asset event is about (consumers read ``extra``)."""
+        for outlet in self.outlets:
+            if getattr(outlet, "name", None) == CHAMPION_MODEL.name:
+                context["outlet_events"][outlet].extra.update(
+                    {"model_name": name, "champion_version": version, **extra}
+                )
 
 
 class MlflowTrainModelOperator(MlflowBaseOperator):
@@ -303,6 +312,13 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
             },
         )
         self.push_model_version_link(context, self.model_name, outcome["version"])
+        champion = registry.get_champion(client, self.model_name)
+        self.announce_champion(
+            context,
+            self.model_name,
+            str(champion.version) if champion is not None else None,
+            decision=outcome["decision"],
+        )
         return outcome
 
 
@@ -352,6 +368,171 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         self.log.info("Pipeline summary\n%s", summary["text"])
         self.push_model_version_link(context, self.model_name, version)
         return summary
+
+
+class MlflowResolveVersionOperator(MlflowBaseOperator):
+    """Turn ``version`` (a number, or ``"previous"`` = the champion the current one replaced) into a
+    version number, and record the champion seen now, for the compare-and-set of the next step.
+
+    Resolving in its own task makes the promotion step idempotent: a retry or a clear of it
+    promotes the same version again (no change) instead of rolling back one step further.
+    """
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version")
+
+    def __init__(self, *, model_name: str, version: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.version = version
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_mlflow.promotion import existing_version, previous_champion
+
+        requested = str(self.version).strip()
+        version = previous_champion(client, self.model_name) if requested == "previous" else requested
+        existing_version(client, self.model_name, version)
+        champion = registry.get_champion(client, self.model_name)
+        return {
+            "version": version,
+            "requested": requested,
+            "champion": str(champion.version) if champion is not None else None,
+        }
+
+
+class MlflowChangeStageOperator(MlflowBaseOperator):
+    """A person's promotion, demotion or rollback of one version, with who/when/why tags.
+
+    :param resolved: the record of :class:`MlflowResolveVersionOperator` (version + champion seen).
+    """
+
+    template_fields: Sequence[str] = (
+        *MlflowBaseOperator.template_fields,
+        "model_name",
+        "resolved",
+        "stage",
+        "reason",
+    )
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, model_name: str, resolved: Any, stage: str, reason: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.resolved = resolved
+        self.stage = stage
+        self.reason = reason
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_mlflow.promotion import change_stage
+
+        dag_run = context["dag_run"]
+        who = getattr(dag_run, "triggering_user_name", None) or "airflow"
+        rollback = self.resolved["requested"] == "previous"
+        outcome = change_stage(
+            client,
+            name=self.model_name,
+            version=self.resolved["version"],
+            stage=self.stage,
+            lock_dir=self.hook.lock_dir,
+            actor=f"{who} via airflow:{dag_run.dag_id}/{dag_run.run_id}",
+            reason=self.reason,
+            at=dag_run.run_after.isoformat(),
+            expected_champion=self.resolved["champion"],
+            kind="rollback" if rollback and self.stage == "Production" else "manual",
+        )
+        self.push_model_version_link(context, self.model_name, outcome["version"])
+        champion = registry.get_champion(client, self.model_name)
+        self.announce_champion(
+            context, self.model_name, str(champion.version) if champion is not None else None
+        )
+        self.log.info(
+            "%s v%s: %s -> %s (champion before: %s, replaced: %s) by %s: %s",
+            self.model_name, outcome["version"], outcome["previous_stage"], outcome["stage"],
+            outcome["champion_before"], outcome["replaced"], outcome["actor"], self.reason,
+        )  # fmt: skip
+        return outcome
+
+
+class MlflowBatchScoreOperator(MlflowBaseOperator):
+    """Score the latest telemetry of the fleet with each affected model's champion (by alias).
+
+    The models are those named by the triggering champion Asset events, else ``model_name``.
+    Writes ``<data root>/<dag_id>/<run_id>/<model>/predictions.parquet`` and logs a summary run.
+    """
+
+    template_fields: Sequence[str] = (
+        *MlflowBaseOperator.template_fields,
+        "model_name",
+        "n_units",
+        "risk_threshold",
+        "experiment_name",
+    )
+    operator_extra_links: ClassVar = (MlflowRunLink(), MlflowModelVersionLink())
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        n_units: Any,
+        risk_threshold: Any,
+        experiment_name: str = "predictive_maintenance_scoring",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.n_units = n_units
+        self.risk_threshold = risk_threshold
+        self.experiment_name = experiment_name
+
+    def models_to_score(self, context: Context) -> list[str]:
+        names: list[str] = []
+        for events in (context.get("triggering_asset_events") or {}).values():
+            for event in events:
+                name = (event.extra or {}).get("model_name")
+                if name and name not in names:
+                    names.append(name)
+        return names or [self.model_name]
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
+        from cmms_mlflow.scoring import load_champion, log_summary
+        from cmms_pm.batch import batch_uri, data_root
+        from cmms_pm.data import write_frame
+        from cmms_pm.scoring import latest_telemetry, score_fleet, summarize
+
+        dag_run = context["dag_run"]
+        scored_at = dag_run.run_after.isoformat()
+        threshold = float(self.risk_threshold)
+        telemetry = latest_telemetry(scored_at, n_units=int(self.n_units))
+        experiment_id = self.hook.get_or_create_experiment(client, self.experiment_name)
+        run_dir = batch_uri(data_root(), dag_run.dag_id, dag_run.run_id)
+        tags = tracking.airflow_tags(context)
+        results = []
+        for name in self.models_to_score(context):
+            model, version = load_champion(client, name, self.hook.lock_dir)
+            predictions = score_fleet(
+                model, telemetry, model_name=name, model_version=version, scored_at=scored_at,
+                threshold=threshold,
+            )  # fmt: skip
+            out = write_frame(predictions, f"{run_dir}/{name}/predictions.parquet")
+            summary = summarize(predictions, threshold=threshold)
+            run_id = log_summary(
+                client,
+                experiment_id=experiment_id,
+                summary=summary,
+                predictions_uri=out,
+                tags=tags,
+                earlier_runs=[
+                    r for r in tracking.find_task_runs(client, experiment_id, tags)
+                    if r.data.tags.get("model_name") == name
+                ],
+            )  # fmt: skip
+            context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, run_id))
+            self.push_model_version_link(context, name, version)
+            self.log.info(
+                "%s v%s scored %d units: %d at risk (threshold %.2f) -> %s",
+                name, version, summary["units"], summary["at_risk"], threshold, out,
+            )  # fmt: skip
+            results.append({**summary, "predictions_uri": out, "mlflow_run_id": run_id})
+        return results
 
 
 def _as_bool(value: Any) -> bool:

@@ -136,7 +136,8 @@ def change_stage(
             "kind": kind,
         }
         if stage == "Production":
-            if expected_champion != ANY_CHAMPION and expected_champion != champion_version:
+            # A rerun of a promotion that already happened finds its version champion: no conflict.
+            if expected_champion not in (ANY_CHAMPION, champion_version) and champion_version != version:
                 raise champion_changed(name, expected_champion, champion_version)
             changes = registry.promote(
                 client,

@@ -1,0 +1,98 @@
+"""
+### Model promotion and one-click rollback
+
+Move one version of a registered model by hand, with an audit trail in MLflow:
+
+* **Promote** a version to `Production` (alias `champion`; the champion it replaces is archived
+  and keeps alias `previous_champion`), or move it to `Staging` (alias `challenger`) or `Archived`.
+* **Roll back**: trigger with `version = previous` and stage `Production` — the previous champion
+  serves again, and the one it replaces becomes `previous_champion` (a second rollback undoes it).
+
+1. **resolve_version** — turns `previous` into a version number and notes the current champion.
+2. **change_stage** — under the model lock, a compare-and-set against that champion (another
+   promotion in between fails the run and changes nothing); tags `promoted_by`, `promoted_at`,
+   `promotion_reason`, `promotion_kind` (`manual`/`rollback`) and `replaced_version` (or
+   `stage_changed_*` for Staging/Archived). The champion itself cannot be staged or archived:
+   promote another version instead. Emits the Asset `cmms_champion_model`, which schedules
+   `predictive_maintenance_scoring`.
+
+Who: the user who triggered the run. When: the run's `run_after`. Why: the `reason` parameter.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag
+
+from cmms_mlflow.assets import CHAMPION_MODEL
+from cmms_mlflow.operators import PROMOTION_POOL, MlflowChangeStageOperator, MlflowResolveVersionOperator
+from cmms_pm.params import TRAINING_PARAMS
+
+MODEL = "{{ params.model_name }}"
+
+
+@dag(
+    dag_id="model_promotion",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    params={
+        "model_name": Param(**TRAINING_PARAMS["model_name"]),
+        "version": Param(
+            "previous",
+            type="string",
+            pattern=r"^(previous|[1-9][0-9]{0,9})$",
+            title="Version",
+            description="Version number to move, or 'previous' for the champion the current one replaced "
+            "(rollback).",
+            section="Promotion",
+        ),
+        "stage": Param(
+            "Production",
+            type="string",
+            enum=["Production", "Staging", "Archived"],
+            title="Target stage",
+            description="Production = champion; Staging = challenger; Archived = retired.",
+            section="Promotion",
+        ),
+        "reason": Param(
+            type="string",
+            minLength=3,
+            maxLength=500,
+            title="Reason",
+            description="Why (kept in the version's MLflow tags).",
+            section="Promotion",
+        ),
+    },
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=10),
+        "execution_timeout": timedelta(minutes=5),
+    },
+    tags=["mlflow", "predictive-maintenance", "promotion"],
+    doc_md=__doc__,
+)
+def model_promotion():
+    resolve = MlflowResolveVersionOperator(
+        task_id="resolve_version", model_name=MODEL, version="{{ params.version }}"
+    )
+    MlflowChangeStageOperator(
+        task_id="change_stage",
+        model_name=MODEL,
+        resolved=resolve.output,
+        stage="{{ params.stage }}",
+        reason="{{ params.reason }}",
+        pool=PROMOTION_POOL,
+        outlets=[CHAMPION_MODEL],
+    )
+
+
+model_promotion()
+
+if __name__ == "__main__":
+    model_promotion().test()

@@ -1,0 +1,270 @@
+"""The dCMMS backend's model API, served by Airflow's api-server under ``/api/v1/ml``.
+
+Airflow mounts plugin FastAPI apps without authentication, so every route here carries it:
+the app-wide dependency (any authenticated Airflow user: Bearer JWT from ``/auth/token`` or the
+UI session) and a per-route check against Airflow's own authorization of a DAG:
+
+* ``GET  /models/{name}/production``            read ``predictive_maintenance_training``
+* ``POST /models/train``                         trigger ``predictive_maintenance_training``
+* ``POST /models/{name}/versions/{v}/promote``   trigger ``model_promotion``
+
+The routes only validate, authorize and translate: the MLflow work is
+``cmms_mlflow.promotion``/``registry`` (the same code as the DAGs) and the conf schema is
+``cmms_pm.params.TRAINING_PARAMS``. mlflow is imported inside the handlers, never at load time.
+"""
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_authenticated
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from cmms_pm.params import MODEL_NAME_PATTERN, TRAINING_PARAMS
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from cmms_mlflow.hooks import MlflowHook
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/api/v1/ml"
+TRAINING_DAG_ID = "predictive_maintenance_training"
+PROMOTION_DAG_ID = "model_promotion"
+HYPERPARAMETERS = tuple(k for k, spec in TRAINING_PARAMS.items() if spec.get("section") == "Hyperparameters")
+OTHER_PARAMETERS = tuple(
+    k for k in TRAINING_PARAMS if k not in HYPERPARAMETERS and k not in ("model_name", "data_source")
+)
+
+ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Registered model name")]
+Version = Annotated[int, Path(gt=0, le=2_147_483_647, description="Model version (a positive integer)")]
+
+app = FastAPI(
+    title="CMMS model API",
+    description="Production-model info, training and promotion for the dCMMS backend.",
+    # Every route needs an authenticated Airflow user; routes add finer DAG-level checks.
+    dependencies=[Depends(requires_authenticated())],
+    # Airflow does not authenticate plugin apps: no unauthenticated docs/openapi routes either.
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+
+
+class TrainRequest(BaseModel):
+    """The seed's training request. Every value is checked against the trigger form's schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modelName: str = Field(default=TRAINING_PARAMS["model_name"]["default"], max_length=100)
+    datasetVersion: str | None = Field(
+        default=None,
+        max_length=500,
+        description="The data to train on: 'synthetic' or a .csv/.parquet path/URI (the DAG's data_source).",
+    )
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description=f"{', '.join(HYPERPARAMETERS)}")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description=f"Other training parameters: {', '.join(OTHER_PARAMETERS)}"
+    )
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["Staging", "Production", "Archived"]
+    reason: str = Field(min_length=3, max_length=500)
+    expectedChampion: int | None = Field(
+        default=None,
+        gt=0,
+        description="Optional compare-and-set: 409 unless this version is the champion (null: none).",
+    )
+
+
+@contextmanager
+def _http_errors(name: str) -> Iterator[None]:
+    """Typed plugin errors to HTTP: unknown model/version 404, conflict 409, bad value 422."""
+    from mlflow.exceptions import MlflowException
+
+    from cmms_mlflow.exceptions import MlflowRegistryError, ModelNotFoundError, PromotionConflictError
+
+    try:
+        yield
+    except ModelNotFoundError as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    except PromotionConflictError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
+    except MlflowRegistryError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
+    except MlflowException as err:
+        log.exception("MLflow call failed for model %r", name)
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"MLflow call failed: {err.error_code}") from err
+
+
+@cache
+def _hook() -> "MlflowHook":
+    from cmms_mlflow.hooks import MlflowHook
+
+    return MlflowHook()
+
+
+# MlflowHook.session() sets process-wide MLflow environment (URI, credentials) for its duration;
+# the api-server serves sync routes from a thread pool, so sessions take turns.
+_SESSION_LOCK = threading.Lock()
+
+
+@contextmanager
+def _mlflow(name: str) -> Iterator["MlflowClient"]:
+    with _SESSION_LOCK, _http_errors(name), _hook().session() as client:
+        yield client
+
+
+@app.get(
+    "/models/{name}/production",
+    dependencies=[Depends(requires_access_dag("GET", param_dag_id=TRAINING_DAG_ID))],
+)
+def get_production_model(name: ModelName) -> dict[str, Any]:
+    """The champion: version, run, metrics, validation tags, stage, aliases, data version, links."""
+    from cmms_mlflow import registry
+    from cmms_mlflow.exceptions import model_not_found, no_production_version
+
+    with _mlflow(name) as client:
+        if not registry.model_exists(client, name):
+            raise model_not_found(name)
+        champion = registry.get_champion(client, name)
+        if champion is None:
+            raise no_production_version(name)
+        version = str(champion.version)
+        aliases = sorted(a for a, v in registry.aliases_of(client, name).items() if v == version)
+        metrics = dict(client.get_run(champion.run_id).data.metrics) if champion.run_id else {}
+        tags = dict(champion.tags)
+        model_version_url = _hook().model_version_url(name, version)
+    validation_keys = ("decision_reason", "champion_f1", "champion_version")
+    return {
+        "name": name,
+        "version": version,
+        "runId": champion.run_id,
+        "stage": champion.current_stage,
+        "aliases": aliases,
+        "modelUri": f"models:/{name}@{registry.CHAMPION}",
+        "metrics": metrics,
+        "validation": {k: v for k, v in tags.items() if k.startswith("validation_") or k in validation_keys},
+        "dataVersion": tags.get("data_version"),
+        "promotedAt": tags.get("promoted_at"),
+        "promotedBy": tags.get("promoted_by"),
+        "promotionReason": tags.get("promotion_reason"),
+        "replacedVersion": tags.get("replaced_version") or None,
+        "airflowRunUrl": tags.get("airflow.run_url") or champion.run_link or None,
+        "mlflowUrl": model_version_url,
+    }
+
+
+@app.post(
+    "/models/train",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=TRAINING_DAG_ID))],
+)
+def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[str, Any]:
+    """Trigger the training DAG with a conf validated against the trigger form's schema."""
+    from cmms_pm.exceptions import InvalidParamsError
+    from cmms_pm.params import validate_training_conf
+
+    unknown = sorted(set(body.hyperparameters) - set(HYPERPARAMETERS)) + sorted(
+        set(body.parameters) - set(OTHER_PARAMETERS)
+    )
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"unknown parameters {unknown!r}; hyperparameters: {list(HYPERPARAMETERS)!r}, "
+            f"parameters: {list(OTHER_PARAMETERS)!r}",
+        )
+    conf: dict[str, Any] = {"model_name": body.modelName, **body.hyperparameters, **body.parameters}
+    if body.datasetVersion is not None:
+        conf["data_source"] = body.datasetVersion
+    try:
+        conf = validate_training_conf(conf)
+    except InvalidParamsError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, err.problems) from err
+    run_id = _trigger(TRAINING_DAG_ID, conf, user, request)
+    return {
+        "dagId": TRAINING_DAG_ID,
+        "dagRunId": run_id,
+        "modelName": conf["model_name"],
+        "conf": conf,
+        "statusUrl": f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns/{run_id}",
+    }
+
+
+@app.post(
+    "/models/{name}/versions/{version}/promote",
+    dependencies=[Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=PROMOTION_DAG_ID))],
+)
+def promote_model_version(name: ModelName, version: Version, body: PromoteRequest, user: GetUserDep) -> dict:
+    """Move a version to a stage through the guarded promotion (model lock, compare-and-set)."""
+    from cmms_mlflow import promotion
+
+    expected = promotion.ANY_CHAMPION
+    if "expectedChampion" in body.model_fields_set:
+        expected = str(body.expectedChampion) if body.expectedChampion is not None else None
+    with _mlflow(name) as client:
+        outcome = promotion.change_stage(
+            client,
+            name=name,
+            version=str(version),
+            stage=body.stage,
+            lock_dir=_hook().lock_dir,
+            actor=f"{user.get_name()} via {URL_PREFIX}",
+            reason=body.reason,
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            expected_champion=expected,
+        )
+    if body.stage == "Production" and not outcome["unchanged"]:
+        _announce_champion(name, outcome["version"])
+    return outcome
+
+
+def _trigger(dag_id: str, conf: dict[str, Any], user: Any, request: Request) -> str:
+    """Create a manual DAG run through Airflow's own trigger endpoint code (same checks, same audit)."""
+    from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
+    from airflow.utils.session import create_session
+
+    body = TriggerDAGRunPostBody(logical_date=None, conf=conf, note=f"{URL_PREFIX}/models/train")
+    with create_session() as session:
+        dag_run = trigger_dag_run(dag_id, body, _dag_bag(), user, session, request)
+        return dag_run.run_id
+
+
+@cache
+def _dag_bag() -> Any:
+    from airflow.api_fastapi.common.dagbag import create_dag_bag
+
+    return create_dag_bag()
+
+
+def _announce_champion(name: str, version: str) -> None:
+    """Emit the champion Asset event (as the promotion tasks do), so batch scoring runs."""
+    from airflow.assets.manager import asset_manager
+    from airflow.models.asset import AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from cmms_mlflow.assets import CHAMPION_MODEL
+
+    with create_session() as session:
+        asset = session.scalar(select(AssetModel).where(AssetModel.name == CHAMPION_MODEL.name).limit(1))
+        if asset is None:  # no DAG declares the asset yet: nothing consumes it
+            log.warning("Asset %r unknown to Airflow; no event emitted", CHAMPION_MODEL.name)
+            return
+        asset_manager.register_asset_change(
+            asset=asset,
+            extra={"model_name": name, "champion_version": str(version), "source": URL_PREFIX},
+            source_is_api=True,
+            session=session,
+        )

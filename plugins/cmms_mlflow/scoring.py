@@ -1,0 +1,82 @@
+"""Batch scoring with the champion: load it by alias, score the fleet, write Parquet, log a summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cmms_mlflow import registry
+from cmms_mlflow.exceptions import no_production_version
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+SUMMARY_ARTIFACT = "scoring/summary.json"
+
+
+def load_champion(client: MlflowClient, name: str, lock_dir: Path) -> tuple[Any, str]:
+    """``(model, version)`` of ``models:/<name>@champion``.
+
+    Resolved and loaded under the model lock, so a promotion cannot move the alias between
+    reading the version and loading the model: the version written with each prediction is
+    the one that made it.
+    """
+    from cmms_mlflow.validation import load_registered
+
+    with registry.model_lock(lock_dir, name):
+        champion = registry.get_version_by_alias(client, name, registry.CHAMPION)
+        if champion is None:
+            raise no_production_version(name)
+        model = load_registered(f"models:/{name}@{registry.CHAMPION}")
+    return model, str(champion.version)
+
+
+def log_summary(
+    client: MlflowClient,
+    *,
+    experiment_id: str,
+    summary: dict[str, Any],
+    predictions_uri: str,
+    tags: dict[str, str],
+    earlier_runs: list[Any],
+) -> str:
+    """One MLflow run per scoring task (reused by a retry): counts as metrics, summary as artifact."""
+    from cmms_mlflow.tracking import resume_or_close
+
+    earlier = resume_or_close(client, earlier_runs)
+    if earlier is not None:
+        return earlier.info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"score-{summary['model_name']}-v{summary['model_version']}",
+        tags={
+            **tags,
+            "model_name": summary["model_name"],
+            "model_version": summary["model_version"],
+            "predictions_uri": predictions_uri,
+        },
+    )
+    run_id = run.info.run_id
+    try:
+        from mlflow.entities import Metric, Param
+
+        now = run.info.start_time
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric("units_scored", summary["units"], now, 0),
+                Metric("units_at_risk", summary["at_risk"], now, 0),
+                Metric("at_risk_rate", summary["at_risk_rate"], now, 0),
+            ],
+            params=[Param("risk_threshold", str(summary["threshold"]))],
+        )
+        client.log_text(run_id, json.dumps(summary, indent=2, sort_keys=True), SUMMARY_ARTIFACT)
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
