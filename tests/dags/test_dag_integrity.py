@@ -23,7 +23,11 @@ def dagbag():
 
 def test_dags_folder_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "predictive_maintenance_training" in dagbag.dags
+    assert set(dagbag.dags) >= {
+        "predictive_maintenance_training",
+        "model_promotion",
+        "predictive_maintenance_scoring",
+    }
 
 
 def test_every_dag_file_is_named_after_its_dag(dagbag):
@@ -72,6 +76,38 @@ def test_training_dag_task_order(dagbag):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert dag.get_task("decide").downstream_task_ids == {"promote_model", "reject_model"}
     assert dag.get_task("report").upstream_task_ids >= {"promote_model", "reject_model"}
+
+
+def test_promotions_emit_the_champion_asset_that_schedules_scoring(dagbag):
+    from cmms_mlflow.assets import CHAMPION_MODEL
+
+    emitters = {
+        (dag_id, task.task_id)
+        for dag_id, dag in dagbag.dags.items()
+        for task in dag.tasks
+        if CHAMPION_MODEL in task.outlets
+    }
+    assert emitters == {
+        ("predictive_maintenance_training", "promote_model"),
+        ("model_promotion", "change_stage"),
+    }
+    scoring = dagbag.dags["predictive_maintenance_scoring"]
+    assert type(scoring.timetable).__name__ == "AssetTriggeredTimetable"
+    assert list(scoring.timetable.asset_condition.objects) == [CHAMPION_MODEL]
+
+
+def test_model_promotion_is_manual_with_a_validated_form(dagbag):
+    dag = dagbag.dags["model_promotion"]
+    assert type(dag.timetable).__name__ == "NullTimetable"
+    params = dag.params
+    assert params["version"] == "previous" and params["stage"] == "Production"
+    assert params.get_param("stage").schema["enum"] == ["Production", "Staging", "Archived"]
+    assert (
+        params.get_param("model_name").schema["pattern"]
+        == dagbag.dags["predictive_maintenance_training"].params.get_param("model_name").schema["pattern"]
+    )
+    assert dag.get_task("change_stage").upstream_task_ids == {"resolve_version"}
+    assert dag.get_task("change_stage").pool == "mlflow_promotion"
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)

@@ -1,0 +1,79 @@
+"""Every route of the model API carries Airflow authentication and a DAG-level authorization.
+
+Airflow mounts plugin FastAPI apps without authentication: a route that forgets its
+dependency answers anonymous callers. This walks the app's routes instead of trusting a list.
+The HTTP behaviour (401/403/404/409/422 with real JWTs) is tested against a real api-server in
+tests/dags/test_model_api.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+
+def _calls(dependant) -> list:
+    """Every dependency callable under ``dependant``, depth first."""
+    found = []
+    for sub in dependant.dependencies:
+        found.append(sub.call)
+        found.extend(_calls(sub))
+    return found
+
+
+@pytest.fixture(scope="module")
+def app():
+    from cmms_mlflow.api import app
+
+    return app
+
+
+def test_every_route_requires_an_authenticated_user_and_a_dag_permission(app):
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.routing import APIRoute
+
+    assert app.routes, "the app has no routes"
+    for route in app.routes:
+        assert isinstance(route, APIRoute), f"{route.path}: not an APIRoute, so no dependencies ({route!r})"
+        calls = _calls(route.dependant)
+        assert get_user in calls, f"{route.path} {route.methods}: no Airflow authentication"
+        dag_checks = [c for c in calls if getattr(c, "__qualname__", "").startswith("requires_access_dag.")]
+        assert dag_checks, f"{route.path} {route.methods}: no DAG-level authorization"
+
+
+def test_write_routes_need_the_run_permission_of_the_dag_they_act_for(app):
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+
+    training, promotion = "predictive_maintenance_training", "model_promotion"
+    expected = {
+        ("GET", "/models/{name}/production"): ("GET", None, training),
+        ("POST", "/models/train"): ("POST", DagAccessEntity.RUN, training),
+        ("POST", "/models/{name}/versions/{version}/promote"): ("POST", DagAccessEntity.RUN, promotion),
+    }
+    seen = {}
+    for route in app.routes:
+        for call in _calls(route.dependant):
+            if getattr(call, "__qualname__", "").startswith("requires_access_dag."):
+                closure = inspect.getclosurevars(call).nonlocals
+                seen[(next(iter(route.methods)), route.path)] = (
+                    closure["method"], closure["access_entity"], closure["param_dag_id"],
+                )  # fmt: skip
+    assert seen == expected
+
+
+def test_the_app_serves_no_unauthenticated_docs(app):
+    assert (app.docs_url, app.redoc_url, app.openapi_url) == (None, None, None)
+
+
+def test_importing_the_api_imports_no_mlflow_sklearn_or_pandas():
+    code = (
+        "import sys, cmms_mlflow.api; "
+        "heavy = ('mlflow', 'sklearn', 'pandas', 'pyarrow'); "
+        "print('heavy:' + ','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "heavy:\n" in out.stdout + "\n", out.stdout
