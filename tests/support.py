@@ -36,27 +36,30 @@ class AirflowCluster:
     base_url: str
     mlflow_uri: str = ""
     processes: list[subprocess.Popen] = field(default_factory=list)
-    _token: str | None = None
+    _tokens: dict[str, str] = field(default_factory=dict, repr=False)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    def token(self) -> str:
-        if self._token is None:
+    def token(self, user: str = "admin") -> str:
+        """A JWT from ``/auth/token`` for a SimpleAuthManager user (its password was generated at start)."""
+        if user not in self._tokens:
             passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
-            body = {"username": "admin", "password": passwords["admin"]}
-            self._token = self.request("POST", "/auth/token", body, auth=False)[1]["access_token"]
-        return self._token
+            body = {"username": user, "password": passwords[user]}
+            self._tokens[user] = self.request("POST", "/auth/token", body, auth=False)[1]["access_token"]
+        return self._tokens[user]
 
-    def request(self, method: str, path: str, body: dict | None = None, *, auth: bool = True):
-        """(status, JSON body) of a call to the api-server."""
+    def request(
+        self, method: str, path: str, body: dict | None = None, *, auth: bool = True, user: str = "admin"
+    ):
+        """(status, JSON body) of a call to the api-server, as ``user`` (anonymous if not ``auth``)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
+            req.add_header("Authorization", f"Bearer {self.token(user)}")
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")

@@ -1,0 +1,311 @@
+"""The model API (/api/v1/ml) served by a real Airflow api-server, with real JWTs from /auth/token.
+
+Uses the ``airflow_cluster`` fixture (api-server, scheduler, dag-processor; users admin, viewer
+and operator). One training run, triggered through the API, gives a real champion; after that:
+its extra links resolve through Airflow's REST API, each promotion (the DAG's, the API's, a
+rollback through model_promotion) emits the champion Asset event queued for the scoring DAG,
+and a scoring run after the API's promotion uses the new champion.
+
+The cluster's scheduler runs with ``use_job_schedule=False`` (no nightly run may appear
+mid-test), which also stops it from creating Asset-triggered runs: the test checks that the
+event is queued for ``predictive_maintenance_scoring`` and then triggers that DAG itself.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import pytest
+
+from cmms_mlflow import registry
+from cmms_mlflow.assets import CHAMPION_MODEL
+from cmms_pm.batch import batch_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+pytestmark = pytest.mark.slow
+
+ML = "/api/v1/ml"
+TRAINING = "predictive_maintenance_training"
+SCORING = "predictive_maintenance_scoring"
+
+
+@pytest.fixture(scope="module")
+def cluster_client(airflow_cluster):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=airflow_cluster.mlflow_uri, registry_uri=airflow_cluster.mlflow_uri)
+
+
+def _register_without_model(client, name: str) -> str:
+    """A registered version with no model behind it: enough for registry-only checks."""
+    found = client.get_experiment_by_name("api-tests")
+    experiment_id = found.experiment_id if found else client.create_experiment("api-tests")
+    run = client.create_run(experiment_id)
+    return str(
+        registry.register_version(
+            client, name=name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+            description="api test", tags={},
+        ).version
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def registry_only_model(cluster_client) -> tuple[str, str, str]:
+    """(name, champion, other version), set up directly in the registry: no Asset event, no scoring."""
+    name = f"pm_api_{uuid.uuid4().hex[:8]}"
+    v1, v2 = _register_without_model(cluster_client, name), _register_without_model(cluster_client, name)
+    registry.transition(cluster_client, name, v1, "Production")
+    return name, v1, v2
+
+
+def _promote_path(name: str, version: str | int) -> str:
+    return f"{ML}/models/{name}/versions/{version}/promote"
+
+
+def test_anonymous_callers_get_401_on_every_route(airflow_cluster, registry_only_model):
+    name, v1, _ = registry_only_model
+    calls = [
+        ("GET", f"{ML}/models/{name}/production", None),
+        ("POST", f"{ML}/models/train", {"modelName": name}),
+        ("POST", _promote_path(name, v1), {"stage": "Production", "reason": "anonymous"}),
+        # Invalid input is still 401: authentication comes before validation.
+        ("POST", _promote_path("bad$name", 0), {"stage": "Gold"}),
+    ]
+    for method, path, body in calls:
+        status, answer = airflow_cluster.request(method, path, body, auth=False)
+        assert status == 401, (method, path, status, answer)
+
+
+def test_a_viewer_can_read_but_gets_403_on_train_and_promote(airflow_cluster, registry_only_model):
+    name, v1, v2 = registry_only_model
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
+    assert status == 200 and body["version"] == v1, body
+    before = {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)}
+    status, body = airflow_cluster.request("POST", f"{ML}/models/train", {"modelName": name}, user="viewer")
+    assert status == 403, body
+    status, body = airflow_cluster.request(
+        "POST", _promote_path(name, v2), {"stage": "Production", "reason": "viewer"}, user="viewer"
+    )
+    assert status == 403, body
+    assert {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)} == before
+
+
+def test_production_of_an_unknown_model_or_a_model_without_champion_is_404(airflow_cluster, cluster_client):
+    status, body = airflow_cluster.request("GET", f"{ML}/models/pm_no_such_model/production")
+    assert status == 404 and "does not exist" in body["detail"], body
+    name = f"pm_api_{uuid.uuid4().hex[:8]}"
+    _register_without_model(cluster_client, name)
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/production")
+    assert status == 404 and "no Production version" in body["detail"], body
+    status, body = airflow_cluster.request("GET", f"{ML}/models/..%2Fetc/production")
+    assert status in (404, 422), body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"modelName": "pm", "hyperparameters": {"n_estimators": 0}},
+        {"modelName": "pm", "hyperparameters": {"max_depth": "deep"}},
+        {"modelName": "pm", "hyperparameters": {"learning_rate": 0.1}},
+        {"modelName": "bad$name"},
+        {"modelName": "pm", "datasetVersion": "telemetry.xlsx"},
+        {"modelName": "pm", "parameters": {"f1_threshold": 1.5}},
+        {"modelName": "pm", "source": "s3://somewhere/model.pkl"},
+    ],
+    ids=["zero-trees", "depth-not-int", "unknown-hyperparameter", "bad-name", "bad-dataset", "threshold",
+         "artifact-source"],
+)  # fmt: skip
+def test_invalid_training_requests_are_422_and_trigger_nothing(airflow_cluster, body):
+    before = {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)}
+    status, answer = airflow_cluster.request("POST", f"{ML}/models/train", body, user="operator")
+    assert status == 422, (body, status, answer)
+    assert {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)} == before
+
+
+def test_promotion_errors_are_404_409_and_422(airflow_cluster, cluster_client, registry_only_model):
+    name, v1, v2 = registry_only_model
+    cases = [
+        (_promote_path("pm_no_such_model", 1), {"stage": "Production", "reason": "x" * 5}, 404),
+        (_promote_path(name, 999), {"stage": "Production", "reason": "unknown version"}, 404),
+        (_promote_path(name, v2), {"stage": "Gold", "reason": "no such stage"}, 422),
+        (_promote_path(name, v2), {"stage": "None", "reason": "not a target"}, 422),
+        (_promote_path(name, v2), {"stage": "Production"}, 422),  # no reason
+        (_promote_path(name, 0), {"stage": "Production", "reason": "version zero"}, 422),
+        (_promote_path(name, "two"), {"stage": "Production", "reason": "not a number"}, 422),
+        (_promote_path("bad$name", 1), {"stage": "Production", "reason": "bad name"}, 422),
+        (_promote_path(name, v2), {"stage": "Production", "reason": "r", "source": "s3://x"}, 422),
+        (_promote_path(name, v1), {"stage": "Archived", "reason": "retire the champion"}, 409),
+        (_promote_path(name, v2), {"stage": "Production", "reason": "stale", "expectedChampion": 999}, 409),
+    ]
+    for path, body, expected in cases:
+        status, answer = airflow_cluster.request("POST", path, body, user="operator")
+        assert status == expected, (path, body, status, answer)
+        if expected == 409:
+            assert "champion" in answer["detail"], answer
+    assert str(registry.get_champion(cluster_client, name).version) == v1
+    registry.check_invariants(cluster_client, name)
+
+
+def test_staging_by_hand_through_the_api_is_recorded(airflow_cluster, cluster_client, registry_only_model):
+    name, v1, v2 = registry_only_model
+    status, body = airflow_cluster.request(
+        "POST", _promote_path(name, v2), {"stage": "Staging", "reason": "shadow test"}, user="operator"
+    )
+    assert status == 200, body
+    assert (body["previous_stage"], body["stage"], body["champion_before"]) == ("None", "Staging", v1)
+    tags = cluster_client.get_model_version(name, v2).tags
+    assert tags["stage_changed_by"] == f"operator via {ML}"
+    assert tags["stage_change_reason"] == "shadow test"
+    assert registry.aliases_of(cluster_client, name) == {"champion": v1, "challenger": v2}
+
+
+# --- one real training run, then scoring, promotion and rollback --------------------------------
+
+
+def _champion_events(cluster, **filters) -> list[dict]:
+    query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in filters.items())
+    events = cluster.request("GET", f"/api/v2/assets/events?limit=100&{query}")[1]["asset_events"]
+    return [e for e in events if e["name"] == CHAMPION_MODEL.name]
+
+
+def _score(cluster, name: str) -> pd.DataFrame:
+    """Trigger the scoring DAG for ``name``, wait for it, return its predictions."""
+    import pandas as pd
+
+    status, run = cluster.request(
+        "POST", f"/api/v2/dags/{SCORING}/dagRuns",
+        {"logical_date": None, "conf": {"model_name": name, "n_units": 300, "risk_threshold": 0.5}},
+    )  # fmt: skip
+    assert status == 200, run
+    (finished,) = cluster.wait_for_runs({run["dag_run_id"]}, 1, timeout=300, dag_id=SCORING)
+    assert finished["state"] == "success", cluster.task_instances(run["dag_run_id"], SCORING)
+    return pd.read_parquet(
+        f"{batch_uri(str(cluster.home / 'data'), SCORING, run['dag_run_id'])}/{name}/predictions.parquet"
+    )
+
+
+def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow_cluster, cluster_client):
+    name = f"pm_api_{uuid.uuid4().hex[:8]}"
+    request = {
+        "modelName": name,
+        "datasetVersion": "synthetic",
+        "hyperparameters": {"n_estimators": 20, "max_depth": 8},
+        # A small, quick model: the threshold only has to let it through.
+        "parameters": {"n_samples": 2500, "experiment_name": f"api-{name}", "f1_threshold": 0.3},
+    }
+    status, body = airflow_cluster.request("POST", f"{ML}/models/train", request, user="operator")
+    assert status == 201, body
+    run_id = body["dagRunId"]
+    assert body["conf"]["n_estimators"] == 20 and body["conf"]["min_improvement"] == 0.0  # defaults filled
+    dag_run = airflow_cluster.request("GET", f"/api/v2/dags/{TRAINING}/dagRuns/{quote(run_id, safe='')}")[1]
+    assert dag_run["conf"]["model_name"] == name
+    assert dag_run["triggering_user_name"] == "operator"
+
+    (finished,) = airflow_cluster.wait_for_runs({run_id}, 1, timeout=600)
+    assert finished["state"] == "success", airflow_cluster.task_instances(run_id)
+    assert airflow_cluster.task_instances(run_id)["promote_model"]["state"] == "success"
+
+    # Production info for the new champion.
+    status, info = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
+    assert status == 200, info
+    assert (info["version"], info["stage"], info["aliases"]) == ("1", "Production", ["champion"])
+    assert info["runId"] and info["metrics"]["val_f1"] > 0.5
+    assert info["validation"]["validation_status"] == "passed" and "decision_reason" in info["validation"]
+    assert info["dataVersion"] and info["promotedAt"] and info["promotedBy"].startswith("airflow:")
+    assert "/runs/" in info["airflowRunUrl"] and info["modelUri"] == f"models:/{name}@champion"
+
+    # Extra links resolve through Airflow's REST API.
+    run_path = f"/api/v2/dags/{TRAINING}/dagRuns/{quote(run_id, safe='')}/taskInstances"
+    links = {
+        task: airflow_cluster.request("GET", f"{run_path}/{task}/links")[1]["extra_links"]
+        for task in ("train_model", "register_model", "promote_model")
+    }
+    experiment_id = cluster_client.get_experiment_by_name(f"api-{name}").experiment_id
+    assert links["train_model"]["MLflow run"].endswith(f"/#/experiments/{experiment_id}/runs/{info['runId']}")
+    for task in ("register_model", "promote_model"):
+        assert links[task]["MLflow model version"].endswith(f"/#/models/{name}/versions/1"), links
+
+    # The promote step emitted the champion Asset event, queued for the scoring DAG.
+    (event,) = _champion_events(airflow_cluster, source_dag_id=TRAINING, source_run_id=run_id)
+    assert (event["extra"]["model_name"], event["extra"]["champion_version"]) == (name, "1")
+    queued = airflow_cluster.request("GET", f"/api/v2/dags/{SCORING}/assets/queuedEvents")[1]
+    assert queued["total_entries"] >= 1, queued
+
+    # A second version of the same model, promoted through the API: scoring follows it.
+    # Its source is v1's artifact folder (a models:/m-... source would make MLflow resolve the logged
+    # model through the process-global tracking URI, not this client's).
+    source = cluster_client.get_model_version_download_uri(name, "1")
+    run = cluster_client.create_run(experiment_id)
+    v2 = str(
+        registry.register_version(
+            cluster_client, name=name, source=source, run_id=run.info.run_id, description="same", tags={}
+        ).version
+    )
+    status, body = airflow_cluster.request(
+        "POST", _promote_path(name, v2), {"stage": "Production", "reason": "hotfix", "expectedChampion": 1},
+        user="operator",
+    )  # fmt: skip
+    assert status == 200, body
+    assert (body["version"], body["replaced"], body["unchanged"]) == (v2, "1", False)
+    tags = cluster_client.get_model_version(name, v2).tags
+    assert (tags["promoted_by"], tags["promotion_reason"], tags["replaced_version"]) == (
+        f"operator via {ML}", "hotfix", "1",
+    )  # fmt: skip
+    (event,) = [
+        e for e in _champion_events(airflow_cluster, asset_id=event["asset_id"])
+        if e["extra"].get("model_name") == name and e["extra"]["champion_version"] == v2
+    ]  # fmt: skip
+    assert event["extra"]["source"] == ML
+    predictions = _score(airflow_cluster, name)
+    assert set(predictions["model_version"]) == {v2} and len(predictions) == 300
+
+    # One-click rollback through the model_promotion DAG.
+    status, run = airflow_cluster.request(
+        "POST", "/api/v2/dags/model_promotion/dagRuns",
+        {"logical_date": None, "conf": {"model_name": name, "version": "previous", "stage": "Production",
+                                        "reason": "hotfix misbehaves"}},
+        user="operator",
+    )  # fmt: skip
+    assert status == 200, run
+    promotion_dag = "model_promotion"
+    (rolled,) = airflow_cluster.wait_for_runs({run["dag_run_id"]}, 1, timeout=300, dag_id=promotion_dag)
+    assert rolled["state"] == "success", airflow_cluster.task_instances(rolled["dag_run_id"], promotion_dag)
+    assert registry.aliases_of(cluster_client, name) == {"champion": "1", "previous_champion": v2}
+    registry.check_invariants(cluster_client, name)
+    tags = cluster_client.get_model_version(name, "1").tags
+    assert tags["promotion_kind"] == "rollback" and tags["replaced_version"] == v2
+    assert tags["promoted_by"] == f"operator via airflow:model_promotion/{run['dag_run_id']}"
+    status, info = airflow_cluster.request("GET", f"{ML}/models/{name}/production")
+    assert (info["version"], info["promotionReason"]) == ("1", "hotfix misbehaves")
+    (event,) = _champion_events(
+        airflow_cluster, source_dag_id="model_promotion", source_run_id=run["dag_run_id"]
+    )
+    assert event["extra"] == {"model_name": name, "champion_version": "1"}
+
+
+def test_production_endpoint_latency(airflow_cluster, registry_only_model):
+    """Not a benchmark gate: prints p50/p99 of 50 sequential and 50 concurrent (8 threads) GETs."""
+    name = registry_only_model[0]
+    path = f"{ML}/models/{name}/production"
+    airflow_cluster.token()
+
+    def timed(_: int) -> float:
+        started = time.perf_counter()
+        status, _body = airflow_cluster.request("GET", path)
+        assert status == 200
+        return time.perf_counter() - started
+
+    sequential = [timed(i) for i in range(50)]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(timed, range(50)))
+    for label, samples in (("sequential", sequential), ("concurrent x8", concurrent)):
+        q = statistics.quantiles(samples, n=100)
+        print(f"GET {path} {label}: p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms")
+    assert statistics.median(sequential) < 5
