@@ -290,9 +290,10 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     assert event["extra"] == {"model_name": name, "champion_version": "1"}
 
 
-def test_production_endpoint_latency(airflow_cluster, registry_only_model):
-    """Not a benchmark gate: prints p50/p99 of 50 sequential and 50 concurrent (8 threads) GETs."""
-    name = registry_only_model[0]
+def test_endpoint_latency(airflow_cluster, registry_only_model):
+    """Not a benchmark gate: prints p50/p99 of 50 sequential and 50 concurrent (8 threads) GETs of
+    the production route, and of 20 sequential stage changes (Staging <-> Archived) by promote."""
+    name, _, v2 = registry_only_model
     path = f"{ML}/models/{name}/production"
     airflow_cluster.token()
 
@@ -309,3 +310,13 @@ def test_production_endpoint_latency(airflow_cluster, registry_only_model):
         q = statistics.quantiles(samples, n=100)
         print(f"GET {path} {label}: p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms")
     assert statistics.median(sequential) < 5
+
+    promote = []
+    for i in range(20):
+        body = {"stage": ("Archived", "Staging")[i % 2], "reason": "latency"}
+        started = time.perf_counter()
+        status, answer = airflow_cluster.request("POST", _promote_path(name, v2), body, user="operator")
+        promote.append(time.perf_counter() - started)
+        assert status == 200, answer
+    q = statistics.quantiles(promote, n=100)
+    print(f"POST {_promote_path(name, v2)} sequential: p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms")

@@ -1,8 +1,9 @@
 """predictive_maintenance_scoring under ``dag.test()``: predictions carry the champion's version.
 
-A real (small) model is trained and registered twice; after each promotion, a scoring run writes
-Parquet predictions made by the new champion, loaded by alias, and logs a summary to MLflow.
-Triggering by the champion Asset is tested against a real scheduler in test_model_api.py.
+A real (small) model is trained, registered as two versions, and the second promoted over the
+first: the scoring run writes Parquet predictions made by the champion, loaded by alias, and logs
+a summary to MLflow. The Asset events and a scoring run after an API promotion are tested
+against the real scheduler in test_model_api.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def dag(airflow_db):
 
 @pytest.fixture
 def trained_versions(mlflow_conn, client, model_name, tmp_path):
-    """Two registered versions of ``model_name`` with real models behind them."""
+    """Two registered versions of ``model_name`` with a real model behind them (trained once)."""
     from cmms_mlflow import registry
     from cmms_mlflow.hooks import MlflowHook
     from cmms_mlflow.tracking import log_training_run
@@ -40,22 +41,22 @@ def trained_versions(mlflow_conn, client, model_name, tmp_path):
         out_uri=str(tmp_path / "batch"),
     )  # fmt: skip
     hook = MlflowHook()
-    versions = []
     with hook.session() as session_client:
         experiment_id = hook.get_or_create_experiment(session_client, f"scoring-{model_name}")
-        for trees in (5, 10):
-            trained = log_training_run(
-                session_client, experiment_id=experiment_id, manifest=manifest,
-                hyperparameters={"n_estimators": trees, "max_depth": 6}, tags={}, run_name=f"rf{trees}",
+        trained = log_training_run(
+            session_client, experiment_id=experiment_id, manifest=manifest,
+            hyperparameters={"n_estimators": 10, "max_depth": 6}, tags={}, run_name="rf10",
+        )  # fmt: skip
+        versions = []
+        for source, run_id in (
+            (trained["model_uri"], trained["run_id"]),
+            (trained["model_uri"], session_client.create_run(experiment_id).info.run_id),
+        ):
+            version = registry.register_version(
+                session_client, name=model_name, source=source, run_id=run_id, description="scoring",
+                tags={},
             )  # fmt: skip
-            versions.append(
-                str(
-                    registry.register_version(
-                        session_client, name=model_name, source=trained["model_uri"],
-                        run_id=trained["run_id"], description="scoring test", tags={},
-                    ).version
-                )
-            )  # fmt: skip
+            versions.append(str(version.version))
     return versions
 
 
@@ -89,26 +90,22 @@ def test_scoring_after_a_promotion_uses_the_new_champion(dag, client, model_name
 
     v1, v2 = trained_versions
     _promote(client, model_name, v1, tmp_path)
-    first = _score(dag, model_name, 11)
-    predictions = _predictions(first, model_name)
+    _promote(client, model_name, v2, tmp_path)
+    run = _score(dag, model_name, 11)
+    predictions = _predictions(run, model_name)
     assert len(predictions) == 300 and predictions["equipment_id"].is_unique
-    assert set(predictions["model_version"]) == {v1}
+    assert set(predictions["model_version"]) == {v2}
     assert set(predictions["model_name"]) == {model_name}
-    assert (predictions["scored_at"] == pd.Timestamp(first.run_after)).all()
+    assert (predictions["scored_at"] == pd.Timestamp(run.run_after)).all()
     assert predictions["failure_probability"].between(0, 1).all()
 
-    _promote(client, model_name, v2, tmp_path)
-    second = _score(dag, model_name, 12)
-    assert set(_predictions(second, model_name)["model_version"]) == {v2}
-
     experiment = client.get_experiment_by_name("predictive_maintenance_scoring")
-    runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.model_name = '{model_name}'", order_by=["start_time"]
+    (summary_run,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.model_name = '{model_name}'"
     )
-    assert [r.data.tags["model_version"] for r in runs] == [v1, v2]
-    latest = runs[-1]
-    assert latest.data.metrics["units_scored"] == 300
-    at_risk = int(_predictions(second, model_name)["at_risk"].sum())
-    assert latest.data.metrics["units_at_risk"] == at_risk
-    assert latest.data.tags["airflow.run_id"] == second.run_id
-    assert {a.path for a in client.list_artifacts(latest.info.run_id, "scoring")} == {"scoring/summary.json"}
+    assert summary_run.data.tags["model_version"] == v2
+    assert summary_run.data.tags["airflow.run_id"] == run.run_id
+    assert summary_run.data.metrics["units_scored"] == 300
+    assert summary_run.data.metrics["units_at_risk"] == int(predictions["at_risk"].sum())
+    artifacts = {a.path for a in client.list_artifacts(summary_run.info.run_id, "scoring")}
+    assert artifacts == {"scoring/summary.json"}
