@@ -83,10 +83,31 @@ class S3Server:
         ]
 
 
+# Seconds each component took to answer; reported at the end of the run.
+STARTUP_TIMES: dict[str, float] = {}
+
+
 @pytest.fixture(scope="session")
 def startup_times() -> dict[str, float]:
-    """Seconds each component took to answer, printed at the end of the stack tests."""
-    return {}
+    return STARTUP_TIMES
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Component start times and the wall time of the stack tests, for the CI log."""
+    if not STARTUP_TIMES:
+        return
+    here = Path(__file__).parent.name
+    reports = [
+        report
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "nodeid", "").startswith(f"tests/{here}/") and hasattr(report, "duration")
+    ]
+    terminalreporter.section("production stack")
+    for name, seconds in STARTUP_TIMES.items():
+        terminalreporter.write_line(f"start {name:<58} {seconds:6.1f} s")
+    total = sum(report.duration for report in reports)
+    terminalreporter.write_line(f"tests/{here} wall time (setup + calls + teardown){'':<19} {total:6.1f} s")
 
 
 @pytest.fixture(scope="session")
@@ -286,7 +307,4 @@ def celery_stack(start_airflow, redis_url, s3_server, mlflow_server_started, wor
         },
     )
     startup_times["Airflow (api-server, scheduler, dag-processor, worker)"] = time.monotonic() - started
-    yield cluster
-    print("\ncomponent start times (s):")
-    for name, seconds in startup_times.items():
-        print(f"  {name:<64} {seconds:6.1f}")
+    return cluster
