@@ -29,6 +29,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,10 +48,19 @@ from lib import (  # noqa: E402
     timed_run,
 )
 
-# One nightly run: logical date 2026-11-25 02:00 UTC covers the day before (CronDataIntervalTimetable).
-LOGICAL_DATE = "2026-11-25T02:00:00+00:00"
-INTERVAL_START = "2026-11-24T02:00:00+00:00"
-INTERVAL_END = "2026-11-25T02:00:00+00:00"
+# A nightly run at logical date D 02:00 UTC covers the day before (CronDataIntervalTimetable).
+# Each size gets its own day (Airflow allows one run per logical date); every mode of that size
+# uses that day, hence the same seed and the same rows.
+FIRST_DAY = date(2026, 11, 25)
+
+
+def interval(index: int) -> tuple[str, str, str]:
+    """(logical date, interval start, interval end) of the ``index``-th size, ISO with +00:00."""
+    end = FIRST_DAY - timedelta(days=index)
+    start = end - timedelta(days=1)
+    stamp = "{}T02:00:00+00:00"
+    return stamp.format(end), stamp.format(start), stamp.format(end)
+
 TASKS = (
     "extract_data",
     "validate_data",
@@ -81,6 +91,7 @@ class Bench:
         self.mlflow_uri = f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
         self.artifacts = (self.mlflow_dir / "artifacts").as_uri()
         self.results: dict[int, dict[str, dict]] = {}
+        self.interval: dict[int, tuple[str, str, str]] = {}
         self.cluster: Cluster | None = None
         self.postgres: Postgres | None = None
 
@@ -101,13 +112,14 @@ class Bench:
         MlflowClient(tracking_uri=self.mlflow_uri).search_experiments(max_results=1)
 
     def common_args(self, rows: int) -> list[str]:
+        _, start, end = self.interval[rows]
         return [
             "--rows",
             str(rows),
             "--interval-start",
-            INTERVAL_START,
+            start,
             "--interval-end",
-            INTERVAL_END,
+            end,
             "--n-estimators",
             str(self.args.n_estimators),
             "--max-depth",
@@ -157,7 +169,8 @@ class Bench:
         )
         home.mkdir(parents=True)
         setup_airflow(env, self.log)
-        cmd = ["airflow", "dags", "test", DAG_ID, LOGICAL_DATE, "--conf", json.dumps(self.conf("c", rows))]
+        logical_date = self.interval[rows][0]
+        cmd = ["airflow", "dags", "test", DAG_ID, logical_date, "--conf", json.dumps(self.conf("c", rows))]
         out = timed_run(cmd, env, log=self.log)
         result = self._result(out, "c", rows, check_json=False)
         with sqlite3.connect(home / "airflow.db") as db:
@@ -198,7 +211,7 @@ class Bench:
 
     def run_d(self, rows: int) -> dict:
         assert self.cluster is not None
-        run_id = self.cluster.trigger(LOGICAL_DATE.replace("+00:00", "Z"), self.conf("d", rows))
+        run_id = self.cluster.trigger(self.interval[rows][0].replace("+00:00", "Z"), self.conf("d", rows))
         run = self.cluster.wait_for_run(run_id)
         tis = self.cluster.task_instances(run_id)
         stats = {}
@@ -244,7 +257,8 @@ class Bench:
     def run(self, sizes: list[int], modes: list[str]) -> None:
         if "d" in modes:
             self.start_cluster()
-        for rows in sizes:
+        for index, rows in enumerate(sizes):
+            self.interval[rows] = interval(index)
             self.results[rows] = {}
             for mode in modes:
                 print(f"  {rows:>9} rows  ({mode}) {MODES[mode]} ...", end="", flush=True)
@@ -363,9 +377,10 @@ def p3_table(results: dict[int, dict[str, dict]], data_mb: dict[int, float]) -> 
 
 
 def data_sizes_mb(sizes: list[int]) -> dict[int, float]:
+    """In-memory size (pandas, deep) of each size's generated frame."""
     from cmms_pm.data import generate_telemetry, interval_seed
 
-    seed = interval_seed(INTERVAL_START, INTERVAL_END)
+    seed = interval_seed(*interval(0)[1:])
     return {s: float(generate_telemetry(s, seed).memory_usage(deep=True).sum()) / 1e6 for s in sizes}
 
 
