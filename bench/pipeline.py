@@ -61,6 +61,7 @@ def interval(index: int) -> tuple[str, str, str]:
     stamp = "{}T02:00:00+00:00"
     return stamp.format(end), stamp.format(start), stamp.format(end)
 
+
 TASKS = (
     "extract_data",
     "validate_data",
@@ -346,6 +347,7 @@ def p3_table(results: dict[int, dict[str, dict]], data_mb: dict[int, float]) -> 
         "exponent",
         "top exp.",
         "RSS/data",
+        "+RSS/+data",
     ]
     rows = []
     worst_exp = 0.0
@@ -359,17 +361,21 @@ def p3_table(results: dict[int, dict[str, dict]], data_mb: dict[int, float]) -> 
         exponent = loglog_slope([p[0] for p in points], [p[1] for p in points])
         top = loglog_slope([p[0] for p in points[-2:]], [p[1] for p in points[-2:]])
         ratio = rss[-1] / data_mb[sizes[-1]] if rss[-1] and data_mb.get(sizes[-1]) else None
+        # Growth of peak RSS over growth of the data, smallest to largest size: what the data
+        # costs beyond the fixed price of the task's imports.
+        grown = data_mb[sizes[-1]] - data_mb[sizes[0]] if len(sizes) > 1 else 0.0
+        extra = (rss[-1] - rss[0]) / grown if grown > 0 and rss[-1] and rss[0] else None
         if task not in TRAINING_TASKS:
             worst_exp = max(worst_exp, top or 0.0, exponent or 0.0)
         worst_rss = max(worst_rss, ratio or 0.0)
-        rows.append([task, *secs, *rss, exponent, top, ratio])
+        rows.append([task, *secs, *rss, exponent, top, ratio, extra])
     rows.append(
-        ["data in memory", *([None] * len(sizes)), *(data_mb.get(s) for s in sizes), None, None, None]
+        ["data in memory", *([None] * len(sizes)), *(data_mb.get(s) for s in sizes), None, None, None, None]
     )
     title = (
         f"P3 scaling from ({source}): task wall seconds and peak RSS MB per size; exponent = log-log "
         "slope over all sizes, top exp. = between the two largest; RSS/data = peak RSS / in-memory "
-        "data at the largest size. "
+        "data at the largest size; +RSS/+data = (peak RSS growth) / (data growth), smallest to largest. "
         f"Targets: exponent <= 1.1 outside training (worst here {worst_exp:.2f}), peak RSS <= 3x data "
         f"(worst here {worst_rss:.1f}x)"
     )
@@ -384,6 +390,14 @@ def data_sizes_mb(sizes: list[int]) -> dict[int, float]:
     return {s: float(generate_telemetry(s, seed).memory_usage(deep=True).sum()) / 1e6 for s in sizes}
 
 
+def print_tables(results: dict[int, dict[str, dict]], modes: list[str]) -> None:
+    print(p2_table(results, modes))
+    if "a" in modes:
+        print(p2_detail(results))
+    if "c" in modes or "d" in modes:
+        print(p3_table(results, data_sizes_mb(sorted(results))))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated row counts")
@@ -395,7 +409,14 @@ def main() -> int:
     parser.add_argument("--api-requests", type=int, default=2000, help="P4 requests per server")
     parser.add_argument("--json", type=Path, help="also write all results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, stores)")
+    parser.add_argument("--from-json", type=Path, help="only print the tables of a --json file")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        results = {int(size): by_mode for size, by_mode in saved["results"].items()}
+        print(f"Machine: {saved['machine']}\n")
+        print_tables(results, [m for m in "abcd" if all(m in r for r in results.values())])
+        return 0
     sizes = [10_000, 100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     modes = [m for m in "abcd" if m in args.modes.split(",")]
 
@@ -424,11 +445,7 @@ def main() -> int:
         if bench.postgres is not None:
             bench.postgres.stop()
     print()
-    print(p2_table(bench.results, modes))
-    if "a" in modes:
-        print(p2_detail(bench.results))
-    if "c" in modes or "d" in modes:
-        print(p3_table(bench.results, data_sizes_mb(sizes)))
+    print_tables(bench.results, modes)
     if api_report is not None:
         print(api_report)
     if args.json:
