@@ -63,6 +63,7 @@ class Timed:
     maxrss_mb: float
     returncode: int
     stdout: str
+    cpu_s: float = 0.0
 
 
 def timed_run(
@@ -93,7 +94,10 @@ def timed_run(
     stdout = out_path.read_text()
     with open(log, "a") as sink:
         sink.write(stdout)
-    return Timed(seconds, usage.ru_maxrss / 1024, proc.returncode, stdout)
+    # CPU seconds (user + system, the child and its reaped descendants) barely move when other
+    # work shares the cores, unlike wall time: the robust ratio on a shared machine.
+    cpu = usage.ru_utime + usage.ru_stime
+    return Timed(seconds, usage.ru_maxrss / 1024, proc.returncode, stdout, cpu)
 
 
 def last_json(stdout: str) -> dict:

@@ -227,6 +227,8 @@ class Bench:
             "seconds": seconds,
             "state": run["state"],
             "maxrss_mb": max((s["maxrss_mb"] for s in stats.values()), default=None),
+            # Task processes only (the scheduler's own work is not in it).
+            "cpu_s": sum(s["cpu_s"] for s in stats.values()) or None,
             "run_id": run_id,
             "tasks": {
                 task_id: {
@@ -250,7 +252,7 @@ class Bench:
     def _result(self, out, mode: str, rows: int, *, check_json: bool = True) -> dict:
         if out.returncode != 0:
             raise RuntimeError(f"({mode}) at {rows} rows exited {out.returncode}; see {self.log}")
-        result = {"seconds": out.seconds, "maxrss_mb": out.maxrss_mb}
+        result = {"seconds": out.seconds, "maxrss_mb": out.maxrss_mb, "cpu_s": out.cpu_s}
         if check_json:
             result.update(last_json(out.stdout))
         return result
@@ -318,6 +320,30 @@ def p2_table(results: dict[int, dict[str, dict]], modes: list[str]) -> str:
     return table(
         f"P2 orchestration overhead: wall seconds, {legend}. "
         "Targets at 1M rows: (c)/(a) <= 1.25, (c)/(b) <= 1.10",
+        headers,
+        rows,
+    )
+
+
+def p2_cpu_table(results: dict[int, dict[str, dict]], modes: list[str]) -> str:
+    """The same ratios in CPU seconds, which other load on a shared machine barely moves."""
+    rows = []
+    for size, by_mode in results.items():
+        cpu = {m: by_mode.get(m, {}).get("cpu_s") for m in modes}
+
+        def ratio(top: str, bottom: str, cpu=cpu) -> float | None:
+            return cpu[top] / cpu[bottom] if cpu.get(top) and cpu.get(bottom) else None
+
+        rows.append(
+            [size, *(cpu[m] for m in modes), ratio("c", "a"), ratio("c", "b"), ratio("d", "a")]
+            if all(m in cpu for m in "abcd")
+            else [size, *(cpu[m] for m in modes), *(ratio(*pair) for pair in (("c", "a"), ("c", "b")))]
+        )
+    headers = ["rows", *(f"({m}) CPU s" for m in modes), "(c)/(a)", "(c)/(b)"]
+    if all(m in modes for m in "abcd"):
+        headers.append("(d)/(a)")
+    return table(
+        "P2 in CPU seconds (user + system of the process tree; (d): its task processes only)",
         headers,
         rows,
     )
@@ -392,6 +418,8 @@ def data_sizes_mb(sizes: list[int]) -> dict[int, float]:
 
 def print_tables(results: dict[int, dict[str, dict]], modes: list[str]) -> None:
     print(p2_table(results, modes))
+    if any(r.get(m, {}).get("cpu_s") for r in results.values() for m in modes):
+        print(p2_cpu_table(results, modes))
     if "a" in modes:
         print(p2_detail(results))
     if "c" in modes or "d" in modes:
