@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install setup demo test test-fast lint bench ui-airflow ui-mlflow clean
+.PHONY: install setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
@@ -19,8 +19,16 @@ test: install  ## the whole suite (what CI runs)
 test-fast: install  ## everything but the end-to-end DAG runs
 	$(ENV) python -m pytest -m "not slow"
 
-bench: install  ## benchmarks (printed tables; see docs/BENCHMARKS.md)
+# BENCH_ARGS go to bench/pipeline.py, e.g. make bench BENCH_ARGS=--quick (10k and 100k rows only)
+# or BENCH_ARGS="--sizes 100000 --modes a,b,c".
+BENCH_ARGS ?=
+bench: install  ## benchmarks P1-P5, printed tables with ratios (~30 min; see docs/BENCHMARKS.md)
 	$(ENV) python bench/parse_cost.py --runs 7
+	$(ENV) python bench/pipeline.py $(BENCH_ARGS)
+	$(ENV) python bench/first_model.py
+
+bench-smoke: install  ## what CI runs of the benchmarks: tiny sizes, tables printed, no timings asserted
+	$(ENV) python -m pytest tests/test_bench_smoke.py
 
 lint: install
 	$(ENV) ruff check dags plugins include tests scripts

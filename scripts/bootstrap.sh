@@ -8,7 +8,9 @@ source scripts/env.sh
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 stamp="$CMMS_VENV/.requirements.sha256"
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+# Bump BYTECODE when the install recipe changes, so existing venvs are redone once.
+BYTECODE=compiled-v1
+want="$( (cat requirements.txt pyproject.toml; echo "$BYTECODE") | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -42,5 +44,10 @@ fi
 if [ "$installer" = pip ]; then
   install_with_pip
 fi
+# Byte-compile everything once. uv installs no .pyc files, and where PYTHONDONTWRITEBYTECODE is
+# set (as on our shared dev/CI machine) nothing ever writes them: every Airflow task process then
+# compiles Airflow, mlflow, sklearn and pandas from source again, seconds per task
+# (docs/BENCHMARKS.md). Also redoes venvs made before this step (BYTECODE above).
+"$CMMS_VENV/bin/python" -m compileall -q -j 0 "$("$CMMS_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
 echo "$want" > "$stamp"
 echo "Installed with $installer in $(( $(date +%s) - start )) s into $CMMS_VENV"

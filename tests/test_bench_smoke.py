@@ -1,22 +1,51 @@
-"""CI smoke of the benchmarks: they run and print their tables (timings are not asserted here)."""
+"""CI smoke of the benchmarks: they run and print their tables (timings are not asserted here).
+
+Tiny sizes only; the real figures come from ``make bench`` (docs/BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-def test_parse_cost_bench_prints_a_row_per_dag_file():
-    out = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "bench" / "parse_cost.py"), "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+def _run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    # The suite's throwaway environment; the benches give their own children fresh stores.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=PROJECT_DIR
     )
+
+
+def test_parse_cost_bench_prints_a_row_per_dag_file():
+    out = _run_bench(str(PROJECT_DIR / "bench" / "parse_cost.py"), "--runs", "1", timeout=300)
     assert out.returncode in (0, 1), out.stderr[-2000:]
     for dag_file in (PROJECT_DIR / "dags").glob("*.py"):
         assert dag_file.name in out.stdout
     assert "baseline (minimal DAG)" in out.stdout
+
+
+@pytest.mark.slow
+def test_pipeline_bench_prints_overhead_and_scaling_tables_at_a_tiny_size():
+    """(a) bare sklearn, (b) seed-style script and (c) ``airflow dags test`` on 2,000 rows."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "pipeline.py"),
+        "--sizes",
+        "2000",
+        "--modes",
+        "a,b,c",
+        "--n-estimators",
+        "10",
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "P2 orchestration overhead" in out.stdout
+    assert "(c)/(a)" in out.stdout
+    assert "P3 scaling from (c)" in out.stdout
+    assert "train_model" in out.stdout

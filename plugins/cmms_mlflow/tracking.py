@@ -10,6 +10,10 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +29,41 @@ TAG_DAG_ID = "airflow.dag_id"
 TAG_RUN_ID = "airflow.run_id"
 TAG_TASK_ID = "airflow.task_id"
 MODEL_ARTIFACT = "model"
+
+#: What the logged model needs to load and score: pinned to the versions that trained it. Passed
+#: explicitly because MLflow's inference of the list starts a Python subprocess that imports
+#: mlflow and reloads the model (~13 s per training task here), and it picked up unrelated
+#: packages (pytest, rich, psutil) from the worker's imports.
+MODEL_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
+
+
+def model_requirements() -> list[str]:
+    """``MODEL_REQUIREMENTS`` pinned to the installed versions (unpinned if one is missing)."""
+    pinned = []
+    for package in MODEL_REQUIREMENTS:
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return pinned
+
+
+@contextmanager
+def quiet_airflow_shims() -> Iterator[None]:
+    """Silence Airflow's deprecated-import warnings while skops (de)serializes a model.
+
+    skops looks functions up by name in every loaded module (``pickle.whichmodule``); Airflow's
+    compatibility shims answer each lookup with a ``DeprecatedImportWarning``, ~1,200 log lines
+    per save or load in a task log.
+    """
+    with warnings.catch_warnings():
+        try:
+            from airflow.utils.deprecation_tools import DeprecatedImportWarning
+        except ImportError:  # outside Airflow
+            pass
+        else:
+            warnings.simplefilter("ignore", DeprecatedImportWarning)
+        yield
 
 
 def airflow_tags(context: Any) -> dict[str, str]:
@@ -127,7 +166,7 @@ def log_training_run(
             plots.plot_pr_curve(y_val, proba, out / "pr_curve.png")
             client.log_artifacts(run_id, str(out), artifact_path="evaluation")
         example = train[FEATURES].head(5)
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), quiet_airflow_shims():
             mlflow.log_input(_dataset(manifest, train), context="training")
             info = mlflow.sklearn.log_model(
                 model,
@@ -136,6 +175,7 @@ def log_training_run(
                 skops_trusted_types=training.SKOPS_TRUSTED_TYPES,
                 signature=infer_signature(example, model.predict_proba(example)[:, 1]),
                 input_example=example,
+                pip_requirements=model_requirements(),
             )
     except BaseException:
         client.set_terminated(run_id, status="FAILED")

@@ -23,7 +23,10 @@ def load_registered(uri: str) -> Any:
     """Load a model through the registry (``models:/...`` URI)."""
     import mlflow.sklearn
 
-    return mlflow.sklearn.load_model(uri)
+    from cmms_mlflow.tracking import quiet_airflow_shims
+
+    with quiet_airflow_shims():
+        return mlflow.sklearn.load_model(uri)
 
 
 def staged_model_uri(client: MlflowClient, name: str, version: str) -> str:
