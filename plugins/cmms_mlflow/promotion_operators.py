@@ -1,0 +1,100 @@
+"""Operators of the ``model_promotion`` DAG: a person's promotion, demotion or rollback.
+
+The MLflow work is ``cmms_mlflow.promotion`` (the same guarded path as the API); these only
+resolve the request and record who asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cmms_mlflow import registry
+from cmms_mlflow.links import MlflowModelVersionLink
+from cmms_mlflow.operators import MlflowBaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from mlflow import MlflowClient
+
+
+class MlflowResolveVersionOperator(MlflowBaseOperator):
+    """Turn ``version`` (a number, or ``"previous"`` = the champion the current one replaced) into a
+    version number, and record the champion seen now, for the compare-and-set of the next step.
+
+    Resolving in its own task makes the promotion step idempotent: a retry or a clear of it
+    promotes the same version again (no change) instead of rolling back one step further.
+    """
+
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version")
+
+    def __init__(self, *, model_name: str, version: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.version = version
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_mlflow.promotion import existing_version, previous_champion
+
+        requested = str(self.version).strip()
+        version = previous_champion(client, self.model_name) if requested == "previous" else requested
+        existing_version(client, self.model_name, version)
+        champion = registry.get_champion(client, self.model_name)
+        return {
+            "version": version,
+            "requested": requested,
+            "champion": str(champion.version) if champion is not None else None,
+        }
+
+
+class MlflowChangeStageOperator(MlflowBaseOperator):
+    """A person's promotion, demotion or rollback of one version, with who/when/why tags.
+
+    :param resolved: the record of :class:`MlflowResolveVersionOperator` (version + champion seen).
+    """
+
+    template_fields: Sequence[str] = (
+        *MlflowBaseOperator.template_fields,
+        "model_name",
+        "resolved",
+        "stage",
+        "reason",
+    )
+    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, model_name: str, resolved: Any, stage: str, reason: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.resolved = resolved
+        self.stage = stage
+        self.reason = reason
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_mlflow.promotion import change_stage
+
+        dag_run = context["dag_run"]
+        who = getattr(dag_run, "triggering_user_name", None) or "airflow"
+        rollback = self.resolved["requested"] == "previous"
+        outcome = change_stage(
+            client,
+            name=self.model_name,
+            version=self.resolved["version"],
+            stage=self.stage,
+            lock_dir=self.hook.lock_dir,
+            actor=f"{who} via airflow:{dag_run.dag_id}/{dag_run.run_id}",
+            reason=self.reason,
+            at=dag_run.run_after.isoformat(),
+            expected_champion=self.resolved["champion"],
+            kind="rollback" if rollback and self.stage == "Production" else "manual",
+        )
+        self.push_model_version_link(context, self.model_name, outcome["version"])
+        champion = registry.get_champion(client, self.model_name)
+        self.announce_champion(
+            context, self.model_name, str(champion.version) if champion is not None else None
+        )
+        self.log.info(
+            "%s v%s: %s -> %s (champion before: %s, replaced: %s) by %s: %s",
+            self.model_name, outcome["version"], outcome["previous_stage"], outcome["stage"],
+            outcome["champion_before"], outcome["replaced"], outcome["actor"], self.reason,
+        )  # fmt: skip
+        return outcome
