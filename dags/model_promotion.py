@@ -27,8 +27,7 @@ import pendulum
 from airflow.sdk import Param, dag
 
 from cmms_mlflow.assets import CHAMPION_MODEL
-from cmms_mlflow.operators import PROMOTION_POOL
-from cmms_mlflow.promotion_operators import MlflowChangeStageOperator, MlflowResolveVersionOperator
+from cmms_mlflow.operators import PROMOTION_POOL, MlflowChangeStageOperator, MlflowResolveVersionOperator
 from cmms_pm.params import TRAINING_PARAMS
 
 MODEL = "{{ params.model_name }}"

@@ -21,7 +21,7 @@ import pendulum
 from airflow.sdk import Param, dag
 
 from cmms_mlflow.assets import CHAMPION_MODEL
-from cmms_mlflow.scoring_operators import MlflowBatchScoreOperator
+from cmms_mlflow.operators import MlflowBatchScoreOperator
 from cmms_pm.params import TRAINING_PARAMS
 
 NO_EVENT_MODEL = "Model to score with when no Asset event names one (a manual run)."

@@ -43,7 +43,7 @@ if [ "${MLFLOW_AUTH:-0}" = 1 ]; then
   done
 fi
 
-state="$("$python" -m cmms_mlflow.deploy prepare-store "$backend")"
+state="$("$python" -m cmms_deploy.mlflow_server prepare-store "$backend")"
 if [ "$state" = existing ]; then
   # A newer MLflow refuses to start on an older schema; migrating is a no-op when up to date.
   "$mlflow" db upgrade "$backend"
@@ -66,9 +66,9 @@ if [ "${MLFLOW_AUTH:-0}" = 1 ]; then
     esac
   fi
   export MLFLOW_AUTH_DATABASE_URI
-  "$python" -m cmms_mlflow.deploy prepare-store "$MLFLOW_AUTH_DATABASE_URI" >/dev/null
+  "$python" -m cmms_deploy.mlflow_server prepare-store "$MLFLOW_AUTH_DATABASE_URI" >/dev/null
   export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-$state_dir/basic_auth.ini}"
-  "$python" -m cmms_mlflow.deploy write-auth-config "$MLFLOW_AUTH_CONFIG_PATH"
+  "$python" -m cmms_deploy.mlflow_server write-auth-config "$MLFLOW_AUTH_CONFIG_PATH"
   args+=(--app-name basic-auth)
 fi
 

@@ -33,7 +33,7 @@ install_with_uv() {
 install_with_pip() {
   [ -x "$CMMS_VENV/bin/python" ] || "$PYTHON" -m venv "$CMMS_VENV"
   # A venv made by uv has no pip of its own.
-  "$CMMS_VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$CMMS_VENV/bin/python" -m ensurepip -q
+  "$CMMS_VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$CMMS_VENV/bin/python" -m ensurepip >/dev/null
   "$CMMS_VENV/bin/python" -m pip install -q -r requirements.txt &&
     "$CMMS_VENV/bin/python" -m pip install -q --no-deps -e .
 }

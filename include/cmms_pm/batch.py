@@ -66,7 +66,7 @@ def validate_batch(manifest: dict[str, Any]) -> dict[str, Any]:
     """Validate every split of a written batch; raise ``DataValidationError`` naming the problem."""
     from cmms_pm.data import read_split
     from cmms_pm.exceptions import DataValidationError
-    from cmms_pm.validation import validate_frame
+    from cmms_pm.frame_checks import validate_frame
 
     reports = {}
     for name, split in manifest["splits"].items():

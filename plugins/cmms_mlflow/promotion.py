@@ -6,8 +6,8 @@ Every promotion takes one of these paths, all under the model lock and all endin
 * :func:`promote_validated` — re-read the champion; if it is not the one the validation compared
   against, score the challenger against the new champion again and decide afresh.
 * :func:`change_stage` — a manual move of one version (``Production``, ``Staging``, ``Archived``)
-  with who/when/why tags; refuses to leave the model without a champion.
-* :func:`rollback` — the previous champion becomes the champion again.
+  with who/when/why tags; refuses to leave the model without a champion. A rollback is a
+  change to :func:`previous_champion` with ``kind="rollback"``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from cmms_mlflow.exceptions import (
     unknown_stage,
     version_not_found,
 )
-from cmms_mlflow.validation import validate_candidate
+from cmms_mlflow.model_evaluation import validate_candidate
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -183,27 +183,3 @@ def previous_champion(client: MlflowClient, name: str) -> str:
     if previous is None:
         raise no_previous_champion(name)
     return str(previous.version)
-
-
-def rollback(
-    client: MlflowClient, *, name: str, lock_dir: Path, actor: str, reason: str, at: str
-) -> dict[str, Any]:
-    """Make the previous champion the champion again (the current one becomes ``previous_champion``).
-
-    A compare-and-set on the champion seen when the target was chosen: if another promotion
-    lands in between, ``PromotionConflictError`` and nothing changes.
-    """
-    target = previous_champion(client, name)
-    champion = registry.get_champion(client, name)
-    return change_stage(
-        client,
-        name=name,
-        version=target,
-        expected_champion=str(champion.version) if champion is not None else None,
-        stage="Production",
-        lock_dir=lock_dir,
-        actor=actor,
-        reason=reason,
-        at=at,
-        kind="rollback",
-    )

@@ -28,6 +28,7 @@ from cmms_mlflow.exceptions import (
     champion_changed,
     unknown_stage,
 )
+from cmms_mlflow.records import Stage
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,11 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGES = ("None", "Staging", "Production", "Archived")
+STAGES = tuple(Stage)
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
-STAGE_ALIAS = {"Staging": CHALLENGER, "Production": CHAMPION}
 
 
 def _set_stage(client: MlflowClient, name: str, version: str, stage: str, *, archive: bool = False) -> None:
@@ -72,6 +72,12 @@ def get_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return champion
     production = versions_in_stage(client, name, "Production")
     return production[0] if production else None
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The champion's version number as a string, or None when the model has no champion."""
+    champion = get_champion(client, name)
+    return str(champion.version) if champion is not None else None
 
 
 def versions_in_stage(client: MlflowClient, name: str, stage: str) -> list[ModelVersion]:

@@ -32,7 +32,7 @@ def trained_versions(mlflow_conn, client, model_name, tmp_path):
     """Two registered versions of ``model_name`` with a real model behind them (trained once)."""
     from cmms_mlflow import registry
     from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.tracking import log_training_run
+    from cmms_mlflow.training_run import log_training_run
     from cmms_pm.batch import prepare_batch
 
     manifest = prepare_batch(

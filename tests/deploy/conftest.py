@@ -6,7 +6,7 @@
   cannot run here; moto's server mode is the only S3 implementation installable on this
   machine, so it stands in for S3 (or MinIO) — the code under test talks plain S3 to it;
 - ``include/start_mlflow_server.sh`` with basic-auth, proxied S3 artifacts, and a pipeline
-  user made by ``python -m cmms_mlflow.deploy ensure-user``;
+  user made by ``python -m cmms_deploy.mlflow_server ensure-user``;
 - Redis (Debian's redis-server) as the Celery broker, and Airflow with CeleryExecutor: api-server,
   scheduler, dag-processor, and a Celery worker started in a different working directory.
 """
@@ -259,7 +259,7 @@ def mlflow_server(mlflow_server_started, startup_times) -> MlflowServer:
         [
             sys.executable,
             "-m",
-            "cmms_mlflow.deploy",
+            "cmms_deploy.mlflow_server",
             "ensure-user",
             PIPELINE_USER,
             "--tracking-uri",

@@ -204,7 +204,7 @@ def test_ensure_user_again_resets_the_password_instead_of_failing(mlflow_server)
         "MLFLOW_PIPELINE_PASSWORD": mlflow_server.pipeline_password,
     }
     user = mlflow_server.pipeline[0]
-    command = [sys.executable, "-m", "cmms_mlflow.deploy", "ensure-user", user]
+    command = [sys.executable, "-m", "cmms_deploy.mlflow_server", "ensure-user", user]
     command += ["--tracking-uri", mlflow_server.url]
     out = subprocess.run(command, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -22,8 +22,8 @@ from cmms_pm.data import (
     write_batch,
 )
 from cmms_pm.exceptions import CmmsPmError, DataSourceError, DataValidationError
+from cmms_pm.frame_checks import validate_frame
 from cmms_pm.schema import EQUIPMENT_TYPES, FEATURES, INTEGER_COLUMNS, NUMERIC, TARGET
-from cmms_pm.validation import validate_frame
 
 INCLUDE_DIR = Path(__file__).resolve().parents[3] / "include"
 

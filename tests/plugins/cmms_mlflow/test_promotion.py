@@ -6,9 +6,9 @@ import pytest
 
 from cmms_mlflow import registry
 from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.model_evaluation import recorded_decision, validate_candidate
 from cmms_mlflow.promotion import promote_validated
-from cmms_mlflow.tracking import log_training_run
-from cmms_mlflow.validation import recorded_decision, validate_candidate
+from cmms_mlflow.training_run import log_training_run
 
 DATA_END = "2026-04-01T02:00:00+00:00"  # the small_batch interval end
 
@@ -113,11 +113,21 @@ def _state(client, name):
     return versions, registry.aliases_of(client, name)
 
 
+def _rollback(client, name, lock_dir, **who):
+    """What the model_promotion DAG does for version=previous: resolve, then change the stage."""
+    from cmms_mlflow.promotion import change_stage, previous_champion
+
+    target = previous_champion(client, name)
+    champion = registry.get_champion(client, name)
+    return change_stage(
+        client, name=name, version=target, stage="Production", lock_dir=lock_dir,
+        expected_champion=str(champion.version), kind="rollback", **who,
+    )  # fmt: skip
+
+
 def test_rollback_after_two_promotions_restores_the_previous_champion_with_audit_tags(
     client, register, model_name, tmp_path
 ):
-    from cmms_mlflow.promotion import rollback
-
     v1, v2 = register(model_name), register(model_name)
     _manual(client, model_name, v1, "Production", tmp_path, reason="first model")
     second = _manual(client, model_name, v2, "Production", tmp_path, actor="bob", reason="better F1")
@@ -127,10 +137,14 @@ def test_rollback_after_two_promotions_restores_the_previous_champion_with_audit
         {"champion": v2, "previous_champion": v1},
     )
 
-    outcome = rollback(
-        client, name=model_name, lock_dir=tmp_path, actor="carol", reason="v2 misfires on pumps",
+    outcome = _rollback(
+        client,
+        model_name,
+        tmp_path,
+        actor="carol",
+        reason="v2 misfires on pumps",
         at="2026-11-26T13:00:00+00:00",
-    )  # fmt: skip
+    )
     assert (outcome["version"], outcome["replaced"], outcome["kind"]) == (v1, v2, "rollback")
     assert _state(client, model_name) == (
         {v1: "Production", v2: "Archived"},
@@ -186,7 +200,6 @@ def test_unknown_models_versions_and_missing_previous_champion_raise_typed_error
     client, register, model_name, tmp_path
 ):
     from cmms_mlflow.exceptions import ModelNotFoundError, PromotionConflictError
-    from cmms_mlflow.promotion import rollback
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         _manual(client, model_name, "1", "Production", tmp_path)
@@ -195,4 +208,4 @@ def test_unknown_models_versions_and_missing_previous_champion_raise_typed_error
         _manual(client, model_name, "99", "Production", tmp_path)
     _manual(client, model_name, v1, "Production", tmp_path)
     with pytest.raises(PromotionConflictError, match="no previous champion"):
-        rollback(client, name=model_name, lock_dir=tmp_path, actor="a", reason="r", at="t")
+        _rollback(client, model_name, tmp_path, actor="a", reason="r", at="t")

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from cmms_pm.data import generate_telemetry
+from cmms_pm.fleet import latest_telemetry, score_fleet, summarize
 from cmms_pm.schema import FEATURES
-from cmms_pm.scoring import latest_telemetry, score_fleet, summarize
 from cmms_pm.training import fit_model
 
 

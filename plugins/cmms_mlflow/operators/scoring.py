@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cmms_mlflow import tracking
+from cmms_mlflow import training_run
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
-from cmms_mlflow.operators import MlflowBaseOperator
+from cmms_mlflow.operators.base import MlflowBaseOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,10 +55,10 @@ class MlflowBatchScoreOperator(MlflowBaseOperator):
         return names or [self.model_name]
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
-        from cmms_mlflow.scoring import load_champion, log_summary
+        from cmms_mlflow.champion_scoring import load_champion, log_summary
         from cmms_pm.batch import batch_uri, data_root
         from cmms_pm.data import write_frame
-        from cmms_pm.scoring import latest_telemetry, score_fleet, summarize
+        from cmms_pm.fleet import latest_telemetry, score_fleet, summarize
 
         dag_run = context["dag_run"]
         scored_at = dag_run.run_after.isoformat()
@@ -66,7 +66,7 @@ class MlflowBatchScoreOperator(MlflowBaseOperator):
         telemetry = latest_telemetry(scored_at, n_units=int(self.n_units))
         experiment_id = self.hook.get_or_create_experiment(client, self.experiment_name)
         run_dir = batch_uri(data_root(), dag_run.dag_id, dag_run.run_id)
-        tags = tracking.airflow_tags(context)
+        tags = training_run.airflow_tags(context)
         results = []
         for name in self.models_to_score(context):
             model, version = load_champion(client, name, self.hook.lock_dir)
@@ -83,7 +83,7 @@ class MlflowBatchScoreOperator(MlflowBaseOperator):
                 predictions_uri=out,
                 tags=tags,
                 earlier_runs=[
-                    r for r in tracking.find_task_runs(client, experiment_id, tags)
+                    r for r in training_run.find_task_runs(client, experiment_id, tags)
                     if r.data.tags.get("model_name") == name
                 ],
             )  # fmt: skip

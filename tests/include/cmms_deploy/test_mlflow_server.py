@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cmms_mlflow import deploy
-from cmms_mlflow.exceptions import MlflowConfigurationError
+from cmms_deploy import mlflow_server as deploy
+from cmms_deploy.mlflow_server import DeployConfigurationError
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 SCRIPT = PROJECT_DIR / "include" / "start_mlflow_server.sh"
@@ -27,9 +27,9 @@ def test_store_state_creates_a_missing_database_then_sees_mlflow_tables(postgres
 
 
 def test_store_state_refuses_a_driverless_postgres_uri_and_unknown_schemes():
-    with pytest.raises(MlflowConfigurationError, match="postgresql\\+psycopg2"):
+    with pytest.raises(DeployConfigurationError, match="postgresql\\+psycopg2"):
         deploy.store_state("postgresql://mlflow@127.0.0.1:5432/mlflow")
-    with pytest.raises(MlflowConfigurationError, match="mysql"):
+    with pytest.raises(DeployConfigurationError, match="mysql"):
         deploy.store_state("mysql://mlflow@127.0.0.1/mlflow")
 
 
@@ -55,7 +55,7 @@ def test_auth_config_is_read_by_mlflow_as_written(tmp_path, monkeypatch):
 
 
 def test_auth_config_refuses_an_unknown_permission():
-    with pytest.raises(MlflowConfigurationError, match="MLFLOW_AUTH_DEFAULT_PERMISSION='ALL'"):
+    with pytest.raises(DeployConfigurationError, match="MLFLOW_AUTH_DEFAULT_PERMISSION='ALL'"):
         deploy.auth_config("sqlite:///a.db", default_permission="ALL", admin_username="admin")
 
 

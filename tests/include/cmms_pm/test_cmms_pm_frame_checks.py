@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from cmms_pm.exceptions import CmmsPmError, DataValidationError
+from cmms_pm.frame_checks import validate_frame
 from cmms_pm.schema import FEATURES, MIN_ROWS, RANGES, TARGET
-from cmms_pm.validation import validate_frame
 
 
 def test_valid_frame_returns_a_small_report(valid_frame):

@@ -25,7 +25,7 @@ def load_champion(client: MlflowClient, name: str, lock_dir: Path) -> tuple[Any,
     reading the version and loading the model: the version written with each prediction is
     the one that made it.
     """
-    from cmms_mlflow.validation import load_registered
+    from cmms_mlflow.model_evaluation import load_registered
 
     with registry.model_lock(lock_dir, name):
         champion = registry.get_version_by_alias(client, name, registry.CHAMPION)
@@ -45,7 +45,7 @@ def log_summary(
     earlier_runs: list[Any],
 ) -> str:
     """One MLflow run per scoring task (reused by a retry): counts as metrics, summary as artifact."""
-    from cmms_mlflow.tracking import resume_or_close
+    from cmms_mlflow.training_run import resume_or_close
 
     earlier = resume_or_close(client, earlier_runs)
     if earlier is not None:

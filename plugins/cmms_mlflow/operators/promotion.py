@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import registry
 from cmms_mlflow.links import MlflowModelVersionLink
-from cmms_mlflow.operators import MlflowBaseOperator
+from cmms_mlflow.operators.base import MlflowBaseOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

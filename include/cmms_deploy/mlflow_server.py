@@ -4,9 +4,9 @@ Used by ``include/start_mlflow_server.sh`` and by operators setting up the pipel
 user; every secret comes from the environment, never from an argument (arguments show up in
 ``ps`` and shell history)::
 
-    python -m cmms_mlflow.deploy prepare-store URI          # create the PostgreSQL DB if missing
-    python -m cmms_mlflow.deploy write-auth-config PATH     # basic_auth.ini from MLFLOW_AUTH_* vars
-    python -m cmms_mlflow.deploy ensure-user USERNAME       # password from MLFLOW_PIPELINE_PASSWORD
+    python -m cmms_deploy.mlflow_server prepare-store URI          # create the PostgreSQL DB if missing
+    python -m cmms_deploy.mlflow_server write-auth-config PATH     # basic_auth.ini from MLFLOW_AUTH_* vars
+    python -m cmms_deploy.mlflow_server ensure-user USERNAME       # password from MLFLOW_PIPELINE_PASSWORD
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from cmms_mlflow.exceptions import MlflowConfigurationError
+
+class DeployConfigurationError(ValueError):
+    """A deployment setting is missing or unusable; the message names it."""
+
 
 PERMISSIONS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
 # MLflow's own default; "no broader than needed": everyone may read, only owners write.
@@ -39,11 +42,11 @@ def store_state(uri: str) -> str:
             return "empty"
         return "existing" if _has_tables(uri) else "empty"
     if not parsed.scheme.startswith("postgresql"):
-        raise MlflowConfigurationError(
+        raise DeployConfigurationError(
             f"backend store {parsed.scheme}:// is not supported here: use postgresql+psycopg2:// or sqlite:///"
         )
     if parsed.scheme == "postgresql":
-        raise MlflowConfigurationError(
+        raise DeployConfigurationError(
             "backend store URI must name its driver: postgresql+psycopg2://... "
             "(SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is not installed)"
         )
@@ -59,7 +62,7 @@ def _create_postgres_database(parsed) -> bool:
 
     name = parsed.path.lstrip("/")
     if not name:
-        raise MlflowConfigurationError("backend store URI names no database")
+        raise DeployConfigurationError("backend store URI names no database")
     conn = psycopg2.connect(
         host=parsed.hostname,
         port=parsed.port or 5432,
@@ -95,7 +98,7 @@ def _has_tables(uri: str) -> bool:
 def auth_config(database_uri: str, *, default_permission: str, admin_username: str) -> str:
     """Text of a ``basic_auth.ini``; the admin password is left to ``MLFLOW_AUTH_ADMIN_PASSWORD``."""
     if default_permission not in PERMISSIONS:
-        raise MlflowConfigurationError(
+        raise DeployConfigurationError(
             f"MLFLOW_AUTH_DEFAULT_PERMISSION={default_permission!r} is not one of {', '.join(PERMISSIONS)}"
         )
     settings = {
@@ -133,12 +136,14 @@ def ensure_user(tracking_uri: str, username: str, password: str) -> str:
 def _require_env(name: str) -> str:
     value = os.environ.get(name, "")
     if not value:
-        raise MlflowConfigurationError(f"environment variable {name} must be set")
+        raise DeployConfigurationError(f"environment variable {name} must be set")
     return value
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cmms_mlflow.deploy", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cmms_deploy.mlflow_server", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare-store", help="create the store's database if missing")
     prepare.add_argument("uri")
@@ -163,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             args.path.chmod(0o600)
         else:
             if not args.tracking_uri:
-                raise MlflowConfigurationError("--tracking-uri or MLFLOW_TRACKING_URI must name the server")
+                raise DeployConfigurationError("--tracking-uri or MLFLOW_TRACKING_URI must name the server")
             _require_env("MLFLOW_TRACKING_USERNAME")
             _require_env("MLFLOW_TRACKING_PASSWORD")
             outcome = ensure_user(args.tracking_uri, args.username, _require_env(args.password_env))
             print(f"user {args.username} {outcome}")
-    except MlflowConfigurationError as err:
+    except DeployConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -23,7 +23,7 @@ def load_registered(uri: str) -> Any:
     """Load a model through the registry (``models:/...`` URI)."""
     import mlflow.sklearn
 
-    from cmms_mlflow.tracking import quiet_airflow_shims
+    from cmms_mlflow.training_run import quiet_airflow_shims
 
     with quiet_airflow_shims():
         return mlflow.sklearn.load_model(uri)

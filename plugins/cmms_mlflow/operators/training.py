@@ -1,92 +1,18 @@
-"""MLflow operators: one base class with the connection, the hook and the error handling.
-
-Constructors only assign (no hook, network or validation at parse time); the concrete
-operators add their own fields and delegate the MLflow work to ``tracking``, ``registry`` and
-``validation``, so no MLflow logic is written twice.
-"""
+"""Operators of the training DAG: train, register, stage, validate, promote or reject, report."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator
-
-from cmms_mlflow import registry, tracking
-from cmms_mlflow.assets import CHAMPION_MODEL
-from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable
-from cmms_mlflow.hooks import MlflowHook, redact_uri
-from cmms_mlflow.links import (
-    MODEL_VERSION_URL_KEY,
-    RUN_URL_KEY,
-    MlflowModelVersionLink,
-    MlflowRunLink,
-)
+from cmms_mlflow import registry, training_run
+from cmms_mlflow.hooks import redact_uri
+from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
+from cmms_mlflow.operators.base import MlflowBaseOperator, as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
-
-#: Airflow pool (one slot, created by scripts/setup_airflow.sh) that serializes promotions.
-PROMOTION_POOL = "mlflow_promotion"
-
-# MLflow error codes a retry cannot fix; anything else (5xx, connection refused) is retryable.
-_PERMANENT_ERROR_CODES = frozenset(
-    {
-        "INVALID_PARAMETER_VALUE",
-        "RESOURCE_DOES_NOT_EXIST",
-        "RESOURCE_ALREADY_EXISTS",
-        "INVALID_STATE",
-        "PERMISSION_DENIED",
-        "UNAUTHENTICATED",
-        "BAD_REQUEST",
-    }
-)
-
-
-class MlflowBaseOperator(BaseOperator):
-    """Holds ``mlflow_conn_id``, the cached :class:`MlflowHook` and MLflow error translation.
-
-    Subclasses implement :meth:`execute_mlflow`, which runs inside :meth:`MlflowHook.session`.
-    """
-
-    template_fields: Sequence[str] = ("mlflow_conn_id",)
-    ui_color = "#d5e8f7"
-
-    def __init__(self, *, mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
-    def execute(self, context: Context) -> Any:
-        from mlflow.exceptions import MlflowException
-
-        with self.hook.session() as client:
-            try:
-                return self.execute_mlflow(client, context)
-            except MlflowException as err:
-                code = getattr(err, "error_code", "")
-                if code in _PERMANENT_ERROR_CODES:
-                    raise MlflowRegistryError(f"MLflow refused the request ({code}): {err.message}") from err
-                raise MlflowServiceUnavailable(f"MLflow call failed ({code}): {err.message}") from err
-
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> Any:
-        raise NotImplementedError
-
-    def push_model_version_link(self, context: Context, name: str, version: str) -> None:
-        context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=self.hook.model_version_url(name, version))
-
-    def announce_champion(self, context: Context, name: str, version: str | None, **extra: Any) -> None:
-        """Say which model's champion the outlet Asset event is about (consumers read ``extra``)."""
-        for outlet in self.outlets:
-            if getattr(outlet, "name", None) == CHAMPION_MODEL.name:
-                context["outlet_events"][outlet].extra.update(
-                    {"model_name": name, "champion_version": version, **extra}
-                )
 
 
 class MlflowTrainModelOperator(MlflowBaseOperator):
@@ -124,13 +50,13 @@ class MlflowTrainModelOperator(MlflowBaseOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         experiment_id = self.hook.get_or_create_experiment(client, self.experiment_name)
-        airflow_tags = tracking.airflow_tags(context)
-        earlier = tracking.resume_or_close(
-            client, tracking.find_task_runs(client, experiment_id, airflow_tags)
+        airflow_tags = training_run.airflow_tags(context)
+        earlier = training_run.resume_or_close(
+            client, training_run.find_task_runs(client, experiment_id, airflow_tags)
         )
         if earlier is not None:
             self.log.info("Reusing MLflow run %s from an earlier attempt", earlier.info.run_id)
-            result = tracking.run_result(client, earlier)
+            result = training_run.run_result(client, earlier)
         else:
             manifest = self.dataset
             tags = {
@@ -142,10 +68,10 @@ class MlflowTrainModelOperator(MlflowBaseOperator):
                 "training_date": manifest["training_date"],
                 **airflow_tags,
             }
-            commit = tracking.git_commit()
+            commit = training_run.git_commit()
             if commit:
                 tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
-            result = tracking.log_training_run(
+            result = training_run.log_training_run(
                 client,
                 experiment_id=experiment_id,
                 manifest=manifest,
@@ -176,7 +102,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
         description = (
             f"{tags.get('model_type', 'model')} for {tags.get('use_case', 'predictive maintenance')}, "
             f"trained on data {tags.get('data_version', '?')} by Airflow run "
-            f"{tags.get(tracking.TAG_RUN_ID, '?')}. Validation F1 {metrics['f1']:.4f}, "
+            f"{tags.get(training_run.TAG_RUN_ID, '?')}. Validation F1 {metrics['f1']:.4f}, "
             f"ROC-AUC {metrics['roc_auc']:.4f}, PR-AUC {metrics['pr_auc']:.4f}."
         )
         version = registry.register_version(
@@ -259,7 +185,7 @@ class MlflowValidateModelOperator(MlflowBaseOperator):
         self.allow_older_data = allow_older_data
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
-        from cmms_mlflow.validation import validate_candidate
+        from cmms_mlflow.model_evaluation import validate_candidate
 
         record = validate_candidate(
             client,
@@ -268,8 +194,8 @@ class MlflowValidateModelOperator(MlflowBaseOperator):
             holdout_uri=self.holdout_uri,
             f1_threshold=float(self.f1_threshold),
             min_improvement=float(self.min_improvement),
-            allow_promotion=_as_bool(self.allow_promotion),
-            allow_older_data=_as_bool(self.allow_older_data),
+            allow_promotion=as_bool(self.allow_promotion),
+            allow_older_data=as_bool(self.allow_older_data),
         )
         self.push_model_version_link(context, self.model_name, str(self.version))
         return record
@@ -338,7 +264,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
     """Log a readable summary of what the run did to the registry and return it."""
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
-        from cmms_mlflow.validation import recorded_decision
+        from cmms_mlflow.model_evaluation import recorded_decision
         from cmms_pm.report import format_summary
 
         version = str(self.validation["challenger_version"])
@@ -368,9 +294,3 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         self.log.info("Pipeline summary\n%s", summary["text"])
         self.push_model_version_link(context, self.model_name, version)
         return summary
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

@@ -1,0 +1,1 @@
+"""Deployment tooling for the production stack (MLflow server setup); no Airflow import."""

@@ -1,0 +1,31 @@
+"""The plugin's operators, one module per DAG family; DAG files import them from here."""
+
+from cmms_mlflow.operators.base import PROMOTION_POOL, MlflowBaseOperator
+from cmms_mlflow.operators.promotion import MlflowChangeStageOperator, MlflowResolveVersionOperator
+from cmms_mlflow.operators.scoring import MlflowBatchScoreOperator
+from cmms_mlflow.operators.training import (
+    MlflowDecisionOperator,
+    MlflowModelReportOperator,
+    MlflowPromoteModelOperator,
+    MlflowRegisterModelOperator,
+    MlflowRejectModelOperator,
+    MlflowTrainModelOperator,
+    MlflowTransitionModelOperator,
+    MlflowValidateModelOperator,
+)
+
+__all__ = [
+    "PROMOTION_POOL",
+    "MlflowBaseOperator",
+    "MlflowBatchScoreOperator",
+    "MlflowChangeStageOperator",
+    "MlflowDecisionOperator",
+    "MlflowModelReportOperator",
+    "MlflowPromoteModelOperator",
+    "MlflowRegisterModelOperator",
+    "MlflowRejectModelOperator",
+    "MlflowResolveVersionOperator",
+    "MlflowTrainModelOperator",
+    "MlflowTransitionModelOperator",
+    "MlflowValidateModelOperator",
+]

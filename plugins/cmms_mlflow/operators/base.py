@@ -1,0 +1,90 @@
+"""The base of every MLflow operator: the connection, the cached hook and MLflow error translation.
+
+Constructors only assign (no hook, network or validation at parse time); the concrete
+operators add their own fields and delegate the MLflow work to the plugin's MLflow modules
+(``training_run``, ``registry``, ``model_evaluation``, ``promotion``, ``champion_scoring``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from cmms_mlflow.assets import CHAMPION_MODEL
+from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable
+from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.links import MODEL_VERSION_URL_KEY
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from mlflow import MlflowClient
+
+#: Airflow pool (one slot, created by scripts/setup_airflow.sh) that serializes promotions.
+PROMOTION_POOL = "mlflow_promotion"
+
+# MLflow error codes a retry cannot fix; anything else (5xx, connection refused) is retryable.
+_PERMANENT_ERROR_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+        "INVALID_STATE",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "BAD_REQUEST",
+    }
+)
+
+
+class MlflowBaseOperator(BaseOperator):
+    """Holds ``mlflow_conn_id``, the cached :class:`MlflowHook` and MLflow error translation.
+
+    Subclasses implement :meth:`execute_mlflow`, which runs inside :meth:`MlflowHook.session`.
+    """
+
+    template_fields: Sequence[str] = ("mlflow_conn_id",)
+    ui_color = "#d5e8f7"
+
+    def __init__(self, *, mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        with self.hook.session() as client:
+            try:
+                return self.execute_mlflow(client, context)
+            except MlflowException as err:
+                code = getattr(err, "error_code", "")
+                if code in _PERMANENT_ERROR_CODES:
+                    raise MlflowRegistryError(f"MLflow refused the request ({code}): {err.message}") from err
+                raise MlflowServiceUnavailable(f"MLflow call failed ({code}): {err.message}") from err
+
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> Any:
+        raise NotImplementedError
+
+    def push_model_version_link(self, context: Context, name: str, version: str) -> None:
+        context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=self.hook.model_version_url(name, version))
+
+    def announce_champion(self, context: Context, name: str, version: str | None, **extra: Any) -> None:
+        """Say which model's champion the outlet Asset event is about (consumers read ``extra``)."""
+        for outlet in self.outlets:
+            if getattr(outlet, "name", None) == CHAMPION_MODEL.name:
+                context["outlet_events"][outlet].extra.update(
+                    {"model_name": name, "champion_version": version, **extra}
+                )
+
+
+def as_bool(value: Any) -> bool:
+    """A boolean from a rendered template (``\"True\"``, ``\"false\"``) or a native value."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

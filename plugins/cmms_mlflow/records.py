@@ -1,0 +1,65 @@
+"""The records that travel between tasks (through XCom) and between the plugin's modules.
+
+They are JSON-able dicts, typed here once so every producer and consumer agrees on the keys;
+``Stage`` names the registry stages (a ``StrEnum``: its members compare equal to MLflow's strings).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class Stage(StrEnum):
+    """Model-registry stages, the workflow the seed README teaches (aliases mirror two of them)."""
+
+    NONE = "None"
+    STAGING = "Staging"
+    PRODUCTION = "Production"
+    ARCHIVED = "Archived"
+
+
+class TrainingResult(TypedDict):
+    """What ``train_model`` returns: the MLflow run and the logged model."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    metrics: dict[str, float]
+
+
+class RegisteredVersion(TypedDict):
+    """What ``register_model`` returns."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+class DecisionRecord(TypedDict, total=False):
+    """The challenger-vs-champion decision ``validate_model`` writes (``validation/decision.json``)."""
+
+    model_name: str
+    challenger_version: str
+    challenger_run_id: str
+    challenger_uri: str
+    challenger_metrics: dict[str, float]
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    challenger_data_end: str | None
+    champion_data_end: str | None
+    holdout_uri: str
+    holdout_rows: int
+    thresholds: dict[str, Any]
+    decision: str  # "promote" | "reject"
+    reason: str
+
+
+class StageChange(TypedDict, total=False):
+    """What a registry write did: the version, its new stage, the champion it replaced."""
+
+    name: str
+    version: str
+    stage: str
+    replaced: str | None
+    unchanged: bool
