@@ -21,3 +21,7 @@ class InvalidParamsError(CmmsPmError, ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class SpecError(CmmsPmError, ValueError):
+    """A model spec file is invalid; the message names the file and the field."""

@@ -1,0 +1,580 @@
+"""A model is data: one YAML spec per model (``include/models/<name>.yaml``), validated here.
+
+The spec says where the data comes from, what to predict, which columns are features, which
+estimator to fit and how a challenger becomes champion. Every default lives in
+:data:`SPEC_SCHEMA` once; the DAG factory, the trigger form, the API and the tasks all read the
+:class:`ModelSpec` built from it, so no setting is written twice.
+
+Errors name the file and the field (``include/models/x.yaml: estimator.kind: 'xgb' is not one of
+[...]``) so a broken spec is fixed without reading code.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cmms_pm.exceptions import SpecError
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+#: Spec names become DAG ids (``<name>_training``) and pool names: lower case, no dots.
+SPEC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,59}$"
+#: Registered-model names: a letter first (so Jinja/JSON never read one as a number), then
+#: letters, digits, ``_.-``. The lookahead refuses a trailing newline, which ``$`` would accept in
+#: Python; the pattern means the same in Python and in the browser's JavaScript.
+MODEL_NAME_PATTERN = r"^(?![\s\S]*\n)[A-Za-z][A-Za-z0-9_.\-]{0,99}$"
+#: Column names are free text in real files (``Torque [Nm]``) but one line, printable, bounded.
+COLUMN_NAME_PATTERN = r"^(?![\s\S]*[\n\r\t])\S(.{0,198}\S)?$"
+#: SQL identifiers (table, optionally schema-qualified; timestamp column): never quoted from input.
+SQL_IDENTIFIER_PATTERN = r"^(?![\s\S]*\n)[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+CONN_ID_PATTERN = r"^(?![\s\S]*\n)[A-Za-z0-9_.\-]{1,250}$"
+
+ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression")
+METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
+
+_COLUMN = {"type": "string", "pattern": COLUMN_NAME_PATTERN}
+_COLUMNS = {"type": "array", "items": _COLUMN, "uniqueItems": True, "default": []}
+_LABEL = {"type": ["string", "integer", "boolean"]}
+
+_SYNTHETIC_SOURCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind"],
+    "properties": {
+        "kind": {"const": "synthetic"},
+        "n_samples": {"type": "integer", "minimum": 1000, "maximum": 50_000_000, "default": 20000},
+    },
+}
+_FILE_SOURCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "path"],
+    "properties": {
+        "kind": {"const": "file"},
+        # Relative to the data root, or absolute under an allowed root, or s3://bucket/key.
+        "path": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "aws_conn_id": {"type": "string", "pattern": CONN_ID_PATTERN, "default": "aws_default"},
+    },
+}
+_SQL_SOURCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "conn_id"],
+    "properties": {
+        "kind": {"const": "sql"},
+        "conn_id": {"type": "string", "pattern": CONN_ID_PATTERN},
+        "table": {"type": "string", "pattern": SQL_IDENTIFIER_PATTERN},
+        # Rows of the run's data interval: ``timestamp_column >= start AND < end``.
+        "timestamp_column": {"type": "string", "pattern": SQL_IDENTIFIER_PATTERN},
+        # Or a query with the named parameters %(data_interval_start)s / %(data_interval_end)s.
+        "query": {"type": "string", "minLength": 1, "maxLength": 20000},
+    },
+    "oneOf": [{"required": ["table"]}, {"required": ["query"]}],
+}
+
+SPEC_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "CMMS model spec",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "registered_model", "source", "target", "features"],
+    "properties": {
+        "name": {"type": "string", "pattern": SPEC_NAME_PATTERN},
+        "description": {"type": "string", "maxLength": 2000, "default": ""},
+        "registered_model": {"type": "string", "pattern": MODEL_NAME_PATTERN},
+        "experiment": {"type": "string", "pattern": r"^(?![\s\S]*\n)\S.{0,199}$"},
+        # A cron expression (UTC by default) or null for manual runs only.
+        "schedule": {"type": ["string", "null"], "maxLength": 100, "default": "0 2 * * *"},
+        "timezone": {"type": "string", "default": "UTC"},
+        "owner": {"type": "string", "default": "ml-platform"},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 50}, "default": []},
+        "source": {"oneOf": [_SYNTHETIC_SOURCE, _FILE_SOURCE, _SQL_SOURCE]},
+        "target": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["column", "positive"],
+            "properties": {
+                "column": _COLUMN,
+                "positive": _LABEL,
+                # Optional: the other label; any third label then fails the batch.
+                "negative": _LABEL,
+            },
+        },
+        "features": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "numeric": _COLUMNS,
+                # Numeric columns whose values must be whole numbers (a fraction fails the batch).
+                "integer": _COLUMNS,
+                "categorical": _COLUMNS,
+                # Infer the feature columns from the data (every column but target/drop/exclude).
+                "infer": {"type": "boolean", "default": False},
+                "exclude": _COLUMNS,
+                # Known values of a categorical column; any other value fails the batch.
+                "categories": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "default": {},
+                },
+                # Physically plausible bounds [low, high]; a value outside fails the batch.
+                "ranges": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                    "default": {},
+                },
+            },
+        },
+        # Id, timestamp and free-text columns: never features; id_columns travel to predictions.
+        "drop": _COLUMNS,
+        "id_columns": _COLUMNS,
+        "estimator": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"enum": list(ESTIMATOR_KINDS), "default": "random_forest"},
+                "params": {"type": "object", "default": {}},
+            },
+            "default": {},
+        },
+        "promotion": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "metric": {"enum": list(METRICS), "default": "f1"},
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.8},
+                "min_improvement": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.0},
+                "promote_older_data": {"type": "boolean", "default": False},
+                "allow_promotion": {"type": "boolean", "default": True},
+            },
+            "default": {},
+        },
+        "drift": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                # Population stability index per feature: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major.
+                "psi_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 10, "default": 0.25},
+                "action": {"enum": ["warn", "block"], "default": "warn"},
+            },
+            "default": {},
+        },
+        "validation": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "min_rows": {"type": "integer", "minimum": 20, "default": 200},
+                # Largest share of missing values a feature column may have in a batch.
+                "max_missing_rate": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0},
+            },
+            "default": {},
+        },
+        # Settings for later work (human approval, notifications); validated, not yet acted on.
+        "approval": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "required": {"type": "boolean", "default": False},
+                "timeout_hours": {"type": "number", "exclusiveMinimum": 0, "default": 24},
+            },
+            "default": {},
+        },
+        "notifications": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "email_conn_id": {"type": ["string", "null"], "default": None},
+                "email_to": {"type": "array", "items": {"type": "string"}, "default": []},
+                "webhook_conn_id": {"type": ["string", "null"], "default": None},
+            },
+            "default": {},
+        },
+        "scoring": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "source": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["kind"],
+                            "properties": {
+                                "kind": {"const": "synthetic"},
+                                "n_units": {"type": "integer", "minimum": 1, "maximum": 50_000_000},
+                            },
+                        },
+                        _FILE_SOURCE,
+                        _SQL_SOURCE,
+                    ],
+                    "default": {"kind": "synthetic", "n_units": 500},
+                },
+                "risk_threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                "experiment": {"type": "string", "pattern": r"^(?![\s\S]*\n)\S.{0,199}$"},
+            },
+            "default": {},
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The spec's feature columns (empty lists when ``infer`` is on)."""
+
+    numeric: tuple[str, ...] = ()
+    integer: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    infer: bool = False
+    exclude: tuple[str, ...] = ()
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def declared(self) -> tuple[str, ...]:
+        """Declared feature columns in a stable order: categorical, then numeric, then integer."""
+        return (*self.categorical, *self.numeric, *self.integer)
+
+    def kind_of(self, column: str) -> str:
+        """``"categorical"``, ``"integer"`` or ``"numeric"`` for a declared column."""
+        if column in self.categorical:
+            return "categorical"
+        if column in self.integer:
+            return "integer"
+        return "numeric"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: a validated spec file, defaults filled in. ``raw`` is the JSON-able whole."""
+
+    name: str
+    path: str
+    raw: Mapping[str, Any]
+    features: FeatureSpec
+
+    # Plain accessors: the raw dict is the single store of every value.
+    @property
+    def registered_model(self) -> str:
+        return self.raw["registered_model"]
+
+    @property
+    def experiment(self) -> str:
+        return self.raw["experiment"]
+
+    @property
+    def description(self) -> str:
+        return self.raw["description"]
+
+    @property
+    def schedule(self) -> str | None:
+        return self.raw["schedule"]
+
+    @property
+    def timezone(self) -> str:
+        return self.raw["timezone"]
+
+    @property
+    def owner(self) -> str:
+        return self.raw["owner"]
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self.raw["tags"])
+
+    @property
+    def source(self) -> Mapping[str, Any]:
+        return self.raw["source"]
+
+    @property
+    def target(self) -> str:
+        return self.raw["target"]["column"]
+
+    @property
+    def positive_label(self) -> Any:
+        return self.raw["target"]["positive"]
+
+    @property
+    def negative_label(self) -> Any:
+        return self.raw["target"].get("negative")
+
+    @property
+    def drop(self) -> tuple[str, ...]:
+        return tuple(self.raw["drop"])
+
+    @property
+    def id_columns(self) -> tuple[str, ...]:
+        return tuple(self.raw["id_columns"])
+
+    @property
+    def estimator(self) -> str:
+        return self.raw["estimator"]["kind"]
+
+    @property
+    def estimator_params(self) -> Mapping[str, Any]:
+        return self.raw["estimator"]["params"]
+
+    @property
+    def promotion(self) -> Mapping[str, Any]:
+        return self.raw["promotion"]
+
+    @property
+    def drift(self) -> Mapping[str, Any]:
+        return self.raw["drift"]
+
+    @property
+    def validation(self) -> Mapping[str, Any]:
+        return self.raw["validation"]
+
+    @property
+    def approval(self) -> Mapping[str, Any]:
+        return self.raw["approval"]
+
+    @property
+    def notifications(self) -> Mapping[str, Any]:
+        return self.raw["notifications"]
+
+    @property
+    def scoring(self) -> Mapping[str, Any]:
+        return self.raw["scoring"]
+
+    @property
+    def training_dag_id(self) -> str:
+        return f"{self.name}_training"
+
+    @property
+    def scoring_dag_id(self) -> str:
+        return f"{self.name}_scoring"
+
+    @property
+    def promotion_pool(self) -> str:
+        """Airflow pool (one slot) that serializes this model's promotions and rejections."""
+        return f"mlflow_promotion_{self.name}"
+
+    @property
+    def scoring_experiment(self) -> str:
+        return self.raw["scoring"]["experiment"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole spec as plain JSON values (what operators receive; :func:`from_dict` reverses it)."""
+        return {"__path__": self.path, **copy.deepcopy(dict(self.raw))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        data = dict(data)
+        path = data.pop("__path__", "<dict>")
+        return build_spec(data, path=path)
+
+
+def models_dir() -> Path:
+    """Folder of the spec files: ``CMMS_MODELS_DIR``, default ``<project>/include/models``."""
+    return Path(os.environ.get("CMMS_MODELS_DIR") or PROJECT_DIR / "include" / "models")
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_DIR))
+    except ValueError:
+        return str(path)
+
+
+def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read, validate and complete one spec file; :class:`SpecError` names the file and the field."""
+    import yaml
+
+    source = Path(path)
+    shown = _display_path(source)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError(f"{shown}: cannot read the spec ({err.strerror})") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{shown}: not valid YAML{where}: {getattr(err, 'problem', err)}") from err
+    if not isinstance(data, dict):
+        raise SpecError(f"{shown}: a spec is a mapping of fields, got {type(data).__name__}")
+    spec = build_spec(data, path=shown)
+    if source.stem != spec.name:
+        raise SpecError(f"{shown}: name: {spec.name!r} must equal the file name {source.stem!r}")
+    return spec
+
+
+def load_specs(folder: str | os.PathLike[str] | None = None) -> tuple[list[ModelSpec], list[SpecError]]:
+    """Every ``*.yaml`` spec of ``folder`` (default :func:`models_dir`): the good ones and the errors.
+
+    One broken file never hides the others; two files with the same registered model are both refused.
+    """
+    root = Path(folder) if folder is not None else models_dir()
+    specs: list[ModelSpec] = []
+    errors: list[SpecError] = []
+    for path in sorted([*root.glob("*.yaml"), *root.glob("*.yml")]):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as err:
+            errors.append(err)
+    by_model: dict[str, list[ModelSpec]] = {}
+    for spec in specs:
+        by_model.setdefault(spec.registered_model, []).append(spec)
+    for model, owners in by_model.items():
+        if len(owners) > 1:
+            for spec in owners:
+                others = [o.path for o in owners if o is not spec]
+                errors.append(SpecError(f"{spec.path}: registered_model: {model!r} is also used by {others}"))
+                specs.remove(spec)
+    return specs, errors
+
+
+def build_spec(data: Mapping[str, Any], *, path: str = "<dict>") -> ModelSpec:
+    """Validate a spec mapping against :data:`SPEC_SCHEMA` and the cross-field rules; fill defaults."""
+    raw = copy.deepcopy(dict(data))
+    problems = sorted(_describe(err) for err in _validator().iter_errors(raw))
+    if problems:
+        raise SpecError("; ".join(f"{path}: {problem}" for problem in problems))
+    _fill_defaults(raw, SPEC_SCHEMA)
+    raw.setdefault("experiment", raw["name"])
+    raw["scoring"].setdefault("experiment", f"{raw['experiment']}_scoring")
+    features = raw.setdefault("features", {})
+    _fill_defaults(features, SPEC_SCHEMA["properties"]["features"])
+    problems = _cross_field_problems(raw)
+    if not problems:
+        try:
+            from cmms_pm.estimators import validate_hyperparameters
+
+            raw["estimator"]["params"] = validate_hyperparameters(
+                raw["estimator"]["kind"], raw["estimator"]["params"]
+            )
+        except SpecError as err:
+            problems.append(f"estimator.params: {err}")
+    if problems:
+        raise SpecError("; ".join(f"{path}: {problem}" for problem in problems))
+    feature_spec = FeatureSpec(
+        numeric=tuple(features["numeric"]),
+        integer=tuple(features["integer"]),
+        categorical=tuple(features["categorical"]),
+        infer=features["infer"],
+        exclude=tuple(features["exclude"]),
+        categories={k: tuple(v) for k, v in features["categories"].items()},
+        ranges={k: (float(v[0]), float(v[1])) for k, v in features["ranges"].items()},
+    )
+    return ModelSpec(name=raw["name"], path=path, raw=raw, features=feature_spec)
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema
+
+    jsonschema.Draft7Validator.check_schema(SPEC_SCHEMA)
+    return jsonschema.Draft7Validator(SPEC_SCHEMA)
+
+
+def _describe(err: Any) -> str:
+    """``field.path: message``; for a ``oneOf`` (the source kinds), the branch whose ``kind`` matched."""
+    import jsonschema
+
+    if err.validator == "oneOf" and err.context:
+        kind = err.instance.get("kind") if isinstance(err.instance, dict) else None
+        same_kind = [e for e in err.context if kind is not None and not _is_kind_error(e)]
+        branch = [e for e in same_kind if _branch_kind(err, e) == kind] or list(err.context)
+        err = jsonschema.exceptions.best_match(branch)
+    where = ".".join(str(part) for part in err.absolute_path) or "<spec>"
+    return f"{where}: {err.message}"
+
+
+def _is_kind_error(err: Any) -> bool:
+    return list(err.relative_path)[-1:] == ["kind"]
+
+
+def _branch_kind(parent: Any, err: Any) -> Any:
+    index = err.relative_schema_path[0] if err.relative_schema_path else None
+    try:
+        return parent.validator_value[index]["properties"]["kind"]["const"]
+    except (IndexError, KeyError, TypeError):
+        return None
+
+
+def _fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """Set every missing property that has a ``default`` in ``schema``, recursively (in place)."""
+    for key, subschema in schema.get("properties", {}).items():
+        if key not in instance and "default" in subschema:
+            instance[key] = copy.deepcopy(subschema["default"])
+        if isinstance(instance.get(key), dict) and "properties" in subschema:
+            _fill_defaults(instance[key], subschema)
+    for choice in schema.get("oneOf", []):
+        kind = choice.get("properties", {}).get("kind", {}).get("const")
+        if kind is not None and instance.get("kind") == kind:
+            _fill_defaults(instance, choice)
+    if "source" in instance and isinstance(instance["source"], dict):
+        _fill_defaults(instance["source"], schema.get("properties", {}).get("source", {}))
+    scoring = schema.get("properties", {}).get("scoring")
+    if scoring and isinstance(instance.get("scoring"), dict):
+        source = instance["scoring"].get("source")
+        if isinstance(source, dict):
+            _fill_defaults(source, scoring["properties"]["source"])
+
+
+def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Rules JSON Schema cannot say: no column in two roles, declared-or-inferred features."""
+    problems = []
+    features = raw["features"]
+    declared = [*features["categorical"], *features["numeric"], *features["integer"]]
+    if not features["infer"] and not declared:
+        problems.append("features: declare numeric/integer/categorical columns, or set infer: true")
+    if features["infer"] and declared:
+        problems.append("features: infer: true and declared columns exclude each other; choose one")
+    seen: dict[str, str] = {}
+    roles = [("target.column", [raw["target"]["column"]])]
+    roles += [(f"features.{kind}", features[kind]) for kind in ("categorical", "numeric", "integer")]
+    roles += [("drop", raw["drop"])]
+    for role, columns in roles:
+        for column in columns:
+            if column in seen:
+                problems.append(f"{role}: column {column!r} is already used as {seen[column]}")
+            seen.setdefault(column, role)
+    for column in raw["id_columns"]:
+        if column not in raw["drop"]:
+            problems.append(f"id_columns: {column!r} must also be listed in drop (ids are never features)")
+    for key in ("categories", "ranges"):
+        for column in features[key]:
+            expected = (
+                features["categorical"]
+                if key == "categories"
+                else [*features["numeric"], *features["integer"]]
+            )
+            if not features["infer"] and column not in expected:
+                kind = "categorical" if key == "categories" else "numeric/integer"
+                problems.append(f"features.{key}: {column!r} is not a declared {kind} feature")
+    for column, (low, high) in features["ranges"].items():
+        if low > high:
+            problems.append(f"features.ranges.{column}: low {low} is above high {high}")
+    negative = raw["target"].get("negative")
+    if negative is not None and str(negative) == str(raw["target"]["positive"]):
+        problems.append("target.negative: must differ from target.positive")
+    source = raw["source"]
+    if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
+        problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
+    return problems
+
+
+def spec_for_model(specs: list[ModelSpec], registered_model: str) -> ModelSpec | None:
+    """The spec whose registered model is ``registered_model``, if any."""
+    return next((spec for spec in specs if spec.registered_model == registered_model), None)
+
+
+def safe_path_component(value: str) -> str:
+    """``value`` made safe as one path component (run ids, model names in data-root paths)."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", value)
