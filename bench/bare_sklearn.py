@@ -15,7 +15,10 @@ import time
 started = time.perf_counter()
 
 from cmms_pm.data import generate_telemetry, interval_seed, split_frame  # noqa: E402
+from cmms_pm.spec import PROJECT_DIR, load_spec  # noqa: E402
 from cmms_pm.training import fit_model, score_model  # noqa: E402
+
+SPEC = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
 
 
 def main() -> None:
@@ -25,15 +28,27 @@ def main() -> None:
     parser.add_argument("--interval-end", required=True)
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--max-depth", type=int, default=10)
+    parser.add_argument("--estimator", default="random_forest")
     args = parser.parse_args()
     imported = time.perf_counter()
     seed = interval_seed(args.interval_start, args.interval_end)
     splits = split_frame(generate_telemetry(args.rows, seed), seed)
     generated = time.perf_counter()
-    model = fit_model(splits["train"], {"n_estimators": args.n_estimators, "max_depth": args.max_depth})
+    hyperparameters = (
+        {"n_estimators": args.n_estimators, "max_depth": args.max_depth}
+        if args.estimator == "random_forest"
+        else {}
+    )
+    model = fit_model(
+        splits["train"],
+        features=SPEC.features,
+        target=SPEC.target,
+        estimator=args.estimator,
+        hyperparameters=hyperparameters,
+    )
     fitted = time.perf_counter()
-    validation = score_model(model, splits["validation"])
-    holdout = score_model(model, splits["holdout"])
+    validation = score_model(model, splits["validation"], target=SPEC.target)
+    holdout = score_model(model, splits["holdout"], target=SPEC.target)
     done = time.perf_counter()
     print(
         json.dumps(

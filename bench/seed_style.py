@@ -20,8 +20,12 @@ import mlflow.sklearn  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from cmms_pm.data import generate_telemetry, interval_seed, split_frame  # noqa: E402
+from cmms_pm.estimators import estimator as estimator_kind  # noqa: E402
 from cmms_pm.schema import FEATURES  # noqa: E402
-from cmms_pm.training import SKOPS_TRUSTED_TYPES, fit_model, score_model  # noqa: E402
+from cmms_pm.spec import PROJECT_DIR, load_spec  # noqa: E402
+from cmms_pm.training import fit_model, score_model  # noqa: E402
+
+SPEC = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
 
 
 def main() -> None:
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--max-depth", type=int, default=10)
+    parser.add_argument("--estimator", default="random_forest")
     args = parser.parse_args()
     imported = time.perf_counter()
 
@@ -47,20 +52,30 @@ def main() -> None:
     )
     seed = interval_seed(args.interval_start, args.interval_end)
     splits = split_frame(generate_telemetry(args.rows, seed), seed)
-    params = {"n_estimators": args.n_estimators, "max_depth": args.max_depth}
+    params = (
+        {"n_estimators": args.n_estimators, "max_depth": args.max_depth}
+        if args.estimator == "random_forest"
+        else {}
+    )
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(params)
-        model = fit_model(splits["train"], params)
-        metrics = score_model(model, splits["validation"])
+        model = fit_model(
+            splits["train"],
+            features=SPEC.features,
+            target=SPEC.target,
+            estimator=args.estimator,
+            hyperparameters=params,
+        )
+        metrics = score_model(model, splits["validation"], target=SPEC.target)
         mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items()})
         mlflow.sklearn.log_model(
             model,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            skops_trusted_types=list(estimator_kind(args.estimator).trusted_types),
             input_example=splits["train"][FEATURES].head(5),
         )
-    holdout = score_model(model, splits["holdout"])
+    holdout = score_model(model, splits["holdout"], target=SPEC.target)
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", args.model_name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

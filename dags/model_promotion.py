@@ -13,8 +13,8 @@ Move one version of a registered model by hand, with an audit trail in MLflow:
    promotion in between fails the run and changes nothing); tags `promoted_by`, `promoted_at`,
    `promotion_reason`, `promotion_kind` (`manual`/`rollback`) and `replaced_version` (or
    `stage_changed_*` for Staging/Archived). The champion itself cannot be staged or archived:
-   promote another version instead. Emits the Asset `cmms_champion_model`, which schedules
-   `predictive_maintenance_scoring`.
+   promote another version instead. Emits the model's champion Asset (through the alias
+   `cmms_champion_models`), which schedules the model's scoring DAG.
 
 Who: the user who triggered the run. When: the run's `run_after`. Why: the `reason` parameter.
 """
@@ -26,9 +26,11 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag
 
-from cmms_mlflow.assets import CHAMPION_MODEL
+from cmms_mlflow.assets import CHAMPION_ALIAS
 from cmms_mlflow.operators import PROMOTION_POOL, MlflowChangeStageOperator, MlflowResolveVersionOperator
-from cmms_pm.params import TRAINING_PARAMS
+from cmms_pm.spec import MODEL_NAME_PATTERN, load_specs
+
+MODELS = [spec.registered_model for spec in load_specs()[0]]
 
 MODEL = "{{ params.model_name }}"
 
@@ -39,9 +41,16 @@ MODEL = "{{ params.model_name }}"
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    render_template_as_native_obj=True,
     params={
-        "model_name": Param(**TRAINING_PARAMS["model_name"]),
+        "model_name": Param(
+            MODELS[0] if MODELS else None,
+            type="string",
+            examples=MODELS,
+            pattern=MODEL_NAME_PATTERN,
+            title="Registered model name",
+            description="The MLflow registered model to act on.",
+            section="Promotion",
+        ),
         "version": Param(
             "previous",
             type="string",
@@ -88,7 +97,7 @@ def model_promotion():
         stage="{{ params.stage }}",
         reason="{{ params.reason }}",
         pool=PROMOTION_POOL,
-        outlets=[CHAMPION_MODEL],
+        outlets=[CHAMPION_ALIAS],  # the event goes to the model's own champion Asset
     )
 
 

@@ -67,6 +67,14 @@ def session_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shipped_spec():
+    """The predictive-maintenance spec the project ships (synthetic telemetry)."""
+    from cmms_pm.spec import load_spec
+
+    return load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
+
+
+@pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated Airflow metadata DB (SQLite) with the project's pools, in the session's Airflow home."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -1,18 +1,47 @@
-"""A data batch for one pipeline run: extract (generate or read), split, write, validate.
+"""A data batch for one pipeline run: extract (generate or take the source's frame), split, write, check.
 
-The batch is a pure function of the run's data interval and parameters: the same interval
-gives the same bytes, so a rerun or a backfill trains on exactly what the first run saw.
+The batch is a pure function of the run's data interval, the spec and the run's params: the same
+interval gives the same bytes, so a rerun or a backfill trains on exactly what the first run saw.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+from cmms_pm.spec import PROJECT_DIR, FeatureSpec, ModelSpec, safe_path_component
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 SYNTHETIC = "synthetic"
+
+
+class SplitEntry(TypedDict):
+    uri: str
+    rows: int
+    positives: int
+    sha256: str
+
+
+class Manifest(TypedDict, total=False):
+    """What ``extract_data`` returns (and writes as ``manifest.json``): small, JSON, through XCom."""
+
+    uri: str
+    splits: dict[str, SplitEntry]
+    rows: int
+    positive_rate: float
+    digest: str
+    target: str
+    columns: list[str]
+    features: dict[str, list[str]]  # {"categorical": [...], "numeric": [...], "integer": [...]}
+    source: str
+    spec: str
+    seed: int
+    data_interval_start: str
+    data_interval_end: str
+    data_version: str
+    training_date: str
 
 
 def data_root() -> str:
@@ -22,37 +51,55 @@ def data_root() -> str:
 
 def batch_uri(root: str, dag_id: str, run_id: str) -> str:
     """Where one run's batch lives: ``<root>/<dag_id>/<run_id made path-safe>``."""
-    safe_run = re.sub(r"[^A-Za-z0-9_.=-]+", "_", run_id)
-    return f"{root}/{dag_id}/{safe_run}"
+    return f"{root}/{dag_id}/{safe_path_component(run_id)}"
 
 
 def prepare_batch(
     *,
+    spec: ModelSpec,
+    frame: pd.DataFrame | None,
     source: str,
-    n_samples: int,
+    n_samples: int | None,
     target_column: str,
     interval_start: str,
     interval_end: str,
     out_uri: str,
-) -> dict[str, Any]:
-    """Extract the batch for a data interval, split it and write it as Parquet; return the manifest.
+) -> Manifest:
+    """Label, drop, split and write the batch for a data interval; return the manifest.
 
-    ``source`` is ``"synthetic"`` or a CSV/Parquet path/URI. Returns the small, JSON-able
-    manifest (URIs, row counts, digests, data version) that travels through XCom.
+    ``frame`` is what the source returned (None: generate ``n_samples`` synthetic rows for the
+    interval). The target is renamed to the spec's name if the run names another column, mapped to
+    1 (the spec's positive label) / 0; the spec's ``drop`` columns go; every other column is kept, so
+    ``validate_data`` can see a schema change. Feature columns are the spec's, or inferred here.
     """
-    from cmms_pm.data import generate_telemetry, interval_seed, load_external, split_frame, write_batch
+    from cmms_pm.data import generate_telemetry, interval_seed, split_frame, write_batch
+    from cmms_pm.exceptions import DataSourceError
+    from cmms_pm.frame_checks import normalize_labels
 
     seed = interval_seed(interval_start, interval_end)
-    if source == SYNTHETIC:
-        frame = generate_telemetry(n_samples, seed)
-    else:
-        frame = load_external(source, target_column)
-    splits = split_frame(frame, seed)
+    if frame is None:
+        frame = generate_telemetry(int(n_samples or spec.source.get("n_samples", 20000)), seed)
+    if target_column != spec.target:
+        if spec.target in frame.columns:
+            raise DataSourceError(
+                f"the source has both {target_column!r} and the spec's target {spec.target!r}; "
+                f"drop one or trigger with target_column={spec.target!r}"
+            )
+        frame = frame.rename(columns={target_column: spec.target})
+    frame = normalize_labels(
+        frame, target=spec.target, positive=spec.positive_label, negative=spec.negative_label
+    )
+    frame = frame.drop(columns=[column for column in spec.drop if column in frame.columns])
+    features = resolve_features(spec, frame)
+    splits = split_frame(frame, seed, target=spec.target)
     return write_batch(
         splits,
         out_uri,
+        target=spec.target,
         metadata={
+            "features": feature_kinds(features),
             "source": source,
+            "spec": spec.name,
             "seed": seed,
             "data_interval_start": interval_start,
             "data_interval_end": interval_end,
@@ -62,24 +109,70 @@ def prepare_batch(
     )
 
 
-def validate_batch(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Validate every split of a written batch; raise ``DataValidationError`` naming the problem."""
+def resolve_features(spec: ModelSpec, frame: pd.DataFrame) -> FeatureSpec:
+    """The spec's declared features, or those inferred from ``frame`` when the spec says ``infer``."""
+    if not spec.features.infer:
+        return spec.features
+    from cmms_pm.inference import infer_features
+
+    inferred = infer_features(frame, target=spec.target, drop=spec.drop, exclude=spec.features.exclude)
+    return inferred.as_feature_spec(spec.features)
+
+
+def feature_kinds(features: FeatureSpec) -> dict[str, list[str]]:
+    return {
+        "categorical": list(features.categorical),
+        "numeric": list(features.numeric),
+        "integer": list(features.integer),
+    }
+
+
+def manifest_features(spec: ModelSpec, manifest: Manifest) -> FeatureSpec:
+    """The batch's resolved features (from its manifest) with the spec's categories and ranges."""
+    kinds = manifest["features"]
+    return FeatureSpec(
+        categorical=tuple(kinds["categorical"]),
+        numeric=tuple(kinds["numeric"]),
+        integer=tuple(kinds["integer"]),
+        categories=spec.features.categories,
+        ranges=spec.features.ranges,
+    )
+
+
+def read_batch(manifest: Manifest, columns: list[str] | None = None) -> pd.DataFrame:
+    """All splits of a written batch as one frame (train, validation, holdout, in that order)."""
+    import pandas as pd
+
+    from cmms_pm.data import read_split
+
+    frames = [read_split(split["uri"], columns=columns) for split in manifest["splits"].values()]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def validate_batch(manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:
+    """Check every split of a written batch against the spec; ``DataValidationError`` names the problem."""
     from cmms_pm.data import read_split
     from cmms_pm.exceptions import DataValidationError
-    from cmms_pm.frame_checks import validate_frame
+    from cmms_pm.frame_checks import check_frame
 
+    features = manifest_features(spec, manifest)
     reports = {}
     for name, split in manifest["splits"].items():
         try:
             # Splits are a fraction of the batch; the minimum size applies to the whole batch.
-            reports[name] = validate_frame(read_split(split["uri"]), min_rows=1)
+            reports[name] = check_frame(
+                read_split(split["uri"]),
+                features=features,
+                target=manifest["target"],
+                min_rows=1,
+                max_missing_rate=spec.validation["max_missing_rate"],
+            )
         except DataValidationError as err:
             raise DataValidationError(f"{name} split of {manifest['uri']}: {err}") from err
-    from cmms_pm.schema import MIN_ROWS
-
     total = sum(report["rows"] for report in reports.values())
-    if total < MIN_ROWS:
+    minimum = spec.validation["min_rows"]
+    if total < minimum:
         raise DataValidationError(
-            f"batch {manifest['uri']} has {total} rows, fewer than the minimum {MIN_ROWS}"
+            f"batch {manifest['uri']} has {total} rows, fewer than the minimum {minimum}"
         )
     return {"rows": total, "splits": reports}

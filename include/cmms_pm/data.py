@@ -134,57 +134,10 @@ def _join(uri: str, name: str) -> str:
     return f"{uri.rstrip('/')}/{name}"
 
 
-def load_external(uri: str, target_column: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file and return its FEATURES + TARGET columns, values untouched.
-
-    Bad values are deliberately not coerced: ``validate_frame`` must see them. Feature columns absent
-    from the file are left absent for the same reason; only the target column is required here.
-    """
-    suffix = Path(uri.split("?", 1)[0]).suffix.lower()
-    if suffix not in _READERS:
-        raise DataSourceError(
-            f"unsupported file type {suffix or '(none)'!r} for {uri!r}; expected one of {sorted(_READERS)}"
-        )
-    filesystem, path = _filesystem(uri)
-    try:
-        with filesystem.open_input_file(path) as handle:
-            frame = _READERS[suffix](handle)
-    except FileNotFoundError as exc:
-        raise DataSourceError(f"data source {uri!r} does not exist") from exc
-    except Exception as exc:  # parser errors differ per format and library version
-        raise DataSourceError(f"cannot read data source {uri!r}: {exc}") from exc
-
-    if target_column not in frame.columns:
-        raise DataSourceError(
-            f"target column {target_column!r} not found in {uri!r}; columns are {list(frame.columns)}"
-        )
-    if target_column != TARGET and TARGET in frame.columns:
-        raise DataSourceError(
-            f"{uri!r} has both {target_column!r} and {TARGET!r}; drop one or pass target_column={TARGET!r}"
-        )
-    frame = frame.rename(columns={target_column: TARGET})
-    keep = [column for column in FEATURES + [TARGET] if column in frame.columns]
-    log.info("loaded %d rows with columns %s from %s", len(frame), keep, uri)
-    return frame[keep].reset_index(drop=True)
-
-
-def _read_csv(handle: Any) -> pd.DataFrame:
-    return pd.read_csv(handle)
-
-
-def _read_parquet(handle: Any) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(handle).to_pandas()
-
-
-_READERS = {".csv": _read_csv, ".parquet": _read_parquet, ".pq": _read_parquet}
-
-
 def split_frame(
-    df: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.7, 0.15, 0.15)
+    df: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.7, 0.15, 0.15), *, target: str = TARGET
 ) -> dict[str, pd.DataFrame]:
-    """Split into train/validation/holdout, stratified on TARGET when both classes are present.
+    """Split into train/validation/holdout, stratified on ``target`` when both classes are present.
 
     Deterministic for a seed; each class with at least three rows puts one row in every split so the
     holdout F1 is defined even for rare positives.
@@ -195,7 +148,7 @@ def split_frame(
         )
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[] for _ in SPLITS]
-    for rows in _strata(df):
+    for rows in _strata(df, target):
         rows = rng.permutation(rows)
         sizes = _split_sizes(len(rows), fractions)
         for part, chunk in zip(parts, np.split(rows, np.cumsum(sizes)[:-1]), strict=True):
@@ -208,15 +161,15 @@ def split_frame(
     return splits
 
 
-def _strata(df: pd.DataFrame) -> list[np.ndarray]:
+def _strata(df: pd.DataFrame, target: str) -> list[np.ndarray]:
     """Row positions per label when the frame has two or more labels, else one group of all rows.
 
     Every distinct label (NaN or a stray 2 included) is its own stratum, so no row is lost before
     validation gets to see it.
     """
-    if TARGET not in df.columns:
+    if target not in df.columns:
         return [np.arange(len(df))]
-    codes, labels = pd.factorize(df[TARGET], sort=True, use_na_sentinel=False)
+    codes, labels = pd.factorize(df[target], sort=True, use_na_sentinel=False)
     if pd.Series(labels).nunique(dropna=True) < 2:
         return [np.arange(len(df))]
     return [np.flatnonzero(codes == code) for code in range(len(labels))]
@@ -245,7 +198,11 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def write_batch(
-    splits: dict[str, pd.DataFrame], out_uri: str, *, metadata: dict[str, Any] | None = None
+    splits: dict[str, pd.DataFrame],
+    out_uri: str,
+    *,
+    target: str = TARGET,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``<out_uri>/<split>.parquet`` and ``manifest.json``; return the manifest.
 
@@ -265,7 +222,7 @@ def write_batch(
         entries[name] = {
             "uri": uri,
             "rows": int(len(frame)),
-            "positives": int(frame[TARGET].sum()) if TARGET in frame.columns else 0,
+            "positives": int(frame[target].sum()) if target in frame.columns else 0,
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
 
@@ -277,8 +234,8 @@ def write_batch(
         "rows": rows,
         "positive_rate": positives / rows if rows else 0.0,
         "digest": hashlib.sha256("".join(e["sha256"] for e in entries.values()).encode()).hexdigest(),
-        "features": list(FEATURES),
-        "target": TARGET,
+        "target": target,
+        "columns": [str(column) for column in next(iter(splits.values())).columns] if splits else [],
     }
     clashes = sorted(set(metadata) & set(manifest))
     if clashes:
@@ -299,13 +256,13 @@ def write_frame(frame: pd.DataFrame, uri: str) -> str:
     return uri
 
 
-def read_split(uri: str) -> pd.DataFrame:
-    """Read one split written by ``write_batch`` from a local path or a ``pyarrow.fs`` URI."""
+def read_split(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one split written by ``write_batch`` (only ``columns``, if given) from a path or URI."""
     import pyarrow.parquet as pq
 
     filesystem, path = _filesystem(uri)
     try:
-        return pq.read_table(path, filesystem=filesystem).to_pandas()
+        return pq.read_table(path, filesystem=filesystem, columns=columns).to_pandas()
     except FileNotFoundError as exc:
         raise DataSourceError(f"split {uri!r} does not exist") from exc
     except OSError as exc:

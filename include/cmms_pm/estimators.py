@@ -128,8 +128,20 @@ ESTIMATORS: dict[str, Estimator] = {
         kind="random_forest",
         title="Random forest",
         hyperparameters={
-            "n_estimators": {"type": "integer", "minimum": 1, "maximum": 2000, "default": 100},
-            "max_depth": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            "n_estimators": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 2000,
+                "default": 100,
+                "title": "Number of trees",
+            },
+            "max_depth": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "default": 10,
+                "title": "Maximum tree depth",
+            },
             "min_samples_leaf": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
             "class_weight": {**_CLASS_WEIGHT, "default": "balanced_subsample"},
             "random_state": _RANDOM_STATE,
@@ -142,7 +154,13 @@ ESTIMATORS: dict[str, Estimator] = {
         title="Histogram gradient boosting",
         hyperparameters={
             "learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.1},
-            "max_iter": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
+            "max_iter": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 5000,
+                "default": 200,
+                "title": "Boosting iterations",
+            },
             "max_depth": {"type": "integer", "minimum": 1, "maximum": 100, "default": 8},
             "max_leaf_nodes": {"type": "integer", "minimum": 2, "maximum": 4096, "default": 31},
             "l2_regularization": {"type": "number", "minimum": 0, "maximum": 1000, "default": 0.0},

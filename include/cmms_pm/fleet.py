@@ -1,10 +1,12 @@
-"""Batch scoring of the fleet: the latest reading of every unit, its failure risk, a short summary.
+"""Batch scoring: the rows to score (the synthetic fleet's latest readings, or the user's), their
+failure risk and contract flags, and a short summary.
 
 Pure domain code (no Airflow, no MLflow): the caller loads the model and decides where files go.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -28,43 +30,68 @@ def latest_telemetry(as_of: str, n_units: int = DEFAULT_FLEET_SIZE) -> pd.DataFr
     return frame
 
 
-def score_fleet(
+def score_frame(
     model: Any,
-    telemetry: pd.DataFrame,
+    frame: pd.DataFrame,
     *,
+    id_columns: Sequence[str],
+    flags: pd.DataFrame | None,
     model_name: str,
     model_version: str,
     scored_at: str,
     threshold: float = RISK_THRESHOLD,
 ) -> pd.DataFrame:
-    """One row per unit: id, type, failure probability, at-risk flag, and which model scored it when."""
-    proba = model.predict_proba(telemetry[FEATURES])[:, 1]
-    return pd.DataFrame(
-        {
-            "equipment_id": telemetry["equipment_id"].astype("str"),
-            "equipment_type": telemetry["equipment_type"].astype("str"),
-            "failure_probability": proba.astype("float64"),
-            "at_risk": proba >= threshold,
-            "model_name": model_name,
-            "model_version": str(model_version),
-            "scored_at": pd.Timestamp(scored_at),
-        }
-    )
+    """One row per input row: its ids, failure probability, at-risk flag, contract flags, who scored when.
+
+    Rows that break the champion's data contract (``flags`` from ``cmms_pm.contract.flag_rows``) are
+    scored too, but never silently: ``contract_ok`` is False and ``contract_issues`` says why.
+    """
+    proba = model.predict_proba(frame)[:, 1].astype("float64")
+    out = pd.DataFrame({column: frame[column].to_numpy() for column in id_columns if column in frame.columns})
+    out["failure_probability"] = proba
+    out["at_risk"] = proba >= threshold
+    if flags is not None:
+        out["contract_ok"] = (flags["contract_issues"] == "").to_numpy()
+        out["contract_issues"] = flags["contract_issues"].astype("str").to_numpy()
+    else:
+        out["contract_ok"] = True
+        out["contract_issues"] = ""
+    out["model_name"] = model_name
+    out["model_version"] = str(model_version)
+    out["scored_at"] = pd.Timestamp(scored_at)
+    return out
 
 
-def summarize(predictions: pd.DataFrame, *, threshold: float = RISK_THRESHOLD) -> dict[str, Any]:
-    """How many units are at risk (overall and per type) and the riskiest ones, as plain JSON values."""
-    at_risk = predictions[predictions["at_risk"]]
+def summarize(
+    predictions: pd.DataFrame,
+    *,
+    threshold: float = RISK_THRESHOLD,
+    id_columns: Sequence[str] = (),
+    flags: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Rows scored, at risk and flagged by the contract (per reason), the riskiest rows, as JSON values."""
+    at_risk = int(predictions["at_risk"].sum())
     top = predictions.nlargest(TOP_AT_RISK, "failure_probability")
+    ids = [c for c in id_columns if c in predictions.columns]
+    flagged = {
+        reason: int(flags[reason].sum())
+        for reason in ("unseen_category", "missing_value", "out_of_range")
+        if flags is not None and reason in flags.columns
+    }
     return {
         "units": int(len(predictions)),
-        "at_risk": int(len(at_risk)),
-        "at_risk_rate": float(len(at_risk) / len(predictions)) if len(predictions) else 0.0,
+        "at_risk": at_risk,
+        "at_risk_rate": float(at_risk / len(predictions)) if len(predictions) else 0.0,
         "threshold": float(threshold),
-        "at_risk_by_type": {str(k): int(v) for k, v in at_risk["equipment_type"].value_counts().items()},
+        "flagged": int((~predictions["contract_ok"]).sum()),
+        "flagged_by_reason": flagged,
         "riskiest": [
-            {"equipment_id": r.equipment_id, "failure_probability": round(float(r.failure_probability), 4)}
-            for r in top.itertuples()
+            {
+                **{column: str(row[column]) for column in ids},
+                "failure_probability": round(float(row["failure_probability"]), 4),
+                "contract_ok": bool(row["contract_ok"]),
+            }
+            for _, row in top.iterrows()
         ],
         "model_name": str(predictions["model_name"].iloc[0]) if len(predictions) else "",
         "model_version": str(predictions["model_version"].iloc[0]) if len(predictions) else "",

@@ -1,134 +1,297 @@
-"""The training run's parameters as JSON Schema: one definition for the Airflow trigger form and
-every other entry point (an API, a notebook) that starts a training run.
+"""A model's trigger form and run configuration, both derived from its spec.
 
-Each entry is the keyword arguments of an Airflow ``Param``: ``default``, ``description`` and
-JSON-Schema keys (``type``, bounds, ``pattern``) plus the form's ``title`` and ``section``.
+:func:`training_params` turns a :class:`~cmms_pm.spec.ModelSpec` into the keyword arguments of
+Airflow ``Param``s (JSON Schema + the form's ``title``/``section``/``description``): the DAG's
+form, the REST API's conf validation and the model API's training request all use them, so an
+invalid value is refused before a run exists, the same way everywhere. :func:`run_config` turns
+the validated params of one run back into what the tasks do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
-DATA_SOURCE_PATTERN = r"^(synthetic|\S+\.(csv|parquet|pq))$"
+from cmms_pm.spec import COLUMN_NAME_PATTERN, ESTIMATOR_KINDS, MODEL_NAME_PATTERN, ModelSpec
 
-TRAINING_PARAMS: dict[str, dict[str, Any]] = {
-    "model_name": {
-        "default": "predictive_maintenance_rf",
-        "type": "string",
-        "pattern": MODEL_NAME_PATTERN,
-        "title": "Registered model name",
-        "description": "MLflow registered model that receives the new version.",
-        "section": "Model",
-    },
-    "experiment_name": {
-        "default": "predictive_maintenance",
-        "type": "string",
-        "pattern": r"^\S.{0,199}$",
-        "title": "MLflow experiment",
-        "description": "Experiment that holds the training run (created if missing).",
-        "section": "Model",
-    },
-    "n_estimators": {
-        "default": 100,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 2000,
-        "title": "Number of trees",
-        "description": "RandomForest n_estimators.",
+SYNTHETIC = "synthetic"
+SQL = "sql"
+#: A file path or ``s3://`` URI ending in a supported suffix, one line, no query or fragment. The
+#: allow-list of folders is checked when the run reads it (``cmms_pm.sources``).
+FILE_SOURCE_PATTERN = r"(?![\s\S]*[\n\r])[^?#\s][^?#]{0,999}\.(csv|parquet|pq)"
+#: Hyperparameters of another estimator than the spec's, as a JSON object (checked at run start).
+OTHER_HYPERPARAMETERS = "hyperparameters"
+
+_METRIC_TITLES = {
+    "f1": "F1",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC",
+    "precision": "precision",
+    "recall": "recall",
+    "accuracy": "accuracy",
+}
+
+
+def metric_title(metric: str) -> str:
+    return _METRIC_TITLES.get(metric, metric)
+
+
+def threshold_param(spec: ModelSpec) -> str:
+    """Name of the promotion threshold parameter: ``f1_threshold`` for an F1 policy, and so on."""
+    return f"{spec.promotion['metric']}_threshold"
+
+
+def data_source_default(spec: ModelSpec) -> str:
+    source = spec.source
+    if source["kind"] == "file":
+        return source["path"]
+    return SYNTHETIC if source["kind"] == "synthetic" else SQL
+
+
+def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """``{name: Param kwargs}`` of ``spec``'s training DAG, defaults and bounds from the spec."""
+    from cmms_pm.estimators import all_hyperparameters_schema, estimator
+
+    chosen = estimator(spec.estimator)
+    metric = metric_title(spec.promotion["metric"])
+    kinds = [data_source_default(spec)] if spec.source["kind"] != "file" else []
+    params: dict[str, dict[str, Any]] = {
+        "model_name": {
+            "default": spec.registered_model,
+            "type": "string",
+            "pattern": MODEL_NAME_PATTERN,
+            "title": "Registered model name",
+            "description": "MLflow registered model that receives the new version.",
+            "section": "Model",
+        },
+        "experiment_name": {
+            "default": spec.experiment,
+            "type": "string",
+            "pattern": r"^(?![\s\S]*\n)\S.{0,199}$",
+            "title": "MLflow experiment",
+            "description": "Experiment that holds the training run (created if missing).",
+            "section": "Model",
+        },
+        "estimator": {
+            "default": spec.estimator,
+            "type": "string",
+            "enum": list(ESTIMATOR_KINDS),
+            "title": "Estimator",
+            "description": f"The spec's choice is {spec.estimator!r} ({chosen.title}); another one "
+            f"trains with its own defaults plus the '{OTHER_HYPERPARAMETERS}' object below.",
+            "section": "Hyperparameters",
+        },
+    }
+    for name, schema in chosen.hyperparameters.items():
+        params[name] = {
+            **{k: v for k, v in schema.items() if k not in ("default", "title")},
+            "default": spec.estimator_params[name],
+            "title": schema.get("title", name.replace("_", " ").capitalize()),
+            "description": f"{chosen.title} {name} (used when the estimator is {spec.estimator!r}).",
+            "section": "Hyperparameters",
+        }
+    params[OTHER_HYPERPARAMETERS] = {
+        "default": {},
+        **all_hyperparameters_schema(),
+        "title": "Hyperparameters of another estimator",
+        "description": 'JSON object, e.g. {"learning_rate": 0.05}; applies when the estimator above differs '
+        "from the spec's. Names are checked against the chosen estimator when the run starts.",
         "section": "Hyperparameters",
-    },
-    "max_depth": {
-        "default": 10,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 100,
-        "title": "Maximum tree depth",
-        "description": "RandomForest max_depth.",
-        "section": "Hyperparameters",
-    },
-    "n_samples": {
-        "default": 20000,
-        "type": "integer",
-        "minimum": 1000,
-        "maximum": 10_000_000,
-        "title": "Synthetic samples",
-        "description": "Rows of synthetic telemetry to generate (ignored for a file source).",
-        "section": "Data",
-    },
-    "data_source": {
-        "default": "synthetic",
+    }
+    if spec.source["kind"] == "synthetic":
+        params["n_samples"] = {
+            "default": spec.source["n_samples"],
+            "type": "integer",
+            "minimum": 1000,
+            "maximum": 50_000_000,
+            "title": "Synthetic samples",
+            "description": "Rows of synthetic telemetry to generate (ignored for a file source).",
+            "section": "Data",
+        }
+    params["data_source"] = {
+        "default": data_source_default(spec),
         "type": "string",
-        "pattern": DATA_SOURCE_PATTERN,
+        "pattern": f"^({'|'.join(kinds + [FILE_SOURCE_PATTERN])})$",
         "title": "Data source",
-        "description": "'synthetic', or the path/URI of a .csv or .parquet file of real telemetry "
-        "(local path, file:// or s3://).",
+        "description": "".join(f"{kind!r}, or " for kind in kinds)
+        + "the path of a .csv or .parquet file under an allowed data folder (relative to the data "
+        "root, or s3:// through the spec's AWS connection).",
         "section": "Data",
-    },
-    "target_column": {
-        "default": "failure_within_7d",
+    }
+    params["target_column"] = {
+        "default": spec.target,
         "type": "string",
-        "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",
+        "pattern": COLUMN_NAME_PATTERN,
         "title": "Target column",
-        "description": "Label column of a file source (1 = failure within the horizon).",
+        "description": f"Label column; {spec.positive_label!r} is a failure (the positive class).",
         "section": "Data",
-    },
-    "f1_threshold": {
-        "default": 0.80,
+    }
+    params["accept_schema_change"] = {
+        "default": False,
+        "type": "boolean",
+        "title": "Accept a schema change",
+        "description": "Train even if the batch's columns differ from the champion's training data "
+        "(added, removed or retyped columns); off, such a batch fails validate_data.",
+        "section": "Data",
+    }
+    params[threshold_param(spec)] = {
+        "default": spec.promotion["threshold"],
         "type": "number",
         "minimum": 0.0,
         "maximum": 1.0,
-        "title": "F1 threshold",
-        "description": "Minimum holdout F1 for promotion to Production.",
+        "title": f"{metric} threshold",
+        "description": f"Minimum holdout {metric} for promotion to Production.",
         "section": "Promotion",
-    },
-    "min_improvement": {
-        "default": 0.0,
+    }
+    params["min_improvement"] = {
+        "default": spec.promotion["min_improvement"],
         "type": "number",
         "minimum": -1.0,
         "maximum": 1.0,
         "title": "Minimum improvement over the champion",
-        "description": "The challenger's holdout F1 must reach champion F1 + this value.",
+        "description": f"The challenger's holdout {metric} must reach the champion's + this value.",
         "section": "Promotion",
-    },
-    "promote_older_data": {
-        "default": False,
+    }
+    params["promote_older_data"] = {
+        "default": spec.promotion["promote_older_data"],
         "type": "boolean",
         "title": "Allow promotion of a model trained on older data",
         "description": "Off (default): a run whose data interval ends before the champion's (a backfill) "
-        "never replaces it, whatever its F1.",
+        "never replaces it, whatever its score.",
         "section": "Promotion",
-    },
-    "allow_promotion": {
-        "default": True,
+    }
+    params["allow_promotion"] = {
+        "default": spec.promotion["allow_promotion"],
         "type": "boolean",
         "title": "Allow promotion",
         "description": "If off, the run validates and reports but never changes Production.",
         "section": "Promotion",
-    },
-}
+    }
+    return params
 
 
-def training_conf_schema() -> dict[str, Any]:
-    """JSON Schema of a whole run conf, built from :data:`TRAINING_PARAMS` (no second definition).
+def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """``{name: Param kwargs}`` of ``spec``'s scoring DAG."""
+    source = spec.scoring["source"]
+    params: dict[str, dict[str, Any]] = {
+        "model_name": {
+            "default": spec.registered_model,
+            "type": "string",
+            "pattern": MODEL_NAME_PATTERN,
+            "title": "Registered model name",
+            "description": "Model whose champion scores (a run triggered by a promotion scores that model).",
+            "section": "Scoring",
+        }
+    }
+    if source["kind"] == "synthetic":
+        params["n_units"] = {
+            "default": source.get("n_units", 500),
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 50_000_000,
+            "title": "Fleet size",
+            "description": "Units in the (synthetic) fleet snapshot.",
+            "section": "Scoring",
+        }
+    params["risk_threshold"] = {
+        "default": spec.scoring["risk_threshold"],
+        "type": "number",
+        "minimum": 0.0,
+        "maximum": 1.0,
+        "title": "Risk threshold",
+        "description": "A row is at risk from this failure probability.",
+        "section": "Scoring",
+    }
+    return params
 
-    ``title``/``section``/``description``/``default`` are annotations JSON Schema ignores; unknown
-    keys are refused so a typo is not silently dropped.
-    """
-    return {"type": "object", "properties": TRAINING_PARAMS, "additionalProperties": False}
+
+def conf_schema(params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """JSON Schema of a whole run conf (unknown keys refused, so a typo is not silently dropped)."""
+    return {"type": "object", "properties": dict(params), "additionalProperties": False}
 
 
-def validate_training_conf(conf: dict[str, Any]) -> dict[str, Any]:
-    """Return the full conf (defaults filled in) or raise ``InvalidParamsError`` naming every problem."""
+def validate_conf(params: Mapping[str, Mapping[str, Any]], conf: Mapping[str, Any]) -> dict[str, Any]:
+    """The full conf (defaults filled in), or ``InvalidParamsError`` naming every problem."""
     import jsonschema
 
     from cmms_pm.exceptions import InvalidParamsError
 
-    validator = jsonschema.Draft7Validator(training_conf_schema())
+    validator = jsonschema.Draft7Validator(conf_schema(params))
     problems = sorted(
         f"{'.'.join(map(str, err.absolute_path)) or '<conf>'}: {err.message}"
         for err in validator.iter_errors(conf)
     )
     if problems:
         raise InvalidParamsError(problems)
-    return {name: spec["default"] for name, spec in TRAINING_PARAMS.items()} | conf
+    return {name: spec["default"] for name, spec in params.items()} | dict(conf)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What one training run does: the spec, overridden by the run's validated params."""
+
+    spec: ModelSpec
+    model_name: str
+    experiment: str
+    estimator: str
+    hyperparameters: Mapping[str, Any]
+    data_source: str
+    n_samples: int | None
+    target: str
+    metric: str
+    threshold: float
+    min_improvement: float
+    promote_older_data: bool
+    allow_promotion: bool
+    accept_schema_change: bool
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def thresholds(self) -> dict[str, Any]:
+        """The promotion settings as recorded in the decision record."""
+        return {
+            "metric": self.metric,
+            "threshold": self.threshold,
+            "min_improvement": self.min_improvement,
+            "allow_promotion": self.allow_promotion,
+            "allow_older_data": self.promote_older_data,
+        }
+
+
+def run_config(spec: ModelSpec, params: Mapping[str, Any]) -> RunConfig:
+    """Resolve a run's params (as Airflow validated them) against the spec; ``InvalidParamsError`` if
+    the estimator's hyperparameters do not fit it (the one check a form cannot make up front)."""
+    from cmms_pm.estimators import estimator, validate_hyperparameters
+    from cmms_pm.exceptions import InvalidParamsError, SpecError
+
+    values = {name: p["default"] for name, p in training_params(spec).items()} | dict(params)
+    kind = values["estimator"]
+    notes = []
+    if kind == spec.estimator:
+        chosen = {name: values[name] for name in estimator(kind).hyperparameters}
+    else:
+        chosen = {}
+        notes.append(f"estimator {kind!r} overrides the spec's {spec.estimator!r}: its defaults apply")
+    try:
+        hyperparameters = validate_hyperparameters(kind, {**chosen, **(values[OTHER_HYPERPARAMETERS] or {})})
+    except SpecError as err:
+        raise InvalidParamsError([f"{OTHER_HYPERPARAMETERS}: {err}"]) from err
+    metric = spec.promotion["metric"]
+    return RunConfig(
+        spec=spec,
+        model_name=values["model_name"],
+        experiment=values["experiment_name"],
+        estimator=kind,
+        hyperparameters=hyperparameters,
+        data_source=values["data_source"],
+        n_samples=values.get("n_samples"),
+        target=values["target_column"],
+        metric=metric,
+        threshold=float(values[threshold_param(spec)]),
+        min_improvement=float(values["min_improvement"]),
+        promote_older_data=bool(values["promote_older_data"]),
+        allow_promotion=bool(values["allow_promotion"]),
+        accept_schema_change=bool(values["accept_schema_change"]),
+        notes=tuple(notes),
+    )

@@ -25,41 +25,49 @@ class Decision:
 
 def decide_promotion(
     *,
-    challenger_f1: float,
-    champion_f1: float | None,
-    f1_threshold: float,
+    challenger_score: float,
+    champion_score: float | None,
+    threshold: float,
     min_improvement: float,
     allow_promotion: bool,
+    metric: str = "f1",
     challenger_data_end: str | None = None,
     champion_data_end: str | None = None,
     allow_older_data: bool = False,
+    drift_status: str = "ok",
+    drift_reason: str = "",
 ) -> Decision:
-    """Promote iff allowed, the challenger meets the F1 threshold and beats the champion by the margin.
+    """Promote iff allowed, the challenger meets the threshold and beats the champion by the margin.
 
-    Gates are checked threshold → champion → data freshness → ``allow_promotion`` so a disabled
-    run still reports whether the challenger would have qualified. Ties with
+    Gates are checked threshold → champion → data freshness → drift → ``allow_promotion`` so a
+    disabled run still reports whether the challenger would have qualified. Ties with
     ``min_improvement=0`` promote. A challenger whose data interval ends before the champion's
-    (a backfill of an older day) never replaces it unless ``allow_older_data``.
+    (a backfill of an older day) never replaces it unless ``allow_older_data``. Drift above the
+    spec's threshold blocks when the spec says ``block`` (``drift_status="block"``) and is noted in
+    the reason when it only warns.
     """
     _require_finite(
-        challenger_f1=challenger_f1,
-        f1_threshold=f1_threshold,
+        challenger_score=challenger_score,
+        threshold=threshold,
         min_improvement=min_improvement,
-        champion_f1=champion_f1,
+        champion_score=champion_score,
     )
-    challenger = f"challenger F1 {challenger_f1:.4f}"
-    if challenger_f1 < f1_threshold - _TOLERANCE:
-        return Decision(False, f"{challenger} is below the threshold {f1_threshold:.4f}")
-    if champion_f1 is None:
-        qualified = f"no champion yet and {challenger} meets threshold {f1_threshold:.4f}"
-    elif challenger_f1 < champion_f1 + min_improvement - _TOLERANCE:
+    from cmms_pm.params import metric_title
+
+    name = metric_title(metric)
+    challenger = f"challenger {name} {challenger_score:.4f}"
+    if challenger_score < threshold - _TOLERANCE:
+        return Decision(False, f"{challenger} is below the threshold {threshold:.4f}")
+    if champion_score is None:
+        qualified = f"no champion yet and {challenger} meets threshold {threshold:.4f}"
+    elif challenger_score < champion_score + min_improvement - _TOLERANCE:
         return Decision(
             False,
-            f"{challenger} does not beat champion F1 {champion_f1:.4f} "
+            f"{challenger} does not beat champion {name} {champion_score:.4f} "
             f"+ min improvement {min_improvement:.4f}",
         )
     else:
-        qualified = f"{challenger} ≥ champion F1 {champion_f1:.4f} + {min_improvement:.4f}"
+        qualified = f"{challenger} ≥ champion {name} {champion_score:.4f} + {min_improvement:.4f}"
     if _older(challenger_data_end, champion_data_end):
         if not allow_older_data:
             return Decision(
@@ -69,6 +77,10 @@ def decide_promotion(
                 "trained on newer data unless promote_older_data=true",
             )
         qualified += " (older data than the champion's, allowed by promote_older_data=true)"
+    if drift_status == "block":
+        return Decision(False, f"drift gate: {drift_reason} (challenger would have qualified: {qualified})")
+    if drift_status == "warn":
+        qualified += f" (drift warning: {drift_reason})"
     if not allow_promotion:
         return Decision(
             False,

@@ -20,6 +20,8 @@ _REQUIRED = (
     "data_version",
 )
 _OPTIONAL_LINKS = (
+    ("policy", "policy"),
+    ("drift", "drift"),
     ("tracking_uri", "tracking URI"),
     ("mlflow_ui_url", "MLflow UI"),
     ("airflow_ui_url", "Airflow UI"),

@@ -578,3 +578,51 @@ def spec_for_model(specs: list[ModelSpec], registered_model: str) -> ModelSpec |
 def safe_path_component(value: str) -> str:
     """``value`` made safe as one path component (run ids, model names in data-root paths)."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", value)
+
+
+#: The one-slot pool that serializes manual promotions (``model_promotion``, any model).
+MANUAL_PROMOTION_POOL = "mlflow_promotion"
+
+
+def pools(specs: list[ModelSpec]) -> dict[str, dict[str, Any]]:
+    """Airflow pools the DAGs need (``airflow pools import`` format): one promotion slot per model."""
+    found = {
+        MANUAL_PROMOTION_POOL: {
+            "slots": 1,
+            "description": "Serializes manual MLflow promotions and rollbacks (model_promotion)",
+            "include_deferred": False,
+        }
+    }
+    for spec in specs:
+        found[spec.promotion_pool] = {
+            "slots": 1,
+            "description": f"Serializes promotions and rejections of {spec.registered_model!r}",
+            "include_deferred": False,
+        }
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cmms_pm.spec check`` (validate every spec) | ``pools`` (print the pools as JSON)."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m cmms_pm.spec", description=main.__doc__)
+    parser.add_argument("command", choices=("check", "pools"))
+    parser.add_argument("--models-dir", default=None, help="default: $CMMS_MODELS_DIR or include/models")
+    args = parser.parse_args(argv)
+    specs, errors = load_specs(args.models_dir)
+    if args.command == "pools":
+        print(json.dumps(pools(specs), indent=2, sort_keys=True))
+    else:
+        for spec in specs:
+            dags = f"{spec.training_dag_id}, {spec.scoring_dag_id}"
+            print(f"ok     {spec.path}: {dags} -> {spec.registered_model}")
+        for error in errors:
+            print(f"error  {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

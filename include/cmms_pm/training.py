@@ -1,93 +1,46 @@
-"""Model construction, fitting, scoring and feature importances for the failure classifier.
+"""Fitting, scoring and explaining a spec's model: a scikit-learn Pipeline over raw frames.
 
-The model is a scikit-learn Pipeline (one-hot equipment type + raw numeric features → random forest)
-so the artefact logged to MLflow scores raw telemetry frames with no extra preprocessing code.
+The pipeline (``cmms_pm.estimators``) selects its feature columns by name, so the artefact logged to
+MLflow scores raw frames (extra columns, any order) with no preprocessing code of ours.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from cmms_pm.exceptions import DataValidationError
-from cmms_pm.schema import CATEGORICAL, FEATURES, NUMERIC, TARGET
+from cmms_pm.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "n_estimators": 100,
-    "max_depth": 10,
-    "min_samples_leaf": 1,
-    "class_weight": "balanced_subsample",
-    "random_state": 42,
-    "n_jobs": -1,
-}
-"""Accepted ``build_model`` keys and their defaults.
-
-``class_weight="balanced_subsample"`` is the default because it gave the best holdout F1 on the
-~9 % positive telemetry: about +0.02 over ``None`` at 20k rows, on par at 5k.
-"""
-
-SKOPS_TRUSTED_TYPES: list[str] = [
-    "sklearn.tree._tree.Tree",
-]
-"""Types ``skops.io`` does not trust by default in a fitted ``build_model`` pipeline.
-
-Pass as ``skops_trusted_types`` when MLflow saves with ``serialization_format="skops"``; the test
-suite re-derives the list with ``skops.io.get_untrusted_types`` so a library upgrade cannot drift.
-"""
+#: Largest validation sample permutation importances are computed on (estimators without their own).
+IMPORTANCE_SAMPLE_ROWS = 2000
 
 
-def build_model(params: dict[str, Any]) -> Pipeline:
-    """An unfitted pipeline configured from ``params``; keys outside ``DEFAULT_PARAMS`` are ignored.
+def fit_model(
+    train: pd.DataFrame,
+    *,
+    features: FeatureSpec,
+    target: str,
+    estimator: str,
+    hyperparameters: Mapping[str, Any],
+) -> Any:
+    """Fit ``estimator`` with ``hyperparameters`` on the ``features`` and ``target`` columns of ``train``."""
+    from cmms_pm.estimators import build_pipeline
 
-    ``max_depth`` may be None (unbounded); ``class_weight`` may be "balanced", "balanced_subsample"
-    or None (the string "none" is accepted too, as form parameters cannot carry None).
-    """
-    settings = {**DEFAULT_PARAMS, **{key: params[key] for key in DEFAULT_PARAMS if key in params}}
-    class_weight = settings["class_weight"]
-    if isinstance(class_weight, str) and class_weight.lower() == "none":
-        class_weight = None
-    max_depth = settings["max_depth"]
-    preprocess = ColumnTransformer(
-        [
-            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), CATEGORICAL),
-            ("num", "passthrough", NUMERIC),
-        ],
-        remainder="drop",
-        verbose_feature_names_out=True,
+    model = build_pipeline(
+        estimator,
+        hyperparameters,
+        categorical=features.categorical,
+        numeric=(*features.numeric, *features.integer),
     )
-    classifier = RandomForestClassifier(
-        n_estimators=int(settings["n_estimators"]),
-        max_depth=None if max_depth is None else int(max_depth),
-        min_samples_leaf=int(settings["min_samples_leaf"]),
-        class_weight=class_weight,
-        random_state=int(settings["random_state"]),
-        n_jobs=int(settings["n_jobs"]),
-    )
-    return Pipeline([("preprocess", preprocess), ("classifier", classifier)])
-
-
-def fit_model(train: pd.DataFrame, params: dict[str, Any]) -> Pipeline:
-    """Fit ``build_model(params)`` on the FEATURES and TARGET columns of ``train``."""
-    model = build_model(params)
-    model.fit(train[FEATURES], train[TARGET].to_numpy())
-    log.info("fitted %s on %d rows", model.named_steps["classifier"], len(train))
+    model.fit(train, train[target].to_numpy())
+    log.info("fitted %s on %d rows", type(model.named_steps["classifier"]).__name__, len(train))
     return model
 
 
@@ -96,6 +49,15 @@ def classification_metrics(y_true: Any, proba: Any, threshold: float = 0.5) -> d
 
     Raises when ``y_true`` holds a single class: the AUCs are undefined and F1 would be misleading.
     """
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     y = np.asarray(y_true).astype(int)
     p = np.asarray(proba, dtype=float)
     if y.shape != p.shape:
@@ -116,17 +78,52 @@ def classification_metrics(y_true: Any, proba: Any, threshold: float = 0.5) -> d
     }
 
 
-def score_model(model: Any, frame: pd.DataFrame) -> dict[str, float]:
+def score_model(model: Any, frame: pd.DataFrame, *, target: str) -> dict[str, float]:
     """``classification_metrics`` of ``model`` on a labelled frame (e.g. the holdout split)."""
-    proba = model.predict_proba(frame[FEATURES])[:, 1]
-    return classification_metrics(frame[TARGET].to_numpy(), proba)
+    proba = model.predict_proba(frame)[:, 1]
+    return classification_metrics(frame[target].to_numpy(), proba)
 
 
-def feature_importances(model: Pipeline) -> pd.DataFrame:
-    """Impurity importances per model input (one row per one-hot category), most important first."""
-    names = model.named_steps["preprocess"].get_feature_names_out()
-    importances = model.named_steps["classifier"].feature_importances_
-    frame = pd.DataFrame(
-        {"feature": [str(name).split("__", 1)[-1] for name in names], "importance": importances}
-    )
-    return frame.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+def feature_importances(model: Any, frame: pd.DataFrame, *, target: str, seed: int = 0) -> pd.DataFrame:
+    """How much each input column matters, most important first (``feature``, ``importance``, ``method``).
+
+    Tree ensembles that have impurity importances use them (one row per one-hot category); other
+    estimators get permutation importances of each raw input column on a sample of ``frame``
+    (the drop in PR-AUC when the column is shuffled).
+    """
+    classifier = model.named_steps["classifier"]
+    if hasattr(classifier, "feature_importances_"):
+        names = model.named_steps["preprocess"].get_feature_names_out()
+        result = pd.DataFrame(
+            {
+                "feature": [str(name).split("__", 1)[-1] for name in names],
+                "importance": classifier.feature_importances_,
+                "method": "impurity",
+            }
+        )
+    else:
+        from sklearn.inspection import permutation_importance
+
+        columns = _input_columns(model)
+        sample = frame.sample(n=min(len(frame), IMPORTANCE_SAMPLE_ROWS), random_state=seed)
+        permuted = permutation_importance(
+            model,
+            sample[columns],
+            sample[target].to_numpy(),
+            scoring="average_precision",
+            n_repeats=3,
+            random_state=seed,
+        )
+        result = pd.DataFrame(
+            {"feature": columns, "importance": permuted.importances_mean, "method": "permutation"}
+        )
+    return result.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _input_columns(model: Any) -> list[str]:
+    """The raw columns the pipeline's column transformer reads, in its order."""
+    columns: list[str] = []
+    for _name, transformer, selected in model.named_steps["preprocess"].transformers_:
+        if transformer != "drop" and isinstance(selected, list | tuple):
+            columns.extend(str(column) for column in selected)
+    return columns

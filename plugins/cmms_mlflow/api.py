@@ -4,13 +4,16 @@ Airflow mounts plugin FastAPI apps without authentication, so every route here c
 the app-wide dependency (any authenticated Airflow user: Bearer JWT from ``/auth/token`` or the
 UI session) and a per-route check against Airflow's own authorization of a DAG:
 
-* ``GET  /models/{name}/production``            read ``predictive_maintenance_training``
-* ``POST /models/train``                         trigger ``predictive_maintenance_training``
+* ``GET  /models/{name}/production``            read the model's training DAG
+* ``POST /models/train``                         trigger the model's training DAG
 * ``POST /models/{name}/versions/{v}/promote``   trigger ``model_promotion``
 
-The routes only validate, authorize and translate: the MLflow work is
-``cmms_mlflow.promotion``/``registry`` (the same code as the DAGs) and the conf schema is
-``cmms_pm.params.TRAINING_PARAMS``. mlflow is imported inside the handlers, never at load time.
+A model's training DAG is the one its spec builds (``<spec>_training``, the spec whose
+``registered_model`` is the name); a name no spec claims belongs to ``model_promotion``, the DAG
+that acts on any model. The routes only validate, authorize and translate: the MLflow work is
+``cmms_mlflow.promotion``/``registry`` (the same code as the DAGs) and the conf schema is the
+spec's trigger form (``cmms_pm.params.training_params``). mlflow is imported inside the
+handlers, never at load time.
 """
 
 import logging
@@ -26,7 +29,8 @@ from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_da
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from cmms_pm.params import MODEL_NAME_PATTERN, TRAINING_PARAMS
+from cmms_pm.params import OTHER_HYPERPARAMETERS
+from cmms_pm.spec import MODEL_NAME_PATTERN, SPEC_NAME_PATTERN
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -36,12 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/api/v1/ml"
-TRAINING_DAG_ID = "predictive_maintenance_training"
 PROMOTION_DAG_ID = "model_promotion"
-HYPERPARAMETERS = tuple(k for k, spec in TRAINING_PARAMS.items() if spec.get("section") == "Hyperparameters")
-OTHER_PARAMETERS = tuple(
-    k for k in TRAINING_PARAMS if k not in HYPERPARAMETERS and k not in ("model_name", "data_source")
-)
 
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Registered model name")]
 Version = Annotated[int, Path(gt=0, le=2_147_483_647, description="Model version (a positive integer)")]
@@ -59,19 +58,28 @@ app = FastAPI(
 
 
 class TrainRequest(BaseModel):
-    """The seed's training request. Every value is checked against the trigger form's schema."""
+    """The seed's training request. Every value is checked against the model's trigger form."""
 
     model_config = ConfigDict(extra="forbid")
 
-    modelName: str = Field(default=TRAINING_PARAMS["model_name"]["default"], max_length=100)
+    modelName: str | None = Field(
+        default=None, max_length=100, description="Registered model; default: the pipeline's own."
+    )
+    pipeline: str | None = Field(
+        default=None,
+        pattern=SPEC_NAME_PATTERN,
+        description="Model spec whose training DAG runs; default: the spec of modelName.",
+    )
     datasetVersion: str | None = Field(
         default=None,
-        max_length=500,
-        description="The data to train on: 'synthetic' or a .csv/.parquet path/URI (the DAG's data_source).",
+        max_length=1000,
+        description="The data to train on: the spec's source or a .csv/.parquet path (data_source).",
     )
-    hyperparameters: dict[str, Any] = Field(default_factory=dict, description=f"{', '.join(HYPERPARAMETERS)}")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Hyperparameters of the spec's (or the chosen) estimator."
+    )
     parameters: dict[str, Any] = Field(
-        default_factory=dict, description=f"Other training parameters: {', '.join(OTHER_PARAMETERS)}"
+        default_factory=dict, description="Other training parameters of the trigger form (thresholds, ...)."
     )
 
 
@@ -125,9 +133,57 @@ def _mlflow(name: str) -> Iterator["MlflowClient"]:
         yield client
 
 
+def requires_access_model_dag(method: str, access_entity: DagAccessEntity | None = None) -> Any:
+    """Airflow's DAG authorization, for the DAG that owns the model the request is about: the
+    model named in the path (``name``), or, for a training request, in its body."""
+
+    async def inner(request: Request, user: GetUserDep) -> None:
+        if "name" in request.path_params:
+            dag_id = _owner_dag(request.path_params["name"])
+        else:
+            try:
+                body = TrainRequest.model_validate(await request.json())
+            except ValueError as err:  # malformed JSON or fields: the route's own validation says which
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid training request"
+                ) from err
+            dag_id = _training_spec(body).training_dag_id
+        requires_access_dag(method, access_entity, param_dag_id=dag_id)(request, user)
+
+    return inner
+
+
+@cache
+def _specs() -> tuple[Any, ...]:
+    from cmms_pm.spec import load_specs
+
+    return tuple(load_specs()[0])
+
+
+def _owner_dag(name: str | None) -> str:
+    """The training DAG of ``name``'s spec, else ``model_promotion`` (it acts on any model)."""
+    spec = next((s for s in _specs() if s.registered_model == name), None)
+    return spec.training_dag_id if spec is not None else PROMOTION_DAG_ID
+
+
+def _training_spec(body: TrainRequest) -> Any:
+    """The spec a training request runs: ``pipeline``, else the spec of ``modelName``, else the only one."""
+    specs = _specs()
+    chosen = [s for s in specs if s.name == body.pipeline] if body.pipeline else []
+    chosen = chosen or [s for s in specs if s.registered_model == body.modelName]
+    chosen = chosen or (list(specs) if len(specs) == 1 and not body.pipeline else [])
+    if not chosen:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"no model spec for pipeline={body.pipeline!r} / modelName={body.modelName!r}; "
+            f"pipelines: {sorted(s.name for s in specs)!r}",
+        )
+    return chosen[0]
+
+
 @app.get(
     "/models/{name}/production",
-    dependencies=[Depends(requires_access_dag("GET", param_dag_id=TRAINING_DAG_ID))],
+    dependencies=[Depends(requires_access_model_dag("GET"))],
 )
 def get_production_model(name: ModelName) -> dict[str, Any]:
     """The champion: version, run, metrics, validation tags, stage, aliases, data version, links."""
@@ -168,36 +224,48 @@ def get_production_model(name: ModelName) -> dict[str, Any]:
 @app.post(
     "/models/train",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=TRAINING_DAG_ID))],
+    dependencies=[Depends(requires_access_model_dag("POST", DagAccessEntity.RUN))],
 )
 def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[str, Any]:
-    """Trigger the training DAG with a conf validated against the trigger form's schema."""
+    """Trigger the model's training DAG with a conf validated against its trigger form."""
+    from cmms_pm.estimators import estimator
     from cmms_pm.exceptions import InvalidParamsError
-    from cmms_pm.params import validate_training_conf
+    from cmms_pm.params import training_params, validate_conf
 
-    unknown = sorted(set(body.hyperparameters) - set(HYPERPARAMETERS)) + sorted(
-        set(body.parameters) - set(OTHER_PARAMETERS)
-    )
-    if unknown:
+    spec = _training_spec(body)
+    form = training_params(spec)
+    own = set(estimator(spec.estimator).hyperparameters)
+    other = {k: v for k, v in body.hyperparameters.items() if k not in own}
+    hyper = {k: v for k, v in body.hyperparameters.items() if k in own}
+    if body.parameters.get("estimator", spec.estimator) != spec.estimator:
+        hyper, other = {}, dict(body.hyperparameters)
+    not_parameters = sorted(set(body.parameters) & {"model_name", "data_source", OTHER_HYPERPARAMETERS})
+    if not_parameters:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"unknown parameters {unknown!r}; hyperparameters: {list(HYPERPARAMETERS)!r}, "
-            f"parameters: {list(OTHER_PARAMETERS)!r}",
+            f"{not_parameters!r} are given by modelName, datasetVersion and hyperparameters; "
+            f"parameters: {sorted(set(form) - {'model_name', 'data_source', OTHER_HYPERPARAMETERS})!r}",
         )
-    conf: dict[str, Any] = {"model_name": body.modelName, **body.hyperparameters, **body.parameters}
+    conf: dict[str, Any] = {"model_name": body.modelName or spec.registered_model, **hyper, **body.parameters}
+    if other:
+        conf[OTHER_HYPERPARAMETERS] = other
     if body.datasetVersion is not None:
         conf["data_source"] = body.datasetVersion
     try:
-        conf = validate_training_conf(conf)
+        conf = validate_conf(form, conf)
+        from cmms_pm.params import run_config
+
+        run_config(spec, conf)  # the hyperparameters must fit the chosen estimator
     except InvalidParamsError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, err.problems) from err
-    run_id = _trigger(TRAINING_DAG_ID, conf, user, request)
+    dag_id = spec.training_dag_id
+    run_id = _trigger(dag_id, conf, user, request)
     return {
-        "dagId": TRAINING_DAG_ID,
+        "dagId": dag_id,
         "dagRunId": run_id,
         "modelName": conf["model_name"],
         "conf": conf,
-        "statusUrl": f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns/{run_id}",
+        "statusUrl": f"/api/v2/dags/{dag_id}/dagRuns/{run_id}",
     }
 
 
@@ -224,8 +292,9 @@ def promote_model_version(name: ModelName, version: Version, body: PromoteReques
             at=datetime.now(UTC).isoformat(timespec="seconds"),
             expected_champion=expected,
         )
+        tags = client.get_model_version(name, outcome["version"]).tags if body.stage == "Production" else {}
     if body.stage == "Production" and not outcome["unchanged"]:
-        _announce_champion(name, outcome["version"])
+        _announce_champion(name, outcome["version"], tags)
     return outcome
 
 
@@ -248,19 +317,25 @@ def _dag_bag() -> Any:
     return create_dag_bag()
 
 
-def _announce_champion(name: str, version: str) -> None:
-    """Emit the champion Asset event (as the promotion tasks do), so batch scoring runs."""
+def _announce_champion(name: str, version: str, tags: dict[str, str]) -> None:
+    """Emit the champion Asset event of the model's spec (as the promotion tasks do), so its batch
+    scoring runs."""
     from airflow.assets.manager import asset_manager
     from airflow.models.asset import AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from cmms_mlflow.assets import CHAMPION_MODEL
+    from cmms_mlflow.assets import champion_asset, spec_name_of
 
+    spec_name = spec_name_of(name, tags)
+    if spec_name is None:
+        log.warning("No model spec owns %r: no champion event emitted", name)
+        return
+    wanted = champion_asset(spec_name)
     with create_session() as session:
-        asset = session.scalar(select(AssetModel).where(AssetModel.name == CHAMPION_MODEL.name).limit(1))
-        if asset is None:  # no DAG declares the asset yet: nothing consumes it
-            log.warning("Asset %r unknown to Airflow; no event emitted", CHAMPION_MODEL.name)
+        asset = session.scalar(select(AssetModel).where(AssetModel.name == wanted.name).limit(1))
+        if asset is None:  # no DAG declares the asset: nothing consumes it
+            log.warning("Asset %r unknown to Airflow; no event emitted", wanted.name)
             return
         asset_manager.register_asset_change(
             asset=asset,

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 SUMMARY_ARTIFACT = "scoring/summary.json"
 
 
-def load_champion(client: MlflowClient, name: str, lock_dir: Path) -> tuple[Any, str]:
-    """``(model, version)`` of ``models:/<name>@champion``.
+def load_champion(client: MlflowClient, name: str, lock_dir: Path) -> tuple[Any, Any]:
+    """``(model, model version)`` of ``models:/<name>@champion``.
 
     Resolved and loaded under the model lock, so a promotion cannot move the alias between
     reading the version and loading the model: the version written with each prediction is
@@ -32,7 +32,7 @@ def load_champion(client: MlflowClient, name: str, lock_dir: Path) -> tuple[Any,
         if champion is None:
             raise no_production_version(name)
         model = load_registered(f"models:/{name}@{registry.CHAMPION}")
-    return model, str(champion.version)
+    return model, champion
 
 
 def log_summary(
@@ -71,6 +71,8 @@ def log_summary(
                 Metric("units_scored", summary["units"], now, 0),
                 Metric("units_at_risk", summary["at_risk"], now, 0),
                 Metric("at_risk_rate", summary["at_risk_rate"], now, 0),
+                Metric("rows_flagged", summary["flagged"], now, 0),
+                *(Metric(f"rows_{reason}", n, now, 0) for reason, n in summary["flagged_by_reason"].items()),
             ],
             params=[Param("risk_threshold", str(summary["threshold"]))],
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from cmms_mlflow.exceptions import version_not_in_stage
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from cmms_mlflow.records import DecisionRecord
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +56,23 @@ def validate_candidate(
     name: str,
     version: str,
     holdout_uri: str,
-    f1_threshold: float,
-    min_improvement: float,
-    allow_promotion: bool,
-    allow_older_data: bool = False,
-) -> dict[str, Any]:
+    target: str,
+    policy: Mapping[str, Any],
+    drift: Mapping[str, str] | None = None,
+) -> DecisionRecord:
     """Compare challenger ``version`` (must be in Staging) with the champion; record the decision.
 
     The staged model is loaded from the registry (see :func:`staged_model_uri`), the champion
-    by its version number, and both are scored on the same holdout.
+    by its version number, and both are scored on the same holdout. ``policy`` holds the metric,
+    its threshold, the minimum improvement and the two switches (``RunConfig.thresholds``);
+    ``drift`` the status (``ok``/``warn``/``block``/``none``) and reason from validate_data.
     """
     from cmms_pm.data import read_split
     from cmms_pm.policy import decide_promotion
     from cmms_pm.training import score_model
 
     version = str(version)
+    drift = dict(drift or {"status": "none", "reason": ""})
     candidate = client.get_model_version(name, version)
     if candidate.current_stage in ("Production", "Archived") and candidate.tags.get("validation_status"):
         # Re-run of a decided version (cleared DAG run): the recorded decision stands.
@@ -83,9 +88,10 @@ def validate_candidate(
     if candidate.current_stage != "Staging":
         raise version_not_in_stage(name, version, "Staging", candidate.current_stage)
 
+    metric = policy["metric"]
     holdout = read_split(holdout_uri)
     challenger_uri = staged_model_uri(client, name, version)
-    challenger_metrics = score_model(load_registered(challenger_uri), holdout)
+    challenger_metrics = score_model(load_registered(challenger_uri), holdout, target=target)
     champion = registry.get_champion(client, name)
     champion_version = str(champion.version) if champion is not None else None
     if champion_version == version:
@@ -93,21 +99,24 @@ def validate_candidate(
     challenger_data_end = candidate.tags.get("data_interval_end") or None
     champion_data_end = (champion.tags.get("data_interval_end") or None) if champion is not None else None
     champion_metrics = (
-        score_model(load_registered(f"models:/{name}/{champion_version}"), holdout)
+        score_model(load_registered(f"models:/{name}/{champion_version}"), holdout, target=target)
         if champion_version
         else None
     )
     decision = decide_promotion(
-        challenger_f1=challenger_metrics["f1"],
-        champion_f1=champion_metrics["f1"] if champion_metrics else None,
-        f1_threshold=f1_threshold,
-        min_improvement=min_improvement,
-        allow_promotion=allow_promotion,
+        challenger_score=challenger_metrics[metric],
+        champion_score=champion_metrics[metric] if champion_metrics else None,
+        threshold=float(policy["threshold"]),
+        min_improvement=float(policy["min_improvement"]),
+        allow_promotion=bool(policy["allow_promotion"]),
+        metric=metric,
         challenger_data_end=challenger_data_end,
         champion_data_end=champion_data_end,
-        allow_older_data=allow_older_data,
+        allow_older_data=bool(policy.get("allow_older_data", False)),
+        drift_status=drift.get("status", "none"),
+        drift_reason=drift.get("reason", ""),
     )
-    record = {
+    record: DecisionRecord = {
         "model_name": name,
         "challenger_version": version,
         "challenger_run_id": candidate.run_id,
@@ -119,12 +128,9 @@ def validate_candidate(
         "champion_data_end": champion_data_end,
         "holdout_uri": holdout_uri,
         "holdout_rows": len(holdout),
-        "thresholds": {
-            "f1_threshold": f1_threshold,
-            "min_improvement": min_improvement,
-            "allow_promotion": allow_promotion,
-            "allow_older_data": allow_older_data,
-        },
+        "target": target,
+        "thresholds": dict(policy),
+        "drift": drift,
         "decision": "promote" if decision.promote else "reject",
         "reason": decision.reason,
     }
@@ -134,8 +140,9 @@ def validate_candidate(
         {
             "champion_f1": f"{champion_metrics['f1']:.6f}" if champion_metrics else "",
             "champion_version": champion_version or "",
-            "f1_threshold": str(f1_threshold),
-            "min_improvement": str(min_improvement),
+            "promotion_metric": metric,
+            "metric_threshold": str(policy["threshold"]),
+            "min_improvement": str(policy["min_improvement"]),
             "validation_status": "passed" if decision.promote else "rejected",
             "decision_reason": decision.reason,
         }

@@ -52,16 +52,14 @@ def promote_validated(
                 "Champion of %s changed since validation (%s -> %s); re-validating v%s",
                 name, record["champion_version"], current, version,
             )  # fmt: skip
-            thresholds = record["thresholds"]
             record = validate_candidate(
                 client,
                 name=name,
                 version=version,
                 holdout_uri=record["holdout_uri"],
-                f1_threshold=thresholds["f1_threshold"],
-                min_improvement=thresholds["min_improvement"],
-                allow_promotion=thresholds["allow_promotion"],
-                allow_older_data=thresholds.get("allow_older_data", False),
+                target=record["target"],
+                policy=record["thresholds"],
+                drift=record.get("drift"),
             )
             revalidated = True
         if record["decision"] != "promote":

@@ -50,7 +50,9 @@ class DecisionRecord(TypedDict, total=False):
     champion_data_end: str | None
     holdout_uri: str
     holdout_rows: int
-    thresholds: dict[str, Any]
+    target: str
+    thresholds: dict[str, Any]  # metric, threshold, min_improvement, allow_promotion, allow_older_data
+    drift: dict[str, str]  # status, reason (from validate_data)
     decision: str  # "promote" | "reject"
     reason: str
 
@@ -63,3 +65,16 @@ class StageChange(TypedDict, total=False):
     stage: str
     replaced: str | None
     unchanged: bool
+
+
+class DataReport(TypedDict, total=False):
+    """What ``validate_data`` returns: the batch checked against the spec and the champion's contract."""
+
+    rows: int
+    splits: dict[str, Any]
+    champion_version: str | None
+    contract_check: dict[str, Any] | None  # cmms_pm.contract.ContractCheck.to_dict()
+    drift: dict[str, Any] | None  # cmms_pm.drift.DriftReport.to_dict()
+    drift_status: str  # "ok" | "warn" | "block" | "none" (no champion contract to compare with)
+    drift_reason: str
+    notes: list[str]

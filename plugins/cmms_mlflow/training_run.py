@@ -7,11 +7,12 @@ and closes a run a killed attempt left ``RUNNING``.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,8 +21,13 @@ from typing import TYPE_CHECKING, Any
 from cmms_mlflow.hooks import PROJECT_DIR
 
 if TYPE_CHECKING:
+    from cmms_pm.contract import DataContract
     from mlflow import MlflowClient
     from mlflow.entities import Run
+
+    from cmms_mlflow.records import DataReport, TrainingResult
+    from cmms_pm.batch import Manifest
+    from cmms_pm.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +126,43 @@ def resume_or_close(client: MlflowClient, runs: list[Run]) -> Run | None:
     return finished
 
 
+#: Where the data contract learned from the training split lives in the run (and the model's
+#: MLmodel ``metadata`` points at it): scoring and the next validate_data read it from the champion.
+CONTRACT_ARTIFACT = "data_contract/contract.json"
+#: The batch checks of validate_data (contract check, drift table, HTML and PNG report).
+CHECKS_ARTIFACT_DIR = "data_checks"
+
+
 def log_training_run(
     client: MlflowClient,
     *,
     experiment_id: str,
-    manifest: dict[str, Any],
-    hyperparameters: dict[str, Any],
+    manifest: Manifest,
+    spec: ModelSpec,
+    estimator: str,
+    hyperparameters: Mapping[str, Any],
     tags: dict[str, str],
     run_name: str,
-) -> dict[str, Any]:
-    """Train on the manifest's train split, evaluate on validation, log everything; return ids."""
+    checks: DataReport | None = None,
+) -> TrainingResult:
+    """Train on the manifest's train split, evaluate on validation, log everything; return ids.
+
+    Logged: params and validation metrics in one batch; feature importances and curves; the data
+    contract of the training split; validate_data's checks (drift report) when given; the model
+    (skops with the estimator's trusted types) with a signature of what ``pyfunc.predict`` returns.
+    """
     import mlflow
+    from cmms_pm.contract import derive_contract
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import infer_signature
 
     from cmms_pm import plots, training
+    from cmms_pm.batch import manifest_features
     from cmms_pm.data import read_split
-    from cmms_pm.schema import FEATURES, TARGET
+    from cmms_pm.estimators import estimator as estimator_kind
 
+    target = spec.target
+    features = manifest_features(spec, manifest)
     train = read_split(manifest["splits"]["train"]["uri"])
     validation = read_split(manifest["splits"]["validation"]["uri"])
     # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
@@ -145,37 +170,62 @@ def log_training_run(
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     try:
-        model = training.fit_model(train, hyperparameters)
-        proba = model.predict_proba(validation[FEATURES])[:, 1]
-        metrics = training.classification_metrics(validation[TARGET].to_numpy(), proba)
-        importances = training.feature_importances(model)
-        params = {**hyperparameters, "train_rows": len(train), "validation_rows": len(validation)}
+        model = training.fit_model(
+            train, features=features, target=target, estimator=estimator, hyperparameters=hyperparameters
+        )
+        proba = model.predict_proba(validation)[:, 1]
+        y_val = validation[target].to_numpy()
+        metrics = training.classification_metrics(y_val, proba)
+        importances = training.feature_importances(model, validation, target=target)
+        contract = derive_contract(
+            train, target=target, feature_kinds={c: features.kind_of(c) for c in features.declared}
+        )
+        params = {
+            **hyperparameters,
+            "estimator": estimator,
+            "features": len(features.declared),
+            "train_rows": len(train),
+            "validation_rows": len(validation),
+        }
         client.log_batch(
             run_id,
             metrics=[Metric(f"val_{k}", float(v), 0, 0) for k, v in metrics.items()],
             params=[Param(k, str(v)) for k, v in sorted(params.items())],
-            tags=[RunTag("mlflow.note.content", _run_note(manifest, metrics))],
+            tags=[RunTag("mlflow.note.content", _run_note(manifest, estimator, metrics))],
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             importances.to_csv(out / "feature_importances.csv", index=False)
             plots.plot_feature_importances(importances, out / "feature_importances.png")
-            y_val = validation[TARGET].to_numpy()
             plots.plot_confusion_matrix(y_val, (proba >= 0.5).astype(int), out / "confusion_matrix.png")
             plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")
             plots.plot_pr_curve(y_val, proba, out / "pr_curve.png")
             client.log_artifacts(run_id, str(out), artifact_path="evaluation")
-        example = train[FEATURES].head(5)
+        client.log_dict(run_id, contract.to_dict(), CONTRACT_ARTIFACT)
+        if checks is not None:
+            log_checks(
+                client, run_id, checks, title=f"{spec.registered_model}: batch {manifest['data_version']}"
+            )
+        example = train[list(features.declared)].head(5)
         with mlflow.start_run(run_id=run_id), quiet_airflow_shims():
             mlflow.log_input(_dataset(manifest, train), context="training")
             info = mlflow.sklearn.log_model(
                 model,
                 name=MODEL_ARTIFACT,
                 serialization_format="skops",
-                skops_trusted_types=training.SKOPS_TRUSTED_TYPES,
-                signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+                skops_trusted_types=list(estimator_kind(estimator).trusted_types),
+                # pyfunc.predict returns the classifier's predict(): 0/1 per row, not a probability.
+                signature=infer_signature(example, model.predict(example)),
                 input_example=example,
                 pip_requirements=model_requirements(),
+                metadata={
+                    "spec": spec.name,
+                    "estimator": estimator,
+                    "target": target,
+                    "positive_label": str(spec.positive_label),
+                    "predict_output": "1 = failure (the spec's positive label), 0 otherwise",
+                    "data_contract": f"runs:/{run_id}/{CONTRACT_ARTIFACT}",
+                },
             )
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
@@ -189,7 +239,37 @@ def log_training_run(
     }
 
 
-def run_result(client: MlflowClient, run: Run) -> dict[str, Any]:
+def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: str) -> None:
+    """validate_data's report as artifacts people open: the contract check, the drift table, HTML, PNG."""
+    from cmms_pm.drift import DriftReport, drift_table, plot_drift, render_drift_html
+
+    client.log_dict(run_id, checks.get("contract_check") or {}, f"{CHECKS_ARTIFACT_DIR}/contract_check.json")
+    if not checks.get("drift"):
+        return
+    report = DriftReport.from_dict(checks["drift"])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        drift_table(report).to_csv(out / "drift.csv", index=False)
+        (out / "drift.html").write_text(render_drift_html(report, title=title), encoding="utf-8")
+        plot_drift(report, out / "drift.png")
+        (out / "drift.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        client.log_artifacts(run_id, str(out), artifact_path=CHECKS_ARTIFACT_DIR)
+
+
+def load_contract(client: MlflowClient, run_id: str) -> DataContract | None:
+    """The data contract a training run logged, or None for a run from before contracts existed."""
+    from cmms_pm.contract import DataContract
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, CONTRACT_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            return None
+        return DataContract.from_dict(json.loads(Path(path).read_text()))
+
+
+def run_result(client: MlflowClient, run: Run) -> TrainingResult:
     """The same result :func:`log_training_run` returns, read back from a finished run."""
     logged = client.search_logged_models(
         experiment_ids=[run.info.experiment_id],
@@ -213,14 +293,14 @@ def _dataset(manifest: dict[str, Any], train: Any) -> Any:
         train,
         source=manifest["splits"]["train"]["uri"],
         targets=manifest["target"],
-        name=f"telemetry-{manifest['data_version']}",
+        name=f"{manifest.get('spec', 'telemetry')}-{manifest['data_version']}",
         digest=manifest["digest"][:32],
     )
 
 
-def _run_note(manifest: dict[str, Any], metrics: dict[str, float]) -> str:
+def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float]) -> str:
     return (
-        f"RandomForest trained on {manifest['splits']['train']['rows']} rows of "
+        f"{estimator} trained on {manifest['splits']['train']['rows']} rows of "
         f"{manifest['data_version']} (digest {manifest['digest'][:12]}); validation F1 "
         f"{metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}."
     )

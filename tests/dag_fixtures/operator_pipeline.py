@@ -1,13 +1,14 @@
 """A small DAG of the plugin's operators, driven entirely by its run conf (tests only).
 
-Loaded as a second DAG bundle by tests/conftest.py, so ``dag.test()`` can run it like any DAG.
+Loaded as a second DAG bundle by tests/conftest.py, so ``dag.test()`` can run it like any DAG. Its
+params are the shipped spec's trigger form plus ``manifest`` (a batch written by the test).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from cmms_mlflow.operators import (
     MlflowRegisterModelOperator,
@@ -15,7 +16,10 @@ from cmms_mlflow.operators import (
     MlflowTransitionModelOperator,
     MlflowValidateModelOperator,
 )
+from cmms_pm.params import training_params
+from cmms_pm.spec import PROJECT_DIR, load_spec
 
+SPEC = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
 VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
 
 for dag_id, staged in (("operator_pipeline", True), ("operator_pipeline_unstaged", False)):
@@ -25,26 +29,20 @@ for dag_id, staged in (("operator_pipeline", True), ("operator_pipeline_unstaged
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         render_template_as_native_obj=True,
         default_args={"retries": 0},
-        params={"model_name": "", "manifest": {}},
+        params={**{name: Param(**kw) for name, kw in training_params(SPEC).items()}, "manifest": {}},
     ) as dag:
         train = MlflowTrainModelOperator(
-            task_id="train_model",
-            dataset="{{ params.manifest }}",
-            experiment_name="operators-{{ params.model_name }}",
-            hyperparameters={"n_estimators": 10, "max_depth": 6},
-            run_tags={"model_type": "RandomForestClassifier"},
+            task_id="train_model", spec=SPEC.to_dict(), dataset="{{ params.manifest }}"
         )
         register = MlflowRegisterModelOperator(
             task_id="register_model", model_name="{{ params.model_name }}", training=train.output
         )
         validate = MlflowValidateModelOperator(
             task_id="validate_model",
+            spec=SPEC.to_dict(),
             model_name="{{ params.model_name }}",
             version=VERSION,
             holdout_uri="{{ params.manifest['splits']['holdout']['uri'] }}",
-            f1_threshold=0.5,
-            min_improvement=0.0,
-            allow_promotion=True,
         )
         if staged:
             stage = MlflowTransitionModelOperator(

@@ -30,9 +30,38 @@ def test_dags_folder_has_no_import_errors(dagbag):
     }
 
 
-def test_every_dag_file_is_named_after_its_dag(dagbag):
+def test_every_dag_file_is_named_after_its_dag_or_is_the_factory(dagbag):
     for dag_id, dag in dagbag.dags.items():
-        assert Path(dag.fileloc).stem == dag_id
+        assert Path(dag.fileloc).stem in (dag_id, "model_pipelines"), dag_id
+
+
+def test_the_factory_builds_a_training_and_a_scoring_dag_per_spec(dagbag):
+    from cmms_pm.spec import load_specs
+
+    specs, errors = load_specs()
+    assert specs and not errors
+    for spec in specs:
+        for dag_id in (spec.training_dag_id, spec.scoring_dag_id):
+            assert Path(dagbag.dags[dag_id].fileloc).name == "model_pipelines.py"
+
+
+def test_a_broken_spec_is_an_import_error_naming_it_while_the_others_load(tmp_path, monkeypatch):
+    import shutil
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    shutil.copy(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml", tmp_path)
+    (tmp_path / "broken.yaml").write_text(
+        "name: broken\nregistered_model: broken_rf\nsource: {kind: synthetic}\n"
+        "target: {column: y, positive: 1}\nfeatures: {numeric: [x]}\nestimator: {kind: xgboost}\n"
+    )
+    monkeypatch.setenv("CMMS_MODELS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(PROJECT_DIR / "dags" / "model_pipelines.py"))
+    assert {"predictive_maintenance_training", "predictive_maintenance_scoring"} <= set(bag.dags)
+    assert not {"broken_training", "broken_scoring"} & set(bag.dags)
+    (error,) = bag.import_errors.values()
+    assert "broken.yaml: estimator.kind: 'xgboost' is not one of" in error
+    assert "predictive_maintenance.yaml" not in error
 
 
 def test_every_dag_has_tags_docs_and_retries(dagbag):
@@ -51,11 +80,13 @@ def test_training_dag_schedule_and_params(dagbag):
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 2 * * *", "UTC")
     params = dag.params.dump()
-    assert params["model_name"] == "predictive_maintenance_rf"
+    assert params["model_name"] == "predictive_maintenance_rf" and params["estimator"] == "random_forest"
     assert params["experiment_name"] == "predictive_maintenance"
     assert (params["n_estimators"], params["max_depth"]) == (100, 10)
     assert params["f1_threshold"] == 0.80 and params["min_improvement"] == 0.0
     assert params["allow_promotion"] is True and params["data_source"] == "synthetic"
+    assert params["accept_schema_change"] is False and params["hyperparameters"] == {}
+    assert dag.get_task("promote_model").pool == "mlflow_promotion_predictive_maintenance"
     for name, param in dag.params.items():
         assert param.schema.get("title") and param.schema.get("section"), name
         assert param.description, name
@@ -79,21 +110,22 @@ def test_training_dag_task_order(dagbag):
 
 
 def test_promotions_emit_the_champion_asset_that_schedules_scoring(dagbag):
-    from cmms_mlflow.assets import CHAMPION_MODEL
+    from cmms_mlflow.assets import CHAMPION_ALIAS, champion_asset
 
+    asset = champion_asset("predictive_maintenance")
     emitters = {
-        (dag_id, task.task_id)
+        (dag_id, task.task_id, outlet.name)
         for dag_id, dag in dagbag.dags.items()
         for task in dag.tasks
-        if CHAMPION_MODEL in task.outlets
+        for outlet in task.outlets
     }
     assert emitters == {
-        ("predictive_maintenance_training", "promote_model"),
-        ("model_promotion", "change_stage"),
+        ("predictive_maintenance_training", "promote_model", asset.name),
+        ("model_promotion", "change_stage", CHAMPION_ALIAS.name),
     }
     scoring = dagbag.dags["predictive_maintenance_scoring"]
     assert type(scoring.timetable).__name__ == "AssetTriggeredTimetable"
-    assert list(scoring.timetable.asset_condition.objects) == [CHAMPION_MODEL]
+    assert [a.name for a in scoring.timetable.asset_condition.objects] == [asset.name]
 
 
 def test_model_promotion_is_manual_with_a_validated_form(dagbag):

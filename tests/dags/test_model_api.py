@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from cmms_mlflow import registry
-from cmms_mlflow.assets import CHAMPION_MODEL
+from cmms_mlflow.assets import champion_asset
 from cmms_pm.batch import batch_uri
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def test_staging_by_hand_through_the_api_is_recorded(airflow_cluster, cluster_cl
 def _champion_events(cluster, **filters) -> list[dict]:
     query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in filters.items())
     events = cluster.request("GET", f"/api/v2/assets/events?limit=100&{query}")[1]["asset_events"]
-    return [e for e in events if e["name"] == CHAMPION_MODEL.name]
+    return [e for e in events if e["name"] == champion_asset("predictive_maintenance").name]
 
 
 def _score(cluster, name: str) -> pd.DataFrame:

@@ -28,7 +28,7 @@ def dag(airflow_db):
 
 
 @pytest.fixture
-def trained_versions(mlflow_conn, client, model_name, tmp_path):
+def trained_versions(mlflow_conn, client, model_name, tmp_path, shipped_spec):
     """Two registered versions of ``model_name`` with a real model behind them (trained once)."""
     from cmms_mlflow import registry
     from cmms_mlflow.hooks import MlflowHook
@@ -36,7 +36,7 @@ def trained_versions(mlflow_conn, client, model_name, tmp_path):
     from cmms_pm.batch import prepare_batch
 
     manifest = prepare_batch(
-        source="synthetic", n_samples=2000, target_column="failure_within_7d",
+        spec=shipped_spec, frame=None, source="synthetic", n_samples=2000, target_column="failure_within_7d",
         interval_start="2026-11-24T02:00:00+00:00", interval_end="2026-11-25T02:00:00+00:00",
         out_uri=str(tmp_path / "batch"),
     )  # fmt: skip
@@ -44,8 +44,9 @@ def trained_versions(mlflow_conn, client, model_name, tmp_path):
     with hook.session() as session_client:
         experiment_id = hook.get_or_create_experiment(session_client, f"scoring-{model_name}")
         trained = log_training_run(
-            session_client, experiment_id=experiment_id, manifest=manifest,
-            hyperparameters={"n_estimators": 10, "max_depth": 6}, tags={}, run_name="rf10",
+            session_client, experiment_id=experiment_id, manifest=manifest, spec=shipped_spec,
+            estimator="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 6}, tags={},
+            run_name="rf10",
         )  # fmt: skip
         versions = []
         for source, run_id in (
@@ -98,6 +99,8 @@ def test_scoring_after_a_promotion_uses_the_new_champion(dag, client, model_name
     assert set(predictions["model_name"]) == {model_name}
     assert (predictions["scored_at"] == pd.Timestamp(run.run_after)).all()
     assert predictions["failure_probability"].between(0, 1).all()
+    # The fleet comes from the training generator: it fits the champion's data contract.
+    assert predictions["contract_ok"].mean() > 0.95
 
     experiment = client.get_experiment_by_name("predictive_maintenance_scoring")
     (summary_run,) = client.search_runs(

@@ -32,9 +32,11 @@ def _conf(**overrides) -> dict:
     dag.test() runs tasks in this process on one DAG object, and a conf key given to one call
     stays in the DAG's params for the next call (seen with data_source); so always pass all keys.
     """
-    from cmms_pm.params import TRAINING_PARAMS
+    from cmms_pm.params import training_params
+    from cmms_pm.spec import load_spec
 
-    return {name: spec["default"] for name, spec in TRAINING_PARAMS.items()} | overrides
+    spec = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
+    return {name: param["default"] for name, param in training_params(spec).items()} | overrides
 
 
 def _run(dag, day: int | None, **conf):
@@ -126,7 +128,11 @@ def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model
     record = json.loads(Path(client.download_artifacts(v1.run_id, "validation/decision.json")).read_text())
     assert record["decision"] == "promote" and record["champion_version"] is None
     assert record["challenger_uri"] == f"models:/{model_name}/Staging"
+    assert record["thresholds"]["metric"] == "f1" and record["drift"]["status"] == "none"
     assert len(run.inputs.dataset_inputs) == 1
+    assert "data_contract/contract.json" in {
+        a.path for a in client.list_artifacts(v1.run_id, "data_contract")
+    }
 
     second = _run(dag, 2, **base, n_estimators=1, max_depth=1)
     assert str(second.state) == "success", _task_states(second)
@@ -150,6 +156,9 @@ def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model
     assert aliases == {"champion": "3", "previous_champion": "1"}
     assert versions["3"].tags["champion_version"] == "1"
     assert versions["3"].tags["replaced_version"] == "1"
+    # Runs 2 and 3 were checked against the champion's contract: same generator, no drift gate.
+    assert versions["3"].tags["data_checked_against"] == "1"
+    assert versions["3"].tags["drift_status"] == "ok"
     assert float(versions["3"].tags["validation_f1"]) >= float(versions["3"].tags["champion_f1"])
     _assert_stages_and_aliases_agree(client, model_name)
 
@@ -182,9 +191,13 @@ def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model
 def test_bad_data_file_fails_at_validation_and_registers_nothing(
     dag, mlflow_conn, client, model_name, tmp_path, capfd, case, mutate, message
 ):
+    import os
+
     from cmms_pm.data import generate_telemetry
 
-    path = tmp_path / f"telemetry-{case}.csv"
+    # Files are read from allowed folders only: the data root's incoming/ is one.
+    path = Path(os.environ["CMMS_DATA_ROOT"]) / "incoming" / f"telemetry-{case}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
     mutate(generate_telemetry(1000, seed=11)).to_csv(path, index=False)
     # The NaN case also runs with no logical date: extraction must cope without a data interval.
     day = {"nan": None, "one-class": 11, "wrong-columns": 12}[case]
@@ -199,7 +212,7 @@ def test_bad_data_file_fails_at_validation_and_registers_nothing(
     assert not client.search_registered_models(f"name = '{model_name}'")
     # The task's error names what was wrong.
     logged = capfd.readouterr()
-    errors = [line for line in (logged.out + logged.err).splitlines() if "DataValidationError" in line]
+    errors = [line for line in (logged.out + logged.err).splitlines() if "BadDataError" in line]
     assert errors and message in errors[-1], errors[-3:]
 
 
@@ -211,6 +224,7 @@ def test_invalid_parameters_are_rejected_before_a_run_exists(dag):
         {"f1_threshold": 1.5},
         {"data_source": "telemetry.xlsx"},
         {"model_name": "bad name!"},
+        {"model_name": "123"},
         {"allow_promotion": "maybe"},
     ):
         with pytest.raises(ParamValidationError):

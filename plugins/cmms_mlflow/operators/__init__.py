@@ -1,6 +1,7 @@
 """The plugin's operators, one module per DAG family; DAG files import them from here."""
 
 from cmms_mlflow.operators.base import PROMOTION_POOL, MlflowBaseOperator
+from cmms_mlflow.operators.data import ExtractBatchOperator, MlflowValidateDataOperator
 from cmms_mlflow.operators.promotion import MlflowChangeStageOperator, MlflowResolveVersionOperator
 from cmms_mlflow.operators.scoring import MlflowBatchScoreOperator
 from cmms_mlflow.operators.training import (
@@ -15,6 +16,8 @@ from cmms_mlflow.operators.training import (
 )
 
 __all__ = [
+    "ExtractBatchOperator",
+    "MlflowValidateDataOperator",
     "PROMOTION_POOL",
     "MlflowBaseOperator",
     "MlflowBatchScoreOperator",

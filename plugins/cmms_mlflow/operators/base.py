@@ -7,23 +7,28 @@ operators add their own fields and delegate the MLflow work to the plugin's MLfl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import AssetAlias, BaseOperator
 
-from cmms_mlflow.assets import CHAMPION_MODEL
-from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable
+from cmms_mlflow.assets import CHAMPION_ALIAS, champion_asset
+from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable, bad_data_fails_the_task
 from cmms_mlflow.hooks import MlflowHook
 from cmms_mlflow.links import MODEL_VERSION_URL_KEY
+from cmms_pm.spec import MANUAL_PROMOTION_POOL
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+    from cmms_pm.params import RunConfig
+    from cmms_pm.spec import ModelSpec
+
 #: Airflow pool (one slot, created by scripts/setup_airflow.sh) that serializes promotions.
-PROMOTION_POOL = "mlflow_promotion"
+PROMOTION_POOL = MANUAL_PROMOTION_POOL
+CHAMPION_ASSET_PREFIX = champion_asset("").name
 
 # MLflow error codes a retry cannot fix; anything else (5xx, connection refused) is retryable.
 _PERMANENT_ERROR_CODES = frozenset(
@@ -74,17 +79,44 @@ class MlflowBaseOperator(BaseOperator):
     def push_model_version_link(self, context: Context, name: str, version: str) -> None:
         context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=self.hook.model_version_url(name, version))
 
-    def announce_champion(self, context: Context, name: str, version: str | None, **extra: Any) -> None:
-        """Say which model's champion the outlet Asset event is about (consumers read ``extra``)."""
+    def announce_champion(
+        self, context: Context, name: str, version: str | None, spec_name: str | None, **extra: Any
+    ) -> None:
+        """Emit the champion event of model ``name``: on the task's own champion Asset, or through
+        the champion alias onto the Asset of ``spec_name`` (``model_promotion`` acts on any model)."""
+        payload = {"model_name": name, "champion_version": version, **extra}
         for outlet in self.outlets:
-            if getattr(outlet, "name", None) == CHAMPION_MODEL.name:
-                context["outlet_events"][outlet].extra.update(
-                    {"model_name": name, "champion_version": version, **extra}
-                )
+            if isinstance(outlet, AssetAlias) and outlet.name == CHAMPION_ALIAS.name:
+                if spec_name is None:
+                    self.log.warning("No model spec owns %r: no champion event emitted", name)
+                    continue
+                context["outlet_events"][outlet].add(champion_asset(spec_name), extra=payload)
+            elif str(getattr(outlet, "name", "")).startswith(CHAMPION_ASSET_PREFIX):
+                context["outlet_events"][outlet].extra.update(payload)
+
+
+class SpecOperatorMixin:
+    """For operators built from a model spec: ``spec`` is ``ModelSpec.to_dict()`` (plain JSON, not a
+    template: it is the DAG's definition); the run's own choices come from its validated params."""
+
+    spec: Mapping[str, Any]
+
+    @cached_property
+    def model_spec(self) -> ModelSpec:
+        from cmms_pm.spec import ModelSpec
+
+        return ModelSpec.from_dict(self.spec)
+
+    def run_config(self, context: Context) -> RunConfig:
+        """The spec overridden by this run's params; bad hyperparameters fail without a retry."""
+        from cmms_pm.params import run_config
+
+        with bad_data_fails_the_task():
+            return run_config(self.model_spec, context["params"])
 
 
 def as_bool(value: Any) -> bool:
-    """A boolean from a rendered template (``\"True\"``, ``\"false\"``) or a native value."""
+    """A boolean from a rendered template (``"True"``, ``"false"``) or a native value."""
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)

@@ -88,9 +88,14 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
             kind="rollback" if rollback and self.stage == "Production" else "manual",
         )
         self.push_model_version_link(context, self.model_name, outcome["version"])
+        from cmms_mlflow.assets import spec_name_of
+
         champion = registry.get_champion(client, self.model_name)
         self.announce_champion(
-            context, self.model_name, str(champion.version) if champion is not None else None
+            context,
+            self.model_name,
+            str(champion.version) if champion is not None else None,
+            spec_name=spec_name_of(self.model_name, champion.tags if champion is not None else {}),
         )
         self.log.info(
             "%s v%s: %s -> %s (champion before: %s, replaced: %s) by %s: %s",

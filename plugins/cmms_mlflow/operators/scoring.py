@@ -1,24 +1,30 @@
-"""Operator of the ``predictive_maintenance_scoring`` DAG: batch scoring with the champion."""
+"""Operator of a model's scoring DAG: batch scoring with the champion, checked against its contract."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import training_run
+from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
-from cmms_mlflow.operators.base import MlflowBaseOperator
+from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
 
-class MlflowBatchScoreOperator(MlflowBaseOperator):
-    """Score the latest telemetry of the fleet with each affected model's champion (by alias).
+class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
+    """Score the spec's scoring source with each affected model's champion (loaded by alias).
 
-    The models are those named by the triggering champion Asset events, else ``model_name``.
-    Writes ``<data root>/<dag_id>/<run_id>/<model>/predictions.parquet`` and logs a summary run.
+    Before predicting, every row is checked against the champion's data contract: rows with an
+    unseen category, a missing or an out-of-range value are scored but flagged (``contract_ok``,
+    ``contract_issues``) and counted in the summary; an input whose schema lost or retyped a
+    feature column fails. The models are those named by the triggering champion Asset events
+    (names checked), else ``model_name``. Writes
+    ``<data root>/<dag_id>/<run_id>/<model>/predictions.parquet`` and logs a summary run.
     """
 
     template_fields: Sequence[str] = (
@@ -26,56 +32,90 @@ class MlflowBatchScoreOperator(MlflowBaseOperator):
         "model_name",
         "n_units",
         "risk_threshold",
-        "experiment_name",
     )
     operator_extra_links: ClassVar = (MlflowRunLink(), MlflowModelVersionLink())
 
     def __init__(
         self,
         *,
+        spec: Mapping[str, Any],
         model_name: str,
-        n_units: Any,
         risk_threshold: Any,
-        experiment_name: str = "predictive_maintenance_scoring",
+        n_units: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.spec = spec
         self.model_name = model_name
         self.n_units = n_units
         self.risk_threshold = risk_threshold
-        self.experiment_name = experiment_name
 
     def models_to_score(self, context: Context) -> list[str]:
+        """Model names from the triggering Asset events (only well-formed names), else ``model_name``."""
+        from cmms_pm.spec import MODEL_NAME_PATTERN
+
         names: list[str] = []
         for events in (context.get("triggering_asset_events") or {}).values():
             for event in events:
                 name = (event.extra or {}).get("model_name")
-                if name and name not in names:
+                if not isinstance(name, str) or not re.fullmatch(MODEL_NAME_PATTERN, name):
+                    self.log.warning("Ignoring an Asset event that names no valid model: %r", name)
+                elif name not in names:
                     names.append(name)
         return names or [self.model_name]
 
+    def read_input(self, scored_at: str) -> Any:
+        """The rows to score: the synthetic fleet snapshot, or the spec's scoring file / SQL source."""
+        from cmms_mlflow.sources import read_file_source, read_sql_source
+        from cmms_pm.fleet import latest_telemetry
+
+        source = self.model_spec.scoring["source"]
+        if source["kind"] == "synthetic":
+            return latest_telemetry(scored_at, n_units=int(self.n_units or source.get("n_units", 500)))
+        if source["kind"] == "sql":
+            return read_sql_source(source, interval_start=scored_at, interval_end=scored_at)
+        return read_file_source(source["path"], aws_conn_id=source.get("aws_conn_id", "aws_default"))
+
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
+        from cmms_pm.contract import check_batch, flag_rows
+
         from cmms_mlflow.champion_scoring import load_champion, log_summary
         from cmms_pm.batch import batch_uri, data_root
         from cmms_pm.data import write_frame
-        from cmms_pm.fleet import latest_telemetry, score_fleet, summarize
+        from cmms_pm.fleet import score_frame, summarize
 
+        spec = self.model_spec
         dag_run = context["dag_run"]
         scored_at = dag_run.run_after.isoformat()
         threshold = float(self.risk_threshold)
-        telemetry = latest_telemetry(scored_at, n_units=int(self.n_units))
-        experiment_id = self.hook.get_or_create_experiment(client, self.experiment_name)
+        with bad_data_fails_the_task():
+            frame = self.read_input(scored_at)
+        id_columns = list(spec.id_columns)
+        experiment_id = self.hook.get_or_create_experiment(client, spec.scoring_experiment)
         run_dir = batch_uri(data_root(), dag_run.dag_id, dag_run.run_id)
         tags = training_run.airflow_tags(context)
         results = []
         for name in self.models_to_score(context):
-            model, version = load_champion(client, name, self.hook.lock_dir)
-            predictions = score_fleet(
-                model, telemetry, model_name=name, model_version=version, scored_at=scored_at,
-                threshold=threshold,
+            model, champion = load_champion(client, name, self.hook.lock_dir)
+            version = str(champion.version)
+            contract = training_run.load_contract(client, champion.run_id) if champion.run_id else None
+            flags = None
+            if contract is not None:
+                check = check_batch(frame, contract, ignore=[spec.target, *id_columns])
+                if check.removed or check.retyped:
+                    raise BadDataError(
+                        f"scoring input does not fit champion v{version} of {name!r}: "
+                        + check.schema_change_message()
+                    )
+                flags = flag_rows(frame, contract)
+            else:
+                self.log.warning("%s v%s has no data contract: rows are scored unchecked", name, version)
+            predictions = score_frame(
+                model, frame, id_columns=id_columns, flags=flags, model_name=name, model_version=version,
+                scored_at=scored_at, threshold=threshold,
             )  # fmt: skip
             out = write_frame(predictions, f"{run_dir}/{name}/predictions.parquet")
-            summary = summarize(predictions, threshold=threshold)
+            summary = summarize(predictions, threshold=threshold, id_columns=id_columns, flags=flags)
             run_id = log_summary(
                 client,
                 experiment_id=experiment_id,
@@ -90,8 +130,8 @@ class MlflowBatchScoreOperator(MlflowBaseOperator):
             context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, run_id))
             self.push_model_version_link(context, name, version)
             self.log.info(
-                "%s v%s scored %d units: %d at risk (threshold %.2f) -> %s",
-                name, version, summary["units"], summary["at_risk"], threshold, out,
+                "%s v%s scored %d rows: %d at risk (threshold %.2f), %d flagged by the contract -> %s",
+                name, version, summary["units"], summary["at_risk"], threshold, summary["flagged"], out,
             )  # fmt: skip
             results.append({**summary, "predictions_uri": out, "mlflow_run_id": run_id})
         return results

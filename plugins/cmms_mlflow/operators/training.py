@@ -2,54 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import registry, training_run
+from cmms_mlflow.assets import SPEC_TAG
 from cmms_mlflow.hooks import redact_uri
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
-from cmms_mlflow.operators.base import MlflowBaseOperator, as_bool
+from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+    from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
 
-class MlflowTrainModelOperator(MlflowBaseOperator):
-    """Train the model on a data batch and log one MLflow run (resumed, not repeated, on retry).
+
+class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
+    """Train the spec's model on a data batch and log one MLflow run (resumed, not repeated, on retry).
+
+    The experiment, estimator and hyperparameters are the spec's, overridden by the run's params.
 
     :param dataset: the manifest returned by the data step (splits' URIs, rows, digest).
-    :param experiment_name: MLflow experiment, created if missing.
-    :param hyperparameters: passed to ``cmms_pm.training.build_model``.
-    :param run_tags: extra run tags (``model_type``, ``use_case``, ...).
+    :param checks: the report of ``validate_data`` (contract check, drift), logged with the run.
     """
 
-    template_fields: Sequence[str] = (
-        *MlflowBaseOperator.template_fields,
-        "dataset",
-        "experiment_name",
-        "hyperparameters",
-        "run_tags",
-    )
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks")
     operator_extra_links: ClassVar = (MlflowRunLink(),)
 
-    def __init__(
-        self,
-        *,
-        dataset: Any,
-        experiment_name: str,
-        hyperparameters: dict[str, Any],
-        run_tags: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.spec = spec
         self.dataset = dataset
-        self.experiment_name = experiment_name
-        self.hyperparameters = hyperparameters
-        self.run_tags = run_tags
+        self.checks = checks
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
-        experiment_id = self.hook.get_or_create_experiment(client, self.experiment_name)
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> TrainingResult:
+        from cmms_pm.estimators import estimator
+
+        spec = self.model_spec
+        config = self.run_config(context)
+        experiment_id = self.hook.get_or_create_experiment(client, config.experiment)
         airflow_tags = training_run.airflow_tags(context)
         earlier = training_run.resume_or_close(
             client, training_run.find_task_runs(client, experiment_id, airflow_tags)
@@ -60,12 +52,18 @@ class MlflowTrainModelOperator(MlflowBaseOperator):
         else:
             manifest = self.dataset
             tags = {
-                **(self.run_tags or {}),
+                "model_type": estimator(config.estimator).title,
+                "estimator": config.estimator,
+                "use_case": spec.name,
+                SPEC_TAG: spec.name,
+                "model_spec_file": spec.path,
+                "data_source": manifest.get("source", ""),
                 "data_version": manifest["data_version"],
                 "data_interval_start": manifest["data_interval_start"],
                 "data_interval_end": manifest["data_interval_end"],
                 "data_digest": manifest["digest"],
                 "training_date": manifest["training_date"],
+                **_check_tags(self.checks),
                 **airflow_tags,
             }
             commit = training_run.git_commit()
@@ -75,13 +73,34 @@ class MlflowTrainModelOperator(MlflowBaseOperator):
                 client,
                 experiment_id=experiment_id,
                 manifest=manifest,
-                hyperparameters=self.hyperparameters,
+                spec=spec,
+                estimator=config.estimator,
+                hyperparameters=config.hyperparameters,
                 tags=tags,
                 run_name=f"{self.task_id}-{manifest['training_date']}",
+                checks=self.checks,
             )
         context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, result["run_id"]))
         self.log.info("MLflow run %s: validation F1 %.4f", result["run_id"], result["metrics"]["f1"])
         return result
+
+
+def _check_tags(checks: DataReport | None) -> dict[str, str]:
+    """Run tags (copied to the model version) that say how the batch compared with the champion's."""
+    if not checks:
+        return {}
+    tags = {"data_checked_against": str(checks.get("champion_version") or "")}
+    if checks.get("drift"):
+        from cmms_pm.drift import DriftReport, drift_tags
+
+        tags.update(drift_tags(DriftReport.from_dict(checks["drift"])))
+    else:
+        tags["drift_status"] = checks.get("drift_status", "none")
+    if checks.get("contract_check"):
+        check = checks["contract_check"]
+        tags["contract_unseen_category_columns"] = str(len(check.get("unseen_categories") or {}))
+        tags["contract_out_of_range_columns"] = str(len(check.get("out_of_range") or {}))
+    return tags
 
 
 class MlflowRegisterModelOperator(MlflowBaseOperator):
@@ -148,54 +167,54 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         return changes
 
 
-class MlflowValidateModelOperator(MlflowBaseOperator):
-    """Score the staged challenger and the champion on the holdout; tag and record the decision."""
+class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
+    """Score the staged challenger and the champion on the holdout; tag and record the decision.
+
+    The promotion policy (metric, threshold, minimum improvement, backfill rule) is the spec's,
+    overridden by the run's params; the drift gate comes from ``validate_data``'s report.
+
+    :param checks: the report of ``validate_data`` (its drift status and reason feed the gate).
+    """
 
     template_fields: Sequence[str] = (
         *MlflowBaseOperator.template_fields,
         "model_name",
         "version",
         "holdout_uri",
-        "f1_threshold",
-        "min_improvement",
-        "allow_promotion",
-        "allow_older_data",
+        "checks",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
     def __init__(
         self,
         *,
+        spec: Mapping[str, Any],
         model_name: str,
         version: Any,
         holdout_uri: Any,
-        f1_threshold: Any,
-        min_improvement: Any,
-        allow_promotion: Any,
-        allow_older_data: Any = False,
+        checks: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.spec = spec
         self.model_name = model_name
         self.version = version
         self.holdout_uri = holdout_uri
-        self.f1_threshold = f1_threshold
-        self.min_improvement = min_improvement
-        self.allow_promotion = allow_promotion
-        self.allow_older_data = allow_older_data
+        self.checks = checks
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> DecisionRecord:
         from cmms_mlflow.model_evaluation import validate_candidate
 
+        config = self.run_config(context)
+        checks = self.checks or {}
         record = validate_candidate(
             client,
             name=self.model_name,
             version=str(self.version),
             holdout_uri=self.holdout_uri,
-            f1_threshold=float(self.f1_threshold),
-            min_improvement=float(self.min_improvement),
-            allow_promotion=as_bool(self.allow_promotion),
-            allow_older_data=as_bool(self.allow_older_data),
+            target=self.model_spec.target,
+            policy=config.thresholds,
+            drift={"status": checks.get("drift_status", "none"), "reason": checks.get("drift_reason", "")},
         )
         self.push_model_version_link(context, self.model_name, str(self.version))
         return record
@@ -243,6 +262,7 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
             context,
             self.model_name,
             str(champion.version) if champion is not None else None,
+            spec_name=None,  # the task's own outlet is its spec's champion Asset
             decision=outcome["decision"],
         )
         return outcome
@@ -286,6 +306,8 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "reason": record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
+            "policy": _policy_line(record),
+            "drift": (record.get("drift") or {}).get("reason", ""),
             "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
             "mlflow_ui_url": self.hook.model_version_url(self.model_name, version),
             "airflow_ui_url": mv.tags.get("airflow.run_url", ""),
@@ -294,3 +316,13 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         self.log.info("Pipeline summary\n%s", summary["text"])
         self.push_model_version_link(context, self.model_name, version)
         return summary
+
+
+def _policy_line(record: DecisionRecord) -> str:
+    """``metric ≥ threshold, + min improvement`` as decided, e.g. ``roc_auc ≥ 0.8000 (+0.0000)``."""
+    policy = record.get("thresholds") or {}
+    if "metric" not in policy:
+        return ""
+    return (
+        f"{policy['metric']} ≥ {policy['threshold']:.4f} (+{policy['min_improvement']:.4f} over the champion)"
+    )

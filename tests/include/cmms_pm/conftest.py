@@ -7,6 +7,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from cmms_pm.data import generate_telemetry, split_frame
+from cmms_pm.spec import ModelSpec
 from cmms_pm.training import fit_model
 
 SEED = 20240601
@@ -24,8 +25,24 @@ def splits(telemetry: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="session")
-def default_model(splits: dict[str, pd.DataFrame]) -> Pipeline:
-    return fit_model(splits["train"], {})
+def fit(shipped_spec: ModelSpec):
+    """``fit(train, estimator=..., **hyperparameters)`` with the shipped spec's features."""
+
+    def _fit(train: pd.DataFrame, estimator: str = "random_forest", **hyperparameters) -> Pipeline:
+        return fit_model(
+            train,
+            features=shipped_spec.features,
+            target=shipped_spec.target,
+            estimator=estimator,
+            hyperparameters=hyperparameters,
+        )
+
+    return _fit
+
+
+@pytest.fixture(scope="session")
+def default_model(splits: dict[str, pd.DataFrame], fit) -> Pipeline:
+    return fit(splits["train"])
 
 
 @pytest.fixture

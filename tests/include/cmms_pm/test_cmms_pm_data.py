@@ -16,13 +16,12 @@ import pytest
 from cmms_pm.data import (
     generate_telemetry,
     interval_seed,
-    load_external,
     read_split,
     split_frame,
     write_batch,
 )
-from cmms_pm.exceptions import CmmsPmError, DataSourceError, DataValidationError
-from cmms_pm.frame_checks import validate_frame
+from cmms_pm.exceptions import DataSourceError, DataValidationError
+from cmms_pm.frame_checks import check_frame
 from cmms_pm.schema import EQUIPMENT_TYPES, FEATURES, INTEGER_COLUMNS, NUMERIC, TARGET
 
 INCLUDE_DIR = Path(__file__).resolve().parents[3] / "include"
@@ -88,9 +87,19 @@ def test_generated_frame_has_schema_columns_and_dtypes(telemetry):
     assert set(telemetry["equipment_type"]) == set(EQUIPMENT_TYPES)
 
 
-def test_generated_frame_passes_validation(telemetry):
-    report = validate_frame(telemetry)
+def test_generated_frame_passes_the_shipped_specs_checks(telemetry, shipped_spec):
+    """The shipped spec describes exactly what the generator writes (columns, types, ranges)."""
+    report = check_frame(
+        telemetry,
+        features=shipped_spec.features,
+        target=shipped_spec.target,
+        min_rows=200,
+        max_missing_rate=0.0,
+    )
     assert report["rows"] == 5_000
+    assert set(shipped_spec.features.declared) == set(FEATURES)
+    assert set(shipped_spec.features.integer) == set(INTEGER_COLUMNS)
+    assert set(shipped_spec.features.categories["equipment_type"]) == set(EQUIPMENT_TYPES)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -218,7 +227,7 @@ def test_manifest_is_small_json_with_totals_and_metadata(splits, tmp_path):
     assert manifest["rows"] == sum(len(frame) for frame in splits.values())
     total_positives = sum(int(frame[TARGET].sum()) for frame in splits.values())
     assert manifest["positive_rate"] == pytest.approx(total_positives / manifest["rows"])
-    assert manifest["features"] == FEATURES
+    assert manifest["columns"] == list(splits["train"].columns)
     assert manifest["target"] == TARGET
     assert manifest["uri"] == str(tmp_path)
     assert manifest["data_version"] == "2024-06-01/2024-06-02"
@@ -246,79 +255,3 @@ def test_read_split_of_a_missing_file_names_the_uri(tmp_path):
     uri = str(tmp_path / "holdout.parquet")
     with pytest.raises(DataSourceError, match="holdout.parquet"):
         read_split(uri)
-
-
-# --- load_external -------------------------------------------------------------------------------
-
-
-def _external(valid_frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame shaped like a CMMS export: its own label name and an extra column."""
-    return valid_frame.rename(columns={TARGET: "failed"}).assign(asset_tag="A-1")
-
-
-def test_load_external_reads_csv_renames_the_target_and_drops_extra_columns(valid_frame, tmp_path):
-    path = tmp_path / "export.csv"
-    _external(valid_frame).to_csv(path, index=False)
-    loaded = load_external(str(path), "failed")
-    assert list(loaded.columns) == FEATURES + [TARGET]
-    pd.testing.assert_frame_equal(loaded, valid_frame.reset_index(drop=True), check_dtype=False)
-
-
-@pytest.mark.parametrize("suffix", [".parquet", ".pq"])
-def test_load_external_reads_parquet(valid_frame, tmp_path, suffix):
-    path = tmp_path / f"export{suffix}"
-    _external(valid_frame).to_parquet(path, index=False)
-    loaded = load_external(path.as_uri(), "failed")
-    pd.testing.assert_frame_equal(loaded, valid_frame.reset_index(drop=True))
-
-
-def test_load_external_leaves_bad_values_for_validation_to_find(valid_frame, tmp_path):
-    broken = valid_frame.astype({"rpm": object})
-    broken.loc[0, "rpm"] = "sensor fault"
-    broken.loc[1, "temperature_c"] = np.nan
-    path = tmp_path / "broken.csv"
-    broken.to_csv(path, index=False)
-    loaded = load_external(str(path), TARGET)
-    assert loaded.loc[0, "rpm"] == "sensor fault"
-    assert np.isnan(loaded.loc[1, "temperature_c"])
-    with pytest.raises(DataValidationError, match="column 'rpm' must be numeric"):
-        validate_frame(loaded)
-
-
-def test_load_external_keeps_missing_feature_columns_missing(valid_frame, tmp_path):
-    path = tmp_path / "partial.csv"
-    valid_frame.drop(columns=["rpm"]).to_csv(path, index=False)
-    assert "rpm" not in load_external(str(path), TARGET).columns
-
-
-def test_load_external_of_a_missing_file_names_the_uri(tmp_path):
-    uri = str(tmp_path / "nope.csv")
-    with pytest.raises(DataSourceError, match="nope.csv.*does not exist"):
-        load_external(uri, TARGET)
-
-
-@pytest.mark.parametrize("name", ["export.xlsx", "export"])
-def test_load_external_rejects_unsupported_file_types(tmp_path, name):
-    (tmp_path / name).write_text("x")
-    with pytest.raises(DataSourceError, match=f"unsupported file type .*{name}"):
-        load_external(str(tmp_path / name), TARGET)
-
-
-def test_load_external_without_the_target_column_names_it(valid_frame, tmp_path):
-    path = tmp_path / "export.csv"
-    valid_frame.to_csv(path, index=False)
-    with pytest.raises(DataSourceError, match="target column 'failed' not found in .*export.csv"):
-        load_external(str(path), "failed")
-
-
-def test_load_external_of_a_corrupt_parquet_file_is_a_source_error(tmp_path):
-    path = tmp_path / "corrupt.parquet"
-    path.write_bytes(b"not parquet at all")
-    with pytest.raises(DataSourceError, match="cannot read data source .*corrupt.parquet"):
-        load_external(str(path), TARGET)
-
-
-def test_source_errors_are_package_errors():
-    assert issubclass(DataSourceError, CmmsPmError)
-    assert issubclass(DataValidationError, CmmsPmError)
-    assert issubclass(DataValidationError, ValueError)

@@ -1,4 +1,4 @@
-"""Fleet scoring: deterministic latest telemetry, one prediction row per unit, a summary."""
+"""Batch scoring: deterministic synthetic fleet, one prediction row per input row, flags, a summary."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 
 from cmms_pm.data import generate_telemetry
-from cmms_pm.fleet import latest_telemetry, score_fleet, summarize
+from cmms_pm.fleet import latest_telemetry, score_frame, summarize
 from cmms_pm.schema import FEATURES
-from cmms_pm.training import fit_model
+
+SCORED_AT = "2026-11-26T03:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
-def model():
-    return fit_model(generate_telemetry(2000, seed=11), {"n_estimators": 10, "max_depth": 6})
+def model(fit):
+    return fit(generate_telemetry(2000, seed=11), n_estimators=10, max_depth=6)
 
 
 def test_latest_telemetry_is_one_row_per_unit_and_deterministic_for_a_time():
@@ -26,23 +27,42 @@ def test_latest_telemetry_is_one_row_per_unit_and_deterministic_for_a_time():
     assert not first.equals(other)
 
 
-def test_predictions_carry_model_version_and_scoring_time_and_summary_counts_at_risk(model):
+def test_predictions_carry_ids_model_version_and_scoring_time_and_summary_counts_at_risk(model):
     telemetry = latest_telemetry("2026-11-26T00:00:00+00:00", n_units=200)
-    predictions = score_fleet(
-        model,
-        telemetry,
-        model_name="pm",
-        model_version="7",
-        scored_at="2026-11-26T03:00:00+00:00",
-    )
-    assert len(predictions) == 200
-    assert set(predictions["model_version"]) == {"7"}
-    assert predictions["scored_at"].iloc[0] == pd.Timestamp("2026-11-26T03:00:00+00:00")
-    summary = summarize(predictions)
-    assert summary["units"] == 200
-    expected = int((model.predict_proba(telemetry[FEATURES])[:, 1] >= 0.5).sum())
+    predictions = score_frame(
+        model, telemetry, id_columns=["equipment_id"], flags=None, model_name="pm", model_version="7",
+        scored_at=SCORED_AT,
+    )  # fmt: skip
+    assert len(predictions) == 200 and list(predictions["equipment_id"]) == list(telemetry["equipment_id"])
+    assert set(predictions["model_version"]) == {"7"} and predictions["contract_ok"].all()
+    assert predictions["scored_at"].iloc[0] == pd.Timestamp(SCORED_AT)
+    summary = summarize(predictions, id_columns=["equipment_id"])
+    assert summary["units"] == 200 and summary["flagged"] == 0
+    expected = int((model.predict_proba(telemetry)[:, 1] >= 0.5).sum())
     assert summary["at_risk"] == expected == int(predictions["at_risk"].sum())
-    assert sum(summary["at_risk_by_type"].values()) == summary["at_risk"]
     assert summary["model_version"] == "7"
     probabilities = [r["failure_probability"] for r in summary["riskiest"]]
     assert probabilities == sorted(probabilities, reverse=True)
+    assert all(r["equipment_id"].startswith("EQ-") for r in summary["riskiest"])
+
+
+def test_flagged_rows_are_scored_marked_and_counted_by_reason(model):
+    telemetry = latest_telemetry("2026-11-26T00:00:00+00:00", n_units=10)
+    flags = pd.DataFrame(
+        {
+            "unseen_category": [True, False] + [False] * 8,
+            "missing_value": [False, True] + [False] * 8,
+            "out_of_range": [False] * 10,
+            "contract_issues": ["unseen_category:equipment_type", "missing_value:rpm"] + [""] * 8,
+        }
+    )
+    predictions = score_frame(
+        model, telemetry, id_columns=["equipment_id"], flags=flags, model_name="pm", model_version="1",
+        scored_at=SCORED_AT,
+    )  # fmt: skip
+    assert list(predictions["contract_ok"]) == [False, False] + [True] * 8
+    assert predictions["contract_issues"].iloc[0] == "unseen_category:equipment_type"
+    assert predictions["failure_probability"].notna().all()
+    summary = summarize(predictions, id_columns=["equipment_id"], flags=flags)
+    assert summary["flagged"] == 2
+    assert summary["flagged_by_reason"] == {"unseen_category": 1, "missing_value": 1, "out_of_range": 0}

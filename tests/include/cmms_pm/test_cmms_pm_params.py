@@ -1,18 +1,31 @@
-"""The trigger form's schema also validates a whole conf (the API's training request)."""
+"""A model's trigger form comes from its spec; the same schema validates a whole conf (the API's)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from cmms_pm.exceptions import InvalidParamsError
-from cmms_pm.params import TRAINING_PARAMS, validate_training_conf
+from cmms_pm.params import run_config, training_params, validate_conf
 
 
-def test_a_partial_conf_is_completed_with_the_form_defaults():
-    conf = validate_training_conf({"n_estimators": 50})
-    assert conf["n_estimators"] == 50
-    assert set(conf) == set(TRAINING_PARAMS)
-    assert conf["max_depth"] == TRAINING_PARAMS["max_depth"]["default"]
+def test_the_form_takes_its_defaults_and_bounds_from_the_spec(shipped_spec):
+    params = training_params(shipped_spec)
+    assert params["model_name"]["default"] == "predictive_maintenance_rf"
+    assert (params["n_estimators"]["default"], params["max_depth"]["default"]) == (100, 10)
+    assert (params["n_estimators"]["minimum"], params["n_estimators"]["maximum"]) == (1, 2000)
+    assert params["f1_threshold"]["default"] == 0.8 and params["n_samples"]["default"] == 20000
+    assert params["estimator"]["enum"] == ["random_forest", "hist_gradient_boosting", "logistic_regression"]
+    for name, param in params.items():
+        assert param["title"] and param["section"] and param["description"], name
+
+
+def test_a_partial_conf_is_completed_with_the_form_defaults(shipped_spec):
+    params = training_params(shipped_spec)
+    conf = validate_conf(params, {"n_estimators": 50})
+    assert conf["n_estimators"] == 50 and set(conf) == set(params)
+    assert conf["max_depth"] == params["max_depth"]["default"]
 
 
 @pytest.mark.parametrize(
@@ -22,12 +35,52 @@ def test_a_partial_conf_is_completed_with_the_form_defaults():
         ({"max_depth": "deep"}, "max_depth"),
         ({"f1_threshold": 1.5}, "f1_threshold"),
         ({"data_source": "telemetry.xlsx"}, "data_source"),
+        ({"data_source": "s3://bucket/t.csv?endpoint_override=evil.example"}, "data_source"),
+        ({"data_source": "incoming/t.csv\n"}, "data_source"),
         ({"model_name": "../etc/passwd"}, "model_name"),
+        ({"model_name": "123"}, "model_name"),
+        ({"model_name": "0x1F"}, "model_name"),
+        ({"model_name": "pm_model\n"}, "model_name"),
+        ({"estimator": "xgboost"}, "estimator"),
+        ({"hyperparameters": {"learning_rate": 2}}, "hyperparameters"),
+        ({"hyperparameters": {"n_trees": 2}}, "hyperparameters"),
         ({"learning_rate": 0.1}, "learning_rate"),
     ],
 )
-def test_invalid_values_and_unknown_keys_are_refused_naming_the_field(conf, field):
+def test_invalid_values_and_unknown_keys_are_refused_naming_the_field(shipped_spec, conf, field):
     with pytest.raises(InvalidParamsError) as caught:
-        validate_training_conf(conf)
+        validate_conf(training_params(shipped_spec), conf)
     assert field in str(caught.value)
     assert caught.value.problems
+
+
+def test_patterns_mean_the_same_in_python_and_javascript(shipped_spec):
+    """The browser validates the form with ECMAScript regexes: no Python-only syntax like \\Z."""
+    for name, param in training_params(shipped_spec).items():
+        if "pattern" in param:
+            assert "\\Z" not in param["pattern"] and "(?P<" not in param["pattern"], name
+            assert re.search(param["pattern"], "abc\n") is None or name == "target_column"
+
+
+def test_the_run_uses_the_specs_estimator_with_the_forms_hyperparameters(shipped_spec):
+    config = run_config(shipped_spec, {"n_estimators": 50, "f1_threshold": 0.7})
+    assert config.estimator == "random_forest" and config.hyperparameters["n_estimators"] == 50
+    assert config.thresholds == {
+        "metric": "f1", "threshold": 0.7, "min_improvement": 0.0, "allow_promotion": True,
+        "allow_older_data": False,
+    }  # fmt: skip
+    assert config.model_name == "predictive_maintenance_rf" and config.data_source == "synthetic"
+
+
+def test_another_estimator_at_trigger_time_takes_its_defaults_and_the_override_object(shipped_spec):
+    config = run_config(
+        shipped_spec, {"estimator": "hist_gradient_boosting", "hyperparameters": {"learning_rate": 0.05}}
+    )
+    assert config.estimator == "hist_gradient_boosting"
+    assert config.hyperparameters["learning_rate"] == 0.05 and config.hyperparameters["max_iter"] == 200
+    assert "n_estimators" not in config.hyperparameters and config.notes
+
+
+def test_hyperparameters_that_do_not_fit_the_chosen_estimator_are_refused_by_name(shipped_spec):
+    with pytest.raises(InvalidParamsError, match="C"):
+        run_config(shipped_spec, {"hyperparameters": {"C": 2.0}})

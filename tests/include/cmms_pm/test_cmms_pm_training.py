@@ -6,37 +6,44 @@ import numpy as np
 import pytest
 import skops.io as sio
 
+from cmms_pm.estimators import ESTIMATORS
 from cmms_pm.exceptions import DataValidationError
 from cmms_pm.schema import FEATURES, NUMERIC, TARGET
-from cmms_pm.training import (
-    SKOPS_TRUSTED_TYPES,
-    build_model,
-    classification_metrics,
-    feature_importances,
-    fit_model,
-    score_model,
-)
+from cmms_pm.training import classification_metrics, feature_importances, score_model
 
 # Parallel trees add their probabilities in whatever order the threads finish: last-bit differences.
 FLOAT_NOISE = 1e-12
 METRIC_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"}
 
 
+@pytest.fixture(scope="module")
+def models(splits, fit) -> dict:
+    """One fitted pipeline per estimator kind, with its defaults (the shipped spec's features)."""
+    return {kind: fit(splits["train"], estimator=kind) for kind in ESTIMATORS}
+
+
 def test_default_model_reaches_f1_of_0_80_on_the_holdout(default_model, splits):
-    metrics = score_model(default_model, splits["holdout"])
+    metrics = score_model(default_model, splits["holdout"], target=TARGET)
     assert 0.80 <= metrics["f1"] < 0.99
     assert metrics["roc_auc"] > 0.9
 
 
-def test_single_stump_is_clearly_worse_than_the_default_model(default_model, splits):
-    stump = fit_model(splits["train"], {"n_estimators": 1, "max_depth": 1})
-    default_f1 = score_model(default_model, splits["holdout"])["f1"]
-    stump_f1 = score_model(stump, splits["holdout"])["f1"]
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_every_estimator_learns_the_telemetry(models, splits, kind):
+    metrics = score_model(models[kind], splits["holdout"], target=TARGET)
+    assert metrics["roc_auc"] > 0.85, metrics
+    assert metrics["f1"] > 0.5, metrics
+
+
+def test_single_stump_is_clearly_worse_than_the_default_model(default_model, splits, fit):
+    stump = fit(splits["train"], n_estimators=1, max_depth=1)
+    default_f1 = score_model(default_model, splits["holdout"], target=TARGET)["f1"]
+    stump_f1 = score_model(stump, splits["holdout"], target=TARGET)["f1"]
     assert stump_f1 <= default_f1 - 0.15
 
 
 def test_score_model_returns_plain_float_metrics(default_model, splits):
-    metrics = score_model(default_model, splits["validation"])
+    metrics = score_model(default_model, splits["validation"], target=TARGET)
     assert set(metrics) == METRIC_KEYS
     assert all(type(value) is float and 0.0 <= value <= 1.0 for value in metrics.values())
 
@@ -52,31 +59,19 @@ def test_model_scores_frames_with_extra_columns_and_any_column_order(default_mod
     )
 
 
-def test_fitting_is_deterministic_for_a_random_state(splits):
-    params = {"n_estimators": 5, "random_state": 3}
-    first, second = fit_model(splits["train"], params), fit_model(splits["train"], params)
+def test_fitting_is_deterministic_for_a_random_state(splits, fit):
+    first, second = (fit(splits["train"], n_estimators=5, random_state=3) for _ in range(2))
     holdout = splits["holdout"][FEATURES]
     np.testing.assert_allclose(
         first.predict_proba(holdout), second.predict_proba(holdout), rtol=0, atol=FLOAT_NOISE
     )
 
 
-def test_build_model_applies_known_params_and_ignores_unknown_ones():
-    classifier = build_model(
-        {"n_estimators": 7, "max_depth": None, "class_weight": "none", "n_jobs": 1, "model_name": "x"}
-    ).named_steps["classifier"]
+def test_the_specs_hyperparameters_reach_the_classifier_and_the_rest_are_defaults(fit, splits):
+    classifier = fit(splits["train"].head(500), n_estimators=7, class_weight="none").named_steps["classifier"]
     assert classifier.n_estimators == 7
-    assert classifier.max_depth is None
     assert classifier.class_weight is None
-    assert classifier.n_jobs == 1
-    assert classifier.random_state == 42
-
-
-def test_build_model_defaults():
-    classifier = build_model({}).named_steps["classifier"]
-    assert (classifier.n_estimators, classifier.max_depth, classifier.min_samples_leaf) == (100, 10, 1)
-    assert classifier.class_weight == "balanced_subsample"
-    assert classifier.n_jobs == -1
+    assert (classifier.max_depth, classifier.min_samples_leaf, classifier.random_state) == (10, 1, 42)
 
 
 def test_classification_metrics_of_perfect_predictions_are_one():
@@ -106,9 +101,9 @@ def test_classification_metrics_reject_mismatched_lengths():
         classification_metrics([0, 1, 0], [0.1, 0.2])
 
 
-def test_feature_importances_are_sorted_and_named_without_transformer_prefixes(default_model):
-    importances = feature_importances(default_model)
-    assert list(importances.columns) == ["feature", "importance"]
+def test_feature_importances_are_sorted_and_named_without_transformer_prefixes(default_model, splits):
+    importances = feature_importances(default_model, splits["validation"], target=TARGET)
+    assert list(importances.columns) == ["feature", "importance", "method"]
     assert importances["importance"].is_monotonic_decreasing
     assert importances["importance"].sum() == pytest.approx(1.0)
     assert not importances["feature"].str.contains("__").any()
@@ -116,24 +111,42 @@ def test_feature_importances_are_sorted_and_named_without_transformer_prefixes(d
     assert "equipment_type_pump" in set(importances["feature"])
 
 
-def test_fault_sensors_are_the_most_important_features(default_model):
-    top = set(feature_importances(default_model)["feature"].head(3))
+def test_fault_sensors_are_the_most_important_features(default_model, splits):
+    top = set(feature_importances(default_model, splits["validation"], target=TARGET)["feature"].head(3))
     assert top == {"vibration_mm_s", "temperature_c", "load_pct"}
 
 
-def test_skops_trusted_types_are_exactly_what_the_fitted_pipeline_needs(default_model):
-    payload = sio.dumps(default_model)
-    assert sorted(sio.get_untrusted_types(data=payload)) == sorted(SKOPS_TRUSTED_TYPES)
+def test_estimators_without_impurity_importances_get_permutation_importances_per_input(models, splits):
+    importances = feature_importances(models["logistic_regression"], splits["validation"], target=TARGET)
+    assert set(importances["method"]) == {"permutation"}
+    assert set(importances["feature"]) == set(FEATURES)
+    assert importances["feature"].iloc[0] in {"vibration_mm_s", "temperature_c", "load_pct"}
 
 
-def test_fitted_pipeline_round_trips_through_skops_with_the_trusted_types(default_model, splits):
-    loaded = sio.loads(sio.dumps(default_model), trusted=SKOPS_TRUSTED_TYPES)
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_skops_trusted_types_are_exactly_what_each_fitted_pipeline_needs(models, kind):
+    payload = sio.dumps(models[kind])
+    assert sorted(sio.get_untrusted_types(data=payload)) == sorted(ESTIMATORS[kind].trusted_types)
+
+
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_fitted_pipelines_round_trip_through_skops_with_their_trusted_types(models, splits, kind):
+    model = models[kind]
+    loaded = sio.loads(sio.dumps(model), trusted=list(ESTIMATORS[kind].trusted_types))
     holdout = splits["holdout"]
     np.testing.assert_allclose(
-        loaded.predict_proba(holdout[FEATURES]),
-        default_model.predict_proba(holdout[FEATURES]),
-        rtol=0,
-        atol=FLOAT_NOISE,
+        loaded.predict_proba(holdout), model.predict_proba(holdout), rtol=0, atol=FLOAT_NOISE
     )
-    assert score_model(loaded, holdout) == pytest.approx(score_model(default_model, holdout))
+    assert score_model(loaded, holdout, target=TARGET) == pytest.approx(
+        score_model(model, holdout, target=TARGET)
+    )
     assert TARGET not in loaded.named_steps["preprocess"].get_feature_names_out()
+
+
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_unseen_categories_and_missing_values_are_scored_not_crashed_on(models, splits, kind):
+    rows = splits["holdout"].head(20).copy()
+    rows.loc[rows.index[:5], "equipment_type"] = "spaceship"
+    rows.loc[rows.index[5:10], "temperature_c"] = np.nan
+    proba = models[kind].predict_proba(rows)[:, 1]
+    assert np.isfinite(proba).all() and ((proba >= 0) & (proba <= 1)).all()

@@ -14,6 +14,9 @@ import sys
 
 import pytest
 
+#: Airflow's DAG authorization, and ours that picks the DAG owning the model of the request.
+DAG_CHECKS = ("requires_access_dag.", "requires_access_model_dag.")
+
 
 def _calls(dependant) -> list:
     """Every dependency callable under ``dependant``, depth first."""
@@ -40,28 +43,37 @@ def test_every_route_requires_an_authenticated_user_and_a_dag_permission(app):
         assert isinstance(route, APIRoute), f"{route.path}: not an APIRoute, so no dependencies ({route!r})"
         calls = _calls(route.dependant)
         assert get_user in calls, f"{route.path} {route.methods}: no Airflow authentication"
-        dag_checks = [c for c in calls if getattr(c, "__qualname__", "").startswith("requires_access_dag.")]
+        dag_checks = [c for c in calls if getattr(c, "__qualname__", "").startswith(DAG_CHECKS)]
         assert dag_checks, f"{route.path} {route.methods}: no DAG-level authorization"
 
 
 def test_write_routes_need_the_run_permission_of_the_dag_they_act_for(app):
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 
-    training, promotion = "predictive_maintenance_training", "model_promotion"
+    model_dag, promotion = "the model's DAG", "model_promotion"
     expected = {
-        ("GET", "/models/{name}/production"): ("GET", None, training),
-        ("POST", "/models/train"): ("POST", DagAccessEntity.RUN, training),
+        ("GET", "/models/{name}/production"): ("GET", None, model_dag),
+        ("POST", "/models/train"): ("POST", DagAccessEntity.RUN, model_dag),
         ("POST", "/models/{name}/versions/{version}/promote"): ("POST", DagAccessEntity.RUN, promotion),
     }
     seen = {}
     for route in app.routes:
         for call in _calls(route.dependant):
-            if getattr(call, "__qualname__", "").startswith("requires_access_dag."):
+            if getattr(call, "__qualname__", "").startswith(DAG_CHECKS):
                 closure = inspect.getclosurevars(call).nonlocals
                 seen[(next(iter(route.methods)), route.path)] = (
-                    closure["method"], closure["access_entity"], closure["param_dag_id"],
+                    closure["method"], closure["access_entity"], closure.get("param_dag_id", model_dag),
                 )  # fmt: skip
     assert seen == expected
+
+
+def test_a_model_belongs_to_its_specs_training_dag_and_an_unknown_one_to_model_promotion():
+    from cmms_mlflow.api import TrainRequest, _owner_dag, _training_spec
+
+    assert _owner_dag("predictive_maintenance_rf") == "predictive_maintenance_training"
+    assert _owner_dag("somebody_elses_model") == "model_promotion"
+    assert _training_spec(TrainRequest()).training_dag_id == "predictive_maintenance_training"
+    assert _training_spec(TrainRequest(pipeline="predictive_maintenance")).name == "predictive_maintenance"
 
 
 def test_the_app_serves_no_unauthenticated_docs(app):

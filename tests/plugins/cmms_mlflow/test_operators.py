@@ -27,7 +27,14 @@ def _dag(dag_id: str):
 
 def _run(dag, model_name: str, manifest: dict):
     """Run (or, with the same dates, clear and re-run) the fixture DAG for ``model_name``."""
-    conf = {"model_name": model_name, "manifest": manifest}
+    conf = {
+        "model_name": model_name,
+        "experiment_name": f"operators-{model_name}",
+        "n_estimators": 10,
+        "max_depth": 6,
+        "f1_threshold": 0.5,
+        "manifest": manifest,
+    }
     return dag.test(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE, run_conf=conf)
 
 

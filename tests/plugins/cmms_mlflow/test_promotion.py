@@ -13,12 +13,18 @@ from cmms_mlflow.training_run import log_training_run
 DATA_END = "2026-04-01T02:00:00+00:00"  # the small_batch interval end
 
 
-def _staged_version(hook, client, name: str, manifest: dict) -> str:
+def _policy(min_improvement: float) -> dict:
+    return {"metric": "f1", "threshold": 0.0, "min_improvement": min_improvement, "allow_promotion": True}
+
+
+def _staged_version(hook, client, name: str, manifest: dict, spec) -> str:
     experiment_id = hook.get_or_create_experiment(client, f"promotion-{name}")
     trained = log_training_run(
         client,
         experiment_id=experiment_id,
         manifest=manifest,
+        spec=spec,
+        estimator="random_forest",
         hyperparameters={"n_estimators": 10, "max_depth": 6},
         tags={"data_interval_end": DATA_END},
         run_name="candidate",
@@ -36,12 +42,12 @@ def _staged_version(hook, client, name: str, manifest: dict) -> str:
 
 
 def test_a_challenger_is_revalidated_when_the_champion_changed_since_validation(
-    mlflow_conn, model_name, small_batch, tmp_path
+    mlflow_conn, model_name, small_batch, shipped_spec, tmp_path
 ):
     hook = MlflowHook()
     with hook.session() as client:
-        first = _staged_version(hook, client, model_name, small_batch)
-        second = _staged_version(hook, client, model_name, small_batch)
+        first = _staged_version(hook, client, model_name, small_batch, shipped_spec)
+        second = _staged_version(hook, client, model_name, small_batch, shipped_spec)
         holdout = small_batch["splits"]["holdout"]["uri"]
         # Validated while there was no champion, and demanding +0.5 F1 over any champion.
         record = validate_candidate(
@@ -49,9 +55,8 @@ def test_a_challenger_is_revalidated_when_the_champion_changed_since_validation(
             name=model_name,
             version=second,
             holdout_uri=holdout,
-            f1_threshold=0.0,
-            min_improvement=0.5,
-            allow_promotion=True,
+            target=shipped_spec.target,
+            policy=_policy(min_improvement=0.5),
         )
         assert record["decision"] == "promote" and record["champion_version"] is None
         # Meanwhile another run promoted the first candidate.
@@ -68,18 +73,19 @@ def test_a_challenger_is_revalidated_when_the_champion_changed_since_validation(
         registry.check_invariants(client, model_name)
 
 
-def test_an_unchanged_champion_means_no_revalidation(mlflow_conn, model_name, small_batch, tmp_path):
+def test_an_unchanged_champion_means_no_revalidation(
+    mlflow_conn, model_name, small_batch, shipped_spec, tmp_path
+):
     hook = MlflowHook()
     with hook.session() as client:
-        version = _staged_version(hook, client, model_name, small_batch)
+        version = _staged_version(hook, client, model_name, small_batch, shipped_spec)
         record = validate_candidate(
             client,
             name=model_name,
             version=version,
             holdout_uri=small_batch["splits"]["holdout"]["uri"],
-            f1_threshold=0.0,
-            min_improvement=0.0,
-            allow_promotion=True,
+            target=shipped_spec.target,
+            policy=_policy(min_improvement=0.0),
         )
         outcome = promote_validated(
             client, name=model_name, record=record, lock_dir=tmp_path, audit={"by": "t"}

@@ -1,0 +1,264 @@
+"""The DAG factory: every model spec (``include/models/*.yaml``) becomes two DAGs.
+
+* ``<name>_training`` — extract → validate data → train → register → stage → validate model →
+  decide → promote or reject → report, on the spec's schedule, with a trigger form built from
+  the spec (``cmms_pm.params.training_params``).
+* ``<name>_scoring`` — scores the spec's scoring source with the champion whenever the model's
+  champion Asset changes (or by hand).
+
+Parsing is cheap: the specs are small YAML files; operators import MLflow, scikit-learn and
+pandas only when they run. A spec that does not validate is reported as an import error of the
+DAG file naming that spec's file and field, while every other spec's DAGs still load.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+
+from cmms_mlflow.assets import champion_asset
+from cmms_mlflow.operators import (
+    ExtractBatchOperator,
+    MlflowBatchScoreOperator,
+    MlflowModelReportOperator,
+    MlflowPromoteModelOperator,
+    MlflowRegisterModelOperator,
+    MlflowRejectModelOperator,
+    MlflowTrainModelOperator,
+    MlflowTransitionModelOperator,
+    MlflowValidateDataOperator,
+    MlflowValidateModelOperator,
+)
+from cmms_pm.exceptions import SpecError
+from cmms_pm.params import scoring_params, training_params
+from cmms_pm.spec import ModelSpec, load_specs
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+MODEL = "{{ params.model_name }}"
+VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
+HOLDOUT = "{{ ti.xcom_pull(task_ids='extract_data')['splits']['holdout']['uri'] }}"
+
+TRAINING_DOC = """
+### {title}: training to production
+
+{description}
+
+Spec: `{path}` (registered model `{model}`, estimator `{estimator}`, schedule `{schedule}`).
+Every run, for its data interval:
+
+1. **extract_data** — reads the source ({source}), maps the label `{target}` to 1 = `{positive}`,
+   drops `{drop}`, splits train/validation/holdout and writes Parquet under the data root.
+2. **validate_data** — the spec's checks (columns, types, ranges, categories, missing values,
+   both classes), then the champion's data contract: a changed schema fails unless the run sets
+   `accept_schema_change`; unseen categories, out-of-range shares and drift are reported.
+3. **train_model** — one MLflow run: params, metrics, plots, the data contract, the drift report
+   and the model (skops, signature of what `predict` returns).
+4. **register_model** → 5. **stage_model** (`Staging`, alias `challenger`) →
+6. **validate_model** — challenger and champion on the same holdout; the policy
+   ({metric} ≥ {threshold}, + {min_improvement} over the champion, drift: {drift_action}) decides.
+7. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
+   schedules `{scoring_dag}`) or **reject_model** (`Archived`), then **report**.
+
+Trigger it by hand with **Trigger DAG ▸ the parameter form**; every field is validated before
+the run is created.
+"""
+
+SCORING_DOC = """
+### {title}: batch scoring with the champion
+
+Runs whenever the champion of `{model}` may have changed (its Asset, emitted by
+`{training_dag}`'s promote step, `model_promotion` and the model API), or by hand.
+
+**score** reads the spec's scoring source ({source}), checks every row against the champion's
+data contract (unseen categories, missing and out-of-range values are flagged in the output and
+counted, never silently scored), loads `models:/<name>@champion` and writes one row per input —
+ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
+`model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>/<model>/predictions.parquet`.
+A summary is logged as an MLflow run in the experiment `{experiment}`.
+"""
+
+
+def _source_text(source: dict[str, Any]) -> str:
+    if source["kind"] == "file":
+        return f"file `{source['path']}`"
+    if source["kind"] == "sql":
+        return f"SQL connection `{source['conn_id']}`"
+    return "synthetic telemetry"
+
+
+def build_training_dag(spec: ModelSpec) -> DAG:
+    """The spec's training-to-production DAG."""
+    definition = spec.to_dict()
+    schedule = CronDataIntervalTimetable(spec.schedule, timezone=spec.timezone) if spec.schedule else None
+    doc = TRAINING_DOC.format(
+        title=spec.name,
+        description=spec.description,
+        path=spec.path,
+        model=spec.registered_model,
+        estimator=spec.estimator,
+        schedule=spec.schedule or "manual",
+        source=_source_text(dict(spec.source)),
+        target=spec.target,
+        positive=spec.positive_label,
+        drop=", ".join(spec.drop) or "nothing",
+        metric=spec.promotion["metric"],
+        threshold=spec.promotion["threshold"],
+        min_improvement=spec.promotion["min_improvement"],
+        drift_action=spec.drift["action"],
+        scoring_dag=spec.scoring_dag_id,
+    )
+    with DAG(
+        dag_id=spec.training_dag_id,
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        # One nightly run at a time; backfills set their own --max-active-runs.
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=4),
+        params={name: Param(**kwargs) for name, kwargs in training_params(spec).items()},
+        default_args={
+            "owner": spec.owner,
+            "retries": 2,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=10),
+            "execution_timeout": timedelta(minutes=20),
+        },
+        tags=["mlflow", "training", *spec.tags],
+        doc_md=doc,
+    ) as dag:
+        extract = ExtractBatchOperator(
+            task_id="extract_data", spec=definition, execution_timeout=timedelta(minutes=30)
+        )
+        checks = MlflowValidateDataOperator(
+            task_id="validate_data",
+            spec=definition,
+            manifest=extract.output,
+            execution_timeout=timedelta(minutes=30),
+        )
+        train = MlflowTrainModelOperator(
+            task_id="train_model",
+            spec=definition,
+            dataset=extract.output,
+            checks=checks.output,
+            execution_timeout=timedelta(hours=2),
+        )
+        register = MlflowRegisterModelOperator(
+            task_id="register_model", model_name=MODEL, training=train.output
+        )
+        stage = MlflowTransitionModelOperator(
+            task_id="stage_model",
+            model_name=MODEL,
+            version=VERSION,
+            stage="Staging",
+            # A cleared run re-executes this step; never pull a decided version back to Staging.
+            from_stages=("None",),
+        )
+        validate_model = MlflowValidateModelOperator(
+            task_id="validate_model",
+            spec=definition,
+            model_name=MODEL,
+            version=VERSION,
+            holdout_uri=HOLDOUT,
+            checks=checks.output,
+        )
+
+        @task.branch
+        def decide(validation: dict) -> str:
+            return "promote_model" if validation["decision"] == "promote" else "reject_model"
+
+        promote = MlflowPromoteModelOperator(
+            task_id="promote_model",
+            model_name=MODEL,
+            validation=validate_model.output,
+            pool=spec.promotion_pool,
+            outlets=[champion_asset(spec.name)],  # schedules the scoring DAG
+        )
+        reject = MlflowRejectModelOperator(
+            task_id="reject_model",
+            model_name=MODEL,
+            validation=validate_model.output,
+            pool=spec.promotion_pool,
+        )
+        report = MlflowModelReportOperator(
+            task_id="report",
+            model_name=MODEL,
+            validation=validate_model.output,
+            trigger_rule="none_failed_min_one_success",
+        )
+        checks >> train
+        register >> stage >> validate_model
+        decide(validate_model.output) >> [promote, reject] >> report
+    return dag
+
+
+def build_scoring_dag(spec: ModelSpec) -> DAG:
+    """The spec's batch-scoring DAG, scheduled on its model's champion Asset."""
+    params = scoring_params(spec)
+    source = dict(spec.scoring["source"])
+    doc = SCORING_DOC.format(
+        title=spec.name,
+        model=spec.registered_model,
+        training_dag=spec.training_dag_id,
+        source=_source_text(source),
+        ids=", ".join(spec.id_columns) or "(none)",
+        scoring_dag=spec.scoring_dag_id,
+        experiment=spec.scoring_experiment,
+    )
+    with DAG(
+        dag_id=spec.scoring_dag_id,
+        schedule=[champion_asset(spec.name)],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        params={name: Param(**kwargs) for name, kwargs in params.items()},
+        default_args={
+            "owner": spec.owner,
+            "retries": 2,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+            "execution_timeout": timedelta(minutes=30),
+        },
+        tags=["mlflow", "scoring", *spec.tags],
+        doc_md=doc,
+    ) as dag:
+        MlflowBatchScoreOperator(
+            task_id="score_fleet",
+            spec=spec.to_dict(),
+            model_name=MODEL,
+            n_units="{{ params.n_units }}" if "n_units" in params else None,
+            risk_threshold="{{ params.risk_threshold }}",
+        )
+    return dag
+
+
+class InvalidModelSpecs(DAG):
+    """Stands in for the specs that failed to load: Airflow validates every DAG a file defines and
+    reports the failure as an import error of that file, while it keeps the file's other DAGs."""
+
+    def validate(self) -> None:
+        raise SpecError(self.doc_md or "invalid model spec")
+
+
+def build_dags(folder: str | Path | None = None) -> dict[str, DAG]:
+    """``{dag_id: DAG}`` for every valid spec of ``folder`` (default ``include/models``), plus one
+    :class:`InvalidModelSpecs` naming every spec that failed, if any."""
+    specs, errors = load_specs(folder)
+    dags: dict[str, DAG] = {}
+    for spec in specs:
+        try:
+            for dag in (build_training_dag(spec), build_scoring_dag(spec)):
+                dags[dag.dag_id] = dag
+        except Exception as err:  # a spec valid on paper that Airflow refuses (a bad cron, ...)
+            errors.append(SpecError(f"{spec.path}: {type(err).__name__}: {err}"))
+            for dag_id in (spec.training_dag_id, spec.scoring_dag_id):
+                dags.pop(dag_id, None)
+    if errors:
+        dags["invalid_model_specs"] = InvalidModelSpecs(
+            dag_id="invalid_model_specs", schedule=None, doc_md="\n".join(str(err) for err in errors)
+        )
+    return dags

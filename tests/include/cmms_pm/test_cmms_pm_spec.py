@@ -1,0 +1,118 @@
+"""Model specs: one validated YAML file per model; errors name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmms_pm.exceptions import SpecError
+from cmms_pm.spec import ModelSpec, build_spec, load_spec, load_specs
+
+MINIMAL = {
+    "name": "pumps",
+    "registered_model": "pumps_rf",
+    "source": {"kind": "file", "path": "incoming/pumps.csv"},
+    "target": {"column": "failed", "positive": "yes"},
+    "features": {"numeric": ["Temperature [C]"], "categorical": ["site"]},
+}
+
+
+def _write(folder: Path, data: dict, name: str | None = None) -> Path:
+    path = folder / f"{name or data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_shipped_spec_describes_todays_model(shipped_spec):
+    assert (shipped_spec.training_dag_id, shipped_spec.scoring_dag_id) == (
+        "predictive_maintenance_training", "predictive_maintenance_scoring",
+    )  # fmt: skip
+    assert shipped_spec.registered_model == "predictive_maintenance_rf"
+    assert shipped_spec.schedule == "0 2 * * *" and shipped_spec.source["kind"] == "synthetic"
+    assert shipped_spec.estimator_params["n_estimators"] == 100
+
+
+def test_a_minimal_spec_gets_every_default_from_the_schema(tmp_path):
+    spec = load_spec(_write(tmp_path, MINIMAL))
+    assert spec.experiment == "pumps" and spec.scoring_experiment == "pumps_scoring"
+    assert spec.estimator == "random_forest" and spec.estimator_params["max_depth"] == 10
+    assert spec.promotion == {
+        "metric": "f1", "threshold": 0.8, "min_improvement": 0.0, "promote_older_data": False,
+        "allow_promotion": True,
+    }  # fmt: skip
+    assert spec.drift == {"psi_threshold": 0.25, "action": "warn"}
+    assert spec.validation == {"min_rows": 200, "max_missing_rate": 0.0}
+    assert spec.source["aws_conn_id"] == "aws_default"
+    assert spec.scoring["source"] == {"kind": "synthetic", "n_units": 500}
+    assert (
+        spec.features.kind_of("site") == "categorical"
+        and spec.features.kind_of("Temperature [C]") == "numeric"
+    )
+
+
+def test_a_spec_round_trips_through_its_json_form(shipped_spec):
+    again = ModelSpec.from_dict(shipped_spec.to_dict())
+    assert again.raw == shipped_spec.raw and again.path == shipped_spec.path
+    assert again.features == shipped_spec.features
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"estimator": {"kind": "xgboost"}}, "estimator.kind: 'xgboost' is not one of"),
+        ({"estimator": {"params": {"n_estimators": 0}}}, "estimator.params: random_forest: n_estimators: 0"),
+        ({"estimator": {"params": {"trees": 5}}}, "'trees' was unexpected"),
+        ({"source": {"kind": "file"}}, "source: 'path' is a required property"),
+        ({"source": {"kind": "sql", "conn_id": "db", "table": "t; DROP TABLE x"}}, "source.table"),
+        ({"source": {"kind": "sql", "conn_id": "db", "table": "readings"}}, "source.timestamp_column"),
+        ({"registered_model": "0x1F"}, "registered_model: '0x1F' does not match"),
+        ({"registered_model": "pumps\n"}, "registered_model"),
+        ({"drop": ["site"]}, "drop: column 'site' is already used as features.categorical"),
+        ({"id_columns": ["asset_id"]}, "id_columns: 'asset_id' must also be listed in drop"),
+        ({"features": {"infer": True, "numeric": ["x"]}}, "exclude each other"),
+        ({"features": {}}, "declare numeric/integer/categorical columns, or set infer: true"),
+        (
+            {"features": {"numeric": ["x"], "ranges": {"x": [5, 1]}}},
+            "features.ranges.x: low 5 is above high 1",
+        ),
+        ({"target": {"column": "failed", "positive": "yes", "negative": "yes"}}, "must differ"),
+        ({"promotion": {"threshold": 1.5}}, "promotion.threshold: 1.5 is greater than the maximum of 1"),
+        ({"unknown_field": 1}, "'unknown_field' was unexpected"),
+    ],
+)
+def test_a_broken_spec_names_the_file_and_the_field(tmp_path, change, message):
+    path = _write(tmp_path, {**MINIMAL, **change}, name="pumps")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert str(caught.value).startswith(f"{path}: "), caught.value
+    assert message in str(caught.value)
+
+
+def test_invalid_yaml_and_a_wrong_file_name_are_clear(tmp_path):
+    (tmp_path / "pumps.yaml").write_text("name: pumps\nsource: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML at line"):
+        load_spec(tmp_path / "pumps.yaml")
+    path = _write(tmp_path, MINIMAL, name="other")
+    with pytest.raises(SpecError, match="name: 'pumps' must equal the file name 'other'"):
+        load_spec(path)
+
+
+def test_one_broken_spec_does_not_hide_the_others_and_shared_models_are_refused(tmp_path):
+    _write(tmp_path, MINIMAL)
+    _write(tmp_path, {**MINIMAL, "name": "fans", "registered_model": "fans_rf"})
+    _write(tmp_path, {**MINIMAL, "name": "broken", "estimator": {"kind": "svm"}})
+    specs, errors = load_specs(tmp_path)
+    assert sorted(spec.name for spec in specs) == ["fans", "pumps"]
+    assert len(errors) == 1 and "broken.yaml" in str(errors[0])
+
+    _write(tmp_path, {**MINIMAL, "name": "pumps_copy"})
+    specs, errors = load_specs(tmp_path)
+    assert sorted(spec.name for spec in specs) == ["fans"]
+    assert sum("is also used by" in str(err) for err in errors) == 2
+
+
+def test_build_spec_refuses_a_non_mapping():
+    with pytest.raises(SpecError, match="<spec>"):
+        build_spec({"name": 5}, path="x.yaml")
