@@ -87,15 +87,18 @@ class ColumnContract:
         out: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if value is None:
-                continue
-            out[item.name] = list(value) if isinstance(value, tuple) else value
-            if isinstance(value, Mapping):
-                out[item.name] = dict(value)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            if value is not None:
+                out[item.name] = value
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ColumnContract:
+        if not isinstance(data, Mapping):
+            raise ContractError(f"a data contract column is a mapping, got {type(data).__name__}")
         known = {item.name for item in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -483,6 +486,9 @@ def _outside(values: np.ndarray, missing: np.ndarray, column: ColumnContract) ->
     return ~(inside | missing)
 
 
+_ISSUES = ("unseen_category", "missing_value", "out_of_range")
+
+
 def flag_rows(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
     """Per input row (same index): which contract problems its features have, for scoring outputs.
 
@@ -493,37 +499,36 @@ def flag_rows(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
     """
     _require_plain_columns(frame)
     rows = len(frame)
-    found: dict[str, list[tuple[str, np.ndarray]]] = {
-        "unseen_category": [],
-        "missing_value": [],
-        "out_of_range": [],
-    }
+    flags = {issue: np.zeros(rows, dtype=bool) for issue in _ISSUES}
+    # Only the positions of flagged rows are kept, so a clean input costs no mask per feature.
+    found: dict[str, list[tuple[str, np.ndarray]]] = {issue: [] for issue in _ISSUES}
+
+    def note(issue: str, name: str, mask: np.ndarray) -> None:
+        where = np.flatnonzero(mask)
+        if where.size:
+            flags[issue][where] = True
+            found[issue].append((name, where))
+
     for column in contract.columns:
         if not column.feature:
             continue
         if column.name not in frame.columns:
-            found["missing_value"].append((column.name, np.ones(rows, dtype=bool)))
+            note("missing_value", column.name, np.ones(rows, dtype=bool))
             continue
         series = frame[column.name]
         if column.categories is not None:
             missing = series.isna().to_numpy()
-            found["unseen_category"].append((column.name, _unseen_mask(series, column)))
+            note("unseen_category", column.name, _unseen_mask(series, column))
         else:
             values, missing = numeric_values(series)
             outside = _outside(values, missing, column)
             if outside is not None:
-                found["out_of_range"].append((column.name, outside))
-        found["missing_value"].append((column.name, missing))
+                note("out_of_range", column.name, outside)
+        note("missing_value", column.name, missing)
 
     issues = np.full(rows, "", dtype=object)
-    flags = {}
-    for issue, masks in found.items():
-        flags[issue] = np.zeros(rows, dtype=bool)
-        for name, mask in masks:
-            where = np.flatnonzero(mask)
-            if where.size == 0:
-                continue
-            flags[issue] |= mask
+    for issue in _ISSUES:
+        for name, where in found[issue]:
             label = f"{issue}:{name}"
             current = issues[where]
             issues[where] = np.where(current == "", label, current + "; " + label)

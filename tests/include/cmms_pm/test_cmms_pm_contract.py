@@ -324,8 +324,10 @@ def test_a_check_is_json_able_and_its_summary_is_one_line(machine_contract, mach
     assert check.summary().startswith("2000 rows; schema: 0 added, 1 removed, 0 retyped;")
 
 
-def test_an_empty_check_has_no_schema_change():
-    assert ContractCheck(rows=0).schema_change_message() == ""
+def test_an_empty_batch_has_no_findings(machine_contract, machine_batch):
+    check = check_batch(machine_batch.head(0), machine_contract)
+    assert check.to_dict() == ContractCheck(rows=0).to_dict()
+    assert check.schema_change_message() == ""
 
 
 def test_a_category_coded_as_numbers_keeps_its_categories_when_nan_turns_it_into_floats():
