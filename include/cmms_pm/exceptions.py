@@ -25,3 +25,7 @@ class InvalidParamsError(CmmsPmError, ValueError):
 
 class SpecError(CmmsPmError, ValueError):
     """A model spec file is invalid; the message names the file and the field."""
+
+
+class ContractError(CmmsPmError, ValueError):
+    """A data contract cannot be derived, read or applied; the message names columns, never values."""
