@@ -103,6 +103,7 @@ class Bench:
             "experiment_name": f"bench_{mode}",
             "n_estimators": self.args.n_estimators,
             "max_depth": self.args.max_depth,
+            "estimator": self.args.estimator,
         }
 
     def prepare_mlflow(self) -> None:
@@ -125,6 +126,8 @@ class Bench:
             str(self.args.n_estimators),
             "--max-depth",
             str(self.args.max_depth),
+            "--estimator",
+            self.args.estimator,
         ]
 
     def run_a(self, rows: int) -> dict:
@@ -433,6 +436,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="sizes 10000,100000 (no 1M run)")
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--max-depth", type=int, default=10)
+    parser.add_argument(
+        "--estimator",
+        default="random_forest",
+        choices=("random_forest", "hist_gradient_boosting", "logistic_regression"),
+        help="estimator of every mode (the spec's form override for (c)/(d))",
+    )
     parser.add_argument("--no-api", action="store_true", help="skip P4 even when (d) runs")
     parser.add_argument("--api-requests", type=int, default=2000, help="P4 requests per server")
     parser.add_argument("--json", type=Path, help="also write all results to this file")
