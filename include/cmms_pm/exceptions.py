@@ -25,3 +25,7 @@ class InvalidParamsError(CmmsPmError, ValueError):
 
 class SpecError(CmmsPmError, ValueError):
     """A model spec file is invalid; the message names the file and the field."""
+
+
+class ScaffoldError(CmmsPmError, ValueError):
+    """``make new-model`` refuses: a name a spec cannot have, or a spec that exists already."""
