@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean
+.PHONY: install setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
@@ -29,6 +29,16 @@ bench: install  ## benchmarks P1-P5, printed tables with ratios (~30 min; see do
 
 bench-smoke: install  ## what CI runs of the benchmarks: tiny sizes, tables printed, no timings asserted
 	$(ENV) python -m pytest tests/test_bench_smoke.py
+
+# NAME (the spec and DAG name), SOURCE (a .csv/.parquet file) and TARGET (its label column) are
+# required; POSITIVE (default: the minority label), ESTIMATOR (random_forest, hist_gradient_boosting,
+# logistic_regression; default by size) and FORCE=1 (replace an existing spec) are optional, e.g.
+# make new-model NAME=ai4i SOURCE=.data/incoming/ai4i.csv TARGET="Machine failure" POSITIVE=yes
+# Values reach the command through the environment, so spaces and brackets need only make's quoting.
+new-model: install  ## write include/models/<NAME>.yaml (or in $CMMS_MODELS_DIR) from a data file; print what it inferred
+	$(ENV) python -m cmms_pm.scaffold --name "$$NAME" --source "$$SOURCE" --target "$$TARGET" \
+		$${POSITIVE:+--positive "$$POSITIVE"} $${ESTIMATOR:+--estimator "$$ESTIMATOR"} \
+		$$([ "$${FORCE:-}" = 1 ] && echo --force)
 
 lint: install
 	$(ENV) ruff check dags plugins include tests scripts

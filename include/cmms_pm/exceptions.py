@@ -29,3 +29,7 @@ class SpecError(CmmsPmError, ValueError):
 
 class ContractError(CmmsPmError, ValueError):
     """A data contract cannot be derived, read or applied; the message names columns, never values."""
+
+
+class ScaffoldError(CmmsPmError, ValueError):
+    """``make new-model`` refuses: a name a spec cannot have, or a spec that exists already."""

@@ -1,0 +1,501 @@
+"""``make new-model``: a first spec for a data file, inferred from the file, for a person to review.
+
+    python -m cmms_pm.scaffold --name ai4i --source .data/incoming/ai4i.csv --target "Machine failure"
+
+Reads a local CSV or Parquet file, infers the positive label (the minority class unless given) and
+the features (:mod:`cmms_pm.inference`), writes ``<models dir>/<name>.yaml`` with a comment on every
+inferred choice, and says what it inferred. The file is checked twice before it replaces anything:
+the YAML reads back to exactly the values meant, and :func:`cmms_pm.spec.load_spec` (schema and
+cross-field rules) loads it. Nothing here depends on the clock, so the same file gives the same spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cmms_pm.exceptions import CmmsPmError, DataSourceError, DataValidationError, ScaffoldError
+from cmms_pm.inference import InferredFeatures, infer_features, infer_positive_label
+from cmms_pm.spec import (
+    COLUMN_NAME_PATTERN,
+    ESTIMATOR_KINDS,
+    MODEL_NAME_PATTERN,
+    SPEC_NAME_PATTERN,
+    SPEC_SCHEMA,
+    load_spec,
+    load_specs,
+)
+from cmms_pm.spec import (
+    models_dir as default_models_dir,
+)
+
+#: Above this many rows the default estimator is histogram gradient boosting (fast at 1M+ rows,
+#: native missing values and categories); at or below it, a random forest.
+LARGE_ROWS = 100_000
+READERS = (".csv", ".parquet", ".pq")
+#: Schema defaults shown commented out at the end of a generated spec, so a reviewer sees them.
+SHOWN_DEFAULTS = ("schedule", "promotion", "drift")
+# Characters that end a line in YAML; never let them into a comment.
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    """What :func:`scaffold` read, inferred and wrote."""
+
+    name: str
+    spec_path: Path
+    source: str  # as written into the spec
+    under_data_root: bool
+    rows: int
+    columns: int
+    target: str
+    positive: Any
+    negative: Any
+    positive_rows: int
+    negative_rows: int
+    features: InferredFeatures
+    missing: Mapping[str, float]  # share of missing values per feature column
+    distinct: Mapping[str, int]  # distinct values per categorical feature
+    estimator: str
+    estimator_chosen: bool
+    max_missing_rate: float
+    text: str
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positive_rows / self.rows
+
+
+def scaffold(
+    name: str,
+    source: str | os.PathLike[str],
+    target: str,
+    *,
+    positive: Any = None,
+    estimator: str | None = None,
+    models_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> Scaffold:
+    """Infer a spec for ``source`` and write it as ``<models dir>/<name>.yaml``.
+
+    Refuses (nothing written) a name a spec cannot have, an existing spec without ``force``, a
+    registered-model name another spec uses, an unreadable file, and a target column that is
+    missing, has missing labels or does not hold exactly two labels.
+    """
+    _check_name(name)
+    folder = Path(models_dir) if models_dir is not None else default_models_dir()
+    spec_path = folder / f"{name}.yaml"
+    if spec_path.exists() and not force:
+        raise ScaffoldError(f"{spec_path} exists; review or remove it, or replace it with --force (FORCE=1)")
+    _check_model_name_free(name, folder, spec_path)
+    if estimator is not None and estimator not in ESTIMATOR_KINDS:
+        raise ScaffoldError(f"estimator {estimator!r} is not one of {list(ESTIMATOR_KINDS)}")
+
+    file = Path(source).expanduser()
+    frame = read_table(file)
+    labels = _checked_target(frame, target)
+    pos, neg = infer_positive_label(labels, positive)
+    for label in (pos, neg):
+        if not isinstance(label, str | int | bool):
+            raise DataValidationError(
+                f"target column {target!r}: labels must be text, whole numbers or booleans, "
+                f"not {type(label).__name__}"
+            )
+    inferred = infer_features(frame, target=target)
+    if not inferred.features:
+        reasons = "; ".join(f"{column!r}: {why}" for column, why in inferred.dropped.items())
+        raise DataValidationError(
+            f"{file}: no feature column left; every other column was dropped ({reasons})"
+        )
+    written, under_root = _source_path(file)
+    missing = {column: float(frame[column].isna().mean()) for column in inferred.features}
+    rate = _max_missing_rate(frame, inferred.features)
+    kind = estimator or ("hist_gradient_boosting" if len(frame) > LARGE_ROWS else "random_forest")
+    counts = labels.value_counts()
+    result = Scaffold(
+        name=name,
+        spec_path=spec_path,
+        source=written,
+        under_data_root=under_root,
+        rows=len(frame),
+        columns=len(frame.columns),
+        target=target,
+        positive=pos,
+        negative=neg,
+        positive_rows=int(counts[_label_key(counts, pos)]),
+        negative_rows=int(counts[_label_key(counts, neg)]),
+        features=inferred,
+        missing=missing,
+        distinct={column: int(frame[column].nunique()) for column in inferred.categorical},
+        estimator=kind,
+        estimator_chosen=estimator is not None,
+        max_missing_rate=rate,
+        text="",
+    )
+    values = spec_values(result)
+    text = render_spec(result, values)
+    _check_round_trip(text, values, spec_path)
+    _write_checked(text, spec_path)
+    return replace(result, text=text)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A local CSV or Parquet file as a frame; :class:`DataSourceError` / :class:`DataValidationError`
+    for a missing, unreadable, header-only file or duplicate column names (pandas would rename them)."""
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise DataSourceError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected {READERS}")
+    if not path.is_file():
+        raise DataSourceError(f"{path}: no such file")
+    try:
+        if suffix == ".csv":
+            header = _csv_header(path)
+            _check_unique(path, header)
+            frame = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            _check_unique(path, table.column_names)
+            frame = table.to_pandas()
+    except (DataSourceError, DataValidationError):
+        raise
+    except pd.errors.EmptyDataError as err:
+        raise DataSourceError(f"{path}: the file is empty (no header, 0 rows)") from err
+    except Exception as err:  # parser errors differ per format and library version
+        raise DataSourceError(f"{path}: cannot read it as {suffix[1:]}: {type(err).__name__}") from err
+    if len(frame) == 0:
+        raise DataValidationError(f"{path}: 0 rows (a header only); a spec is inferred from data")
+    return frame
+
+
+def spec_values(result: Scaffold) -> dict[str, Any]:
+    """The spec as plain values, in the order it is written (defaults left to the schema)."""
+    inferred = result.features
+    features = {
+        kind: list(getattr(inferred, kind))
+        for kind in ("categorical", "numeric", "integer")
+        if getattr(inferred, kind)
+    }
+    # A column whose name no spec can hold is not written anywhere; it is simply not a feature.
+    drop = [c for c in inferred.dropped if re.search(COLUMN_NAME_PATTERN, c)]
+    return {
+        "name": result.name,
+        "description": f"Predicts {result.target} = {result.positive} (from {Path(result.source).name})",
+        "registered_model": result.name,
+        "experiment": result.name,
+        "source": {"kind": "file", "path": result.source},
+        "target": {"column": result.target, "positive": result.positive, "negative": result.negative},
+        "features": features,
+        "drop": drop,
+        "id_columns": [c for c in inferred.id_like if c in drop],
+        "estimator": {"kind": result.estimator},
+        "validation": {"max_missing_rate": result.max_missing_rate},
+        "scoring": {"source": {"kind": "file", "path": result.source}},
+    }
+
+
+def render_spec(result: Scaffold, values: Mapping[str, Any]) -> str:
+    """The commented YAML of ``values``: each value through ``yaml.safe_dump`` (quoting is its job),
+    each comment stripped of line breaks (so no name from the file can start a YAML line)."""
+    inferred = result.features
+    rows = f"{result.rows:,}"
+    pct = f"{100 * result.positive_rate:.1f} %"
+    missing_max = max(result.missing.values(), default=0.0)
+    min_rows = SPEC_SCHEMA["properties"]["validation"]["properties"]["min_rows"]["default"]
+    blocks = [
+        _comments(
+            f"Model spec {result.name!r}, generated by `make new-model` from {result.source}",
+            f"({rows} rows, {result.columns} columns). Review every inferred choice below, then commit the",
+            f"file: the next DAG parse shows {result.name}_training and {result.name}_scoring.",
+        ),
+        _dump({k: values[k] for k in ("name", "description", "registered_model", "experiment")}),
+        "",
+        _comments(
+            "Training data: a path relative to the data root ($CMMS_DATA_ROOT), or an absolute path under",
+            "an allowed root."
+            + (
+                ""
+                if result.under_data_root
+                else " This file is outside the data root:"
+                " copy it under $CMMS_DATA_ROOT/incoming and shorten the path."
+            ),
+        ),
+        _dump({"source": values["source"]}),
+        "",
+        _comments(
+            f"The label: {result.positive!r} is positive ({result.positive_rows:,} of {rows} rows, {pct}),",
+            f"{result.negative!r} negative ({result.negative_rows:,}); any other label fails a batch.",
+        ),
+        _dump({"target": values["target"]}),
+        "",
+        _comments(
+            "Inferred from the file's types and values (cmms_pm.inference): move a column between the",
+            "lists or to drop as you know better. Optional per column: categories (known values; any other",
+            "fails the batch) and ranges ([low, high] plausible bounds).",
+            *(
+                f"  {column}: {100 * share:.1f} % missing"
+                for column, share in result.missing.items()
+                if share > 0
+            ),
+        ),
+        _dump({"features": values["features"]}),
+        "",
+        _comments(
+            "Never features:",
+            *(f"  {column}: {inferred.dropped[column]}" for column in values["drop"]),
+            "id_columns travel to the scoring output next to each prediction.",
+        ),
+        _dump({"drop": values["drop"], "id_columns": values["id_columns"]}),
+        "",
+        _comments(
+            f"{result.estimator}: "
+            + (
+                "as chosen (ESTIMATOR=...)"
+                if result.estimator_chosen
+                else f"the default for {rows} rows (hist_gradient_boosting above {LARGE_ROWS:,}, else"
+                " random_forest)"
+            ),
+            "Its hyperparameter defaults apply; set estimator.params to change them.",
+        ),
+        _dump({"estimator": values["estimator"]}),
+        "",
+        _comments(
+            f"The largest missing share of a feature in this file is {100 * missing_max:.1f} %: a batch",
+            f"with more than {100 * result.max_missing_rate:.0f} % missing in a feature fails."
+            f" min_rows keeps the schema default ({min_rows}).",
+        ),
+        _dump({"validation": values["validation"]}),
+        "",
+        _comments("What the scoring DAG scores: point it at the batches to score (here: the training file)."),
+        _dump({"scoring": values["scoring"]}),
+        "",
+        _comments(
+            "Not set, so the schema's defaults apply (cmms_pm.spec.SPEC_SCHEMA). A first model below the",
+            "promotion threshold is registered but not promoted: uncomment and lower it if need be.",
+        ),
+        _comments(*_dump({key: _schema_default(key) for key in SHOWN_DEFAULTS}).splitlines()),
+    ]
+    return "\n".join(block.rstrip("\n") for block in blocks) + "\n"
+
+
+def describe(result: Scaffold) -> str:
+    """What was inferred and what to do next, for a person at a terminal."""
+    inferred = result.features
+    width = max(len(c) for c in (*inferred.features, *inferred.dropped, "column"))
+    lines = [
+        f"Wrote {result.spec_path} from {result.source} ({result.rows:,} rows, {result.columns} columns).",
+        "",
+        f"Target {result.target!r}:",
+        f"  positive {result.positive!r}: {result.positive_rows:,} rows ({100 * result.positive_rate:.1f} %)",
+        f"  negative {result.negative!r}: {result.negative_rows:,} rows",
+        "",
+        f"Features ({len(inferred.features)}):",
+        *(f"  {column:<{width}}  {_kind_note(result, column)}" for column in inferred.features),
+        "",
+        f"Dropped ({len(inferred.dropped)}):",
+        *(f"  {column!s:<{width}}  {why}" for column, why in inferred.dropped.items()),
+        *([] if inferred.dropped else ["  (none)"]),
+        "",
+        f"Estimator: {result.estimator}",
+        f"validation.max_missing_rate: {result.max_missing_rate}",
+    ]
+    promotion = _schema_default("promotion")
+    if result.positive_rate > 0.5:
+        lines += ["", f"Note: the positive label {result.positive!r} is the majority class."]
+    if not result.under_data_root:
+        lines += [
+            "",
+            f"Note: {result.source} is outside the data root ($CMMS_DATA_ROOT); the pipeline reads only",
+            "allow-listed folders under it. Copy the file to $CMMS_DATA_ROOT/incoming/ and set source.path.",
+        ]
+    lines += [
+        "",
+        "Next steps:",
+        f"  1. Review {result.spec_path}: features, dropped columns, labels, and the promotion",
+        f"     threshold ({promotion['metric']} >= {promotion['threshold']} by default).",
+        f"  2. Commit it: git add {result.spec_path} && git commit",
+        f"  3. The next DAG parse shows {result.name}_training and {result.name}_scoring.",
+    ]
+    return "\n".join(_LINE_BREAKS.sub("?", line) for line in lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cmms_pm.scaffold",
+        description="Write a model spec for a CSV/Parquet file: infer the label and the features.",
+    )
+    parser.add_argument("--name", required=True, help="spec name: DAG ids <name>_training/_scoring")
+    parser.add_argument("--source", required=True, help="a local .csv or .parquet file")
+    parser.add_argument("--target", required=True, help="the label column (exactly two labels)")
+    parser.add_argument("--positive", default=None, help="the positive label (default: the minority)")
+    parser.add_argument("--estimator", default=None, choices=ESTIMATOR_KINDS)
+    parser.add_argument("--models-dir", default=None, help="default: $CMMS_MODELS_DIR or include/models")
+    parser.add_argument("--force", action="store_true", help="replace an existing spec")
+    args = parser.parse_args(argv)
+    for option in ("name", "source", "target"):
+        if not getattr(args, option):
+            parser.error(f"--{option} must not be empty (make new-model {option.upper()}=...)")
+    try:
+        result = scaffold(
+            args.name,
+            args.source,
+            args.target,
+            positive=args.positive or None,
+            estimator=args.estimator or None,
+            models_dir=args.models_dir,
+            force=args.force,
+        )
+    except CmmsPmError as err:
+        print(f"new-model: {_LINE_BREAKS.sub('?', str(err))}", file=sys.stderr)
+        return 1
+    print(describe(result))
+    return 0
+
+
+def _check_name(name: str) -> None:
+    if re.fullmatch(SPEC_NAME_PATTERN, name) is None or re.fullmatch(MODEL_NAME_PATTERN, name) is None:
+        raise ScaffoldError(
+            f"name {name!r} must match {SPEC_NAME_PATTERN}: a lower-case letter, then up to 59 lower-case "
+            "letters, digits or underscores (it names the DAGs <name>_training and <name>_scoring, "
+            "the registered model and the experiment)"
+        )
+
+
+def _check_model_name_free(name: str, folder: Path, spec_path: Path) -> None:
+    """Two specs with one registered model are both refused at parse time: refuse to make the second."""
+    if not folder.is_dir():
+        return
+    specs, _errors = load_specs(folder)
+    for spec in specs:
+        if spec.registered_model == name and Path(spec.path).name != spec_path.name:
+            raise ScaffoldError(f"registered model {name!r} is {spec.path}'s already; choose another name")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        try:
+            return next(csv.reader(handle))
+        except StopIteration:
+            raise DataSourceError(f"{path}: the file is empty (no header, 0 rows)") from None
+
+
+def _check_unique(path: Path, names: Sequence[str]) -> None:
+    duplicated = sorted({n for n in names if list(names).count(n) > 1})
+    if duplicated:
+        raise DataValidationError(
+            f"{path}: duplicate column names {duplicated}; each needs a name of its own"
+        )
+
+
+def _checked_target(frame: pd.DataFrame, target: str) -> pd.Series:
+    if target not in frame.columns:
+        columns = list(frame.columns)
+        raise DataValidationError(f"target column {target!r} is not in the file; its columns are {columns}")
+    labels = frame[target]
+    missing = int(labels.isna().sum())
+    if missing:
+        raise DataValidationError(
+            f"target column {target!r} has {missing:,} missing labels in {len(frame):,} rows; "
+            "a model learns from labelled rows only: drop or fill them first"
+        )
+    return labels
+
+
+def _label_key(counts: pd.Series, label: Any) -> Any:
+    """The index entry of ``counts`` that is ``label`` (labels were unwrapped from numpy types)."""
+    return next(key for key in counts.index if key == label)
+
+
+def _source_path(file: Path) -> tuple[str, bool]:
+    """The spec's ``source.path``: relative to the data root when the file is under it, else absolute
+    (a relative path in a spec is read relative to the data root, not the current folder)."""
+    from cmms_pm.batch import data_root
+
+    root = data_root()
+    if "://" not in root:
+        try:
+            return file.resolve().relative_to(Path(root).resolve()).as_posix(), True
+        except ValueError:
+            pass
+    return str(file.absolute()), False
+
+
+def _max_missing_rate(frame: pd.DataFrame, columns: Sequence[str]) -> float:
+    """The next whole percent strictly above the largest missing share of a feature: the file itself
+    passes, a batch with more missing values fails. Integer arithmetic, so 29 of 100 gives 0.30."""
+    worst = max((int(frame[column].isna().sum()) for column in columns), default=0)
+    return min(1.0, ((100 * worst) // len(frame) + 1) / 100)
+
+
+def _kind_note(result: Scaffold, column: str) -> str:
+    notes = [result.features.kind_of(column)]
+    if column in result.distinct:
+        notes.append(f"{result.distinct[column]} values")
+    if result.missing.get(column):
+        notes.append(f"{100 * result.missing[column]:.1f} % missing")
+    return ", ".join(notes)
+
+
+def _schema_default(key: str) -> Any:
+    schema = SPEC_SCHEMA["properties"][key]
+    if "properties" in schema:
+        return {name: sub["default"] for name, sub in schema["properties"].items() if "default" in sub}
+    return schema["default"]
+
+
+def _comments(*lines: str) -> str:
+    return "\n".join(("# " + _LINE_BREAKS.sub("?", line)).rstrip() for line in lines)
+
+
+def _dump(values: Mapping[str, Any]) -> str:
+    """``values`` as block YAML: readable Unicode, but escaped (``\\N``, ``\\L``) when a value holds a
+    control character or a Unicode line break (PyYAML would write it raw, or fold a NEL)."""
+    import yaml
+
+    values = dict(values)
+    text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True, width=100)
+    if _LINE_BREAKS.search(text.replace("\n", "")) or yaml.safe_load(text) != values:
+        text = yaml.safe_dump(values, sort_keys=False, allow_unicode=False, width=100)
+    return text
+
+
+def _write_checked(text: str, spec_path: Path) -> None:
+    """Write ``text`` to ``spec_path`` only once :func:`load_spec` loads it as the DAG factory will:
+    first as ``<name>.yaml`` in a hidden folder beside it (spec discovery never looks there), then
+    moved into place in one step, so a parse at any moment sees the old spec or the new one."""
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".new-model-", dir=spec_path.parent))
+    try:
+        staged = staging / spec_path.name
+        staged.write_text(text, encoding="utf-8")
+        load_spec(staged)
+        os.replace(staged, spec_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_round_trip(text: str, values: Mapping[str, Any], spec_path: Path) -> None:
+    """The YAML must read back to exactly the values meant (quoting of names from the file)."""
+    import yaml
+
+    loaded = yaml.safe_load(text)
+    if loaded != dict(values):
+        differ = sorted(key for key in {*loaded, *values} if loaded.get(key) != values.get(key))
+        raise ScaffoldError(f"{spec_path}: the generated YAML does not read back to the values of {differ}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
