@@ -25,3 +25,12 @@ class InvalidParamsError(CmmsPmError, ValueError):
 
 class SpecError(CmmsPmError, ValueError):
     """A model spec file is invalid; the message names the file and the field."""
+
+
+class SourceNotAllowedError(DataSourceError):
+    """A source path or URI is refused before anything is read: outside the allowed roots, or unsafe
+    (``..``, ``~``, a query string, user-info, another scheme or suffix); the message says which part."""
+
+
+class DataSourceUnavailableError(DataSourceError):
+    """Reading a source failed on I/O (network, storage service): the same request may succeed later."""
