@@ -33,3 +33,12 @@ class ContractError(CmmsPmError, ValueError):
 
 class ScaffoldError(CmmsPmError, ValueError):
     """``make new-model`` refuses: a name a spec cannot have, or a spec that exists already."""
+
+
+class SourceNotAllowedError(DataSourceError):
+    """A source path or URI is refused before anything is read: outside the allowed roots, or unsafe
+    (``..``, ``~``, a query string, user-info, another scheme or suffix); the message says which part."""
+
+
+class DataSourceUnavailableError(DataSourceError):
+    """Reading a source failed on I/O (network, storage service): the same request may succeed later."""

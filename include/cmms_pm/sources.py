@@ -1,0 +1,377 @@
+"""Files a model may learn from: allow-listed roots, paths checked after resolution, tables read safely.
+
+A source path comes from a spec or a trigger form, so anyone allowed to trigger a DAG writes it.
+:func:`resolve_file_source` refuses every way out of the allowed roots (``..``, ``~``, symlinks,
+other schemes) and every way to redirect a signed S3 request (a query string such as
+``?endpoint_override=``, a fragment, user-info): the S3 endpoint and credentials are the Airflow
+connection's, never the URI's. :func:`read_table` reads CSV or Parquet and fails with messages that
+name columns and counts, never values from the file (its content may be someone else's secret).
+
+Pure domain code: the S3 filesystem is built by the plugin from an Airflow connection and passed in.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from cmms_pm.exceptions import (
+    DataSourceError,
+    DataSourceUnavailableError,
+    DataValidationError,
+    SourceNotAllowedError,
+)
+from cmms_pm.frame_checks import duplicate_columns_problem
+
+log = logging.getLogger(__name__)
+
+ALLOWED_SUFFIXES = (".csv", ".parquet", ".pq")
+SOURCE_ROOTS_ENV = "CMMS_SOURCE_ROOTS"
+MAX_SOURCE_LENGTH = 1000
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# S3 bucket names: 3-63 lower-case letters, digits, dots and hyphens (no ':', '@' or '/').
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+_USERINFO = re.compile(r"(?<=//)[^/]*@")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# A whole number as a CSV parser leaves it when it overflows int64 next to a gap ("" or NaN).
+_WHOLE_NUMBER = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_CSV_PARSER_DETAIL = re.compile(r"Expected \d+ fields in line \d+, saw \d+")
+
+
+@dataclass(frozen=True)
+class FileLocation:
+    """A source file that passed every check: where it is and how to name it in messages."""
+
+    scheme: str  # "local" | "s3"
+    path: str  # resolved absolute local path, or "bucket/key" for s3
+    uri: str  # what to show in logs/messages (no credentials, no query)
+    suffix: str
+
+
+@dataclass(frozen=True)
+class _Root:
+    scheme: str  # "local" | "s3"
+    path: str  # resolved local folder, or "bucket" / "bucket/prefix"
+
+
+def source_roots() -> list[str]:
+    """The allow-list: ``CMMS_SOURCE_ROOTS`` (comma-separated folders and/or ``s3://bucket/prefix``),
+    default the data root (``$CMMS_DATA_ROOT`` or ``<project>/.data``, which holds ``incoming/``)."""
+    from cmms_pm.batch import data_root
+
+    roots = [part.strip() for part in os.environ.get(SOURCE_ROOTS_ENV, "").split(",") if part.strip()]
+    return roots or [data_root()]
+
+
+def resolve_file_source(raw: str, *, roots: Sequence[str] | None = None) -> FileLocation:
+    """Check a source path or URI and resolve it inside an allowed root, or raise.
+
+    Relative paths are relative to the data root. Local paths are resolved (symlinks followed) and
+    only then compared with the resolved roots. :class:`SourceNotAllowedError` names the offending
+    part and the allowed roots; a missing local file is a :class:`DataSourceError`.
+    """
+    allowed = [_parse_root(root) for root in (source_roots() if roots is None else roots)]
+    shown_roots = [_root_uri(root) for root in allowed]
+
+    def refuse(why: str) -> SourceNotAllowedError:
+        return SourceNotAllowedError(
+            f"data source {_shown(raw)} refused: {why}; allowed roots: {shown_roots}"
+        )
+
+    scheme = _checked_scheme(raw, refuse)
+    if scheme == "s3":
+        return _resolve_s3(raw, allowed, refuse)
+    path = _file_uri_path(raw, refuse) if scheme == "file" else raw
+    _check_components(path.split("/"), refuse, s3=False)
+    _check_suffix(path, refuse)
+    if not os.path.isabs(path):
+        from cmms_pm.batch import data_root
+
+        root = data_root()
+        if root.startswith("s3://"):
+            return _resolve_s3(f"{root}/{path}", allowed, refuse)
+        path = os.path.join(root, path)
+    return _resolve_local(path, allowed, refuse)
+
+
+def read_table(location: FileLocation, *, filesystem: Any | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet source; values untouched, so the checks see them as the file has them.
+
+    ``filesystem`` is a ``pyarrow.fs.FileSystem`` for S3 (built from an Airflow connection); local
+    files need none. Raises :class:`DataValidationError` for an empty file (``has 0 rows``) or
+    duplicate column names, :class:`DataSourceError` for a missing or unparsable file and
+    :class:`DataSourceUnavailableError` when storage fails (a retry may help). Integers beyond int64
+    stay Python ints (object column) so the checks can count them.
+    """
+    payload = _read_bytes(location, filesystem)
+    if location.suffix == ".csv":
+        frame = _parse_csv(payload, location.uri)
+    else:
+        frame = _parse_parquet(payload, location.uri)
+    if len(frame) == 0:
+        raise DataValidationError(
+            f"data source {location.uri!r} has 0 rows ({len(frame.columns)} columns, no data)"
+        )
+    log.info("read %d rows, %d columns from %s", len(frame), len(frame.columns), location.uri)
+    return frame
+
+
+# --- checks on the text of a path ----------------------------------------------------------------
+
+
+def _shown(raw: Any) -> str:
+    """``raw`` as it may appear in a message: repr'd (control characters escaped), user-info hidden."""
+    text = raw if isinstance(raw, str) else str(raw)
+    text = _USERINFO.sub("***@", text)
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
+def _unsafe_text(raw: Any) -> str | None:
+    if not isinstance(raw, str):
+        return f"a source path is text, got {type(raw).__name__}"
+    if not raw.strip():
+        return "the path is empty"
+    if len(raw) > MAX_SOURCE_LENGTH:
+        return f"the path is longer than {MAX_SOURCE_LENGTH} characters"
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in raw):
+        return "it contains control characters (a newline, tab or similar)"
+    if raw != raw.strip():
+        return "it has leading or trailing whitespace"
+    if "?" in raw:
+        return "a query string ('?') is not allowed: endpoint and options come from the connection"
+    if "#" in raw:
+        return "a fragment ('#') is not allowed"
+    if "~" in raw:
+        return "'~' (home-directory expansion) is not allowed"
+    if "\\" in raw:
+        return "a backslash is not allowed"
+    return None
+
+
+def _checked_scheme(text: str, refuse: Any) -> str:
+    """Refuse unsafe text; return its lower-cased scheme: ``"s3"``, ``"file"`` or ``""`` (a path)."""
+    problem = _unsafe_text(text)
+    if problem:
+        raise refuse(problem)
+    match = _SCHEME.match(text)
+    scheme = match.group(1).lower() if match else ""
+    if scheme not in ("", "file", "s3"):
+        raise refuse(f"scheme {scheme + '://'!r} is not allowed (only file:// and s3://)")
+    return scheme
+
+
+def _check_components(parts: list[str], refuse: Any, *, s3: bool) -> None:
+    if ".." in parts:
+        raise refuse("a '..' path component is not allowed")
+    if s3 and "." in parts:
+        raise refuse("a '.' path component is not allowed in an S3 key")
+    if s3 and "" in parts:
+        raise refuse("an empty path component ('//' or a trailing '/') is not allowed in an S3 key")
+
+
+def _check_suffix(path: str, refuse: Any) -> str:
+    suffix = os.path.splitext(path.rsplit("/", 1)[-1])[1].lower()
+    if suffix not in ALLOWED_SUFFIXES:
+        raise refuse(f"suffix {suffix or '(none)'!r} is not one of {list(ALLOWED_SUFFIXES)}")
+    return suffix
+
+
+def _file_uri_path(raw: str, refuse: Any) -> str:
+    if not raw[len("file:") :].startswith("//"):
+        raise refuse("a file URI is file:///absolute/path")
+    rest = raw[len("file://") :]
+    authority, slash, path = rest.partition("/")
+    if authority not in ("", "localhost"):
+        raise refuse("a file URI names no host (file:///absolute/path)")
+    return slash + path
+
+
+# --- resolution --------------------------------------------------------------------------------
+
+
+def _resolve_local(path: str, allowed: list[_Root], refuse: Any) -> FileLocation:
+    resolved = os.path.realpath(path)
+    inside = any(
+        root.scheme == "local" and os.path.commonpath([resolved, root.path]) == root.path for root in allowed
+    )
+    if not inside:
+        raise refuse("it resolves outside the allowed roots (symlinks are followed)")
+    suffix = _check_suffix(resolved, refuse)
+    if not os.path.exists(resolved):
+        raise DataSourceError(f"data source {resolved!r} does not exist")
+    if not os.path.isfile(resolved):
+        raise DataSourceError(f"data source {resolved!r} is not a file")
+    return FileLocation(scheme="local", path=resolved, uri=resolved, suffix=suffix)
+
+
+def _split_s3(raw: str, refuse: Any) -> tuple[str, str]:
+    """``(bucket, key)`` of an ``s3://`` URI, refusing user-info, ports and odd bucket names."""
+    if not raw[len("s3:") :].startswith("//"):
+        raise refuse("an S3 URI is s3://bucket/key")
+    try:
+        parts = urlsplit("s3" + raw[2:])
+    except ValueError:
+        raise refuse("it is not a valid URI") from None
+    if "@" in parts.netloc:
+        raise refuse("user-info ('user:password@') is not allowed: credentials come from the connection")
+    if ":" in parts.netloc:
+        raise refuse("a port is not allowed in an S3 URI: the endpoint comes from the connection")
+    if not _BUCKET.fullmatch(parts.netloc):
+        raise refuse("the bucket name is not a valid S3 bucket name")
+    return parts.netloc, parts.path[1:]
+
+
+def _resolve_s3(raw: str, allowed: list[_Root], refuse: Any) -> FileLocation:
+    bucket, key = _split_s3(raw, refuse)
+    if not key:
+        raise refuse("an S3 URI needs an object key after the bucket")
+    _check_components(key.split("/"), refuse, s3=True)
+    suffix = _check_suffix(key, refuse)
+    path = f"{bucket}/{key}"
+    inside = any(root.scheme == "s3" and path.startswith(root.path + "/") for root in allowed)
+    if not inside:
+        raise refuse("it lies outside the allowed roots")
+    return FileLocation(scheme="s3", path=path, uri=f"s3://{path}", suffix=suffix)
+
+
+def _parse_root(root: str) -> _Root:
+    """One allow-list entry, checked like a source (an admin's typo must not widen the list)."""
+
+    def bad(why: str) -> DataSourceError:
+        return DataSourceError(f"source root {_shown(root)} ({SOURCE_ROOTS_ENV}) is unusable: {why}")
+
+    scheme = _checked_scheme(root, bad)
+    if scheme == "s3":
+        bucket, prefix = _split_s3(root, bad)
+        prefix = prefix.strip("/")
+        if prefix:
+            _check_components(prefix.split("/"), bad, s3=True)
+        return _Root("s3", f"{bucket}/{prefix}" if prefix else bucket)
+    if scheme == "file":
+        root = _file_uri_path(root, bad)
+    if ".." in root.split("/"):
+        raise bad("a '..' path component is not allowed")
+    return _Root("local", os.path.realpath(root))
+
+
+def _root_uri(root: _Root) -> str:
+    return f"s3://{root.path}" if root.scheme == "s3" else root.path
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _read_bytes(location: FileLocation, filesystem: Any | None) -> bytes:
+    if location.scheme == "s3" and filesystem is None:
+        raise DataSourceError(
+            f"data source {location.uri!r} is on S3: read it through a filesystem built from an "
+            "Airflow connection (none was given)"
+        )
+    if filesystem is None:
+        from pyarrow import fs
+
+        filesystem = fs.LocalFileSystem()
+    try:
+        with filesystem.open_input_file(location.path) as handle:
+            return handle.read()
+    except FileNotFoundError as err:
+        raise DataSourceError(f"data source {location.uri!r} does not exist") from err
+    except IsADirectoryError as err:
+        raise DataSourceError(f"data source {location.uri!r} is not a file") from err
+    except PermissionError as err:
+        raise DataSourceError(f"data source {location.uri!r} cannot be read: permission denied") from err
+    except OSError as err:
+        if _access_denied(err):
+            raise DataSourceError(f"data source {location.uri!r} cannot be read: access denied") from err
+        raise DataSourceUnavailableError(f"cannot read data source {location.uri!r}: {err}") from err
+
+
+def _access_denied(err: OSError) -> bool:
+    """pyarrow reports S3 403s as a plain OSError; a retry cannot fix credentials."""
+    text = str(err)
+    return any(
+        marker in text
+        for marker in ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+    )
+
+
+def _parse_csv(payload: bytes, uri: str) -> pd.DataFrame:
+    if not payload.strip():
+        raise DataValidationError(f"data source {uri!r} has 0 rows (the file is empty, not even a header)")
+    try:
+        # The header as written: pandas renames a repeated 'x' to 'x.1' when it reads the whole file.
+        header = pd.read_csv(io.BytesIO(payload), header=None, nrows=1, dtype=str, keep_default_na=False)
+        duplicates = duplicate_columns_problem(name for name in header.iloc[0].tolist() if name != "")
+        if duplicates:
+            raise DataValidationError(f"data source {uri!r} has {duplicates}")
+        frame = pd.read_csv(io.BytesIO(payload))
+    except DataValidationError:
+        raise
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+        # Parser messages may quote the offending line; keep only the shape of the problem.
+        detail = _CSV_PARSER_DETAIL.search(str(err))
+        reason = detail.group(0) if detail else type(err).__name__
+        raise DataSourceError(f"cannot parse data source {uri!r} as CSV: {reason}") from None
+    return _restore_big_integers(frame)
+
+
+def _parse_parquet(payload: bytes, uri: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(pa.BufferReader(payload))
+    except (pa.ArrowException, OSError) as err:
+        raise DataSourceError(f"cannot parse data source {uri!r} as Parquet: {type(err).__name__}") from None
+    duplicates = duplicate_columns_problem(schema.names)
+    if duplicates:
+        raise DataValidationError(f"data source {uri!r} has {duplicates}")
+    try:
+        return pq.read_table(pa.BufferReader(payload)).to_pandas()
+    except (pa.ArrowException, OSError) as err:
+        raise DataSourceError(f"cannot parse data source {uri!r} as Parquet: {type(err).__name__}") from None
+
+
+def _restore_big_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns that hold whole numbers beyond int64 become Python ints (object dtype).
+
+    pandas reads such a column as uint64 or object ints when it is complete, but as text when a
+    value is missing; the checks can only count overflowing values that are numbers.
+    """
+    for column in frame.columns:
+        values = frame[column]
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue
+        converted = _whole_numbers(values)
+        if converted is not None:
+            frame[column] = converted
+    return frame
+
+
+def _whole_numbers(values: pd.Series) -> pd.Series | None:
+    present = values[values.notna()]
+    texts = [value for value in present.unique() if isinstance(value, str) and value.strip() != ""]
+    if not texts or not all(_WHOLE_NUMBER.fullmatch(text.strip()) for text in texts):
+        return None
+    if any(not isinstance(value, (str, int)) or isinstance(value, bool) for value in present.unique()):
+        return None
+    numbers = {text: int(text) for text in texts}
+    if all(_INT64_MIN <= number <= _INT64_MAX for number in numbers.values()):
+        return None
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            return numbers.get(value, float("nan"))
+        return value
+
+    return pd.Series([convert(value) for value in values.tolist()], index=values.index, dtype=object)
