@@ -38,7 +38,8 @@ def plot_feature_importances(importances_df: pd.DataFrame, path: str | os.PathLi
     figure = _figure(7.0, max(3.0, 0.35 * len(frame) + 1.0))
     axes = figure.add_subplot()
     axes.barh(frame["feature"], frame["importance"], color="#3b75af")
-    axes.set_xlabel("impurity importance")
+    method = str(frame["method"].iloc[0]) if "method" in frame.columns and len(frame) else "impurity"
+    axes.set_xlabel(f"{method} importance")
     axes.set_title("Feature importances")
     return _save(figure, path)
 

@@ -25,7 +25,7 @@ from cmms_pm.exceptions import SpecError
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 #: Spec names become DAG ids (``<name>_training``) and pool names: lower case, no dots.
-SPEC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,59}$"
+SPEC_NAME_PATTERN = r"^(?![\s\S]*\n)[a-z][a-z0-9_]{0,59}$"
 #: Registered-model names: a letter first (so Jinja/JSON never read one as a number), then
 #: letters, digits, ``_.-``. The lookahead refuses a trailing newline, which ``$`` would accept in
 #: Python; the pattern means the same in Python and in the browser's JavaScript.

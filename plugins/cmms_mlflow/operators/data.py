@@ -103,12 +103,11 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.manifest = manifest
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> DataReport:
-        from cmms_pm.contract import check_batch
-        from cmms_pm.drift import drift_report
-
         from cmms_mlflow import registry
         from cmms_mlflow.training_run import load_contract
         from cmms_pm.batch import read_batch, validate_batch
+        from cmms_pm.contract import check_batch
+        from cmms_pm.drift import drift_report
 
         spec = self.model_spec
         config = self.run_config(context)

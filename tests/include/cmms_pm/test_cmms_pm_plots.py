@@ -27,9 +27,10 @@ def _assert_png(path, returned):
     assert len(data) > 5_000
 
 
-def test_feature_importance_plot_is_a_png(default_model, tmp_path):
+def test_feature_importance_plot_is_a_png(default_model, splits, tmp_path):
     path = tmp_path / "importances.png"
-    _assert_png(path, plot_feature_importances(feature_importances(default_model), path))
+    importances = feature_importances(default_model, splits["validation"], target=TARGET)
+    _assert_png(path, plot_feature_importances(importances, path))
 
 
 def test_confusion_matrix_plot_is_a_png(holdout_scores, tmp_path):
