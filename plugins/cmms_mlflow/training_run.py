@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from cmms_mlflow.hooks import PROJECT_DIR
 
 if TYPE_CHECKING:
-    from cmms_pm.contract import DataContract
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
     from cmms_mlflow.records import DataReport, TrainingResult
     from cmms_pm.batch import Manifest
+    from cmms_pm.contract import DataContract
     from cmms_pm.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -152,12 +152,12 @@ def log_training_run(
     (skops with the estimator's trusted types) with a signature of what ``pyfunc.predict`` returns.
     """
     import mlflow
-    from cmms_pm.contract import derive_contract
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import infer_signature
 
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
+    from cmms_pm.contract import derive_contract
     from cmms_pm.data import read_split
     from cmms_pm.estimators import estimator as estimator_kind
 
@@ -206,7 +206,9 @@ def log_training_run(
             log_checks(
                 client, run_id, checks, title=f"{spec.registered_model}: batch {manifest['data_version']}"
             )
-        example = train[list(features.declared)].head(5)
+        # Integer features are declared as doubles: a missing value in a later batch makes pandas
+        # read the column as float, which an integer signature would refuse (ints still pass).
+        example = train[list(features.declared)].head(5).astype({c: "float64" for c in features.integer})
         with mlflow.start_run(run_id=run_id), quiet_airflow_shims():
             mlflow.log_input(_dataset(manifest, train), context="training")
             info = mlflow.sklearn.log_model(
@@ -258,8 +260,9 @@ def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: 
 
 def load_contract(client: MlflowClient, run_id: str) -> DataContract | None:
     """The data contract a training run logged, or None for a run from before contracts existed."""
-    from cmms_pm.contract import DataContract
     from mlflow.exceptions import MlflowException
+
+    from cmms_pm.contract import DataContract
 
     with tempfile.TemporaryDirectory() as tmp:
         try:

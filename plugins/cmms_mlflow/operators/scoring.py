@@ -66,21 +66,21 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
 
     def read_input(self, scored_at: str) -> Any:
         """The rows to score: the synthetic fleet snapshot, or the spec's scoring file / SQL source."""
-        from cmms_mlflow.sources import read_file_source, read_sql_source
-        from cmms_pm.fleet import latest_telemetry
-
         source = self.model_spec.scoring["source"]
         if source["kind"] == "synthetic":
+            from cmms_pm.fleet import latest_telemetry
+
             return latest_telemetry(scored_at, n_units=int(self.n_units or source.get("n_units", 500)))
+        from cmms_mlflow import sources
+
         if source["kind"] == "sql":
-            return read_sql_source(source, interval_start=scored_at, interval_end=scored_at)
-        return read_file_source(source["path"], aws_conn_id=source.get("aws_conn_id", "aws_default"))
+            return sources.read_sql_source(source, interval_start=scored_at, interval_end=scored_at)
+        return sources.read_file_source(source["path"], aws_conn_id=source.get("aws_conn_id", "aws_default"))
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
-        from cmms_pm.contract import check_batch, flag_rows
-
         from cmms_mlflow.champion_scoring import load_champion, log_summary
         from cmms_pm.batch import batch_uri, data_root
+        from cmms_pm.contract import check_batch, flag_rows
         from cmms_pm.data import write_frame
         from cmms_pm.fleet import score_frame, summarize
 
