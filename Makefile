@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model
+.PHONY: install setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model check-specs
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
@@ -36,7 +36,7 @@ bench-smoke: install  ## what CI runs of the benchmarks: tiny sizes, tables prin
 # make new-model NAME=ai4i SOURCE=.data/incoming/ai4i.csv TARGET="Machine failure" POSITIVE=yes
 # Values reach the command through the environment, so spaces and brackets need only make's quoting.
 new-model: install  ## write include/models/<NAME>.yaml (or in $CMMS_MODELS_DIR) from a data file; print what it inferred
-	$(ENV) python -m cmms_pm.scaffold --name "$$NAME" --source "$$SOURCE" --target "$$TARGET" \
+	@$(ENV) python -m cmms_pm.scaffold --name "$$NAME" --source "$$SOURCE" --target "$$TARGET" \
 		$${POSITIVE:+--positive "$$POSITIVE"} $${ESTIMATOR:+--estimator "$$ESTIMATOR"} \
 		$$([ "$${FORCE:-}" = 1 ] && echo --force)
 
@@ -51,3 +51,6 @@ ui-mlflow: install  ## MLflow UI on http://127.0.0.1:5000, same embedded DB as t
 
 clean:  ## remove local state (Airflow home, embedded MLflow, data); keeps .venv
 	rm -rf .airflow .mlflow .data
+
+check-specs: install  ## validate every model spec (include/models or $CMMS_MODELS_DIR); exit 1 naming the broken ones
+	@$(ENV) python -m cmms_pm.spec check
