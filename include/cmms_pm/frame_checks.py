@@ -88,7 +88,10 @@ def normalize_labels(
     missing = int(labels.isna().sum())
     if missing:
         raise DataValidationError(f"target column {target!r} has {missing} rows with no label")
-    codes, uniques = pd.factorize(labels)
+    try:
+        codes, uniques = pd.factorize(labels)
+    except TypeError:  # unhashable values (lists from a Parquet list column)
+        raise DataValidationError(f"target column {target!r} holds lists or other non-label values") from None
     keys = [label_key(value) for value in uniques]
     rows = np.bincount(codes, minlength=len(uniques))
     positive_key = label_key(positive)
@@ -144,7 +147,10 @@ def categorical_text(values: pd.Series) -> pd.Series:
 def _categorical_texts(values: pd.Series) -> tuple[pd.Series, int]:
     """(the column as text, number of rows whose value is not a category)."""
     missing = values.isna().to_numpy()
-    codes, uniques = pd.factorize(values)
+    try:
+        codes, uniques = pd.factorize(values)
+    except TypeError:  # unhashable values (lists from a Parquet list column) are no categories
+        return pd.Series(np.nan, index=values.index, dtype=object), int((~missing).sum())
     mapped = [_category_text(value) for value in uniques]
     bad_codes = np.array([text is None for text in mapped], dtype=bool)
     bad = int(bad_codes[codes[codes >= 0]].sum()) if len(uniques) else 0

@@ -93,3 +93,26 @@ def champion_cannot_leave_production(name: str, version: str, stage: str) -> Pro
 
 def no_previous_champion(name: str) -> PromotionConflictError:
     return PromotionConflictError(f"model {name!r} has no previous champion to roll back to")
+
+
+class SourceConfigurationError(MlflowPluginError, AirflowFailException):
+    """A data source's connection or settings are unusable (missing connection, no credentials, not a
+    SQL connection, a table or query the database rejects); fix the setting, a retry cannot help."""
+
+
+class SourceUnavailableError(MlflowPluginError):
+    """A data source could not be reached (storage or database down, timeout); a retry may succeed."""
+
+
+@contextmanager
+def source_errors_fail_the_task() -> Iterator[None]:
+    """Data-source errors of ``cmms_pm``: unreachable storage stays retryable, everything else
+    (refused path, missing file, bad content) fails the task for good with the same message."""
+    from cmms_pm.exceptions import CmmsPmError, DataSourceUnavailableError
+
+    try:
+        yield
+    except DataSourceUnavailableError as err:
+        raise SourceUnavailableError(f"{type(err).__name__}: {err}") from err
+    except CmmsPmError as err:
+        raise BadDataError(f"{type(err).__name__}: {err}") from err

@@ -367,6 +367,16 @@ def test_integer_and_boolean_categories_are_compared_as_text():
     assert categorical_text(pd.Series([True, False, 3, "L"])).tolist() == ["true", "false", "3", "L"]
 
 
+def test_list_values_are_neither_categories_nor_labels():
+    lists = pd.Series([[1, 2], [3]] * 20, name="Type")
+    with pytest.raises(
+        DataValidationError, match="'Type' must contain text, integers or booleans .* 40 other"
+    ):
+        check_foreign(_normalized(foreign_frame()).assign(Type=lists))
+    with pytest.raises(DataValidationError, match="target column 'y' holds lists"):
+        normalize_labels(pd.DataFrame({"y": [[1], [0]]}), target="y", positive=1)
+
+
 def test_categorical_text_refuses_fractions():
     with pytest.raises(DataValidationError, match="'size' is declared categorical but has 1 values"):
         categorical_text(pd.Series([1.0, 2.5], name="size"))

@@ -86,6 +86,14 @@ def test_a_symlink_that_stays_inside_the_root_is_followed(data_root, roots):
     assert resolve_file_source(str(link), roots=roots).path == str(data_root / "incoming" / "readings.csv")
 
 
+def test_relative_path_under_an_s3_data_root_is_an_s3_key(monkeypatch):
+    monkeypatch.setenv("CMMS_DATA_ROOT", S3_ROOT)
+    monkeypatch.delenv("CMMS_SOURCE_ROOTS", raising=False)
+    assert resolve_file_source("2026/readings.csv").uri == f"{S3_ROOT}/2026/readings.csv"
+    with pytest.raises(SourceNotAllowedError, match="a '..' path component"):
+        resolve_file_source("../private/readings.csv")
+
+
 def test_source_roots_default_to_the_data_root(data_root):
     assert source_roots() == [str(data_root)]
 
