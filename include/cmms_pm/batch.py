@@ -73,8 +73,8 @@ def prepare_batch(
     ``validate_data`` can see a schema change. Feature columns are the spec's, or inferred here.
     """
     from cmms_pm.data import generate_telemetry, interval_seed, split_frame, write_batch
-    from cmms_pm.exceptions import DataSourceError
-    from cmms_pm.frame_checks import normalize_labels
+    from cmms_pm.exceptions import DataSourceError, DataValidationError
+    from cmms_pm.frame_checks import normalize_labels, overflow_problems
 
     seed = interval_seed(interval_start, interval_end)
     if frame is None:
@@ -91,6 +91,10 @@ def prepare_batch(
     )
     frame = frame.drop(columns=[column for column in spec.drop if column in frame.columns])
     features = resolve_features(spec, frame)
+    problems = overflow_problems(frame, features)
+    if problems:
+        raise DataValidationError("; ".join(problems))
+    frame = categories_as_text(frame, features)
     splits = split_frame(frame, seed, target=spec.target)
     return write_batch(
         splits,
@@ -117,6 +121,17 @@ def resolve_features(spec: ModelSpec, frame: pd.DataFrame) -> FeatureSpec:
 
     inferred = infer_features(frame, target=spec.target, drop=spec.drop, exclude=spec.features.exclude)
     return inferred.as_feature_spec(spec.features)
+
+
+def categories_as_text(frame: pd.DataFrame, features: FeatureSpec) -> pd.DataFrame:
+    """Categorical features as text, the one form training, the contract and scoring compare
+    (``3`` and ``3.0`` become ``"3"``); ``DataValidationError`` for values that are no category."""
+    from cmms_pm.frame_checks import categorical_text
+
+    present = [column for column in features.categorical if column in frame.columns]
+    if not present:
+        return frame
+    return frame.assign(**{column: categorical_text(frame[column]) for column in present})
 
 
 def feature_kinds(features: FeatureSpec) -> dict[str, list[str]]:

@@ -262,6 +262,23 @@ def _numeric_dtype_problem(values: pd.Series) -> str | None:
     return f"dtype {values.dtype}"
 
 
+def overflow_problems(frame: pd.DataFrame, features: FeatureSpec) -> list[str]:
+    """Numeric features holding whole numbers beyond int64: a batch with them cannot even be
+    written (Parquet), so extraction refuses it before validation would; names columns and counts."""
+    problems = []
+    for column in (*features.integer, *features.numeric):
+        if column in frame.columns and not ptypes.is_signed_integer_dtype(frame[column]):
+            values = frame[column]
+            if ptypes.is_unsigned_integer_dtype(values) or ptypes.is_object_dtype(values):
+                numbers = (
+                    values if ptypes.is_unsigned_integer_dtype(values) else values[values.map(_is_number)]
+                )
+                overflow, _ = _count_overflow_and_fractions(numbers)
+                if overflow:
+                    problems.append(f"column {column!r} has {overflow} values that overflow int64")
+    return problems
+
+
 def _integer_problems(column: str, values: pd.Series) -> list[str]:
     overflow, fractional = _count_overflow_and_fractions(values)
     problems = []
@@ -356,34 +373,3 @@ def _label_and_size_problems(frame: pd.DataFrame, target: str, min_rows: int) ->
     if rows < min_rows:
         problems.append(f"only {rows} rows, need at least {min_rows}")
     return problems
-
-
-def validate_frame(df: pd.DataFrame, *, min_rows: int | None = None) -> dict[str, Any]:
-    """The shipped demo schema (:mod:`cmms_pm.schema`) through :func:`check_frame`.
-
-    Transitional: callers move to :func:`check_frame` with their spec's features.
-    """
-    from cmms_pm.schema import (
-        CATEGORICAL,
-        EQUIPMENT_TYPES,
-        INTEGER_COLUMNS,
-        MIN_ROWS,
-        NUMERIC,
-        RANGES,
-        TARGET,
-    )
-
-    features = FeatureSpec(
-        numeric=tuple(column for column in NUMERIC if column not in INTEGER_COLUMNS),
-        integer=INTEGER_COLUMNS,
-        categorical=tuple(CATEGORICAL),
-        categories={column: EQUIPMENT_TYPES for column in CATEGORICAL},
-        ranges=RANGES,
-    )
-    return check_frame(
-        df,
-        features=features,
-        target=TARGET,
-        min_rows=MIN_ROWS if min_rows is None else min_rows,
-        max_missing_rate=0.0,
-    )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task
+from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task, source_errors_fail_the_task
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class ExtractBatchOperator(SpecOperatorMixin, BaseOperator):
         spec = self.model_spec
         config = self.run_config(context)
         start, end = data_interval(context)
-        with bad_data_fails_the_task():
+        with source_errors_fail_the_task():
             frame = self.read_source(config.data_source, start, end)
             manifest = prepare_batch(
                 spec=spec,

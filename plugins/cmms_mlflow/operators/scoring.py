@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import training_run
-from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task
+from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task, source_errors_fail_the_task
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
 
@@ -79,17 +79,18 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
         from cmms_mlflow.champion_scoring import load_champion, log_summary
-        from cmms_pm.batch import batch_uri, data_root
+        from cmms_pm.batch import batch_uri, categories_as_text, data_root
         from cmms_pm.contract import check_batch, flag_rows
         from cmms_pm.data import write_frame
         from cmms_pm.fleet import score_frame, summarize
+        from cmms_pm.spec import FeatureSpec
 
         spec = self.model_spec
         dag_run = context["dag_run"]
         scored_at = dag_run.run_after.isoformat()
         threshold = float(self.risk_threshold)
-        with bad_data_fails_the_task():
-            frame = self.read_input(scored_at)
+        with source_errors_fail_the_task():
+            rows = self.read_input(scored_at)
         id_columns = list(spec.id_columns)
         experiment_id = self.hook.get_or_create_experiment(client, spec.scoring_experiment)
         run_dir = batch_uri(data_root(), dag_run.dag_id, dag_run.run_id)
@@ -99,8 +100,13 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             model, champion = load_champion(client, name, self.hook.lock_dir)
             version = str(champion.version)
             contract = training_run.load_contract(client, champion.run_id) if champion.run_id else None
-            flags = None
+            frame, flags = rows, None
             if contract is not None:
+                categorical = [
+                    c.name for c in contract.columns if c.feature and c.declared_kind == "categorical"
+                ]
+                with bad_data_fails_the_task():
+                    frame = categories_as_text(rows, FeatureSpec(categorical=tuple(categorical)))
                 check = check_batch(frame, contract, ignore=[spec.target, *id_columns])
                 if check.removed or check.retyped:
                     raise BadDataError(

@@ -19,7 +19,6 @@ from cmms_pm.frame_checks import (
     check_frame,
     label_key,
     normalize_labels,
-    validate_frame,
 )
 from cmms_pm.spec import PROJECT_DIR, FeatureSpec, load_spec
 
@@ -202,12 +201,6 @@ def test_validation_error_is_a_value_error_and_a_package_error(valid_frame):
     with pytest.raises(ValueError) as caught:
         check(valid_frame.head(10))
     assert isinstance(caught.value, CmmsPmError)
-
-
-def test_validate_frame_checks_the_shipped_schema_until_callers_move(valid_frame):
-    assert validate_frame(valid_frame)["rows"] == 400
-    with pytest.raises(DataValidationError, match="column 'rpm' must be numeric"):
-        validate_frame(_textual_rpm(valid_frame))
 
 
 # --- the bad-input list --------------------------------------------------------------------------
