@@ -24,12 +24,19 @@ from cmms_pm.exceptions import SpecError
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
+# Patterns are JSON Schema patterns, read by Python's ``re`` (jsonschema, Airflow's param check)
+# and by the browser's JavaScript (the trigger form). In Python ``$`` also matches before a
+# trailing newline, so each starts with a lookahead that refuses any newline. pydantic's regex
+# engine has no lookahead, but its ``$`` is the end of the text: the API uses the ``*_REGEX`` forms.
+_SPEC_NAME = r"[a-z][a-z0-9_]{0,59}"
+_MODEL_NAME = r"[A-Za-z][A-Za-z0-9_.\-]{0,99}"
 #: Spec names become DAG ids (``<name>_training``) and pool names: lower case, no dots.
-SPEC_NAME_PATTERN = r"^(?![\s\S]*\n)[a-z][a-z0-9_]{0,59}$"
+SPEC_NAME_PATTERN = rf"^(?![\s\S]*\n){_SPEC_NAME}$"
+SPEC_NAME_REGEX = rf"^{_SPEC_NAME}$"
 #: Registered-model names: a letter first (so Jinja/JSON never read one as a number), then
-#: letters, digits, ``_.-``. The lookahead refuses a trailing newline, which ``$`` would accept in
-#: Python; the pattern means the same in Python and in the browser's JavaScript.
-MODEL_NAME_PATTERN = r"^(?![\s\S]*\n)[A-Za-z][A-Za-z0-9_.\-]{0,99}$"
+#: letters, digits, ``_.-``.
+MODEL_NAME_PATTERN = rf"^(?![\s\S]*\n){_MODEL_NAME}$"
+MODEL_NAME_REGEX = rf"^{_MODEL_NAME}$"
 #: Column names are free text in real files (``Torque [Nm]``) but one line, printable, bounded.
 COLUMN_NAME_PATTERN = r"^(?![\s\S]*[\n\r\t])\S(.{0,198}\S)?$"
 #: SQL identifiers (table, optionally schema-qualified; timestamp column): never quoted from input.

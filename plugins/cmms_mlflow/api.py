@@ -30,7 +30,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from cmms_pm.params import OTHER_HYPERPARAMETERS
-from cmms_pm.spec import MODEL_NAME_PATTERN, SPEC_NAME_PATTERN
+from cmms_pm.spec import MODEL_NAME_REGEX, SPEC_NAME_REGEX
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 URL_PREFIX = "/api/v1/ml"
 PROMOTION_DAG_ID = "model_promotion"
 
-ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Registered model name")]
+ModelName = Annotated[str, Path(pattern=MODEL_NAME_REGEX, description="Registered model name")]
 Version = Annotated[int, Path(gt=0, le=2_147_483_647, description="Model version (a positive integer)")]
 
 app = FastAPI(
@@ -67,7 +67,7 @@ class TrainRequest(BaseModel):
     )
     pipeline: str | None = Field(
         default=None,
-        pattern=SPEC_NAME_PATTERN,
+        pattern=SPEC_NAME_REGEX,
         description="Model spec whose training DAG runs; default: the spec of modelName.",
     )
     datasetVersion: str | None = Field(

@@ -89,3 +89,19 @@ def test_importing_the_api_imports_no_mlflow_sklearn_or_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "heavy:\n" in out.stdout + "\n", out.stdout
+
+
+def test_a_trailing_newline_is_refused_in_names_the_api_validates():
+    import re
+
+    from pydantic import ValidationError
+
+    from cmms_mlflow.api import TrainRequest
+    from cmms_pm.spec import MODEL_NAME_PATTERN, MODEL_NAME_REGEX
+
+    with pytest.raises(ValidationError, match="pipeline"):
+        TrainRequest(pipeline="predictive_maintenance\n")
+    # The JSON-schema form (Python re) and the pydantic form (no lookahead) agree.
+    for name, valid in (("pm_rf", True), ("pm_rf\n", False), ("123", False), ("0x1F", False)):
+        assert bool(re.search(MODEL_NAME_PATTERN, name)) is valid, name
+        assert bool(re.fullmatch(MODEL_NAME_REGEX.strip("^$"), name)) is valid, name
