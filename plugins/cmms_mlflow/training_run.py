@@ -206,9 +206,7 @@ def log_training_run(
             log_checks(
                 client, run_id, checks, title=f"{spec.registered_model}: batch {manifest['data_version']}"
             )
-        # Integer features are declared as doubles: a missing value in a later batch makes pandas
-        # read the column as float, which an integer signature would refuse (ints still pass).
-        example = train[list(features.declared)].head(5).astype({c: "float64" for c in features.integer})
+        example = train[list(features.declared)].head(5)
         with mlflow.start_run(run_id=run_id), quiet_airflow_shims():
             mlflow.log_input(_dataset(manifest, train), context="training")
             info = mlflow.sklearn.log_model(

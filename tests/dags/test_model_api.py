@@ -245,7 +245,12 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     run = cluster_client.create_run(experiment_id)
     v2 = str(
         registry.register_version(
-            cluster_client, name=name, source=source, run_id=run.info.run_id, description="same", tags={}
+            cluster_client,
+            name=name,
+            source=source,
+            run_id=run.info.run_id,
+            description="same",
+            tags={"model_spec": "predictive_maintenance"},
         ).version
     )
     status, body = airflow_cluster.request(

@@ -122,7 +122,9 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
             "drift_reason": "no champion to compare with",
             "notes": list(config.notes),
         }
-        champion = registry.get_champion(client, config.model_name)
+        # A model not registered yet has no champion (and under basic-auth its alias lookup is a 403).
+        exists = registry.model_exists(client, config.model_name)
+        champion = registry.get_champion(client, config.model_name) if exists else None
         contract = (
             load_contract(client, champion.run_id) if champion is not None and champion.run_id else None
         )
