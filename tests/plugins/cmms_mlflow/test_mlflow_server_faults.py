@@ -302,6 +302,21 @@ class _PromoteOperator(MlflowBaseOperator):
         )
 
 
+def _staged_version_and_its_promote_task(model_name: str, lock_dir: Path):
+    """A version in Staging (through the current connection), and a task that promotes it."""
+    with MlflowHook().session() as client:
+        run = _new_run(client, model_name)
+        version = str(_register(client, model_name, run).version)
+        registry.transition(client, model_name, version, "Staging")
+
+    def promote_task():
+        return _PromoteOperator(
+            task_id="promote", model_name=model_name, version=version, lock_dir=lock_dir
+        ).execute(context={})
+
+    return version, promote_task
+
+
 def test_a_lost_reply_to_model_version_create_still_leaves_one_version(
     monkeypatch, server, proxy, model_name
 ):
@@ -330,15 +345,7 @@ def test_a_tracking_server_killed_mid_pipeline_fails_fast_then_the_retry_succeed
     monkeypatch, server, model_name, tmp_path
 ):
     _point_connection_at(monkeypatch, server.url, max_retries=1, request_timeout=5)
-    with MlflowHook().session() as client:
-        run = _new_run(client, model_name)
-        version = str(_register(client, model_name, run).version)
-        registry.transition(client, model_name, version, "Staging")
-
-    def promote_task():
-        return _PromoteOperator(
-            task_id="promote", model_name=model_name, version=version, lock_dir=tmp_path / "locks"
-        ).execute(context={})
+    version, promote_task = _staged_version_and_its_promote_task(model_name, tmp_path / "locks")
 
     server.kill()
     try:
@@ -385,15 +392,7 @@ def test_a_hung_server_fails_the_task_within_its_bound_then_the_retry_succeeds(
     """The server accepts connections and never answers: the task fails, retryably, in seconds."""
     timeout, retries = 2, 1
     _point_connection_at(monkeypatch, proxy.url, max_retries=retries, request_timeout=timeout)
-    with MlflowHook().session() as client:
-        run = _new_run(client, model_name)
-        version = str(_register(client, model_name, run).version)
-        registry.transition(client, model_name, version, "Staging")
-
-    def promote_task():
-        return _PromoteOperator(
-            task_id="promote", model_name=model_name, version=version, lock_dir=tmp_path / "locks"
-        ).execute(context={})
+    version, promote_task = _staged_version_and_its_promote_task(model_name, tmp_path / "locks")
 
     proxy.hang = True
     started = time.monotonic()
