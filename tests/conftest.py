@@ -119,7 +119,9 @@ def _pg_bin(name: str) -> str:
     for candidate in (shutil.which(name), *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))):
         if candidate and os.path.exists(candidate):
             return candidate
-    raise FileNotFoundError(f"PostgreSQL binary {name!r} not found (apt-get install postgresql)")
+    raise FileNotFoundError(
+        f"PostgreSQL binary {name!r} not found: run scripts/install_test_services.sh (make test does)"
+    )
 
 
 #: Members of this PostgreSQL group must give their password (scram-sha-256); everyone else is

@@ -146,7 +146,7 @@ def s3_server(tmp_path_factory, startup_times) -> S3Server:
 def redis_url(tmp_path_factory, startup_times) -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise FileNotFoundError("redis-server not found: apt-get install redis-server (.ci/run does)")
+        raise FileNotFoundError("redis-server not found: scripts/install_test_services.sh installs it")
     home = tmp_path_factory.mktemp("redis")
     port = free_port()
     command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
