@@ -56,11 +56,6 @@ def client_settings(values: Mapping[str, str | None]) -> Iterator[None]:
         _SESSION.reset(token)
 
 
-def current_settings() -> Mapping[str, str | None] | None:
-    """The settings of the session this code runs in, if any."""
-    return _SESSION.get()
-
-
 def _install() -> None:
     """Make MLflow's setting objects and artifact thread pools session-aware (once per process)."""
     global _installed
