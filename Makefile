@@ -2,10 +2,13 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model check-specs
+.PHONY: install test-services setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model check-specs
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
+
+test-services:  ## the programs the tests run (PostgreSQL, Redis...; scripts/test_services.txt), if missing
+	scripts/install_test_services.sh
 
 setup: install  ## migrate the Airflow DB and create the project's pool (idempotent)
 	$(ENV) scripts/setup_airflow.sh
@@ -13,21 +16,21 @@ setup: install  ## migrate the Airflow DB and create the project's pool (idempot
 demo: install  ## run the nightly DAG once, end to end, on the embedded MLflow; print a summary
 	$(ENV) python scripts/demo.py
 
-test: install  ## the whole suite (what CI runs)
+test: install test-services  ## the whole suite (what CI runs)
 	$(ENV) python -m pytest
 
-test-fast: install  ## everything but the end-to-end DAG runs
+test-fast: install test-services  ## everything but the end-to-end DAG runs
 	$(ENV) python -m pytest -m "not slow"
 
 # BENCH_ARGS go to bench/pipeline.py, e.g. make bench BENCH_ARGS=--quick (10k and 100k rows only)
 # or BENCH_ARGS="--sizes 100000 --modes a,b,c".
 BENCH_ARGS ?=
-bench: install  ## benchmarks P1-P5, printed tables with ratios (~30 min; see docs/BENCHMARKS.md)
+bench: install test-services  ## benchmarks P1-P5, printed tables with ratios (~30 min; see docs/BENCHMARKS.md)
 	$(ENV) python bench/parse_cost.py --runs 7
 	$(ENV) python bench/pipeline.py $(BENCH_ARGS)
 	$(ENV) python bench/first_model.py
 
-bench-smoke: install  ## what CI runs of the benchmarks: tiny sizes, tables printed, no timings asserted
+bench-smoke: install test-services  ## what CI runs of the benchmarks: tiny sizes, tables printed, no timings asserted
 	$(ENV) python -m pytest tests/test_bench_smoke.py
 
 # NAME (the spec and DAG name), SOURCE (a .csv/.parquet file) and TARGET (its label column) are

@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from support import AirflowCluster, free_port, start_process, wait_until_ready
@@ -126,7 +127,14 @@ def _pg_bin(name: str) -> str:
     for candidate in (shutil.which(name), *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))):
         if candidate and os.path.exists(candidate):
             return candidate
-    raise FileNotFoundError(f"PostgreSQL binary {name!r} not found (apt-get install postgresql)")
+    raise FileNotFoundError(
+        f"PostgreSQL binary {name!r} not found: run scripts/install_test_services.sh (make test does)"
+    )
+
+
+#: Members of this PostgreSQL group must give their password (scram-sha-256); everyone else is
+#: trusted on loopback. Lets tests use a real password through a real URI.
+PASSWORD_GROUP = "password_users"
 
 
 @dataclass
@@ -134,8 +142,28 @@ class PostgresServer:
     port: int
     user: str = "postgres"
 
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, *, user: str | None = None, password: str | None = None) -> str:
+        """A SQLAlchemy URI; ``password`` is URL-encoded (``%`` → ``%25``), as an operator writes it."""
+        auth = quote(user or self.user, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        return f"postgresql+psycopg2://{auth}@127.0.0.1:{self.port}/{database}"
+
+    def create_password_role(self, name: str, password: str) -> None:
+        """A role that may create databases and must log in with ``password``."""
+        import psycopg2
+        from psycopg2 import sql
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD %s IN ROLE {}").format(
+                    sql.Identifier(name), sql.Identifier(PASSWORD_GROUP)
+                ),
+                (password,),
+            )
+        conn.close()
 
     def create_database(self, name: str) -> str:
         import psycopg2
@@ -165,6 +193,11 @@ def postgres_server():
         check=True,
         capture_output=True,
     )
+    hba = data / "pg_hba.conf"
+    with open(hba, "r+") as conf:  # first matching line wins: the password rule goes first
+        rules = conf.read()
+        conf.seek(0)
+        conf.write(f"host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n{rules}")
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c max_connections=200"
     ctl = [*as_owner, _pg_bin("pg_ctl"), "-D", str(data)]
     subprocess.run(
@@ -173,7 +206,15 @@ def postgres_server():
         capture_output=True,
     )
     try:
-        yield PostgresServer(port=port)
+        server = PostgresServer(port=port)
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE ROLE {PASSWORD_GROUP} NOLOGIN")
+        conn.close()
+        yield server
     finally:
         subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+EXIT_OVER_BUDGET = 3  # bench/parse_cost.py's status for "measured, over budget"
 
 
 def _run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -25,7 +26,9 @@ def _run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 def test_parse_cost_bench_prints_a_row_per_dag_file():
     out = _run_bench(str(PROJECT_DIR / "bench" / "parse_cost.py"), "--runs", "1", timeout=300)
-    assert out.returncode in (0, 1), out.stderr[-2000:]
+    # 0: within budget; EXIT_OVER_BUDGET: measured but over (timings are not asserted here).
+    # A crash exits 1 and fails this test.
+    assert out.returncode in (0, EXIT_OVER_BUDGET), out.stderr[-2000:]
     for dag_file in (PROJECT_DIR / "dags").glob("*.py"):
         assert dag_file.name in out.stdout
     assert "baseline (minimal DAG)" in out.stdout

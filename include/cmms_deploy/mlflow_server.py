@@ -1,10 +1,12 @@
 """Deployment helpers for a production MLflow server: its databases, its auth config, its users.
 
 Used by ``include/start_mlflow_server.sh`` and by operators setting up the pipeline's MLflow
-user; every secret comes from the environment, never from an argument (arguments show up in
-``ps`` and shell history)::
+user; every secret, database URIs included, comes from the environment, never from an argument
+(arguments show up in ``ps``, ``/proc/<pid>/cmdline`` and shell history)::
 
-    python -m cmms_deploy.mlflow_server prepare-store URI          # create the PostgreSQL DB if missing
+    python -m cmms_deploy.mlflow_server check-bind HOST            # loopback, or MLFLOW_AUTH=1
+    python -m cmms_deploy.mlflow_server prepare-store [--upgrade]  # DB of MLFLOW_BACKEND_STORE_URI
+    python -m cmms_deploy.mlflow_server auth-database-uri          # <backend db>_auth, query kept
     python -m cmms_deploy.mlflow_server write-auth-config PATH     # basic_auth.ini from MLFLOW_AUTH_* vars
     python -m cmms_deploy.mlflow_server ensure-user USERNAME       # password from MLFLOW_PIPELINE_PASSWORD
 """
@@ -12,10 +14,11 @@ user; every secret comes from the environment, never from an argument (arguments
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 
 class DeployConfigurationError(ValueError):
@@ -54,6 +57,55 @@ def store_state(uri: str) -> str:
     if created:
         return "created"
     return "existing" if _has_tables(uri) else "empty"
+
+
+def upgrade_store(uri: str) -> None:
+    """What ``mlflow db upgrade URI`` does, in this process: the URI never becomes an argument."""
+    from mlflow.db import upgrade
+
+    upgrade.callback(uri)
+
+
+def auth_database_uri(backend_uri: str) -> str:
+    """The users database next to a PostgreSQL backend: ``<db>_auth``, every other part kept.
+
+    Only the path changes, so credentials, host and query options (``?sslmode=require``,
+    ``connect_timeout``...) stay exactly as the operator wrote them.
+    """
+    parts = urlsplit(backend_uri)
+    if not parts.scheme.startswith("postgresql"):
+        raise DeployConfigurationError(
+            f"no users database can be derived from a {parts.scheme}:// backend: set MLFLOW_AUTH_DATABASE_URI"
+        )
+    name = parts.path.lstrip("/")
+    if not name:
+        raise DeployConfigurationError("backend store URI names no database")
+    return urlunsplit(parts._replace(path=f"/{name}_auth"))
+
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is 127.0.0.0/8, ::1 or ``localhost`` (any other name may resolve anywhere)."""
+    host = host.strip().strip("[]")
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, *, auth: bool) -> None:
+    """Refuse to serve beyond loopback without basic-auth."""
+    if not auth and not is_loopback(host):
+        raise DeployConfigurationError(
+            f"MLFLOW_HOST={host!r} is not a loopback address (127.0.0.0/8, ::1, localhost) and "
+            "MLFLOW_AUTH is not 1: refusing to serve MLflow unauthenticated beyond this machine; set "
+            "MLFLOW_AUTH=1 (with MLFLOW_AUTH_ADMIN_PASSWORD and MLFLOW_FLASK_SERVER_SECRET_KEY) or "
+            "MLFLOW_HOST=127.0.0.1"
+        )
 
 
 def _create_postgres_database(parsed) -> bool:
@@ -108,7 +160,9 @@ def auth_config(database_uri: str, *, default_permission: str, admin_username: s
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access": "false",
     }
-    lines = [f"{key} = {value}" for key, value in settings.items()]
+    # MLflow reads this file with configparser's interpolation: a literal % (a URL-encoded
+    # password such as p%40ss) must be written %%.
+    lines = [f"{key} = {value.replace('%', '%%')}" for key, value in settings.items()]
     return "[mlflow]\n" + "\n".join(lines) + "\n"
 
 
@@ -145,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m cmms_deploy.mlflow_server", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    bind = commands.add_parser("check-bind", help="refuse a non-loopback address unless MLFLOW_AUTH=1")
+    bind.add_argument("host")
     prepare = commands.add_parser("prepare-store", help="create the store's database if missing")
-    prepare.add_argument("uri")
+    prepare.add_argument("--uri-env", default="MLFLOW_BACKEND_STORE_URI", help="variable holding the URI")
+    prepare.add_argument("--upgrade", action="store_true", help="run `mlflow db upgrade` on existing tables")
+    commands.add_parser("auth-database-uri", help="print <backend db>_auth for MLFLOW_BACKEND_STORE_URI")
     write = commands.add_parser("write-auth-config", help="write basic_auth.ini from MLFLOW_AUTH_* vars")
     write.add_argument("path", type=Path)
     user = commands.add_parser("ensure-user", help="create/update a user; password from the environment")
@@ -155,8 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
     args = parser.parse_args(argv)
     try:
-        if args.command == "prepare-store":
-            print(store_state(args.uri))
+        if args.command == "check-bind":
+            check_bind(args.host, auth=os.environ.get("MLFLOW_AUTH", "0") == "1")
+        elif args.command == "prepare-store":
+            uri = _require_env(args.uri_env)
+            state = store_state(uri)
+            if state == "existing" and args.upgrade:
+                # A newer MLflow refuses to start on an older schema; a no-op when up to date.
+                upgrade_store(uri)
+            print(state)
+        elif args.command == "auth-database-uri":
+            print(auth_database_uri(_require_env("MLFLOW_BACKEND_STORE_URI")))
         elif args.command == "write-auth-config":
             text = auth_config(
                 _require_env("MLFLOW_AUTH_DATABASE_URI"),

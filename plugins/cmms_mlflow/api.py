@@ -17,7 +17,6 @@ handlers, never at load time.
 """
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -122,14 +121,11 @@ def _hook() -> "MlflowHook":
     return MlflowHook()
 
 
-# MlflowHook.session() sets process-wide MLflow environment (URI, credentials) for its duration;
-# the api-server serves sync routes from a thread pool, so sessions take turns.
-_SESSION_LOCK = threading.Lock()
-
-
 @contextmanager
 def _mlflow(name: str) -> Iterator["MlflowClient"]:
-    with _SESSION_LOCK, _http_errors(name), _hook().session() as client:
+    # The api-server serves sync routes from a thread pool; each session's MLflow settings are
+    # its own thread's (MlflowHook.session), so concurrent requests need no lock.
+    with _http_errors(name), _hook().session() as client:
         yield client
 
 

@@ -25,7 +25,36 @@ class MlflowRegistryError(MlflowPluginError, AirflowFailException):
 
 
 class MlflowServiceUnavailable(MlflowPluginError):
-    """The tracking server could not be reached or answered 5xx; Airflow's retry may succeed."""
+    """The tracking server could not be reached, did not answer in time, or answered 5xx.
+
+    Airflow's retry may succeed once the server is back.
+    """
+
+
+def server_did_not_answer(url: str, timeout: int, retries: int) -> MlflowServiceUnavailable:
+    return MlflowServiceUnavailable(
+        f"MLflow server at {url!r} did not answer within {timeout} s "
+        f"({retries + 1} attempt(s); connection extras request_timeout={timeout}, max_retries={retries})"
+    )
+
+
+class LockTimeoutError(MlflowPluginError):
+    """A lock stayed held by someone else past the timeout; a later retry may get it."""
+
+
+class LockRefusedError(MlflowPluginError, AirflowFailException):
+    """A lock folder or file is unsafe to use (symlink, another owner, writable by others)."""
+
+
+def lock_dir_refused(path: object, problem: str) -> LockRefusedError:
+    return LockRefusedError(
+        f"lock folder {str(path)!r} refused: {problem}; use a private folder (mode 0700, owned by "
+        "this user), e.g. set CMMS_LOCK_DIR"
+    )
+
+
+def lock_file_refused(path: object, problem: str) -> LockRefusedError:
+    return LockRefusedError(f"lock file {str(path)!r} refused: {problem}")
 
 
 class ModelValidationError(MlflowPluginError, AirflowFailException):

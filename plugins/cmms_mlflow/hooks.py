@@ -9,15 +9,17 @@ Where MLflow lives is decided once, here, in this order:
 3. the embedded default: a SQLite DB and an artifact folder under ``CMMS_MLFLOW_HOME``
    (default ``<project>/.mlflow``), so a laptop needs no server at all.
 
-Credentials are put into MLflow's environment variables only inside :meth:`MlflowHook.session`
-and removed afterwards, so nothing is left behind in ``os.environ``.
+Inside :meth:`MlflowHook.session` MLflow uses the connection's URI, credentials and HTTP bounds
+for this thread (or asyncio task) only: they are never written to ``os.environ``, so
+overlapping sessions with different credentials do not mix and subprocesses inherit no secret
+(:mod:`cmms_mlflow.client_context`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,16 +44,9 @@ DEFAULT_REQUEST_TIMEOUT = 30
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_BACKOFF_FACTOR = 1
 
-_SESSION_ENV_KEYS = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-)
+# SQLite stores whose schema this process has created/upgraded (once per store, not per session).
+_SCHEMA_READY: set[Path] = set()
+_SCHEMA_READY_LOCK = threading.Lock()
 
 
 def embedded_home() -> Path:
@@ -89,23 +84,23 @@ class MlflowSettings:
             return None
         return Path(unquote(self.tracking_uri[len("sqlite:///") :]))
 
-    def session_env(self) -> dict[str, str]:
-        """MLflow environment variables for the duration of one session."""
-        env = {
+    def client_settings(self) -> dict[str, str | None]:
+        """MLflow's client settings for one session (see :mod:`cmms_mlflow.client_context`)."""
+        values: dict[str, str | None] = {
             "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_REGISTRY_URI": self.registry_uri or self.tracking_uri,
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.request_timeout),
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(DEFAULT_BACKOFF_FACTOR),
         }
-        if self.registry_uri:
-            env["MLFLOW_REGISTRY_URI"] = self.registry_uri
-        if self.username:
-            env["MLFLOW_TRACKING_USERNAME"] = self.username
-        if self.password:
-            env["MLFLOW_TRACKING_PASSWORD"] = self.password
-        if self.token:
-            env["MLFLOW_TRACKING_TOKEN"] = self.token
-        return env
+        if self.username or self.password or self.token:
+            # The connection's credentials, and none that the process environment may hold.
+            values.update(
+                MLFLOW_TRACKING_USERNAME=self.username,
+                MLFLOW_TRACKING_PASSWORD=self.password,
+                MLFLOW_TRACKING_TOKEN=self.token,
+            )
+        return values
 
 
 def _tracking_uri_from_connection(conn: Any) -> str:
@@ -246,33 +241,36 @@ class MlflowHook(BaseHook):
 
     @contextmanager
     def session(self) -> Iterator[MlflowClient]:
-        """Yield the client with URI, credentials and bounded retries set for MLflow; restore after.
+        """Yield the client; until exit, MLflow in this thread uses this connection's settings.
 
-        Also points MLflow's fluent API (``mlflow.start_run``, ``log_model``) at the same server.
+        Covers the client and MLflow's fluent API (``mlflow.start_run``, ``log_model``,
+        ``load_model`` of ``models:/`` URIs, artifact up/downloads); overlapping sessions in other
+        threads keep their own settings, and nothing is written to ``os.environ``.
         """
-        import mlflow
-        from mlflow.tracking._model_registry import utils as registry_utils
-        from mlflow.tracking._tracking_service import utils as tracking_utils
+        from cmms_mlflow.client_context import client_settings
 
         settings = self.settings
-        saved_env = {key: os.environ.get(key) for key in _SESSION_ENV_KEYS}
-        # MLflow keeps the fluent URIs in module globals; remember them to put them back.
-        saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
-        os.environ.update(settings.session_env())
-        try:
-            mlflow.set_tracking_uri(settings.tracking_uri)
-            mlflow.set_registry_uri(settings.registry_uri or settings.tracking_uri)
+        _refuse_process_wide_uris(settings)
+        with client_settings(settings.client_settings()):
             if settings.sqlite_path is not None:
-                _ensure_sqlite_schema(settings.sqlite_path, self.client)
+                self._ensure_sqlite_schema(settings.sqlite_path)
             yield self.client
-        finally:
-            mlflow.set_tracking_uri(saved_tracking)
-            registry_utils._registry_uri = saved_registry
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+
+    def _ensure_sqlite_schema(self, db_path: Path) -> None:
+        """Create/upgrade the SQLite schema once per process, under a file lock.
+
+        Several tasks opening a fresh DB at once race on MLflow's alembic migration
+        ("table _alembic_tmp_... already exists"); the first one migrates, the others wait.
+        """
+        from cmms_mlflow import locks
+
+        if db_path in _SCHEMA_READY:
+            return
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        with _SCHEMA_READY_LOCK, locks.file_lock(self.lock_dir, locks.lock_file_name(db_path.name, "schema")):
+            if db_path not in _SCHEMA_READY:
+                self.client.search_experiments(max_results=1)
+                _SCHEMA_READY.add(db_path)
 
     def get_or_create_experiment(self, client: MlflowClient, name: str) -> str:
         """Experiment id for ``name``, created with the configured artifact location if missing."""
@@ -309,16 +307,22 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
-def _ensure_sqlite_schema(db_path: Path, client: MlflowClient) -> None:
-    """Create/upgrade the SQLite schema under a file lock.
+def _refuse_process_wide_uris(settings: MlflowSettings) -> None:
+    """``mlflow.set_tracking_uri``/``set_registry_uri`` would override the session for the fluent API."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    Several tasks opening a fresh DB at once race on MLflow's alembic migration
-    ("table _alembic_tmp_... already exists"); the first one migrates, the others wait.
-    """
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(db_path.with_name(db_path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client.search_experiments(max_results=1)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    wanted = {
+        "mlflow.set_tracking_uri": (tracking_utils._tracking_uri, settings.tracking_uri),
+        "mlflow.set_registry_uri": (
+            registry_utils._registry_uri,
+            settings.registry_uri or settings.tracking_uri,
+        ),
+    }
+    for setter, (process_wide, session) in wanted.items():
+        if process_wide is not None and process_wide != session:
+            raise MlflowConfigurationError(
+                f"{setter}({redact_uri(process_wide)!r}) was called in this process, so MLflow's fluent "
+                f"API would not use {settings.source} ({redact_uri(session)!r}); call {setter}(None), "
+                "the hook chooses the URI per session"
+            )

@@ -14,15 +14,14 @@ Airflow run leaves the registry as one call would.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import re
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmms_mlflow import locks
 from cmms_mlflow.exceptions import (
     MlflowRegistryError,
     champion_changed,
@@ -235,20 +234,15 @@ def transition(
 
 
 @contextmanager
-def model_lock(lock_dir: Path, name: str) -> Iterator[None]:
+def model_lock(lock_dir: Path, name: str, *, timeout: float | None = None) -> Iterator[None]:
     """Exclusive lock on one registered model for every process and thread on this machine.
 
     Across machines (Celery/Kubernetes workers), promotions are serialized by the Airflow pool
     ``mlflow_promotion`` (one slot); this lock also covers code that runs outside Airflow.
+    Waits at most ``timeout`` seconds (default :data:`cmms_mlflow.locks.DEFAULT_LOCK_TIMEOUT`).
     """
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    with open(lock_dir / f"{safe}.registry.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locks.file_lock(lock_dir, locks.lock_file_name(name, "registry"), timeout=timeout):
+        yield
 
 
 @contextmanager

@@ -6,7 +6,9 @@
   cannot run here; moto's server mode is the only S3 implementation installable on this
   machine, so it stands in for S3 (or MinIO) — the code under test talks plain S3 to it;
 - ``include/start_mlflow_server.sh`` with basic-auth, proxied S3 artifacts, and a pipeline
-  user made by ``python -m cmms_deploy.mlflow_server ensure-user``;
+  user made by ``python -m cmms_deploy.mlflow_server ensure-user``; its database user has a real
+  password with ``%``, ``@`` and ``/`` in it (URL-encoded in the URI) and the URI carries a query
+  string, as production URIs do (``?sslmode=require``);
 - Redis (Debian's redis-server) as the Celery broker, and Airflow with CeleryExecutor: api-server,
   scheduler, dag-processor, and a Celery worker started in a different working directory.
 """
@@ -33,6 +35,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 ARTIFACT_BUCKET = "cmms-artifacts"
 DATA_BUCKET = "cmms-data"
 PIPELINE_USER = "cmms-pipeline"
+DB_ROLE = "mlflow_owner"
+#: Kept in the backend URI and, by start_mlflow_server.sh, in the derived users-DB URI.
+DB_QUERY = "application_name=cmms-mlflow-stack"
 
 
 def _venv_env(**extra: str) -> dict[str, str]:
@@ -141,7 +146,7 @@ def s3_server(tmp_path_factory, startup_times) -> S3Server:
 def redis_url(tmp_path_factory, startup_times) -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise FileNotFoundError("redis-server not found: apt-get install redis-server (.ci/run does)")
+        raise FileNotFoundError("redis-server not found: scripts/install_test_services.sh installs it")
     home = tmp_path_factory.mktemp("redis")
     port = free_port()
     command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
@@ -179,6 +184,9 @@ class MlflowServer:
     log: Path = field(default=Path())
     process: subprocess.Popen | None = field(default=None, repr=False)
     started_at: float = 0.0
+    db_user: str = DB_ROLE
+    db_password: str = field(default="", repr=False)
+    db_query: str = DB_QUERY
 
     def call(self, method: str, path: str, body: dict | None = None, *, auth: tuple[str, str] | None = None):
         """(status, JSON) of a REST call; ``auth`` = (user, password) or None for anonymous."""
@@ -217,9 +225,13 @@ def mlflow_server_started(tmp_path_factory, postgres_server, s3_server, sentinel
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     admin_password = secrets.token_urlsafe(18)
+    # A real password that PostgreSQL checks (scram), with the characters that need URL-encoding.
+    db_password = f"Db%{secrets.token_hex(6)}@/:%41"
+    postgres_server.create_password_role(DB_ROLE, db_password)
+    backend = postgres_server.url("mlflow_stack", user=DB_ROLE, password=db_password) + f"?{DB_QUERY}"
     env = _venv_env(
         **s3_server.env,
-        MLFLOW_BACKEND_STORE_URI=postgres_server.url("mlflow_stack"),  # created by the script
+        MLFLOW_BACKEND_STORE_URI=backend,  # the database is created by the script
         MLFLOW_ARTIFACT_ROOT=f"s3://{ARTIFACT_BUCKET}/mlflow",
         MLFLOW_PORT=str(port),
         MLFLOW_AUTH="1",
@@ -233,6 +245,7 @@ def mlflow_server_started(tmp_path_factory, postgres_server, s3_server, sentinel
         admin_password=admin_password,
         pipeline_password=sentinel_password,
         log=home / "mlflow-server.log",
+        db_password=db_password,
     )
     script = PROJECT_DIR / "include" / "start_mlflow_server.sh"
     # Its working directory is a fresh folder: nothing may land in the caller's cwd.

@@ -211,3 +211,75 @@ def test_ensure_user_again_resets_the_password_instead_of_failing(mlflow_server)
     assert f"user {user} updated" in out.stdout.splitlines()
     path = "/api/2.0/mlflow/experiments/search?max_results=1"
     assert mlflow_server.call("GET", path, auth=mlflow_server.pipeline)[0] == 200
+
+
+# The start script: the database password stays out of process arguments, a % in it works,
+# and the users database keeps the backend URI's query string.
+
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def _process_group(pgid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:  # fields after the command name: state, ppid, pgrp, ...
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_no_database_uri_or_password_in_the_server_processes_arguments_or_log(mlflow_server):
+    secret, encoded = mlflow_server.db_password, urllib.parse.quote(mlflow_server.db_password, safe="")
+    pids = _process_group(mlflow_server.process.pid)
+    assert len(pids) >= 2, pids  # `mlflow server` and its uvicorn worker(s)
+    for pid in pids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        assert "postgresql" not in argv and secret not in argv and encoded not in argv, (pid, argv)
+    log = mlflow_server.log.read_text(errors="replace")
+    assert secret not in log and encoded not in log
+
+
+def _pg(postgres_server, database: str, **login):
+    import psycopg2
+
+    return psycopg2.connect(host="127.0.0.1", port=postgres_server.port, dbname=database, **login)
+
+
+def test_a_url_encoded_database_password_with_percent_signs_works_end_to_end(postgres_server, mlflow_server):
+    import psycopg2
+
+    # PostgreSQL really checks this role's password...
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        _pg(
+            postgres_server, "mlflow_stack_auth", user=mlflow_server.db_user, password="wrong-password"
+        ).close()
+    # ...and the server, given it URL-encoded (with %25) in its URI and its auth config, keeps its
+    # users in the database it created and reads them on every authenticated call.
+    conn = _pg(
+        postgres_server, "mlflow_stack_auth", user=mlflow_server.db_user, password=mlflow_server.db_password
+    )
+    with conn, conn.cursor() as cursor:
+        cursor.execute("SELECT username FROM users")
+        users = {row[0] for row in cursor.fetchall()}
+    conn.close()
+    assert {mlflow_server.admin_user, mlflow_server.pipeline[0]} <= users
+    assert mlflow_server.call("GET", SEARCH, auth=mlflow_server.pipeline)[0] == 200
+
+
+def test_the_users_database_uri_keeps_the_backend_uri_query_string(postgres_server, mlflow_server):
+    # An authenticated call opens (and pools) connections to both databases.
+    assert mlflow_server.call("GET", SEARCH, auth=mlflow_server.admin)[0] == 200
+    conn = _pg(postgres_server, "postgres", user="postgres")
+    with conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT datname, array_agg(DISTINCT application_name) FROM pg_stat_activity "
+            "WHERE datname IN ('mlflow_stack', 'mlflow_stack_auth') GROUP BY datname"
+        )
+        names = dict(cursor.fetchall())
+    conn.close()
+    wanted = [mlflow_server.db_query.split("=", 1)[1]]
+    assert names == {"mlflow_stack": wanted, "mlflow_stack_auth": wanted}

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import AssetAlias, BaseOperator
 
 from cmms_mlflow.assets import CHAMPION_ALIAS, champion_asset
-from cmms_mlflow.exceptions import MlflowRegistryError, MlflowServiceUnavailable, bad_data_fails_the_task
+from cmms_mlflow.exceptions import (
+    MlflowRegistryError,
+    MlflowServiceUnavailable,
+    bad_data_fails_the_task,
+    server_did_not_answer,
+)
 from cmms_mlflow.hooks import MlflowHook
 from cmms_mlflow.links import MODEL_VERSION_URL_KEY
 from cmms_pm.spec import MANUAL_PROMOTION_POOL
@@ -71,6 +76,11 @@ class MlflowBaseOperator(BaseOperator):
                 code = getattr(err, "error_code", "")
                 if code in _PERMANENT_ERROR_CODES:
                     raise MlflowRegistryError(f"MLflow refused the request ({code}): {err.message}") from err
+                if timed_out(err):
+                    settings = self.hook.settings
+                    raise server_did_not_answer(
+                        settings.tracking_uri, settings.request_timeout, settings.max_retries
+                    ) from err
                 raise MlflowServiceUnavailable(f"MLflow call failed ({code}): {err.message}") from err
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> Any:
@@ -113,6 +123,23 @@ class SpecOperatorMixin:
 
         with bad_data_fails_the_task():
             return run_config(self.model_spec, context["params"])
+
+
+def timed_out(err: BaseException) -> bool:
+    """``err`` comes from an HTTP read or connect timeout (MLflow wraps them, without ``from``)."""
+    from requests.exceptions import Timeout
+    from urllib3.exceptions import MaxRetryError, TimeoutError
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, Timeout | TimeoutError):
+            return True
+        if isinstance(err, MaxRetryError) and isinstance(err.reason, TimeoutError):
+            return True
+        reason = err.args[0] if err.args and isinstance(err.args[0], BaseException) else None
+        err = err.__cause__ or err.__context__ or reason
+    return False
 
 
 def as_bool(value: Any) -> bool:

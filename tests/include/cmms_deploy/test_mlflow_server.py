@@ -87,3 +87,64 @@ def test_start_script_with_auth_refuses_to_start_without_its_secrets(tmp_path, m
 def test_start_script_refuses_a_driverless_postgres_uri(tmp_path):
     out = _start(tmp_path, MLFLOW_BACKEND_STORE_URI="postgresql://u@127.0.0.1/mlflow")
     assert out.returncode == 2 and "postgresql+psycopg2" in out.stderr
+
+
+def test_auth_config_keeps_a_percent_of_a_url_encoded_password_as_mlflow_reads_it(tmp_path, monkeypatch):
+    from mlflow.server.auth.config import read_auth_config
+
+    uri = "postgresql+psycopg2://mlflow:p%40ss%25w0rd%2F@127.0.0.1:5432/mlflow_auth?sslmode=require"
+    path = tmp_path / "basic_auth.ini"
+    path.write_text(deploy.auth_config(uri, default_permission="READ", admin_username="admin"))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
+    assert read_auth_config().database_uri == uri
+
+
+@pytest.mark.parametrize(
+    ("backend", "users_db"),
+    [
+        (
+            "postgresql+psycopg2://u:p%40ss%25@db.internal:5432/mlflow?sslmode=require&connect_timeout=5",
+            "postgresql+psycopg2://u:p%40ss%25@db.internal:5432/mlflow_auth?sslmode=require&connect_timeout=5",
+        ),
+        ("postgresql+psycopg2://u@127.0.0.1/mlflow", "postgresql+psycopg2://u@127.0.0.1/mlflow_auth"),
+    ],
+)
+def test_the_users_database_uri_changes_only_the_database_name(backend, users_db):
+    assert deploy.auth_database_uri(backend) == users_db
+
+
+def test_no_users_database_is_derived_from_a_sqlite_backend_or_one_without_a_database():
+    with pytest.raises(DeployConfigurationError, match="MLFLOW_AUTH_DATABASE_URI"):
+        deploy.auth_database_uri("sqlite:///mlflow.db")
+    with pytest.raises(DeployConfigurationError, match="names no database"):
+        deploy.auth_database_uri("postgresql+psycopg2://u@127.0.0.1:5432")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.10.0.3", "::1", "[::1]", "localhost", "LOCALHOST"])
+def test_loopback_addresses_may_be_bound_without_auth(host):
+    deploy.check_bind(host, auth=False)
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "192.0.2.10", "10.0.0.5", "mlflow.internal", "127.0.0.1.nip.io"]
+)
+def test_anything_beyond_loopback_needs_auth(host):
+    with pytest.raises(DeployConfigurationError, match="MLFLOW_AUTH=1"):
+        deploy.check_bind(host, auth=False)
+    deploy.check_bind(host, auth=True)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10"])
+def test_start_script_refuses_to_serve_beyond_loopback_without_auth(tmp_path, host):
+    out = _start(tmp_path, MLFLOW_HOST=host)
+    assert out.returncode == 2 and f"MLFLOW_HOST={host!r}" in out.stderr and "MLFLOW_AUTH=1" in out.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before touching anything
+
+
+def test_prepare_store_reads_the_uri_from_the_environment_only(monkeypatch, capsys, mlflow_store):
+    monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    assert deploy.main(["prepare-store"]) == 2
+    assert "MLFLOW_BACKEND_STORE_URI must be set" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", mlflow_store)
+    assert deploy.main(["prepare-store", "--upgrade"]) == 0  # `mlflow db upgrade`, in this process
+    assert capsys.readouterr().out.strip() == "existing"

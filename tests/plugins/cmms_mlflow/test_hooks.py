@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,31 +60,123 @@ def test_uri_style_connection_builds_an_http_tracking_uri(monkeypatch):
     assert MlflowHook().settings.tracking_uri == "http://127.0.0.1:5000"
 
 
-def test_credentials_exist_only_inside_a_session(monkeypatch, mlflow_store):
-    _conn(monkeypatch, host=mlflow_store, login="pipeline", password="s3cret-value")
+def _creds(uri: str):
+    from mlflow.utils.credentials import get_default_host_creds
+
+    return get_default_host_creds(uri)
+
+
+def _child_environment() -> dict[str, str]:
+    """The environment a subprocess started now inherits (as ``git`` in ``training_run`` would)."""
+    out = subprocess.run(["env", "-0"], capture_output=True, text=True, check=True).stdout
+    return dict(item.split("=", 1) for item in out.split("\0") if item)
+
+
+def test_a_session_gives_mlflow_the_connection_credentials_but_not_os_environ(monkeypatch, mlflow_store):
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
+
+    _conn(
+        monkeypatch,
+        host=mlflow_store,
+        login="pipeline",
+        password="s3cret-value",
+        extra={"request_timeout": 7},
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone-else")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     import mlflow
 
-    before = mlflow.get_tracking_uri()
-    hook = MlflowHook()
-    with hook.session() as client:
-        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret-value"
-        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "pipeline"
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+    before_env, before_uri = dict(os.environ), mlflow.get_tracking_uri()
+    with MlflowHook().session() as client:
+        creds = _creds(mlflow_store)
+        assert (creds.username, creds.password) == ("pipeline", "s3cret-value")
+        assert (MLFLOW_HTTP_REQUEST_TIMEOUT.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()) == (7, 3)
         assert mlflow.get_tracking_uri() == mlflow_store
         client.search_experiments(max_results=1)
-    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
-    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "someone-else"
-    assert mlflow.get_tracking_uri() == before
+        assert dict(os.environ) == before_env
+        child = _child_environment()
+        # Only the test's own connection definition holds the password; no MLFLOW_ variable changed.
+        assert [k for k, v in child.items() if "s3cret-value" in v] == ["AIRFLOW_CONN_MLFLOW_DEFAULT"]
+        assert {k: v for k, v in child.items() if k.startswith("MLFLOW_")} == {
+            k: v for k, v in before_env.items() if k.startswith("MLFLOW_")
+        }
+    assert dict(os.environ) == before_env
+    assert (_creds(mlflow_store).username, _creds(mlflow_store).password) == ("someone-else", None)
+    assert mlflow.get_tracking_uri() == before_uri
 
 
-def test_credentials_are_removed_even_when_the_session_fails(monkeypatch, mlflow_store):
+def test_credentials_are_gone_even_when_the_session_fails(monkeypatch, mlflow_store):
     _conn(monkeypatch, host=mlflow_store, login="pipeline", password="s3cret-value")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     with pytest.raises(RuntimeError), MlflowHook().session():
         raise RuntimeError("task failed")
-    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    assert _creds(mlflow_store).password is None
+
+
+def test_overlapping_sessions_in_threads_each_see_their_own_credentials(monkeypatch, mlflow_store):
+    """Two connections, two threads, sessions open at the same time: no mixing, nothing in os.environ."""
+    for conn_id, user in (("MLFLOW_A", "alice"), ("MLFLOW_B", "bob")):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id}",
+            json.dumps(
+                {"conn_type": "mlflow", "host": mlflow_store, "login": user, "password": f"{user}-pw"}
+            ),
+        )
+    both_inside = threading.Barrier(2, timeout=30)
+    seen: dict[str, list] = {}
+
+    def task(conn_id: str) -> None:
+        with MlflowHook(mlflow_conn_id=conn_id).session():
+            both_inside.wait()
+            seen[conn_id] = [(_creds(mlflow_store).username, _creds(mlflow_store).password)]
+            both_inside.wait()  # the other session is still open while we read again
+            seen[conn_id].append((_creds(mlflow_store).username, _creds(mlflow_store).password))
+            seen[conn_id].append(
+                [k for k, v in _child_environment().items() if "-pw" in v and "CONN" not in k]
+            )
+
+    threads = [threading.Thread(target=task, args=(c,)) for c in ("mlflow_a", "mlflow_b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert seen == {
+        "mlflow_a": [("alice", "alice-pw"), ("alice", "alice-pw"), []],
+        "mlflow_b": [("bob", "bob-pw"), ("bob", "bob-pw"), []],
+    }
+    assert not [key for key in os.environ if key.startswith("MLFLOW_TRACKING_")]
+
+
+def test_mlflow_artifact_download_threads_run_with_the_session_that_asked(
+    monkeypatch, mlflow_store, tmp_path
+):
+    """Model downloads run in MLflow's artifact thread pool: it must carry the session's credentials."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    _conn(monkeypatch, host=mlflow_store, login="pipeline", password="s3cret-value")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with MlflowHook().session():
+        repo = LocalArtifactRepository(str(tmp_path))
+        in_pool = repo.thread_pool.submit(lambda: _creds(mlflow_store).password).result(timeout=30)
+    assert in_pool == "s3cret-value"
+    assert repo.thread_pool.submit(lambda: _creds(mlflow_store).password).result(timeout=30) is None
+
+
+def test_a_process_wide_tracking_uri_is_refused_with_the_way_out(monkeypatch, mlflow_store):
+    import mlflow
+
+    from cmms_mlflow.exceptions import MlflowConfigurationError
+
+    _conn(monkeypatch, host=mlflow_store)
+    mlflow.set_tracking_uri("http://127.0.0.1:5999")
+    try:
+        with (
+            pytest.raises(MlflowConfigurationError, match=r"mlflow.set_tracking_uri\(None\)"),
+            MlflowHook().session(),
+        ):
+            pass
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_experiment_artifacts_live_next_to_the_sqlite_db(mlflow_conn):

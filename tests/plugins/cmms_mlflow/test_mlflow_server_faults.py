@@ -136,15 +136,19 @@ def _health(url: str) -> int | None:
 
 
 class DroppingProxy:
-    """TCP proxy on loopback that can swallow the reply to one ``model-versions/create``.
+    """TCP proxy on loopback that can swallow the reply to one ``model-versions/create``, or hang.
 
     The request still reaches the server (so the version IS created); the server's reply is
-    dropped and both sockets closed, as if the network failed on the way back.
+    dropped and both sockets closed, as if the network failed on the way back. While ``hang`` is
+    set, it is a hung server: it accepts connections, reads what comes, and never answers.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.drop_next_create_reply = False
+        self.hang = False
+        self.hung_connections = 0
+        self.hung_requests = 0
         self.creates_seen = 0
         self.replies_dropped = 0
         self._lock = threading.Lock()
@@ -168,6 +172,12 @@ class DroppingProxy:
                 client, _ = self._listener.accept()
             except OSError:  # listener closed
                 return
+            if self.hang:
+                self.hung_connections += 1
+                self._sockets.append(client)
+                threading.Thread(target=lambda sock=client: [None for _ in iter(lambda: _recv(sock), b"")],
+                                 daemon=True).start()  # fmt: skip
+                continue
             try:
                 upstream = socket.create_connection((HOST, self.upstream_port), timeout=10)
                 upstream.settimeout(None)
@@ -191,6 +201,10 @@ class DroppingProxy:
                     if self.drop_next_create_reply:
                         self.drop_next_create_reply = False
                         swallow.set()  # before forwarding: the reply cannot beat the flag
+            if self.hang:  # an open keep-alive connection hangs too: the request goes nowhere
+                with self._lock:
+                    self.hung_requests += 1
+                continue
             try:
                 upstream.sendall(chunk)
             except OSError:
@@ -288,6 +302,21 @@ class _PromoteOperator(MlflowBaseOperator):
         )
 
 
+def _staged_version_and_its_promote_task(model_name: str, lock_dir: Path):
+    """A version in Staging (through the current connection), and a task that promotes it."""
+    with MlflowHook().session() as client:
+        run = _new_run(client, model_name)
+        version = str(_register(client, model_name, run).version)
+        registry.transition(client, model_name, version, "Staging")
+
+    def promote_task():
+        return _PromoteOperator(
+            task_id="promote", model_name=model_name, version=version, lock_dir=lock_dir
+        ).execute(context={})
+
+    return version, promote_task
+
+
 def test_a_lost_reply_to_model_version_create_still_leaves_one_version(
     monkeypatch, server, proxy, model_name
 ):
@@ -316,15 +345,7 @@ def test_a_tracking_server_killed_mid_pipeline_fails_fast_then_the_retry_succeed
     monkeypatch, server, model_name, tmp_path
 ):
     _point_connection_at(monkeypatch, server.url, max_retries=1, request_timeout=5)
-    with MlflowHook().session() as client:
-        run = _new_run(client, model_name)
-        version = str(_register(client, model_name, run).version)
-        registry.transition(client, model_name, version, "Staging")
-
-    def promote_task():
-        return _PromoteOperator(
-            task_id="promote", model_name=model_name, version=version, lock_dir=tmp_path / "locks"
-        ).execute(context={})
+    version, promote_task = _staged_version_and_its_promote_task(model_name, tmp_path / "locks")
 
     server.kill()
     try:
@@ -349,12 +370,13 @@ def test_a_tracking_server_killed_mid_pipeline_fails_fast_then_the_retry_succeed
 
 
 def test_bounded_retries_make_a_down_server_fail_well_within_the_task_timeout(monkeypatch):
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
     from mlflow.exceptions import MlflowException
 
     _point_connection_at(monkeypatch, f"http://{HOST}:{free_port()}")  # nothing listens there
     with MlflowHook().session() as client:
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
-        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+        # What MLflow's HTTP client reads in this session (never through os.environ).
+        assert (MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_TIMEOUT.get()) == (3, 30)
         started = time.monotonic()
         with pytest.raises(MlflowException, match="Connection refused|Max retries"):
             client.search_experiments(max_results=1)
@@ -362,3 +384,30 @@ def test_bounded_retries_make_a_down_server_fail_well_within_the_task_timeout(mo
     print(f"search_experiments against a closed port failed after {elapsed:.2f} s")
     assert elapsed < FAIL_FAST_SECONDS
     assert not [key for key in os.environ if key.startswith("MLFLOW_HTTP_REQUEST_")]
+
+
+def test_a_hung_server_fails_the_task_within_its_bound_then_the_retry_succeeds(
+    monkeypatch, server, proxy, model_name, tmp_path
+):
+    """The server accepts connections and never answers: the task fails, retryably, in seconds."""
+    timeout, retries = 2, 1
+    _point_connection_at(monkeypatch, proxy.url, max_retries=retries, request_timeout=timeout)
+    version, promote_task = _staged_version_and_its_promote_task(model_name, tmp_path / "locks")
+
+    proxy.hang = True
+    started = time.monotonic()
+    with pytest.raises(MlflowServiceUnavailable) as raised:
+        promote_task()
+    elapsed = time.monotonic() - started
+    print(f"promote against a hung server failed after {elapsed:.2f} s: {raised.value}")
+    assert proxy.hung_connections + proxy.hung_requests >= 1, "nothing reached the hung server: no proof"
+    # Each attempt waits request_timeout; MLflow adds a backoff (factor 1) and up to 1 s of jitter.
+    assert timeout <= elapsed < (retries + 1) * (timeout + 2) + 2
+    assert not isinstance(raised.value, AirflowFailException)  # Airflow retries it
+    assert f"did not answer within {timeout} s" in str(raised.value) and proxy.url in str(raised.value)
+
+    proxy.hang = False  # the server answers again: Airflow's retry of the task succeeds
+    changes = promote_task()
+    assert changes["version"] == version and not changes.get("unchanged")
+    direct = _direct_client(server)
+    assert [str(v.version) for v in registry.versions_in_stage(direct, model_name, "Production")] == [version]

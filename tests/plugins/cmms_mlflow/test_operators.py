@@ -105,8 +105,12 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
     assert dag_run.run_id == run_id and str(dag_run.state) == "success"
     statuses = {r.info.run_id: r.info.status for r in _runs_of(client, f"operators-{model_name}")}
     assert statuses.pop(stale.info.run_id) == "FAILED"
-    assert list(statuses.values()) == ["FINISHED"]
-    assert not [s for s in statuses.values() if s == "RUNNING"]
+    [(replacement, status)] = statuses.items()
+    assert status == "FINISHED"
+    # The pipeline went on with the replacement: it is the run train_model returned and whose
+    # model was registered, never the stale one.
+    assert _xcom(dag_run, "train_model", "return_value")["run_id"] == replacement
+    assert client.get_model_version(model_name, "1").run_id == replacement
 
 
 def test_validation_refuses_a_version_that_is_not_in_staging(
