@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_authenticated
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cmms_pm.params import OTHER_HYPERPARAMETERS
 from cmms_pm.spec import MODEL_NAME_REGEX, SPEC_NAME_REGEX
@@ -139,10 +139,11 @@ def requires_access_model_dag(method: str, access_entity: DagAccessEntity | None
         else:
             try:
                 body = TrainRequest.model_validate(await request.json())
-            except ValueError as err:  # malformed JSON or fields: the route's own validation says which
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid training request"
-                ) from err
+            except ValidationError as err:
+                problems = err.errors(include_url=False, include_input=False, include_context=False)
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems) from err
+            except ValueError as err:  # not JSON at all
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body is not valid JSON") from err
             dag_id = _training_spec(body).training_dag_id
         requires_access_dag(method, access_entity, param_dag_id=dag_id)(request, user)
 

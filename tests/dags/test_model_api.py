@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 ML = "/api/v1/ml"
+PIPELINE = "predictive_maintenance"  # the cluster has two specs: a request names its pipeline
 TRAINING = "predictive_maintenance_training"
 SCORING = "predictive_maintenance_scoring"
 
@@ -73,7 +74,7 @@ def test_anonymous_callers_get_401_on_every_route(airflow_cluster, registry_only
     name, v1, _ = registry_only_model
     calls = [
         ("GET", f"{ML}/models/{name}/production", None),
-        ("POST", f"{ML}/models/train", {"modelName": name}),
+        ("POST", f"{ML}/models/train", {"modelName": name, "pipeline": PIPELINE}),
         ("POST", _promote_path(name, v1), {"stage": "Production", "reason": "anonymous"}),
         # Invalid input is still 401: authentication comes before validation.
         ("POST", _promote_path("bad$name", 0), {"stage": "Gold"}),
@@ -88,7 +89,9 @@ def test_a_viewer_can_read_but_gets_403_on_train_and_promote(airflow_cluster, re
     status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
     assert status == 200 and body["version"] == v1, body
     before = {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)}
-    status, body = airflow_cluster.request("POST", f"{ML}/models/train", {"modelName": name}, user="viewer")
+    status, body = airflow_cluster.request(
+        "POST", f"{ML}/models/train", {"modelName": name, "pipeline": PIPELINE}, user="viewer"
+    )
     assert status == 403, body
     status, body = airflow_cluster.request(
         "POST", _promote_path(name, v2), {"stage": "Production", "reason": "viewer"}, user="viewer"
@@ -109,23 +112,32 @@ def test_production_of_an_unknown_model_or_a_model_without_champion_is_404(airfl
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"modelName": "pm", "hyperparameters": {"n_estimators": 0}},
-        {"modelName": "pm", "hyperparameters": {"max_depth": "deep"}},
-        {"modelName": "pm", "hyperparameters": {"learning_rate": 0.1}},
-        {"modelName": "bad$name"},
-        {"modelName": "pm", "datasetVersion": "telemetry.xlsx"},
-        {"modelName": "pm", "parameters": {"f1_threshold": 1.5}},
-        {"modelName": "pm", "source": "s3://somewhere/model.pkl"},
+        ({"hyperparameters": {"n_estimators": 0}}, "n_estimators"),
+        ({"hyperparameters": {"max_depth": "deep"}}, "max_depth"),
+        ({"hyperparameters": {"learning_rate": 0.1}}, "learning_rate"),
+        ({"modelName": "bad$name"}, "model_name"),
+        ({"modelName": "0x1F"}, "model_name"),
+        ({"datasetVersion": "telemetry.xlsx"}, "data_source"),
+        ({"datasetVersion": "s3://bucket/t.csv?endpoint_override=attacker.example"}, "data_source"),
+        ({"parameters": {"f1_threshold": 1.5}}, "f1_threshold"),
+        ({"source": "s3://somewhere/model.pkl"}, "source"),
+        ({"pipeline": "no_such_pipeline"}, "pipeline"),
+        ({"modelName": "somebody_elses_model"}, "no model spec"),
     ],
-    ids=["zero-trees", "depth-not-int", "unknown-hyperparameter", "bad-name", "bad-dataset", "threshold",
-         "artifact-source"],
+    ids=["zero-trees", "depth-not-int", "unknown-hyperparameter", "bad-name", "numeric-name", "bad-dataset",
+         "s3-endpoint-override", "threshold", "artifact-source", "unknown-pipeline", "no-spec-for-model"],
 )  # fmt: skip
-def test_invalid_training_requests_are_422_and_trigger_nothing(airflow_cluster, body):
+def test_invalid_training_requests_are_422_and_trigger_nothing(airflow_cluster, body, field):
+    import json
+
     before = {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)}
+    if field not in ("pipeline", "no model spec"):
+        body = {"modelName": "pm", "pipeline": PIPELINE, **body}
     status, answer = airflow_cluster.request("POST", f"{ML}/models/train", body, user="operator")
     assert status == 422, (body, status, answer)
+    assert field in json.dumps(answer), answer
     assert {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)} == before
 
 
@@ -195,6 +207,7 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     name = f"pm_api_{uuid.uuid4().hex[:8]}"
     request = {
         "modelName": name,
+        "pipeline": PIPELINE,
         "datasetVersion": "synthetic",
         "hyperparameters": {"n_estimators": 20, "max_depth": 8},
         # A small, quick model: the threshold only has to let it through.
