@@ -49,6 +49,17 @@ def data_source_default(spec: ModelSpec) -> str:
     return SYNTHETIC if source["kind"] == "synthetic" else SQL
 
 
+def _model_name_param(spec: ModelSpec, description: str, section: str) -> dict[str, Any]:
+    return {
+        "default": spec.registered_model,
+        "type": "string",
+        "pattern": MODEL_NAME_PATTERN,
+        "title": "Registered model name",
+        "description": description,
+        "section": section,
+    }
+
+
 def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     """``{name: Param kwargs}`` of ``spec``'s training DAG, defaults and bounds from the spec."""
     from cmms_pm.estimators import all_hyperparameters_schema, estimator
@@ -57,14 +68,9 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     metric = metric_title(spec.promotion["metric"])
     kinds = [data_source_default(spec)] if spec.source["kind"] != "file" else []
     params: dict[str, dict[str, Any]] = {
-        "model_name": {
-            "default": spec.registered_model,
-            "type": "string",
-            "pattern": MODEL_NAME_PATTERN,
-            "title": "Registered model name",
-            "description": "MLflow registered model that receives the new version.",
-            "section": "Model",
-        },
+        "model_name": _model_name_param(
+            spec, "MLflow registered model that receives the new version.", "Model"
+        ),
         "experiment_name": {
             "default": spec.experiment,
             "type": "string",
@@ -175,14 +181,9 @@ def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     """``{name: Param kwargs}`` of ``spec``'s scoring DAG."""
     source = spec.scoring["source"]
     params: dict[str, dict[str, Any]] = {
-        "model_name": {
-            "default": spec.registered_model,
-            "type": "string",
-            "pattern": MODEL_NAME_PATTERN,
-            "title": "Registered model name",
-            "description": "Model whose champion scores (a run triggered by a promotion scores that model).",
-            "section": "Scoring",
-        }
+        "model_name": _model_name_param(
+            spec, "Model whose champion scores (a run triggered by a promotion scores that model).", "Scoring"
+        )
     }
     if source["kind"] == "synthetic":
         params["n_units"] = {

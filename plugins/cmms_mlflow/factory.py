@@ -90,6 +90,22 @@ def _source_text(source: dict[str, Any]) -> str:
     return "synthetic telemetry"
 
 
+def _params(form: dict[str, dict[str, Any]]) -> dict[str, Param]:
+    return {name: Param(**kwargs) for name, kwargs in form.items()}
+
+
+def _default_args(spec: ModelSpec, *, execution_timeout: timedelta) -> dict[str, Any]:
+    """Retries with exponential backoff (a down MLflow or storage recovers; bad data fails at once)."""
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": execution_timeout,
+    }
+
+
 def build_training_dag(spec: ModelSpec) -> DAG:
     """The spec's training-to-production DAG."""
     definition = spec.to_dict()
@@ -119,15 +135,8 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         # One nightly run at a time; backfills set their own --max-active-runs.
         max_active_runs=1,
         dagrun_timeout=timedelta(hours=4),
-        params={name: Param(**kwargs) for name, kwargs in training_params(spec).items()},
-        default_args={
-            "owner": spec.owner,
-            "retries": 2,
-            "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=10),
-            "execution_timeout": timedelta(minutes=20),
-        },
+        params=_params(training_params(spec)),
+        default_args=_default_args(spec, execution_timeout=timedelta(minutes=20)),
         tags=["mlflow", "training", *spec.tags],
         doc_md=doc,
     ) as dag:
@@ -215,14 +224,8 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        params={name: Param(**kwargs) for name, kwargs in params.items()},
-        default_args={
-            "owner": spec.owner,
-            "retries": 2,
-            "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True,
-            "execution_timeout": timedelta(minutes=30),
-        },
+        params=_params(params),
+        default_args=_default_args(spec, execution_timeout=timedelta(minutes=30)),
         tags=["mlflow", "scoring", *spec.tags],
         doc_md=doc,
     ) as dag:
