@@ -13,6 +13,12 @@ from cmms_mlflow.training_run import log_training_run
 DATA_END = "2026-04-01T02:00:00+00:00"  # the small_batch interval end
 
 
+def provenance(spec) -> dict[str, str]:
+    """The run tags a training task of ``spec``'s DAG writes (what model loading checks)."""
+    return {"model_spec": spec.name, "airflow.dag_id": spec.training_dag_id, "airflow.run_id": "manual__test",
+            "airflow.task_id": "train_model"}  # fmt: skip
+
+
 def _policy(min_improvement: float) -> dict:
     return {"metric": "f1", "threshold": 0.0, "min_improvement": min_improvement, "allow_promotion": True}
 
@@ -26,7 +32,7 @@ def _staged_version(hook, client, name: str, manifest: dict, spec) -> str:
         spec=spec,
         estimator="random_forest",
         hyperparameters={"n_estimators": 10, "max_depth": 6},
-        tags={"data_interval_end": DATA_END},
+        tags={"data_interval_end": DATA_END, **provenance(spec)},
         run_name="candidate",
     )
     version = registry.register_version(
