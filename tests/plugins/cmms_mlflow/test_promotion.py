@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import training_provenance
 
 from cmms_mlflow import registry
 from cmms_mlflow.hooks import MlflowHook
@@ -11,12 +12,6 @@ from cmms_mlflow.promotion import promote_validated
 from cmms_mlflow.training_run import log_training_run
 
 DATA_END = "2026-04-01T02:00:00+00:00"  # the small_batch interval end
-
-
-def provenance(spec) -> dict[str, str]:
-    """The run tags a training task of ``spec``'s DAG writes (what model loading checks)."""
-    return {"model_spec": spec.name, "airflow.dag_id": spec.training_dag_id, "airflow.run_id": "manual__test",
-            "airflow.task_id": "train_model"}  # fmt: skip
 
 
 def _policy(min_improvement: float) -> dict:
@@ -32,7 +27,7 @@ def _staged_version(hook, client, name: str, manifest: dict, spec) -> str:
         spec=spec,
         estimator="random_forest",
         hyperparameters={"n_estimators": 10, "max_depth": 6},
-        tags={"data_interval_end": DATA_END, **provenance(spec)},
+        tags={"data_interval_end": DATA_END, **training_provenance(spec)},
         run_name="candidate",
     )
     version = registry.register_version(
