@@ -42,6 +42,12 @@ class LockTimeoutError(MlflowPluginError):
     """A lock stayed held by someone else past the timeout; a later retry may get it."""
 
 
+def lock_timed_out(label: str, holder: str, waited: float, timeout: float) -> LockTimeoutError:
+    return LockTimeoutError(
+        f"{label} is still held by {holder!r} after waiting {waited:.1f} s (timeout {timeout:g} s)"
+    )
+
+
 class LockRefusedError(MlflowPluginError, AirflowFailException):
     """A lock folder or file is unsafe to use (symlink, another owner, writable by others)."""
 

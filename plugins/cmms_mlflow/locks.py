@@ -34,6 +34,7 @@ from cmms_mlflow.exceptions import (
     lock_file_refused,
     lock_lost,
     lock_mode_invalid,
+    lock_timed_out,
     lock_unreachable,
 )
 
@@ -252,10 +253,7 @@ def advisory_lock(
                     break
             waited = time.monotonic() - started
             if waited >= timeout:
-                raise LockTimeoutError(
-                    f"{label} is still held by {_holder(connection, key)!r} after waiting {waited:.1f} s "
-                    f"(timeout {timeout:g} s)"
-                )
+                raise lock_timed_out(label, _holder(connection, key), waited, timeout)
             time.sleep(min(pause, max(timeout - waited, 0.0)))
             pause = min(pause * 2, _POLL_MAX)
         try:
