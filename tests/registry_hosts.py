@@ -34,7 +34,8 @@ def run_hosts(
     after_round: Callable[[int, list[dict | None]], None] | None = None,
     timeout: float = 240,
 ) -> tuple[list[list[dict | None]], list[int]]:
-    """Start one worker per job (``rounds`` + options), release each round when all are ready, call
+    """Start one worker per job (``rounds`` + options), open each round once the previous one is
+    checked, release it when all are ready (``registry_worker.py``), call
     ``after_round(index, results)`` once all finished it; return the results per round and the exit
     codes. A worker that dies (SIGKILL) reports ``None`` for its rounds."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,7 @@ def run_hosts(
     try:
         for index in range(rounds):
             alive = [w for w, p in enumerate(processes) if p.poll() is None]
+            (folder / f"open.{index}").touch()
             _wait([folder / f"ready.{index}.{w}" for w in alive], processes, logs, timeout)
             (folder / f"go.{index}").touch()
             _wait([folder / f"done.{index}.{w}" for w in alive], processes, logs, timeout)

@@ -1,19 +1,20 @@
 """A registry writer in its own process, as on another host: ``python registry_worker.py JOB.json``.
 
 The job (JSON) names the MLflow store, the model, this "host"'s own lock folder and a list of
-rounds. Before each round the worker signals ``ready.<round>.<worker>`` in the job's folder and
-waits for the test's ``go.<round>`` file, so every worker writes at the same moment; after it, it
-writes ``done.<round>.<worker>`` holding its result as JSON. The cross-host lock is whatever the
-environment says (``CMMS_REGISTRY_LOCK``, ``AIRFLOW_CONN_CMMS_REGISTRY_LOCK``).
+rounds. Each round: the worker waits for the test's ``open.<round>`` (the registry is quiet),
+reads the champion a round's ``expected: "current"`` asks for (as a validation would have), signals
+``ready.<round>.<worker>`` and waits for ``go.<round>``, so every worker writes at the same
+moment; then it writes ``done.<round>.<worker>`` holding its result as JSON. The cross-host lock
+is whatever the environment says (``CMMS_REGISTRY_LOCK``, ``AIRFLOW_CONN_CMMS_REGISTRY_LOCK``).
 
 Fault and interleaving hooks (test-only, patched into this process's MLflow client):
 
 * ``kill_after_stage``: SIGKILL this process right after its Production stage change, before the
   alias moves (the crash between a promotion's two writes).
-* ``rendezvous`` {"role": "A"|"B", "wait": s}: meet the other worker after reading the snapshot
-  (both plan on the same state) and again after the stage change; B changes the stage after A,
-  A moves the alias after B. Without a lock that spans both, the promotions interleave exactly
-  so; with one, the second worker waits at the lock and the meetings time out.
+* ``rendezvous`` {"role": "A"|"B", "wait": s}: both workers meet after reading the snapshot (both
+  plan on the same state); B changes the stage only after A did, and A moves the ``champion``
+  alias only after B did. Without a lock that spans both, the promotions interleave exactly so;
+  with one, the second worker waits at the lock, and each wait of the first ends after ``wait`` s.
 """
 
 from __future__ import annotations
@@ -53,41 +54,52 @@ def main(job_file: str) -> None:
     from cmms_pm import registry_plan
 
     client = MlflowClient(tracking_uri=job["tracking_uri"], registry_uri=job["tracking_uri"])
-    rendezvous = job.get("rendezvous")
+    rendezvous = job.get("rendezvous") or {}
+    role, wait = rendezvous.get("role"), rendezvous.get("wait", 0)
     transition = MlflowClient.transition_model_version_stage
+    set_alias = MlflowClient.set_registered_model_alias
 
     def staged(self, name, version, stage, archive_existing_versions=False):
-        if rendezvous and stage == "Production" and rendezvous["role"] == "B":
-            time.sleep(0.3)  # A's stage change first
+        if role == "B" and stage == "Production":
+            _wait_for(folder / "stage.A", wait)  # A's stage change first
         result = transition(self, name, version, stage, archive_existing_versions=archive_existing_versions)
         if stage == "Production" and job.get("kill_after_stage"):
             os.kill(os.getpid(), signal.SIGKILL)
-        if rendezvous and stage == "Production":
-            _meet(folder, "after_stage", rendezvous["role"], rendezvous["wait"])
-            if rendezvous["role"] == "A":
-                time.sleep(0.3)  # B's alias move first, A's last
+        if role and stage == "Production":
+            (folder / f"stage.{role}").touch()
+        return result
+
+    def aliased(self, name, alias, version):
+        if role == "A" and alias == "champion":
+            _wait_for(folder / "alias.B", wait)  # B's champion alias first, A's last
+        result = set_alias(self, name, alias, version)
+        if role and alias == "champion":
+            (folder / f"alias.{role}").touch()
         return result
 
     MlflowClient.transition_model_version_stage = staged
+    MlflowClient.set_registered_model_alias = aliased
     plan = registry_plan.plan
 
     def planned(snapshot, request):
-        if rendezvous:
-            _meet(folder, "after_snapshot", rendezvous["role"], rendezvous["wait"])
+        if role:
+            _meet(folder, "after_snapshot", role, wait)
         return plan(snapshot, request)
 
     registry_plan.plan = planned
 
     for index, round_ in enumerate(job["rounds"]):
-        (folder / f"ready.{index}.{worker}").touch()
-        if not _wait_for(folder / f"go.{index}", 300):
-            raise TimeoutError(f"no go.{index}")
+        if not _wait_for(folder / f"open.{index}", 300):
+            raise TimeoutError(f"no open.{index}")
         expected = round_.get("expected", promotion.ANY_CHAMPION)
-        if expected == "current":  # the champion seen now, as a validation would have seen it
+        if expected == "current":  # the champion seen before the round, as a validation saw it
             from cmms_mlflow import registry
 
             champion = registry.get_champion(client, job["name"])
             expected = str(champion.version) if champion is not None else None
+        (folder / f"ready.{index}.{worker}").touch()
+        if not _wait_for(folder / f"go.{index}", 300):
+            raise TimeoutError(f"no go.{index}")
         started = time.monotonic()
         try:
             outcome = promotion.change_stage(

@@ -258,7 +258,7 @@ def _refusal(
     snapshot: Snapshot, state: _State, request: Request, version: str, champion: str | None
 ) -> Refusal | None:
     target = request.stage
-    if target not in STAGES or target == NONE:
+    if target not in STAGES:
         return Refusal("unknown_stage", {"stage": target})
     if version not in state.stages:
         return Refusal("version_not_found", {"name": snapshot.name, "version": version})

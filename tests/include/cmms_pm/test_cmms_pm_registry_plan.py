@@ -118,7 +118,7 @@ def test_a_rejection_rerun_leaves_a_decided_version_alone():
     assert plan.refusal is None and plan.writes == () and plan.outcome["stage"] == "Production"
 
 
-@pytest.mark.parametrize("stage", ["Gold", "None", None])
+@pytest.mark.parametrize("stage", ["Gold", "production", None])
 def test_unknown_or_unreachable_stages_and_versions_are_refused(stage):
     plan = rp.plan(snap({"1": "None"}), Request(kind="stage_change", version="1", stage=stage))
     assert plan.refusal.code == "unknown_stage"
