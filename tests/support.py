@@ -128,3 +128,14 @@ def wait_until_ready(cluster: AirflowCluster, timeout: float = 180) -> None:
             pass
         time.sleep(2)
     raise TimeoutError(f"Airflow not ready after {timeout} s; see {cluster.home}/*.log")
+
+
+def training_provenance(spec) -> dict[str, str]:
+    """The run tags a training task of ``spec``'s DAG writes, which model loading requires: tests that
+    log a model with ``log_training_run`` outside a DAG pass them."""
+    return {
+        "model_spec": spec.name,
+        "airflow.dag_id": spec.training_dag_id,
+        "airflow.run_id": "manual__test",
+        "airflow.task_id": "train_model",
+    }

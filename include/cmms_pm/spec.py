@@ -178,6 +178,14 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        # Which model versions validation and scoring load: only this package's skops models (run
+        # tags model_spec = this spec, airflow.dag_id/run_id) unless allow_unverified_models.
+        "loading": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"allow_unverified_models": {"type": "boolean", "default": False}},
+            "default": {},
+        },
         "validation": {
             "type": "object",
             "additionalProperties": False,
@@ -344,6 +352,10 @@ class ModelSpec:
     @property
     def validation(self) -> Mapping[str, Any]:
         return self.raw["validation"]
+
+    @property
+    def loading(self) -> Mapping[str, Any]:
+        return self.raw["loading"]
 
     @property
     def approval(self) -> Mapping[str, Any]:

@@ -5,6 +5,7 @@ the app-wide dependency (any authenticated Airflow user: Bearer JWT from ``/auth
 UI session) and a per-route check against Airflow's own authorization of a DAG:
 
 * ``GET  /models/{name}/production``            read the model's training DAG
+* ``GET  /models/{name}/history``               read the model's training DAG
 * ``POST /models/train``                         trigger the model's training DAG
 * ``POST /models/{name}/versions/{v}/promote``   trigger ``model_promotion``
 
@@ -17,6 +18,7 @@ handlers, never at load time.
 """
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_authenticated
-from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cmms_pm.params import OTHER_HYPERPARAMETERS
@@ -94,15 +96,32 @@ class PromoteRequest(BaseModel):
     )
 
 
+#: How long a promote request waits for the model lock before answering 503.
+PROMOTE_LOCK_TIMEOUT = 30.0
+
+
 @contextmanager
 def _http_errors(name: str) -> Iterator[None]:
-    """Typed plugin errors to HTTP: unknown model/version 404, conflict 409, bad value 422."""
+    """Typed plugin errors to HTTP: unknown model/version 404, conflict 409, bad value 422, the
+    model lock busy (another promotion) or its database down 503."""
     from mlflow.exceptions import MlflowException
 
-    from cmms_mlflow.exceptions import MlflowRegistryError, ModelNotFoundError, PromotionConflictError
+    from cmms_mlflow.exceptions import (
+        LockTimeoutError,
+        MlflowRegistryError,
+        ModelNotFoundError,
+        PromotionConflictError,
+        RegistryLockUnavailable,
+    )
 
     try:
         yield
+    except (LockTimeoutError, RegistryLockUnavailable) as err:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{err}; nothing was changed, try again",
+            {"Retry-After": "5"},
+        ) from err
     except ModelNotFoundError as err:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
     except PromotionConflictError as err:
@@ -183,14 +202,17 @@ def _training_spec(body: TrainRequest) -> Any:
     dependencies=[Depends(requires_access_model_dag("GET"))],
 )
 def get_production_model(name: ModelName) -> dict[str, Any]:
-    """The champion: version, run, metrics, validation tags, stage, aliases, data version, links."""
+    """The champion: version, run, metrics, validation tags, stage, aliases, data version, links.
+
+    The champion is the Production version, never an archived version an alias still names (an
+    interrupted promotion): ``warnings`` then says what is inconsistent, and the next registry
+    write repairs it.
+    """
     from cmms_mlflow import registry
-    from cmms_mlflow.exceptions import model_not_found, no_production_version
+    from cmms_mlflow.exceptions import no_production_version
 
     with _mlflow(name) as client:
-        if not registry.model_exists(client, name):
-            raise model_not_found(name)
-        champion = registry.get_champion(client, name)
+        champion, problems = registry.serving(client, name)
         if champion is None:
             raise no_production_version(name)
         version = str(champion.version)
@@ -198,6 +220,10 @@ def get_production_model(name: ModelName) -> dict[str, Any]:
         metrics = dict(client.get_run(champion.run_id).data.metrics) if champion.run_id else {}
         tags = dict(champion.tags)
         model_version_url = _hook().model_version_url(name, version)
+    if problems:
+        log.warning(
+            "Model %r is inconsistent (reported v%s, the Production version): %s", name, version, problems
+        )
     validation_keys = ("decision_reason", "champion_f1", "champion_version")
     return {
         "name": name,
@@ -205,7 +231,9 @@ def get_production_model(name: ModelName) -> dict[str, Any]:
         "runId": champion.run_id,
         "stage": champion.current_stage,
         "aliases": aliases,
-        "modelUri": f"models:/{name}@{registry.CHAMPION}",
+        "modelUri": f"models:/{name}@{registry.CHAMPION}"
+        if registry.CHAMPION in aliases
+        else f"models:/{name}/{version}",
         "metrics": metrics,
         "validation": {k: v for k, v in tags.items() if k.startswith("validation_") or k in validation_keys},
         "dataVersion": tags.get("data_version"),
@@ -215,7 +243,38 @@ def get_production_model(name: ModelName) -> dict[str, Any]:
         "replacedVersion": tags.get("replaced_version") or None,
         "airflowRunUrl": tags.get("airflow.run_url") or champion.run_link or None,
         "mlflowUrl": model_version_url,
+        "warnings": list(problems),
     }
+
+
+@app.get(
+    "/models/{name}/history",
+    dependencies=[Depends(requires_access_model_dag("GET"))],
+)
+def get_model_history(
+    name: ModelName,
+    limit: Annotated[int, Query(ge=1, le=500, description="Events per page, newest first")] = 50,
+    pageToken: Annotated[  # noqa: N803 (the API's camelCase)
+        str | None, Query(max_length=2000, description="The nextPageToken of the previous page")
+    ] = None,
+) -> dict[str, Any]:
+    """The model's append-only history (promotions, rejections, rollbacks, stage changes, approvals,
+    repairs), newest first, with the token of the next page (null on the last)."""
+    from mlflow.exceptions import MlflowException
+
+    from cmms_mlflow import history, registry
+    from cmms_mlflow.exceptions import model_not_found
+
+    with _mlflow(name) as client:
+        if not registry.model_exists(client, name):
+            raise model_not_found(name)
+        try:
+            events, token = history.read_page(client, name, limit=limit, page_token=pageToken)
+        except MlflowException as err:
+            if err.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid pageToken") from err
+    return {"name": name, "events": events, "nextPageToken": token}
 
 
 @app.post(
@@ -271,7 +330,9 @@ def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[
     dependencies=[Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=PROMOTION_DAG_ID))],
 )
 def promote_model_version(name: ModelName, version: Version, body: PromoteRequest, user: GetUserDep) -> dict:
-    """Move a version to a stage through the guarded promotion (model lock, compare-and-set)."""
+    """Move a version to a stage through the guarded promotion: the model lock every host shares
+    (503 when another promotion holds it past ``PROMOTE_LOCK_TIMEOUT``), repairs first, a
+    compare-and-set, one history event."""
     from cmms_mlflow import promotion
 
     expected = promotion.ANY_CHAMPION
@@ -288,6 +349,8 @@ def promote_model_version(name: ModelName, version: Version, body: PromoteReques
             reason=body.reason,
             at=datetime.now(UTC).isoformat(timespec="seconds"),
             expected_champion=expected,
+            key=uuid.uuid4().hex,  # every request is its own event
+            lock_timeout=PROMOTE_LOCK_TIMEOUT,
         )
         tags = client.get_model_version(name, outcome["version"]).tags if body.stage == "Production" else {}
     if body.stage == "Production" and not outcome["unchanged"]:

@@ -1,10 +1,9 @@
-"""Batch scoring with the champion: load it by alias, score the fleet, write Parquet, log a summary."""
+"""Batch scoring with the champion: load its Production version (trusted loading), score, log a summary."""
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow import registry
@@ -18,20 +17,23 @@ log = logging.getLogger(__name__)
 SUMMARY_ARTIFACT = "scoring/summary.json"
 
 
-def load_champion(client: MlflowClient, name: str, lock_dir: Path) -> tuple[Any, Any]:
-    """``(model, model version)`` of ``models:/<name>@champion``.
+def load_champion(
+    client: MlflowClient, name: str, *, spec_name: str | None = None, allow_unverified: bool = False
+) -> tuple[Any, Any]:
+    """``(model, model version)`` of the version serving ``name`` (its Production version).
 
-    Resolved and loaded under the model lock, so a promotion cannot move the alias between
-    reading the version and loading the model: the version written with each prediction is
-    the one that made it.
+    Loaded by version number (:func:`cmms_mlflow.model_loading.load_version`: skops, trusted types,
+    provenance of ``spec_name`` or any spec of this package), so the version written with each
+    prediction is the one that made it, whatever a promotion does meanwhile: no lock needed.
     """
-    from cmms_mlflow.model_evaluation import load_registered
+    from cmms_mlflow.model_loading import load_version
 
-    with registry.model_lock(lock_dir, name):
-        champion = registry.get_version_by_alias(client, name, registry.CHAMPION)
-        if champion is None:
-            raise no_production_version(name)
-        model = load_registered(f"models:/{name}@{registry.CHAMPION}")
+    champion = registry.get_champion(client, name)
+    if champion is None:
+        raise no_production_version(name)
+    model = load_version(
+        client, name, str(champion.version), spec_name=spec_name, allow_unverified=allow_unverified
+    )
     return model, champion
 
 

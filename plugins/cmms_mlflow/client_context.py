@@ -33,6 +33,7 @@ SESSION_VARIABLES = (
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION",
 )
 
 _SESSION: contextvars.ContextVar[Mapping[str, str | None] | None] = contextvars.ContextVar(
@@ -54,6 +55,14 @@ def client_settings(values: Mapping[str, str | None]) -> Iterator[None]:
         yield
     finally:
         _SESSION.reset(token)
+
+
+@contextmanager
+def pickle_loading_disabled() -> Iterator[None]:
+    """MLflow's own model loaders refuse to deserialize (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` reads
+    ``false``) in this thread/task until exit; the session's other settings stay as they are."""
+    with client_settings({**(_SESSION.get() or {}), "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}):
+        yield
 
 
 def _install() -> None:
@@ -91,6 +100,16 @@ def _session_aware(base: type) -> type:
 
         def is_set(self):
             return self.get_raw() is not None
+
+        if base.__name__ == "_BooleanEnvironmentVariable":
+
+            def get(self):  # MLflow's boolean get() reads os.environ itself
+                raw = self.get_raw()
+                if raw is None:
+                    return self.default
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"{self.name} must be true/false/1/0, got {raw!r}")
+                return raw.lower() in ("true", "1")
 
     SessionAware.__name__ = SessionAware.__qualname__ = f"SessionAware{base.__name__}"
     return SessionAware

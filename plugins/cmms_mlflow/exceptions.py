@@ -42,6 +42,12 @@ class LockTimeoutError(MlflowPluginError):
     """A lock stayed held by someone else past the timeout; a later retry may get it."""
 
 
+def lock_timed_out(label: str, holder: str, waited: float, timeout: float) -> LockTimeoutError:
+    return LockTimeoutError(
+        f"{label} is still held by {holder!r} after waiting {waited:.1f} s (timeout {timeout:g} s)"
+    )
+
+
 class LockRefusedError(MlflowPluginError, AirflowFailException):
     """A lock folder or file is unsafe to use (symlink, another owner, writable by others)."""
 
@@ -55,6 +61,39 @@ def lock_dir_refused(path: object, problem: str) -> LockRefusedError:
 
 def lock_file_refused(path: object, problem: str) -> LockRefusedError:
     return LockRefusedError(f"lock file {str(path)!r} refused: {problem}")
+
+
+class RegistryLockUnavailable(MlflowPluginError):
+    """The cross-host lock's database could not be reached, or the lock was lost while held;
+    a retry may succeed."""
+
+
+def lock_unreachable(label: str, err: BaseException) -> RegistryLockUnavailable:
+    return RegistryLockUnavailable(f"{label}: the database did not answer ({type(err).__name__}: {err})")
+
+
+def lock_lost(label: str, err: BaseException) -> RegistryLockUnavailable:
+    return RegistryLockUnavailable(
+        f"{label} was lost while held (its connection failed: {type(err).__name__}); nothing more was "
+        "written, the next attempt repairs from a fresh snapshot"
+    )
+
+
+def lock_mode_invalid(mode: str) -> MlflowConfigurationError:
+    return MlflowConfigurationError(f"CMMS_REGISTRY_LOCK={mode!r}: expected 'auto', 'postgres' or 'file'")
+
+
+def lock_connection_missing(conn_id: str) -> MlflowConfigurationError:
+    return MlflowConfigurationError(
+        f"CMMS_REGISTRY_LOCK=postgres but the Airflow connection {conn_id!r} is not defined: point it at "
+        "the Airflow metadata database (or any PostgreSQL every worker and the api-server reach)"
+    )
+
+
+def lock_connection_invalid(conn_id: str, problem: str) -> MlflowConfigurationError:
+    return MlflowConfigurationError(
+        f"Airflow connection {conn_id!r} cannot hold the registry lock: {problem}"
+    )
 
 
 class ModelValidationError(MlflowPluginError, AirflowFailException):
@@ -120,6 +159,19 @@ def champion_cannot_leave_production(name: str, version: str, stage: str) -> Pro
     )
 
 
+def refused(code: str, details: dict) -> MlflowRegistryError:
+    """The typed error of a plan's refusal (``cmms_pm.registry_plan.Refusal``)."""
+    if code == "version_not_found":
+        return version_not_found(details["name"], details["version"])
+    if code == "unknown_stage":
+        return unknown_stage(details["stage"])
+    if code == "champion_changed":
+        return champion_changed(details["name"], details["expected"], details["actual"])
+    if code == "champion_cannot_leave_production":
+        return champion_cannot_leave_production(details["name"], details["version"], details["stage"])
+    return MlflowRegistryError(f"registry change refused ({code}): {details!r}")
+
+
 def no_previous_champion(name: str) -> PromotionConflictError:
     return PromotionConflictError(f"model {name!r} has no previous champion to roll back to")
 
@@ -145,3 +197,29 @@ def source_errors_fail_the_task() -> Iterator[None]:
         raise SourceUnavailableError(f"{type(err).__name__}: {err}") from err
     except CmmsPmError as err:
         raise BadDataError(f"{type(err).__name__}: {err}") from err
+
+
+class UntrustedModelError(MlflowPluginError, AirflowFailException):
+    """A model version this package will not load: not skops, types outside the estimator's trusted
+    list, or not produced by this package's pipeline. Retrying loads the same artifact."""
+
+
+def model_not_skops(name: str, version: str, problem: str) -> UntrustedModelError:
+    return UntrustedModelError(
+        f"model {name!r} version {version!r} refused before deserializing: {problem}; only skops "
+        "models written by this package's training step are loaded (pickle can run code)"
+    )
+
+
+def model_without_provenance(name: str, version: str, problem: str) -> UntrustedModelError:
+    return UntrustedModelError(
+        f"model {name!r} version {version!r} was not produced by this package's pipeline: {problem}; "
+        "set allow_unverified_models: true in the spec's loading section to load it anyway"
+    )
+
+
+def model_has_untrusted_types(name: str, version: str, types: list[str]) -> UntrustedModelError:
+    return UntrustedModelError(
+        f"model {name!r} version {version!r} refused: its skops file holds types outside the "
+        f"estimator's trusted list: {types!r}"
+    )

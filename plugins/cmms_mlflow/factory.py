@@ -184,6 +184,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             task_id="promote_model",
             model_name=MODEL,
             validation=validate_model.output,
+            spec=definition,  # how a re-validation loads the models
             pool=spec.promotion_pool,
             outlets=[champion_asset(spec.name)],  # schedules the scoring DAG
         )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow import registry
 from cmms_mlflow.exceptions import version_not_in_stage
+from cmms_mlflow.model_loading import load_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -22,34 +23,6 @@ log = logging.getLogger(__name__)
 DECISION_ARTIFACT = "validation/decision.json"
 
 
-def load_registered(uri: str) -> Any:
-    """Load a model through the registry (``models:/...`` URI)."""
-    import mlflow.sklearn
-
-    from cmms_mlflow.training_run import quiet_airflow_shims
-
-    with quiet_airflow_shims():
-        return mlflow.sklearn.load_model(uri)
-
-
-def staged_model_uri(client: MlflowClient, name: str, version: str) -> str:
-    """``models:/<name>/Staging`` when it resolves to ``version``; else the exact version's URI.
-
-    The stage URI resolves to the newest staged version, which is another run's candidate when
-    two runs overlap (backfills); validating that one instead would be wrong.
-    """
-    staged = registry.versions_in_stage(client, name, "Staging")
-    if staged and str(staged[0].version) == version:
-        return f"models:/{name}/Staging"
-    log.warning(
-        "%s: newer version %s is also in Staging; loading v%s by number",
-        name,
-        staged[0].version if staged else None,
-        version,
-    )
-    return f"models:/{name}/{version}"
-
-
 def validate_candidate(
     client: MlflowClient,
     *,
@@ -59,11 +32,15 @@ def validate_candidate(
     target: str,
     policy: Mapping[str, Any],
     drift: Mapping[str, str] | None = None,
+    spec_name: str | None = None,
+    allow_unverified: bool = False,
 ) -> DecisionRecord:
     """Compare challenger ``version`` (must be in Staging) with the champion; record the decision.
 
-    The staged model is loaded from the registry (see :func:`staged_model_uri`), the champion
-    by its version number, and both are scored on the same holdout. ``policy`` holds the metric,
+    Both are loaded by version number through :func:`cmms_mlflow.model_loading.load_version`
+    (skops with the estimator's trusted types, provenance checked: the challenger must come from
+    ``spec_name`` when given, the champion from any spec of this package, unless
+    ``allow_unverified``) and scored on the same holdout. ``policy`` holds the metric,
     its threshold, the minimum improvement and the two switches (``RunConfig.thresholds``);
     ``drift`` the status (``ok``/``warn``/``block``/``none``) and reason from validate_data.
     """
@@ -90,8 +67,9 @@ def validate_candidate(
 
     metric = policy["metric"]
     holdout = read_split(holdout_uri)
-    challenger_uri = staged_model_uri(client, name, version)
-    challenger_metrics = score_model(load_registered(challenger_uri), holdout, target=target)
+    challenger_uri = f"models:/{name}/{version}"
+    challenger = load_version(client, name, version, spec_name=spec_name, allow_unverified=allow_unverified)
+    challenger_metrics = score_model(challenger, holdout, target=target)
     champion = registry.get_champion(client, name)
     champion_version = str(champion.version) if champion is not None else None
     if champion_version == version:
@@ -99,7 +77,11 @@ def validate_candidate(
     challenger_data_end = candidate.tags.get("data_interval_end") or None
     champion_data_end = (champion.tags.get("data_interval_end") or None) if champion is not None else None
     champion_metrics = (
-        score_model(load_registered(f"models:/{name}/{champion_version}"), holdout, target=target)
+        score_model(
+            load_version(client, name, champion_version, allow_unverified=allow_unverified),
+            holdout,
+            target=target,
+        )
         if champion_version
         else None
     )

@@ -1,36 +1,40 @@
 """Promotions: a validated challenger (the training DAG), and a person's decision (API, rollback).
 
-Every promotion takes one of these paths, all under the model lock and all ending in
-``registry.promote``/``registry.transition`` (the only writers of stages and aliases):
+Every Production change takes one of these paths, all under :func:`registry.model_lock` (the
+per-host file lock plus, when configured, the PostgreSQL advisory lock every host shares) and all
+ending in :func:`registry.apply` (the only writer of stages and aliases):
 
-* :func:`promote_validated` — re-read the champion; if it is not the one the validation compared
-  against, score the challenger against the new champion again and decide afresh.
+* :func:`promote_validated` — read one snapshot; if the champion is not the one the validation
+  compared against, score the challenger against the new champion again and decide afresh; then
+  plan and apply the promotion or the rejection.
 * :func:`change_stage` — a manual move of one version (``Production``, ``Staging``, ``Archived``)
-  with who/when/why tags; refuses to leave the model without a champion. A rollback is a
-  change to :func:`previous_champion` with ``kind="rollback"``.
+  with who/when/why; refuses to leave the model without a champion. A rollback is a change to
+  :func:`previous_champion` with ``kind="rollback"``; a human approval uses ``kind="approval"``.
+* :func:`repair` — only the repairs of broken invariants (an interrupted promotion).
+
+Each records its history event (:mod:`cmms_mlflow.history`); ``key`` makes a retried step
+record it once (Airflow tasks pass ``<dag_id>/<run_id>/<task_id>``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow import registry
-from cmms_mlflow.exceptions import (
-    champion_cannot_leave_production,
-    champion_changed,
-    model_not_found,
-    no_previous_champion,
-    unknown_stage,
-    version_not_found,
-)
+from cmms_mlflow.exceptions import model_not_found, no_previous_champion, unknown_stage, version_not_found
 from cmms_mlflow.model_evaluation import validate_candidate
+from cmms_pm import registry_plan
+from cmms_pm.registry_plan import ANY_CHAMPION, Request
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ANY_CHAMPION", "MANUAL_STAGES", "change_stage", "promote_validated", "repair"]
 
 
 def promote_validated(
@@ -40,13 +44,20 @@ def promote_validated(
     record: dict[str, Any],
     lock_dir: Path,
     audit: dict[str, str],
+    key: str = "",
+    airflow: Mapping[str, str] | None = None,
+    load_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Promote ``record``'s challenger, or reject it if a re-validation says so; return the outcome."""
+    """Promote ``record``'s challenger, or reject it if a re-validation says so; return the outcome.
+
+    ``audit`` holds ``promoted_by``/``promoted_at`` (tags on the version and the history's who and
+    when); ``load_options`` are passed to the re-validation's model loads.
+    """
     version = str(record["challenger_version"])
     revalidated = False
-    with registry.model_lock(lock_dir, name):
-        champion = registry.get_champion(client, name)
-        current = str(champion.version) if champion is not None else None
+    with registry.model_lock(lock_dir, name) as lock:
+        snapshot = registry.read_snapshot(client, name)
+        current, _ = registry_plan.serving_version(snapshot)
         if current not in (record["champion_version"], version):
             log.warning(
                 "Champion of %s changed since validation (%s -> %s); re-validating v%s",
@@ -60,26 +71,41 @@ def promote_validated(
                 target=record["target"],
                 policy=record["thresholds"],
                 drift=record.get("drift"),
+                **dict(load_options or {}),
             )
             revalidated = True
+            snapshot = registry.read_snapshot(client, name)
+        who = {
+            "actor": audit.get("promoted_by", ""),
+            "at": audit.get("promoted_at", ""),
+            "reason": record["reason"],
+            "key": key or registry_plan.event_key("promote_validated", name, version, audit),
+            "airflow": airflow,
+        }
         if record["decision"] != "promote":
-            changes = registry.reject(client, name, version, reason=record["reason"], lock_dir=None)
-        else:
-            changes = registry.promote(
-                client,
-                name,
-                version,
-                expected_champion=record["champion_version"],
-                lock_dir=None,
-                audit={**audit, "promotion_reason": record["reason"]},
+            request = Request(
+                kind="rejection",
+                version=version,
+                stage="Archived",
+                from_stages=("None", "Staging"),
+                tags={"validation_status": "rejected", "rejection_reason": record["reason"]},
+                **who,
             )
-    return {**changes, "decision": record["decision"], "reason": record["reason"], "revalidated": revalidated}
+        else:
+            request = Request(
+                kind="promotion",
+                version=version,
+                stage="Production",
+                expected_champion=record["champion_version"],
+                tags={**audit, "promotion_reason": record["reason"]},
+                **who,
+            )
+        outcome = registry.apply(client, registry_plan.plan(snapshot, request), lock=lock)
+    return {**outcome, "decision": record["decision"], "reason": record["reason"], "revalidated": revalidated}
 
 
 #: Stages a person may move a version to (``None`` is only the state of a fresh registration).
 MANUAL_STAGES = ("Staging", "Production", "Archived")
-#: ``expected_champion`` value meaning "whatever the champion is when the lock is taken".
-ANY_CHAMPION = "*"
 
 
 def existing_version(client: MlflowClient, name: str, version: str) -> Any:
@@ -108,69 +134,81 @@ def change_stage(
     at: str,
     expected_champion: str | None = ANY_CHAMPION,
     kind: str = "manual",
+    key: str = "",
+    airflow: Mapping[str, str] | None = None,
+    lock_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Move ``version`` to ``stage`` for a person; tag who (``actor``), when (``at``) and why.
 
-    ``Production`` goes through :func:`registry.promote` (a compare-and-set against
-    ``expected_champion``; ``ANY_CHAMPION`` = the champion found under the lock). Moving the
-    champion itself out of Production is refused: the model would have no champion.
+    ``Production`` is a compare-and-set against ``expected_champion`` (``ANY_CHAMPION`` = the
+    champion found under the lock); promoting the champion again changes nothing. Moving the
+    champion itself out of Production is refused: the model would have no champion. ``kind``:
+    ``manual``, ``rollback`` or ``approval`` (the history's event type for a Production change).
     """
     version = str(version)
     if stage not in MANUAL_STAGES:
         raise unknown_stage(stage)
-    with registry.model_lock(lock_dir, name):
-        current = existing_version(client, name, version)
-        champion = registry.get_champion(client, name)
-        champion_version = str(champion.version) if champion is not None else None
-        outcome: dict[str, Any] = {
-            "name": name,
-            "version": version,
-            "stage": stage,
-            "previous_stage": current.current_stage,
-            "champion_before": champion_version,
-            "actor": actor,
-            "at": at,
-            "reason": reason,
-            "kind": kind,
-        }
+    with registry.model_lock(lock_dir, name, timeout=lock_timeout) as lock:
+        snapshot = registry.read_snapshot(client, name)
+        champion, _ = registry_plan.serving_version(snapshot)
+        current = snapshot.versions.get(version)
+        previous_stage = current.stage if current is not None else None
         if stage == "Production":
-            # A rerun of a promotion that already happened finds its version champion: no conflict.
-            if expected_champion not in (ANY_CHAMPION, champion_version) and champion_version != version:
-                raise champion_changed(name, expected_champion, champion_version)
-            changes = registry.promote(
-                client,
-                name,
-                version,
-                expected_champion=champion_version,
-                lock_dir=None,
-                audit={
-                    "promoted_at": at,
-                    "promoted_by": actor,
-                    "promotion_reason": reason,
-                    "promotion_kind": kind,
-                },
-            )
+            event_type = {"rollback": "rollback", "approval": "approval"}.get(kind, "promotion")
+            tags = {
+                "promoted_at": at,
+                "promoted_by": actor,
+                "promotion_reason": reason,
+                "promotion_kind": kind,
+            }
         else:
-            if champion_version == version:
-                raise champion_cannot_leave_production(name, version, stage)
-            changes = registry.transition(client, name, version, stage)
-            if current.current_stage != stage:
-                registry.set_tags(
-                    client,
-                    name,
-                    version,
-                    {
-                        "stage_changed_at": at,
-                        "stage_changed_by": actor,
-                        "stage_change_reason": reason,
-                        "stage_changed_from": current.current_stage,
-                    },
-                )
-            registry.check_invariants(client, name)
-        outcome["replaced"] = changes.get("replaced")
-        outcome["unchanged"] = bool(changes.get("unchanged")) or current.current_stage == stage
+            event_type = "stage_change"
+            tags = {
+                "stage_changed_at": at,
+                "stage_changed_by": actor,
+                "stage_change_reason": reason,
+                "stage_changed_from": previous_stage or "",
+            }
+        request = Request(
+            kind=event_type,
+            version=version,
+            stage=stage,
+            expected_champion=expected_champion,
+            actor=actor,
+            at=at,
+            reason=reason,
+            key=key or registry_plan.event_key("change_stage", name, version, stage, actor, at, reason),
+            airflow=airflow,
+            tags=tags,
+        )
+        outcome = registry.apply(client, registry_plan.plan(snapshot, request), lock=lock)
     log.info("%s v%s -> %s by %s (%s): %s", name, version, stage, actor, kind, reason)
-    return outcome
+    return {
+        "name": name,
+        "version": version,
+        "stage": outcome["stage"],
+        "previous_stage": previous_stage,
+        "champion_before": champion,
+        "actor": actor,
+        "at": at,
+        "reason": reason,
+        "kind": kind,
+        "replaced": outcome.get("replaced"),
+        "unchanged": bool(outcome.get("unchanged")),
+        "repairs": outcome.get("repairs", []),
+    }
+
+
+def repair(
+    client: MlflowClient, *, name: str, lock_dir: Path, actor: str, at: str, key: str = ""
+) -> dict[str, Any]:
+    """Repair the invariants of ``name`` under the lock (nothing else); the outcome lists the fixes."""
+    with registry.model_lock(lock_dir, name) as lock:
+        snapshot = registry.read_snapshot(client, name)
+        request = Request(
+            kind="repair", actor=actor, at=at, key=key or registry_plan.event_key("repair", name, actor, at)
+        )
+        return registry.apply(client, registry_plan.plan(snapshot, request), lock=lock)
 
 
 def previous_champion(client: MlflowClient, name: str) -> str:

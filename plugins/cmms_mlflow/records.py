@@ -78,3 +78,39 @@ class DataReport(TypedDict, total=False):
     drift_status: str  # "ok" | "warn" | "block" | "none" (no champion contract to compare with)
     drift_reason: str
     notes: list[str]
+
+
+class AirflowRunRef(TypedDict, total=False):
+    """The Airflow task that made a change (absent for a change made through the model API)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+
+
+class HistoryEvent(TypedDict):
+    """One entry of a registered model's append-only history (``cmms_mlflow.history``).
+
+    ``type``: promotion | rejection | rollback | stage_change | staging | approval | repair.
+    ``champion_before``/``champion_after`` are the "from → to" versions of the champion;
+    ``version`` moved ``from_stage`` → ``to_stage``. ``changed`` is false when the request found
+    its effect already in place (a retry, or promoting the champion again). ``repairs`` lists what
+    a repair fixed. ``seq`` orders events (1, 2, …); ``recorded_at`` is when it was written.
+    """
+
+    seq: int
+    key: str
+    type: str
+    model: str
+    version: str | None
+    from_stage: str | None
+    to_stage: str | None
+    champion_before: str | None
+    champion_after: str | None
+    actor: str
+    at: str
+    reason: str
+    changed: bool
+    airflow: AirflowRunRef | None
+    repairs: list[str]
+    recorded_at: str

@@ -3,18 +3,22 @@
 Stages (None/Staging/Production/Archived, the workflow the seed README teaches) and MLflow 3
 aliases are two views of one state, changed together here:
 
-* ``Staging``    <-> alias ``challenger``
+* ``Staging``    <-> alias ``challenger`` (the newest staged version)
 * ``Production`` <-> alias ``champion`` (exactly one version); the champion it replaced keeps
   alias ``previous_champion`` and is ``Archived``
 * ``Archived``   -> no ``challenger``/``champion`` alias
 
-Every function takes an ``MlflowClient`` and is idempotent: calling it twice for the same
-Airflow run leaves the registry as one call would.
+Every change is snapshot → plan → apply under :func:`model_lock`: :func:`read_snapshot` reads
+the model once, :func:`cmms_pm.registry_plan.plan` (pure) decides the writes, the repairs of
+broken invariants and the history events, and :func:`apply` writes them and appends the events
+to the model's history (:mod:`cmms_mlflow.history`). Every function is idempotent: calling it
+twice for the same Airflow run leaves the registry (and the history) as one call would.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,16 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow import locks
-from cmms_mlflow.exceptions import (
-    MlflowRegistryError,
-    champion_changed,
-    unknown_stage,
-)
+from cmms_mlflow.exceptions import MlflowRegistryError, ModelNotFoundError, model_not_found, refused
 from cmms_mlflow.records import Stage
+from cmms_pm import registry_plan
+from cmms_pm.registry_plan import ANY_CHAMPION, Plan, Request, Snapshot, VersionState, Write
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from cmms_mlflow.locks import HeldLock
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +69,20 @@ def get_version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVe
 
 
 def get_champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version serving production: alias ``champion``, else the newest Production version."""
-    champion = get_version_by_alias(client, name, CHAMPION)
-    if champion is not None:
-        return champion
-    production = versions_in_stage(client, name, "Production")
-    return production[0] if production else None
+    """The version serving production: the Production version (see
+    :func:`cmms_pm.registry_plan.serving_version`), never an archived one an alias still names."""
+    try:
+        return serving(client, name)[0]
+    except ModelNotFoundError:
+        return None
+
+
+def serving(client: MlflowClient, name: str) -> tuple[ModelVersion | None, tuple[str, ...]]:
+    """``(the Production version or None, what is inconsistent)`` from one snapshot, without
+    writing anything (the next write path repairs). ``ModelNotFoundError`` for an unknown model."""
+    snapshot, entities = _read(client, name)
+    version, problems = registry_plan.serving_version(snapshot)
+    return (entities[version] if version is not None else None), problems
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
@@ -173,6 +185,102 @@ def set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, A
         client.set_model_version_tag(name, str(version), key, "" if value is None else str(value))
 
 
+def read_snapshot(client: MlflowClient, name: str) -> Snapshot:
+    """One read of ``name``: every version (stage, tags, run) and the aliases."""
+    return _read(client, name)[0]
+
+
+def _read(client: MlflowClient, name: str) -> tuple[Snapshot, dict[str, ModelVersion]]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as err:
+        if _is_not_found(err):
+            raise model_not_found(name) from err
+        raise
+    entities = {str(v.version): v for v in client.search_model_versions(f"name = '{_quote(name)}'")}
+    versions = {
+        number: VersionState(number, mv.current_stage, dict(mv.tags or {}), mv.run_id or None)
+        for number, mv in entities.items()
+    }
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    return Snapshot(name=name, versions=versions, aliases=aliases), entities
+
+
+@contextmanager
+def model_lock(lock_dir: Path, name: str, *, timeout: float | None = None) -> Iterator[HeldLock]:
+    """Exclusive lock on one registered model, for every writer on every host.
+
+    The per-host file lock in ``lock_dir`` and, when the Airflow connection
+    ``cmms_registry_lock`` exists (:func:`cmms_mlflow.locks.registry_lock_target`), a PostgreSQL
+    advisory lock that every worker and the api-server share. Both are taken within one
+    ``timeout`` (default :data:`cmms_mlflow.locks.DEFAULT_LOCK_TIMEOUT`); past it,
+    :class:`~cmms_mlflow.exceptions.LockTimeoutError`. Yields the held lock, whose ``verify()``
+    :func:`apply` calls before each step.
+    """
+    timeout = locks.DEFAULT_LOCK_TIMEOUT if timeout is None else timeout
+    started = time.monotonic()
+    target = locks.registry_lock_target()
+    with locks.file_lock(lock_dir, locks.lock_file_name(name, "registry"), timeout=timeout):
+        if target is None:
+            yield locks.HeldLock(f"file lock of {name!r} in {str(lock_dir)!r}")
+            return
+        left = max(timeout - (time.monotonic() - started), 0.0)
+        with locks.advisory_lock(target, name, timeout=left) as held:
+            yield held
+
+
+def execute(client: MlflowClient, name: str, request: Request, *, lock: HeldLock | None) -> dict[str, Any]:
+    """Snapshot → plan → apply for one request; the caller holds :func:`model_lock` (``lock``)."""
+    plan = registry_plan.plan(read_snapshot(client, name), request)
+    return apply(client, plan, lock=lock)
+
+
+def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[str, Any]:
+    """Write ``plan``: repairs (their history event first), then the request's writes and event.
+
+    A refused request raises its typed error after the repairs are written. Stages and aliases
+    are written here and nowhere else.
+    """
+    from cmms_mlflow import history
+
+    if plan.repairs:
+        log.warning("Repairing registered model %s: %s", plan.name, "; ".join(plan.repairs))
+    for step in plan.steps:
+        if lock is not None:
+            lock.verify()
+        if step.event is not None and step.event_first:
+            history.append(client, plan.name, step.event)
+        for write in step.writes:
+            log.info("%s: %s", plan.name, write.describe())
+            _write(client, plan.name, write)
+        if step.event is not None and not step.event_first:
+            history.append(client, plan.name, step.event)
+    if plan.refusal is not None:
+        raise refused(plan.refusal.code, dict(plan.refusal.details))
+    return dict(plan.outcome)
+
+
+def _write(client: MlflowClient, name: str, write: Write) -> None:
+    from mlflow.exceptions import MlflowException
+
+    if write.op == "stage":
+        _set_stage(client, name, str(write.version), str(write.value), archive=write.archive_others)
+    elif write.op == "alias":
+        client.set_registered_model_alias(name, str(write.value), str(write.version))
+    elif write.op == "unalias":
+        try:
+            client.delete_registered_model_alias(name, str(write.value))
+        except MlflowException as err:
+            if not _is_not_found(err):
+                raise
+    elif write.op == "tags":
+        set_tags(client, name, str(write.version), write.tags)
+    else:
+        raise ValueError(f"unknown write {write.op!r}")
+
+
 def transition(
     client: MlflowClient,
     name: str,
@@ -182,76 +290,34 @@ def transition(
     expected_champion: str | None = None,
     check_champion: bool = False,
     from_stages: tuple[str, ...] | None = None,
+    lock: HeldLock | None = None,
+    actor: str = "",
+    at: str = "",
+    reason: str = "",
+    key: str = "",
+    airflow: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Move ``version`` to ``stage`` and make the aliases agree; return what changed.
 
     For ``Production``, ``check_champion=True`` makes it a compare-and-set: the current champion
     must still be ``expected_champion`` (``None`` = no champion), else
-    :class:`~cmms_mlflow.exceptions.PromotionConflictError` and nothing changes.
+    :class:`~cmms_mlflow.exceptions.PromotionConflictError` and nothing changes. The caller holds
+    :func:`model_lock` (or, in tests, nobody else writes).
     """
-    if stage not in STAGES:
-        raise unknown_stage(stage)
-    version = str(version)
-    current = client.get_model_version(name, version)
-    changes: dict[str, Any] = {"name": name, "version": version, "stage": stage, "replaced": None}
-    if from_stages is not None and current.current_stage not in (*from_stages, stage):
-        # A rerun of an earlier step must not pull a decided version back (e.g. to Staging).
-        log.info(
-            "%s version %s is already %s; not moving it to %s", name, version, current.current_stage, stage
-        )
-        return {**changes, "stage": current.current_stage, "unchanged": True}
-
-    if stage == "Production":
-        champion = get_champion(client, name)
-        champion_version = str(champion.version) if champion is not None else None
-        if champion_version == version and current.current_stage == "Production":
-            log.info("%s version %s is already the champion", name, version)
-            changes["replaced"] = _previous_champion_version(client, name)
-            changes["unchanged"] = True
-            return changes
-        if check_champion and champion_version != (str(expected_champion) if expected_champion else None):
-            raise champion_changed(name, expected_champion, champion_version)
-        _set_stage(client, name, version, "Production", archive=True)
-        client.set_registered_model_alias(name, CHAMPION, version)
-        if champion_version and champion_version != version:
-            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, champion_version)
-            _archive_if_needed(client, name, champion_version)
-            set_tags(client, name, champion_version, {"replaced_by_version": version})
-            changes["replaced"] = champion_version
-        _drop_alias_if_points_to(client, name, CHALLENGER, version)
-        return changes
-
-    if current.current_stage != stage:
-        _set_stage(client, name, version, stage)
-    if stage == "Staging":
-        if aliases_of(client, name).get(CHALLENGER) != version:
-            client.set_registered_model_alias(name, CHALLENGER, version)
-    else:
-        # None/Archived: this version serves in no role any more.
-        _drop_alias_if_points_to(client, name, CHALLENGER, version)
-        _drop_alias_if_points_to(client, name, CHAMPION, version)
-    return changes
-
-
-@contextmanager
-def model_lock(lock_dir: Path, name: str, *, timeout: float | None = None) -> Iterator[None]:
-    """Exclusive lock on one registered model for every process and thread on this machine.
-
-    Across machines (Celery/Kubernetes workers), promotions are serialized by the Airflow pool
-    ``mlflow_promotion`` (one slot); this lock also covers code that runs outside Airflow.
-    Waits at most ``timeout`` seconds (default :data:`cmms_mlflow.locks.DEFAULT_LOCK_TIMEOUT`).
-    """
-    with locks.file_lock(lock_dir, locks.lock_file_name(name, "registry"), timeout=timeout):
-        yield
-
-
-@contextmanager
-def _maybe_locked(lock_dir: Path | None, name: str) -> Iterator[None]:
-    if lock_dir is None:  # the caller already holds model_lock(name)
-        yield
-    else:
-        with model_lock(lock_dir, name):
-            yield
+    kind = {"Staging": "staging", "Archived": "stage_change", "None": "stage_change"}.get(stage, "promotion")
+    request = Request(
+        kind=kind,
+        version=str(version),
+        stage=stage,
+        expected_champion=expected_champion if check_champion else ANY_CHAMPION,
+        from_stages=from_stages,
+        actor=actor,
+        at=at,
+        reason=reason,
+        key=key or registry_plan.event_key("transition", name, version, stage, _now()),
+        airflow=airflow,
+    )
+    return execute(client, name, request, lock=lock)
 
 
 def promote(
@@ -262,50 +328,75 @@ def promote(
     expected_champion: str | None,
     lock_dir: Path | None,
     audit: Mapping[str, Any],
+    kind: str = "promotion",
+    key: str = "",
+    airflow: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Guarded promotion: lock, compare-and-set against ``expected_champion``, tag, verify.
+    """Guarded promotion: lock, compare-and-set against ``expected_champion``, tag, record.
 
-    ``audit`` tags (who, when, why) are written once, by the call that actually promotes.
+    ``audit`` tags (who, when, why: ``promoted_by``, ``promoted_at``, ``promotion_reason``) are
+    written by the call that actually promotes, and go into the history event.
     ``lock_dir=None`` means the caller already holds :func:`model_lock` for ``name``.
     """
-    version = str(version)
-    with _maybe_locked(lock_dir, name):
-        changes = transition(
-            client, name, version, "Production", expected_champion=expected_champion, check_champion=True
-        )
-        if not changes.get("unchanged"):
-            set_tags(client, name, version, {**audit, "replaced_version": changes["replaced"] or ""})
-        check_invariants(client, name)
-    return changes
+    tags = {k: "" if v is None else str(v) for k, v in audit.items()}
+    request = Request(
+        kind=kind,
+        version=str(version),
+        stage="Production",
+        expected_champion=expected_champion,
+        actor=tags.get("promoted_by", ""),
+        at=tags.get("promoted_at", ""),
+        reason=tags.get("promotion_reason", ""),
+        key=key or registry_plan.event_key("promote", name, version, tags),
+        airflow=airflow,
+        tags=tags,
+    )
+    with _maybe_locked(lock_dir, name) as lock:
+        return execute(client, name, request, lock=lock)
 
 
 def reject(
-    client: MlflowClient, name: str, version: str, *, reason: str, lock_dir: Path | None
+    client: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    reason: str,
+    lock_dir: Path | None,
+    actor: str = "",
+    at: str = "",
+    key: str = "",
+    airflow: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Archive a challenger that failed validation, keeping the reason as tags."""
-    version = str(version)
-    with _maybe_locked(lock_dir, name):
-        changes = transition(client, name, version, "Archived", from_stages=("None", "Staging"))
-        if changes["stage"] == "Archived":
-            set_tags(client, name, version, {"validation_status": "rejected", "rejection_reason": reason})
-        check_invariants(client, name)
-    return changes
+    """Archive a challenger that failed validation (if still ``None``/``Staging``), with the reason."""
+    request = Request(
+        kind="rejection",
+        version=str(version),
+        stage="Archived",
+        from_stages=("None", "Staging"),
+        actor=actor,
+        at=at,
+        reason=reason,
+        key=key or registry_plan.event_key("reject", name, version, reason),
+        airflow=airflow,
+        tags={"validation_status": "rejected", "rejection_reason": reason},
+    )
+    with _maybe_locked(lock_dir, name) as lock:
+        return execute(client, name, request, lock=lock)
 
 
-def _archive_if_needed(client: MlflowClient, name: str, version: str) -> None:
-    mv = client.get_model_version(name, version)
-    if mv.current_stage != "Archived":
-        _set_stage(client, name, version, "Archived")
+@contextmanager
+def _maybe_locked(lock_dir: Path | None, name: str) -> Iterator[HeldLock | None]:
+    if lock_dir is None:  # the caller already holds model_lock(name)
+        yield None
+    else:
+        with model_lock(lock_dir, name) as lock:
+            yield lock
 
 
-def _previous_champion_version(client: MlflowClient, name: str) -> str | None:
-    previous = get_version_by_alias(client, name, PREVIOUS_CHAMPION)
-    return str(previous.version) if previous is not None else None
+def _now() -> str:
+    from datetime import UTC, datetime
 
-
-def _drop_alias_if_points_to(client: MlflowClient, name: str, alias: str, version: str) -> None:
-    if aliases_of(client, name).get(alias) == str(version):
-        client.delete_registered_model_alias(name, alias)
+    return datetime.now(UTC).isoformat()
 
 
 def check_invariants(client: MlflowClient, name: str) -> None:

@@ -29,7 +29,7 @@ CLUSTER_SPECS = (
 
 
 @pytest.fixture(scope="session")
-def airflow_cluster(tmp_path_factory, start_airflow):
+def airflow_cluster(tmp_path_factory, start_airflow, postgres_server):
     mlflow_uri = f"sqlite:///{tmp_path_factory.mktemp('cluster-mlflow') / 'mlflow.db'}"
     models = tmp_path_factory.mktemp("cluster-models")
     for spec in CLUSTER_SPECS:
@@ -40,6 +40,10 @@ def airflow_cluster(tmp_path_factory, start_airflow):
             "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": mlflow_uri}),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
             "CMMS_MODELS_DIR": str(models),
+            # The registry lock every writer shares, in the cluster's own metadata database (its name
+            # is the cluster's, see start_airflow), as production configures it; required here.
+            "AIRFLOW_CONN_CMMS_REGISTRY_LOCK": f"postgres://postgres@127.0.0.1:{postgres_server.port}/airflow_cluster",
+            "CMMS_REGISTRY_LOCK": "postgres",
         },
         mlflow_uri=mlflow_uri,
     )

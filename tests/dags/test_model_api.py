@@ -74,6 +74,7 @@ def test_anonymous_callers_get_401_on_every_route(airflow_cluster, registry_only
     name, v1, _ = registry_only_model
     calls = [
         ("GET", f"{ML}/models/{name}/production", None),
+        ("GET", f"{ML}/models/{name}/history", None),
         ("POST", f"{ML}/models/train", {"modelName": name, "pipeline": PIPELINE}),
         ("POST", _promote_path(name, v1), {"stage": "Production", "reason": "anonymous"}),
         # Invalid input is still 401: authentication comes before validation.
@@ -88,6 +89,8 @@ def test_a_viewer_can_read_but_gets_403_on_train_and_promote(airflow_cluster, re
     name, v1, v2 = registry_only_model
     status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
     assert status == 200 and body["version"] == v1, body
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/history", user="viewer")
+    assert status == 200 and body["events"][-1]["version"] == v1, body
     before = {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)}
     status, body = airflow_cluster.request(
         "POST", f"{ML}/models/train", {"modelName": name, "pipeline": PIPELINE}, user="viewer"
@@ -178,6 +181,46 @@ def test_staging_by_hand_through_the_api_is_recorded(airflow_cluster, cluster_cl
     assert registry.aliases_of(cluster_client, name) == {"champion": v1, "challenger": v2}
 
 
+def test_production_never_reports_an_archived_version_and_the_next_write_repairs(
+    airflow_cluster, cluster_client
+):
+    """An interrupted promotion (stage changed, alias not moved): GET reports the Production version
+    with a warning; the next promote request repairs the aliases and the history records it."""
+    name = f"pm_api_{uuid.uuid4().hex[:8]}"
+    v1, v2, v3 = (_register_without_model(cluster_client, name) for _ in range(3))
+    registry.transition(cluster_client, name, v1, "Production")
+    cluster_client.transition_model_version_stage(name, v2, "Production", archive_existing_versions=True)
+
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
+    assert status == 200, body
+    assert (body["version"], body["stage"], body["aliases"]) == (v2, "Production", [])
+    assert body["modelUri"] == f"models:/{name}/{v2}"
+    assert body["warnings"] and f"v{v1} (Archived)" in body["warnings"][0], body
+
+    status, body = airflow_cluster.request(
+        "POST", _promote_path(name, v3), {"stage": "Staging", "reason": "next candidate"}, user="operator"
+    )
+    assert status == 200 and body["repairs"], body
+    assert registry.aliases_of(cluster_client, name) == {
+        "champion": v2,
+        "previous_champion": v1,
+        "challenger": v3,
+    }
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/history?limit=2", user="viewer")
+    assert status == 200, body
+    staged, repair = body["events"]
+    assert (staged["type"], staged["actor"]) == ("stage_change", f"operator via {ML}")
+    assert (repair["type"], repair["champion_before"], repair["champion_after"]) == ("repair", v1, v2)
+    assert body["nextPageToken"], body
+    status, more = airflow_cluster.request(
+        "GET", f"{ML}/models/{name}/history?limit=2&pageToken={quote(body['nextPageToken'], safe='')}"
+    )
+    assert status == 200 and [e["type"] for e in more["events"]] == ["promotion"], more
+    for bad in ("limit=0", "limit=501", "pageToken=not-a-token"):
+        status, answer = airflow_cluster.request("GET", f"{ML}/models/{name}/history?{bad}")
+        assert status == 422, (bad, answer)
+
+
 # --- one real training run, then scoring, promotion and rollback --------------------------------
 
 
@@ -251,21 +294,19 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     queued = airflow_cluster.request("GET", f"/api/v2/dags/{SCORING}/assets/queuedEvents")[1]
     assert queued["total_entries"] >= 1, queued
 
-    # A second version of the same model, promoted through the API: scoring follows it.
-    # Its source is v1's artifact folder (a models:/m-... source would make MLflow resolve the logged
-    # model through the process-global tracking URI, not this client's).
-    source = cluster_client.get_model_version_download_uri(name, "1")
-    run = cluster_client.create_run(experiment_id)
-    v2 = str(
-        registry.register_version(
-            cluster_client,
-            name=name,
-            source=source,
-            run_id=run.info.run_id,
-            description="same",
-            tags={"model_spec": "predictive_maintenance"},
-        ).version
-    )
+    # A second version of the same trained model (so it carries the pipeline's provenance, which
+    # scoring requires), promoted through the API: scoring follows it. MLflow resolves a models:/m-...
+    # source through the fluent tracking URI: this thread's session points it at the cluster's store.
+    from cmms_mlflow.client_context import client_settings
+
+    first = cluster_client.get_model_version(name, "1")
+    uri = airflow_cluster.mlflow_uri
+    with client_settings({"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}):
+        v2 = str(
+            cluster_client.create_model_version(
+                name, first.source, run_id=first.run_id, tags={"model_spec": "predictive_maintenance"}
+            ).version
+        )
     status, body = airflow_cluster.request(
         "POST", _promote_path(name, v2), {"stage": "Production", "reason": "hotfix", "expectedChampion": 1},
         user="operator",
@@ -306,6 +347,28 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
         airflow_cluster, source_dag_id="model_promotion", source_run_id=run["dag_run_id"]
     )
     assert event["extra"] == {"model_name": name, "champion_version": "1"}
+
+    # Every change is in the history, newest first, none overwritten: who, from -> to, why, the run.
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/history", user="viewer")
+    assert status == 200, body
+    summary = [(e["type"], e["version"], e["champion_before"], e["champion_after"]) for e in body["events"]]
+    assert summary == [
+        ("rollback", "1", v2, "1"),
+        ("promotion", v2, "1", v2),
+        ("promotion", "1", None, "1"),
+        ("staging", "1", None, None),
+    ], summary
+    rollback, by_api, by_dag, _ = body["events"]
+    assert rollback["actor"] == f"operator via airflow:model_promotion/{run['dag_run_id']}"
+    assert rollback["airflow"] == {
+        "dag_id": "model_promotion",
+        "run_id": run["dag_run_id"],
+        "task_id": "change_stage",
+    }
+    assert rollback["reason"] == "hotfix misbehaves"
+    assert (by_api["actor"], by_api["reason"], by_api["airflow"]) == (f"operator via {ML}", "hotfix", None)
+    assert by_dag["airflow"] == {"dag_id": TRAINING, "run_id": run_id, "task_id": "promote_model"}
+    assert body["nextPageToken"] is None
 
 
 def test_endpoint_latency(airflow_cluster, registry_only_model):

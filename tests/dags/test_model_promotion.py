@@ -79,6 +79,17 @@ def test_rollback_after_two_promotions_restores_the_previous_champion(dag, mlflo
     assert tags["promoted_by"].endswith(f"via airflow:model_promotion/{rollback.run_id}")
     assert client.get_model_version(model_name, v2).tags["replaced_by_version"] == v1
     assert client.get_model_version(model_name, v2).tags["promotion_kind"] == "manual"
+    # The tags above say only what happened last; the history keeps every event.
+    from cmms_mlflow import history
+
+    events = history.read(client, model_name)
+    assert [(e["type"], e["version"], e["champion_before"], e["reason"]) for e in events] == [
+        ("rollback", v1, v2, "v2 floods the planners"),
+        ("promotion", v2, v1, "v2 has better recall"),
+        ("promotion", v1, None, "first model goes live"),
+    ]
+    assert [e["airflow"]["run_id"] for e in events] == [rollback.run_id, second.run_id, first.run_id]
+    assert [e["seq"] for e in events] == [3, 2, 1]
 
 
 def test_archiving_the_champion_fails_the_run_and_changes_nothing(dag, mlflow_conn, client, model_name):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import training_provenance
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DAG_ID = "predictive_maintenance_scoring"
@@ -45,20 +46,18 @@ def trained_versions(mlflow_conn, client, model_name, tmp_path, shipped_spec):
         experiment_id = hook.get_or_create_experiment(session_client, f"scoring-{model_name}")
         trained = log_training_run(
             session_client, experiment_id=experiment_id, manifest=manifest, spec=shipped_spec,
-            estimator="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 6}, tags={},
-            run_name="rf10",
+            estimator="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 6},
+            tags=training_provenance(shipped_spec), run_name="rf10",
         )  # fmt: skip
-        versions = []
-        for source, run_id in (
-            (trained["model_uri"], trained["run_id"]),
-            (trained["model_uri"], session_client.create_run(experiment_id).info.run_id),
-        ):
-            version = registry.register_version(
-                session_client, name=model_name, source=source, run_id=run_id, description="scoring",
-                tags={},
-            )  # fmt: skip
-            versions.append(str(version.version))
-    return versions
+        # Two versions of the one trained model (both with its provenance): enough to see scoring follow.
+        first = registry.register_version(
+            session_client, name=model_name, source=trained["model_uri"], run_id=trained["run_id"],
+            description="scoring", tags={},
+        )  # fmt: skip
+        second = session_client.create_model_version(
+            model_name, trained["model_uri"], run_id=trained["run_id"]
+        )
+    return [str(first.version), str(second.version)]
 
 
 def _promote(client, name, version, tmp_path):

@@ -127,7 +127,7 @@ def test_nightly_runs_promote_reject_and_replace(dag, mlflow_conn, client, model
     }
     record = json.loads(Path(client.download_artifacts(v1.run_id, "validation/decision.json")).read_text())
     assert record["decision"] == "promote" and record["champion_version"] is None
-    assert record["challenger_uri"] == f"models:/{model_name}/Staging"
+    assert record["challenger_uri"] == f"models:/{model_name}/{v1.version}"
     assert record["thresholds"]["metric"] == "f1" and record["drift"]["status"] == "none"
     assert len(run.inputs.dataset_inputs) == 1
     assert "data_contract/contract.json" in {

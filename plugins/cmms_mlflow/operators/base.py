@@ -86,6 +86,19 @@ class MlflowBaseOperator(BaseOperator):
     def execute_mlflow(self, client: MlflowClient, context: Context) -> Any:
         raise NotImplementedError
 
+    def airflow_ref(self, context: Context) -> dict[str, str]:
+        """The task instance making a registry change (who, in the model's history)."""
+        ti = context["ti"]
+        return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
+
+    def event_key(self, context: Context) -> str:
+        """The history key of this task's registry change: the same for every try of the task, so a
+        retry or a cleared run records its event once."""
+        from cmms_pm.registry_plan import event_key
+
+        ref = self.airflow_ref(context)
+        return event_key("airflow", ref["dag_id"], ref["run_id"], ref["task_id"])
+
     def push_model_version_link(self, context: Context, name: str, version: str) -> None:
         context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=self.hook.model_version_url(name, version))
 

@@ -86,6 +86,8 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
             at=dag_run.run_after.isoformat(),
             expected_champion=self.resolved["champion"],
             kind="rollback" if rollback and self.stage == "Production" else "manual",
+            key=self.event_key(context),
+            airflow=self.airflow_ref(context),
         )
         self.push_model_version_link(context, self.model_name, outcome["version"])
         from cmms_mlflow.assets import spec_name_of

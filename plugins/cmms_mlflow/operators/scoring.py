@@ -23,7 +23,8 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
     unseen category, a missing or an out-of-range value are scored but flagged (``contract_ok``,
     ``contract_issues``) and counted in the summary; an input whose schema lost or retyped a
     feature column fails. The models are those named by the triggering champion Asset events
-    (names checked), else ``model_name``. Writes
+    (names checked, and each must belong to the spec), else ``model_name``; each champion is
+    loaded by ``model_loading.load_version`` (skops, trusted types, provenance). Writes
     ``<data root>/<dag_id>/<run_id>/<model>/predictions.parquet`` and logs a summary run.
     """
 
@@ -50,8 +51,14 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.n_units = n_units
         self.risk_threshold = risk_threshold
 
-    def models_to_score(self, context: Context) -> list[str]:
-        """Model names from the triggering Asset events (only well-formed names), else ``model_name``."""
+    def models_to_score(self, context: Context, client: MlflowClient | None = None) -> list[str]:
+        """Model names from the triggering Asset events, else ``model_name``.
+
+        An event's name must be well formed and belong to this spec: the spec's registered model,
+        or a model whose champion was trained by this spec (run tag ``model_spec``; checked with
+        ``client``). Anyone who may write an Asset event could otherwise make this DAG load and
+        score a model of their choice.
+        """
         from cmms_pm.spec import MODEL_NAME_PATTERN
 
         names: list[str] = []
@@ -60,9 +67,39 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 name = (event.extra or {}).get("model_name")
                 if not isinstance(name, str) or not re.fullmatch(MODEL_NAME_PATTERN, name):
                     self.log.warning("Ignoring an Asset event that names no valid model: %r", name)
-                elif name not in names:
+                elif name in names:
+                    continue
+                elif not self._belongs_to_spec(name, client):
+                    self.log.warning(
+                        "Ignoring an Asset event for model %r: it is not %r and its champion was not "
+                        "trained by spec %r",
+                        name, self.model_spec.registered_model, self.model_spec.name,
+                    )  # fmt: skip
+                else:
                     names.append(name)
         return names or [self.model_name]
+
+    def _belongs_to_spec(self, name: str, client: MlflowClient | None) -> bool:
+        from cmms_mlflow import registry
+        from cmms_mlflow.assets import SPEC_TAG
+
+        if name == self.model_spec.registered_model:
+            return True
+        if client is None:
+            return False
+        champion = registry.get_champion(client, name)
+        if champion is None or not champion.run_id:
+            return False
+        return client.get_run(champion.run_id).data.tags.get(SPEC_TAG) == self.model_spec.name
+
+    def load_options(self, name: str) -> dict[str, Any]:
+        """``load_champion`` options for ``name``: the spec's own model may come from any spec of this
+        package; another name must come from this spec."""
+        spec = self.model_spec
+        return {
+            "spec_name": None if name == spec.registered_model else spec.name,
+            "allow_unverified": bool(spec.loading["allow_unverified_models"]),
+        }
 
     def read_input(self, scored_at: str) -> Any:
         """The rows to score: the synthetic fleet snapshot, or the spec's scoring file / SQL source."""
@@ -79,6 +116,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
         from cmms_mlflow.champion_scoring import load_champion, log_summary
+        from cmms_mlflow.client_context import pickle_loading_disabled
         from cmms_pm.batch import batch_uri, categories_as_text, data_root
         from cmms_pm.contract import check_batch, flag_rows
         from cmms_pm.data import write_frame
@@ -96,8 +134,9 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         run_dir = batch_uri(data_root(), dag_run.dag_id, dag_run.run_id)
         tags = training_run.airflow_tags(context)
         results = []
-        for name in self.models_to_score(context):
-            model, champion = load_champion(client, name, self.hook.lock_dir)
+        for name in self.models_to_score(context, client):
+            with pickle_loading_disabled():
+                model, champion = load_champion(client, name, **self.load_options(name))
             version = str(champion.version)
             contract = training_run.load_contract(client, champion.run_id) if champion.run_id else None
             frame, flags = rows, None

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
+    from cmms_pm.spec import ModelSpec
 
 
 class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
@@ -159,10 +160,22 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         self.from_stages = from_stages
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
         version = str(self.version)
-        changes = registry.transition(
-            client, self.model_name, version, self.stage, from_stages=self.from_stages
-        )
+        with registry.model_lock(self.hook.lock_dir, self.model_name) as lock:
+            changes = registry.transition(
+                client,
+                self.model_name,
+                version,
+                self.stage,
+                from_stages=self.from_stages,
+                lock=lock,
+                actor=f"airflow:{ti.dag_id}/{ti.run_id}",
+                at=context["dag_run"].run_after.isoformat(),
+                reason=f"{self.task_id}: {self.stage}",
+                key=self.event_key(context),
+                airflow=self.airflow_ref(context),
+            )
         self.push_model_version_link(context, self.model_name, version)
         return changes
 
@@ -203,19 +216,25 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.checks = checks
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> DecisionRecord:
+        from cmms_mlflow.client_context import pickle_loading_disabled
         from cmms_mlflow.model_evaluation import validate_candidate
 
         config = self.run_config(context)
         checks = self.checks or {}
-        record = validate_candidate(
-            client,
-            name=self.model_name,
-            version=str(self.version),
-            holdout_uri=self.holdout_uri,
-            target=self.model_spec.target,
-            policy=config.thresholds,
-            drift={"status": checks.get("drift_status", "none"), "reason": checks.get("drift_reason", "")},
-        )
+        with pickle_loading_disabled():
+            record = validate_candidate(
+                client,
+                name=self.model_name,
+                version=str(self.version),
+                holdout_uri=self.holdout_uri,
+                target=self.model_spec.target,
+                policy=config.thresholds,
+                drift={
+                    "status": checks.get("drift_status", "none"),
+                    "reason": checks.get("drift_reason", ""),
+                },
+                **load_options(self.model_spec),
+            )
         self.push_model_version_link(context, self.model_name, str(self.version))
         return record
 
@@ -229,10 +248,13 @@ class MlflowDecisionOperator(MlflowBaseOperator):
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
-    def __init__(self, *, model_name: str, validation: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *, model_name: str, validation: Any, spec: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.validation = validation
+        self.spec = spec
 
 
 class MlflowPromoteModelOperator(MlflowDecisionOperator):
@@ -243,19 +265,25 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
     """
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        from cmms_mlflow.client_context import pickle_loading_disabled
         from cmms_mlflow.promotion import promote_validated
+        from cmms_pm.spec import ModelSpec
 
         ti = context["ti"]
-        outcome = promote_validated(
-            client,
-            name=self.model_name,
-            record=self.validation,
-            lock_dir=self.hook.lock_dir,
-            audit={
-                "promoted_at": context["dag_run"].run_after.isoformat(),
-                "promoted_by": f"airflow:{ti.dag_id}/{ti.run_id}",
-            },
-        )
+        with pickle_loading_disabled():
+            outcome = promote_validated(
+                client,
+                name=self.model_name,
+                record=self.validation,
+                lock_dir=self.hook.lock_dir,
+                audit={
+                    "promoted_at": context["dag_run"].run_after.isoformat(),
+                    "promoted_by": f"airflow:{ti.dag_id}/{ti.run_id}",
+                },
+                key=self.event_key(context),
+                airflow=self.airflow_ref(context),
+                load_options=load_options(ModelSpec.from_dict(self.spec)) if self.spec else None,
+            )
         self.push_model_version_link(context, self.model_name, outcome["version"])
         champion = registry.get_champion(client, self.model_name)
         self.announce_champion(
@@ -272,9 +300,18 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
     """Archive a challenger that failed validation, with the reason as a tag."""
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
         version = str(self.validation["challenger_version"])
         changes = registry.reject(
-            client, self.model_name, version, reason=self.validation["reason"], lock_dir=self.hook.lock_dir
+            client,
+            self.model_name,
+            version,
+            reason=self.validation["reason"],
+            lock_dir=self.hook.lock_dir,
+            actor=f"airflow:{ti.dag_id}/{ti.run_id}",
+            at=context["dag_run"].run_after.isoformat(),
+            key=self.event_key(context),
+            airflow=self.airflow_ref(context),
         )
         self.push_model_version_link(context, self.model_name, version)
         return changes
@@ -316,6 +353,11 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         self.log.info("Pipeline summary\n%s", summary["text"])
         self.push_model_version_link(context, self.model_name, version)
         return summary
+
+
+def load_options(spec: ModelSpec) -> dict[str, Any]:
+    """How validation loads the versions of ``spec``'s model (``model_loading.load_version``)."""
+    return {"spec_name": spec.name, "allow_unverified": bool(spec.loading["allow_unverified_models"])}
 
 
 def _policy_line(record: DecisionRecord) -> str:

@@ -48,3 +48,19 @@ def register(client):
         return str(version.version)
 
     return _register
+
+
+@pytest.fixture(scope="session")
+def registry_lock_uri(postgres_server) -> str:
+    """An Airflow connection URI to a database of the suite's PostgreSQL, for the cross-host lock (as
+    production points ``cmms_registry_lock`` at the Airflow metadata database every host shares)."""
+    postgres_server.create_database("cmms_registry_locks")
+    return f"postgres://postgres@127.0.0.1:{postgres_server.port}/cmms_registry_locks"
+
+
+@pytest.fixture
+def cross_host_lock(monkeypatch, registry_lock_uri) -> str:
+    """Every registry writer of this test (and the processes it starts) takes the advisory lock."""
+    monkeypatch.setenv("AIRFLOW_CONN_CMMS_REGISTRY_LOCK", registry_lock_uri)
+    monkeypatch.setenv("CMMS_REGISTRY_LOCK", "postgres")
+    return registry_lock_uri

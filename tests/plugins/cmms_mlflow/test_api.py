@@ -53,6 +53,7 @@ def test_write_routes_need_the_run_permission_of_the_dag_they_act_for(app):
     model_dag, promotion = "the model's DAG", "model_promotion"
     expected = {
         ("GET", "/models/{name}/production"): ("GET", None, model_dag),
+        ("GET", "/models/{name}/history"): ("GET", None, model_dag),
         ("POST", "/models/train"): ("POST", DagAccessEntity.RUN, model_dag),
         ("POST", "/models/{name}/versions/{version}/promote"): ("POST", DagAccessEntity.RUN, promotion),
     }
@@ -74,6 +75,19 @@ def test_a_model_belongs_to_its_specs_training_dag_and_an_unknown_one_to_model_p
     assert _owner_dag("somebody_elses_model") == "model_promotion"
     assert _training_spec(TrainRequest()).training_dag_id == "predictive_maintenance_training"
     assert _training_spec(TrainRequest(pipeline="predictive_maintenance")).name == "predictive_maintenance"
+
+
+def test_a_busy_or_unreachable_model_lock_is_a_503_that_says_nothing_changed():
+    from fastapi import HTTPException
+
+    from cmms_mlflow.api import _http_errors
+    from cmms_mlflow.exceptions import LockTimeoutError, RegistryLockUnavailable
+
+    for error in (LockTimeoutError("lock 'm' is still held"), RegistryLockUnavailable("db down")):
+        with pytest.raises(HTTPException) as caught, _http_errors("m"):
+            raise error
+        assert caught.value.status_code == 503 and "nothing was changed" in caught.value.detail
+        assert caught.value.headers == {"Retry-After": "5"}
 
 
 def test_the_app_serves_no_unauthenticated_docs(app):

@@ -37,5 +37,8 @@ def test_plugin_serves_the_model_api_under_api_v1_ml():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    routes = "['/models/train', '/models/{name}/production', '/models/{name}/versions/{version}/promote']"
+    routes = (
+        "['/models/train', '/models/{name}/history', '/models/{name}/production', "
+        "'/models/{name}/versions/{version}/promote']"
+    )
     assert out.stdout.strip().splitlines()[-1] == f"/api/v1/ml {routes}"

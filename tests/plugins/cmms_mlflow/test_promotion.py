@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import training_provenance
 
 from cmms_mlflow import registry
 from cmms_mlflow.hooks import MlflowHook
@@ -26,7 +27,7 @@ def _staged_version(hook, client, name: str, manifest: dict, spec) -> str:
         spec=spec,
         estimator="random_forest",
         hyperparameters={"n_estimators": 10, "max_depth": 6},
-        tags={"data_interval_end": DATA_END},
+        tags={"data_interval_end": DATA_END, **training_provenance(spec)},
         run_name="candidate",
     )
     version = registry.register_version(

@@ -1,0 +1,364 @@
+"""Registry changes as snapshot → plan: what to write, what to repair, and the history that explains it.
+
+Pure domain code (no MLflow, no Airflow), like :mod:`cmms_pm.policy`. The plugin reads one
+:class:`Snapshot` of a registered model under its lock, calls :func:`plan` with a
+:class:`Request`, and applies the returned :class:`Plan` in one place
+(``cmms_mlflow.registry.apply``). A crash between two writes is harmless: the next write path
+reads the next snapshot, and :func:`repair` puts the invariants back before anything else.
+
+Invariants (stages are the truth; aliases are a view of them):
+
+* **R1** at most one version is in ``Production``. If several are, the one the ``champion`` alias
+  points at stays (else the newest) and the others are archived.
+* **R2** ``champion`` points at the Production version, and exists only if one does. A promotion
+  moves the stage first (one atomic write that also archives the old champion) and the alias
+  second; when the alias still points at the version it replaced, the alias is moved forward.
+* **R3** ``previous_champion`` is the champion an interrupted promotion (R2) replaced, and never
+  the champion itself.
+* **R4** ``challenger`` points at the newest ``Staging`` version (several may be staged when runs
+  overlap; the newest is the one under validation last) and exists only if one is staged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
+STAGES = (NONE, STAGING, PRODUCTION, ARCHIVED)
+CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
+#: ``Request.expected_champion`` meaning "whatever the champion is now" (no compare-and-set).
+ANY_CHAMPION = "*"
+
+#: History event types (``Request.kind`` of a request, plus ``repair``).
+EVENT_TYPES = ("promotion", "rejection", "rollback", "stage_change", "staging", "approval", "repair")
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One model version as the snapshot saw it."""
+
+    version: str
+    stage: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A registered model's versions (stage, tags) and aliases, read at one moment."""
+
+    name: str
+    versions: Mapping[str, VersionState]
+    aliases: Mapping[str, str]
+
+    def in_stage(self, stage: str) -> list[str]:
+        """Version numbers in ``stage``, newest first."""
+        return _newest_first(v.version for v in self.versions.values() if v.stage == stage)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a caller wants done to one version (or ``kind="repair"``: only the repairs).
+
+    ``expected_champion`` makes a Production change a compare-and-set (``None`` = no champion;
+    :data:`ANY_CHAMPION` = no check). ``from_stages``: act only while the version is in one of
+    these stages (a rerun must not pull a decided version back); otherwise the request is a no-op.
+    ``key`` identifies the request across retries: its history event is recorded once.
+    ``tags`` are written on the version when the request changes it ("latest" convenience tags).
+    """
+
+    kind: str
+    version: str | None = None
+    stage: str | None = None
+    expected_champion: str | None = ANY_CHAMPION
+    from_stages: tuple[str, ...] | None = None
+    actor: str = ""
+    at: str = ""
+    reason: str = ""
+    key: str = ""
+    airflow: Mapping[str, str] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One registry write: ``stage`` (``value`` = stage; ``archive_others`` archives the versions
+    already in that stage in the same atomic call), ``alias``/``unalias`` (``value`` = alias name),
+    or ``tags`` on a version."""
+
+    op: str
+    version: str | None = None
+    value: str | None = None
+    archive_others: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.op == "stage":
+            extra = f" (archiving other {self.value} versions)" if self.archive_others else ""
+            return f"v{self.version} -> {self.value}{extra}"
+        if self.op == "alias":
+            return f"alias {self.value} -> v{self.version}"
+        if self.op == "unalias":
+            return f"alias {self.value} removed"
+        return f"tags on v{self.version}: {sorted(self.tags)}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Writes and the history event that explains them. A repair's event is recorded before its
+    writes (a retry recomputes the same repair and finds it recorded); a request's after them
+    (history holds only what happened)."""
+
+    writes: tuple[Write, ...]
+    event: Mapping[str, Any] | None
+    event_first: bool = False
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is refused: ``code`` names the error, ``details`` its identifiers."""
+
+    code: str  # version_not_found | unknown_stage | champion_changed | champion_cannot_leave_production
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one write path does: repairs first, then the request (unless refused)."""
+
+    name: str
+    repairs: tuple[str, ...]
+    steps: tuple[Step, ...]
+    outcome: Mapping[str, Any]
+    refusal: Refusal | None = None
+
+    @property
+    def writes(self) -> tuple[Write, ...]:
+        return tuple(w for step in self.steps for w in step.writes)
+
+
+@dataclass
+class _State:
+    """The mutable view the planner works on: stages and aliases after the writes planned so far."""
+
+    stages: dict[str, str]
+    aliases: dict[str, str]
+
+    def in_stage(self, stage: str) -> list[str]:
+        return _newest_first(v for v, s in self.stages.items() if s == stage)
+
+    def champion(self) -> str | None:
+        production = self.in_stage(PRODUCTION)
+        return production[0] if production else None
+
+
+def repair(snapshot: Snapshot) -> tuple[tuple[Write, ...], tuple[str, ...]]:
+    """The writes that restore R1–R4 on ``snapshot``, and one sentence per fix."""
+    state = _state(snapshot)
+    writes, notes = _repair(state)
+    return tuple(writes), tuple(notes)
+
+
+def serving_version(snapshot: Snapshot) -> tuple[str | None, tuple[str, ...]]:
+    """The version that serves (the Production version, R1) and what is inconsistent, if anything.
+
+    Read paths use it instead of trusting the ``champion`` alias: an alias left on an archived
+    version by an interrupted promotion is never reported as the production model.
+    """
+    state = _state(snapshot)
+    _, notes = _repair(state)
+    return state.champion(), tuple(notes)
+
+
+def plan(snapshot: Snapshot, request: Request) -> Plan:
+    """Repairs of ``snapshot``, then ``request`` applied to the repaired state."""
+    state = _state(snapshot)
+    repair_writes, notes = _repair(state)
+    steps: list[Step] = []
+    if notes:
+        steps.append(
+            Step(tuple(repair_writes), _repair_event(snapshot, request, notes, state), event_first=True)
+        )
+    champion = state.champion()
+    outcome: dict[str, Any] = {"name": snapshot.name, "repairs": list(notes), "champion_before": champion}
+    if request.kind == "repair":
+        return Plan(snapshot.name, tuple(notes), tuple(steps), {**outcome, "champion_after": champion})
+
+    version = str(request.version)
+    target = request.stage
+    refusal = _refusal(snapshot, state, request, version, champion)
+    if refusal is not None:
+        return Plan(snapshot.name, tuple(notes), tuple(steps), outcome, refusal)
+    current = state.stages[version]
+    outcome.update(version=version, previous_stage=current, replaced=None)
+
+    writes: list[Write] = []
+    if request.from_stages is not None and current not in (*request.from_stages, target):
+        changed = False  # a rerun of an earlier step finds the version decided: leave it
+    elif target == PRODUCTION:
+        changed = not (champion == version and current == PRODUCTION)
+        if changed:
+            writes.append(Write("stage", version, PRODUCTION, archive_others=True))
+            writes.append(Write("alias", version, CHAMPION))
+            state.stages[version] = PRODUCTION
+            if champion is not None:
+                state.stages[champion] = ARCHIVED
+                writes.append(Write("alias", champion, PREVIOUS_CHAMPION))
+                writes.append(Write("tags", champion, tags={"replaced_by_version": version}))
+                outcome["replaced"] = champion
+            state.aliases[CHAMPION] = version
+            writes.extend(_challenger_follows_staging(state))
+            writes.append(Write("tags", version, tags={**request.tags, "replaced_version": champion or ""}))
+        else:
+            outcome["replaced"] = state.aliases.get(PREVIOUS_CHAMPION)
+    else:
+        changed = current != target
+        if changed:
+            writes.append(Write("stage", version, target))
+            state.stages[version] = target
+            writes.extend(_challenger_follows_staging(state))
+            if request.tags:
+                writes.append(Write("tags", version, tags=dict(request.tags)))
+    outcome.update(
+        stage=state.stages[version],
+        unchanged=not changed,
+        champion_after=state.champion(),
+    )
+    event = {
+        "key": request.key,
+        "type": request.kind,
+        "model": snapshot.name,
+        "version": version,
+        "from_stage": current,
+        "to_stage": state.stages[version],
+        "champion_before": champion,
+        "champion_after": state.champion(),
+        "actor": request.actor,
+        "at": request.at,
+        "reason": request.reason,
+        "changed": changed,
+        "airflow": dict(request.airflow) if request.airflow else None,
+        "repairs": [],
+    }
+    steps.append(Step(tuple(writes), event))
+    return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+
+
+def event_key(*parts: Any) -> str:
+    """A stable key (hex) for a history event made of ``parts`` (JSON-able values)."""
+    raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _refusal(
+    snapshot: Snapshot, state: _State, request: Request, version: str, champion: str | None
+) -> Refusal | None:
+    target = request.stage
+    if target not in STAGES:
+        return Refusal("unknown_stage", {"stage": target})
+    if version not in state.stages:
+        return Refusal("version_not_found", {"name": snapshot.name, "version": version})
+    current = state.stages[version]
+    if request.from_stages is not None and current not in (*request.from_stages, target):
+        return None
+    if target == PRODUCTION:
+        already = champion == version and current == PRODUCTION
+        expected = request.expected_champion
+        if not already and expected != ANY_CHAMPION and champion != (str(expected) if expected else None):
+            return Refusal(
+                "champion_changed", {"name": snapshot.name, "expected": expected, "actual": champion}
+            )
+    elif champion == version:
+        return Refusal(
+            "champion_cannot_leave_production", {"name": snapshot.name, "version": version, "stage": target}
+        )
+    return None
+
+
+def _repair(state: _State) -> tuple[list[Write], list[str]]:
+    writes: list[Write] = []
+    notes: list[str] = []
+    production = state.in_stage(PRODUCTION)
+    alias = state.aliases.get(CHAMPION)
+    if len(production) > 1:  # R1
+        keep = alias if alias in production else production[0]
+        why = "the champion alias points at it" if keep == alias else "the newest"
+        for version in production:
+            if version != keep:
+                writes.append(Write("stage", version, ARCHIVED))
+                state.stages[version] = ARCHIVED
+                notes.append(f"v{version} was also in Production: archived (kept v{keep}, {why})")
+    champion = state.champion()
+    if alias != champion:  # R2
+        where = f"v{alias} ({state.stages.get(alias, 'deleted')})" if alias else "no version"
+        if champion is None:
+            writes.append(Write("unalias", None, CHAMPION))
+            state.aliases.pop(CHAMPION, None)
+            notes.append(f"alias champion pointed at {where} but no version is in Production: removed")
+        else:
+            writes.append(Write("alias", champion, CHAMPION))
+            state.aliases[CHAMPION] = champion
+            notes.append(f"alias champion pointed at {where}: moved to v{champion}, the Production version")
+            if alias is not None and alias in state.stages:  # R3: the champion it replaced
+                writes.append(Write("alias", alias, PREVIOUS_CHAMPION))
+                state.aliases[PREVIOUS_CHAMPION] = alias
+                notes.append(f"alias previous_champion set to v{alias}, the champion v{champion} replaced")
+    previous = state.aliases.get(PREVIOUS_CHAMPION)
+    if previous is not None and (previous == champion or previous not in state.stages):  # R3
+        writes.append(Write("unalias", None, PREVIOUS_CHAMPION))
+        state.aliases.pop(PREVIOUS_CHAMPION, None)
+        why = "the champion" if previous == champion else "a deleted version"
+        notes.append(f"alias previous_champion pointed at v{previous}, {why}: removed")
+    for write in _challenger_follows_staging(state):  # R4
+        writes.append(write)
+        was = f"v{write.version}" if write.op == "alias" else "nothing"
+        notes.append(f"alias challenger set to {was}, the newest Staging version")
+    return writes, notes
+
+
+def _challenger_follows_staging(state: _State) -> list[Write]:
+    staged = state.in_stage(STAGING)
+    wanted = staged[0] if staged else None
+    if state.aliases.get(CHALLENGER) == wanted:
+        return []
+    if wanted is None:
+        state.aliases.pop(CHALLENGER, None)
+        return [Write("unalias", None, CHALLENGER)]
+    state.aliases[CHALLENGER] = wanted
+    return [Write("alias", wanted, CHALLENGER)]
+
+
+def _repair_event(snapshot: Snapshot, request: Request, notes: list[str], state: _State) -> dict[str, Any]:
+    champion = state.champion()
+    return {
+        "key": event_key("repair", snapshot.name, request.key, notes),
+        "type": "repair",
+        "model": snapshot.name,
+        "version": champion,
+        "from_stage": None,
+        "to_stage": None,
+        # What the champion alias said before the repair (what a reader of the alias saw).
+        "champion_before": snapshot.aliases.get(CHAMPION),
+        "champion_after": champion,
+        "actor": request.actor,
+        "at": request.at,
+        "reason": "; ".join(notes),
+        "changed": True,
+        "airflow": dict(request.airflow) if request.airflow else None,
+        "repairs": list(notes),
+    }
+
+
+def _state(snapshot: Snapshot) -> _State:
+    return _State(
+        stages={v: s.stage for v, s in snapshot.versions.items()},
+        aliases={a: str(v) for a, v in snapshot.aliases.items()},
+    )
+
+
+def _newest_first(versions: Any) -> list[str]:
+    return sorted((str(v) for v in versions), key=int, reverse=True)

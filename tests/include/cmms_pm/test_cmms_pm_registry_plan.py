@@ -1,0 +1,143 @@
+"""The registry planner: snapshot + request -> writes, repairs and history events (no MLflow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cmms_pm import registry_plan as rp
+from cmms_pm.registry_plan import ANY_CHAMPION, Request, Snapshot, VersionState, Write
+
+
+def snap(stages: dict[str, str], aliases: dict[str, str] | None = None) -> Snapshot:
+    return Snapshot(
+        name="m",
+        versions={v: VersionState(v, stage) for v, stage in stages.items()},
+        aliases=dict(aliases or {}),
+    )
+
+
+def promote(version: str, expected=ANY_CHAMPION, **kwargs) -> Request:
+    kwargs = {"actor": "alice", "at": "t", "reason": "better", "key": "k1"} | kwargs
+    return Request(
+        kind="promotion", version=version, stage="Production", expected_champion=expected, **kwargs
+    )
+
+
+def test_a_consistent_model_needs_no_repair():
+    aliases = {"champion": "2", "previous_champion": "1", "challenger": "3"}
+    writes, notes = rp.repair(snap({"1": "Archived", "2": "Production", "3": "Staging"}, aliases))
+    assert (writes, notes) == ((), ())
+
+
+def test_an_alias_left_on_the_replaced_champion_moves_forward_and_remembers_it():
+    """The state a promotion killed between its stage change and its alias move leaves behind."""
+    broken = snap({"1": "Archived", "2": "Production"}, {"champion": "1"})
+    writes, notes = rp.repair(broken)
+    assert writes == (Write("alias", "2", "champion"), Write("alias", "1", "previous_champion"))
+    assert "alias champion pointed at v1 (Archived): moved to v2" in notes[0]
+    assert rp.serving_version(broken) == ("2", notes)
+
+
+def test_two_production_versions_keep_the_champion_and_archive_the_other():
+    writes, notes = rp.repair(snap({"1": "Production", "2": "Production"}, {"champion": "1"}))
+    assert writes == (Write("stage", "2", "Archived"),)
+    assert notes == ("v2 was also in Production: archived (kept v1, the champion alias points at it)",)
+
+
+def test_two_production_versions_without_alias_keep_the_newest():
+    writes, _ = rp.repair(snap({"1": "Production", "2": "Production"}))
+    assert writes == (Write("stage", "1", "Archived"), Write("alias", "2", "champion"))
+
+
+def test_a_champion_alias_without_any_production_version_is_removed_not_invented():
+    writes, notes = rp.repair(snap({"1": "Archived"}, {"champion": "1"}))
+    assert writes == (Write("unalias", None, "champion"),)
+    assert rp.serving_version(snap({"1": "Archived"}, {"champion": "1"}))[0] is None
+    assert "no version is in Production" in notes[0]
+
+
+def test_the_challenger_is_the_newest_staged_version():
+    writes, notes = rp.repair(snap({"3": "Staging", "10": "Staging"}, {"challenger": "3"}))
+    assert writes == (Write("alias", "10", "challenger"),)  # 10 > 3 numerically, not as text
+    assert rp.repair(snap({"3": "Archived"}, {"challenger": "3"}))[0] == (
+        Write("unalias", None, "challenger"),
+    )
+
+
+def test_previous_champion_never_names_the_champion():
+    writes, _ = rp.repair(snap({"2": "Production"}, {"champion": "2", "previous_champion": "2"}))
+    assert writes == (Write("unalias", None, "previous_champion"),)
+
+
+def test_a_promotion_changes_the_stage_first_then_the_aliases_then_the_tags():
+    plan = rp.plan(snap({"1": "Production", "2": "Staging"}, {"champion": "1", "challenger": "2"}),
+                   promote("2", expected="1", tags={"promoted_by": "alice"}))  # fmt: skip
+    assert plan.refusal is None and plan.repairs == ()
+    assert [w.describe() for w in plan.writes] == [
+        "v2 -> Production (archiving other Production versions)",
+        "alias champion -> v2",
+        "alias previous_champion -> v1",
+        "tags on v1: ['replaced_by_version']",
+        "alias challenger removed",
+        "tags on v2: ['promoted_by', 'replaced_version']",
+    ]
+    (step,) = plan.steps
+    assert not step.event_first
+    keys = ("type", "version", "champion_before", "champion_after", "changed")
+    assert {k: step.event[k] for k in keys} == {
+        "type": "promotion", "version": "2", "champion_before": "1", "champion_after": "2", "changed": True,
+    }  # fmt: skip
+    assert plan.outcome["replaced"] == "1" and plan.outcome["unchanged"] is False
+
+
+def test_a_stale_expected_champion_is_refused_and_only_repairs_are_written():
+    plan = rp.plan(snap({"1": "Archived", "2": "Production", "3": "None"}, {"champion": "1"}),
+                   promote("3", expected="1"))  # fmt: skip
+    assert plan.refusal.code == "champion_changed"
+    assert plan.refusal.details == {"name": "m", "expected": "1", "actual": "2"}
+    (repair_step,) = plan.steps
+    assert repair_step.event_first and repair_step.event["type"] == "repair"
+    assert all(w.op == "alias" for w in plan.writes)
+
+
+def test_promoting_the_champion_again_is_a_no_op_that_is_still_recorded_once():
+    plan = rp.plan(snap({"1": "Production"}, {"champion": "1"}), promote("1", expected="7"))
+    assert plan.refusal is None and plan.writes == ()
+    assert plan.outcome["unchanged"] is True and plan.steps[0].event["changed"] is False
+
+
+def test_the_champion_cannot_be_moved_out_of_production():
+    plan = rp.plan(snap({"1": "Production"}, {"champion": "1"}),
+                   Request(kind="stage_change", version="1", stage="Archived"))  # fmt: skip
+    assert plan.refusal.code == "champion_cannot_leave_production"
+
+
+def test_a_rejection_rerun_leaves_a_decided_version_alone():
+    rejection = Request(kind="rejection", version="1", stage="Archived", from_stages=("None", "Staging"))
+    plan = rp.plan(snap({"1": "Production"}, {"champion": "1"}), rejection)
+    assert plan.refusal is None and plan.writes == () and plan.outcome["stage"] == "Production"
+
+
+@pytest.mark.parametrize("stage", ["Gold", "production", None])
+def test_unknown_or_unreachable_stages_and_versions_are_refused(stage):
+    plan = rp.plan(snap({"1": "None"}), Request(kind="stage_change", version="1", stage=stage))
+    assert plan.refusal.code == "unknown_stage"
+    plan = rp.plan(snap({"1": "None"}), Request(kind="stage_change", version="9", stage="Staging"))
+    assert plan.refusal.details == {"name": "m", "version": "9"}
+
+
+def test_a_retry_recomputes_the_same_repair_event_key_and_another_request_a_new_one():
+    broken = snap({"1": "Archived", "2": "Production"}, {"champion": "1"})
+    first = rp.plan(broken, promote("2", key="k1")).steps[0].event["key"]
+    retry = rp.plan(broken, promote("2", key="k1")).steps[0].event["key"]
+    other = rp.plan(broken, promote("2", key="k2")).steps[0].event["key"]
+    assert first == retry != other and first.isalnum()
+
+
+def test_the_planner_imports_neither_mlflow_nor_airflow():
+    import subprocess
+    import sys
+
+    code = "import sys, cmms_pm.registry_plan; print([m for m in ('mlflow', 'airflow') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]

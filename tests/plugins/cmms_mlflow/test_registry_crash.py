@@ -1,0 +1,84 @@
+"""A promotion killed between its two writes (stage changed, alias not moved) is repaired by the next
+write path, which records the repair in the history; a retry of the killed step records it once."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from registry_hosts import run_hosts, worker_logs
+
+from cmms_mlflow import history, promotion, registry
+
+
+def _killed_promotion(tmp_path, client, mlflow_store, model_name, register):
+    """v1 champion; a host promotes v2 and is SIGKILLed right after the stage change. Returns v1, v2."""
+    v1, v2 = register(model_name), register(model_name)
+    promotion.change_stage(
+        client, name=model_name, version=v1, stage="Production", lock_dir=tmp_path / "here",
+        actor="setup", reason="first", at="t0",
+    )  # fmt: skip
+    jobs = [{"rounds": [{"version": v2, "expected": v1}], "kill_after_stage": True}]
+    _, codes = run_hosts(tmp_path / "hosts", tracking_uri=mlflow_store, name=model_name, jobs=jobs)
+    assert codes == [-signal.SIGKILL], worker_logs(tmp_path / "hosts")
+    stages = {str(v.version): v.current_stage for v in client.search_model_versions(f"name = '{model_name}'")}
+    assert stages == {v1: "Archived", v2: "Production"}
+    assert registry.aliases_of(client, model_name) == {"champion": v1}  # left on the archived version
+    return v1, v2
+
+
+def test_the_next_write_repairs_a_promotion_killed_between_stage_and_alias_and_records_it(
+    tmp_path, client, mlflow_store, model_name, register, cross_host_lock
+):
+    v1, v2 = _killed_promotion(tmp_path, client, mlflow_store, model_name, register)
+    # Read paths already serve the Production version and say what is wrong.
+    champion, problems = registry.serving(client, model_name)
+    assert str(champion.version) == v2
+    assert (
+        problems[0] == f"alias champion pointed at v{v1} (Archived): moved to v{v2}, the Production version"
+    )
+
+    v3 = register(model_name)
+    started = time.monotonic()  # the killed host's advisory lock died with it: no wait
+    promotion.change_stage(
+        client, name=model_name, version=v3, stage="Staging", lock_dir=tmp_path / "here",
+        actor="bob", reason="shadow test", at="t2",
+    )  # fmt: skip
+    waited = time.monotonic() - started
+    print(f"the write after the SIGKILLed promotion took {waited:.2f} s, lock included")
+    assert waited < 10
+    assert registry.aliases_of(client, model_name) == {
+        "champion": v2,
+        "previous_champion": v1,
+        "challenger": v3,
+    }
+    registry.check_invariants(client, model_name)
+    staged, repair, first = history.read(client, model_name, limit=10)
+    assert (staged["type"], staged["version"], staged["actor"]) == ("stage_change", v3, "bob")
+    assert (repair["type"], repair["champion_before"], repair["champion_after"]) == ("repair", v1, v2)
+    assert repair["repairs"] == list(problems) and repair["actor"] == "bob"
+    assert (first["type"], first["champion_after"]) == ("promotion", v1)
+
+
+def test_a_retry_of_the_killed_promotion_completes_it_and_records_it_once(
+    tmp_path, client, mlflow_store, model_name, register, cross_host_lock
+):
+    v1, v2 = _killed_promotion(tmp_path, client, mlflow_store, model_name, register)
+
+    def retry():  # what Airflow's retry of the task does: the same request, the same history key
+        return promotion.change_stage(
+            client, name=model_name, version=v2, stage="Production", lock_dir=tmp_path / "here",
+            actor="worker-0", reason="round 0", at="round-0", expected_champion=v1, key="w0r0",
+        )  # fmt: skip
+
+    outcome = retry()
+    assert outcome["unchanged"] is True and outcome["repairs"]
+    retry()
+    assert registry.aliases_of(client, model_name) == {"champion": v2, "previous_champion": v1}
+    events = history.read(client, model_name, limit=10)
+    assert [(e["type"], e["changed"]) for e in events] == [
+        ("promotion", False),
+        ("repair", True),
+        ("promotion", True),
+    ]
+    assert events[0]["key"] == "w0r0" and events[0]["champion_after"] == v2
