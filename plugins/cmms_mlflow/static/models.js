@@ -304,8 +304,9 @@
         ["Data digest", v.dataDigest],
         ["Estimator", v.estimator],
         ["Promoted", v.promotedAt ? `${v.promotedAt} by ${v.promotedBy || "?"}: ${v.promotionReason || ""}` : null],
-        ["Drift", drift ? `${drift.status}, max PSI ${fmt(drift.maxPsi, 3)}${drift.features.length
-          ? `; drifted: ${drift.features.join(", ")}` : ""}` : null],
+        ["Drift", drift && drift.status === "none" ? "not measured (no champion to compare with)"
+          : drift ? `${drift.status}, max PSI ${fmt(drift.maxPsi, 3)}${drift.features.length
+            ? `; drifted: ${drift.features.join(", ")}` : ""}` : null],
         ["Links", el("span", {}, outLink("MLflow version", v.links.mlflowVersion, "new"), " · ",
           outLink("MLflow run", v.links.mlflowRun, "new"), " · ",
           outLink("Airflow run", v.links.airflowRun, "top"))],
@@ -327,8 +328,7 @@
       el("h2", { text: "Plots" }),
       v.plots.length
         ? el("div", { class: "plots" }, v.plots.map((plot) => el("figure", {},
-          el("img", { src: `${API}${versionPath(name, version)}/plots/${encodeURIComponent(plot)}`, alt: plot,
-            loading: "lazy" }),
+          el("img", { src: `${API}${versionPath(name, version)}/plots/${encodeURIComponent(plot)}`, alt: plot }),
           el("figcaption", { text: plot }))))
         : el("p", { class: "muted", text: "No plots." }),
     ];
