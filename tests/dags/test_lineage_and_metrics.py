@@ -12,12 +12,14 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 TRAINING = "predictive_maintenance_training"
 SCORING = "predictive_maintenance_scoring"
 
@@ -71,6 +73,26 @@ def _key(dataset: dict) -> tuple[str, str]:
     return dataset["namespace"], dataset["name"]
 
 
+def _write_graph(events: list[dict], run_ids: set[str]) -> None:
+    """The lineage of one training run and its scoring, as text, for people reading the CI
+    artifacts (test-artifacts/lineage/graph.txt, git-ignored)."""
+    lines = []
+    for event in sorted(events, key=lambda e: e["eventTime"]):
+        if event["run"]["facets"]["airflow"]["dagRun"]["run_id"] not in run_ids:
+            continue
+        show = lambda ds: f"{ds['namespace']} {ds['name']}"  # noqa: E731
+        lines.append(f"{event['job']['name']}")
+        lines += [f"    in : {show(ds)}" for ds in event.get("inputs", [])]
+        lines += [f"    out: {show(ds)}" for ds in event.get("outputs", [])]
+        facet = event["run"]["facets"].get("cmms_mlflow")
+        if facet:
+            lines.append("    run facet cmms_mlflow: " + json.dumps(
+                {k: v for k, v in facet.items() if not k.startswith("_")}, sort_keys=True))  # fmt: skip
+    folder = PROJECT_DIR / "test-artifacts" / "lineage"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "graph.txt").write_text("\n".join(lines) + "\n")
+
+
 def test_a_runs_lineage_connects_source_batch_model_version_and_scoring_output(airflow_cluster, pipeline):
     from mlflow import MlflowClient
 
@@ -116,6 +138,7 @@ def test_a_runs_lineage_connects_source_batch_model_version_and_scoring_output(a
         source, ("job", f"{TRAINING}.extract_data"), batch, ("job", f"{TRAINING}.train_model"), run,
         ("job", f"{TRAINING}.register_model"), model_version, ("job", f"{SCORING}.score_fleet"), predictions,
     ]  # fmt: skip
+    _write_graph(events, {*training, scoring} - {r for r in training if r != trained_by})
     for here, there in zip(path, path[1:], strict=False):
         assert there in edges[here], (here, there, sorted(edges[here]))
 
