@@ -35,6 +35,8 @@ class AirflowCluster:
     env: dict[str, str] = field(repr=False)
     base_url: str
     mlflow_uri: str = ""
+    #: Where the tasks' OpenLineage events land (file transport), when the cluster sets one.
+    lineage_dir: Path | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
     _tokens: dict[str, str] = field(default_factory=dict, repr=False)
 

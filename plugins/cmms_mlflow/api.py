@@ -9,6 +9,13 @@ UI session) and a per-route check against Airflow's own authorization of a DAG:
 * ``POST /models/train``                         trigger the model's training DAG
 * ``POST /models/{name}/versions/{v}/promote``   trigger ``model_promotion``
 
+and the read routes of the Models page (``cmms_mlflow.ui``), which reads only through them:
+
+* ``GET  /models``                               every model whose training DAG you may read
+* ``GET  /models/{name}``                        read the model's training DAG
+* ``GET  /models/{name}/versions/{v}``           read the model's training DAG
+* ``GET  /models/{name}/versions/{v}/plots/{p}`` read the model's training DAG
+
 A model's training DAG is the one its spec builds (``<spec>_training``, the spec whose
 ``registered_model`` is the name); a name no spec claims belongs to ``model_promotion``, the DAG
 that acts on any model. The routes only validate, authorize and translate: the MLflow work is
@@ -27,9 +34,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_authenticated
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cmms_mlflow.model_overview import PLOT_ID_PATTERN
 from cmms_pm.params import OTHER_HYPERPARAMETERS
 from cmms_pm.spec import MODEL_NAME_REGEX, SPEC_NAME_REGEX
 
@@ -45,6 +53,7 @@ PROMOTION_DAG_ID = "model_promotion"
 
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_REGEX, description="Registered model name")]
 Version = Annotated[int, Path(gt=0, le=2_147_483_647, description="Model version (a positive integer)")]
+PlotId = Annotated[str, Path(pattern=f"^{PLOT_ID_PATTERN}$", description="A plot of the run, e.g. 'drift'")]
 
 app = FastAPI(
     title="CMMS model API",
@@ -403,3 +412,164 @@ def _announce_champion(name: str, version: str, tags: dict[str, str]) -> None:
             source_is_api=True,
             session=session,
         )
+
+
+# --- read routes of the Models page ----------------------------------------------------------
+
+
+def _allowed(
+    request: Request, user: Any, method: str, access_entity: DagAccessEntity | None, dag_id: str
+) -> bool:
+    """Whether Airflow's own DAG authorization lets ``user`` do ``method`` on ``dag_id``."""
+    try:
+        requires_access_dag(method, access_entity, param_dag_id=dag_id)(request, user)
+    except HTTPException as err:
+        if err.status_code == status.HTTP_403_FORBIDDEN:
+            return False
+        raise
+    return True
+
+
+def requires_access_some_model_dag(method: str, access_entity: DagAccessEntity | None = None) -> Any:
+    """For the routes about every model (the list, the page itself): the user may ``method`` at least
+    one model's training DAG; the list then holds only those models (:func:`_readable_specs`)."""
+
+    async def inner(request: Request, user: GetUserDep) -> None:
+        if not any(_allowed(request, user, method, access_entity, s.training_dag_id) for s in _specs()):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden: you may read no model's DAG")
+
+    return inner
+
+
+def _readable_specs(request: Request, user: Any) -> list[Any]:
+    return [s for s in _specs() if _allowed(request, user, "GET", None, s.training_dag_id)]
+
+
+def _airflow_url(path: str) -> str:
+    """A page of this Airflow's UI (``[api] base_url`` + ``path``)."""
+    from airflow.configuration import conf
+
+    return conf.get("api", "base_url", fallback="").rstrip("/") + path
+
+
+def _dag_url(dag_id: str, run_id: str | None = None) -> str:
+    from urllib.parse import quote
+
+    path = f"/dags/{quote(dag_id, safe='')}"
+    return _airflow_url(path + (f"/runs/{quote(run_id, safe='')}" if run_id else ""))
+
+
+def _last_runs(dag_id: str, limit: int = 5) -> list[dict[str, Any]]:
+    """The latest runs of ``dag_id`` (state, when, link), newest first."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.run_after.desc()).limit(limit)
+    with create_session() as session:
+        return [
+            {
+                "runId": run.run_id,
+                "state": str(getattr(run.state, "value", run.state)),
+                "runAfter": run.run_after.isoformat() if run.run_after else None,
+                "runType": str(getattr(run.run_type, "value", run.run_type)),
+                "url": _dag_url(dag_id, run.run_id),
+            }
+            for run in session.scalars(query)
+        ]
+
+
+def _permissions(request: Request, user: Any, spec: Any | None) -> dict[str, bool]:
+    """What the page may offer this user: each action's button shows only if its route would allow it."""
+    promote = _allowed(request, user, "POST", DagAccessEntity.RUN, PROMOTION_DAG_ID)
+    train = spec is not None and _allowed(request, user, "POST", DagAccessEntity.RUN, spec.training_dag_id)
+    # Seam: approvals (human-in-the-loop) are not available yet; the page shows the gap.
+    return {"promote": promote, "rollback": promote, "train": train, "approve": False}
+
+
+def _model_row(client: Any, name: str, spec: Any | None, request: Request, user: Any) -> dict[str, Any]:
+    from cmms_mlflow.model_overview import model_summary
+
+    row: dict[str, Any] = {"name": name, **model_summary(client, _hook(), name)}
+    row["spec"] = None
+    if spec is not None:
+        row["spec"] = {
+            "name": spec.name,
+            "description": spec.description,
+            "trainingDagId": spec.training_dag_id,
+            "scoringDagId": spec.scoring_dag_id,
+            "trainingDagUrl": _dag_url(spec.training_dag_id),
+            "scoringDagUrl": _dag_url(spec.scoring_dag_id),
+            "promotionMetric": spec.promotion["metric"],
+            "threshold": spec.promotion["threshold"],
+        }
+        row["trainingRuns"] = _last_runs(spec.training_dag_id)
+    row["permissions"] = _permissions(request, user, spec)
+    row["promotionDagUrl"] = _dag_url(PROMOTION_DAG_ID)
+    return row
+
+
+@app.get("/models", dependencies=[Depends(requires_access_some_model_dag("GET"))])
+def list_models(request: Request, user: GetUserDep) -> dict[str, Any]:
+    """One row per model spec whose training DAG you may read: champion, challenger, decisions,
+    drift, pending approvals, links, and which actions you may take."""
+    specs = _readable_specs(request, user)
+    with _mlflow("*") as client:
+        rows = [_model_row(client, spec.registered_model, spec, request, user) for spec in specs]
+    return {"models": rows, "mlflowUiUrl": _hook().ui_url}
+
+
+@app.get("/models/{name}", dependencies=[Depends(requires_access_model_dag("GET"))])
+def get_model(name: ModelName, request: Request, user: GetUserDep) -> dict[str, Any]:
+    """The Models page's row of one registered model (404 if the registry does not know it)."""
+    from cmms_mlflow import registry
+    from cmms_mlflow.exceptions import model_not_found
+
+    spec = next((s for s in _specs() if s.registered_model == name), None)
+    with _mlflow(name) as client:
+        if not registry.model_exists(client, name):
+            raise model_not_found(name)
+        return _model_row(client, name, spec, request, user)
+
+
+@app.get("/models/{name}/versions/{version}", dependencies=[Depends(requires_access_model_dag("GET"))])
+def get_model_version(name: ModelName, version: Version, request: Request, user: GetUserDep) -> dict:
+    """One version: stage, aliases, metrics, its decision record, its plots' ids, links."""
+    from cmms_mlflow.model_overview import version_detail
+    from cmms_mlflow.promotion import existing_version
+
+    spec = next((s for s in _specs() if s.registered_model == name), None)
+    with _mlflow(name) as client:
+        existing_version(client, name, str(version))
+        detail = version_detail(client, _hook(), name, str(version))
+    detail["permissions"] = _permissions(request, user, spec)
+    return detail
+
+
+@app.get(
+    "/models/{name}/versions/{version}/plots/{plot}",
+    dependencies=[Depends(requires_access_model_dag("GET"))],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_model_version_plot(name: ModelName, version: Version, plot: PlotId) -> Response:
+    """A PNG plot of the version's training run, by id (``evaluation.roc_curve``, ``drift``, ...):
+    the id is looked up in the run's own artifact listing; no path from the request is used."""
+    from cmms_mlflow.exceptions import ModelNotFoundError
+    from cmms_mlflow.model_overview import plot_paths, read_artifact
+    from cmms_mlflow.promotion import existing_version
+
+    with _mlflow(name) as client:
+        mv = existing_version(client, name, str(version))
+        paths = plot_paths(client, mv.run_id) if mv.run_id else {}
+        if plot not in paths:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {plot!r} for {name!r} version {version}")
+        try:
+            content = read_artifact(client, mv.run_id, paths[plot])
+        except OSError as err:
+            raise ModelNotFoundError(f"plot {plot!r} of {name!r} version {version} is unreadable") from err
+    return Response(
+        content,
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )

@@ -2,13 +2,16 @@
 
 LocalExecutor, PostgreSQL metadata (the suite's throwaway server) and an embedded MLflow store
 of its own; started once per session on first use by the ``start_airflow`` factory
-(tests/conftest.py) and stopped at the end.
+(tests/conftest.py) and stopped at the end. Its tasks report lineage through OpenLineage's file
+transport (``<home>/openlineage/``) and metrics to a StatsD receiver on 127.0.0.1 (``statsd``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,13 +31,53 @@ CLUSTER_SPECS = (
 )
 
 
+#: The MLflow UI the cluster's links and its navigation entry point at (no server runs there).
+MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+
+class StatsdReceiver:
+    """A StatsD server in miniature: a UDP socket on 127.0.0.1 that keeps every line it receives."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.port = 0
+        self._sock: socket.socket | None = None
+
+    def start(self) -> StatsdReceiver:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._receive, name="statsd-receiver", daemon=True).start()
+        return self
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(65535)
+            except OSError:  # closed
+                return
+            self.lines.extend(line for line in data.decode(errors="replace").splitlines() if line)
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+
 @pytest.fixture(scope="session")
-def airflow_cluster(tmp_path_factory, start_airflow, postgres_server):
+def statsd():
+    receiver = StatsdReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_cluster(tmp_path_factory, start_airflow, postgres_server, statsd):
     mlflow_uri = f"sqlite:///{tmp_path_factory.mktemp('cluster-mlflow') / 'mlflow.db'}"
     models = tmp_path_factory.mktemp("cluster-models")
     for spec in CLUSTER_SPECS:
         shutil.copy(spec, models)
-    return start_airflow(
+    lineage = tmp_path_factory.mktemp("cluster-openlineage")
+    cluster = start_airflow(
         "airflow-cluster",
         env={
             "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": mlflow_uri}),
@@ -44,6 +87,19 @@ def airflow_cluster(tmp_path_factory, start_airflow, postgres_server):
             # is the cluster's, see start_airflow), as production configures it; required here.
             "AIRFLOW_CONN_CMMS_REGISTRY_LOCK": f"postgres://postgres@127.0.0.1:{postgres_server.port}/airflow_cluster",
             "CMMS_REGISTRY_LOCK": "postgres",
+            "CMMS_MLFLOW_UI_URL": MLFLOW_UI_URL,
+            # OpenLineage: one JSON file per event (file transport, append off).
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "log_file_path": str(lineage / "event"), "append": False}
+            ),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "cmms-test-cluster",
+            # Airflow's StatsD metrics (its own and the pipeline's) to the receiver above.
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
         },
         mlflow_uri=mlflow_uri,
     )
+    cluster.lineage_dir = lineage
+    return cluster

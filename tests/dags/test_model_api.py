@@ -79,10 +79,59 @@ def test_anonymous_callers_get_401_on_every_route(airflow_cluster, registry_only
         ("POST", _promote_path(name, v1), {"stage": "Production", "reason": "anonymous"}),
         # Invalid input is still 401: authentication comes before validation.
         ("POST", _promote_path("bad$name", 0), {"stage": "Gold"}),
+        # The Models page's read routes.
+        ("GET", f"{ML}/models", None),
+        ("GET", f"{ML}/models/{name}", None),
+        ("GET", f"{ML}/models/{name}/versions/{v1}", None),
+        ("GET", f"{ML}/models/{name}/versions/{v1}/plots/drift", None),
     ]
     for method, path, body in calls:
         status, answer = airflow_cluster.request(method, path, body, auth=False)
         assert status == 401, (method, path, status, answer)
+
+
+def _get_page(cluster, path: str, user: str | None) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of a page of the api-server, as ``user`` (anonymous if None)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(cluster.base_url + path)
+    if user is not None:
+        req.add_header("Authorization", f"Bearer {cluster.token(user)}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_the_models_page_needs_a_login_and_allows_no_inline_script(airflow_cluster):
+    for path in ("/cmms-ui/models/", "/cmms-ui/static/models.js", "/cmms-ui/models/pm/versions/1"):
+        assert _get_page(airflow_cluster, path, None)[0] == 401, path
+    status, headers, body = _get_page(airflow_cluster, "/cmms-ui/models/", "viewer")
+    assert status == 200 and b'<table' not in body and b"models.js" in body
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'self'" in csp
+    assert _get_page(airflow_cluster, "/cmms-ui/static/..%2F..%2Fapi.py", "viewer")[0] in (404, 422)
+
+
+def test_the_read_routes_answer_what_the_registry_holds(airflow_cluster, registry_only_model):
+    name, v1, v2 = registry_only_model
+    status, row = airflow_cluster.request("GET", f"{ML}/models/{name}", user="viewer")
+    assert status == 200, row
+    assert row["champion"]["version"] == v1 and row["spec"] is None  # no spec owns this model
+    assert row["permissions"] == {"promote": False, "rollback": False, "train": False, "approve": False}
+    assert airflow_cluster.request("GET", f"{ML}/models/{name}", user="operator")[1]["permissions"]["promote"]
+    status, version = airflow_cluster.request("GET", f"{ML}/models/{name}/versions/{v2}", user="viewer")
+    assert status == 200 and version["version"] == v2 and version["plots"] == [], version
+    assert airflow_cluster.request("GET", f"{ML}/models/{name}/versions/999")[0] == 404
+    assert airflow_cluster.request("GET", f"{ML}/models/{name}/versions/{v1}/plots/drift")[0] == 404
+    assert airflow_cluster.request("GET", f"{ML}/models/{name}/versions/{v1}/plots/..%2Fmlflow.db")[0] in (
+        404, 422,
+    )  # fmt: skip
+    status, listing = airflow_cluster.request("GET", f"{ML}/models", user="viewer")
+    assert status == 200, listing
+    assert {m["name"] for m in listing["models"]} == {"predictive_maintenance_rf", "ai4i_hgb"}  # the specs
 
 
 def test_a_viewer_can_read_but_gets_403_on_train_and_promote(airflow_cluster, registry_only_model):

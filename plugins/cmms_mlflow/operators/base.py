@@ -49,7 +49,28 @@ _PERMANENT_ERROR_CODES = frozenset(
 )
 
 
-class MlflowBaseOperator(BaseOperator):
+class LineageMixin:
+    """OpenLineage: the provider's listener calls these before and after ``execute``; each operator
+    says what it read and wrote in :meth:`openlineage` (built with :mod:`cmms_mlflow.lineage`).
+
+    ``lineage_result`` is what ``execute`` returned (``None`` before it ran): the datasets that only
+    exist once the task ran (the MLflow run, the version) are reported on completion.
+    """
+
+    lineage_result: Any = None
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        return self.openlineage(None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        return self.openlineage(self.lineage_result)
+
+    def openlineage(self, result: Any) -> Any:
+        """``OperatorLineage`` of this task, or None when it reads and writes no dataset."""
+        return None
+
+
+class MlflowBaseOperator(LineageMixin, BaseOperator):
     """Holds ``mlflow_conn_id``, the cached :class:`MlflowHook` and MLflow error translation.
 
     Subclasses implement :meth:`execute_mlflow`, which runs inside :meth:`MlflowHook.session`.
@@ -71,7 +92,8 @@ class MlflowBaseOperator(BaseOperator):
 
         with self.hook.session() as client:
             try:
-                return self.execute_mlflow(client, context)
+                self.lineage_result = self.execute_mlflow(client, context)
+                return self.lineage_result
             except MlflowException as err:
                 code = getattr(err, "error_code", "")
                 if code in _PERMANENT_ERROR_CODES:
@@ -85,6 +107,11 @@ class MlflowBaseOperator(BaseOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> Any:
         raise NotImplementedError
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI (read once by ``execute``; no connection lookup after that)."""
+        return self.hook.settings.tracking_uri
 
     def airflow_ref(self, context: Context) -> dict[str, str]:
         """The task instance making a registry change (who, in the model's history)."""

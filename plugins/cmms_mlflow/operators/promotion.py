@@ -104,4 +104,20 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
             self.model_name, outcome["version"], outcome["previous_stage"], outcome["stage"],
             outcome["champion_before"], outcome["replaced"], outcome["actor"], self.reason,
         )  # fmt: skip
+        if not outcome["unchanged"]:
+            from cmms_mlflow import metrics
+
+            metrics.decision(self.model_name, outcome["kind"])
         return outcome
+
+    def openlineage(self, result: dict[str, Any] | None) -> Any:
+        """Moves one version: reads and writes it."""
+        if result is None:
+            return None
+        from cmms_mlflow import lineage
+
+        mv = lineage.model_version(self.tracking_uri, self.model_name, result["version"])
+        return lineage.operator_lineage(
+            [mv], [mv], tracking_uri=self.tracking_uri, modelName=self.model_name,
+            modelVersion=result["version"], decision=f"{result['kind']}:{result['stage']}",
+        )  # fmt: skip

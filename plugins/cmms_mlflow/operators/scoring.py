@@ -179,4 +179,30 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 name, version, summary["units"], summary["at_risk"], threshold, summary["flagged"], out,
             )  # fmt: skip
             results.append({**summary, "predictions_uri": out, "mlflow_run_id": run_id})
+            from cmms_mlflow import metrics
+
+            metrics.scoring(
+                name, scored=summary["units"], at_risk=summary["at_risk"], flagged=summary["flagged"]
+            )
         return results
+
+    def openlineage(self, result: list[dict[str, Any]] | None) -> Any:
+        """Reads the scoring source and each champion; writes predictions and a summary run each."""
+        if not result:
+            return None
+        from cmms_mlflow import lineage
+
+        source = dict(self.model_spec.scoring["source"])
+        kind = {"synthetic": "synthetic", "sql": "sql"}.get(source["kind"]) or source["path"]
+        read = lineage.source(kind, f"{self.model_spec.name}/fleet", source)
+        uri = self.tracking_uri
+        inputs, outputs = [read], []
+        for scored in result:
+            inputs.append(lineage.model_version(uri, scored["model_name"], scored["model_version"]))
+            outputs.append(lineage.file(scored["predictions_uri"]))
+            outputs.append(lineage.mlflow_run(uri, scored["mlflow_run_id"]))
+        first = result[0]
+        return lineage.operator_lineage(
+            inputs, outputs, tracking_uri=uri, runId=first["mlflow_run_id"], modelName=first["model_name"],
+            modelVersion=first["model_version"],
+        )  # fmt: skip

@@ -85,6 +85,20 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.log.info("MLflow run %s: validation F1 %.4f", result["run_id"], result["metrics"]["f1"])
         return result
 
+    def openlineage(self, result: TrainingResult | None) -> Any:
+        """Reads the batch; writes the MLflow run (params, metrics, plots, the logged model)."""
+        from cmms_mlflow import lineage
+
+        if result is None:
+            return lineage.operator_lineage([lineage.batch(self.dataset)], dataDigest=self.dataset["digest"])
+        return lineage.operator_lineage(
+            [lineage.batch(self.dataset)],
+            [lineage.mlflow_run(self.tracking_uri, result["run_id"])],
+            tracking_uri=self.tracking_uri,
+            runId=result["run_id"],
+            dataDigest=self.dataset["digest"],
+        )
+
 
 def _check_tags(checks: DataReport | None) -> dict[str, str]:
     """Run tags (copied to the model version) that say how the batch compared with the champion's."""
@@ -137,6 +151,22 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
         self.push_model_version_link(context, self.model_name, version.version)
         return {"name": self.model_name, "version": str(version.version), "run_id": self.training["run_id"]}
 
+    def openlineage(self, result: dict[str, Any] | None) -> Any:
+        """Reads the MLflow run (its logged model); writes the new model version."""
+        if result is None:
+            return None
+        from cmms_mlflow import lineage
+
+        uri = self.tracking_uri
+        return lineage.operator_lineage(
+            [lineage.mlflow_run(uri, result["run_id"])],
+            [lineage.model_version(uri, result["name"], result["version"], result["run_id"])],
+            tracking_uri=uri,
+            runId=result["run_id"],
+            modelName=result["name"],
+            modelVersion=result["version"],
+        )
+
 
 class MlflowTransitionModelOperator(MlflowBaseOperator):
     """Move a version to a stage; the matching alias moves with it (see ``registry.transition``)."""
@@ -178,6 +208,18 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
             )
         self.push_model_version_link(context, self.model_name, version)
         return changes
+
+    def openlineage(self, result: dict[str, Any] | None) -> Any:
+        """Moves the version to a stage: reads and writes that version."""
+        if result is None:
+            return None
+        from cmms_mlflow import lineage
+
+        version = str(self.version)
+        mv = lineage.model_version(self.tracking_uri, self.model_name, version)
+        return lineage.operator_lineage(
+            [mv], [mv], tracking_uri=self.tracking_uri, modelName=self.model_name, modelVersion=version
+        )
 
 
 class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
@@ -236,7 +278,33 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                 **load_options(self.model_spec),
             )
         self.push_model_version_link(context, self.model_name, str(self.version))
+        from cmms_mlflow import metrics
+
+        champion = record.get("champion_metrics") or {}
+        metrics.holdout_f1(self.model_name, record["challenger_metrics"].get("f1"), champion.get("f1"))
         return record
+
+    def openlineage(self, result: DecisionRecord | None) -> Any:
+        """Reads the holdout split of the batch, the challenger and the champion; writes the
+        challenger's decision (tags and ``validation/decision.json``)."""
+        if result is None:
+            return None
+        from cmms_mlflow import lineage
+
+        uri = self.tracking_uri
+        challenger = lineage.model_version(uri, self.model_name, result["challenger_version"])
+        inputs = [lineage.batch_of_split(self.holdout_uri), challenger]
+        if result.get("champion_version"):
+            inputs.append(lineage.model_version(uri, self.model_name, result["champion_version"]))
+        return lineage.operator_lineage(
+            inputs,
+            [challenger],
+            tracking_uri=uri,
+            runId=result.get("challenger_run_id"),
+            modelName=self.model_name,
+            modelVersion=result["challenger_version"],
+            decision=result["decision"],
+        )
 
 
 class MlflowDecisionOperator(MlflowBaseOperator):
@@ -255,6 +323,27 @@ class MlflowDecisionOperator(MlflowBaseOperator):
         self.model_name = model_name
         self.validation = validation
         self.spec = spec
+
+    #: Whether the step writes the challenger (promote, reject) or only reads it (report).
+    writes_version: ClassVar[bool] = True
+
+    def openlineage(self, result: dict[str, Any] | None) -> Any:
+        """Reads the validated challenger; promote and reject write its new stage."""
+        if result is None:
+            return None
+        from cmms_mlflow import lineage
+
+        version = str(self.validation["challenger_version"])
+        mv = lineage.model_version(self.tracking_uri, self.model_name, version)
+        return lineage.operator_lineage(
+            [mv],
+            [mv] if self.writes_version else [],
+            tracking_uri=self.tracking_uri,
+            runId=self.validation.get("challenger_run_id"),
+            modelName=self.model_name,
+            modelVersion=version,
+            decision=result.get("decision"),
+        )
 
 
 class MlflowPromoteModelOperator(MlflowDecisionOperator):
@@ -285,6 +374,9 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
                 load_options=load_options(ModelSpec.from_dict(self.spec)) if self.spec else None,
             )
         self.push_model_version_link(context, self.model_name, outcome["version"])
+        from cmms_mlflow import metrics
+
+        metrics.decision(self.model_name, "promoted" if outcome["decision"] == "promote" else "rejected")
         champion = registry.get_champion(client, self.model_name)
         self.announce_champion(
             context,
@@ -314,11 +406,16 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
             airflow=self.airflow_ref(context),
         )
         self.push_model_version_link(context, self.model_name, version)
-        return changes
+        from cmms_mlflow import metrics
+
+        metrics.decision(self.model_name, "rejected")
+        return {**changes, "decision": "reject"}
 
 
 class MlflowModelReportOperator(MlflowDecisionOperator):
     """Log a readable summary of what the run did to the registry and return it."""
+
+    writes_version: ClassVar[bool] = False
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.model_evaluation import recorded_decision

@@ -1,4 +1,5 @@
-"""Every route of the model API carries Airflow authentication and a DAG-level authorization.
+"""Every route of the model API and of the Models page carries Airflow authentication and a
+DAG-level authorization.
 
 Airflow mounts plugin FastAPI apps without authentication: a route that forgets its
 dependency answers anonymous callers. This walks the app's routes instead of trusting a list.
@@ -14,8 +15,9 @@ import sys
 
 import pytest
 
-#: Airflow's DAG authorization, and ours that picks the DAG owning the model of the request.
-DAG_CHECKS = ("requires_access_dag.", "requires_access_model_dag.")
+#: Airflow's DAG authorization, ours that picks the DAG owning the model of the request, and ours
+#: for the routes about every model (the user may read at least one model's DAG).
+DAG_CHECKS = ("requires_access_dag.", "requires_access_model_dag.", "requires_access_some_model_dag.")
 
 
 def _calls(dependant) -> list:
@@ -34,12 +36,19 @@ def app():
     return app
 
 
-def test_every_route_requires_an_authenticated_user_and_a_dag_permission(app):
+@pytest.fixture(scope="module", params=["cmms_mlflow.api", "cmms_mlflow.ui"])
+def any_app(request):
+    import importlib
+
+    return importlib.import_module(request.param).app
+
+
+def test_every_route_requires_an_authenticated_user_and_a_dag_permission(any_app):
     from airflow.api_fastapi.core_api.security import get_user
     from fastapi.routing import APIRoute
 
-    assert app.routes, "the app has no routes"
-    for route in app.routes:
+    assert any_app.routes, "the app has no routes"
+    for route in any_app.routes:
         assert isinstance(route, APIRoute), f"{route.path}: not an APIRoute, so no dependencies ({route!r})"
         calls = _calls(route.dependant)
         assert get_user in calls, f"{route.path} {route.methods}: no Airflow authentication"
@@ -50,20 +59,25 @@ def test_every_route_requires_an_authenticated_user_and_a_dag_permission(app):
 def test_write_routes_need_the_run_permission_of_the_dag_they_act_for(app):
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 
-    model_dag, promotion = "the model's DAG", "model_promotion"
+    model_dag, promotion, some = "the model's DAG", "model_promotion", "some model's DAG"
     expected = {
         ("GET", "/models/{name}/production"): ("GET", None, model_dag),
         ("GET", "/models/{name}/history"): ("GET", None, model_dag),
         ("POST", "/models/train"): ("POST", DagAccessEntity.RUN, model_dag),
         ("POST", "/models/{name}/versions/{version}/promote"): ("POST", DagAccessEntity.RUN, promotion),
+        ("GET", "/models"): ("GET", None, some),
+        ("GET", "/models/{name}"): ("GET", None, model_dag),
+        ("GET", "/models/{name}/versions/{version}"): ("GET", None, model_dag),
+        ("GET", "/models/{name}/versions/{version}/plots/{plot}"): ("GET", None, model_dag),
     }
     seen = {}
     for route in app.routes:
         for call in _calls(route.dependant):
             if getattr(call, "__qualname__", "").startswith(DAG_CHECKS):
                 closure = inspect.getclosurevars(call).nonlocals
+                owner = some if call.__qualname__.startswith("requires_access_some") else model_dag
                 seen[(next(iter(route.methods)), route.path)] = (
-                    closure["method"], closure["access_entity"], closure.get("param_dag_id", model_dag),
+                    closure["method"], closure["access_entity"], closure.get("param_dag_id", owner),
                 )  # fmt: skip
     assert seen == expected
 
@@ -90,13 +104,34 @@ def test_a_busy_or_unreachable_model_lock_is_a_503_that_says_nothing_changed():
         assert caught.value.headers == {"Retry-After": "5"}
 
 
-def test_the_app_serves_no_unauthenticated_docs(app):
-    assert (app.docs_url, app.redoc_url, app.openapi_url) == (None, None, None)
+
+def test_the_models_page_needs_read_access_to_some_models_dag_on_every_route():
+    from cmms_mlflow.ui import app
+
+    for route in app.routes:
+        names = [getattr(c, "__qualname__", "") for c in _calls(route.dependant)]
+        assert any(n.startswith("requires_access_some_model_dag.") for n in names), route.path
 
 
-def test_importing_the_api_imports_no_mlflow_sklearn_or_pandas():
+def test_the_apps_serve_no_unauthenticated_docs(any_app):
+    assert (any_app.docs_url, any_app.redoc_url, any_app.openapi_url) == (None, None, None)
+
+
+def test_plot_ids_cannot_name_a_path():
+    from pydantic import TypeAdapter, ValidationError
+
+    from cmms_mlflow.api import PlotId
+
+    route_param = TypeAdapter(PlotId)  # the route's own validation of the path parameter
+    assert route_param.validate_python("evaluation.roc_curve") and route_param.validate_python("drift")
+    for bad in ("../mlflow.db", "evaluation/roc_curve.png", "a.b.c", "x" * 65, "drift\n", "%2e%2e", ""):
+        with pytest.raises(ValidationError):
+            route_param.validate_python(bad)
+
+
+def test_importing_the_api_and_the_page_imports_no_mlflow_sklearn_or_pandas():
     code = (
-        "import sys, cmms_mlflow.api; "
+        "import sys, cmms_mlflow.api, cmms_mlflow.ui; "
         "heavy = ('mlflow', 'sklearn', 'pandas', 'pyarrow'); "
         "print('heavy:' + ','.join(m for m in heavy if m in sys.modules))"
     )

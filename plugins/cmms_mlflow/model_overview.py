@@ -1,0 +1,224 @@
+"""What the Models page shows about one registered model, read from the registry (never written).
+
+The model API's read routes (``cmms_mlflow.api``) return these views, and the page reads only
+those routes, so the page and the API cannot disagree. Writes stay in ``registry``/``promotion``.
+
+Two seams for work that is landing elsewhere:
+
+* :func:`recent_decisions` reads the decisions from the versions' tags (``validation_status``,
+  ``decision_reason``, ``promotion_reason``, ...): one entry per version, the latest state of each.
+  When the append-only model history lands, it becomes a read of that history.
+* :func:`pending_approvals` answers ``None`` ("not available") until human approval lands; the
+  page then shows the gap instead of an empty list.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from cmms_mlflow import registry
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from cmms_mlflow.hooks import MlflowHook
+
+#: How many decisions a model's row shows.
+DECISIONS_LIMIT = 10
+#: Where the plots of a training run live, and the one drift plot of its data checks.
+EVALUATION_DIR = "evaluation"
+DRIFT_PLOT = "data_checks/drift.png"
+#: A plot's id in a URL: ``evaluation.roc_curve``, ``drift``; resolved against the run's own
+#: artifact listing, so no path from a request ever reaches the artifact store.
+PLOT_ID_PATTERN = r"[a-z0-9_]{1,64}(\.[a-z0-9_]{1,64})?"
+PLOT_ID = re.compile(PLOT_ID_PATTERN)
+HOLDOUT_METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
+DECISIONS_SOURCE = "version tags"
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _iso_from_ms(ms: int | None) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
+
+
+def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of ``name``, newest first (tags included)."""
+    versions = client.search_model_versions("name = '{}'".format(name.replace("'", "\\'")))
+    return sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+def drift_of(tags: dict[str, str]) -> dict[str, Any] | None:
+    """The drift tags of a version (set by training from validate_data's report), or None."""
+    if not tags.get("drift_status"):
+        return None
+    return {
+        "status": tags["drift_status"],
+        "maxPsi": _float(tags.get("drift_max_psi")),
+        "threshold": _float(tags.get("drift_threshold")),
+        "action": tags.get("drift_action") or None,
+        "features": [f for f in (tags.get("drift_features") or "").split(",") if f],
+    }
+
+
+def decision_of(mv: ModelVersion) -> dict[str, Any] | None:
+    """What was decided about one version, from its tags; None for a version nobody decided on."""
+    tags = dict(mv.tags)
+    status = tags.get("validation_status")
+    kind = tags.get("promotion_kind")
+    if not status and not kind and not tags.get("stage_changed_at"):
+        return None
+    if tags.get("promoted_at") and kind == "rollback":
+        decision, reason = "rolled back to", tags.get("promotion_reason")
+    elif tags.get("promoted_at"):
+        decision, reason = "promoted", tags.get("promotion_reason") or tags.get("decision_reason")
+    elif status == "rejected":
+        decision, reason = "rejected", tags.get("rejection_reason") or tags.get("decision_reason")
+    elif tags.get("stage_changed_at"):
+        decision, reason = f"moved to {mv.current_stage}", tags.get("stage_change_reason")
+    else:
+        decision, reason = status or "pending", tags.get("decision_reason")
+    return {
+        "version": str(mv.version),
+        "decision": decision,
+        "kind": kind or ("pipeline" if status else "manual"),
+        "reason": reason or "",
+        "at": tags.get("promoted_at") or tags.get("stage_changed_at") or _iso_from_ms(mv.creation_timestamp),
+        "by": tags.get("promoted_by") or tags.get("stage_changed_by") or tags.get("airflow.dag_id") or "",
+        "challengerF1": _float(tags.get("validation_f1")),
+        "championF1": _float(tags.get("champion_f1")),
+        "championVersion": tags.get("champion_version") or None,
+        "stage": mv.current_stage,
+    }
+
+
+def recent_decisions(versions: list[ModelVersion], limit: int = DECISIONS_LIMIT) -> list[dict[str, Any]]:
+    """The last ``limit`` decisions, newest version first (seam: the model history replaces this)."""
+    decisions = (decision_of(mv) for mv in versions)
+    return [d for d in decisions if d is not None][:limit]
+
+
+def pending_approvals(name: str) -> list[dict[str, Any]] | None:
+    """Promotions waiting for a person's approval; ``None``: approvals are not available yet."""
+    return None
+
+
+def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, aliases: dict) -> dict[str, Any]:
+    """One version as the page shows it: stage, aliases, holdout metrics, decision, drift, links."""
+    tags = dict(mv.tags)
+    run = client.get_run(mv.run_id) if mv.run_id else None
+    experiment_id = run.info.experiment_id if run is not None else None
+    version = str(mv.version)
+    return {
+        "version": version,
+        "stage": mv.current_stage,
+        "aliases": sorted(a for a, v in aliases.items() if v == version),
+        "runId": mv.run_id or None,
+        "createdAt": _iso_from_ms(mv.creation_timestamp),
+        "holdout": {m: _float(tags.get(f"validation_{m}")) for m in HOLDOUT_METRICS},
+        "validationMetrics": dict(run.data.metrics) if run is not None else {},
+        "championF1AtValidation": _float(tags.get("champion_f1")),
+        "championVersionAtValidation": tags.get("champion_version") or None,
+        "status": tags.get("validation_status") or None,
+        "reason": tags.get("decision_reason") or tags.get("rejection_reason") or "",
+        "dataVersion": tags.get("data_version") or None,
+        "dataDigest": tags.get("data_digest") or None,
+        "estimator": tags.get("estimator") or None,
+        "promotedAt": tags.get("promoted_at") or None,
+        "promotedBy": tags.get("promoted_by") or None,
+        "promotionReason": tags.get("promotion_reason") or None,
+        "drift": drift_of(tags),
+        "links": {
+            "mlflowVersion": hook.model_version_url(mv.name, version),
+            "mlflowRun": hook.run_url(experiment_id, mv.run_id) if experiment_id else None,
+            "airflowRun": tags.get("airflow.run_url") or None,
+        },
+    }
+
+
+def model_summary(client: MlflowClient, hook: MlflowHook, name: str, limit: int = DECISIONS_LIMIT) -> dict:
+    """Champion, challenger (or the last candidate), decisions, drift and approvals of ``name``."""
+    if not registry.model_exists(client, name):
+        return {"registered": False, "champion": None, "challenger": None, "lastCandidate": None,
+                "previousChampion": None, "decisions": [], "decisionsSource": DECISIONS_SOURCE,
+                "drift": None, "pendingApprovals": pending_approvals(name), "versions": 0,
+                "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
+    versions = all_versions(client, name)
+    aliases = registry.aliases_of(client, name)
+    by_number = {str(v.version): v for v in versions}
+    champion = by_number.get(aliases.get(registry.CHAMPION, ""))
+    if champion is None:  # stages and aliases agree when the registry is healthy; fall back to the stage
+        champion = next((v for v in versions if v.current_stage == "Production"), None)
+    challenger = by_number.get(aliases.get(registry.CHALLENGER, ""))
+    candidate = next((v for v in versions if champion is None or v.version != champion.version), None)
+    drifted = next((v for v in versions if drift_of(dict(v.tags))), None)
+    drift = drift_of(dict(drifted.tags)) if drifted is not None else None
+    if drift is not None:
+        drift["version"] = str(drifted.version)
+    return {
+        "registered": True,
+        "versions": len(versions),
+        "champion": version_view(client, hook, champion, aliases) if champion is not None else None,
+        "challenger": version_view(client, hook, challenger, aliases) if challenger is not None else None,
+        "lastCandidate": (
+            version_view(client, hook, candidate, aliases)
+            if candidate is not None and challenger is None
+            else None
+        ),  # fmt: skip
+        "previousChampion": aliases.get(registry.PREVIOUS_CHAMPION),
+        "decisions": recent_decisions(versions, limit),
+        "decisionsSource": DECISIONS_SOURCE,
+        "drift": drift,
+        "pendingApprovals": pending_approvals(name),
+        "links": {"mlflowModel": _model_url(hook, name)},
+    }
+
+
+def _model_url(hook: MlflowHook, name: str) -> str:
+    return f"{hook.ui_url}/#/models/{quote(name, safe='')}"
+
+
+def plot_paths(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """``{plot id: artifact path}`` of a training run's PNG plots, from its own artifact listing."""
+    plots: dict[str, str] = {}
+    for info in client.list_artifacts(run_id, EVALUATION_DIR):
+        stem = Path(info.path).stem
+        if not info.is_dir and info.path.endswith(".png") and PLOT_ID.fullmatch(stem):
+            plots[f"{EVALUATION_DIR}.{stem}"] = info.path
+    if any(i.path == DRIFT_PLOT for i in client.list_artifacts(run_id, str(Path(DRIFT_PLOT).parent))):
+        plots["drift"] = DRIFT_PLOT
+    return plots
+
+
+def read_artifact(client: MlflowClient, run_id: str, path: str) -> bytes:
+    """The bytes of one artifact of ``run_id`` (``path`` comes from :func:`plot_paths`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
+
+
+def version_detail(client: MlflowClient, hook: MlflowHook, name: str, version: str) -> dict[str, Any]:
+    """One version with its decision record (``validation/decision.json``) and its plots' ids."""
+    from cmms_mlflow.model_evaluation import recorded_decision
+
+    mv = client.get_model_version(name, version)
+    aliases = registry.aliases_of(client, name)
+    view = version_view(client, hook, mv, aliases)
+    view["name"] = name
+    view["description"] = mv.description or ""
+    view["decisionRecord"] = recorded_decision(client, mv.run_id) if mv.run_id else None
+    view["decision"] = decision_of(mv)
+    view["plots"] = sorted(plot_paths(client, mv.run_id)) if mv.run_id else []
+    view["champion"] = aliases.get(registry.CHAMPION)
+    view["previousChampion"] = aliases.get(registry.PREVIOUS_CHAMPION)
+    return view
