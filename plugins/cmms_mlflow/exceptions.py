@@ -145,3 +145,12 @@ def source_errors_fail_the_task() -> Iterator[None]:
         raise SourceUnavailableError(f"{type(err).__name__}: {err}") from err
     except CmmsPmError as err:
         raise BadDataError(f"{type(err).__name__}: {err}") from err
+
+
+class NotificationError(MlflowPluginError):
+    """A notification could not be delivered (channel down, refused, misconfigured). Logged by the
+    notifier; it never fails the step whose event it reports."""
+
+
+def webhook_refused(conn_id: str, problem: str) -> NotificationError:
+    return NotificationError(f"webhook connection {conn_id!r} refused: {problem}")

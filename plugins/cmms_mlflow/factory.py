@@ -21,6 +21,7 @@ import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from cmms_mlflow.assets import champion_asset
+from cmms_mlflow.notifiers import ModelEventNotifier
 from cmms_mlflow.operators import (
     ExtractBatchOperator,
     MlflowBatchScoreOperator,
@@ -62,6 +63,8 @@ Every run, for its data interval:
    ({metric} ≥ {threshold}, + {min_improvement} over the champion, drift: {drift_action}) decides.
 7. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
    schedules `{scoring_dag}`) or **reject_model** (`Archived`), then **report**.
+
+Notifications: {notifications}.
 
 Trigger it by hand with **Trigger DAG ▸ the parameter form**; every field is validated before
 the run is created.
@@ -110,7 +113,9 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         min_improvement=spec.promotion["min_improvement"],
         drift_action=spec.drift["action"],
         scoring_dag=spec.scoring_dag_id,
+        notifications=_notifications_text(spec),
     )
+    notifier = ModelEventNotifier.for_spec(spec)
     with DAG(
         dag_id=spec.training_dag_id,
         schedule=schedule,
@@ -127,6 +132,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=10),
             "execution_timeout": timedelta(minutes=20),
+            **_failure_callback(notifier),
         },
         tags=["mlflow", "training", *spec.tags],
         doc_md=doc,
@@ -175,6 +181,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             task_id="promote_model",
             model_name=MODEL,
             validation=validate_model.output,
+            notifier=notifier,
             pool=spec.promotion_pool,
             outlets=[champion_asset(spec.name)],  # schedules the scoring DAG
         )
@@ -182,6 +189,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             task_id="reject_model",
             model_name=MODEL,
             validation=validate_model.output,
+            notifier=notifier,
             pool=spec.promotion_pool,
         )
         report = MlflowModelReportOperator(
@@ -194,6 +202,25 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         register >> stage >> validate_model
         decide(validate_model.output) >> [promote, reject] >> report
     return dag
+
+
+def _failure_callback(notifier: ModelEventNotifier | None) -> dict[str, Any]:
+    """``on_failure_callback`` for ``default_args``: a task's final failure is announced (retries are not)."""
+    return {"on_failure_callback": notifier} if notifier is not None else {}
+
+
+def _notifications_text(spec: ModelSpec) -> str:
+    settings = spec.notifications
+    channels = []
+    if settings["email_to"]:
+        channels.append(
+            f"e-mail to {', '.join(settings['email_to'])} via `{settings['email_conn_id'] or 'smtp_default'}`"
+        )
+    if settings["webhook_conn_id"]:
+        channels.append(f"JSON webhook `{settings['webhook_conn_id']}`")
+    if not channels:
+        return "none configured (the spec's `notifications`)"
+    return f"{' and '.join(channels)}, on {', '.join(settings['events'])}"
 
 
 def build_scoring_dag(spec: ModelSpec) -> DAG:
@@ -222,6 +249,7 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
             "retry_delay": timedelta(seconds=30),
             "retry_exponential_backoff": True,
             "execution_timeout": timedelta(minutes=30),
+            **_failure_callback(ModelEventNotifier.for_spec(spec)),
         },
         tags=["mlflow", "scoring", *spec.tags],
         doc_md=doc,

@@ -10,11 +10,13 @@ from cmms_mlflow.assets import SPEC_TAG
 from cmms_mlflow.hooks import redact_uri
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
+from cmms_pm.notifications import PROMOTED, REJECTED
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+    from cmms_mlflow.notifiers import ModelEventNotifier
     from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
 
 
@@ -224,15 +226,49 @@ class MlflowDecisionOperator(MlflowBaseOperator):
     """Base of the steps after validation: they act on the validation's decision record.
 
     :param validation: the record returned by :class:`MlflowValidateModelOperator`.
+    :param notifier: the spec's :class:`~cmms_mlflow.notifiers.ModelEventNotifier`, told of what
+        the step did (``None``: nobody is told).
     """
 
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
+    template_fields: Sequence[str] = (
+        *MlflowBaseOperator.template_fields,
+        "model_name",
+        "validation",
+    )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
-    def __init__(self, *, model_name: str, validation: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        validation: Any,
+        notifier: ModelEventNotifier | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.validation = validation
+        self.notifier = notifier
+
+    def notify(self, context: Context, kind: str, *, version: str, reason: str) -> None:
+        """Send the ``kind`` event of this step's version to the spec's channels (if any)."""
+        if self.notifier is None:
+            return
+        from cmms_mlflow.notifiers import NOTIFICATIONS_KEY, airflow_links, airflow_run, now_iso
+        from cmms_pm.notifications import model_event
+
+        event = model_event(
+            kind,
+            model=self.model_name,
+            version=version,
+            spec=self.notifier.spec_name,
+            reason=reason,
+            record=self.validation,
+            links={"mlflow": self.hook.model_version_url(self.model_name, version), **airflow_links(context)},
+            airflow=airflow_run(context),
+            occurred_at=now_iso(),
+        )
+        context["ti"].xcom_push(key=NOTIFICATIONS_KEY, value=self.notifier.send(event, context))
 
 
 class MlflowPromoteModelOperator(MlflowDecisionOperator):
@@ -265,6 +301,9 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
             spec_name=None,  # the task's own outlet is its spec's champion Asset
             decision=outcome["decision"],
         )
+        # A re-validation against a newer champion may have rejected it instead.
+        kind = PROMOTED if outcome["decision"] == "promote" else REJECTED
+        self.notify(context, kind, version=str(outcome["version"]), reason=outcome["reason"])
         return outcome
 
 
@@ -273,10 +312,12 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         version = str(self.validation["challenger_version"])
+        reason = self.validation["reason"]
         changes = registry.reject(
-            client, self.model_name, version, reason=self.validation["reason"], lock_dir=self.hook.lock_dir
+            client, self.model_name, version, reason=reason, lock_dir=self.hook.lock_dir
         )
         self.push_model_version_link(context, self.model_name, version)
+        self.notify(context, REJECTED, version=version, reason=reason)
         return changes
 
 
