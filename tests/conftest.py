@@ -326,40 +326,40 @@ class NotifyConnections:
     webhook_conn_id: str = "cmms_webhook"
 
 
+@pytest.fixture(scope="session")
+def notification_env(smtp_server, http_receiver) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` variables of the SMTP and webhook connections to the local servers, both with
+    the sentinel password (SMTP login, webhook bearer token)."""
+    smtp = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": smtp_server.port,
+        "login": "cmms-notifier",
+        "password": NOTIFY_SENTINEL,
+        "extra": {
+            "disable_ssl": True,
+            "disable_tls": True,
+            "from_email": "airflow@cmms.example",
+            "timeout": 10,
+            "retry_limit": 0,
+        },
+    }
+    webhook = {
+        "conn_type": "http",
+        "host": f"{http_receiver.url}/hooks/cmms",
+        "password": NOTIFY_SENTINEL,
+        "extra": {"timeout": 3},
+    }
+    return {"AIRFLOW_CONN_CMMS_SMTP": json.dumps(smtp), "AIRFLOW_CONN_CMMS_WEBHOOK": json.dumps(webhook)}
+
+
 @pytest.fixture
-def notify_conns(monkeypatch: pytest.MonkeyPatch, smtp_server, http_receiver) -> NotifyConnections:
-    """SMTP and webhook connections to the local servers, both with the sentinel password (SMTP login,
-    bearer token); the servers' inboxes emptied."""
+def notify_conns(
+    monkeypatch: pytest.MonkeyPatch, smtp_server, http_receiver, notification_env
+) -> NotifyConnections:
+    """The notification connections set for this test; the servers' inboxes emptied."""
     smtp_server.clear()
     http_receiver.clear()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CMMS_SMTP",
-        json.dumps(
-            {
-                "conn_type": "smtp",
-                "host": "127.0.0.1",
-                "port": smtp_server.port,
-                "login": "cmms-notifier",
-                "password": NOTIFY_SENTINEL,
-                "extra": {
-                    "disable_ssl": True,
-                    "disable_tls": True,
-                    "from_email": "airflow@cmms.example",
-                    "timeout": 10,
-                    "retry_limit": 0,
-                },
-            }
-        ),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CMMS_WEBHOOK",
-        json.dumps(
-            {
-                "conn_type": "http",
-                "host": f"{http_receiver.url}/hooks/cmms",
-                "password": NOTIFY_SENTINEL,
-                "extra": {"timeout": 3},
-            }
-        ),
-    )
+    for name, value in notification_env.items():
+        monkeypatch.setenv(name, value)
     return NotifyConnections(smtp=smtp_server, http=http_receiver, sentinel=NOTIFY_SENTINEL)

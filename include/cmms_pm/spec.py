@@ -44,6 +44,8 @@ SQL_IDENTIFIER_PATTERN = r"^(?![\s\S]*\n)[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_]
 CONN_ID_PATTERN = r"^(?![\s\S]*\n)[A-Za-z0-9_.\-]{1,250}$"
 #: An e-mail address on one line, no list separators or spaces (they would reach a mail header).
 EMAIL_PATTERN = r"^(?![\s\S]*[\n\r])[^@\s,;<>\"]{1,64}@[A-Za-z0-9.\-]{1,253}$"
+#: An Airflow user id (SimpleAuthManager user names, FAB ids, e-mail-like SSO ids), one line.
+USER_ID_PATTERN = r"^(?![\s\S]*[\n\r])[A-Za-z0-9_.@+\-]{1,256}$"
 #: What a spec's notifications can be sent for (``notifications.events``).
 NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed")
 
@@ -192,13 +194,21 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
-        # Human approval before Production: validated, acted on by a later change.
+        # Human approval before Production (cmms_mlflow.operators.approval): the training DAG asks
+        # in Airflow (Required actions) and waits; no answer within timeout_hours archives the version.
         "approval": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
                 "required": {"type": "boolean", "default": False},
-                "timeout_hours": {"type": "number", "exclusiveMinimum": 0, "default": 24},
+                "timeout_hours": {"type": "number", "exclusiveMinimum": 0, "maximum": 8760, "default": 24},
+                # Airflow user ids allowed to answer; empty: anyone who may act on the DAG's HITL tasks.
+                "approvers": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": USER_ID_PATTERN},
+                    "uniqueItems": True,
+                    "default": [],
+                },
             },
             "default": {},
         },

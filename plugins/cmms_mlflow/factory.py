@@ -34,6 +34,7 @@ from cmms_mlflow.operators import (
     MlflowValidateDataOperator,
     MlflowValidateModelOperator,
 )
+from cmms_mlflow.operators.approval import MlflowApprovalOperator
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
 from cmms_pm.spec import ModelSpec, load_specs
@@ -61,7 +62,10 @@ Every run, for its data interval:
 4. **register_model** → 5. **stage_model** (`Staging`, alias `challenger`) →
 6. **validate_model** — challenger and champion on the same holdout; the policy
    ({metric} ≥ {threshold}, + {min_improvement} over the champion, drift: {drift_action}) decides.
-7. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
+7. **approve_promotion** — only when approval is required ({approval}) and the version passed:
+   a person approves or rejects it in Airflow (*Required actions*); no answer within the timeout
+   means no promotion.
+8. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
    schedules `{scoring_dag}`) or **reject_model** (`Archived`), then **report**.
 
 Notifications: {notifications}.
@@ -113,6 +117,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         min_improvement=spec.promotion["min_improvement"],
         drift_action=spec.drift["action"],
         scoring_dag=spec.scoring_dag_id,
+        approval=_approval_text(spec),
         notifications=_notifications_text(spec),
     )
     notifier = ModelEventNotifier.for_spec(spec)
@@ -174,23 +179,41 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         )
 
         @task.branch
-        def decide(validation: dict) -> str:
-            return "promote_model" if validation["decision"] == "promote" else "reject_model"
+        def decide(validation: dict, params: dict | None = None) -> str:
+            from cmms_pm.approval import next_step
+            from cmms_pm.params import approval_required
 
+            step = next_step(validation["decision"], approval_required(spec, params or {}))
+            return {"promote": "promote_model", "approve": "approve_promotion"}.get(step, "reject_model")
+
+        approve = MlflowApprovalOperator(
+            task_id="approve_promotion",
+            model_name=MODEL,
+            validation=validate_model.output,
+            approvers=spec.approval["approvers"],
+            notifier=notifier,
+            # The spec's; each run's approval_timeout_hours param replaces it when the step starts.
+            response_timeout=timedelta(hours=spec.approval["timeout_hours"]),
+        )
         promote = MlflowPromoteModelOperator(
             task_id="promote_model",
             model_name=MODEL,
             validation=validate_model.output,
+            approval=approve.output,  # None when no approval was asked
             notifier=notifier,
             pool=spec.promotion_pool,
             outlets=[champion_asset(spec.name)],  # schedules the scoring DAG
+            # Straight from decide (approve_promotion skipped) or after an approval.
+            trigger_rule="none_failed_min_one_success",
         )
         reject = MlflowRejectModelOperator(
             task_id="reject_model",
             model_name=MODEL,
             validation=validate_model.output,
+            approval=approve.output,
             notifier=notifier,
             pool=spec.promotion_pool,
+            trigger_rule="none_failed_min_one_success",
         )
         report = MlflowModelReportOperator(
             task_id="report",
@@ -200,13 +223,22 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         )
         checks >> train
         register >> stage >> validate_model
-        decide(validate_model.output) >> [promote, reject] >> report
+        decide(validate_model.output) >> [promote, approve, reject]
+        approve >> [promote, reject]
+        [promote, reject] >> report
     return dag
 
 
 def _failure_callback(notifier: ModelEventNotifier | None) -> dict[str, Any]:
     """``on_failure_callback`` for ``default_args``: a task's final failure is announced (retries are not)."""
     return {"on_failure_callback": notifier} if notifier is not None else {}
+
+
+def _approval_text(spec: ModelSpec) -> str:
+    approval = spec.approval
+    who = ", ".join(f"`{user}`" for user in approval["approvers"]) or "anyone who may act on this DAG"
+    required = "always, by the spec" if approval["required"] else "when a run sets `require_approval`"
+    return f"{required}; answered by {who}; timeout {approval['timeout_hours']:g} h"
 
 
 def _notifications_text(spec: ModelSpec) -> str:

@@ -84,6 +84,7 @@ def test_promotion_rejection_and_a_failed_task_are_announced_by_mail_and_webhook
     notify_conns.smtp.clear(), notify_conns.http.clear()
     second = _run(dag, 2, **base, n_estimators=1, max_depth=1)
     assert str(second.state) == "success", _states(second)
+    assert _states(second)["approve_promotion"] == "skipped"  # no approval asked: none needed
     mail, request = _one_each(notify_conns, "rejected")
     event = request.json
     assert (event["version"], event["decision"]) == ("2", "reject")

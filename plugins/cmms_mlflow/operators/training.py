@@ -226,6 +226,8 @@ class MlflowDecisionOperator(MlflowBaseOperator):
     """Base of the steps after validation: they act on the validation's decision record.
 
     :param validation: the record returned by :class:`MlflowValidateModelOperator`.
+    :param approval: the human decision returned by the approval step, when the run asked one
+        (``None`` when it did not; see :mod:`cmms_mlflow.operators.approval`).
     :param notifier: the spec's :class:`~cmms_mlflow.notifiers.ModelEventNotifier`, told of what
         the step did (``None``: nobody is told).
     """
@@ -234,6 +236,7 @@ class MlflowDecisionOperator(MlflowBaseOperator):
         *MlflowBaseOperator.template_fields,
         "model_name",
         "validation",
+        "approval",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
@@ -242,12 +245,14 @@ class MlflowDecisionOperator(MlflowBaseOperator):
         *,
         model_name: str,
         validation: Any,
+        approval: Any = None,
         notifier: ModelEventNotifier | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.validation = validation
+        self.approval = approval
         self.notifier = notifier
 
     def notify(self, context: Context, kind: str, *, version: str, reason: str) -> None:
@@ -267,6 +272,7 @@ class MlflowDecisionOperator(MlflowBaseOperator):
             links={"mlflow": self.hook.model_version_url(self.model_name, version), **airflow_links(context)},
             airflow=airflow_run(context),
             occurred_at=now_iso(),
+            approval=self.approval or None,
         )
         context["ti"].xcom_push(key=NOTIFICATIONS_KEY, value=self.notifier.send(event, context))
 
@@ -308,11 +314,14 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
 
 
 class MlflowRejectModelOperator(MlflowDecisionOperator):
-    """Archive a challenger that failed validation, with the reason as a tag."""
+    """Archive a challenger that failed validation, or that a person rejected (or left unanswered
+    until the approval timed out), with the reason as a tag."""
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         version = str(self.validation["challenger_version"])
         reason = self.validation["reason"]
+        if self.approval and self.approval.get("status") != "approved":
+            reason = self.approval["reason"]
         changes = registry.reject(
             client, self.model_name, version, reason=reason, lock_dir=self.hook.lock_dir
         )
@@ -334,6 +343,8 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         mv = client.get_model_version(self.model_name, version)
         aliases = sorted(a for a, v in registry.aliases_of(client, self.model_name).items() if v == version)
         champion = registry.get_champion(client, self.model_name)
+        # A person's rejection (or an approval that timed out) is why it was archived, not the policy.
+        archived_because = mv.tags.get("rejection_reason") if mv.current_stage == "Archived" else None
         summary = {
             "model_name": self.model_name,
             "version": version,
@@ -344,7 +355,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "champion_version": record["champion_version"],
             "current_champion_version": str(champion.version) if champion is not None else None,
             "decision": "promoted" if mv.current_stage == "Production" else "rejected",
-            "reason": record["reason"],
+            "reason": archived_because or record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
             "policy": _policy_line(record),

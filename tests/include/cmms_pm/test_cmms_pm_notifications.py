@@ -1,9 +1,19 @@
-"""Notification events as pure functions, and the spec fields behind them."""
+"""Notification events and human approval as pure functions; the spec and form fields behind them."""
 
 from __future__ import annotations
 
 import pytest
 
+from cmms_pm.approval import (
+    APPROVAL_STEP,
+    APPROVE,
+    PROMOTE_STEP,
+    REJECT,
+    REJECT_STEP,
+    approval_outcome,
+    approval_tags,
+    next_step,
+)
 from cmms_pm.exceptions import SpecError
 from cmms_pm.notifications import (
     APPROVAL_NEEDED,
@@ -15,7 +25,8 @@ from cmms_pm.notifications import (
     strip_credentials,
     subject,
 )
-from cmms_pm.spec import build_spec
+from cmms_pm.params import approval_required, run_config, training_params
+from cmms_pm.spec import ModelSpec, build_spec
 
 AIRFLOW = {"dag_id": "pm_training", "run_id": "manual__1", "task_id": "promote_model", "try_number": 1}
 
@@ -98,6 +109,40 @@ def test_the_mail_body_escapes_every_value():
     assert "0.9100" in body and "pm_rf" in body
 
 
+@pytest.mark.parametrize(
+    ("decision", "required", "step"),
+    [("promote", False, PROMOTE_STEP), ("promote", True, APPROVAL_STEP), ("reject", True, REJECT_STEP),
+     ("reject", False, REJECT_STEP)],
+)  # fmt: skip
+def test_only_a_validated_version_is_shown_to_a_person(decision, required, step):
+    assert next_step(decision, required) == step
+
+
+def test_an_answer_says_who_decided_and_why():
+    user = {"id": "approver", "name": "approver"}
+    approved = approval_outcome(chosen=[APPROVE], user=user, comment=" looks good ", timed_out=False,
+                                timeout_hours=24, responded_at="2026-03-01T04:00:00+00:00")  # fmt: skip
+    assert approved["status"] == "approved" and approved["reason"] == "approved by approver: looks good"
+    assert approval_tags(approved) == {
+        "approval_status": "approved",
+        "approval_by": "approver",
+        "approval_comment": "looks good",
+        "approval_at": "2026-03-01T04:00:00+00:00",
+        "approval_reason": "approved by approver: looks good",
+    }
+    rejected = approval_outcome(chosen=[REJECT], user=user, comment="", timed_out=False, timeout_hours=24,
+                                responded_at=None)  # fmt: skip
+    assert (rejected["status"], rejected["reason"]) == ("rejected", "rejected by approver")
+
+
+def test_no_answer_is_never_an_approval():
+    for chosen in ([REJECT], [APPROVE]):
+        outcome = approval_outcome(chosen=chosen, user=None, comment="", timed_out=True, timeout_hours=0.5,
+                                   responded_at=None)  # fmt: skip
+        assert outcome["status"] == "timed_out"
+        assert outcome["reason"] == "approval timed out: no answer within 0.5 h"
+
+
 SPEC = {
     "name": "pumps",
     "registered_model": "pumps_rf",
@@ -107,7 +152,7 @@ SPEC = {
 }
 
 
-def test_notifications_default_to_off():
+def test_notifications_and_approval_default_to_off():
     spec = build_spec(SPEC)
     assert spec.notifications == {
         "email_conn_id": None,
@@ -116,6 +161,7 @@ def test_notifications_default_to_off():
         "webhook_conn_id": None,
         "events": ["promoted", "rejected", "approval_needed", "task_failed"],
     }
+    assert spec.approval == {"required": False, "timeout_hours": 24, "approvers": []}
 
 
 @pytest.mark.parametrize(
@@ -126,9 +172,22 @@ def test_notifications_default_to_off():
         ("notifications", {"email_conn_id": "smtp_ops"}, "notifications.email_conn_id: set, but"),
         ("notifications", {"webhook_conn_id": "bad id\n"}, "notifications.webhook_conn_id"),
         ("notifications", {"events": ["deployed"]}, "notifications.events.0"),
+        ("approval", {"approvers": ["alice\n"]}, "approval.approvers.0"),
         ("approval", {"timeout_hours": 0}, "approval.timeout_hours"),
     ],
 )  # fmt: skip
 def test_bad_notification_and_approval_settings_are_refused_naming_the_field(section, value, message):
     with pytest.raises(SpecError, match=message):
         build_spec(SPEC | {section: value})
+
+
+def test_a_run_can_ask_for_approval_but_never_skip_one_its_spec_requires():
+    optional = build_spec(SPEC)
+    required = build_spec(SPEC | {"approval": {"required": True, "timeout_hours": 2}})
+    assert not approval_required(optional, {}) and approval_required(optional, {"require_approval": True})
+    assert approval_required(required, {"require_approval": False})
+    form = training_params(required)
+    assert form["require_approval"]["enum"] == [True] and form["approval_timeout_hours"]["default"] == 2
+    assert "enum" not in training_params(optional)["require_approval"]
+    config = run_config(ModelSpec.from_dict(required.to_dict()), {"require_approval": False})
+    assert config.require_approval is True and config.approval_timeout_hours == 2

@@ -252,6 +252,6 @@ def test_a_spec_with_notifications_wires_them_into_its_dags(shipped_spec):
     for task in [*training.tasks, *scoring.tasks]:
         (callback,) = task.on_failure_callback
         assert isinstance(callback, ModelEventNotifier) and callback.webhook_conn_id == "hooks"
-    for task_id in ("promote_model", "reject_model"):
+    for task_id in ("promote_model", "reject_model", "approve_promotion"):
         assert training.get_task(task_id).notifier.email_to == ("ml@cmms.example",)
-    assert training.get_task("promote_model").notifier.email_conn_id is None  # -> smtp_default
+    assert training.get_task("approve_promotion").notifier.email_conn_id is None  # -> smtp_default
