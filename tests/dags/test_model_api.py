@@ -88,7 +88,9 @@ def test_a_viewer_can_read_but_gets_403_on_train_and_promote(airflow_cluster, re
     status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
     assert status == 200 and body["version"] == v1, body
     before = {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)}
-    status, body = airflow_cluster.request("POST", f"{ML}/models/train", {"modelName": name}, user="viewer")
+    # The cluster has several specs: a model no spec owns trains through the one named by `pipeline`.
+    train = {"modelName": name, "pipeline": "predictive_maintenance"}
+    status, body = airflow_cluster.request("POST", f"{ML}/models/train", train, user="viewer")
     assert status == 403, body
     status, body = airflow_cluster.request(
         "POST", _promote_path(name, v2), {"stage": "Production", "reason": "viewer"}, user="viewer"
@@ -195,6 +197,7 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     name = f"pm_api_{uuid.uuid4().hex[:8]}"
     request = {
         "modelName": name,
+        "pipeline": "predictive_maintenance",  # several specs in the cluster; none owns this model
         "datasetVersion": "synthetic",
         "hyperparameters": {"n_estimators": 20, "max_depth": 8},
         # A small, quick model: the threshold only has to let it through.
