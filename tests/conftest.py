@@ -291,3 +291,75 @@ def start_airflow(tmp_path_factory, postgres_server):
     finally:
         for cluster in clusters:
             cluster.stop()
+
+
+#: The password of every notification connection in the tests: no message may ever contain it.
+NOTIFY_SENTINEL = "sentinel-N0tify-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that requires a login with the sentinel password."""
+    from receivers import SmtpServer
+
+    server = SmtpServer(login="cmms-notifier", password=NOTIFY_SENTINEL).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def http_receiver():
+    """A real HTTP server on 127.0.0.1 that records every webhook request."""
+    from receivers import HttpReceiver
+
+    receiver = HttpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@dataclass
+class NotifyConnections:
+    smtp: object
+    http: object
+    sentinel: str
+    email_conn_id: str = "cmms_smtp"
+    webhook_conn_id: str = "cmms_webhook"
+
+
+@pytest.fixture(scope="session")
+def notification_env(smtp_server, http_receiver) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` variables of the SMTP and webhook connections to the local servers, both with
+    the sentinel password (SMTP login, webhook bearer token)."""
+    smtp = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": smtp_server.port,
+        "login": "cmms-notifier",
+        "password": NOTIFY_SENTINEL,
+        "extra": {
+            "disable_ssl": True,
+            "disable_tls": True,
+            "from_email": "airflow@cmms.example",
+            "timeout": 10,
+            "retry_limit": 0,
+        },
+    }
+    webhook = {
+        "conn_type": "http",
+        "host": f"{http_receiver.url}/hooks/cmms",
+        "password": NOTIFY_SENTINEL,
+        "extra": {"timeout": 3},
+    }
+    return {"AIRFLOW_CONN_CMMS_SMTP": json.dumps(smtp), "AIRFLOW_CONN_CMMS_WEBHOOK": json.dumps(webhook)}
+
+
+@pytest.fixture
+def notify_conns(
+    monkeypatch: pytest.MonkeyPatch, smtp_server, http_receiver, notification_env
+) -> NotifyConnections:
+    """The notification connections set for this test; the servers' inboxes emptied."""
+    smtp_server.clear()
+    http_receiver.clear()
+    for name, value in notification_env.items():
+        monkeypatch.setenv(name, value)
+    return NotifyConnections(smtp=smtp_server, http=http_receiver, sentinel=NOTIFY_SENTINEL)

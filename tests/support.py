@@ -141,3 +141,15 @@ def training_provenance(spec) -> dict[str, str]:
         "airflow.run_id": "manual__test",
         "airflow.task_id": "train_model",
     }
+
+
+def xcom_value(dag_run, task_id: str, key: str = "return_value"):
+    """The XCom ``key`` a task of a finished ``dag.test()`` run pushed, or None."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, key=key, dag_ids=dag_run.dag_id, task_ids=task_id)
+        ).all()
+        return XComModel.deserialize_value(rows[0]) if rows else None

@@ -174,7 +174,37 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "description": "If off, the run validates and reports but never changes Production.",
         "section": "Promotion",
     }
+    required = bool(spec.approval["required"])
+    params["require_approval"] = {
+        "default": required,
+        "type": "boolean",
+        # A spec that requires approval cannot be switched off by whoever triggers a run.
+        **({"enum": [True]} if required else {}),
+        "title": "Require human approval",
+        "description": "On: a version that passes validation waits for a person to approve it in "
+        "Airflow (Required actions) before it goes to Production."
+        + (" This model's spec requires it." if required else ""),
+        "section": "Approval",
+    }
+    params["approval_timeout_hours"] = {
+        "default": spec.approval["timeout_hours"],
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "maximum": 8760,
+        "title": "Approval timeout (hours)",
+        "description": "No answer within this time: the version is not promoted; it is archived with "
+        "the reason 'approval timed out'.",
+        "section": "Approval",
+    }
     return params
+
+
+def approval_required(spec: ModelSpec, params: Mapping[str, Any]) -> bool:
+    """Whether a run must wait for a person before Production: the spec says so, or the run asks.
+
+    A run can add the approval step, never remove one its spec requires.
+    """
+    return bool(spec.approval["required"]) or bool(params.get("require_approval", False))
 
 
 def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
@@ -246,6 +276,8 @@ class RunConfig:
     promote_older_data: bool
     allow_promotion: bool
     accept_schema_change: bool
+    require_approval: bool = False
+    approval_timeout_hours: float = 24.0
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -294,5 +326,7 @@ def run_config(spec: ModelSpec, params: Mapping[str, Any]) -> RunConfig:
         promote_older_data=bool(values["promote_older_data"]),
         allow_promotion=bool(values["allow_promotion"]),
         accept_schema_change=bool(values["accept_schema_change"]),
+        require_approval=approval_required(spec, values),
+        approval_timeout_hours=float(values["approval_timeout_hours"]),
         notes=tuple(notes),
     )

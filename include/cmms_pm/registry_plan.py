@@ -35,6 +35,8 @@ ANY_CHAMPION = "*"
 
 #: History event types (``Request.kind`` of a request, plus ``repair``).
 EVENT_TYPES = ("promotion", "rejection", "rollback", "stage_change", "staging", "approval", "repair")
+#: Request kinds that record a decision about a version without moving a stage or an alias.
+NOTE_KINDS = ("approval",)
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
 
     version = str(request.version)
     target = request.stage
+    if request.kind in NOTE_KINDS:  # a decision about the version that moves nothing: tags + event
+        return _note(snapshot, state, request, version, steps, notes, outcome)
     refusal = _refusal(snapshot, state, request, version, champion)
     if refusal is not None:
         return Plan(snapshot.name, tuple(notes), tuple(steps), outcome, refusal)
@@ -245,6 +249,50 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
         "repairs": [],
     }
     steps.append(Step(tuple(writes), event))
+    return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+
+
+def _note(
+    snapshot: Snapshot,
+    state: _State,
+    request: Request,
+    version: str,
+    steps: list[Step],
+    notes: list[str],
+    outcome: dict[str, Any],
+) -> Plan:
+    """A request of a :data:`NOTE_KINDS` kind: record it (tags on the version, one history event) without
+    moving any stage or alias."""
+    if version not in state.stages:
+        return Plan(
+            snapshot.name,
+            tuple(notes),
+            tuple(steps),
+            outcome,
+            Refusal("version_not_found", {"name": snapshot.name, "version": version}),
+        )
+    stage, champion = state.stages[version], state.champion()
+    writes = (Write("tags", version, tags=dict(request.tags)),) if request.tags else ()
+    event = {
+        "key": request.key,
+        "type": request.kind,
+        "model": snapshot.name,
+        "version": version,
+        "from_stage": stage,
+        "to_stage": stage,
+        "champion_before": champion,
+        "champion_after": champion,
+        "actor": request.actor,
+        "at": request.at,
+        "reason": request.reason,
+        "changed": False,
+        "airflow": dict(request.airflow) if request.airflow else None,
+        "repairs": [],
+    }
+    steps.append(Step(writes, event))
+    outcome.update(
+        version=version, previous_stage=stage, stage=stage, unchanged=True, champion_after=champion
+    )
     return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
 
 

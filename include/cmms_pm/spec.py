@@ -42,6 +42,12 @@ COLUMN_NAME_PATTERN = r"^(?![\s\S]*[\n\r\t])\S(.{0,198}\S)?$"
 #: SQL identifiers (table, optionally schema-qualified; timestamp column): never quoted from input.
 SQL_IDENTIFIER_PATTERN = r"^(?![\s\S]*\n)[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 CONN_ID_PATTERN = r"^(?![\s\S]*\n)[A-Za-z0-9_.\-]{1,250}$"
+#: An e-mail address on one line, no list separators or spaces (they would reach a mail header).
+EMAIL_PATTERN = r"^(?![\s\S]*[\n\r])[^@\s,;<>\"]{1,64}@[A-Za-z0-9.\-]{1,253}$"
+#: An Airflow user id (SimpleAuthManager user names, FAB ids, e-mail-like SSO ids), one line.
+USER_ID_PATTERN = r"^(?![\s\S]*[\n\r])[A-Za-z0-9_.@+\-]{1,256}$"
+#: What a spec's notifications can be sent for (``notifications.events``).
+NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed")
 
 ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression")
 METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
@@ -196,23 +202,49 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
-        # Settings for later work (human approval, notifications); validated, not yet acted on.
+        # Human approval before Production (cmms_mlflow.operators.approval): the training DAG asks
+        # in Airflow (Required actions) and waits; no answer within timeout_hours archives the version.
         "approval": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
                 "required": {"type": "boolean", "default": False},
-                "timeout_hours": {"type": "number", "exclusiveMinimum": 0, "default": 24},
+                "timeout_hours": {"type": "number", "exclusiveMinimum": 0, "maximum": 8760, "default": 24},
+                # Airflow user ids allowed to answer; empty: anyone who may act on the DAG's HITL tasks.
+                "approvers": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": USER_ID_PATTERN},
+                    "uniqueItems": True,
+                    "default": [],
+                },
             },
             "default": {},
         },
+        # Who hears of promotions, rejections, approvals needed and failed tasks (cmms_mlflow.notifiers).
+        # Nothing configured: nothing is sent.
         "notifications": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "email_conn_id": {"type": ["string", "null"], "default": None},
-                "email_to": {"type": "array", "items": {"type": "string"}, "default": []},
-                "webhook_conn_id": {"type": ["string", "null"], "default": None},
+                # E-mail through Airflow's SMTP notifier; the connection defaults to smtp_default.
+                "email_conn_id": {"type": ["string", "null"], "pattern": CONN_ID_PATTERN, "default": None},
+                "email_to": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": EMAIL_PATTERN},
+                    "uniqueItems": True,
+                    "default": [],
+                },
+                # Sender; default: the SMTP connection's from_email extra.
+                "email_from": {"type": ["string", "null"], "pattern": EMAIL_PATTERN, "default": None},
+                # JSON POST to the URL of this HTTP connection (password = optional bearer token).
+                "webhook_conn_id": {"type": ["string", "null"], "pattern": CONN_ID_PATTERN, "default": None},
+                "events": {
+                    "type": "array",
+                    "items": {"enum": list(NOTIFICATION_EVENTS)},
+                    "uniqueItems": True,
+                    "minItems": 1,
+                    "default": list(NOTIFICATION_EVENTS),
+                },
             },
             "default": {},
         },
@@ -583,6 +615,10 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     negative = raw["target"].get("negative")
     if negative is not None and str(negative) == str(raw["target"]["positive"]):
         problems.append("target.negative: must differ from target.positive")
+    notifications = raw["notifications"]
+    for key in ("email_conn_id", "email_from"):
+        if notifications[key] and not notifications["email_to"]:
+            problems.append(f"notifications.{key}: set, but notifications.email_to names no recipient")
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")

@@ -223,3 +223,12 @@ def model_has_untrusted_types(name: str, version: str, types: list[str]) -> Untr
         f"model {name!r} version {version!r} refused: its skops file holds types outside the "
         f"estimator's trusted list: {types!r}"
     )
+
+
+class NotificationError(MlflowPluginError):
+    """A notification could not be delivered (channel down, refused, misconfigured). Logged by the
+    notifier; it never fails the step whose event it reports."""
+
+
+def webhook_refused(conn_id: str, problem: str) -> NotificationError:
+    return NotificationError(f"webhook connection {conn_id!r} refused: {problem}")

@@ -21,6 +21,7 @@ import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from cmms_mlflow.assets import champion_asset
+from cmms_mlflow.notifiers import ModelEventNotifier
 from cmms_mlflow.operators import (
     ExtractBatchOperator,
     MlflowBatchScoreOperator,
@@ -33,6 +34,7 @@ from cmms_mlflow.operators import (
     MlflowValidateDataOperator,
     MlflowValidateModelOperator,
 )
+from cmms_mlflow.operators.approval import MlflowApprovalOperator
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
 from cmms_pm.spec import ModelSpec, load_specs
@@ -60,8 +62,13 @@ Every run, for its data interval:
 4. **register_model** → 5. **stage_model** (`Staging`, alias `challenger`) →
 6. **validate_model** — challenger and champion on the same holdout; the policy
    ({metric} ≥ {threshold}, + {min_improvement} over the champion, drift: {drift_action}) decides.
-7. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
+7. **approve_promotion** — only when approval is required ({approval}) and the version passed:
+   a person approves or rejects it in Airflow (*Required actions*); no answer within the timeout
+   means no promotion.
+8. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
    schedules `{scoring_dag}`) or **reject_model** (`Archived`), then **report**.
+
+Notifications: {notifications}.
 
 Trigger it by hand with **Trigger DAG ▸ the parameter form**; every field is validated before
 the run is created.
@@ -94,8 +101,11 @@ def _params(form: dict[str, dict[str, Any]]) -> dict[str, Param]:
     return {name: Param(**kwargs) for name, kwargs in form.items()}
 
 
-def _default_args(spec: ModelSpec, *, execution_timeout: timedelta) -> dict[str, Any]:
-    """Retries with exponential backoff (a down MLflow or storage recovers; bad data fails at once)."""
+def _default_args(
+    spec: ModelSpec, *, execution_timeout: timedelta, notifier: ModelEventNotifier | None
+) -> dict[str, Any]:
+    """Retries with exponential backoff (a down MLflow or storage recovers; bad data fails at once);
+    a task's final failure is announced to the spec's channels (retries are not)."""
     return {
         "owner": spec.owner,
         "retries": 2,
@@ -103,6 +113,7 @@ def _default_args(spec: ModelSpec, *, execution_timeout: timedelta) -> dict[str,
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": execution_timeout,
+        **_failure_callback(notifier),
     }
 
 
@@ -126,7 +137,10 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         min_improvement=spec.promotion["min_improvement"],
         drift_action=spec.drift["action"],
         scoring_dag=spec.scoring_dag_id,
+        approval=_approval_text(spec),
+        notifications=_notifications_text(spec),
     )
+    notifier = ModelEventNotifier.for_spec(spec)
     with DAG(
         dag_id=spec.training_dag_id,
         schedule=schedule,
@@ -136,7 +150,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         max_active_runs=1,
         dagrun_timeout=timedelta(hours=4),
         params=_params(training_params(spec)),
-        default_args=_default_args(spec, execution_timeout=timedelta(minutes=20)),
+        default_args=_default_args(spec, execution_timeout=timedelta(minutes=20), notifier=notifier),
         tags=["mlflow", "training", *spec.tags],
         doc_md=doc,
     ) as dag:
@@ -177,22 +191,42 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         )
 
         @task.branch
-        def decide(validation: dict) -> str:
-            return "promote_model" if validation["decision"] == "promote" else "reject_model"
+        def decide(validation: dict, params: dict | None = None) -> str:
+            from cmms_pm.approval import next_step
+            from cmms_pm.params import approval_required
 
+            step = next_step(validation["decision"], approval_required(spec, params or {}))
+            return {"promote": "promote_model", "approve": "approve_promotion"}.get(step, "reject_model")
+
+        approve = MlflowApprovalOperator(
+            task_id="approve_promotion",
+            model_name=MODEL,
+            validation=validate_model.output,
+            approvers=spec.approval["approvers"],
+            notifier=notifier,
+            # The spec's; each run's approval_timeout_hours param replaces it when the step starts.
+            response_timeout=timedelta(hours=spec.approval["timeout_hours"]),
+        )
         promote = MlflowPromoteModelOperator(
             task_id="promote_model",
             model_name=MODEL,
             validation=validate_model.output,
             spec=definition,  # how a re-validation loads the models
+            approval=approve.output,  # None when no approval was asked
+            notifier=notifier,
             pool=spec.promotion_pool,
             outlets=[champion_asset(spec.name)],  # schedules the scoring DAG
+            # Straight from decide (approve_promotion skipped) or after an approval.
+            trigger_rule="none_failed_min_one_success",
         )
         reject = MlflowRejectModelOperator(
             task_id="reject_model",
             model_name=MODEL,
             validation=validate_model.output,
+            approval=approve.output,
+            notifier=notifier,
             pool=spec.promotion_pool,
+            trigger_rule="none_failed_min_one_success",
         )
         report = MlflowModelReportOperator(
             task_id="report",
@@ -202,8 +236,36 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         )
         checks >> train
         register >> stage >> validate_model
-        decide(validate_model.output) >> [promote, reject] >> report
+        decide(validate_model.output) >> [promote, approve, reject]
+        approve >> [promote, reject]
+        [promote, reject] >> report
     return dag
+
+
+def _failure_callback(notifier: ModelEventNotifier | None) -> dict[str, Any]:
+    """``on_failure_callback`` for ``default_args``: a task's final failure is announced (retries are not)."""
+    return {"on_failure_callback": notifier} if notifier is not None else {}
+
+
+def _approval_text(spec: ModelSpec) -> str:
+    approval = spec.approval
+    who = ", ".join(f"`{user}`" for user in approval["approvers"]) or "anyone who may act on this DAG"
+    required = "always, by the spec" if approval["required"] else "when a run sets `require_approval`"
+    return f"{required}; answered by {who}; timeout {approval['timeout_hours']:g} h"
+
+
+def _notifications_text(spec: ModelSpec) -> str:
+    settings = spec.notifications
+    channels = []
+    if settings["email_to"]:
+        channels.append(
+            f"e-mail to {', '.join(settings['email_to'])} via `{settings['email_conn_id'] or 'smtp_default'}`"
+        )
+    if settings["webhook_conn_id"]:
+        channels.append(f"JSON webhook `{settings['webhook_conn_id']}`")
+    if not channels:
+        return "none configured (the spec's `notifications`)"
+    return f"{' and '.join(channels)}, on {', '.join(settings['events'])}"
 
 
 def build_scoring_dag(spec: ModelSpec) -> DAG:
@@ -226,7 +288,9 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         catchup=False,
         max_active_runs=1,
         params=_params(params),
-        default_args=_default_args(spec, execution_timeout=timedelta(minutes=30)),
+        default_args=_default_args(
+            spec, execution_timeout=timedelta(minutes=30), notifier=ModelEventNotifier.for_spec(spec)
+        ),
         tags=["mlflow", "scoring", *spec.tags],
         doc_md=doc,
     ) as dag:

@@ -384,6 +384,35 @@ def reject(
         return execute(client, name, request, lock=lock)
 
 
+def record_approval(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    outcome: Mapping[str, Any],
+    lock_dir: Path | None,
+    key: str,
+    airflow: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Record a person's answer on ``version`` (approved, rejected or timed out): its tags and one
+    ``approval`` history event, under the model lock; no stage moves here (promote or reject does)."""
+    from cmms_pm.approval import approval_tags
+
+    request = Request(
+        kind="approval",
+        version=str(version),
+        stage=None,
+        actor=str(outcome.get("by") or "nobody (timed out)"),
+        at=str(outcome.get("at") or _now()),
+        reason=str(outcome["reason"]),
+        key=key,
+        airflow=airflow,
+        tags=approval_tags(outcome),
+    )
+    with _maybe_locked(lock_dir, name) as lock:
+        return execute(client, name, request, lock=lock)
+
+
 @contextmanager
 def _maybe_locked(lock_dir: Path | None, name: str) -> Iterator[HeldLock | None]:
     if lock_dir is None:  # the caller already holds model_lock(name)

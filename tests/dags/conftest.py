@@ -20,14 +20,16 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 #: SimpleAuthManager users of the cluster (name -> role); their passwords are generated at start
 #: and ``AirflowCluster.token(user)`` reads them. viewer may read DAGs; operator ("user") may trigger.
-USERS = {"admin": "admin", "viewer": "viewer", "operator": "user"}
+#: approver ("user") is the one approver pm_notify's spec names for its human-in-the-loop step.
+USERS = {"admin": "admin", "viewer": "viewer", "operator": "user", "approver": "user"}
 
 
 #: The cluster's model specs: the shipped one and a foreign-schema one (tests/dag_fixtures/models),
-#: so two models' DAGs run side by side in one deployment.
+#: so two models' DAGs run side by side in one deployment; and pm_notify (notifications, approver).
 CLUSTER_SPECS = (
     PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml",
     PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "ai4i.yaml",
+    PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "pm_notify.yaml",
 )
 
 
@@ -71,7 +73,7 @@ def statsd():
 
 
 @pytest.fixture(scope="session")
-def airflow_cluster(tmp_path_factory, start_airflow, postgres_server, statsd):
+def airflow_cluster(tmp_path_factory, start_airflow, postgres_server, statsd, notification_env):
     mlflow_uri = f"sqlite:///{tmp_path_factory.mktemp('cluster-mlflow') / 'mlflow.db'}"
     models = tmp_path_factory.mktemp("cluster-models")
     for spec in CLUSTER_SPECS:
@@ -98,6 +100,10 @@ def airflow_cluster(tmp_path_factory, start_airflow, postgres_server, statsd):
             "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
             "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
             "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+            # pm_notify's channels: the session's SMTP server and webhook receiver on 127.0.0.1.
+            **notification_env,
+            # The scheduler resolves timed-out human-in-the-loop tasks on this interval (default 15 s).
+            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",
         },
         mlflow_uri=mlflow_uri,
     )

@@ -105,7 +105,13 @@ def test_training_dag_task_order(dagbag):
     ]
     for upstream, downstream in itertools.pairwise(chain):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
-    assert dag.get_task("decide").downstream_task_ids == {"promote_model", "reject_model"}
+    assert dag.get_task("decide").downstream_task_ids == {
+        "promote_model",
+        "approve_promotion",
+        "reject_model",
+    }
+    # Human approval, when a run needs it, sits between the decision and the registry change.
+    assert dag.get_task("approve_promotion").downstream_task_ids == {"promote_model", "reject_model"}
     assert dag.get_task("report").upstream_task_ids >= {"promote_model", "reject_model"}
 
 

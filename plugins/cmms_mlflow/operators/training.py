@@ -10,11 +10,13 @@ from cmms_mlflow.assets import SPEC_TAG
 from cmms_mlflow.hooks import redact_uri
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
+from cmms_pm.notifications import PROMOTED, REJECTED
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+    from cmms_mlflow.notifiers import ModelEventNotifier
     from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
     from cmms_pm.spec import ModelSpec
 
@@ -311,18 +313,36 @@ class MlflowDecisionOperator(MlflowBaseOperator):
     """Base of the steps after validation: they act on the validation's decision record.
 
     :param validation: the record returned by :class:`MlflowValidateModelOperator`.
+    :param approval: the human decision returned by the approval step, when the run asked one
+        (``None`` when it did not; see :mod:`cmms_mlflow.operators.approval`).
+    :param notifier: the spec's :class:`~cmms_mlflow.notifiers.ModelEventNotifier`, told of what
+        the step did (``None``: nobody is told).
     """
 
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "validation")
+    template_fields: Sequence[str] = (
+        *MlflowBaseOperator.template_fields,
+        "model_name",
+        "validation",
+        "approval",
+    )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
     def __init__(
-        self, *, model_name: str, validation: Any, spec: Mapping[str, Any] | None = None, **kwargs: Any
+        self,
+        *,
+        model_name: str,
+        validation: Any,
+        spec: Mapping[str, Any] | None = None,
+        approval: Any = None,
+        notifier: ModelEventNotifier | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.validation = validation
         self.spec = spec
+        self.approval = approval
+        self.notifier = notifier
 
     #: Whether the step writes the challenger (promote, reject) or only reads it (report).
     writes_version: ClassVar[bool] = True
@@ -344,6 +364,27 @@ class MlflowDecisionOperator(MlflowBaseOperator):
             modelVersion=version,
             decision=result.get("decision"),
         )
+
+    def notify(self, context: Context, kind: str, *, version: str, reason: str) -> None:
+        """Send the ``kind`` event of this step's version to the spec's channels (if any)."""
+        if self.notifier is None:
+            return
+        from cmms_mlflow.notifiers import NOTIFICATIONS_KEY, airflow_links, airflow_run, now_iso
+        from cmms_pm.notifications import model_event
+
+        event = model_event(
+            kind,
+            model=self.model_name,
+            version=version,
+            spec=self.notifier.spec_name,
+            reason=reason,
+            record=self.validation,
+            links={"mlflow": self.hook.model_version_url(self.model_name, version), **airflow_links(context)},
+            airflow=airflow_run(context),
+            occurred_at=now_iso(),
+            approval=self.approval or None,
+        )
+        context["ti"].xcom_push(key=NOTIFICATIONS_KEY, value=self.notifier.send(event, context))
 
 
 class MlflowPromoteModelOperator(MlflowDecisionOperator):
@@ -385,20 +426,27 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
             spec_name=None,  # the task's own outlet is its spec's champion Asset
             decision=outcome["decision"],
         )
+        # A re-validation against a newer champion may have rejected it instead.
+        kind = PROMOTED if outcome["decision"] == "promote" else REJECTED
+        self.notify(context, kind, version=str(outcome["version"]), reason=outcome["reason"])
         return outcome
 
 
 class MlflowRejectModelOperator(MlflowDecisionOperator):
-    """Archive a challenger that failed validation, with the reason as a tag."""
+    """Archive a challenger that failed validation, or that a person rejected (or left unanswered
+    until the approval timed out), with the reason as a tag."""
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         version = str(self.validation["challenger_version"])
+        reason = self.validation["reason"]
+        if self.approval and self.approval.get("status") != "approved":
+            reason = self.approval["reason"]
         changes = registry.reject(
             client,
             self.model_name,
             version,
-            reason=self.validation["reason"],
+            reason=reason,
             lock_dir=self.hook.lock_dir,
             actor=f"airflow:{ti.dag_id}/{ti.run_id}",
             at=context["dag_run"].run_after.isoformat(),
@@ -409,6 +457,7 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
         from cmms_mlflow import metrics
 
         metrics.decision(self.model_name, "rejected")
+        self.notify(context, REJECTED, version=version, reason=reason)
         return {**changes, "decision": "reject"}
 
 
@@ -427,6 +476,8 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         mv = client.get_model_version(self.model_name, version)
         aliases = sorted(a for a, v in registry.aliases_of(client, self.model_name).items() if v == version)
         champion = registry.get_champion(client, self.model_name)
+        # A person's rejection (or an approval that timed out) is why it was archived, not the policy.
+        archived_because = mv.tags.get("rejection_reason") if mv.current_stage == "Archived" else None
         summary = {
             "model_name": self.model_name,
             "version": version,
@@ -437,7 +488,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "champion_version": record["champion_version"],
             "current_champion_version": str(champion.version) if champion is not None else None,
             "decision": "promoted" if mv.current_stage == "Production" else "rejected",
-            "reason": record["reason"],
+            "reason": archived_because or record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
             "policy": _policy_line(record),

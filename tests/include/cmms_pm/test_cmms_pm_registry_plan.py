@@ -141,3 +141,25 @@ def test_the_planner_imports_neither_mlflow_nor_airflow():
     code = "import sys, cmms_pm.registry_plan; print([m for m in ('mlflow', 'airflow') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_an_approval_records_tags_and_an_event_and_moves_nothing():
+    state = snap({"1": "Production", "2": "Staging"}, {"champion": "1", "challenger": "2"})
+    request = Request(
+        kind="approval", version="2", actor="approver", at="t", reason="approved by approver: ok",
+        key="a1", tags={"approval_status": "approved"},
+    )  # fmt: skip
+    plan = rp.plan(state, request)
+    assert plan.refusal is None and plan.repairs == ()
+    ((writes, event),) = [(step.writes, step.event) for step in plan.steps]
+    assert writes == (Write("tags", "2", tags={"approval_status": "approved"}),)
+    assert not any(w.op in ("stage", "alias", "unalias") for w in writes)
+    assert (event["type"], event["from_stage"], event["to_stage"], event["changed"]) == (
+        "approval", "Staging", "Staging", False,
+    )  # fmt: skip
+    assert (event["champion_before"], event["champion_after"], event["actor"]) == ("1", "1", "approver")
+
+
+def test_an_approval_of_an_unknown_version_is_refused():
+    plan = rp.plan(snap({"1": "Staging"}), Request(kind="approval", version="9", key="a2"))
+    assert plan.refusal is not None and plan.refusal.code == "version_not_found"
