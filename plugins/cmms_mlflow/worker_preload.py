@@ -3,8 +3,9 @@
 ``airflow.cfg`` sets ``[core] mp_start_method = forkserver`` and ``mp_forkserver_preload =
 cmms_mlflow.worker_preload``: the scheduler starts one forkserver that imports this module once,
 the executor's workers fork from it and every task process forks from a worker (Airflow's
-supervisor uses a bare ``os.fork`` on Linux), so the imports below are paid once per scheduler
-start instead of once per task (~3-4 s each, measured in docs/BENCHMARKS.md, "Issue 13").
+supervisor uses a bare ``os.fork`` on Linux), so the third-party imports below are paid once per
+scheduler start instead of once per task (~3-4 s each, measured in docs/BENCHMARKS.md, "Issue 13").
+Upgrading one of these packages therefore needs a scheduler restart, as any Airflow upgrade does.
 
 Never imported by the DAG processor or the api-server (plugins/.airflowignore keeps Airflow's
 plugin loader to ``plugin.py``). A failed import here only means a slower task: the forkserver
@@ -32,14 +33,17 @@ MODULES = (
     # opens a SQLite or PostgreSQL store.
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
-    # The Airflow side of a task process: the task runner and the DAG file's own imports.
+    # The Airflow side of a task process: the task runner and what the DAG file imports from
+    # Airflow. Not the project's own modules (cmms_mlflow, cmms_pm, ~0.3 s per task): a task
+    # runs the project code on disk when it starts, as without the preload, so a deploy never
+    # needs a scheduler restart to take effect.
+    "airflow.sdk",
     "airflow.sdk.execution_time.task_runner",
-    "cmms_mlflow.factory",
-    "cmms_mlflow.training_run",
-    "cmms_pm.contract",
-    "cmms_pm.data",
-    "cmms_pm.drift",
-    "cmms_pm.training",
+    "airflow.providers.standard.operators.hitl",
+    "airflow.providers.standard.decorators.python",
+    "airflow.providers.common.compat.assets",
+    "jsonschema",
+    "yaml",
 )
 
 for _name in MODULES:
