@@ -290,13 +290,43 @@ def _dataset(manifest: dict[str, Any], train: Any) -> Any:
     """The training data as an MLflow dataset, named by data version and keyed by content digest."""
     import mlflow.data
 
-    return mlflow.data.from_pandas(
+    dataset = mlflow.data.from_pandas(
         train,
         source=manifest["splits"]["train"]["uri"],
         targets=manifest["target"],
         name=f"{manifest.get('spec', 'telemetry')}-{manifest['data_version']}",
         digest=manifest["digest"][:32],
     )
+    # ``schema`` is a cached_property: filled here, MLflow does not infer it itself.
+    dataset.schema = dataset_schema(train)
+    return dataset
+
+
+#: Rows a column's MLflow type is read from when its dtype alone decides it (every non-object dtype).
+SCHEMA_SAMPLE_ROWS = 1000
+
+
+def dataset_schema(frame: Any) -> Any:
+    """The schema MLflow infers for a pandas dataset, without its Python loop over every value.
+
+    ``PandasDataset.schema`` (``mlflow.types.utils._infer_schema``) tests each value of each column
+    for None/NaN in Python to decide ``required``: ~20 s of train_model at 1M rows, linear in rows.
+    Same result here: ``required`` from a vectorised ``isna``; the type from a sample of the
+    column when its dtype decides the type (NumPy numbers, pandas strings), from every value of
+    an ``object`` column (whose values decide it) or of a column whose sample is all missing.
+    """
+    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.utils import _infer_pandas_column
+
+    columns = []
+    for name, column in frame.items():
+        sample = column.head(SCHEMA_SAMPLE_ROWS)
+        if column.dtype == object or sample.isna().all():
+            sample = column
+        columns.append(
+            ColSpec(type=_infer_pandas_column(sample), name=name, required=not bool(column.isna().any()))
+        )
+    return Schema(columns)
 
 
 def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float]) -> str:

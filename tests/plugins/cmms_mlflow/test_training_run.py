@@ -1,0 +1,50 @@
+"""The training run's MLflow dataset: the schema MLflow would infer, without its per-value loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.types.utils import _infer_schema
+
+from cmms_mlflow.training_run import SCHEMA_SAMPLE_ROWS, _dataset, dataset_schema
+from cmms_pm.data import generate_telemetry
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    df = generate_telemetry(3 * SCHEMA_SAMPLE_ROWS, 7)
+    # Missing values only after the sample the types are read from: still not required.
+    df.loc[df.index[-1], "temperature_c"] = np.nan
+    df.loc[df.index[-2], "equipment_type"] = np.nan
+    return df
+
+
+def test_dataset_schema_equals_mlflows_inference(frame):
+    assert dataset_schema(frame) == _infer_schema(frame)
+
+
+def test_object_columns_and_empty_samples_are_typed_from_every_value(frame):
+    frame["note"] = pd.Series(["ok"] * len(frame), dtype=object)
+    frame.loc[frame.index[-1], "note"] = None
+    frame["late"] = pd.Series([None] * len(frame), dtype=object)
+    frame.loc[frame.index[-1], "late"] = "first value"
+    assert dataset_schema(frame) == _infer_schema(frame)
+
+
+def test_logged_dataset_carries_the_schema_without_inferring_it(frame, monkeypatch):
+    import mlflow.data.pandas_dataset as pandas_dataset
+
+    def refuse(_frame):
+        raise AssertionError("MLflow inferred the schema over every row")
+
+    monkeypatch.setattr(pandas_dataset, "_infer_schema", refuse)
+    manifest = {
+        "splits": {"train": {"uri": "file:///tmp/train.parquet"}},
+        "target": "failure_within_7d",
+        "spec": "predictive_maintenance",
+        "data_version": "2026-11-24/2026-11-25",
+        "digest": "0" * 64,
+    }
+    entity = _dataset(manifest, frame)._to_mlflow_entity()
+    assert entity.schema is not None and "temperature_c" in entity.schema
