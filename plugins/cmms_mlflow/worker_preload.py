@@ -1,6 +1,6 @@
 """What every task process of the LocalExecutor inherits instead of importing it itself.
 
-``airflow.cfg`` sets ``[core] mp_start_method = forkserver`` and ``mp_forkserver_preload =
+``airflow.cfg`` sets ``[scheduler] mp_start_method = forkserver`` and ``mp_forkserver_preload =
 cmms_mlflow.worker_preload``: the scheduler starts one forkserver that imports this module once,
 the executor's workers fork from it and every task process forks from a worker (Airflow's
 supervisor uses a bare ``os.fork`` on Linux), so the third-party imports below are paid once per
