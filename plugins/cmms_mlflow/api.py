@@ -215,24 +215,54 @@ def get_production_model(name: ModelName) -> dict[str, Any]:
 
     The champion is the Production version, never an archived version an alias still names (an
     interrupted promotion): ``warnings`` then says what is inconsistent, and the next registry
-    write repairs it.
+    write repairs it. Concurrent requests share one read of the registry, and an answer is kept
+    while the registry's marks say nothing moved (:mod:`cmms_mlflow.serving_cache`): a write that
+    finished before the request arrived, in any process, is always in its answer.
     """
+    with _mlflow(name) as client:
+        answer = _production_answers().get(
+            name, lambda: _registry_mark(client, name), lambda model: _production_answer(client, name, model)
+        )
+    if answer["warnings"]:
+        log.warning(
+            "Model %r is inconsistent (reported v%s, the Production version): %s",
+            name,
+            answer["version"],
+            answer["warnings"],
+        )
+    return {**answer, "warnings": list(answer["warnings"])}
+
+
+@cache
+def _production_answers() -> Any:
+    from cmms_mlflow.serving_cache import ReadThroughCache
+
+    return ReadThroughCache()
+
+
+def _registry_mark(client: "MlflowClient", name: str) -> tuple[Any, Any]:
+    """One read of the registered model: what changes with every write (stage changes set its
+    last update; aliases; the generation every write of ``cmms_mlflow.registry`` renews), and
+    the model itself for the answer's snapshot."""
+    from cmms_mlflow import registry
+
+    model = registry.get_model(client, name)
+    aliases = tuple(sorted((alias, str(v)) for alias, v in (model.aliases or {}).items()))
+    return (model.last_updated_timestamp, aliases, (model.tags or {}).get(registry.GENERATION_TAG)), model
+
+
+def _production_answer(client: "MlflowClient", name: str, model: Any) -> dict[str, Any]:
+    """The answer from one snapshot (``model`` as just read, then its versions) and the champion's run."""
     from cmms_mlflow import registry
     from cmms_mlflow.exceptions import no_production_version
 
-    with _mlflow(name) as client:
-        champion, problems = registry.serving(client, name)
-        if champion is None:
-            raise no_production_version(name)
-        version = str(champion.version)
-        aliases = sorted(a for a, v in registry.aliases_of(client, name).items() if v == version)
-        metrics = dict(client.get_run(champion.run_id).data.metrics) if champion.run_id else {}
-        tags = dict(champion.tags)
-        model_version_url = _hook().model_version_url(name, version)
-    if problems:
-        log.warning(
-            "Model %r is inconsistent (reported v%s, the Production version): %s", name, version, problems
-        )
+    champion, problems, snapshot_aliases = registry.serving_of(client, name, model)
+    if champion is None:
+        raise no_production_version(name)
+    version = str(champion.version)
+    aliases = sorted(a for a, v in snapshot_aliases.items() if v == version)
+    metrics = dict(client.get_run(champion.run_id).data.metrics) if champion.run_id else {}
+    tags = dict(champion.tags)
     validation_keys = ("decision_reason", "champion_f1", "champion_version")
     return {
         "name": name,
@@ -251,8 +281,8 @@ def get_production_model(name: ModelName) -> dict[str, Any]:
         "promotionReason": tags.get("promotion_reason"),
         "replacedVersion": tags.get("replaced_version") or None,
         "airflowRunUrl": tags.get("airflow.run_url") or champion.run_link or None,
-        "mlflowUrl": model_version_url,
-        "warnings": list(problems),
+        "mlflowUrl": _hook().model_version_url(name, version),
+        "warnings": tuple(problems),
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from cmms_pm.registry_plan import ANY_CHAMPION, Plan, Request, Snapshot, Version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
     from cmms_mlflow.locks import HeldLock
 
@@ -43,6 +44,10 @@ STAGES = tuple(Stage)
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
+#: Registered-model tag given a new random value after every write made here (:func:`apply`,
+#: :func:`set_tags`), in whichever process or host: a reader that keeps what it read (the model
+#: API's champion, :mod:`cmms_mlflow.serving_cache`) compares it to know the registry moved.
+GENERATION_TAG = "cmms.registry_generation"
 
 
 def _set_stage(client: MlflowClient, name: str, version: str, stage: str, *, archive: bool = False) -> None:
@@ -80,9 +85,35 @@ def get_champion(client: MlflowClient, name: str) -> ModelVersion | None:
 def serving(client: MlflowClient, name: str) -> tuple[ModelVersion | None, tuple[str, ...]]:
     """``(the Production version or None, what is inconsistent)`` from one snapshot, without
     writing anything (the next write path repairs). ``ModelNotFoundError`` for an unknown model."""
-    snapshot, entities = _read(client, name)
+    version, problems, _ = serving_of(client, name)
+    return version, problems
+
+
+def serving_of(
+    client: MlflowClient, name: str, model: RegisteredModel | None = None
+) -> tuple[ModelVersion | None, tuple[str, ...], dict[str, str]]:
+    """:func:`serving` and the snapshot's aliases (alias -> version); ``model``: the registered
+    model if the caller has just read it (saves reading it again)."""
+    snapshot, entities = _read(client, name, model)
     version, problems = registry_plan.serving_version(snapshot)
-    return (entities[version] if version is not None else None), problems
+    return (entities[version] if version is not None else None), problems, dict(snapshot.aliases)
+
+
+def get_model(client: MlflowClient, name: str) -> RegisteredModel:
+    """The registered model (aliases, tags, last update); ``ModelNotFoundError`` if unknown."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as err:
+        if _is_not_found(err):
+            raise model_not_found(name) from err
+        raise
+
+
+def bump_generation(client: MlflowClient, name: str) -> None:
+    """Give :data:`GENERATION_TAG` a new value: whoever cached a read of ``name`` reads it again."""
+    client.set_registered_model_tag(name, GENERATION_TAG, uuid.uuid4().hex)
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
@@ -181,6 +212,15 @@ def _deduplicate(client: MlflowClient, name: str, run_id: str) -> ModelVersion |
 
 
 def set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    """Tag a version (validation, approval, ...); readers that cached the model see it at once."""
+    try:
+        _set_tags(client, name, version, tags)
+    finally:
+        if tags:
+            bump_generation(client, name)
+
+
+def _set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, Any]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, "" if value is None else str(value))
 
@@ -190,15 +230,11 @@ def read_snapshot(client: MlflowClient, name: str) -> Snapshot:
     return _read(client, name)[0]
 
 
-def _read(client: MlflowClient, name: str) -> tuple[Snapshot, dict[str, ModelVersion]]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException as err:
-        if _is_not_found(err):
-            raise model_not_found(name) from err
-        raise
+def _read(
+    client: MlflowClient, name: str, model: RegisteredModel | None = None
+) -> tuple[Snapshot, dict[str, ModelVersion]]:
+    if model is None:
+        model = get_model(client, name)
     entities = {str(v.version): v for v in client.search_model_versions(f"name = '{_quote(name)}'")}
     versions = {
         number: VersionState(number, mv.current_stage, dict(mv.tags or {}), mv.run_id or None)
@@ -247,16 +283,28 @@ def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[st
 
     if plan.repairs:
         log.warning("Repairing registered model %s: %s", plan.name, "; ".join(plan.repairs))
-    for step in plan.steps:
-        if lock is not None:
-            lock.verify()
-        if step.event is not None and step.event_first:
-            history.append(client, plan.name, step.event)
-        for write in step.writes:
-            log.info("%s: %s", plan.name, write.describe())
-            _write(client, plan.name, write)
-        if step.event is not None and not step.event_first:
-            history.append(client, plan.name, step.event)
+    written = False
+    try:
+        for step in plan.steps:
+            if lock is not None:
+                lock.verify()
+            if step.event is not None and step.event_first:
+                history.append(client, plan.name, step.event)
+            for write in step.writes:
+                log.info("%s: %s", plan.name, write.describe())
+                written = True
+                _write(client, plan.name, write)
+            if step.event is not None and not step.event_first:
+                history.append(client, plan.name, step.event)
+    except BaseException:
+        if written:  # a partial write: caches must still read again (the next write repairs)
+            try:
+                bump_generation(client, plan.name)
+            except Exception:
+                log.exception("Could not mark %s as changed after a failed write", plan.name)
+        raise
+    if written:  # after the last write, so a reader that sees the new value sees every write
+        bump_generation(client, plan.name)
     if plan.refusal is not None:
         raise refused(plan.refusal.code, dict(plan.refusal.details))
     return dict(plan.outcome)
@@ -276,7 +324,7 @@ def _write(client: MlflowClient, name: str, write: Write) -> None:
             if not _is_not_found(err):
                 raise
     elif write.op == "tags":
-        set_tags(client, name, str(write.version), write.tags)
+        _set_tags(client, name, str(write.version), write.tags)
     else:
         raise ValueError(f"unknown write {write.op!r}")
 
