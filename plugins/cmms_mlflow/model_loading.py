@@ -92,11 +92,15 @@ def load_version(
     without provenance load — still skops only, still with the estimator's trusted types.
     """
     import mlflow.artifacts
-    import skops.io
-    from skops.io.exceptions import UntrustedTypesFoundException
 
     from cmms_mlflow.training_run import quiet_airflow_shims
     from cmms_pm.estimators import ESTIMATORS
+
+    # Importing skops.io looks up every NumPy/SciPy ufunc in every loaded module (its default
+    # trusted types): in a task process that is ~1,200 Airflow shim warnings and ~1.6 s of them.
+    with quiet_airflow_shims():
+        import skops.io
+        from skops.io.exceptions import UntrustedTypesFoundException
 
     version = str(version)
     mv = client.get_model_version(name, version)
