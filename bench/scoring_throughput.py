@@ -183,6 +183,11 @@ def run_dag(work: Path, setup: dict, rows: int, index: int, log: Path) -> dict:
             "select state, duration from task_instance where dag_id = ? and task_id = 'score_fleet'",
             (SCORING_DAG,),
         ).fetchone()
+        xcom = db.execute(
+            "select value from xcom where dag_id = ? and task_id = 'score_fleet' and key = 'return_value'",
+            (SCORING_DAG,),
+        ).fetchone()
+    phases = _phases(xcom[0] if xcom else None)
     if out.returncode != 0 or state != "success":
         raise RuntimeError(f"scoring DAG at {rows} rows: exit {out.returncode}, task {state}; see {log}")
     predictions = next((work / "data" / SCORING_DAG).rglob("predictions.parquet"))
@@ -190,13 +195,28 @@ def run_dag(work: Path, setup: dict, rows: int, index: int, log: Path) -> dict:
 
     scored = pq.ParquetFile(predictions).metadata.num_rows
     shutil.rmtree(predictions.parent.parent)  # the next size finds its own file
-    return {"seconds": seconds, "process_s": out.seconds, "maxrss_mb": out.maxrss_mb, "scored": scored}
+    return {
+        "seconds": seconds,
+        "phases": phases,
+        "execute_s": sum(phases.values()),
+        "process_s": out.seconds,
+        "maxrss_mb": out.maxrss_mb,
+        "scored": scored,
+    }
+
+
+def _phases(value: bytes | str | None) -> dict[str, float]:
+    """The score_fleet task's seconds per phase (read, load, contract, predict, write, log)."""
+    while isinstance(value, bytes | str):  # the XCom backend may serialize twice
+        value = json.loads(value)
+    return dict(value[0]["seconds"]) if value else {}
 
 
 def print_table(results: dict[int, dict]) -> None:
     rows = []
     for size, result in results.items():
         bare, dag = result["bare"], result["dag"]
+        phases = dag["phases"]
         rows.append(
             [
                 size,
@@ -204,28 +224,36 @@ def print_table(results: dict[int, dict]) -> None:
                 bare["predict_s"],
                 bare["seconds"],
                 dag["seconds"],
+                dag["execute_s"],
+                " ".join(f"{k} {v:.1f}" for k, v in phases.items()),
                 size / bare["seconds"],
                 size / dag["seconds"],
                 bare["seconds"] / dag["seconds"],
-                dag["process_s"],
+                bare["seconds"] / dag["execute_s"] if dag["execute_s"] else None,
+                (bare["load_s"] + bare["seconds"]) / dag["execute_s"] if dag["execute_s"] else None,
                 dag["maxrss_mb"],
             ]
         )
     print(
         table(
             "Scoring throughput: bare = read Parquet + predict_proba (fresh process, after imports and "
-            "model load); dag = score_fleet task duration under `airflow dags test` (contract check, "
-            "flags, predictions written, MLflow summary run). Target: ratio >= 0.8 at 1M rows",
+            "model load); task = score_fleet duration under `airflow dags test` (Airflow's task start "
+            "included); execute = the operator's own phases (read, trusted load + contract download, "
+            "contract check + row flags, predict, write, MLflow summary run). ratio = bare s / task s; "
+            "ratio (execute) = bare s / execute s. Target: ratio >= 0.8 at 1M rows",
             [
                 "rows",
                 "bare read s",
                 "bare predict s",
                 "bare s",
                 "task s",
+                "execute s",
+                "execute phases s",
                 "bare rows/s",
                 "dag rows/s",
                 "ratio",
-                "dags test process s",
+                "ratio (execute)",
+                "ratio (execute, bare incl. load)",
                 "dags test peak RSS MB",
             ],
             rows,
