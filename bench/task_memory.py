@@ -41,6 +41,12 @@ INTERVAL = ("2026-11-24T02:00:00+00:00", "2026-11-25T02:00:00+00:00")
 
 
 def _mib() -> float:
+    """This process's peak RSS so far (VmHWM). Not ``ru_maxrss``: Linux carries that over from the
+    parent across fork and exec, so a child started by a big parent reports the parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
