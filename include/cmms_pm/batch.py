@@ -96,6 +96,7 @@ def prepare_batch(
         raise DataValidationError("; ".join(problems))
     frame = categories_as_text(frame, features)
     splits = split_frame(frame, seed, target=spec.target)
+    del frame  # the splits are a copy of every row: no need to hold both while writing
     return write_batch(
         splits,
         out_uri,
@@ -156,12 +157,9 @@ def manifest_features(spec: ModelSpec, manifest: Manifest) -> FeatureSpec:
 
 def read_batch(manifest: Manifest, columns: list[str] | None = None) -> pd.DataFrame:
     """All splits of a written batch as one frame (train, validation, holdout, in that order)."""
-    import pandas as pd
+    from cmms_pm.data import read_splits
 
-    from cmms_pm.data import read_split
-
-    frames = [read_split(split["uri"], columns=columns) for split in manifest["splits"].values()]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return read_splits([split["uri"] for split in manifest["splits"].values()], columns=columns)
 
 
 def validate_batch(manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow.assets import SPEC_TAG
@@ -92,11 +94,12 @@ def load_version(
     without provenance load — still skops only, still with the estimator's trusted types.
     """
     import mlflow.artifacts
-    import skops.io
-    from skops.io.exceptions import UntrustedTypesFoundException
 
     from cmms_mlflow.training_run import quiet_airflow_shims
     from cmms_pm.estimators import ESTIMATORS
+
+    skops_io = import_skops()
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     version = str(version)
     mv = client.get_model_version(name, version)
@@ -123,14 +126,110 @@ def load_version(
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{data_file}", dst_path=str(data_dir))
         try:
             with quiet_airflow_shims():
-                return skops.io.load(path, trusted=trusted)
+                return skops_io.load(path, trusted=trusted)
         except UntrustedTypesFoundException as err:
-            untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+            untrusted = sorted(set(skops_io.get_untrusted_types(file=path)) - set(trusted))
             raise model_has_untrusted_types(name, version, untrusted) from err
         except Exception as err:  # not a skops archive (e.g. a pickle renamed), corrupt zip
             raise model_not_skops(
                 name, version, f"its data file is not a readable skops file ({err})"
             ) from err
+
+
+def import_skops() -> ModuleType:
+    """``skops.io``, imported quietly and in well under a second in a task process.
+
+    Importing it builds skops' default trusted types, which finds the module of each of ~400
+    NumPy/SciPy ufuncs by scanning every loaded module (``pickle.whichmodule``): a task process
+    has ~3,500 modules, so 1.4 million lookups (5-7 s) and ~1,200 Airflow shim warnings. The scan
+    is replaced, for the import only, by one index of the loaded modules' names that gives the
+    same answer: the first module in ``sys.modules`` order whose attribute is the object (modules
+    with a ``__getattr__`` are still asked, in their place in that order).
+    """
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    from cmms_mlflow.training_run import quiet_airflow_shims
+
+    finder = _IndexSkopsLookups()
+    sys.meta_path.insert(0, finder)
+    try:
+        with quiet_airflow_shims():
+            import skops.io
+    finally:
+        sys.meta_path.remove(finder)
+        if finder.utils is not None:
+            finder.utils.whichmodule = finder.utils.whichmodule.original
+    return skops.io
+
+
+class _IndexSkopsLookups:
+    """Import hook: swaps ``skops.io._utils.whichmodule`` for the indexed one as soon as that
+    module has run (the package's ``__init__`` builds the trusted types right after)."""
+
+    def __init__(self) -> None:
+        self.utils: ModuleType | None = None
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "skops.io._utils":
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            module.whichmodule = _IndexedWhichModule(module.whichmodule)
+            self.utils = module
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+class _IndexedWhichModule:
+    """``whichmodule(obj, name)`` answered from an index of the loaded modules (see import_skops)."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+        self.built_for = -1
+        self.first: dict[tuple[str, int], int] = {}
+        self.order: list[tuple[str, ModuleType]] = []
+        self.dynamic: list[int] = []  # positions of modules that answer through __getattr__
+
+    def _build(self) -> None:
+        self.order = [
+            (name, module)
+            for name, module in sys.modules.copy().items()
+            if module is not None and name not in ("__main__", "__mp_main__")
+        ]
+        self.first, self.dynamic = {}, []
+        for position, (_, module) in enumerate(self.order):
+            namespace = getattr(module, "__dict__", None)
+            if type(module) is not ModuleType or namespace is None or "__getattr__" in namespace:
+                self.dynamic.append(position)
+                continue
+            for attr, value in list(namespace.items()):
+                self.first.setdefault((attr, id(value)), position)
+        self.built_for = len(sys.modules)
+
+    def __call__(self, obj: Any, name: str) -> str:
+        if getattr(obj, "__module__", None) is not None or "." in name:
+            return self.original(obj, name)
+        if len(sys.modules) != self.built_for:
+            self._build()
+        position = self.first.get((name, id(obj)), len(self.order))
+        # A module with __getattr__ (or not a plain module) before that one may answer first.
+        for candidate in self.dynamic:
+            if candidate >= position:
+                break
+            try:
+                if getattr(self.order[candidate][1], name, None) is obj:
+                    return self.order[candidate][0]
+            except (AttributeError, ImportError):
+                continue
+        return self.order[position][0] if position < len(self.order) else "__main__"
 
 
 def _skops_data_file(name: str, version: str, mlmodel: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -127,8 +128,10 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         dag_run = context["dag_run"]
         scored_at = dag_run.run_after.isoformat()
         threshold = float(self.risk_threshold)
+        clock = _PhaseClock()
         with source_errors_fail_the_task():
             rows = self.read_input(scored_at)
+        clock.lap("read")
         id_columns = list(spec.id_columns)
         experiment_id = self.hook.get_or_create_experiment(client, spec.scoring_experiment)
         run_dir = batch_uri(data_root(), dag_run.dag_id, dag_run.run_id)
@@ -139,6 +142,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 model, champion = load_champion(client, name, **self.load_options(name))
             version = str(champion.version)
             contract = training_run.load_contract(client, champion.run_id) if champion.run_id else None
+            clock.lap("load")
             frame, flags = rows, None
             if contract is not None:
                 categorical = [
@@ -153,13 +157,16 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                         + check.schema_change_message()
                     )
                 flags = flag_rows(frame, contract)
+                clock.lap("contract")
             else:
                 self.log.warning("%s v%s has no data contract: rows are scored unchecked", name, version)
             predictions = score_frame(
                 model, frame, id_columns=id_columns, flags=flags, model_name=name, model_version=version,
                 scored_at=scored_at, threshold=threshold,
             )  # fmt: skip
+            clock.lap("predict")
             out = write_frame(predictions, f"{run_dir}/{name}/predictions.parquet")
+            clock.lap("write")
             summary = summarize(predictions, threshold=threshold, id_columns=id_columns, flags=flags)
             run_id = log_summary(
                 client,
@@ -174,11 +181,15 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             )  # fmt: skip
             context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, run_id))
             self.push_model_version_link(context, name, version)
+            clock.lap("log")
             self.log.info(
-                "%s v%s scored %d rows: %d at risk (threshold %.2f), %d flagged by the contract -> %s",
+                "%s v%s scored %d rows: %d at risk (threshold %.2f), %d flagged by the contract -> %s "
+                "(seconds: %s)",
                 name, version, summary["units"], summary["at_risk"], threshold, summary["flagged"], out,
+                clock.seconds,
             )  # fmt: skip
-            results.append({**summary, "predictions_uri": out, "mlflow_run_id": run_id})
+            scored = {**summary, "predictions_uri": out, "mlflow_run_id": run_id, "seconds": clock.take()}
+            results.append(scored)
             from cmms_mlflow import metrics
 
             metrics.scoring(
@@ -206,3 +217,21 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             inputs, outputs, tracking_uri=uri, runId=first["mlflow_run_id"], modelName=first["model_name"],
             modelVersion=first["model_version"],
         )  # fmt: skip
+
+
+class _PhaseClock:
+    """Seconds per phase of the scoring of one model (read is shared by all models, so counted once)."""
+
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self.mark, 3)
+        self.mark = now
+
+    def take(self) -> dict[str, float]:
+        """This model's phases (a small dict for the task's XCom); the next model starts at zero."""
+        taken, self.seconds = self.seconds, {}
+        return taken
