@@ -96,7 +96,10 @@ def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
         "championAfter": event.get("champion_after"),
         "changed": event.get("changed", True),
         "by": event.get("actor") or "",
+        # ``at`` is the event's own time (a DAG step's is its run's run_after, so a retry writes the
+        # same event); ``recordedAt`` is when the history recorded it.
         "at": event.get("at"),
+        "recordedAt": event.get("recorded_at"),
         "reason": event.get("reason") or "",
         "airflow": dict(airflow) or None,
         "links": {"airflowRun": dag_url(dag_id, run_id) if dag_id and run_id else None},
@@ -181,6 +184,7 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "promotedAt": tags.get("promoted_at") or None,
         "promotedBy": tags.get("promoted_by") or None,
         "promotionReason": tags.get("promotion_reason") or None,
+        "approvalStatus": tags.get("approval_status") or None,
         "drift": drift_of(tags),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
