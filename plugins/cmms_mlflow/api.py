@@ -491,7 +491,8 @@ def _permissions(request: Request, user: Any, spec: Any | None) -> dict[str, boo
 
 
 def _hitl_requests(dag_id: str, run_ids: Iterable[str]) -> dict[str, Any]:
-    """``{run id: HITLDetail}`` of the approval task in those runs of ``dag_id`` (one query)."""
+    """``{run id: Airflow's record of the request}`` (task state, assigned users, the answer if any)
+    of the approval task in those runs of ``dag_id``, in one query."""
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
