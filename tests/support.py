@@ -153,3 +153,22 @@ def xcom_value(dag_run, task_id: str, key: str = "return_value"):
             XComModel.get_many(run_id=dag_run.run_id, key=key, dag_ids=dag_run.dag_id, task_ids=task_id)
         ).all()
         return XComModel.deserialize_value(rows[0]) if rows else None
+
+
+def wait_until_parked(cluster: AirflowCluster, dag_id: str, task_id: str, run_id: str, timeout: float = 120) -> None:
+    """Wait until the executor has reported the end of the process of a task that asked a person.
+
+    Airflow 3.3.2 race, seen on a loaded machine: the task is ``awaiting_input`` as soon as it has
+    asked, but its process may take seconds more to exit. An answer in that window resumes the task
+    at once; when the scheduler then handles the first process's late "success" event it ends the
+    resumed try (heartbeat 410), and the retry asks again with the answer lost. A person never
+    answers that fast; a test does, so it answers once the scheduler has logged that event.
+    """
+    event = (
+        "Received executor event with state success for task instance "
+        f"TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}', try_number=1"
+    )
+    deadline = time.monotonic() + timeout
+    while event not in (cluster.home / "scheduler.log").read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no executor event for {task_id} of {run_id} in {timeout} s"
+        time.sleep(1)

@@ -14,6 +14,24 @@ APPROVE, REJECT = "Approve", "Reject"
 APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed_out"
 #: Steps after validation: straight to Production, ask a person first, or archive.
 PROMOTE_STEP, APPROVAL_STEP, REJECT_STEP = "promote", "approve", "reject"
+#: The training DAG's human-in-the-loop task (not mapped: Airflow's map index -1).
+APPROVAL_TASK_ID = "approve_promotion"
+#: ``approval_status`` of a version whose request waits for an answer.
+PENDING = "pending"
+_REQUESTED_BY_PREFIX = "airflow:"
+
+
+def requested_by(dag_id: str, run_id: str) -> str:
+    """The ``approval_requested_by`` tag of a request: the Airflow run that asks."""
+    return f"{_REQUESTED_BY_PREFIX}{dag_id}/{run_id}"
+
+
+def requesting_run(tag: str | None) -> tuple[str, str] | None:
+    """``(dag_id, run_id)`` of an ``approval_requested_by`` tag (a DAG id has no ``/``), else None."""
+    if not tag or not tag.startswith(_REQUESTED_BY_PREFIX) or "/" not in tag:
+        return None
+    dag_id, run_id = tag[len(_REQUESTED_BY_PREFIX) :].split("/", 1)
+    return (dag_id, run_id) if dag_id and run_id else None
 
 
 def next_step(decision: str, approval_required: bool) -> str:

@@ -26,7 +26,7 @@ handlers, never at load time.
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -37,6 +37,7 @@ from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_da
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cmms_mlflow.links import dag_url
 from cmms_mlflow.model_overview import PLOT_ID_PATTERN
 from cmms_pm.params import OTHER_HYPERPARAMETERS
 from cmms_pm.spec import MODEL_NAME_REGEX, SPEC_NAME_REGEX
@@ -475,20 +476,6 @@ def _readable_specs(request: Request, user: Any) -> list[Any]:
     return [s for s in _specs() if _allowed(request, user, "GET", None, s.training_dag_id)]
 
 
-def _airflow_url(path: str) -> str:
-    """A page of this Airflow's UI (``[api] base_url`` + ``path``)."""
-    from airflow.configuration import conf
-
-    return conf.get("api", "base_url", fallback="").rstrip("/") + path
-
-
-def _dag_url(dag_id: str, run_id: str | None = None) -> str:
-    from urllib.parse import quote
-
-    path = f"/dags/{quote(dag_id, safe='')}"
-    return _airflow_url(path + (f"/runs/{quote(run_id, safe='')}" if run_id else ""))
-
-
 def _last_runs(dag_id: str, limit: int = 5) -> list[dict[str, Any]]:
     """The latest runs of ``dag_id`` (state, when, link), newest first."""
     from airflow.models.dagrun import DagRun
@@ -503,24 +490,109 @@ def _last_runs(dag_id: str, limit: int = 5) -> list[dict[str, Any]]:
                 "state": str(getattr(run.state, "value", run.state)),
                 "runAfter": run.run_after.isoformat() if run.run_after else None,
                 "runType": str(getattr(run.run_type, "value", run.run_type)),
-                "url": _dag_url(dag_id, run.run_id),
+                "url": dag_url(dag_id, run.run_id),
             }
             for run in session.scalars(query)
         ]
 
 
+def _may_answer(request: Request, user: Any, dag_id: str, assigned: Iterable[str]) -> bool:
+    """Whether Airflow would take ``user``'s answer to a human-in-the-loop task of ``dag_id``: the
+    same two checks as its ``PATCH .../taskInstances/{task}/{map_index}/hitlDetails``
+    (``airflow.api_fastapi.core_api.routes.public.hitl.update_hitl_detail``): the DAG permission
+    ``PUT`` on its HITL details, then, only when the task has assigned users, the auth manager's
+    ``is_authorized_hitl_task`` (its user id among them; SimpleAuthManager's all-admins mode: anyone)."""
+    from airflow.api_fastapi.core_api.security import get_auth_manager
+
+    if not _allowed(request, user, "PUT", DagAccessEntity.HITL_DETAIL, dag_id):
+        return False
+    assigned = {str(a) for a in assigned}
+    return not assigned or get_auth_manager().is_authorized_hitl_task(assigned_users=assigned, user=user)
+
+
 def _permissions(request: Request, user: Any, spec: Any | None) -> dict[str, bool]:
-    """What the page may offer this user: each action's button shows only if its route would allow it."""
+    """What the page may offer this user: each action's button shows only if its route would allow it
+    (approve: Airflow's human-in-the-loop endpoint, for the approvers the spec names)."""
     promote = _allowed(request, user, "POST", DagAccessEntity.RUN, PROMOTION_DAG_ID)
     train = spec is not None and _allowed(request, user, "POST", DagAccessEntity.RUN, spec.training_dag_id)
-    # Seam: approvals (human-in-the-loop) are not available yet; the page shows the gap.
-    return {"promote": promote, "rollback": promote, "train": train, "approve": False}
+    approvers = spec.approval["approvers"] if spec is not None else ()
+    approve = spec is not None and _may_answer(request, user, spec.training_dag_id, approvers)
+    return {"promote": promote, "rollback": promote, "train": train, "approve": approve}
+
+
+def _hitl_requests(dag_id: str, run_ids: Iterable[str]) -> dict[str, Any]:
+    """``{run id: Airflow's record of the request}`` (task state, assigned users, the answer if any)
+    of the approval task in those runs of ``dag_id``, in one query."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from cmms_pm.approval import APPROVAL_TASK_ID
+
+    query = (
+        select(TaskInstance.run_id, TaskInstance.state, HITLDetail)
+        .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+        .where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.task_id == APPROVAL_TASK_ID,
+            TaskInstance.map_index == -1,
+            TaskInstance.run_id.in_(list(run_ids)),
+        )
+    )
+    with create_session() as session:
+        found = {}
+        for run_id, state, detail in session.execute(query):
+            found[run_id] = {
+                "taskState": str(getattr(state, "value", state)) if state else None,
+                "assigned": [u["id"] for u in detail.assigned_users],
+                "answered": detail.response_received,
+                "respondedBy": (detail.responded_by_user or {}).get("name"),
+                "respondedAt": detail.responded_at.isoformat(timespec="seconds")
+                if detail.responded_at
+                else None,
+                "chosen": list(detail.chosen_options or []),
+            }
+        return found
+
+
+def _with_airflow_state(approvals: list[dict[str, Any]], request: Request, user: Any) -> None:
+    """Add Airflow's side of each pending approval: the task's state, whether someone already answered
+    (the version's tag changes only when the run records the answer, seconds later), who may answer
+    (the task's assigned users), and ``canAnswer`` for this user."""
+    from airflow.utils.state import TaskInstanceState
+
+    # The states in which Airflow's answer resumes the task (update_hitl_detail).
+    waiting_states = {TaskInstanceState.AWAITING_INPUT.value, TaskInstanceState.DEFERRED.value}
+    by_dag: dict[str, list[dict[str, Any]]] = {}
+    for approval in approvals:
+        approval["airflow"], approval["canAnswer"] = None, False
+        if approval["dagId"] and approval["runId"]:
+            by_dag.setdefault(approval["dagId"], []).append(approval)
+    for dag_id, waiting in by_dag.items():
+        if not _allowed(request, user, "GET", DagAccessEntity.HITL_DETAIL, dag_id):
+            continue
+        requests = _hitl_requests(dag_id, {a["runId"] for a in waiting})
+        for approval in waiting:
+            state = requests.get(approval["runId"])
+            approval["airflow"] = state
+            if state is None:
+                continue
+            if state["assigned"]:  # what Airflow checks: the users assigned when the run asked
+                approval["approvers"] = state["assigned"]
+            approval["canAnswer"] = (
+                state["taskState"] in waiting_states
+                and not state["answered"]
+                and _may_answer(request, user, dag_id, state["assigned"])
+            )
 
 
 def _model_row(client: Any, name: str, spec: Any | None, request: Request, user: Any) -> dict[str, Any]:
     from cmms_mlflow.model_overview import model_summary
 
-    row: dict[str, Any] = {"name": name, **model_summary(client, _hook(), name)}
+    approvers = spec.approval["approvers"] if spec is not None else ()
+    row: dict[str, Any] = {"name": name, **model_summary(client, _hook(), name, approvers=approvers)}
+    _with_airflow_state(row["pendingApprovals"], request, user)
     row["spec"] = None
     if spec is not None:
         row["spec"] = {
@@ -528,14 +600,15 @@ def _model_row(client: Any, name: str, spec: Any | None, request: Request, user:
             "description": spec.description,
             "trainingDagId": spec.training_dag_id,
             "scoringDagId": spec.scoring_dag_id,
-            "trainingDagUrl": _dag_url(spec.training_dag_id),
-            "scoringDagUrl": _dag_url(spec.scoring_dag_id),
+            "trainingDagUrl": dag_url(spec.training_dag_id),
+            "scoringDagUrl": dag_url(spec.scoring_dag_id),
             "promotionMetric": spec.promotion["metric"],
             "threshold": spec.promotion["threshold"],
+            "approvers": list(approvers),
         }
         row["trainingRuns"] = _last_runs(spec.training_dag_id)
     row["permissions"] = _permissions(request, user, spec)
-    row["promotionDagUrl"] = _dag_url(PROMOTION_DAG_ID)
+    row["promotionDagUrl"] = dag_url(PROMOTION_DAG_ID)
     return row
 
 

@@ -35,6 +35,7 @@ from cmms_mlflow.operators import (
     MlflowValidateModelOperator,
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
+from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
 from cmms_pm.spec import ModelSpec, load_specs
@@ -196,10 +197,10 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             from cmms_pm.params import approval_required
 
             step = next_step(validation["decision"], approval_required(spec, params or {}))
-            return {"promote": "promote_model", "approve": "approve_promotion"}.get(step, "reject_model")
+            return {"promote": "promote_model", "approve": APPROVAL_TASK_ID}.get(step, "reject_model")
 
         approve = MlflowApprovalOperator(
-            task_id="approve_promotion",
+            task_id=APPROVAL_TASK_ID,
             model_name=MODEL,
             validation=validate_model.output,
             approvers=spec.approval["approvers"],

@@ -88,13 +88,21 @@ def append(client: MlflowClient, model: str, event: Mapping[str, Any]) -> Histor
     return recorded  # type: ignore[return-value]
 
 
-def read(client: MlflowClient, model: str, *, limit: int = 50) -> list[HistoryEvent]:
-    """The newest ``limit`` events of ``model``, newest first (``[]`` for a model without history)."""
-    return read_page(client, model, limit=limit)[0]
+def read(
+    client: MlflowClient, model: str, *, limit: int = 50, version: str | None = None
+) -> list[HistoryEvent]:
+    """The newest ``limit`` events of ``model`` (only those about ``version`` if given), newest first
+    (``[]`` for a model without history)."""
+    return read_page(client, model, limit=limit, version=version)[0]
 
 
 def read_page(
-    client: MlflowClient, model: str, *, limit: int = 50, page_token: str | None = None
+    client: MlflowClient,
+    model: str,
+    *,
+    limit: int = 50,
+    page_token: str | None = None,
+    version: str | None = None,
 ) -> tuple[list[HistoryEvent], str | None]:
     """One page of events, newest first, and the token of the next page (None after the last)."""
     limit = max(1, min(int(limit), MAX_LIMIT))
@@ -102,7 +110,12 @@ def read_page(
     if experiment_id is None:
         return [], None
     runs = client.search_runs(
-        [experiment_id], order_by=[f"tags.{SEQ_TAG} DESC"], max_results=limit, page_token=page_token or None
+        [experiment_id],
+        # A version number is an integer: nothing from a caller reaches the filter as text.
+        filter_string=f"tags.history_version = '{int(version)}'" if version is not None else "",
+        order_by=[f"tags.{SEQ_TAG} DESC"],
+        max_results=limit,
+        page_token=page_token or None,
     )
     events = []
     for run in runs:

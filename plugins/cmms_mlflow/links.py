@@ -1,4 +1,6 @@
-"""Operator extra links from Airflow task instances to the MLflow UI.
+"""Links between the two UIs: operator extra links from Airflow task instances to the MLflow UI,
+and the addresses of Airflow's own pages (a DAG, a run, a task's required actions) that the model
+API and the Models page link to.
 
 The operator knows what it touched (run, model version) only while it runs, so it pushes the
 page URL to XCom under the link's key; the link reads it back for the task instance.
@@ -7,6 +9,7 @@ page URL to XCom under the link's key; the link reads it back for the task insta
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from airflow.sdk import BaseOperatorLink, BaseXCom
 
@@ -37,3 +40,23 @@ class MlflowModelVersionLink(_XComUrlLink):
 
     name = "MLflow model version"
     url_key = MODEL_VERSION_URL_KEY
+
+
+def airflow_ui_url(path: str) -> str:
+    """A page of this Airflow's UI: ``[api] base_url`` + ``path`` (just ``path`` without a base URL)."""
+    from airflow.configuration import conf
+
+    return conf.get("api", "base_url", fallback="").rstrip("/") + path
+
+
+def dag_url(dag_id: str, run_id: str | None = None) -> str:
+    """Airflow's page of a DAG, or of one of its runs."""
+    path = f"/dags/{quote(dag_id, safe='')}"
+    return airflow_ui_url(path + (f"/runs/{quote(run_id, safe='')}" if run_id else ""))
+
+
+def required_actions_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """Airflow's *required actions* page of a human-in-the-loop task, where a person answers it (the
+    page ``HITLOperator.generate_link_to_ui`` links to)."""
+    task = f"/tasks/{quote(task_id, safe='')}/required_actions?{urlencode({'map_index': map_index})}"
+    return dag_url(dag_id, run_id) + task

@@ -2,26 +2,24 @@
 
 The model API's read routes (``cmms_mlflow.api``) return these views, and the page reads only
 those routes, so the page and the API cannot disagree. Writes stay in ``registry``/``promotion``.
-
-Two seams for work that is landing elsewhere:
-
-* :func:`recent_decisions` reads the decisions from the versions' tags (``validation_status``,
-  ``decision_reason``, ``promotion_reason``, ...): one entry per version, the latest state of each.
-  When the append-only model history lands, it becomes a read of that history.
-* :func:`pending_approvals` answers ``None`` ("not available") until human approval lands; the
-  page then shows the gap instead of an empty list.
+The decisions are the model's append-only history (``cmms_mlflow.history``); the pending
+approvals are the versions whose ``approval_status`` tag is ``pending`` (written by
+``MlflowApprovalOperator`` when it asks, replaced by the answer under the registry lock).
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from cmms_mlflow import registry
+from cmms_mlflow import history, registry
+from cmms_mlflow.links import dag_url, required_actions_url
+from cmms_pm.approval import APPROVAL_TASK_ID, PENDING, requesting_run
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -29,8 +27,9 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.hooks import MlflowHook
 
-#: How many decisions a model's row shows.
+#: How many decisions a model's row shows, and at most how many events a version's page lists.
 DECISIONS_LIMIT = 10
+VERSION_HISTORY_LIMIT = 100
 #: Where the plots of a training run live, and the one drift plot of its data checks.
 EVALUATION_DIR = "evaluation"
 DRIFT_PLOT = "data_checks/drift.png"
@@ -39,7 +38,16 @@ DRIFT_PLOT = "data_checks/drift.png"
 PLOT_ID_PATTERN = r"[a-z0-9_]{1,64}(\.[a-z0-9_]{1,64})?"
 PLOT_ID = re.compile(PLOT_ID_PATTERN)
 HOLDOUT_METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
-DECISIONS_SOURCE = "version tags"
+#: What each history event type reads as on the page.
+DECISION_LABELS = {
+    "promotion": "promoted",
+    "rejection": "rejected",
+    "rollback": "rolled back",
+    "stage_change": "moved",
+    "staging": "staged",
+    "approval": "approval",
+    "repair": "repaired",
+}
 
 
 def _float(value: str | None) -> float | None:
@@ -72,46 +80,84 @@ def drift_of(tags: dict[str, str]) -> dict[str, Any] | None:
     }
 
 
-def decision_of(mv: ModelVersion) -> dict[str, Any] | None:
-    """What was decided about one version, from its tags; None for a version nobody decided on."""
-    tags = dict(mv.tags)
-    status = tags.get("validation_status")
-    kind = tags.get("promotion_kind")
-    if not status and not kind and not tags.get("stage_changed_at"):
-        return None
-    if tags.get("promoted_at") and kind == "rollback":
-        decision, reason = "rolled back to", tags.get("promotion_reason")
-    elif tags.get("promoted_at"):
-        decision, reason = "promoted", tags.get("promotion_reason") or tags.get("decision_reason")
-    elif status == "rejected":
-        decision, reason = "rejected", tags.get("rejection_reason") or tags.get("decision_reason")
-    elif tags.get("stage_changed_at"):
-        decision, reason = f"moved to {mv.current_stage}", tags.get("stage_change_reason")
-    else:
-        decision, reason = status or "pending", tags.get("decision_reason")
+def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
+    """One history event as the page shows it: what, which version (from → to stage), the champion
+    before → after, who, when, why, and the Airflow run that made it (None for an API request)."""
+    airflow = event.get("airflow") or {}
+    dag_id, run_id = airflow.get("dag_id"), airflow.get("run_id")
     return {
-        "version": str(mv.version),
-        "decision": decision,
-        "kind": kind or ("pipeline" if status else "manual"),
-        "reason": reason or "",
-        "at": tags.get("promoted_at") or tags.get("stage_changed_at") or _iso_from_ms(mv.creation_timestamp),
-        "by": tags.get("promoted_by") or tags.get("stage_changed_by") or tags.get("airflow.dag_id") or "",
-        "challengerF1": _float(tags.get("validation_f1")),
-        "championF1": _float(tags.get("champion_f1")),
-        "championVersion": tags.get("champion_version") or None,
-        "stage": mv.current_stage,
+        "seq": event.get("seq"),
+        "type": event.get("type"),
+        "decision": DECISION_LABELS.get(str(event.get("type")), str(event.get("type"))),
+        "version": event.get("version"),
+        "fromStage": event.get("from_stage"),
+        "toStage": event.get("to_stage"),
+        "championBefore": event.get("champion_before"),
+        "championAfter": event.get("champion_after"),
+        "changed": event.get("changed", True),
+        "by": event.get("actor") or "",
+        # ``at`` is the event's own time (a DAG step's is its run's run_after, so a retry writes the
+        # same event); ``recordedAt`` is when the history recorded it.
+        "at": event.get("at"),
+        "recordedAt": event.get("recorded_at"),
+        "reason": event.get("reason") or "",
+        "airflow": dict(airflow) or None,
+        "links": {"airflowRun": dag_url(dag_id, run_id) if dag_id and run_id else None},
     }
 
 
-def recent_decisions(versions: list[ModelVersion], limit: int = DECISIONS_LIMIT) -> list[dict[str, Any]]:
-    """The last ``limit`` decisions, newest version first (seam: the model history replaces this)."""
-    decisions = (decision_of(mv) for mv in versions)
-    return [d for d in decisions if d is not None][:limit]
+def recent_decisions(
+    client: MlflowClient, name: str, limit: int = DECISIONS_LIMIT, *, version: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` events of the model's history (of one ``version`` if given), newest first."""
+    return [decision_view(e) for e in history.read(client, name, limit=limit, version=version)]
 
 
-def pending_approvals(name: str) -> list[dict[str, Any]] | None:
-    """Promotions waiting for a person's approval; ``None``: approvals are not available yet."""
-    return None
+def pending_approvals(versions: list[ModelVersion], approvers: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The versions waiting for a person's answer (``approval_status=pending``), newest first: when
+    and by which Airflow run it was asked, who may answer (``approvers``; empty: anyone allowed to
+    answer the DAG's human-in-the-loop tasks), until when, and Airflow's page to answer it.
+
+    Read from ``versions`` (the listing :func:`model_summary` already holds, tags included): no
+    MLflow call of its own.
+    """
+    pending = []
+    for mv in versions:
+        tags = dict(mv.tags)
+        if tags.get("approval_status") != PENDING:
+            continue
+        dag_id, run_id = requesting_run(tags.get("approval_requested_by")) or (None, None)
+        hours = _float(tags.get("approval_timeout_hours"))
+        requested_at = tags.get("approval_requested_at") or None
+        pending.append({
+            "version": str(mv.version),
+            "stage": mv.current_stage,
+            "requestedAt": requested_at,
+            "requestedBy": tags.get("approval_requested_by") or None,
+            "timeoutHours": hours,
+            "expiresAt": _plus_hours(requested_at, hours),
+            "approvers": list(approvers),
+            "reason": tags.get("decision_reason") or "",
+            "holdoutF1": _float(tags.get("validation_f1")),
+            "championF1": _float(tags.get("champion_f1")),
+            "dagId": dag_id,
+            "runId": run_id,
+            "taskId": APPROVAL_TASK_ID,
+            "mapIndex": -1,
+            "links": {
+                "requiredActions": required_actions_url(dag_id, run_id, APPROVAL_TASK_ID) if run_id else None,
+                "airflowRun": dag_url(dag_id, run_id) if run_id else None,
+            },
+        })  # fmt: skip
+    return pending
+
+
+def _plus_hours(iso: str | None, hours: float | None) -> str | None:
+    try:
+        at = datetime.fromisoformat(iso) if iso and hours is not None else None
+    except ValueError:
+        return None
+    return (at + timedelta(hours=hours)).isoformat(timespec="seconds") if at is not None else None
 
 
 def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, aliases: dict) -> dict[str, Any]:
@@ -138,6 +184,7 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "promotedAt": tags.get("promoted_at") or None,
         "promotedBy": tags.get("promoted_by") or None,
         "promotionReason": tags.get("promotion_reason") or None,
+        "approvalStatus": tags.get("approval_status") or None,
         "drift": drift_of(tags),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
@@ -147,13 +194,20 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
     }
 
 
-def model_summary(client: MlflowClient, hook: MlflowHook, name: str, limit: int = DECISIONS_LIMIT) -> dict:
-    """Champion, challenger (or the last candidate), decisions, drift and approvals of ``name``."""
+def model_summary(
+    client: MlflowClient,
+    hook: MlflowHook,
+    name: str,
+    limit: int = DECISIONS_LIMIT,
+    *,
+    approvers: Sequence[str] = (),
+) -> dict:
+    """Champion, challenger (or the last candidate), decisions, drift and pending approvals of
+    ``name`` (``approvers``: who the model's spec lets answer an approval)."""
     if not registry.model_exists(client, name):
         return {"registered": False, "champion": None, "challenger": None, "lastCandidate": None,
-                "previousChampion": None, "decisions": [], "decisionsSource": DECISIONS_SOURCE,
-                "drift": None, "pendingApprovals": pending_approvals(name), "versions": 0,
-                "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
+                "previousChampion": None, "decisions": [], "drift": None, "pendingApprovals": [],
+                "versions": 0, "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
     versions = all_versions(client, name)
     aliases = registry.aliases_of(client, name)
     by_number = {str(v.version): v for v in versions}
@@ -177,10 +231,9 @@ def model_summary(client: MlflowClient, hook: MlflowHook, name: str, limit: int 
             else None
         ),  # fmt: skip
         "previousChampion": aliases.get(registry.PREVIOUS_CHAMPION),
-        "decisions": recent_decisions(versions, limit),
-        "decisionsSource": DECISIONS_SOURCE,
+        "decisions": recent_decisions(client, name, limit),
         "drift": drift,
-        "pendingApprovals": pending_approvals(name),
+        "pendingApprovals": pending_approvals(versions, approvers),
         "links": {"mlflowModel": _model_url(hook, name)},
     }
 
@@ -208,7 +261,8 @@ def read_artifact(client: MlflowClient, run_id: str, path: str) -> bytes:
 
 
 def version_detail(client: MlflowClient, hook: MlflowHook, name: str, version: str) -> dict[str, Any]:
-    """One version with its decision record (``validation/decision.json``) and its plots' ids."""
+    """One version with its decision record (``validation/decision.json``), its plots' ids and its
+    history (the events about it, newest first)."""
     from cmms_mlflow.model_evaluation import recorded_decision
 
     mv = client.get_model_version(name, version)
@@ -217,7 +271,7 @@ def version_detail(client: MlflowClient, hook: MlflowHook, name: str, version: s
     view["name"] = name
     view["description"] = mv.description or ""
     view["decisionRecord"] = recorded_decision(client, mv.run_id) if mv.run_id else None
-    view["decision"] = decision_of(mv)
+    view["history"] = recent_decisions(client, name, VERSION_HISTORY_LIMIT, version=str(mv.version))
     view["plots"] = sorted(plot_paths(client, mv.run_id)) if mv.run_id else []
     view["champion"] = aliases.get(registry.CHAMPION)
     view["previousChampion"] = aliases.get(registry.PREVIOUS_CHAMPION)

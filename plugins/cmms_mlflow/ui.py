@@ -2,9 +2,10 @@
 
 Airflow shows it in an iframe (nav entry *Models*). The page is static HTML + one script + one
 stylesheet; the script reads everything through the model API (``/api/v1/ml``: ``GET /models``,
-``GET /models/{name}/versions/{v}``, the plots) and acts through it (``POST .../promote``), with
-the user's Airflow session cookie, so the page shows what the API says and can do only what the
-API allows that user. Every route here needs an authenticated Airflow user who may read at
+``GET /models/{name}/versions/{v}``, the plots), promotes through it (``POST .../promote``) and
+answers approvals through Airflow's own human-in-the-loop endpoint (``PATCH /api/v2/.../hitlDetails``),
+with the user's Airflow session cookie, so the page shows what the API says and can do only what
+Airflow allows that user. Every route here needs an authenticated Airflow user who may read at
 least one model's DAG (Airflow does not authenticate plugin apps), and every answer carries a
 strict Content-Security-Policy: no inline script or style, nothing from another origin.
 """

@@ -15,6 +15,7 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+from support import wait_until_parked
 
 pytestmark = pytest.mark.slow
 
@@ -48,29 +49,12 @@ def _wait_for_state(cluster, run_id: str, task_id: str, states: set[str], timeou
     while True:
         tis = cluster.task_instances(run_id, DAG_ID)
         if tis.get(task_id, {}).get("state") in states:
+            if "awaiting_input" in states:
+                wait_until_parked(cluster, DAG_ID, TASK, run_id)
             return tis
         failed = {t: ti["state"] for t, ti in tis.items() if ti["state"] in ("failed", "upstream_failed")}
         assert not failed and time.monotonic() < deadline, (task_id, states, failed or tis)
         time.sleep(2)
-
-
-def _wait_until_parked(cluster, run_id: str, timeout: float = 120) -> None:
-    """Wait until the executor has reported the end of the process that asked the question.
-
-    Airflow 3.3 race, seen on a loaded machine: the task is ``awaiting_input`` as soon as it asked,
-    but its process may take seconds more to exit. An answer in that window resumes the task at
-    once, and when the scheduler then handles the first process's late "success" event it ends the
-    resumed try (heartbeat 410) and a retry asks again. A person never answers that fast; a test
-    does, so it answers once the scheduler has logged that event.
-    """
-    event = (
-        f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{DAG_ID}', "
-        f"task_id='{TASK}', run_id='{run_id}', try_number=1"
-    )
-    deadline = time.monotonic() + timeout
-    while event not in (cluster.home / "scheduler.log").read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"no executor event for {TASK} of {run_id} in {timeout} s"
-        time.sleep(1)
 
 
 def _finished(cluster, run_id: str) -> dict[str, str]:
@@ -103,7 +87,6 @@ def test_an_approver_approves_through_the_rest_api_and_the_version_is_promoted(
     name = f"pm_approve_{uuid.uuid4().hex[:8]}"
     run_id = _trigger(airflow_cluster, name)
     _wait_for_state(airflow_cluster, run_id, TASK, {"awaiting_input"})
-    _wait_until_parked(airflow_cluster, run_id)
     assert cluster_client.get_model_version(name, "1").tags["approval_status"] == "pending"
     assert cluster_client.get_model_version(name, "1").current_stage == "Staging"
 
@@ -160,7 +143,6 @@ def test_a_rejected_version_is_archived_with_the_approvers_reason(
     name = f"pm_refuse_{uuid.uuid4().hex[:8]}"
     run_id = _trigger(airflow_cluster, name)
     _wait_for_state(airflow_cluster, run_id, TASK, {"awaiting_input"})
-    _wait_until_parked(airflow_cluster, run_id)
     answer = {"chosen_options": ["Reject"], "params_input": {"comment": "too many false alarms on pumps"}}
     status, body = airflow_cluster.request("PATCH", _hitl_path(run_id), answer, user="approver")
     assert status == 200, body

@@ -131,8 +131,25 @@ def test_the_read_routes_answer_what_the_registry_holds(airflow_cluster, registr
     )  # fmt: skip
     status, listing = airflow_cluster.request("GET", f"{ML}/models", user="viewer")
     assert status == 200, listing
-    # One row per spec of the cluster (tests/dags/conftest.py CLUSTER_SPECS).
+    # One row per cluster spec (tests/dags/conftest.py CLUSTER_SPECS).
     assert {m["name"] for m in listing["models"]} == {"predictive_maintenance_rf", "ai4i_hgb", "pm_notify_rf"}
+    # Who may answer approvals is Airflow's HITL rule: pm_notify names one approver; the others let
+    # anyone answer who may update the DAG's HITL details (SimpleAuthManager: not a viewer).
+    approve = {
+        user: {m["name"]: m["permissions"]["approve"] for m in _listing(airflow_cluster, user)}
+        for user in ("viewer", "operator", "approver")
+    }
+    assert approve == {
+        "viewer": {"predictive_maintenance_rf": False, "ai4i_hgb": False, "pm_notify_rf": False},
+        "operator": {"predictive_maintenance_rf": True, "ai4i_hgb": True, "pm_notify_rf": False},
+        "approver": {"predictive_maintenance_rf": True, "ai4i_hgb": True, "pm_notify_rf": True},
+    }
+
+
+def _listing(cluster, user: str) -> list[dict]:
+    status, body = cluster.request("GET", f"{ML}/models", user=user)
+    assert status == 200, body
+    return body["models"]
 
 
 def test_a_viewer_can_read_but_gets_403_on_train_and_promote(airflow_cluster, registry_only_model):

@@ -5,7 +5,10 @@ Playwright, against the real cluster (``airflow_cluster``: api-server, scheduler
 One journey per user: the operator logs in, is refused an invalid value in the trigger form,
 starts a training run with valid ones, follows the task page's MLflow links, sees the new champion
 on the Models page, reads its decision record and plots, promotes and rolls back from the page;
-the viewer sees the same page without any action and gets 403 when calling one anyway.
+the viewer sees the same page without any action and gets 403 when calling one anyway. Then an
+approval: a ``pm_notify_training`` run waits for a person; the viewer sees the request without a
+button (and Airflow answers 403 if they answer anyway); the spec's approver approves it from the
+Models page with a comment, and the page shows the new champion and the approval in its history.
 
 A failing step leaves a screenshot in ``test-artifacts/ui/`` (git-ignored); its path is printed.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +26,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from support import wait_until_parked
 
 from cmms_mlflow import registry
 
@@ -38,6 +43,11 @@ CHROMIUM_ARGS = [
 TRAINING = "predictive_maintenance_training"
 MODEL = "predictive_maintenance_rf"  # the shipped spec's registered model: its row on the Models page
 PROMOTE = "/api/v1/ml/models/{name}/versions/{version}/promote"
+#: The spec with an approver (tests/dag_fixtures/models/pm_notify.yaml: approvers [approver]).
+APPROVAL_TRAINING = "pm_notify_training"
+APPROVAL_MODEL = "pm_notify_rf"
+APPROVAL_TASK = "approve_promotion"
+HITL = "/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve_promotion/-1/hitlDetails"
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +194,7 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         assert "Production" in champion_cell.inner_text()
         decisions = row.locator("td[data-col=decisions]").inner_text()
         assert f"v{version}" in decisions and "promoted" in decisions
-        assert "approvals not available yet" in row.locator("td[data-col=approvals]").inner_text()
+        assert "none pending" in row.locator("td[data-col=approvals]").inner_text()
         _snapshot(page, "models-page-operator")
 
     with step(page, "the version page shows the decision record and the plots"):
@@ -260,3 +270,114 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         frame.locator("#decision-record").wait_for(timeout=30_000)
         assert frame.locator("button").count() == 0
     viewer.context.close()
+
+
+def _awaiting_answer(cluster, run_id: str, timeout: float = 420) -> None:
+    """Wait until the run's approval step waits for a person."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tis = cluster.task_instances(run_id, APPROVAL_TRAINING)
+        if tis.get(APPROVAL_TASK, {}).get("state") == "awaiting_input":
+            # Airflow 3.3.2 loses an answer given before the executor has reported the parked
+            # attempt (see support.wait_until_parked); a person is never that fast.
+            wait_until_parked(cluster, APPROVAL_TRAINING, APPROVAL_TASK, run_id)
+            return
+        failed = {t: ti["state"] for t, ti in tis.items() if ti["state"] in ("failed", "upstream_failed")}
+        assert not failed and time.monotonic() < deadline, failed or tis
+        time.sleep(2)
+
+
+def _approval_row(cluster, user: str) -> dict:
+    """The pm_notify model's row of the model API, as ``user`` sees it."""
+    status, body = cluster.request("GET", "/api/v1/ml/models", user=user)
+    assert status == 200, body
+    return next(m for m in body["models"] if m["name"] == APPROVAL_MODEL)
+
+
+def test_an_approver_answers_a_pending_approval_from_the_models_page(airflow_cluster, browser):
+    from mlflow import MlflowClient
+
+    cluster = airflow_cluster
+    client = MlflowClient(tracking_uri=cluster.mlflow_uri, registry_uri=cluster.mlflow_uri)
+    run_id = f"ui_approval_{uuid.uuid4().hex[:8]}"
+    conf = {"require_approval": True, "f1_threshold": 0.3}
+    body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+    status, run = cluster.request("POST", f"/api/v2/dags/{APPROVAL_TRAINING}/dagRuns", body, user="operator")
+    assert status == 200, run
+    _awaiting_answer(cluster, run_id)
+    (asked,) = [
+        mv for mv in client.search_model_versions(f"name = '{APPROVAL_MODEL}'")
+        if mv.tags.get("approval_requested_by") == f"airflow:{APPROVAL_TRAINING}/{run_id}"
+    ]  # fmt: skip
+    version = str(asked.version)
+    run_path = f"/dags/{APPROVAL_TRAINING}/runs/{quote(run_id, safe='')}"
+
+    # Who may answer, as the API tells the page: Airflow's own rule (HITL permission on the DAG, and
+    # the spec's approver list), so the operator, who may trigger the DAG, may not answer either.
+    answerable = {}
+    for user in ("viewer", "operator", "approver"):
+        row = _approval_row(cluster, user)
+        (pending,) = row["pendingApprovals"]
+        assert (pending["version"], pending["runId"], pending["approvers"]) == (version, run_id, ["approver"])
+        assert pending["airflow"]["taskState"] == "awaiting_input" and not pending["airflow"]["answered"]
+        answerable[user] = (row["permissions"]["approve"], pending["canAnswer"])
+    assert answerable == {"viewer": (False, False), "operator": (False, False), "approver": (True, True)}
+
+    viewer = _log_in(browser, cluster, "viewer")
+    with step(viewer, "a viewer sees the pending approval without a button and gets 403 answering"):
+        frame = _models_frame(viewer)
+        row = frame.locator(f"tr[data-model='{APPROVAL_MODEL}']")
+        item = row.locator(f"td[data-col=approvals] li[data-approval='{version}']")
+        text = item.inner_text()
+        assert "pending" in text and run_id in text and "approvers: approver" in text, text
+        review = item.get_by_role("link", name="Review in Airflow").get_attribute("href")
+        assert review.endswith(f"{run_path}/tasks/{APPROVAL_TASK}/required_actions?map_index=-1"), review
+        assert frame.locator("button").count() == 0
+        _snapshot(viewer, "models-page-pending-approval-viewer")
+        answer = frame.locator("body").evaluate(
+            """async (_body, path) => {
+                const r = await fetch(path, {method: "PATCH", credentials: "same-origin",
+                  headers: {"Content-Type": "application/json"},
+                  body: JSON.stringify({chosen_options: ["Approve"], params_input: {comment: "viewer"}})});
+                return [r.status, await r.text()];
+            }""",
+            HITL.format(dag=APPROVAL_TRAINING, run=quote(run_id, safe="")),
+        )
+        assert answer[0] == 403, answer
+    viewer.context.close()
+
+    page = _log_in(browser, cluster, "approver")
+    with step(page, "the approver sees the pending approval with Approve and Reject"):
+        frame = _models_frame(page)
+        row = frame.locator(f"tr[data-model='{APPROVAL_MODEL}']")
+        item = row.locator(f"td[data-col=approvals] li[data-approval='{version}']")
+        assert item.get_by_role("button", name="Reject").is_visible()
+        # The approver may also promote by hand, but the page offers no way around the approval.
+        assert row.locator("button[data-action=promote]").count() == 0
+        _snapshot(page, "models-page-pending-approval")
+
+    with step(page, "the approver approves with a comment; the run promotes the version"):
+        item.get_by_role("textbox").fill("holdout confusion matrix checked")
+        item.get_by_role("button", name="Approve").click()
+        frame.locator("#status", has_text=f"Approve v{version} of {APPROVAL_MODEL}: answered").wait_for()
+        (finished,) = cluster.wait_for_runs({run_id}, 1, timeout=300, dag_id=APPROVAL_TRAINING)
+        assert finished["state"] == "success", cluster.task_instances(run_id, APPROVAL_TRAINING)
+        # The page follows the run it answered until it finishes (no reload by hand).
+        frame.locator("#status", has_text=f"Run {run_id} finished: success").wait_for(timeout=60_000)
+        champion = row.locator("td[data-col=champion]")
+        assert champion.get_by_role("link", name=f"v{version}", exact=True).is_visible()
+        assert "none pending" in row.locator("td[data-col=approvals]").inner_text()
+        decisions = row.locator("td[data-col=decisions]")
+        approval = decisions.locator(f"li[data-type=approval]:has(a:text-is('v{version}'))")
+        text = approval.inner_text()
+        assert "by approver" in text, text
+        assert "approved by approver: holdout confusion matrix checked" in text, text
+        assert approval.get_by_role("link", name="Airflow run").get_attribute("href").endswith(run_path)
+        promotion = decisions.locator("li[data-type=promotion]").first.inner_text()
+        assert f"v{version}" in promotion and "Production" in promotion, promotion
+        _snapshot(page, "models-page-after-approval")
+    page.context.close()
+
+    assert registry.champion_version(client, APPROVAL_MODEL) == version
+    tags = client.get_model_version(APPROVAL_MODEL, version).tags
+    assert (tags["approval_status"], tags["approval_by"]) == ("approved", "approver")

@@ -20,7 +20,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
-from cmms_pm.approval import APPROVE, REJECT
+from cmms_pm.approval import APPROVE, PENDING, REJECT, requested_by
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -135,10 +135,10 @@ class MlflowApprovalOperator(HITLBranchOperator):
                 self.model_name,
                 self.version,
                 {
-                    "approval_status": "pending",
+                    "approval_status": PENDING,
                     "approval_requested_at": requested_at,
                     "approval_timeout_hours": f"{hours:g}",
-                    "approval_requested_by": f"airflow:{context['ti'].dag_id}/{context['ti'].run_id}",
+                    "approval_requested_by": requested_by(context["ti"].dag_id, context["ti"].run_id),
                 },
             )
         # HITLOperator calls its notifiers once the request is written, before the task waits.

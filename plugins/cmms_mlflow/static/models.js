@@ -1,12 +1,15 @@
-// The Models page (cmms_mlflow.ui): reads and acts only through the model API (/api/v1/ml) with
-// the user's Airflow session cookie. Every value reaches the page as text (textContent or an
-// attribute set through the DOM, never innerHTML): model names, column names and reasons are
-// user data. Links go only to http(s) URLs or paths on this origin.
+// The Models page (cmms_mlflow.ui): reads and acts through the model API (/api/v1/ml), and answers
+// approvals through Airflow's own human-in-the-loop endpoint (/api/v2/.../hitlDetails), both with
+// the user's Airflow session cookie: the page can do only what Airflow lets that user do. Every
+// value reaches the page as text (textContent or an attribute set through the DOM, never
+// innerHTML): model names, column names, reasons and comments are user data. Links go only to
+// http(s) URLs or paths on this origin.
 "use strict";
 
 (() => {
   const ROOT = new URL(document.currentScript.src).pathname.replace(/\/cmms-ui\/static\/models\.js$/, "");
   const API = `${ROOT}/api/v1/ml`;
+  const AIRFLOW_API = `${ROOT}/api/v2`;
   const UI = `${ROOT}/cmms-ui`;
   const main = document.getElementById("main");
   const statusLine = document.getElementById("status");
@@ -73,6 +76,11 @@
   });
 
   const dash = () => el("span", { class: "muted", text: "—" });
+  // An ISO time as "2026-03-01 02:00:00Z" (UTC, to the second); the text as it came if unparsable.
+  const when = (iso) => {
+    const ms = Date.parse(iso || "");
+    return Number.isNaN(ms) ? (iso || "?") : `${new Date(ms).toISOString().slice(0, 19).replace("T", " ")}Z`;
+  };
   const fmt = (x, digits = 4) => (typeof x === "number" && Number.isFinite(x) ? x.toFixed(digits) : "—");
   const badge = (text, kind) => el("span", { class: `badge ${kind || String(text).toLowerCase()}`, text });
 
@@ -90,8 +98,8 @@
     }
   }
 
-  async function api(path, options) {
-    const response = await fetch(`${API}${path}`, {
+  async function call(url, options) {
+    const response = await fetch(url, {
       credentials: "same-origin",
       ...options,
       headers: { Accept: "application/json", ...(options && options.headers) },
@@ -109,6 +117,8 @@
     return body;
   }
 
+  const api = (path, options) => call(`${API}${path}`, options);
+
   const modelPath = (name) => `/models/${encodeURIComponent(name)}`;
   const versionPath = (name, version) => `${modelPath(name)}/versions/${encodeURIComponent(version)}`;
 
@@ -119,6 +129,24 @@
       body: JSON.stringify({ stage: "Production", reason, expectedChampion }),
     });
   }
+
+  // Airflow's own answer to a human-in-the-loop task, as its Required actions page sends it: the
+  // DAG's approval step then records it on the version under the registry lock and branches.
+  function answerApproval(approval, option, comment) {
+    const path = `/dags/${encodeURIComponent(approval.dagId)}/dagRuns/${encodeURIComponent(approval.runId)}` +
+      `/taskInstances/${encodeURIComponent(approval.taskId)}/${approval.mapIndex}/hitlDetails`;
+    return call(`${AIRFLOW_API}${path}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ chosen_options: [option], params_input: { comment } }),
+    });
+  }
+
+  // Runs answered from this page: the list refreshes itself until they finish (a few seconds to
+  // record the answer, then promote_model or reject_model).
+  const following = new Set();
+  let refreshes = 0;
+  let refreshTimer = null;
 
   // A one-field form (the reason) that runs `action` through the API, then reloads the page's data.
   function actionForm(label, action, data) {
@@ -166,13 +194,26 @@
     );
   }
 
-  function decisionsCell(model) {
-    const items = model.decisions.map((d) => el("li", {},
-      pageLink(`v${d.version}`, versionPath(model.name, d.version)), " ", badge(d.decision.split(" ")[0]),
-      ` ${d.decision === d.decision.split(" ")[0] ? "" : d.decision.split(" ").slice(1).join(" ")} `,
-      el("span", { class: "muted", text: d.at || "" }),
+  // One event of the model's history: what, which version (from → to), the champion before → after,
+  // who, when, why, and the Airflow run that made it.
+  function decisionItem(model, d) {
+    const moved = d.fromStage && d.toStage && d.fromStage !== d.toStage ? ` ${d.fromStage} → ${d.toStage}` : "";
+    const champion = d.championBefore !== d.championAfter
+      ? ` · champion ${d.championBefore ? `v${d.championBefore}` : "none"} → ${d.championAfter ? `v${d.championAfter}` : "none"}`
+      : "";
+    return el("li", { "data-event": d.seq, "data-type": d.type },
+      d.version ? pageLink(`v${d.version}`, versionPath(model.name, d.version)) : null, " ",
+      badge(d.decision, d.decision.split(" ")[0]), moved, champion,
+      d.changed === false && d.type !== "approval"
+        ? el("span", { class: "muted", text: " (already in effect)" }) : null,
+      el("div", { class: "muted" }, `by ${d.by || "?"} at ${when(d.recordedAt || d.at)}`,
+        d.links.airflowRun ? " · " : "", d.links.airflowRun ? outLink("Airflow run", d.links.airflowRun, "top") : null),
       d.reason ? el("span", { class: "reason", text: d.reason }) : null,
-    ));
+    );
+  }
+
+  function decisionsCell(model) {
+    const items = model.decisions.map((d) => decisionItem(model, d));
     return items.length ? el("ul", { class: "plain" }, items) : dash();
   }
 
@@ -189,15 +230,66 @@
     );
   }
 
+  function approvalForm(model, approval) {
+    const comment = el("input", {
+      name: "comment", required: true, minlength: 3, maxlength: 2000,
+      placeholder: "Comment (kept on the version)", "aria-label": `Comment on v${approval.version}`,
+    });
+    const buttons = ["Approve", "Reject"].map((option) => el("button", {
+      type: "submit", value: option, "data-action": option.toLowerCase(),
+      class: option === "Reject" ? "secondary" : null,
+    }, option));
+    const form = el("form", { class: "action" }, comment, buttons);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (!form.reportValidity()) return;
+      const option = event.submitter ? event.submitter.value : "Approve";
+      buttons.forEach((b) => { b.disabled = true; });
+      try {
+        await answerApproval(approval, option, comment.value.trim());
+        following.add(approval.runId);
+        refreshes = 0;
+        say(`${option} v${approval.version} of ${model.name}: answered; the run records it and ` +
+          `${option === "Approve" ? "promotes" : "archives"} the version.`);
+        await route();
+      } catch (error) {
+        say(`${option} v${approval.version} refused — ${error.message}`, true);
+        buttons.forEach((b) => { b.disabled = false; });
+      }
+    });
+    return form;
+  }
+
+  function approvalItem(model, a) {
+    const airflow = a.airflow;
+    const answered = airflow && airflow.answered;
+    return el("li", { "data-approval": a.version },
+      pageLink(`v${a.version}`, versionPath(model.name, a.version)), " ",
+      answered ? badge("answered", "ok") : badge("pending", "warn"),
+      a.holdoutF1 !== null ? ` holdout F1 ${fmt(a.holdoutF1)}` : "",
+      a.championF1 !== null ? ` (champion ${fmt(a.championF1)})` : "",
+      a.reason ? el("span", { class: "reason", text: a.reason }) : null,
+      el("div", { class: "muted" }, `asked ${when(a.requestedAt)} by `,
+        outLink(a.runId || a.requestedBy || "?", a.links.airflowRun, "top")),
+      a.expiresAt
+        ? el("div", { class: "muted", text: `answer by ${when(a.expiresAt)} (${a.timeoutHours} h; no answer = Reject)` })
+        : null,
+      el("div", { class: "muted", text: `approvers: ${a.approvers.length ? a.approvers.join(", ") : "anyone who may act on the DAG"}` }),
+      answered
+        ? el("div", {}, `${airflow.chosen.join(", ")} by ${airflow.respondedBy || "?"} at ${when(airflow.respondedAt)}` +
+          " — the run is recording it")
+        : null,
+      airflow && !answered && airflow.taskState !== "awaiting_input" && airflow.taskState !== "deferred"
+        ? el("div", { class: "gap", text: `the approval step is ${airflow.taskState || "gone"}: nothing to answer` })
+        : null,
+      el("div", {}, outLink("Review in Airflow", a.links.requiredActions, "top")),
+      a.canAnswer ? approvalForm(model, a) : null,
+    );
+  }
+
   function approvalsCell(model) {
-    if (model.pendingApprovals === null) {
-      return el("span", { class: "gap", text: "approvals not available yet" });
-    }
     if (!model.pendingApprovals.length) return el("span", { class: "muted", text: "none pending" });
-    return el("ul", { class: "plain" }, model.pendingApprovals.map((a) => el("li", {},
-      `v${a.version} `, el("span", { class: "reason", text: a.reason || "" }),
-      model.permissions.approve ? outLink("Review in Airflow", a.url, "top") : null,
-    )));
+    return el("ul", { class: "plain" }, model.pendingApprovals.map((a) => approvalItem(model, a)));
   }
 
   function runsList(model) {
@@ -214,7 +306,9 @@
     const forms = [];
     const champion = model.champion ? model.champion.version : null;
     const candidate = model.challenger || model.lastCandidate;
-    if (model.permissions.promote && candidate && candidate.stage !== "Production") {
+    // A version waiting for a person's approval is answered there, not promoted around it.
+    if (model.permissions.promote && candidate && candidate.stage !== "Production" &&
+        candidate.approvalStatus !== "pending") {
       forms.push(actionForm(`Promote v${candidate.version}`,
         (reason) => promote(model.name, candidate.version, reason, champion ? Number(champion) : null),
         "promote"));
@@ -261,10 +355,28 @@
       el("table", { id: "models" },
         el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col", text: h })))),
         el("tbody", {}, data.models.map(modelRow))),
-      el("p", { class: "gap", text: "Decisions are read from the versions' tags (the latest per version): " +
-        "the model's full history is not available yet." }),
+      el("p", { class: "muted", text: "Last decisions: the newest events of each model's history in MLflow " +
+        "(experiment <model>__history), newest first." }),
       el("p", { class: "muted" }, "MLflow UI: ", outLink(data.mlflowUiUrl, data.mlflowUiUrl, "new")),
     );
+    followRuns(data.models);
+  }
+
+  // Refresh the list while a run answered from this page has not finished (at most ~3 minutes).
+  function followRuns(models) {
+    const active = new Set(["queued", "running"]);
+    for (const runId of [...following]) {
+      const run = models.flatMap((m) => m.trainingRuns || []).find((r) => r.runId === runId);
+      const waiting = models.some((m) => m.pendingApprovals.some((a) => a.runId === runId));
+      if (!waiting && run && !active.has(run.state)) {
+        following.delete(runId);
+        say(`Run ${runId} finished: ${run.state}.`);
+      }
+    }
+    if (following.size && refreshes < 60) {
+      refreshes += 1;
+      refreshTimer = window.setTimeout(route, 3000);
+    }
   }
 
   // --- one version ---------------------------------------------------------------------------------
@@ -299,7 +411,8 @@
         ["Aliases", v.aliases.length ? v.aliases.join(", ") : "none"],
         ["Champion now", v.champion ? `v${v.champion}` : "none"],
         ["Validation", v.status ? badge(v.status) : "not validated"],
-        ["Decision", v.decision ? `${v.decision.decision}: ${v.decision.reason}` : null],
+        ["Approval", v.approvalStatus ? badge(v.approvalStatus, v.approvalStatus === "pending" ? "warn" : null) : null],
+        ["Last event", v.history.length ? `${v.history[0].decision} by ${v.history[0].by || "?"}: ${v.history[0].reason}` : null],
         ["Data version", v.dataVersion],
         ["Data digest", v.dataDigest],
         ["Estimator", v.estimator],
@@ -325,6 +438,10 @@
           el("details", {}, el("summary", { text: "validation/decision.json" }),
             el("pre", { text: JSON.stringify(record, null, 2) })))
         : el("p", { class: "muted", text: "No decision record (this version was not validated)." }),
+      el("h2", { text: "History" }),
+      v.history.length
+        ? el("ul", { class: "plain", id: "version-history" }, v.history.map((d) => decisionItem({ name }, d)))
+        : el("p", { class: "muted", text: "No events about this version yet." }),
       el("h2", { text: "Plots" }),
       v.plots.length
         ? el("div", { class: "plots" }, v.plots.map((plot) => el("figure", {},
@@ -332,7 +449,7 @@
           el("figcaption", { text: plot }))))
         : el("p", { class: "muted", text: "No plots." }),
     ];
-    if (v.permissions.promote && v.stage !== "Production") {
+    if (v.permissions.promote && v.stage !== "Production" && v.approvalStatus !== "pending") {
       sections.push(el("h2", { text: "Actions" }), actionForm(`Promote v${version}`,
         (reason) => promote(name, version, reason, v.champion ? Number(v.champion) : null), "promote"));
     }
@@ -342,6 +459,7 @@
   // --- routing -------------------------------------------------------------------------------------
 
   async function route() {
+    window.clearTimeout(refreshTimer);
     const path = decodeURIComponent(window.location.pathname.slice(UI.length));
     const match = /^\/models\/([^/]+)\/versions\/([0-9]+)$/.exec(path);
     try {

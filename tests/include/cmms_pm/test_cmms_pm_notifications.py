@@ -13,6 +13,8 @@ from cmms_pm.approval import (
     approval_outcome,
     approval_tags,
     next_step,
+    requested_by,
+    requesting_run,
 )
 from cmms_pm.exceptions import SpecError
 from cmms_pm.notifications import (
@@ -150,6 +152,18 @@ SPEC = {
     "target": {"column": "failed", "positive": 1},
     "features": {"numeric": ["temperature"]},
 }
+
+
+@pytest.mark.parametrize("run_id", ["manual__2026-03-01T02:00:00+00:00", "backfill/odd/run", "ui_1"])
+def test_a_request_names_the_airflow_run_that_asks_and_the_page_reads_it_back(run_id):
+    tag = requested_by("pm_notify_training", run_id)
+    assert tag == f"airflow:pm_notify_training/{run_id}"
+    assert requesting_run(tag) == ("pm_notify_training", run_id)
+
+
+@pytest.mark.parametrize("tag", [None, "", "alice", "airflow:", "airflow:dag_only", "airflow:/run"])
+def test_a_request_tag_without_a_run_names_none(tag):
+    assert requesting_run(tag) is None
 
 
 def test_notifications_and_approval_default_to_off():
