@@ -155,7 +155,9 @@ def xcom_value(dag_run, task_id: str, key: str = "return_value"):
         return XComModel.deserialize_value(rows[0]) if rows else None
 
 
-def wait_until_parked(cluster: AirflowCluster, dag_id: str, task_id: str, run_id: str, timeout: float = 120) -> None:
+def wait_until_parked(
+    cluster: AirflowCluster, dag_id: str, task_id: str, run_id: str, timeout: float = 120
+) -> None:
     """Wait until the executor has reported the end of the process of a task that asked a person.
 
     Airflow 3.3.2 race, seen on a loaded machine: the task is ``awaiting_input`` as soon as it has
