@@ -155,6 +155,7 @@ def log_training_run(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import infer_signature
 
+    from cmms_mlflow.model_loading import import_skops
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
     from cmms_pm.contract import derive_contract
@@ -207,6 +208,7 @@ def log_training_run(
                 client, run_id, checks, title=f"{spec.registered_model}: batch {manifest['data_version']}"
             )
         example = train[list(features.declared)].head(5)
+        import_skops()  # mlflow.sklearn saves with skops.io: import it the fast way, not by its scan
         with mlflow.start_run(run_id=run_id), quiet_airflow_shims():
             mlflow.log_input(_dataset(manifest, train), context="training")
             info = mlflow.sklearn.log_model(

@@ -217,3 +217,35 @@ def test_scoring_takes_asset_events_only_for_models_of_its_spec(
         assert operator.models_to_score({"triggering_asset_events": {}}, session) == ["fallback_model"]
     assert operator.load_options(ours) == {"spec_name": shipped_spec.name, "allow_unverified": False}
     assert operator.load_options(shipped_spec.registered_model)["spec_name"] is None
+
+
+_TRUSTED_TYPE_LISTS = """
+import json, sys
+import airflow.sdk, mlflow, sklearn.ensemble  # a task process: Airflow's shims, MLflow, scikit-learn
+if sys.argv[1] == "fast":
+    from cmms_mlflow.model_loading import import_skops
+    import_skops()
+else:
+    import skops.io
+import skops.io._trusted_types as t
+print(json.dumps({k: v for k, v in vars(t).items() if k.endswith("TYPE_NAMES")}, sort_keys=True))
+"""
+
+
+def test_the_fast_skops_import_trusts_exactly_what_skops_own_import_trusts():
+    """import_skops (used to load and, since issue 13, to save models) replaces skops' scan of every
+    loaded module by an index: skops must come out with the same default trusted-type names,
+    including the module each NumPy/SciPy ufunc is named after, as its own import in the same process."""
+    import json
+    import subprocess
+    import sys
+
+    lists = {}
+    for how in ("fast", "plain"):
+        out = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", _TRUSTED_TYPE_LISTS, how],
+            capture_output=True, text=True, check=True, timeout=300,
+        )  # fmt: skip
+        lists[how] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(lists["plain"]["NUMPY_UFUNC_TYPE_NAMES"]) > 50  # the scan did find the ufuncs
+    assert lists["fast"] == lists["plain"]
