@@ -57,7 +57,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @dataclass
 class Timed:
-    """Wall time and peak RSS (of the child and its waited-for descendants) of one process."""
+    """Wall time, peak RSS (the child process's own) and CPU seconds (with its descendants) of one process."""
 
     seconds: float
     maxrss_mb: float
@@ -71,7 +71,9 @@ def timed_run(
 ) -> Timed:
     """Run ``cmd`` to completion (stderr and stdout appended to ``log``); wall time and its peak RSS.
 
-    The peak RSS is the child's own, from ``os.wait4`` (its largest process if it forked).
+    The peak RSS is the child's own ``VmHWM``, polled while it runs. ``os.wait4``'s ``ru_maxrss``
+    is only the fallback (a child that ends before the first poll): Linux carries the parent's
+    peak into it across fork and exec, so it reports at least this bench process's own peak.
     """
     with open(log, "a") as sink:
         sink.write(f"\n$ {' '.join(cmd)}\n")
@@ -81,7 +83,9 @@ def timed_run(
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=sink, start_new_session=True)
             deadline = started + timeout
+            hwm_kb = 0
             while True:
+                hwm_kb = max(hwm_kb, _vm_hwm_kb(proc.pid))
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
@@ -97,7 +101,18 @@ def timed_run(
     # CPU seconds (user + system, the child and its reaped descendants) barely move when other
     # work shares the cores, unlike wall time: the robust ratio on a shared machine.
     cpu = usage.ru_utime + usage.ru_stime
-    return Timed(seconds, usage.ru_maxrss / 1024, proc.returncode, stdout, cpu)
+    return Timed(seconds, (hwm_kb or usage.ru_maxrss) / 1024, proc.returncode, stdout, cpu)
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    """Peak RSS (``VmHWM``, kB) of a running process; 0 once it has exited or is a zombie."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def last_json(stdout: str) -> dict:

@@ -6,6 +6,7 @@ Tiny sizes only; the real figures come from ``make bench`` (docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,26 @@ def test_pipeline_bench_prints_overhead_and_scaling_tables_at_a_tiny_size():
     assert "(c)/(a)" in out.stdout
     assert "P3 scaling from (c)" in out.stdout
     assert "train_model" in out.stdout
+
+
+@pytest.mark.slow
+def test_dags_test_floor_bench_times_the_no_work_dags_in_the_project_bundle():
+    out = _run_bench(str(PROJECT_DIR / "bench" / "dags_test_floor.py"), "--repeat", "1", timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for dag_id in ("bench_noop_1", "bench_noop_9", "bench_imports_1"):
+        assert re.search(rf"^\|\s+{dag_id} \|\s+\d+\.\d+ \|", out.stdout, re.M), out.stdout[-2000:]
+
+
+def test_timed_run_reports_the_child_peak_not_the_benchs_own(tmp_path):
+    """Linux carries a parent's peak RSS into a child across fork and exec (``ru_maxrss``): the
+    bench must read the child's own peak, or every small step reports the bench's size."""
+    sys.path.insert(0, str(PROJECT_DIR / "bench"))
+    from lib import clean_env, timed_run
+
+    ballast = bytearray(400 * 1024 * 1024)
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # resident, not just reserved
+    child = "import time; b = bytearray(40 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
+    out = timed_run([sys.executable, "-c", child], clean_env(), log=tmp_path / "run.log")
+    del ballast
+    assert out.returncode == 0
+    assert 40 < out.maxrss_mb < 300, out.maxrss_mb
