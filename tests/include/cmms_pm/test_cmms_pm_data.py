@@ -255,3 +255,13 @@ def test_read_split_of_a_missing_file_names_the_uri(tmp_path):
     uri = str(tmp_path / "holdout.parquet")
     with pytest.raises(DataSourceError, match="holdout.parquet"):
         read_split(uri)
+
+
+def test_equipment_names_are_gathered_into_the_same_arrow_array_pandas_builds_from_strings():
+    from cmms_pm.data import EQUIPMENT_TYPES, _names
+
+    codes = np.random.default_rng(7).integers(0, len(EQUIPMENT_TYPES), 5000)
+    fast = _names(EQUIPMENT_TYPES, codes)
+    slow = pd.array(np.asarray(EQUIPMENT_TYPES, dtype=object)[codes], dtype="str")
+    assert fast.dtype == slow.dtype
+    assert fast._pa_array.equals(slow._pa_array)  # same Arrow type and values: same Parquet bytes
