@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cmms_pm.approval import PENDING
+
 PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
 STAGES = (NONE, STAGING, PRODUCTION, ARCHIVED)
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
@@ -319,6 +321,18 @@ def _refusal(
         if not already and expected != ANY_CHAMPION and champion != (str(expected) if expected else None):
             return Refusal(
                 "champion_changed", {"name": snapshot.name, "expected": expected, "actual": champion}
+            )
+        tags = snapshot.versions[version].tags
+        if not already and tags.get("approval_status") == PENDING:
+            # A person was asked; a promotion from anywhere else (API, page, model_promotion DAG)
+            # would decide for them, and their later Reject could not take it back.
+            return Refusal(
+                "approval_pending",
+                {
+                    "name": snapshot.name,
+                    "version": version,
+                    "requested_by": tags.get("approval_requested_by") or None,
+                },
             )
     elif champion == version:
         return Refusal(

@@ -159,6 +159,14 @@ def champion_cannot_leave_production(name: str, version: str, stage: str) -> Pro
     )
 
 
+def approval_pending(name: str, version: str, requested_by: str | None) -> PromotionConflictError:
+    return PromotionConflictError(
+        f"model {name!r} version {version!r} is waiting for a person's approval"
+        f"{f' (asked by {requested_by})' if requested_by else ''}: answer it in Airflow's Required "
+        "actions, or archive the version; it cannot be promoted around the request"
+    )
+
+
 def refused(code: str, details: dict) -> MlflowRegistryError:
     """The typed error of a plan's refusal (``cmms_pm.registry_plan.Refusal``)."""
     if code == "version_not_found":
@@ -169,6 +177,8 @@ def refused(code: str, details: dict) -> MlflowRegistryError:
         return champion_changed(details["name"], details["expected"], details["actual"])
     if code == "champion_cannot_leave_production":
         return champion_cannot_leave_production(details["name"], details["version"], details["stage"])
+    if code == "approval_pending":
+        return approval_pending(details["name"], details["version"], details["requested_by"])
     return MlflowRegistryError(f"registry change refused ({code}): {details!r}")
 
 

@@ -103,6 +103,14 @@ def test_an_approver_approves_through_the_rest_api_and_the_version_is_promoted(
     assert needed["version"] == "1" and needed["decision"] == "awaiting_approval"
     assert needed["links"]["approve"].endswith(f"/tasks/{TASK}/required_actions?map_index=-1")
 
+    # An operator may promote by hand, but not around a pending request (API, page, promotion DAG).
+    status, body = airflow_cluster.request(
+        "POST", f"/api/v1/ml/models/{name}/versions/1/promote",
+        {"stage": "Production", "reason": "skip the approver"}, user="operator",
+    )  # fmt: skip
+    assert status == 409 and "waiting for a person's approval" in body["detail"], (status, body)
+    assert cluster_client.get_model_version(name, "1").current_stage == "Staging"
+
     answer = {"chosen_options": ["Approve"], "params_input": {"comment": "confusion matrix checked"}}
     # A viewer may read the request but not answer it; a user who is not the spec's approver neither.
     assert airflow_cluster.request("PATCH", _hitl_path(run_id), answer, user="viewer")[0] == 403

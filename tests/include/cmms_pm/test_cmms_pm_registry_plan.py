@@ -163,3 +163,21 @@ def test_an_approval_records_tags_and_an_event_and_moves_nothing():
 def test_an_approval_of_an_unknown_version_is_refused():
     plan = rp.plan(snap({"1": "Staging"}), Request(kind="approval", version="9", key="a2"))
     assert plan.refusal is not None and plan.refusal.code == "version_not_found"
+
+
+def test_a_version_waiting_for_approval_cannot_be_promoted_around_the_request():
+    asked = {"approval_status": "pending", "approval_requested_by": "airflow:pm_training/run_1"}
+    versions = {"1": VersionState("1", "Production"), "2": VersionState("2", "Staging", asked)}
+    state = Snapshot(name="m", versions=versions, aliases={"champion": "1", "challenger": "2"})
+    plan = rp.plan(state, promote("2"))
+    assert plan.refusal is not None and plan.refusal.code == "approval_pending"
+    assert plan.refusal.details == {"name": "m", "version": "2", "requested_by": "airflow:pm_training/run_1"}
+    assert plan.writes == ()
+    # Once answered (the approval path records "approved" first), the promotion goes through; and a
+    # pending version may still be archived by hand.
+    answered = {**asked, "approval_status": "approved"}
+    versions["2"] = VersionState("2", "Staging", answered)
+    assert rp.plan(Snapshot("m", versions, {"champion": "1"}), promote("2")).refusal is None
+    versions["2"] = VersionState("2", "Staging", asked)
+    archive = Request(kind="stage_change", version="2", stage="Archived")
+    assert rp.plan(Snapshot("m", versions, {"champion": "1"}), archive).refusal is None
