@@ -157,9 +157,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"subset of {','.join(STEPS)}")
     parser.add_argument("--n-estimators", type=int, default=10, help="trees of a random forest")
-    parser.add_argument(
-        "--estimator", default="random_forest", help="estimator kind of the train_model step"
-    )
+    parser.add_argument("--estimator", default="random_forest", help="estimator kind of the train_model step")
     parser.add_argument("--json", type=Path, help="also write all results to this file")
     parser.add_argument("--step", nargs=3, metavar=("NAME", "ROWS", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,4 +1,5 @@
-"""The training run's MLflow dataset: the schema MLflow would infer, without its per-value loop."""
+"""The training run's MLflow dataset: the schema MLflow would infer, without its per-value loop, logged
+through the client as ``mlflow.log_input`` would."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.types.utils import _infer_schema
 
-from cmms_mlflow.training_run import SCHEMA_SAMPLE_ROWS, _dataset, dataset_schema
+from cmms_mlflow.training_run import SCHEMA_SAMPLE_ROWS, _dataset, _dataset_input, dataset_schema
 from cmms_pm.data import generate_telemetry
 
 
@@ -32,19 +33,33 @@ def test_object_columns_and_empty_samples_are_typed_from_every_value(frame):
     assert dataset_schema(frame) == _infer_schema(frame)
 
 
-def test_logged_dataset_carries_the_schema_without_inferring_it(frame, monkeypatch):
-    import mlflow.data.pandas_dataset as pandas_dataset
-
-    def refuse(_frame):
-        raise AssertionError("MLflow inferred the schema over every row")
-
-    monkeypatch.setattr(pandas_dataset, "_infer_schema", refuse)
-    manifest = {
+@pytest.fixture
+def manifest() -> dict:
+    return {
         "splits": {"train": {"uri": "file:///tmp/train.parquet"}},
         "target": "failure_within_7d",
         "spec": "predictive_maintenance",
         "data_version": "2026-11-24/2026-11-25",
         "digest": "0" * 64,
     }
+
+
+def test_dataset_input_is_what_mlflow_log_input_logs(frame, manifest):
+    from mlflow.tracking.fluent import _create_dataset_input
+
+    ours = _dataset_input(manifest, frame)
+    theirs = _create_dataset_input(_dataset(manifest, frame), context="training")
+    assert ours.dataset.to_dictionary() == theirs.dataset.to_dictionary()
+    assert [(t.key, t.value) for t in ours.tags] == [(t.key, t.value) for t in theirs.tags]
+    assert f'"num_rows": {len(frame)}' in ours.dataset.profile
+
+
+def test_logged_dataset_carries_the_schema_without_inferring_it(frame, manifest, monkeypatch):
+    import mlflow.data.pandas_dataset as pandas_dataset
+
+    def refuse(_frame):
+        raise AssertionError("MLflow inferred the schema over every row")
+
+    monkeypatch.setattr(pandas_dataset, "_infer_schema", refuse)
     entity = _dataset(manifest, frame)._to_mlflow_entity()
     assert entity.schema is not None and "temperature_c" in entity.schema
