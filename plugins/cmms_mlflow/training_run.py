@@ -158,7 +158,7 @@ def log_training_run(
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
     from cmms_pm.contract import derive_contract
-    from cmms_pm.data import read_split
+    from cmms_pm.data import read_split, release_freed_memory
     from cmms_pm.estimators import estimator as estimator_kind
 
     target = spec.target
@@ -183,6 +183,7 @@ def log_training_run(
             train, features=features, target=target, estimator=estimator, hyperparameters=hyperparameters
         )
         del train
+        release_freed_memory()
         training.fit_classifier(model, x, y)
         del x, y
         validation = read_split(manifest["splits"]["validation"]["uri"])
