@@ -10,6 +10,8 @@ figure; ``bench/pipeline.py`` (P3) gives the same per task under a real schedule
   contract       read the train split, derive_contract (train_model's data work besides the fit)
   fit            read the train split, fit the spec's random forest (--n-estimators; memory barely
                  depends on it: two trees grow at once), score the validation split (train_model)
+  train_model    train_model's own function (``log_training_run``: reads, fit, contract, dataset,
+                 plots, skops model) against a throwaway SQLite MLflow, with --estimator
   holdout        read the holdout split, predict_proba and metrics with the fitted model, twice as
                  for challenger and champion (validate_model)
 
@@ -35,8 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib import PROJECT_DIR, clean_env, last_json, machine, table, timed_run  # noqa: E402
 
-STEPS = ("extract", "contract", "validate_data", "fit", "holdout")
-NEEDS = {"contract": "extract", "validate_data": "contract", "fit": "extract", "holdout": "fit"}
+STEPS = ("extract", "contract", "validate_data", "fit", "holdout", "train_model")
+NEEDS = {
+    "contract": "extract",
+    "validate_data": "contract",
+    "fit": "extract",
+    "holdout": "fit",
+    "train_model": "extract",
+}
 INTERVAL = ("2026-11-24T02:00:00+00:00", "2026-11-25T02:00:00+00:00")
 
 
@@ -50,7 +58,7 @@ def _mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def step(name: str, rows: int, work: Path, n_estimators: int) -> dict:
+def step(name: str, rows: int, work: Path, n_estimators: int, estimator_kind: str = "random_forest") -> dict:
     """One step in this process; returns its figures (printed as JSON by ``main``)."""
     import pandas as pd  # noqa: F401 - the imports every step's task pays anyway
     import pyarrow.parquet  # noqa: F401
@@ -64,9 +72,21 @@ def step(name: str, rows: int, work: Path, n_estimators: int) -> dict:
     spec = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
     manifest_path, contract_path = work / f"manifest-{rows}.json", work / f"contract-{rows}.json"
     model_path = work / f"model-{rows}.skops"
-    if name in ("fit", "holdout"):
+    if name in ("fit", "holdout", "train_model"):
         import sklearn.ensemble  # noqa: F401
         import skops.io  # noqa: F401
+    if name == "train_model":
+        import mlflow
+        from mlflow import MlflowClient
+
+        from cmms_mlflow.training_run import log_training_run
+
+        mlflow_uri = f"sqlite:///{work / f'mlflow-{rows}.db'}"
+        mlflow.set_tracking_uri(mlflow_uri)
+        client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+        experiment_id = client.create_experiment(
+            f"bench-memory-{rows}", artifact_location=(work / f"artifacts-{rows}").as_uri()
+        )
     imported = _mib()
     started = time.perf_counter()
     if name == "extract":
@@ -105,6 +125,14 @@ def step(name: str, rows: int, work: Path, n_estimators: int) -> dict:
         validation = read_split(manifest["splits"]["validation"]["uri"])
         training.score_model(model, validation, target=spec.target)
         skops.io.dump(model, model_path)
+    elif name == "train_model":
+        params = dict(spec.estimator_params) if estimator_kind == spec.estimator else {}
+        if estimator_kind == "random_forest":
+            params["n_estimators"] = n_estimators
+        log_training_run(
+            client, experiment_id=experiment_id, manifest=manifest, spec=spec, estimator=estimator_kind,
+            hyperparameters=params, tags={"airflow.task_id": "train_model"}, run_name="bench",
+        )  # fmt: skip
     elif name == "holdout":
         import skops.io
 
@@ -128,12 +156,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"subset of {','.join(STEPS)}")
-    parser.add_argument("--n-estimators", type=int, default=10, help="trees of the fit step")
+    parser.add_argument("--n-estimators", type=int, default=10, help="trees of a random forest")
+    parser.add_argument("--estimator", default="random_forest", help="estimator kind of the train_model step")
     parser.add_argument("--json", type=Path, help="also write all results to this file")
     parser.add_argument("--step", nargs=3, metavar=("NAME", "ROWS", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
-        print(json.dumps(step(args.step[0], int(args.step[1]), Path(args.step[2]), args.n_estimators)))
+        name, rows, work = args.step[0], int(args.step[1]), Path(args.step[2])
+        print(json.dumps(step(name, rows, work, args.n_estimators, args.estimator)))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = [s for s in STEPS if s in args.steps.split(",")]
@@ -150,8 +180,8 @@ def main() -> int:
         for rows in sizes:
             results[rows] = {"data_mb": data_mb(rows)}
             for name in run:
-                cmd = [sys.executable, __file__, "--n-estimators", str(args.n_estimators), "--step", name,
-                       str(rows), str(work)]  # fmt: skip
+                cmd = [sys.executable, __file__, "--n-estimators", str(args.n_estimators),
+                       "--estimator", args.estimator, "--step", name, str(rows), str(work)]  # fmt: skip
                 out = timed_run(cmd, clean_env(), log=log)
                 if out.returncode != 0:
                     raise RuntimeError(f"{name} at {rows} rows exited {out.returncode}; see {log}")

@@ -301,6 +301,18 @@ def read_split(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
     return read_splits([uri], columns=columns)
 
 
+def release_freed_memory() -> None:
+    """Give back to the OS the pages of frames read by :func:`read_split` that have been dropped.
+
+    Their columns live in Arrow's memory pool (mimalloc here), which keeps freed pages cached while
+    the process allocates nothing from it: a 680 MB training frame dropped before a 100 s forest
+    fit stayed resident through the fit. Call it after dropping a large frame.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def read_splits(uris: Sequence[str], columns: list[str] | None = None) -> pd.DataFrame:
     """Several files written by ``write_batch`` as one frame, rows in ``uris`` order, read a
     column at a time (a column's pieces are joined in Arrow, so there is no second whole frame)."""

@@ -24,13 +24,22 @@ _CLASS_WEIGHT = {"enum": ["balanced", "balanced_subsample", "none"]}
 
 @dataclass(frozen=True)
 class Estimator:
-    """One estimator kind: its title, hyperparameter schemas, pipeline builder and skops trust list."""
+    """One estimator kind: its title, hyperparameter schemas, pipeline builder and skops trust list.
+
+    ``input_dtype`` is the dtype the classifier converts its input to (``cmms_pm.training`` builds
+    the preprocessor's output in it directly, so the classifier makes no copy of its own).
+    ``preprocess_learns_categories_only`` says the fitted preprocessor depends on nothing but the
+    distinct values of the categorical columns (encoders + numeric passthrough): training fits it
+    on one row per category instead of the whole frame.
+    """
 
     kind: str
     title: str
     hyperparameters: Mapping[str, Mapping[str, Any]]
     build: Callable[[Mapping[str, Any], Sequence[str], Sequence[str]], Any]
     trusted_types: tuple[str, ...]
+    input_dtype: str = "float64"
+    preprocess_learns_categories_only: bool = False
 
     def defaults(self) -> dict[str, Any]:
         return {name: schema["default"] for name, schema in self.hyperparameters.items()}
@@ -148,6 +157,8 @@ ESTIMATORS: dict[str, Estimator] = {
         },
         build=_random_forest,
         trusted_types=("sklearn.tree._tree.Tree",),
+        input_dtype="float32",  # RandomForestClassifier.fit validates X with dtype=np.float32
+        preprocess_learns_categories_only=True,
     ),
     "hist_gradient_boosting": Estimator(
         kind="hist_gradient_boosting",
@@ -175,6 +186,7 @@ ESTIMATORS: dict[str, Estimator] = {
             "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
             "sklearn.utils.validation.check_array",
         ),
+        preprocess_learns_categories_only=True,
     ),
     "logistic_regression": Estimator(
         kind="logistic_regression",

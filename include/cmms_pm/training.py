@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 IMPORTANCE_SAMPLE_ROWS = 2000
 
 
+#: Rows the fitted preprocessor transforms at a time into the classifier's input matrix.
+TRANSFORM_CHUNK_ROWS = 100_000
+
+
 def fit_model(
     train: pd.DataFrame,
     *,
@@ -30,17 +34,72 @@ def fit_model(
     estimator: str,
     hyperparameters: Mapping[str, Any],
 ) -> Any:
-    """Fit ``estimator`` with ``hyperparameters`` on the ``features`` and ``target`` columns of ``train``."""
-    from cmms_pm.estimators import build_pipeline
+    """Fit ``estimator`` with ``hyperparameters`` on the ``features`` and ``target`` columns of ``train``.
 
+    The same fitted pipeline as ``Pipeline.fit`` (see :func:`fit_preprocessor`); a caller that can
+    let go of ``train`` before the classifier grows calls the two stages itself.
+    """
+    model, x, y = fit_preprocessor(
+        train, features=features, target=target, estimator=estimator, hyperparameters=hyperparameters
+    )
+    return fit_classifier(model, x, y)
+
+
+def fit_preprocessor(
+    train: pd.DataFrame,
+    *,
+    features: FeatureSpec,
+    target: str,
+    estimator: str,
+    hyperparameters: Mapping[str, Any],
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The estimator's pipeline with its preprocessor fitted, the classifier's input and the labels.
+
+    Stage one of ``Pipeline.fit``, in less memory: the input matrix is built chunk by chunk straight
+    into the dtype the classifier converts it to (``Pipeline.fit`` builds it in float64 through an
+    intermediate stack of every transformer's output, then the forest copies it to float32), and a
+    preprocessor that learns only categories is fitted on one row per category. Nothing returned
+    refers to ``train``: the caller may drop it before :func:`fit_classifier`.
+    """
+    from cmms_pm.estimators import build_pipeline
+    from cmms_pm.estimators import estimator as estimator_kind
+
+    kind = estimator_kind(estimator)
     model = build_pipeline(
         estimator,
         hyperparameters,
         categorical=features.categorical,
         numeric=(*features.numeric, *features.integer),
     )
-    model.fit(train, train[target].to_numpy())
-    log.info("fitted %s on %d rows", type(model.named_steps["classifier"]).__name__, len(train))
+    preprocess = model.named_steps["preprocess"]
+    if kind.preprocess_learns_categories_only:
+        categorical = list(features.categorical)
+        preprocess.fit(train.drop_duplicates(subset=categorical) if categorical else train.iloc[:1])
+    else:
+        preprocess.fit(train)
+    return (
+        model,
+        transform_in_chunks(preprocess, train, dtype=kind.input_dtype),
+        train[target].to_numpy(copy=True),
+    )
+
+
+def transform_in_chunks(preprocess: Any, frame: pd.DataFrame, *, dtype: str) -> np.ndarray:
+    """``preprocess.transform(frame)`` as ``dtype``, written into one matrix a chunk of rows at a time."""
+    first = np.asarray(preprocess.transform(frame.iloc[:TRANSFORM_CHUNK_ROWS]))
+    out = np.empty((len(frame), first.shape[1]), dtype=dtype)
+    out[: len(first)] = first
+    del first
+    for start in range(TRANSFORM_CHUNK_ROWS, len(frame), TRANSFORM_CHUNK_ROWS):
+        chunk = frame.iloc[start : start + TRANSFORM_CHUNK_ROWS]
+        out[start : start + len(chunk)] = preprocess.transform(chunk)
+    return out
+
+
+def fit_classifier(model: Any, x: np.ndarray, y: np.ndarray) -> Any:
+    """Stage two: fit the pipeline's classifier on :func:`fit_preprocessor`'s output; returns ``model``."""
+    model.named_steps["classifier"].fit(x, y)
+    log.info("fitted %s on %d rows", type(model.named_steps["classifier"]).__name__, len(x))
     return model
 
 

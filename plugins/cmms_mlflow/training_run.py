@@ -159,35 +159,47 @@ def log_training_run(
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
     from cmms_pm.contract import derive_contract
-    from cmms_pm.data import read_split
+    from cmms_pm.data import read_split, release_freed_memory
     from cmms_pm.estimators import estimator as estimator_kind
 
     target = spec.target
     features = manifest_features(spec, manifest)
     train = read_split(manifest["splits"]["train"]["uri"])
-    validation = read_split(manifest["splits"]["validation"]["uri"])
     # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
     # attempt leaves it RUNNING and the retry closes it (resume_or_close).
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     try:
-        model = training.fit_model(
+        # Everything that needs the training frame comes first, so that it can go before the
+        # classifier grows (it is ~0.7x of the batch in memory); the validation split is read
+        # once the classifier's input matrix has gone too.
+        train_rows = len(train)
+        contract = derive_contract(
+            train, target=target, feature_kinds={c: features.kind_of(c) for c in features.declared}
+        )
+        client.log_dict(run_id, contract.to_dict(), CONTRACT_ARTIFACT)
+        client.log_inputs(run_id, datasets=[_dataset_input(manifest, train)])
+        example = train[list(features.declared)].head(5).copy()  # a copy: a slice would keep train
+        model, x, y = training.fit_preprocessor(
             train, features=features, target=target, estimator=estimator, hyperparameters=hyperparameters
         )
+        del train
+        release_freed_memory()
+        training.fit_classifier(model, x, y)
+        del x, y
+        validation = read_split(manifest["splits"]["validation"]["uri"])
         proba = model.predict_proba(validation)[:, 1]
         y_val = validation[target].to_numpy()
         metrics = training.classification_metrics(y_val, proba)
         importances = training.feature_importances(model, validation, target=target)
-        contract = derive_contract(
-            train, target=target, feature_kinds={c: features.kind_of(c) for c in features.declared}
-        )
         params = {
             **hyperparameters,
             "estimator": estimator,
             "features": len(features.declared),
-            "train_rows": len(train),
+            "train_rows": train_rows,
             "validation_rows": len(validation),
         }
+        del validation
         client.log_batch(
             run_id,
             metrics=[Metric(f"val_{k}", float(v), 0, 0) for k, v in metrics.items()],
@@ -202,15 +214,12 @@ def log_training_run(
             plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")
             plots.plot_pr_curve(y_val, proba, out / "pr_curve.png")
             client.log_artifacts(run_id, str(out), artifact_path="evaluation")
-        client.log_dict(run_id, contract.to_dict(), CONTRACT_ARTIFACT)
         if checks is not None:
             log_checks(
                 client, run_id, checks, title=f"{spec.registered_model}: batch {manifest['data_version']}"
             )
-        example = train[list(features.declared)].head(5)
         import_skops()  # mlflow.sklearn saves with skops.io: import it the fast way, not by its scan
         with mlflow.start_run(run_id=run_id), quiet_airflow_shims():
-            mlflow.log_input(_dataset(manifest, train), context="training")
             info = mlflow.sklearn.log_model(
                 model,
                 name=MODEL_ARTIFACT,
@@ -286,6 +295,23 @@ def run_result(client: MlflowClient, run: Run) -> TrainingResult:
         "model_uri": f"models:/{logged[0].model_id}",
         "metrics": {k[len("val_") :]: v for k, v in run.data.metrics.items() if k.startswith("val_")},
     }
+
+
+def _dataset_input(manifest: dict[str, Any], train: Any) -> Any:
+    """The training data as a run input (context ``training``), as ``mlflow.log_input`` logs it.
+
+    Through the client, because ``mlflow.log_input`` needs an active run, whose end would mark
+    the run FINISHED before its model exists.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    config = _dataset(manifest, train).to_dict()
+    fields = ("name", "digest", "source_type", "source", "schema", "profile")
+    return DatasetInput(
+        dataset=Dataset(**{field: config.get(field) for field in fields}),
+        tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")],
+    )
 
 
 def _dataset(manifest: dict[str, Any], train: Any) -> Any:

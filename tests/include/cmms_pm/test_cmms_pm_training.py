@@ -150,3 +150,72 @@ def test_unseen_categories_and_missing_values_are_scored_not_crashed_on(models, 
     rows.loc[rows.index[5:10], "temperature_c"] = np.nan
     proba = models[kind].predict_proba(rows)[:, 1]
     assert np.isfinite(proba).all() and ((proba >= 0) & (proba <= 1)).all()
+
+
+def _saved_form(model) -> dict:
+    """A fitted pipeline as skops saves it, with each array's file replaced by its content's hash and
+    skops' object ids dropped: equal for two pipelines with the same classes, params and fitted state."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    archive = zipfile.ZipFile(io.BytesIO(sio.dumps(model)))
+
+    def canonical(node):
+        if isinstance(node, dict):
+            return {
+                key: hashlib.sha256(archive.read(value)).hexdigest() if key == "file" else canonical(value)
+                for key, value in node.items()
+                if key != "__id__"
+            }
+        if isinstance(node, list):
+            return [canonical(value) for value in node]
+        return node
+
+    return canonical(json.loads(archive.read("schema.json")))
+
+
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_staged_fit_saves_and_predicts_exactly_as_pipeline_fit(splits, shipped_spec, kind, monkeypatch):
+    from cmms_pm import training
+    from cmms_pm.estimators import build_pipeline
+
+    # Chunks smaller than the frame, the last one partial: the chunked matrix is the whole one.
+    monkeypatch.setattr(training, "TRANSFORM_CHUNK_ROWS", 701)
+    train, features = splits["train"], shipped_spec.features
+    params = {"n_estimators": 7} if kind == "random_forest" else {}
+    staged = training.fit_model(
+        train, features=features, target=TARGET, estimator=kind, hyperparameters=params
+    )
+    reference = build_pipeline(
+        kind, params, categorical=features.categorical, numeric=(*features.numeric, *features.integer)
+    ).fit(train, train[TARGET].to_numpy())
+
+    assert _saved_form(staged) == _saved_form(reference)
+    if kind == "random_forest":  # one thread: the trees' probabilities summed in one order
+        for model in (staged, reference):
+            model.set_params(classifier__n_jobs=1)
+    holdout = splits["holdout"]
+    assert np.array_equal(staged.predict_proba(holdout), reference.predict_proba(holdout))
+
+
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_staged_fit_inputs_hold_no_reference_to_the_training_frame(splits, shipped_spec, kind):
+    import gc
+    import weakref
+
+    from cmms_pm.training import fit_classifier, fit_preprocessor
+
+    train = splits["train"].copy()
+    columns = [column.to_numpy() for _, column in train.items()]
+    model, x, y = fit_preprocessor(
+        train, features=shipped_spec.features, target=TARGET, estimator=kind, hyperparameters={}
+    )
+    assert not any(np.shares_memory(array, column) for array in (x, y) for column in columns)
+    frame = weakref.ref(train)
+    del train, columns
+    gc.collect()
+    assert frame() is None
+    assert x.dtype == ESTIMATORS[kind].input_dtype
+    fit_classifier(model, x, y)
