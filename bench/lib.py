@@ -208,7 +208,17 @@ class Cluster:
     _token: str | None = None
 
     @classmethod
-    def start(cls, home: Path, *, sql_alchemy_conn: str, mlflow_uri: str, data_root: Path, plugins: Path):
+    def start(
+        cls,
+        home: Path,
+        *,
+        sql_alchemy_conn: str,
+        mlflow_uri: str,
+        data_root: Path,
+        plugins: Path,
+        **extra: str,
+    ):
+        """Start the deployment; ``extra`` environment variables reach every process (and task)."""
         port = free_port()
         env = airflow_env(
             home,
@@ -224,6 +234,7 @@ class Cluster:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             CMMS_BENCH_TASK_STATS=str(home / "task_stats.jsonl"),
+            **extra,
         )
         home.mkdir(parents=True, exist_ok=True)
         setup_airflow(env, home / "setup.log")
@@ -283,16 +294,16 @@ class Cluster:
             except ValueError:
                 return err.code, None
 
-    def trigger(self, logical_date: str, conf: dict) -> str:
+    def trigger(self, logical_date: str, conf: dict, dag_id: str = DAG_ID) -> str:
         status, body = self.request(
-            "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": logical_date, "conf": conf}
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": logical_date, "conf": conf}
         )
         if status != 200:
             raise RuntimeError(f"trigger refused ({status}): {body}")
         return body["dag_run_id"]
 
-    def wait_for_run(self, run_id: str, timeout: float = 7200) -> dict:
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    def wait_for_run(self, run_id: str, timeout: float = 7200, dag_id: str = DAG_ID) -> dict:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status, run = self.request("GET", path)
@@ -301,8 +312,8 @@ class Cluster:
             time.sleep(1)
         raise TimeoutError(f"run {run_id} not finished after {timeout} s")
 
-    def task_instances(self, run_id: str) -> dict[str, dict]:
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
         return {ti["task_id"]: ti for ti in self.request("GET", path)[1]["task_instances"]}
 
     def stop(self) -> None:
