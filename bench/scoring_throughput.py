@@ -258,9 +258,8 @@ class Scheduled:
     def run(self, rows: int, logical_date: str) -> dict:
         assert self.cluster is not None
         target = self.work / "data" / SCHEDULED_INPUT
-        link = target.with_suffix(".tmp")
-        os.link(self.setup["inputs"][rows], link)  # the same bytes, no copy
-        os.replace(link, target)
+        target.unlink(missing_ok=True)  # (renaming a link over a link to the same file does nothing)
+        os.link(self.setup["inputs"][rows], target)  # the same bytes, no copy
         run_id = self.cluster.trigger(logical_date, {"model_name": MODEL_NAME}, dag_id=SCORING_DAG)
         run = self.cluster.wait_for_run(run_id, dag_id=SCORING_DAG)
         ti = self.cluster.task_instances(run_id, dag_id=SCORING_DAG)["score_fleet"]
