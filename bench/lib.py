@@ -33,6 +33,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 BENCH_DIR = PROJECT_DIR / "bench"
 DAG_ID = "predictive_maintenance_training"
 VENV_BIN = str(Path(sys.executable).parent)
+#: This checkout's packages, ahead of whatever the venv has installed: a venv shared between
+#: worktrees holds an editable install of one of them, and a bench measures its own checkout.
+SOURCE_PATH = [str(PROJECT_DIR / "include"), str(PROJECT_DIR / "plugins")]
+sys.path[:0] = [path for path in SOURCE_PATH if path not in sys.path]
 
 
 def free_port() -> int:
@@ -49,6 +53,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         if not key.startswith(("AIRFLOW", "MLFLOW_", "CMMS_", "VIRTUAL_ENV"))
     }
     env["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join([*SOURCE_PATH, *filter(None, [os.environ.get("PYTHONPATH")])])
     env["MLFLOW_PRINT_MODEL_URLS_ON_CREATION"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
