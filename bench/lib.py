@@ -33,6 +33,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 BENCH_DIR = PROJECT_DIR / "bench"
 DAG_ID = "predictive_maintenance_training"
 VENV_BIN = str(Path(sys.executable).parent)
+#: This checkout's packages, ahead of whatever the venv has installed: a venv shared between
+#: worktrees holds an editable install of one of them, and a bench measures its own checkout.
+SOURCE_PATH = [str(PROJECT_DIR / "include"), str(PROJECT_DIR / "plugins")]
+sys.path[:0] = [path for path in SOURCE_PATH if path not in sys.path]
 
 
 def free_port() -> int:
@@ -49,6 +53,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         if not key.startswith(("AIRFLOW", "MLFLOW_", "CMMS_", "VIRTUAL_ENV"))
     }
     env["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join([*SOURCE_PATH, *filter(None, [os.environ.get("PYTHONPATH")])])
     env["MLFLOW_PRINT_MODEL_URLS_ON_CREATION"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -223,7 +228,17 @@ class Cluster:
     _token: str | None = None
 
     @classmethod
-    def start(cls, home: Path, *, sql_alchemy_conn: str, mlflow_uri: str, data_root: Path, plugins: Path):
+    def start(
+        cls,
+        home: Path,
+        *,
+        sql_alchemy_conn: str,
+        mlflow_uri: str,
+        data_root: Path,
+        plugins: Path,
+        **extra: str,
+    ):
+        """Start the deployment; ``extra`` environment variables reach every process (and task)."""
         port = free_port()
         env = airflow_env(
             home,
@@ -239,6 +254,7 @@ class Cluster:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             CMMS_BENCH_TASK_STATS=str(home / "task_stats.jsonl"),
+            **extra,
         )
         home.mkdir(parents=True, exist_ok=True)
         setup_airflow(env, home / "setup.log")
@@ -298,16 +314,16 @@ class Cluster:
             except ValueError:
                 return err.code, None
 
-    def trigger(self, logical_date: str, conf: dict) -> str:
+    def trigger(self, logical_date: str, conf: dict, dag_id: str = DAG_ID) -> str:
         status, body = self.request(
-            "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": logical_date, "conf": conf}
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": logical_date, "conf": conf}
         )
         if status != 200:
             raise RuntimeError(f"trigger refused ({status}): {body}")
         return body["dag_run_id"]
 
-    def wait_for_run(self, run_id: str, timeout: float = 7200) -> dict:
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    def wait_for_run(self, run_id: str, timeout: float = 7200, dag_id: str = DAG_ID) -> dict:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status, run = self.request("GET", path)
@@ -316,8 +332,8 @@ class Cluster:
             time.sleep(1)
         raise TimeoutError(f"run {run_id} not finished after {timeout} s")
 
-    def task_instances(self, run_id: str) -> dict[str, dict]:
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
         return {ti["task_id"]: ti for ti in self.request("GET", path)[1]["task_instances"]}
 
     def stop(self) -> None:

@@ -10,7 +10,14 @@ For every size, side by side in one run, on the same input file and the same cha
          (Airflow's), which includes the task's imports, the champion's trusted load, the contract
          check and flags of every row, writing the predictions and the MLflow summary run
 
-ratio = dag rows/s / bare rows/s = bare seconds / task seconds (target >= 0.8 at 1M rows).
+  scheduler  the nightly path: a real deployment (api-server + scheduler + dag-processor,
+         LocalExecutor on a throwaway PostgreSQL, tasks forked from the forkserver that preloads
+         skops/sklearn/pandas/mlflow), the DAG triggered through the REST API; one untimed warm-up
+         run first pays the forkserver's preload once, as a long-running scheduler does; timed:
+         the ``score_fleet`` task's duration (Airflow's), peak RSS from bench/airflow_plugins
+
+ratio = task rows/s / bare rows/s = bare seconds / task seconds (target >= 0.8 at 1M rows), for
+``dags test`` and the scheduler separately.
 
 The champion is the shipped spec's estimator (random forest, 100 trees, depth 10) trained once on
 ``--train-rows`` synthetic rows, registered and promoted as the tests do (tests/support.py). Every
@@ -18,12 +25,14 @@ store lives in one temporary folder, removed unless --keep. Example:
 
     source scripts/env.sh
     flock /tmp/cmms-bench.lock python bench/scoring_throughput.py --sizes 100000,1000000
+    flock /tmp/cmms-bench.lock python bench/scoring_throughput.py --modes scheduler
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -34,7 +43,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib import (  # noqa: E402
+    BENCH_DIR,
     PROJECT_DIR,
+    Cluster,
+    Postgres,
     airflow_env,
     clean_env,
     last_json,
@@ -50,6 +62,9 @@ from support import training_provenance  # noqa: E402 - the test harness's prove
 SCORING_DAG = "predictive_maintenance_scoring"
 MODEL_NAME = "bench_scoring_rf"
 AS_OF = "2026-11-26T06:00:00+00:00"
+MODES = ("dags-test", "scheduler")
+#: The scheduler's spec reads this file; each size's input is hard-linked here before its run.
+SCHEDULED_INPUT = "fleet-scheduled.parquet"
 
 
 def prepare(work: Path, sizes: list[int], train_rows: int) -> dict:
@@ -205,17 +220,105 @@ def run_dag(work: Path, setup: dict, rows: int, index: int, log: Path) -> dict:
     }
 
 
-def _phases(value: bytes | str | None) -> dict[str, float]:
+class Scheduled:
+    """The scoring DAG under a real scheduler (lib.Cluster on PostgreSQL), one run per size."""
+
+    def __init__(self, work: Path, setup: dict) -> None:
+        self.work, self.setup = work, setup
+        self.postgres: Postgres | None = None
+        self.cluster: Cluster | None = None
+        self.warm_up_s: float | None = None
+
+    def start(self, warm_up_rows: int) -> None:
+        import yaml
+
+        models = self.work / "models-scheduler"
+        models.mkdir()
+        raw = dict(self.setup["raw_spec"])
+        source = {"kind": "file", "path": str(self.work / "data" / SCHEDULED_INPUT)}
+        raw["scoring"] = {**raw["scoring"], "source": source}
+        (models / "predictive_maintenance.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        self.postgres = Postgres().start()
+        started = time.perf_counter()
+        self.cluster = Cluster.start(
+            self.work / "airflow-scheduler",
+            sql_alchemy_conn=self.postgres.create_database("airflow_bench"),
+            mlflow_uri=self.setup["mlflow_uri"],
+            data_root=self.work / "data",
+            plugins=BENCH_DIR / "airflow_plugins",
+            CMMS_MLFLOW_ARTIFACT_ROOT=self.setup["artifacts"],
+            CMMS_MODELS_DIR=str(models),
+            CMMS_LOCK_DIR=str(self.work / "locks"),
+        )
+        print(f"  scheduler ready in {time.perf_counter() - started:.0f} s (untimed)", flush=True)
+        # The first task after a scheduler start also pays the forkserver's preload: untimed.
+        self.warm_up_s = self.run(warm_up_rows, "2026-11-20T06:00:00Z")["seconds"]
+        print(f"  warm-up run ({warm_up_rows} rows, untimed): score_fleet {self.warm_up_s:.1f} s", flush=True)
+
+    def run(self, rows: int, logical_date: str) -> dict:
+        assert self.cluster is not None
+        target = self.work / "data" / SCHEDULED_INPUT
+        target.unlink(missing_ok=True)  # (renaming a link over a link to the same file does nothing)
+        os.link(self.setup["inputs"][rows], target)  # the same bytes, no copy
+        run_id = self.cluster.trigger(logical_date, {"model_name": MODEL_NAME}, dag_id=SCORING_DAG)
+        run = self.cluster.wait_for_run(run_id, dag_id=SCORING_DAG)
+        ti = self.cluster.task_instances(run_id, dag_id=SCORING_DAG)["score_fleet"]
+        if run["state"] != "success":
+            raise RuntimeError(f"scheduled scoring at {rows} rows: {run['state']}; see {self.cluster.home}")
+        status, xcom = self.cluster.request(
+            "GET",
+            f"/api/v2/dags/{SCORING_DAG}/dagRuns/{run_id}/taskInstances/score_fleet/xcomEntries/return_value",
+        )
+        phases = _phases(xcom.get("value") if status == 200 and xcom else None)
+        stats = {}
+        stats_file = Path(self.cluster.env["CMMS_BENCH_TASK_STATS"])
+        for line in stats_file.read_text().splitlines() if stats_file.exists() else []:
+            item = json.loads(line)
+            if item["run_id"] == run_id and item["task_id"] == "score_fleet":
+                stats = item
+        predictions = next((self.work / "data" / SCORING_DAG).rglob("predictions.parquet"))
+        import pyarrow.parquet as pq
+
+        scored = pq.ParquetFile(predictions).metadata.num_rows
+        shutil.rmtree(predictions.parent.parent)
+        return {
+            "seconds": ti["duration"],
+            "phases": phases,
+            "execute_s": sum(phases.values()),
+            "maxrss_mb": stats.get("maxrss_mb"),
+            "cpu_s": stats.get("cpu_s"),
+            "scored": scored,
+        }
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def _phases(value: bytes | str | list | None) -> dict[str, float]:
     """The score_fleet task's seconds per phase (read, load, contract, predict, write, log)."""
     while isinstance(value, bytes | str):  # the XCom backend may serialize twice
         value = json.loads(value)
-    return dict(value[0]["seconds"]) if value else {}
+    seconds = dict(value[0]["seconds"]) if value else {}
+    order = ("read", "load", "contract", "predict", "write", "log")  # the REST API sorts the keys
+    return dict(sorted(seconds.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99))
 
 
-def print_table(results: dict[int, dict]) -> None:
+TITLES = {
+    "dags-test": "task = score_fleet duration under `airflow dags test` (Airflow's task start included)",
+    "scheduler": "task = score_fleet duration under a real scheduler (LocalExecutor, forkserver "
+    "preload, after one untimed warm-up run)",
+}
+
+
+def print_table(results: dict[int, dict], mode: str) -> None:
     rows = []
     for size, result in results.items():
-        bare, dag = result["bare"], result["dag"]
+        if mode not in result:
+            continue
+        bare, dag = result["bare"], result[mode]
         phases = dag["phases"]
         rows.append(
             [
@@ -225,7 +328,7 @@ def print_table(results: dict[int, dict]) -> None:
                 bare["seconds"],
                 dag["seconds"],
                 dag["execute_s"],
-                " ".join(f"{k} {v:.1f}" for k, v in phases.items()),
+                " ".join(f"{k} {v:.2f}" for k, v in phases.items()),
                 size / bare["seconds"],
                 size / dag["seconds"],
                 bare["seconds"] / dag["seconds"],
@@ -236,11 +339,10 @@ def print_table(results: dict[int, dict]) -> None:
         )
     print(
         table(
-            "Scoring throughput: bare = read Parquet + predict_proba (fresh process, after imports and "
-            "model load); task = score_fleet duration under `airflow dags test` (Airflow's task start "
-            "included); execute = the operator's own phases (read, trusted load + contract download, "
-            "contract check + row flags, predict, write, MLflow summary run). ratio = bare s / task s; "
-            "ratio (execute) = bare s / execute s. Target: ratio >= 0.8 at 1M rows",
+            f"Scoring throughput ({mode}): bare = read Parquet + predict_proba (fresh process, after imports "
+            f"and model load); {TITLES[mode]}; execute = the operator's own phases (read, trusted load + "
+            "contract download, contract check + row flags, predict, write, MLflow summary run). "
+            "ratio = bare s / task s; ratio (execute) = bare s / execute s. Target: ratio >= 0.8 at 1M rows",
             [
                 "rows",
                 "bare read s",
@@ -250,11 +352,11 @@ def print_table(results: dict[int, dict]) -> None:
                 "execute s",
                 "execute phases s",
                 "bare rows/s",
-                "dag rows/s",
+                "task rows/s",
                 "ratio",
                 "ratio (execute)",
                 "ratio (execute, bare incl. load)",
-                "dags test peak RSS MB",
+                "task peak RSS MB",
             ],
             rows,
         )
@@ -265,6 +367,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
     parser.add_argument("--train-rows", type=int, default=100_000, help="rows the champion is trained on")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="scheduler runs per size (the median run is reported)"
+    )
     parser.add_argument("--json", type=Path, help="also write all results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--bare", nargs=2, metavar=("SKOPS", "PARQUET"), help=argparse.SUPPRESS)
@@ -273,27 +379,49 @@ def main() -> int:
         bare_worker(*args.bare)
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
+    modes = [m for m in MODES if m in args.modes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="cmms-bench-scoring-"))
     log = work / "bench.log"
     print(f"Machine: {machine()}")
     print(f"Work folder {work} (log: {log})", flush=True)
     results: dict[int, dict] = {}
+    scheduled: Scheduled | None = None
     try:
         setup = prepare(work, sizes, args.train_rows)
+        # dags test first: the deployment's own processes (idle or not) would share its cores.
         for index, rows in enumerate(sizes):
             print(f"  {rows:>9} rows  bare ...", end="", flush=True)
             bare = run_bare(work, setup["skops"], setup["inputs"][rows], log)
-            print(f" {bare['seconds']:.1f} s; dag ...", end="", flush=True)
-            dag = run_dag(work, setup, rows, index, log)
-            print(f" {dag['seconds']:.1f} s", flush=True)
-            if dag["scored"] != rows or bare["rows"] != rows:
-                raise RuntimeError(f"scored {dag['scored']} and {bare['rows']} rows, not {rows}")
-            results[rows] = {"bare": bare, "dag": dag}
+            results[rows] = {"bare": bare}
+            print(f" {bare['seconds']:.1f} s", end="", flush=True)
+            if "dags-test" in modes:
+                results[rows]["dags-test"] = run_dag(work, setup, rows, index, log)
+                print(f"; dags test {results[rows]['dags-test']['seconds']:.1f} s", end="", flush=True)
+            print(flush=True)
+        if "scheduler" in modes:
+            scheduled = Scheduled(work, setup)
+            scheduled.start(min(sizes))
+            for index, rows in enumerate(sizes):
+                runs = [
+                    scheduled.run(rows, f"2026-11-{26 - repeat:02d}T{index:02d}:00:00Z")
+                    for repeat in range(args.repeat)
+                ]
+                result = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]  # the median run
+                results[rows]["scheduler"] = {**result, "all_seconds": [run["seconds"] for run in runs]}
+                shown = ", ".join(f"{run['seconds']:.1f}" for run in runs)
+                print(f"  {rows:>9} rows  scheduler {shown} s (median {result['seconds']:.1f})", flush=True)
+        for rows, result in results.items():
+            scored = [result[m]["scored"] for m in modes]
+            if any(n != rows for n in scored) or result["bare"]["rows"] != rows:
+                raise RuntimeError(f"scored {scored} and {result['bare']['rows']} rows, not {rows}")
     finally:
+        if scheduled is not None:
+            scheduled.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print()
-    print_table(results)
+    for mode in modes:
+        print_table(results, mode)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
     if args.keep:

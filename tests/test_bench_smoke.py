@@ -76,3 +76,22 @@ def test_timed_run_reports_the_child_peak_not_the_benchs_own(tmp_path):
     del ballast
     assert out.returncode == 0
     assert 40 < out.maxrss_mb < 300, out.maxrss_mb
+
+
+def test_scoring_throughput_bench_prints_dags_test_and_scheduler_tables_at_a_tiny_size():
+    """bare vs ``airflow dags test`` vs a real scheduler (after its warm-up run) on 2,000 rows."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "scoring_throughput.py"),
+        "--sizes",
+        "2000",
+        "--train-rows",
+        "3000",
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Scoring throughput (dags-test)" in out.stdout
+    assert "Scoring throughput (scheduler)" in out.stdout
+    assert "warm-up run (2000 rows, untimed)" in out.stdout
+    scheduler_table = out.stdout.split("Scoring throughput (scheduler)")[1]
+    assert "|    2000 |" in scheduler_table or "| 2000 |" in scheduler_table
+    assert "predict" in scheduler_table  # the operator's phases came back through the REST API

@@ -428,6 +428,42 @@ def check_batch(
     The contract's target and the columns in ``ignore`` (ids, say) are neither added, removed nor
     checked. A column with no values at all is not a retype (its missing share is reported instead).
     """
+    return _check(frame, contract, ignore)[0]
+
+
+def check_and_flag(
+    frame: pd.DataFrame, contract: DataContract, *, ignore: Collection[str] = ()
+) -> tuple[ContractCheck, pd.DataFrame]:
+    """``check_batch`` and ``flag_rows`` of one input (a scoring batch) in one pass over its features:
+    each feature column is read, counted and masked once for both."""
+    check, scans = _check(frame, contract, ignore)
+    return check, _flags(frame, contract, scans)
+
+
+@dataclass
+class _FeatureScan:
+    """One feature column read once: its missing rows and the rows with its own kind of problem."""
+
+    missing: np.ndarray
+    issue: str
+    bad: np.ndarray | None  # None: a numeric feature without bounds
+    distinct_bad: int = 0  # distinct unseen category keys
+
+
+def _scan(series: pd.Series, column: ColumnContract) -> _FeatureScan:
+    if column.categories is not None:
+        distinct = series.value_counts(dropna=True, sort=False).index
+        unseen = [value for value in distinct if category_key(value) not in column.categories]
+        bad = series.isin(unseen).to_numpy() if unseen else np.zeros(len(series), dtype=bool)
+        keys = {category_key(value) for value in unseen}
+        return _FeatureScan(series.isna().to_numpy(), "unseen_category", bad, len(keys))
+    values, missing = numeric_values(series)
+    return _FeatureScan(missing, "out_of_range", _outside(values, missing, column))
+
+
+def _check(
+    frame: pd.DataFrame, contract: DataContract, ignore: Collection[str]
+) -> tuple[ContractCheck, dict[str, _FeatureScan]]:
     _require_plain_columns(frame)
     rows = len(frame)
     skip = {contract.target, *ignore}
@@ -438,6 +474,7 @@ def check_batch(
         added=[name for name in frame.columns if name not in expected],
         removed=[name for name in names if name not in frame.columns and name not in skip],
     )
+    scans: dict[str, _FeatureScan] = {}
     for column in contract.columns:
         if column.name in skip or column.name not in frame.columns:
             continue
@@ -447,25 +484,19 @@ def check_batch(
             check.retyped.append({"column": column.name, "expected": column.kind, "found": found})
             continue
         if column.feature:
-            _check_feature(check, column, series)
-    return check
+            scans[column.name] = scan = _scan(series, column)
+            _check_feature(check, column, scan)
+    return check, scans
 
 
-def _check_feature(check: ContractCheck, column: ColumnContract, series: pd.Series) -> None:
+def _check_feature(check: ContractCheck, column: ColumnContract, scan: _FeatureScan) -> None:
     rows = check.rows
-    if column.categories is not None:
-        counts = category_counts(series)
-        n_missing = rows - sum(counts.values())
-        unseen = [count for key, count in counts.items() if key not in column.categories]
-        if unseen:
-            check.unseen_categories[column.name] = {"rows": sum(unseen), "values": len(unseen)}
-    else:
-        values, missing = numeric_values(series)
-        n_missing = int(missing.sum())
-        outside = _outside(values, missing, column)
-        if outside is not None and outside.any():
-            count = int(outside.sum())
-            check.out_of_range[column.name] = {"rows": count, "share": count / rows}
+    n_missing = int(scan.missing.sum())
+    count = int(scan.bad.sum()) if scan.bad is not None else 0
+    if count and scan.issue == "unseen_category":
+        check.unseen_categories[column.name] = {"rows": count, "values": scan.distinct_bad}
+    elif count:
+        check.out_of_range[column.name] = {"rows": count, "share": count / rows}
     share = n_missing / rows if rows else 0.0
     if share > column.missing_rate:
         check.missing[column.name] = {
@@ -498,6 +529,13 @@ def flag_rows(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
     feature counts as out of range.
     """
     _require_plain_columns(frame)
+    return _flags(frame, contract, {})
+
+
+def _flags(frame: pd.DataFrame, contract: DataContract, scans: Mapping[str, _FeatureScan]) -> pd.DataFrame:
+    """``flag_rows`` from the features already scanned (``scans``), scanning the others."""
+    import pyarrow as pa
+
     rows = len(frame)
     flags = {issue: np.zeros(rows, dtype=bool) for issue in _ISSUES}
     # Only the positions of flagged rows are kept, so a clean input costs no mask per feature.
@@ -515,31 +553,24 @@ def flag_rows(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
         if column.name not in frame.columns:
             note("missing_value", column.name, np.ones(rows, dtype=bool))
             continue
-        series = frame[column.name]
-        if column.categories is not None:
-            missing = series.isna().to_numpy()
-            note("unseen_category", column.name, _unseen_mask(series, column))
-        else:
-            values, missing = numeric_values(series)
-            outside = _outside(values, missing, column)
-            if outside is not None:
-                note("out_of_range", column.name, outside)
-        note("missing_value", column.name, missing)
+        scan = scans.get(column.name) or _scan(frame[column.name], column)
+        if scan.bad is not None:
+            note(scan.issue, column.name, scan.bad)
+        note("missing_value", column.name, scan.missing)
 
-    issues = np.full(rows, "", dtype=object)
+    # The text is built for the flagged rows only; the column of every row is then one Arrow
+    # dictionary decode (a million "" through pandas cost more than the checks themselves).
+    flagged = np.flatnonzero(flags["unseen_category"] | flags["missing_value"] | flags["out_of_range"])
+    issues = np.full(flagged.size, "", dtype=object)
     for issue in _ISSUES:
         for name, where in found[issue]:
             label = f"{issue}:{name}"
-            current = issues[where]
-            issues[where] = np.where(current == "", label, current + "; " + label)
-    return pd.DataFrame({**flags, "contract_issues": pd.array(issues, dtype="str")}, index=frame.index)
-
-
-def _unseen_mask(series: pd.Series, column: ColumnContract) -> np.ndarray:
-    """Rows whose value is present but not among the contract's categories."""
-    assert column.categories is not None
-    distinct = series.value_counts(dropna=True, sort=False).index
-    unseen = [value for value in distinct if category_key(value) not in column.categories]
-    if not unseen:
-        return np.zeros(len(series), dtype=bool)
-    return series.isin(unseen).to_numpy()
+            at = np.searchsorted(flagged, where)  # where ⊆ flagged, both sorted
+            current = issues[at]
+            issues[at] = np.where(current == "", label, current + "; " + label)
+    labels, codes = np.unique(issues.astype(str), return_inverse=True)
+    indices = np.zeros(rows, dtype=np.int32)
+    indices[flagged] = codes.reshape(-1) + 1
+    dictionary = pa.array(["", *labels.tolist()], type=pa.large_string())
+    text = pa.DictionaryArray.from_arrays(pa.array(indices), dictionary).cast(pa.large_string())
+    return pd.DataFrame({**flags, "contract_issues": pd.array(text, dtype="str")}, index=frame.index)

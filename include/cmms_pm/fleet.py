@@ -47,12 +47,14 @@ def score_frame(
     scored too, but never silently: ``contract_ok`` is False and ``contract_issues`` says why.
     """
     proba = model.predict_proba(frame)[:, 1].astype("float64")
-    out = pd.DataFrame({column: frame[column].to_numpy() for column in id_columns if column in frame.columns})
+    ids = [column for column in id_columns if column in frame.columns]
+    out = pd.DataFrame({column: _by_position(frame[column]) for column in ids})
     out["failure_probability"] = proba
     out["at_risk"] = proba >= threshold
     if flags is not None:
-        out["contract_ok"] = (flags["contract_issues"] == "").to_numpy()
-        out["contract_issues"] = flags["contract_issues"].astype("str").to_numpy()
+        issues = flags["contract_issues"].astype("str")
+        out["contract_ok"] = (issues == "").to_numpy()
+        out["contract_issues"] = issues.array
     else:
         out["contract_ok"] = True
         out["contract_issues"] = ""
@@ -60,6 +62,14 @@ def score_frame(
     out["model_version"] = str(model_version)
     out["scored_at"] = pd.Timestamp(scored_at)
     return out
+
+
+def _by_position(series: pd.Series) -> Any:
+    """A column's values without its index: text as the Arrow array it is (``to_numpy`` would make a
+    million Python strings that the output frame turns back into Arrow), anything else as before."""
+    if isinstance(series.dtype, pd.StringDtype):
+        return series.array
+    return series.to_numpy()
 
 
 def summarize(

@@ -119,7 +119,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         from cmms_mlflow.champion_scoring import load_champion, log_summary
         from cmms_mlflow.client_context import pickle_loading_disabled
         from cmms_pm.batch import batch_uri, categories_as_text, data_root
-        from cmms_pm.contract import check_batch, flag_rows
+        from cmms_pm.contract import check_and_flag
         from cmms_pm.data import write_frame
         from cmms_pm.fleet import score_frame, summarize
         from cmms_pm.spec import FeatureSpec
@@ -150,13 +150,12 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 ]
                 with bad_data_fails_the_task():
                     frame = categories_as_text(rows, FeatureSpec(categorical=tuple(categorical)))
-                check = check_batch(frame, contract, ignore=[spec.target, *id_columns])
+                check, flags = check_and_flag(frame, contract, ignore=[spec.target, *id_columns])
                 if check.removed or check.retyped:
                     raise BadDataError(
                         f"scoring input does not fit champion v{version} of {name!r}: "
                         + check.schema_change_message()
                     )
-                flags = flag_rows(frame, contract)
                 clock.lap("contract")
             else:
                 self.log.warning("%s v%s has no data contract: rows are scored unchecked", name, version)

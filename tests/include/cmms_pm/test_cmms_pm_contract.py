@@ -14,6 +14,7 @@ from cmms_pm.contract import (
     QUANTILES,
     ContractCheck,
     DataContract,
+    check_and_flag,
     check_batch,
     derive_contract,
     flag_rows,
@@ -405,3 +406,25 @@ def test_flag_rows_of_an_empty_frame_is_empty(machine_contract, machine_batch):
     flags = flag_rows(machine_batch.head(0), machine_contract)
     assert len(flags) == 0
     assert list(flags.columns) == ["unseen_category", "missing_value", "out_of_range", "contract_issues"]
+
+
+@pytest.mark.parametrize("retype", [False, True])
+def test_check_and_flag_gives_what_check_batch_and_flag_rows_give(machine_contract, machine_batch, retype):
+    batch = machine_batch.set_axis(machine_batch.index + 7)
+    type_, torque, air = (
+        batch.columns.get_loc(name) for name in ("Type", "Torque [Nm]", "Air temperature [K]")
+    )
+    batch.iloc[2, type_] = "XL"
+    batch.iloc[4, type_] = "XXL"
+    batch.iloc[4, air] = np.nan
+    batch.iloc[6, torque] = 1e6
+    batch = batch.assign(extra=1)
+    if retype:  # a retyped feature is not checked, but its rows are still flagged
+        batch = batch.astype({"Torque [Nm]": object})
+        batch.iloc[1, batch.columns.get_loc("Torque [Nm]")] = "n/a"
+    check, flags = check_and_flag(batch, machine_contract, ignore=["UDI"])
+
+    assert check.to_dict() == check_batch(batch, machine_contract, ignore=["UDI"]).to_dict()
+    pd.testing.assert_frame_equal(flags, flag_rows(batch, machine_contract))
+    assert check.unseen_categories == {"Type": {"rows": 2, "values": 2}}
+    assert flags.index[flags["contract_issues"] != ""].tolist() == [*([8] if retype else []), 9, 11, 13]

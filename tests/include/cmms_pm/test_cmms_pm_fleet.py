@@ -66,3 +66,20 @@ def test_flagged_rows_are_scored_marked_and_counted_by_reason(model):
     summary = summarize(predictions, id_columns=["equipment_id"], flags=flags)
     assert summary["flagged"] == 2
     assert summary["flagged_by_reason"] == {"unseen_category": 1, "missing_value": 1, "out_of_range": 0}
+
+
+def test_id_columns_are_copied_by_position_with_their_values_and_kinds(model):
+    telemetry = latest_telemetry("2026-11-26T00:00:00+00:00", n_units=6).iloc[::-1].set_axis(list("abcdef"))
+    telemetry["site"] = pd.Categorical(["north", "south"] * 3)
+    telemetry["slot"] = pd.array([1, None, 3, 4, 5, 6], dtype="Int64")
+    predictions = score_frame(
+        model, telemetry, id_columns=["equipment_id", "site", "slot"], flags=None, model_name="pm",
+        model_version="1", scored_at=SCORED_AT,
+    )  # fmt: skip
+    assert list(predictions.index) == list(range(6))
+    assert list(predictions["equipment_id"]) == list(telemetry["equipment_id"])
+    assert predictions["equipment_id"].dtype == telemetry["equipment_id"].dtype  # text stays text
+    # Other kinds leave as plain values, as they always did (a category id is no Parquet dictionary).
+    assert not isinstance(predictions["site"].dtype, pd.CategoricalDtype)
+    assert list(predictions["site"]) == ["north", "south"] * 3
+    assert predictions["slot"].isna().tolist() == [False, True, False, False, False, False]
