@@ -26,8 +26,6 @@ _CLASS_WEIGHT = {"enum": ["balanced", "balanced_subsample", "none"]}
 class Estimator:
     """One estimator kind: its title, hyperparameter schemas, pipeline builder and skops trust list.
 
-    ``input_dtype`` is the dtype the classifier converts its input to (``cmms_pm.training`` builds
-    the preprocessor's output in it directly, so the classifier makes no copy of its own).
     ``preprocess_learns_categories_only`` says the fitted preprocessor depends on nothing but the
     distinct values of the categorical columns (encoders + numeric passthrough): training fits it
     on one row per category instead of the whole frame.
@@ -38,7 +36,6 @@ class Estimator:
     hyperparameters: Mapping[str, Mapping[str, Any]]
     build: Callable[[Mapping[str, Any], Sequence[str], Sequence[str]], Any]
     trusted_types: tuple[str, ...]
-    input_dtype: str = "float64"
     preprocess_learns_categories_only: bool = False
 
     def defaults(self) -> dict[str, Any]:
@@ -157,7 +154,6 @@ ESTIMATORS: dict[str, Estimator] = {
         },
         build=_random_forest,
         trusted_types=("sklearn.tree._tree.Tree",),
-        input_dtype="float32",  # RandomForestClassifier.fit validates X with dtype=np.float32
         preprocess_learns_categories_only=True,
     ),
     "hist_gradient_boosting": Estimator(

@@ -46,7 +46,9 @@ def score_frame(
     Rows that break the champion's data contract (``flags`` from ``cmms_pm.contract.flag_rows``) are
     scored too, but never silently: ``contract_ok`` is False and ``contract_issues`` says why.
     """
-    proba = model.predict_proba(frame)[:, 1].astype("float64")
+    from cmms_pm.training import positive_proba
+
+    proba = positive_proba(model, frame).astype("float64")
     ids = [column for column in id_columns if column in frame.columns]
     out = pd.DataFrame({column: _by_position(frame[column]) for column in ids})
     out["failure_probability"] = proba

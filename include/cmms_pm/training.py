@@ -79,7 +79,7 @@ def fit_preprocessor(
         preprocess.fit(train)
     return (
         model,
-        transform_in_chunks(preprocess, train, dtype=kind.input_dtype),
+        transform_in_chunks(preprocess, train, dtype=_input_dtype(model.named_steps["classifier"])),
         train[target].to_numpy(copy=True),
     )
 
@@ -137,9 +137,35 @@ def classification_metrics(y_true: Any, proba: Any, threshold: float = 0.5) -> d
     }
 
 
+def positive_proba(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """``model.predict_proba(frame)[:, 1]``, the same numbers in less time and memory for a pipeline
+    of ours (``preprocess`` then ``classifier``).
+
+    ``Pipeline.predict_proba`` stacks every transformer's output into a float64 matrix of the whole
+    frame, which a forest then copies to float32; here the preprocessor's output is written a chunk
+    at a time straight into the dtype the classifier converts it to (float32 for scikit-learn's
+    trees and forests, float64 for anything else, as the stack was), which is the matrix the
+    classifier would have predicted on. Any other model is asked directly.
+    """
+    steps = getattr(model, "named_steps", None)
+    if steps is None or list(steps) != ["preprocess", "classifier"]:
+        return np.asarray(model.predict_proba(frame))[:, 1]
+    classifier = steps["classifier"]
+    x = transform_in_chunks(steps["preprocess"], frame, dtype=_input_dtype(classifier))
+    return classifier.predict_proba(x)[:, 1]
+
+
+def _input_dtype(classifier: Any) -> str:
+    """The dtype ``classifier`` converts its input to before predicting (its ``DTYPE``)."""
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.tree import BaseDecisionTree
+
+    return "float32" if isinstance(classifier, (BaseForest, BaseDecisionTree)) else "float64"
+
+
 def score_model(model: Any, frame: pd.DataFrame, *, target: str) -> dict[str, float]:
     """``classification_metrics`` of ``model`` on a labelled frame (e.g. the holdout split)."""
-    proba = model.predict_proba(frame)[:, 1]
+    proba = positive_proba(model, frame)
     return classification_metrics(frame[target].to_numpy(), proba)
 
 

@@ -188,7 +188,7 @@ def log_training_run(
         training.fit_classifier(model, x, y)
         del x, y
         validation = read_split(manifest["splits"]["validation"]["uri"])
-        proba = model.predict_proba(validation)[:, 1]
+        proba = training.positive_proba(model, validation)
         y_val = validation[target].to_numpy()
         metrics = training.classification_metrics(y_val, proba)
         importances = training.feature_importances(model, validation, target=target)

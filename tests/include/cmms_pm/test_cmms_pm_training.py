@@ -217,5 +217,33 @@ def test_staged_fit_inputs_hold_no_reference_to_the_training_frame(splits, shipp
     del train, columns
     gc.collect()
     assert frame() is None
-    assert x.dtype == ESTIMATORS[kind].input_dtype
+    assert x.dtype == ("float32" if kind == "random_forest" else "float64")  # the forest's own DTYPE
     fit_classifier(model, x, y)
+
+
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_positive_proba_gives_exactly_the_pipelines_probabilities(models, splits, kind, monkeypatch):
+    """Scoring and validation build the classifier's input chunk by chunk in its own dtype instead of
+    Pipeline.predict_proba's float64 stack: not one probability may differ, for any kind, across
+    chunk boundaries, with extra columns, an unseen category and missing values."""
+    from cmms_pm import training
+    from cmms_pm.training import positive_proba
+
+    monkeypatch.setattr(training, "TRANSFORM_CHUNK_ROWS", 97)
+    frame = splits["holdout"].head(1000).assign(asset_tag="A-1").reset_index(drop=True)
+    frame.loc[3, "equipment_type"] = "never_seen_in_training"
+    frame.loc[5, "temperature_c"] = np.nan
+    model = models[kind]
+    expected = model.predict_proba(frame)[:, 1]
+    # FLOAT_NOISE: a forest's threads add the trees' votes in any order, call to call.
+    np.testing.assert_allclose(positive_proba(model, frame), expected, rtol=0, atol=FLOAT_NOISE)
+    # Not a pipeline of ours: asked directly.
+    np.testing.assert_allclose(positive_proba(_Direct(model), frame), expected, rtol=0, atol=FLOAT_NOISE)
+
+
+class _Direct:
+    def __init__(self, model):
+        self.model = model
+
+    def predict_proba(self, frame):
+        return self.model.predict_proba(frame)
