@@ -36,7 +36,7 @@ CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_ch
 ANY_CHAMPION = "*"
 
 #: History event types (``Request.kind`` of a request, plus ``repair``).
-EVENT_TYPES = ("promotion", "rejection", "rollback", "stage_change", "staging", "approval", "repair")
+EVENT_TYPES = ("promotion", "rejection", "rollback", "stage_change", "staging", "approval", "repair", "prune")
 #: Request kinds that record a decision about a version without moving a stage or an alias.
 NOTE_KINDS = ("approval",)
 
@@ -108,6 +108,8 @@ class Write:
             return f"alias {self.value} -> v{self.version}"
         if self.op == "unalias":
             return f"alias {self.value} removed"
+        if self.op == "delete_artifacts":  # retention (plan_prune)
+            return f"artifacts of v{self.version} removed: {self.value}"
         return f"tags on v{self.version}: {sorted(self.tags)}"
 
 
@@ -315,6 +317,9 @@ def _refusal(
     current = state.stages[version]
     if request.from_stages is not None and current not in (*request.from_stages, target):
         return None
+    pruned = _pruned_refusal(snapshot, version, target)
+    if pruned is not None:
+        return pruned
     if target == PRODUCTION:
         already = champion == version and current == PRODUCTION
         expected = request.expected_champion
@@ -424,3 +429,157 @@ def _state(snapshot: Snapshot) -> _State:
 
 def _newest_first(versions: Any) -> list[str]:
     return sorted((str(v) for v in versions), key=int, reverse=True)
+
+
+# --- retention: the artifacts of old archived versions (cmms_mlflow.retention) ---------------------
+
+#: Version tag of retention: :data:`PRUNING` while the version's artifacts are being removed (the
+#: intent, written first), :data:`PRUNED` once they are gone. The version, its tags, metrics and
+#: history stay; it can no longer be loaded, staged or promoted.
+RETENTION_TAG = "retention_status"
+PRUNING, PRUNED = "pruning", "pruned"
+PRUNE = "prune"
+#: ``Write.op`` that removes one artifact location (``value``: its URI) of a version.
+DELETE_ARTIFACTS = "delete_artifacts"
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """Remove the artifacts of archived versions beyond the newest ``keep_archived_versions``
+    (``None``: only finish versions an earlier run left mid-prune).
+
+    ``artifacts``: each candidate's artifact URIs (what the plugin resolved and checked);
+    ``skipped``: candidates whose artifacts are left alone, and why (e.g. not this package's model).
+    """
+
+    keep_archived_versions: int | None
+    artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    actor: str = ""
+    at: str = ""
+    key: str = ""
+    airflow: Mapping[str, str] | None = None
+
+
+def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], dict[str, str]]:
+    """``(versions whose artifacts go, newest first; {archived version kept although beyond keep: why})``.
+
+    Candidates: archived versions beyond the newest ``keep`` archived ones, not pruned yet, and every
+    version left mid-prune. Never: the champion, the challenger, a version waiting for approval, the
+    previous champion (alias ``previous_champion``, or the version the champion replaced) — judged on
+    the repaired state, as the plan applies it.
+    """
+    if keep is not None and keep < 0:
+        raise ValueError(f"keep_archived_versions must be 0 or more, got {keep!r}")
+    state = _state(snapshot)
+    _repair(state)
+    champion = state.champion()
+    guarded: dict[str, str] = {champion: "the champion"} if champion is not None else {}
+    for alias, why in (
+        (CHALLENGER, "the challenger"),
+        (PREVIOUS_CHAMPION, "the previous champion (rollback target)"),
+    ):
+        if state.aliases.get(alias):
+            guarded.setdefault(state.aliases[alias], why)
+    champion_tags = snapshot.versions[champion].tags if champion in snapshot.versions else {}
+    if champion_tags.get("replaced_version"):
+        replaced = str(champion_tags["replaced_version"])
+        guarded.setdefault(replaced, "the previous champion (the version the champion replaced)")
+    for number, version in snapshot.versions.items():
+        if version.tags.get("approval_status") == PENDING:
+            guarded.setdefault(number, "waiting for approval")
+    archived = state.in_stage(ARCHIVED)
+    beyond = archived[keep:] if keep is not None else []
+    candidates, protected = [], {}
+    for number in _newest_first(snapshot.versions):
+        status = snapshot.versions[number].tags.get(RETENTION_TAG)
+        if status == PRUNING:
+            candidates.append(number)  # half-deleted already: finish it
+        elif status != PRUNED and number in beyond:
+            if number in guarded:
+                protected[number] = guarded[number]
+            else:
+                candidates.append(number)
+    return candidates, protected
+
+
+def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
+    """Repairs of ``snapshot``, then the pruning: tag every new candidate ``pruning`` (the intent), remove
+    each one's artifacts (one step per version), tag them ``pruned`` and record one ``prune`` event.
+
+    A crash at any point leaves the versions tagged ``pruning``: the next plan finishes them
+    (removing what is already gone is a no-op), whatever the policy says by then.
+    """
+    state = _state(snapshot)
+    repair_writes, notes = _repair(state)
+    steps: list[Step] = []
+    blank = Request(
+        kind="repair", actor=request.actor, at=request.at, key=request.key, airflow=request.airflow
+    )
+    if notes:
+        steps.append(
+            Step(tuple(repair_writes), _repair_event(snapshot, blank, notes, state), event_first=True)
+        )
+    champion = state.champion()
+    candidates, protected = prune_candidates(snapshot, request.keep_archived_versions)
+    skipped = {v: request.skipped[v] for v in candidates if v in request.skipped}
+    pruned = [v for v in candidates if v not in skipped]
+    outcome: dict[str, Any] = {
+        "name": snapshot.name,
+        "repairs": list(notes),
+        "keep_archived_versions": request.keep_archived_versions,
+        "pruned": pruned,
+        "protected": protected,
+        "skipped": skipped,
+        "champion_before": champion,
+        "champion_after": champion,
+    }
+    if not pruned:
+        return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+    intent = {RETENTION_TAG: PRUNING, "pruning_started_at": request.at}
+    fresh = [v for v in pruned if snapshot.versions[v].tags.get(RETENTION_TAG) != PRUNING]
+    if fresh:
+        steps.append(Step(tuple(Write("tags", v, tags=intent) for v in fresh), None))
+    for version in pruned:
+        uris = tuple(request.artifacts.get(version, ()))
+        if uris:
+            steps.append(Step(tuple(Write(DELETE_ARTIFACTS, version, value=uri) for uri in uris), None))
+    done = {RETENTION_TAG: PRUNED, "pruned_at": request.at, "pruned_by": request.actor}
+    keep = request.keep_archived_versions
+    why = (
+        f"archived beyond the newest {keep} (retention.keep_archived_versions)"
+        if keep is not None
+        else "left mid-prune by an earlier run"
+    )
+    reason = f"artifacts of {', '.join(f'v{v}' for v in pruned)} removed: {why}"
+    if protected:
+        reason += "; kept: " + ", ".join(f"v{v} ({w})" for v, w in protected.items())
+    if skipped:
+        reason += "; left alone: " + ", ".join(f"v{v} ({w})" for v, w in skipped.items())
+    event = {
+        "key": event_key(PRUNE, snapshot.name, request.key, pruned),
+        "type": PRUNE,
+        "model": snapshot.name,
+        "version": None,
+        "versions": pruned,
+        "from_stage": None,
+        "to_stage": None,
+        "champion_before": champion,
+        "champion_after": champion,
+        "actor": request.actor,
+        "at": request.at,
+        "reason": reason,
+        "changed": True,
+        "airflow": dict(request.airflow) if request.airflow else None,
+        "repairs": [],
+    }
+    steps.append(Step(tuple(Write("tags", v, tags=done) for v in pruned), event))
+    return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+
+
+def _pruned_refusal(snapshot: Snapshot, version: str, target: str | None) -> Refusal | None:
+    """A version whose artifacts retention removed (or is removing) can serve no more."""
+    status = snapshot.versions[version].tags.get(RETENTION_TAG) if version in snapshot.versions else None
+    if status in (PRUNING, PRUNED) and target in (PRODUCTION, STAGING):
+        return Refusal("version_pruned", {"name": snapshot.name, "version": version, "stage": target})
+    return None

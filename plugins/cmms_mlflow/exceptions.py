@@ -167,6 +167,22 @@ def approval_pending(name: str, version: str, requested_by: str | None) -> Promo
     )
 
 
+def version_pruned(name: str, version: str, stage: str | None = None) -> PromotionConflictError:
+    """A version whose artifacts retention removed: it can serve no more (the spec's ``retention``)."""
+    where = f" to {stage}" if stage else ""
+    return PromotionConflictError(
+        f"model {name!r} version {version!r} cannot move{where}: its artifacts were removed by retention "
+        "(tag retention_status); register a new version instead"
+    )
+
+
+def artifacts_pruned(name: str, version: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {name!r} version {version!r} cannot be loaded: its artifacts were removed by retention "
+        "(tag retention_status); its tags, metrics and history remain"
+    )
+
+
 def refused(code: str, details: dict) -> MlflowRegistryError:
     """The typed error of a plan's refusal (``cmms_pm.registry_plan.Refusal``)."""
     if code == "version_not_found":
@@ -179,6 +195,8 @@ def refused(code: str, details: dict) -> MlflowRegistryError:
         return champion_cannot_leave_production(details["name"], details["version"], details["stage"])
     if code == "approval_pending":
         return approval_pending(details["name"], details["version"], details["requested_by"])
+    if code == "version_pruned":
+        return version_pruned(details["name"], details["version"], details["stage"])
     return MlflowRegistryError(f"registry change refused ({code}): {details!r}")
 
 

@@ -35,6 +35,7 @@ from cmms_mlflow.operators import (
     MlflowValidateModelOperator,
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
+from cmms_mlflow.operators.retention import MlflowRetentionOperator
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
@@ -68,6 +69,7 @@ Every run, for its data interval:
    means no promotion.
 8. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
    schedules `{scoring_dag}`) or **reject_model** (`Archived`), then **report**.
+9. **retention** — {retention}
 
 Notifications: {notifications}.
 
@@ -86,7 +88,8 @@ data contract (unseen categories, missing and out-of-range values are flagged in
 counted, never silently scored), loads `models:/<name>@champion` and writes one row per input —
 ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
 `model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>/<model>/predictions.parquet`.
-A summary is logged as an MLflow run in the experiment `{experiment}`.
+A summary is logged as an MLflow run in the experiment `{experiment}`. Then **retention**:
+{retention}
 """
 
 
@@ -140,6 +143,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         scoring_dag=spec.scoring_dag_id,
         approval=_approval_text(spec),
         notifications=_notifications_text(spec),
+        retention=_retention_text(spec),
     )
     notifier = ModelEventNotifier.for_spec(spec)
     with DAG(
@@ -240,7 +244,16 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         decide(validate_model.output) >> [promote, approve, reject]
         approve >> [promote, reject]
         [promote, reject] >> report
+        report >> _retention(spec, model_name=MODEL)
     return dag
+
+
+def _retention(spec: ModelSpec, *, model_name: str | None) -> MlflowRetentionOperator:
+    """The DAG's last step, the spec's ``retention``: a teardown, so it runs whatever happened upstream
+    and leaves the run's state to the model's steps."""
+    return MlflowRetentionOperator(
+        task_id="retention", spec=spec.to_dict(), model_name=model_name
+    ).as_teardown()
 
 
 def _failure_callback(notifier: ModelEventNotifier | None) -> dict[str, Any]:
@@ -253,6 +266,20 @@ def _approval_text(spec: ModelSpec) -> str:
     who = ", ".join(f"`{user}`" for user in approval["approvers"]) or "anyone who may act on this DAG"
     required = "always, by the spec" if approval["required"] else "when a run sets `require_approval`"
     return f"{required}; answered by {who}; timeout {approval['timeout_hours']:g} h"
+
+
+def _retention_text(spec: ModelSpec) -> str:
+    keep_batches, keep_versions = spec.retention["keep_batches"], spec.retention["keep_archived_versions"]
+    if keep_batches is None and keep_versions is None:
+        return "nothing is removed (the spec sets no `retention`)."
+    batches = "every batch" if keep_batches is None else f"the newest {keep_batches} batches"
+    versions = (
+        "every archived version's artifacts"
+        if keep_versions is None
+        else f"the artifacts of the newest {keep_versions} archived versions (and always the champion's, "
+        "the challenger's, the previous champion's and a pending approval's)"
+    )
+    return f"keeps {batches} under the data root and {versions}; runs whatever happened before it."
 
 
 def _notifications_text(spec: ModelSpec) -> str:
@@ -281,6 +308,11 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         ids=", ".join(spec.id_columns) or "(none)",
         scoring_dag=spec.scoring_dag_id,
         experiment=spec.scoring_experiment,
+        retention=(
+            f"keeps the newest {spec.retention['keep_batches']} scoring outputs."
+            if spec.retention["keep_batches"] is not None
+            else "nothing is removed (the spec sets no `retention.keep_batches`)."
+        ),
     )
     with DAG(
         dag_id=spec.scoring_dag_id,
@@ -295,13 +327,14 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         tags=["mlflow", "scoring", *spec.tags],
         doc_md=doc,
     ) as dag:
-        MlflowBatchScoreOperator(
+        score = MlflowBatchScoreOperator(
             task_id="score_fleet",
             spec=spec.to_dict(),
             model_name=MODEL,
             n_units="{{ params.n_units }}" if "n_units" in params else None,
             risk_threshold="{{ params.risk_threshold }}",
         )
+        score >> _retention(spec, model_name=None)
     return dag
 
 

@@ -131,6 +131,7 @@ _FIELDS = (
     "type",
     "model",
     "version",
+    "versions",  # a prune event's versions (cmms_pm.registry_plan.plan_prune)
     "from_stage",
     "to_stage",
     "champion_before",

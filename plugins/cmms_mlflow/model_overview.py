@@ -20,6 +20,7 @@ from urllib.parse import quote
 from cmms_mlflow import history, registry
 from cmms_mlflow.links import dag_url, required_actions_url
 from cmms_pm.approval import APPROVAL_TASK_ID, PENDING, requesting_run
+from cmms_pm.registry_plan import PRUNED, PRUNING, RETENTION_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,6 +48,7 @@ DECISION_LABELS = {
     "staging": "staged",
     "approval": "approval",
     "repair": "repaired",
+    "prune": "pruned",
 }
 
 
@@ -80,6 +82,17 @@ def drift_of(tags: dict[str, str]) -> dict[str, Any] | None:
     }
 
 
+def artifacts_of(tags: Mapping[str, str]) -> dict[str, Any]:
+    """Whether the version still has its artifacts: ``present``, or ``pruning`` / ``pruned`` by the
+    spec's retention (``cmms_mlflow.retention``), with when and by whom."""
+    status = tags.get(RETENTION_TAG) or ""
+    return {
+        "artifacts": status if status in (PRUNING, PRUNED) else "present",
+        "prunedAt": tags.get("pruned_at") or None,
+        "prunedBy": tags.get("pruned_by") or None,
+    }
+
+
 def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
     """One history event as the page shows it: what, which version (from → to stage), the champion
     before → after, who, when, why, and the Airflow run that made it (None for an API request)."""
@@ -90,6 +103,7 @@ def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
         "type": event.get("type"),
         "decision": DECISION_LABELS.get(str(event.get("type")), str(event.get("type"))),
         "version": event.get("version"),
+        "versions": list(event.get("versions") or []),  # a prune event's versions
         "fromStage": event.get("from_stage"),
         "toStage": event.get("to_stage"),
         "championBefore": event.get("champion_before"),
@@ -186,6 +200,7 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "promotionReason": tags.get("promotion_reason") or None,
         "approvalStatus": tags.get("approval_status") or None,
         "drift": drift_of(tags),
+        **artifacts_of(tags),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
             "mlflowRun": hook.run_url(experiment_id, mv.run_id) if experiment_id else None,
@@ -207,7 +222,8 @@ def model_summary(
     if not registry.model_exists(client, name):
         return {"registered": False, "champion": None, "challenger": None, "lastCandidate": None,
                 "previousChampion": None, "decisions": [], "drift": None, "pendingApprovals": [],
-                "versions": 0, "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
+                "versions": 0, "prunedVersions": 0,
+                "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
     versions = all_versions(client, name)
     aliases = registry.aliases_of(client, name)
     by_number = {str(v.version): v for v in versions}
@@ -223,6 +239,7 @@ def model_summary(
     return {
         "registered": True,
         "versions": len(versions),
+        "prunedVersions": sum(1 for v in versions if (v.tags or {}).get(RETENTION_TAG) == PRUNED),
         "champion": version_view(client, hook, champion, aliases) if champion is not None else None,
         "challenger": version_view(client, hook, challenger, aliases) if challenger is not None else None,
         "lastCandidate": (

@@ -325,6 +325,8 @@ def _write(client: MlflowClient, name: str, write: Write) -> None:
                 raise
     elif write.op == "tags":
         _set_tags(client, name, str(write.version), write.tags)
+    elif write.op == registry_plan.DELETE_ARTIFACTS:
+        delete_artifacts(str(write.value))
     else:
         raise ValueError(f"unknown write {write.op!r}")
 
@@ -495,3 +497,17 @@ def check_invariants(client: MlflowClient, name: str) -> None:
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
+
+
+def delete_artifacts(uri: str) -> None:
+    """Remove everything at artifact ``uri`` through MLflow's artifact repository of its scheme (a local
+    folder, ``s3://``, ``mlflow-artifacts:`` of a tracking server, ...). Removing what is already gone
+    is a no-op, so a rerun after a crash finishes the job (:func:`cmms_pm.registry_plan.plan_prune`)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        get_artifact_repository(uri).delete_artifacts()
+    except MlflowException as err:
+        if not _is_not_found(err):
+            raise
