@@ -10,9 +10,11 @@
   under the model lock, one ``prune`` history event per pruning run.
 
 Only artifacts this package wrote are removed: a version is pruned only if its provenance holds
-(``model_loading.provenance_problems``), its run lives in the spec's experiment, and every location
-lies inside that experiment's artifact location. Anything else is left alone and reported: whoever
-can register a version must not be able to make a worker delete a path of their choice.
+(``model_loading.provenance_problems``) and every location lies inside the deployment's local
+artifact root (a local path) or the run's experiment's artifact location (``s3://``,
+``mlflow-artifacts:`` — a tracking server confines those to its own root). Anything else is left
+alone and reported: whoever can register a version must not be able to make a worker delete a path
+of their choice.
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ KEPT_RUN_ARTIFACTS = ("validation",)
 
 
 def artifact_locations(
-    client: MlflowClient, name: str, version: str, spec: ModelSpec
+    client: MlflowClient, name: str, version: str, spec: ModelSpec, *, local_root: str | None
 ) -> tuple[tuple[str, ...], str | None]:
-    """``(artifact URIs of the version to remove, None)``, or ``((), why they are left alone)``."""
+    """``(artifact URIs of the version to remove, None)``, or ``((), why they are left alone)``.
+
+    ``local_root``: the local artifact root this deployment writes to (the hook's), the only place
+    where a local artifact may be removed; remote locations must lie inside the run's experiment's.
+    """
     from cmms_mlflow.model_loading import provenance_problems
 
     mv = client.get_model_version(name, version)
@@ -53,10 +59,7 @@ def artifact_locations(
     problems = provenance_problems(client, mv, run, spec.name)
     if problems or run is None:
         return (), "not this package's model: " + "; ".join(problems)
-    experiment = client.get_experiment(run.info.experiment_id)
-    if experiment.name != spec.experiment:
-        return (), f"its run is in experiment {experiment.name!r}, not the spec's {spec.experiment!r}"
-    root = experiment.artifact_location
+    root = client.get_experiment(run.info.experiment_id).artifact_location
     uris: list[str] = []
     source = mv.source or ""
     if source.startswith("models:/m-"):
@@ -65,10 +68,16 @@ def artifact_locations(
     for info in client.list_artifacts(run.info.run_id):
         if info.path.split("/")[0] not in KEPT_RUN_ARTIFACTS:
             uris.append(f"{run_root}/{info.path}")
-    outside = [uri for uri in uris if not inside(uri, root)]
-    if outside:
-        return (), f"{outside[0]!r} is outside the experiment's artifact location {root!r}"
+    for uri in uris:
+        allowed = local_root if _is_local(uri) else root
+        if not allowed or not inside(uri, allowed):
+            where = "the MLflow artifact root" if _is_local(uri) else "its experiment's artifact location"
+            return (), f"{uri!r} is outside {where} {allowed!r}"
     return tuple(uris), None
+
+
+def _is_local(uri: str) -> bool:
+    return urlparse(uri).scheme in ("", "file")
 
 
 def inside(uri: str, root: str) -> bool:
@@ -94,6 +103,7 @@ def prune_versions(
     spec: ModelSpec,
     keep: int | None,
     lock_dir: Path,
+    local_root: str | None,
     actor: str,
     at: str,
     key: str,
@@ -114,7 +124,7 @@ def prune_versions(
         artifacts: dict[str, tuple[str, ...]] = {}
         skipped: dict[str, str] = {}
         for version in candidates:
-            uris, problem = artifact_locations(client, name, version, spec)
+            uris, problem = artifact_locations(client, name, version, spec, local_root=local_root)
             if problem is not None:
                 log.warning("Retention leaves the artifacts of %s v%s alone: %s", name, version, problem)
                 skipped[version] = problem

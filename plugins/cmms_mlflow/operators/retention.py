@@ -62,6 +62,7 @@ class MlflowRetentionOperator(SpecOperatorMixin, MlflowBaseOperator):
                 spec=self.model_spec,
                 keep=keep_versions,
                 lock_dir=self.hook.lock_dir,
+                local_root=self.hook.settings.artifact_location,
                 actor=f"airflow:{dag_id}/{run_id}",
                 at=dag_run.run_after.isoformat(),
                 key=self.event_key(context),

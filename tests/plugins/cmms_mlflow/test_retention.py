@@ -1,0 +1,295 @@
+"""Retention of archived versions' artifacts (cmms_mlflow.retention) against a real MLflow on SQLite:
+nine nights of decisions, a pruning process SIGKILLed between its steps and rerun, and the versions an
+attacker could register to make a worker delete what is not ours."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cmms_mlflow import history, registry
+from cmms_mlflow import retention as ret
+from cmms_mlflow.exceptions import ModelNotFoundError, PromotionConflictError
+from cmms_pm import registry_plan as rp
+from cmms_pm.spec import build_spec
+
+PROJECT_DIR = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def world(client, mlflow_conn, monkeypatch, model_name, tmp_path, shipped_spec):
+    """An experiment whose artifacts live under ``tmp_path/artifacts`` (the deployment's artifact root),
+    the spec of ``model_name`` with it, and ``night(n)``: one nightly version with a real logged model."""
+    # MLflow's registry resolves a models:/m-... source through the process's tracking URI.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_conn)
+    root = tmp_path / "artifacts"
+    experiment = f"exp_{model_name}"
+    experiment_id = client.create_experiment(experiment, artifact_location=root.as_uri())
+    spec = build_spec(
+        {**{k: v for k, v in shipped_spec.raw.items() if k not in ("experiment", "scoring")},
+         "experiment": experiment, "registered_model": model_name},
+    )  # fmt: skip
+    files = tmp_path / "model-files"
+    files.mkdir()
+    (files / "model.skops").write_bytes(os.urandom(2048))
+    (files / "MLmodel").write_text("flavors: {}\n")
+
+    def night(n: int, *, experiment_id: str = experiment_id, provenance: bool = True) -> str:
+        tags = {"model_spec": spec.name, "airflow.dag_id": spec.training_dag_id, "airflow.run_id": f"n{n}"}
+        run = client.create_run(experiment_id, tags=tags if provenance else {})
+        run_id = run.info.run_id
+        client.log_text(run_id, '{"decision": "promote"}', "validation/decision.json")
+        client.log_text(run_id, "png", "evaluation/roc_curve.png")
+        client.log_text(run_id, "{}", "data_contract.json")
+        logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+        client.log_model_artifacts(logged.model_id, str(files))
+        client.set_terminated(run_id)
+        version = registry.register_version(
+            client, name=model_name, source=f"models:/{logged.model_id}", run_id=run_id, description="night",
+            tags={"data_version": f"n{n}"},
+        )  # fmt: skip
+        return str(version.version)
+
+    night.spec = spec
+    night.root = root
+    night.experiment_id = experiment_id
+    return night
+
+
+def _stage(client, name, version, stage, lock_dir, **kwargs):
+    from cmms_mlflow.promotion import change_stage
+
+    return change_stage(client, name=name, version=version, stage=stage, lock_dir=lock_dir, actor="test",
+                        reason=kwargs.pop("reason", "test"), at="t", **kwargs)  # fmt: skip
+
+
+def _prune(client, name, world, lock_dir, keep, n):
+    return ret.prune_versions(
+        client, name, spec=world.spec, keep=keep, lock_dir=lock_dir, local_root=world.root.as_uri(),
+        actor=f"airflow:pm_training/n{n}", at=f"2026-01-{n:02d}T02:00:00+00:00", key=f"night{n}",
+    )  # fmt: skip
+
+
+def _artifacts(client, name, version) -> dict[str, bool]:
+    """What is left of a version on disk: its logged model, its run's evaluation and decision record."""
+    mv = client.get_model_version(name, version)
+    logged = client.get_logged_model(mv.source.removeprefix("models:/"))
+    run_dir = Path(client.get_run(mv.run_id).info.artifact_uri.removeprefix("file://"))
+    return {
+        "model": Path(logged.artifact_location.removeprefix("file://"), "model.skops").exists(),
+        "evaluation": (run_dir / "evaluation" / "roc_curve.png").exists(),
+        "contract": (run_dir / "data_contract.json").exists(),
+        "decision": (run_dir / "validation" / "decision.json").exists(),
+    }
+
+
+def test_nine_nights_keep_exactly_the_policy_and_never_the_champion_rollback_target_or_pending(
+    client, model_name, world, tmp_path
+):
+    from cmms_mlflow.hooks import MlflowHook
+    from cmms_mlflow.model_loading import load_version
+    from cmms_mlflow.model_overview import model_summary, version_detail
+
+    lock = tmp_path / "locks"
+    name = model_name
+    champion = None
+    # Night -> what the pipeline decided; after each night the retention step runs (keep 2 archived).
+    plan = {1: "promote", 2: "reject", 3: "promote", 4: "reject", 5: "reject", 6: "pending", 7: "reject",
+            8: "promote", 9: "rollback"}  # fmt: skip
+    # Hand-computed: archived versions beyond the newest two lose their artifacts, except the previous
+    # champion (v1 until night 8, then v3 — which night 9 rolls back to, so it must still load).
+    expected = {1: set(), 2: set(), 3: set(), 4: set(), 5: {"2"}, 6: {"2"}, 7: {"2", "4"},
+                8: {"1", "2", "4"}, 9: {"1", "2", "4", "5"}}  # fmt: skip
+    for n, decision in plan.items():
+        if decision == "rollback":
+            _stage(client, name, "3", "Production", lock, kind="rollback", expected_champion=champion)
+            champion = "3"
+        else:
+            version = world(n)
+            _stage(client, name, version, "Staging", lock)
+            if decision == "promote":
+                _stage(client, name, version, "Production", lock, expected_champion=champion)
+                champion = version
+            elif decision == "reject":
+                registry.reject(
+                    client, name, version, reason="below the champion", lock_dir=lock, key=f"r{n}"
+                )
+            else:
+                registry.set_tags(client, name, version, {"approval_status": "pending"})
+        outcome = _prune(client, name, world, lock, keep=2, n=n)
+        pruned = {str(v.version) for v in client.search_model_versions(f"name = '{name}'")
+                  if v.tags.get(rp.RETENTION_TAG) == rp.PRUNED}  # fmt: skip
+        assert pruned == expected[n], f"night {n}: {outcome}"
+        for version in (str(v) for v in range(1, 9)):
+            if int(version) > n or (version == "9"):
+                continue
+            left = _artifacts(client, name, version)
+            gone = version in expected[n]
+            assert left == {
+                "model": not gone,
+                "evaluation": not gone,
+                "contract": not gone,
+                "decision": True,
+            }, f"night {n} v{version}"
+
+    registry.check_invariants(client, name)
+    assert registry.champion_version(client, name) == "3"
+    assert registry.aliases_of(client, name)["previous_champion"] == "8"
+    stages = {str(v.version): v.current_stage for v in client.search_model_versions(f"name = '{name}'")}
+    assert stages["6"] == "Staging"  # the pending approval, untouched
+    assert {v: stages[v] for v in ("1", "2", "4", "5")} == dict.fromkeys(("1", "2", "4", "5"), "Archived")
+    # One prune event per night that pruned something, naming what and why; nothing else changed.
+    prunes = [e for e in history.read(client, name, limit=100) if e["type"] == "prune"]
+    assert [e["versions"] for e in prunes] == [["5"], ["1"], ["4"], ["2"]]
+    assert prunes[0]["actor"] == "airflow:pm_training/n9" and prunes[0]["champion_after"] == "3"
+    assert "archived beyond the newest 2 (retention.keep_archived_versions)" in prunes[0]["reason"]
+    assert "v3 (the previous champion" not in prunes[0]["reason"]  # v3 is the champion again
+    # The pruned version stays: tags, metrics, history; it can no longer load or be promoted.
+    mv = client.get_model_version(name, "2")
+    assert mv.tags["data_version"] == "n2" and mv.tags["pruned_by"] == "airflow:pm_training/n5"
+    with pytest.raises(ModelNotFoundError, match="artifacts were removed by retention"):
+        load_version(client, name, "2", spec_name=world.spec.name)
+    with pytest.raises(PromotionConflictError, match="its artifacts were removed by retention"):
+        _stage(client, name, "5", "Production", lock)
+    assert registry.champion_version(client, name) == "3"
+    # The Models page says so.
+    hook = MlflowHook()
+    detail = version_detail(client, hook, name, "4")
+    assert (detail["artifacts"], detail["prunedBy"]) == ("pruned", "airflow:pm_training/n7")
+    assert detail["plots"] == [] and detail["decisionRecord"] == {"decision": "promote"}
+    summary = model_summary(client, hook, name)
+    assert summary["prunedVersions"] == 4 and summary["champion"]["artifacts"] == "present"
+    assert summary["decisions"][0]["type"] == "prune" and summary["decisions"][0]["versions"] == ["5"]
+    # A night with nothing to prune takes no lock and writes nothing.
+    before = len(history.read(client, name, limit=100))
+    assert _prune(client, name, world, lock, keep=2, n=10)["pruned"] == []
+    assert len(history.read(client, name, limit=100)) == before
+
+
+@pytest.mark.parametrize("kill_at", ["after_intent", "between_deletes", "before_pruned_tags"])
+def test_a_pruning_run_killed_between_its_steps_is_finished_by_the_next_run(
+    client, mlflow_store, model_name, world, tmp_path, kill_at
+):
+    lock = tmp_path / "locks"
+    versions = [world(n) for n in range(1, 5)]
+    for version in versions:
+        registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
+    job = {
+        "tracking_uri": mlflow_store, "name": model_name, "spec": world.spec.to_dict(), "lock_dir": str(lock),
+        "local_root": world.root.as_uri(), "kill_at": kill_at,
+    }  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "tests" / "retention_worker.py"), json.dumps(job)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stdout[-3000:] + done.stderr[-3000:]
+
+    tags = {str(v.version): v.tags for v in client.search_model_versions(f"name = '{model_name}'")}
+    # keep 1: v4 keeps its artifacts; v3, v2, v1 were marked before anything was deleted.
+    assert {v: t.get(rp.RETENTION_TAG) for v, t in tags.items()} == {
+        "4": None, "3": rp.PRUNING, "2": rp.PRUNING, "1": rp.PRUNING,
+    }  # fmt: skip
+    left = {v: _artifacts(client, model_name, v)["model"] for v in versions}
+    if kill_at == "after_intent":
+        assert left == dict.fromkeys(versions, True)
+    elif kill_at == "between_deletes":
+        assert left == {"1": True, "2": True, "3": False, "4": True}  # v3's model went, its run artifacts not
+        assert _artifacts(client, model_name, "3")["evaluation"]
+    else:
+        assert left == {"1": False, "2": False, "3": False, "4": True}
+    assert [e for e in history.read(client, model_name) if e["type"] == "prune"] == []
+
+    # The next night's run — even if the policy was dropped meanwhile — finishes what was started.
+    outcome = _prune(client, model_name, world, lock, keep=None, n=2)
+    assert outcome["pruned"] == ["3", "2", "1"]
+    for version in ("1", "2", "3"):
+        assert _artifacts(client, model_name, version) == {
+            "model": False, "evaluation": False, "contract": False, "decision": True,
+        }  # fmt: skip
+        assert client.get_model_version(model_name, version).tags[rp.RETENTION_TAG] == rp.PRUNED
+    assert _artifacts(client, model_name, "4")["model"]
+    (event,) = [e for e in history.read(client, model_name) if e["type"] == "prune"]
+    assert event["versions"] == ["3", "2", "1"] and "left mid-prune by an earlier run" in event["reason"]
+    assert _prune(client, model_name, world, lock, keep=None, n=3)["pruned"] == []
+
+
+def test_versions_an_attacker_registers_never_make_retention_delete_outside_our_artifacts(
+    client, model_name, world, tmp_path
+):
+    """Anyone who may write to MLflow can tag a run like ours and register a version of our model; the
+    worker that prunes must still delete nothing outside the deployment's own artifact root."""
+    lock = tmp_path / "locks"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    # 1. Provenance tags copied, but the run's experiment stores its artifacts in the victim's folder.
+    foreign_experiment = client.create_experiment(f"foreign_{uuid.uuid4().hex[:6]}",
+                                                  artifact_location=victim.as_uri())  # fmt: skip
+    outside = world(1, experiment_id=foreign_experiment)
+    # 2. No provenance at all.
+    untagged = world(2, provenance=False)
+    # 3. A version whose source is a path outside, with a real run of ours.
+    run = client.create_run(world.experiment_id, tags={"model_spec": world.spec.name, "airflow.dag_id": "d",
+                                                       "airflow.run_id": "r"})  # fmt: skip
+    pointed = registry.register_version(client, name=model_name, source=victim.as_uri(),
+                                        run_id=run.info.run_id, description="x", tags={})  # fmt: skip
+    pointed = str(pointed.version)
+    ours = [world(n) for n in (4, 5)]
+    for version in (outside, untagged, pointed, *ours):
+        registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
+
+    outcome = _prune(client, model_name, world, lock, keep=0, n=1)
+
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert len(list(victim.rglob("*"))) > 1  # the foreign run's own artifacts are there, untouched
+    assert outcome["pruned"] == ours[::-1]
+    assert set(outcome["skipped"]) == {outside, untagged, pointed}
+    assert "is outside the MLflow artifact root" in outcome["skipped"][outside]
+    assert "not this package's model" in outcome["skipped"][untagged]
+    assert "not an artifact of its run" in outcome["skipped"][pointed]
+    for version in (outside, untagged, pointed):
+        assert rp.RETENTION_TAG not in client.get_model_version(model_name, version).tags
+    (event,) = [e for e in history.read(client, model_name) if e["type"] == "prune"]
+    assert f"v{outside} (" in event["reason"] and "left alone" in event["reason"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "root", "inside"),
+    [
+        ("file:///data/mlflow/1/abc/artifacts", "file:///data/mlflow", True),
+        ("/data/mlflow/1/abc", "file:///data/mlflow", True),
+        ("file:///data/mlflow/../etc/passwd", "file:///data/mlflow", False),
+        ("file:///data/mlflow", "file:///data/mlflow", False),  # the root itself: never
+        ("file:///data/mlflow-other/1", "file:///data/mlflow", False),
+        ("s3://bucket/mlflow/1/models/m-1/artifacts", "s3://bucket/mlflow/1", True),
+        ("s3://other/mlflow/1/models/m-1/artifacts", "s3://bucket/mlflow/1", False),
+        ("s3://bucket/mlflow/10/x", "s3://bucket/mlflow/1", False),
+        ("s3://bucket/mlflow/1/../2/x", "s3://bucket/mlflow/1", False),
+        ("mlflow-artifacts:/1/abc/artifacts/model", "mlflow-artifacts:/1", True),
+        ("mlflow-artifacts://evil.example/1/abc", "mlflow-artifacts:/1", False),
+        ("file:///data/mlflow/1/x", "s3://bucket/mlflow", False),
+    ],
+)
+def test_inside_accepts_only_locations_strictly_below_the_root(uri, root, inside):
+    assert ret.inside(uri, root) is inside
+
+
+def test_a_symlink_under_the_artifact_root_that_leads_out_is_outside(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "root" / "link")
+    assert not ret.inside((tmp_path / "root" / "link" / "x").as_uri(), (tmp_path / "root").as_uri())
+    assert ret.inside((tmp_path / "root" / "real" / "x").as_uri(), (tmp_path / "root").as_uri())
+
+
+def test_a_model_that_is_not_registered_has_nothing_to_prune(client, world, tmp_path):
+    outcome = _prune(client, f"never_{uuid.uuid4().hex[:6]}", world, tmp_path, keep=0, n=1)
+    assert outcome["pruned"] == [] and outcome["registered"] is False
