@@ -7,7 +7,8 @@ directly through the package's own write path — ``registry.register_version``,
 one history event each), no DAG runs — at N = 10, 90 and 365 versions (``--events`` events per
 version: staging, the approval answer, the decision, …), and times:
 
-* the write path: ``snapshot`` (``registry.read_snapshot``), ``plan`` (the pure planner),
+* the write path: ``snapshot`` (``registry.read_snapshot``: the lean one every write path reads,
+  and the complete one the nightly pruning reads), ``plan`` (the pure planner),
   ``apply`` (a tags-only request: its writes and one history event), ``history append``;
 * the history: the first page, a late page (reached by paging), and one version's events;
 * the Models page's read models (``model_overview.model_summary``, the list row;
@@ -205,7 +206,8 @@ def reads(client: Any, hook: Any, name: str, champion: str, repeat: int) -> dict
 
     request = Request(kind="promotion", version=newest, stage="Production", key="plan-only")
     timed = {
-        "snapshot": lambda: registry.read_snapshot(client, name),
+        "snapshot (lean: every write path)": lambda: registry.read_snapshot(client, name, versions=[newest]),
+        "snapshot (complete: nightly pruning)": lambda: registry.read_snapshot(client, name),
         "plan (pure)": lambda: registry_plan.plan(snapshot, request),
         "apply (snapshot+plan+write+event)": apply,
         "history append": append,

@@ -53,11 +53,18 @@ class VersionState:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A registered model's versions (stage, tags) and aliases, read at one moment."""
+    """A registered model's versions (stage, tags) and aliases, read at one moment.
+
+    ``complete``: every version is in ``versions``. A lean snapshot (``complete=False``) holds the
+    versions a change can touch — the newest of each stage, the aliased ones, the recent ones, those
+    waiting for approval and the one requested — and is what a write path reads, so its cost does not
+    grow with the model's age; archived history beyond those is left out (pruning reads it all).
+    """
 
     name: str
     versions: Mapping[str, VersionState]
     aliases: Mapping[str, str]
+    complete: bool = True
 
     def in_stage(self, stage: str) -> list[str]:
         """Version numbers in ``stage``, newest first."""
@@ -471,6 +478,8 @@ def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], d
     """
     if keep is not None and keep < 0:
         raise ValueError(f"keep_archived_versions must be 0 or more, got {keep!r}")
+    if not snapshot.complete:
+        raise ValueError("pruning needs a complete snapshot (every archived version), not a lean one")
     state = _state(snapshot)
     _repair(state)
     champion = state.champion()

@@ -183,6 +183,10 @@ def artifacts_pruned(name: str, version: str) -> ModelNotFoundError:
     )
 
 
+def history_token_invalid() -> MlflowRegistryError:
+    return MlflowRegistryError("invalid pageToken: pass the nextPageToken of the previous page unchanged")
+
+
 def refused(code: str, details: dict) -> MlflowRegistryError:
     """The typed error of a plan's refusal (``cmms_pm.registry_plan.Refusal``)."""
     if code == "version_not_found":

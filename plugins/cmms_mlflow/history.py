@@ -4,20 +4,30 @@ Each event is one MLflow run in the experiment ``<model>__history``, created onc
 updated: tags ``history_seq`` (zero-padded, so it sorts), ``history_key`` (the event's
 idempotency key), ``history_type``, ``history_version``, ``history_actor`` … and ``history_event``
 (the whole :class:`~cmms_mlflow.records.HistoryEvent` as compact JSON). The MLflow UI shows the
-experiment as a table of who did what, when and why; :func:`read` returns the newest first with
-one search (``order_by`` on the sequence tag, ``max_results`` = the page size; :func:`read_page`
-also returns MLflow's token of the next page).
+experiment as a table of who did what, when and why.
+
+Order without growth: each event run's ``start_time`` is set when it is appended, strictly after
+the previous event's (the clock, or the previous one + 1 ms), so the runs' own start time — which
+MLflow sorts and filters on a column — orders the history like ``seq``. :func:`read_page` reads one
+page newest first with one bounded search, and its token (ours, not MLflow's offset) names where
+the page ended, so paging a history that grows meanwhile returns every event once, in order, and
+a late page costs what the first does. Sorting on the ``seq`` tag instead made MLflow join and sort
+every event of the model on each read.
 
 Events are appended by :func:`cmms_mlflow.registry.apply` under the model lock, so sequence
-numbers never collide, and a retried step whose event is already recorded (same key) appends
-nothing. Deleting an event run (an MLflow admin can) leaves a gap in ``seq``.
+numbers never collide (a number already taken — an event older code appended — is skipped), and a
+retried step whose event is already recorded (same key) appends nothing. Deleting an event run (an
+MLflow admin can) leaves a gap in ``seq``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,10 +67,7 @@ def append(client: MlflowClient, model: str, event: Mapping[str, Any]) -> Histor
     ):
         log.info("History of %s already has event %s; not appending it again", model, key)
         return None
-    newest = client.search_runs(
-        [experiment_id], order_by=[f"tags.{SEQ_TAG} DESC"], run_view_type=ViewType.ALL, max_results=1
-    )
-    seq = int(newest[0].data.tags.get(SEQ_TAG, "0")) + 1 if newest else 1
+    seq, start_time = _next_position(client, experiment_id)
     recorded: dict[str, Any] = {
         **{k: event.get(k) for k in _FIELDS},
         "seq": seq,
@@ -81,7 +88,10 @@ def append(client: MlflowClient, model: str, event: Mapping[str, Any]) -> Histor
         "mlflow.note.content": _sentence(recorded),
     }
     run = client.create_run(
-        experiment_id, run_name=f"{seq:06d} {recorded['type']} v{recorded['version'] or '-'}", tags=tags
+        experiment_id,
+        run_name=f"{seq:06d} {recorded['type']} v{recorded['version'] or '-'}",
+        tags=tags,
+        start_time=start_time,
     )
     client.set_terminated(run.info.run_id, status="FINISHED")
     log.info("History of %s: #%d %s", model, seq, tags["mlflow.note.content"])
@@ -104,27 +114,123 @@ def read_page(
     page_token: str | None = None,
     version: str | None = None,
 ) -> tuple[list[HistoryEvent], str | None]:
-    """One page of events, newest first, and the token of the next page (None after the last)."""
+    """One page of events, newest first, and the token of the next page (None after the last).
+
+    A token is where the previous page ended (its last event's start time, and the events of that
+    instant already returned); an unreadable one is :class:`~cmms_mlflow.exceptions.MlflowRegistryError`.
+    """
     limit = max(1, min(int(limit), MAX_LIMIT))
+    cursor = _decode_token(page_token) if page_token else None
     experiment_id = _experiment_id(client, model, create=False)
     if experiment_id is None:
         return [], None
+    # A version number is an integer: nothing from a caller reaches the filter as text.
+    about = [f"tags.history_version = '{int(version)}'"] if version is not None else []
+    seen = cursor.seen if cursor is not None else frozenset()
+    bounded = [*about, f"attributes.start_time <= {cursor.start}"] if cursor is not None else about
+    wanted = limit + len(seen) + 1
+    rows = _search(client, model, experiment_id, bounded, wanted)
+    more = len(rows) >= wanted
+    rows = [r for r in rows if not (cursor is not None and r[0] == cursor.start and r[1] in seen)]
+    page = rows[:limit]
+    if not page:
+        return [], None
+    edge = page[-1][0]
+    if more and rows[-1][0] == edge:
+        # Several events recorded in the same millisecond (only events appended before start times
+        # were made distinct) straddle the page's end: take that instant whole, ordered by seq.
+        tied = _search(client, model, experiment_id, [*about, f"attributes.start_time = {edge}"], MAX_LIMIT)
+        tied = [r for r in tied if not (cursor is not None and edge == cursor.start and r[1] in seen)]
+        page = [r for r in page if r[0] != edge] + tied[: limit - sum(1 for r in page if r[0] != edge)]
+        more = True
+    later = more or len(rows) > len(page)
+    if not later:
+        return [r[2] for r in page], None
+    taken = {r[1] for r in page if r[0] == edge} | (
+        seen if cursor is not None and cursor.start == edge else set()
+    )
+    return [r[2] for r in page], _encode_token(_Cursor(edge, frozenset(taken)))
+
+
+def _search(
+    client: MlflowClient, model: str, experiment_id: str, filters: list[str], max_results: int
+) -> list[tuple[int, int, HistoryEvent]]:
+    """``(start_time, seq, event)`` of the newest events matching ``filters``, newest first."""
     runs = client.search_runs(
         [experiment_id],
-        # A version number is an integer: nothing from a caller reaches the filter as text.
-        filter_string=f"tags.history_version = '{int(version)}'" if version is not None else "",
-        order_by=[f"tags.{SEQ_TAG} DESC"],
-        max_results=limit,
-        page_token=page_token or None,
+        filter_string=" and ".join(filters),
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
     )
-    events = []
+    rows = []
     for run in runs:
         try:
-            events.append(json.loads(run.data.tags[EVENT_TAG]))
-        except (KeyError, ValueError):
+            event = json.loads(run.data.tags[EVENT_TAG])
+            rows.append((int(run.info.start_time or 0), int(event["seq"]), event))
+        except (KeyError, ValueError, TypeError):
             log.warning("History of %s: run %s is not an event; skipped", model, run.info.run_id)
-    token = runs.token.decode() if isinstance(runs.token, bytes) else runs.token
-    return events, token or None
+    return sorted(rows, key=lambda r: (-r[0], -r[1]))
+
+
+def _next_position(client: MlflowClient, experiment_id: str) -> tuple[int, int]:
+    """``(seq, start_time)`` of the next event: after the newest one, in number and in time."""
+    from mlflow.entities import ViewType
+
+    newest = client.search_runs(
+        [experiment_id], order_by=["attributes.start_time DESC"], run_view_type=ViewType.ALL, max_results=1
+    )
+    seq, start = 1, 0
+    if newest:
+        seq = int(newest[0].data.tags.get(SEQ_TAG, "0")) + 1
+        start = int(newest[0].info.start_time or 0) + 1
+    while client.search_runs(  # a number already taken (an event appended out of time order): skip it
+        [experiment_id],
+        filter_string=f"tags.{SEQ_TAG} = '{str(seq).zfill(_SEQ_WIDTH)}'",
+        run_view_type=ViewType.ALL,
+        max_results=1,
+    ):
+        seq += 1
+    return seq, max(start, int(time.time() * 1000))
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    start: int
+    seen: frozenset[int]
+
+
+_TOKEN_MAX_SEEN = 5000
+
+
+def _encode_token(cursor: _Cursor) -> str:
+    ranges: list[list[int]] = []
+    for seq in sorted(cursor.seen):
+        if ranges and ranges[-1][1] == seq - 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    raw = json.dumps({"t": cursor.start, "s": ranges}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> _Cursor:
+    from cmms_mlflow.exceptions import history_token_invalid
+
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+        start, ranges = data["t"], data["s"]
+        if type(start) is not int or not 0 <= start < 2**53 or not isinstance(ranges, list):
+            raise ValueError("bad cursor")
+        seen: set[int] = set()
+        for low, high in ranges:
+            if type(low) is not int or type(high) is not int or not 0 < low <= high < 2**53:
+                raise ValueError("bad range")
+            if high - low + len(seen) > _TOKEN_MAX_SEEN:
+                raise ValueError("too many events")
+            seen.update(range(low, high + 1))
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+        raise history_token_invalid() from err
+    return _Cursor(start, frozenset(seen))
 
 
 _FIELDS = (

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cmms_mlflow import history, registry
+from cmms_mlflow.exceptions import ModelNotFoundError
 from cmms_mlflow.links import dag_url, required_actions_url
 from cmms_pm.approval import APPROVAL_TASK_ID, PENDING, requesting_run
 from cmms_pm.registry_plan import PRUNED, PRUNING, RETENTION_TAG
@@ -61,12 +62,6 @@ def _float(value: str | None) -> float | None:
 
 def _iso_from_ms(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
-
-
-def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    """Every version of ``name``, newest first (tags included)."""
-    versions = client.search_model_versions("name = '{}'".format(name.replace("'", "\\'")))
-    return sorted(versions, key=lambda v: int(v.version), reverse=True)
 
 
 def drift_of(tags: dict[str, str]) -> dict[str, Any] | None:
@@ -219,13 +214,17 @@ def model_summary(
 ) -> dict:
     """Champion, challenger (or the last candidate), decisions, drift and pending approvals of
     ``name`` (``approvers``: who the model's spec lets answer an approval)."""
-    if not registry.model_exists(client, name):
+    try:
+        model = registry.get_model(client, name)
+    except ModelNotFoundError:
         return {"registered": False, "champion": None, "challenger": None, "lastCandidate": None,
                 "previousChampion": None, "decisions": [], "drift": None, "pendingApprovals": [],
-                "versions": 0, "prunedVersions": 0,
-                "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
-    versions = all_versions(client, name)
-    aliases = registry.aliases_of(client, name)
+                "versions": 0, "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    # Bounded reads, whatever the model's age: the recent versions, the aliased ones, those waiting
+    # for approval and the newest of each stage (registry.lean_versions), never every version.
+    listed = registry.lean_versions(client, name, model, set(aliases.values()))
+    versions = sorted(listed.values(), key=lambda v: int(v.version), reverse=True)
     by_number = {str(v.version): v for v in versions}
     champion = by_number.get(aliases.get(registry.CHAMPION, ""))
     if champion is None:  # stages and aliases agree when the registry is healthy; fall back to the stage
@@ -238,8 +237,9 @@ def model_summary(
         drift["version"] = str(drifted.version)
     return {
         "registered": True,
-        "versions": len(versions),
-        "prunedVersions": sum(1 for v in versions if (v.tags or {}).get(RETENTION_TAG) == PRUNED),
+        # The newest version's number: how many were registered (duplicates deleted at registration
+        # excepted), without counting them one by one.
+        "versions": int(versions[0].version) if versions else 0,
         "champion": version_view(client, hook, champion, aliases) if champion is not None else None,
         "challenger": version_view(client, hook, challenger, aliases) if challenger is not None else None,
         "lastCandidate": (

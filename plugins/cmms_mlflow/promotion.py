@@ -56,7 +56,7 @@ def promote_validated(
     version = str(record["challenger_version"])
     revalidated = False
     with registry.model_lock(lock_dir, name) as lock:
-        snapshot = registry.read_snapshot(client, name)
+        snapshot = registry.read_snapshot(client, name, versions=[version])
         current, _ = registry_plan.serving_version(snapshot)
         if current not in (record["champion_version"], version):
             log.warning(
@@ -74,7 +74,7 @@ def promote_validated(
                 **dict(load_options or {}),
             )
             revalidated = True
-            snapshot = registry.read_snapshot(client, name)
+            snapshot = registry.read_snapshot(client, name, versions=[version])
         who = {
             "actor": audit.get("promoted_by", ""),
             "at": audit.get("promoted_at", ""),
@@ -149,7 +149,7 @@ def change_stage(
     if stage not in MANUAL_STAGES:
         raise unknown_stage(stage)
     with registry.model_lock(lock_dir, name, timeout=lock_timeout) as lock:
-        snapshot = registry.read_snapshot(client, name)
+        snapshot = registry.read_snapshot(client, name, versions=[version])
         champion, _ = registry_plan.serving_version(snapshot)
         current = snapshot.versions.get(version)
         previous_stage = current.stage if current is not None else None
@@ -204,7 +204,7 @@ def repair(
 ) -> dict[str, Any]:
     """Repair the invariants of ``name`` under the lock (nothing else); the outcome lists the fixes."""
     with registry.model_lock(lock_dir, name) as lock:
-        snapshot = registry.read_snapshot(client, name)
+        snapshot = registry.read_snapshot(client, name)  # complete: an explicit repair audits every version
         request = Request(
             kind="repair", actor=actor, at=at, key=key or registry_plan.event_key("repair", name, actor, at)
         )

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +94,7 @@ def serving_of(
 ) -> tuple[ModelVersion | None, tuple[str, ...], dict[str, str]]:
     """:func:`serving` and the snapshot's aliases (alias -> version); ``model``: the registered
     model if the caller has just read it (saves reading it again)."""
-    snapshot, entities = _read(client, name, model)
+    snapshot, entities = _read(client, name, model, versions=())
     version, problems = registry_plan.serving_version(snapshot)
     return (entities[version] if version is not None else None), problems, dict(snapshot.aliases)
 
@@ -225,23 +225,71 @@ def _set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, 
         client.set_model_version_tag(name, str(version), key, "" if value is None else str(value))
 
 
-def read_snapshot(client: MlflowClient, name: str) -> Snapshot:
-    """One read of ``name``: every version (stage, tags, run) and the aliases."""
-    return _read(client, name)[0]
+#: How many of the newest versions a lean snapshot reads besides those it reads by name.
+LEAN_WINDOW = 20
+
+
+def read_snapshot(client: MlflowClient, name: str, *, versions: Iterable[str] | None = None) -> Snapshot:
+    """One read of ``name``: its aliases and versions (stage, tags, run).
+
+    ``versions=None``: every version (a complete snapshot; its cost grows with the model's age).
+    Otherwise a lean snapshot (:class:`cmms_pm.registry_plan.Snapshot`): ``versions`` and every version
+    a change can touch, read with a few bounded queries whatever the model's age.
+    """
+    return _read(client, name, versions=versions)[0]
 
 
 def _read(
-    client: MlflowClient, name: str, model: RegisteredModel | None = None
+    client: MlflowClient,
+    name: str,
+    model: RegisteredModel | None = None,
+    *,
+    versions: Iterable[str] | None = None,
 ) -> tuple[Snapshot, dict[str, ModelVersion]]:
     if model is None:
         model = get_model(client, name)
-    entities = {str(v.version): v for v in client.search_model_versions(f"name = '{_quote(name)}'")}
-    versions = {
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    if versions is None:
+        entities = {str(v.version): v for v in client.search_model_versions(f"name = '{_quote(name)}'")}
+    else:
+        entities = lean_versions(client, name, model, {*aliases.values(), *(str(v) for v in versions)})
+    states = {
         number: VersionState(number, mv.current_stage, dict(mv.tags or {}), mv.run_id or None)
         for number, mv in entities.items()
     }
-    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
-    return Snapshot(name=name, versions=versions, aliases=aliases), entities
+    return Snapshot(name=name, versions=states, aliases=aliases, complete=versions is None), entities
+
+
+def lean_versions(
+    client: MlflowClient, name: str, model: RegisteredModel, wanted: set[str]
+) -> dict[str, ModelVersion]:
+    """The versions a change can touch, in bounded reads: the newest :data:`LEAN_WINDOW`, those waiting
+    for approval (a tag-filtered search), the newest of each stage (the registered model's own
+    ``latest_versions``: an old version moved to Production outside this package is seen), and
+    ``wanted`` (aliased, requested) — each read once."""
+    from mlflow.exceptions import MlflowException
+
+    from cmms_pm.approval import PENDING
+
+    quoted = _quote(name)
+    found = {
+        str(mv.version): mv
+        for mv in client.search_model_versions(
+            f"name = '{quoted}'", max_results=LEAN_WINDOW, order_by=["version_number DESC"]
+        )
+    }
+    for mv in client.search_model_versions(f"name = '{quoted}' and tags.approval_status = '{PENDING}'"):
+        found.setdefault(str(mv.version), mv)
+    latest = {str(mv.version) for mv in model.latest_versions or []}
+    for number in sorted((latest | wanted) - found.keys(), key=int):
+        if not number.isdigit():
+            continue
+        try:
+            found[number] = client.get_model_version(name, number)
+        except MlflowException as err:
+            if not _is_not_found(err) and getattr(err, "error_code", "") != "INVALID_PARAMETER_VALUE":
+                raise
+    return found
 
 
 @contextmanager
@@ -269,7 +317,8 @@ def model_lock(lock_dir: Path, name: str, *, timeout: float | None = None) -> It
 
 def execute(client: MlflowClient, name: str, request: Request, *, lock: HeldLock | None) -> dict[str, Any]:
     """Snapshot → plan → apply for one request; the caller holds :func:`model_lock` (``lock``)."""
-    plan = registry_plan.plan(read_snapshot(client, name), request)
+    versions = [request.version] if request.version is not None else []
+    plan = registry_plan.plan(read_snapshot(client, name, versions=versions), request)
     return apply(client, plan, lock=lock)
 
 

@@ -336,8 +336,6 @@
       el("td", { class: "model" },
         el("strong", {}, spec ? spec.name : model.name),
         el("div", { class: "muted" }, `registered model ${model.name}`),
-        model.registered ? el("div", { class: "muted", "data-col": "versions" }, `${model.versions} versions` +
-          (model.prunedVersions ? `, ${model.prunedVersions} with artifacts pruned` : "")) : null,
         el("div", {}, outLink("MLflow model", model.links.mlflowModel, "new")),
         runsList(model),
       ),
