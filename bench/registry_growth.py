@@ -191,7 +191,7 @@ def reads(client: Any, hook: Any, name: str, champion: str, repeat: int) -> dict
         key = f"bench{next(counter)}x{time.time_ns()}"
         request = Request(kind="approval", version=newest, actor="bench", at="t", reason="bench", key=key,
                           tags={"bench_note": key})  # fmt: skip
-        registry.apply(client, registry_plan.plan(registry.read_snapshot(client, name), request), lock=None)
+        registry.execute(client, name, request, lock=None)  # what every write path does
 
     def append() -> None:
         key = f"append{next(counter)}x{time.time_ns()}"

@@ -94,7 +94,7 @@ def serving_of(
 ) -> tuple[ModelVersion | None, tuple[str, ...], dict[str, str]]:
     """:func:`serving` and the snapshot's aliases (alias -> version); ``model``: the registered
     model if the caller has just read it (saves reading it again)."""
-    snapshot, entities = _read(client, name, model, versions=())
+    snapshot, entities = _read(client, name, model, versions=(), window=0)
     version, problems = registry_plan.serving_version(snapshot)
     return (entities[version] if version is not None else None), problems, dict(snapshot.aliases)
 
@@ -245,6 +245,7 @@ def _read(
     model: RegisteredModel | None = None,
     *,
     versions: Iterable[str] | None = None,
+    window: int | None = None,
 ) -> tuple[Snapshot, dict[str, ModelVersion]]:
     if model is None:
         model = get_model(client, name)
@@ -252,7 +253,8 @@ def _read(
     if versions is None:
         entities = {str(v.version): v for v in client.search_model_versions(f"name = '{_quote(name)}'")}
     else:
-        entities = lean_versions(client, name, model, {*aliases.values(), *(str(v) for v in versions)})
+        wanted = {*aliases.values(), *(str(v) for v in versions)}
+        entities = lean_versions(client, name, model, wanted, window=window)
     states = {
         number: VersionState(number, mv.current_stage, dict(mv.tags or {}), mv.run_id or None)
         for number, mv in entities.items()
@@ -261,27 +263,28 @@ def _read(
 
 
 def lean_versions(
-    client: MlflowClient, name: str, model: RegisteredModel, wanted: set[str]
+    client: MlflowClient, name: str, model: RegisteredModel, wanted: set[str], *, window: int | None = None
 ) -> dict[str, ModelVersion]:
-    """The versions a change can touch, in bounded reads: the newest :data:`LEAN_WINDOW`, those waiting
-    for approval (a tag-filtered search), the newest of each stage (the registered model's own
-    ``latest_versions``: an old version moved to Production outside this package is seen), and
-    ``wanted`` (aliased, requested) — each read once."""
+    """The versions a change can touch, in bounded reads: the newest ``window`` (default
+    :data:`LEAN_WINDOW`; 0: none) and those waiting for approval (a tag-filtered search), the newest
+    of each stage (the registered model's own ``latest_versions``, tags included: an old version
+    moved to Production outside this package is seen), and ``wanted`` (aliased, requested)."""
     from mlflow.exceptions import MlflowException
 
     from cmms_pm.approval import PENDING
 
+    window = LEAN_WINDOW if window is None else window
     quoted = _quote(name)
-    found = {
-        str(mv.version): mv
-        for mv in client.search_model_versions(
-            f"name = '{quoted}'", max_results=LEAN_WINDOW, order_by=["version_number DESC"]
+    found: dict[str, ModelVersion] = {}
+    if window:
+        recent = client.search_model_versions(
+            f"name = '{quoted}'", max_results=window, order_by=["version_number DESC"]
         )
-    }
-    for mv in client.search_model_versions(f"name = '{quoted}' and tags.approval_status = '{PENDING}'"):
+        pending = client.search_model_versions(f"name = '{quoted}' and tags.approval_status = '{PENDING}'")
+        found.update((str(mv.version), mv) for mv in [*pending, *recent])
+    for mv in model.latest_versions or []:
         found.setdefault(str(mv.version), mv)
-    latest = {str(mv.version) for mv in model.latest_versions or []}
-    for number in sorted((latest | wanted) - found.keys(), key=int):
+    for number in sorted(wanted - found.keys(), key=lambda v: int(v) if v.isdigit() else -1):
         if not number.isdigit():
             continue
         try:
