@@ -293,3 +293,87 @@ def test_a_symlink_under_the_artifact_root_that_leads_out_is_outside(tmp_path):
 def test_a_model_that_is_not_registered_has_nothing_to_prune(client, world, tmp_path):
     outcome = _prune(client, f"never_{uuid.uuid4().hex[:6]}", world, tmp_path, keep=0, n=1)
     assert outcome["pruned"] == [] and outcome["registered"] is False
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    """moto's S3 server on loopback (AWS itself cannot run here; the code under test talks plain S3)."""
+    import time
+    import urllib.request
+
+    from support import free_port, start_process, stop_processes
+
+    home = tmp_path_factory.mktemp("moto-retention")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW"))}
+    moto = str(Path(sys.executable).parent / "moto_server")
+    proc = start_process([moto, "-H", "127.0.0.1", "-p", str(port)], env=env, log=home / "moto.log", cwd=home)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield endpoint
+    finally:
+        stop_processes([proc])
+
+
+def test_an_s3_artifact_store_loses_the_pruned_versions_objects_and_keeps_the_others(
+    client, mlflow_conn, model_name, tmp_path, shipped_spec, s3_endpoint, monkeypatch
+):
+    """Artifacts written straight to S3 (a server with --no-serve-artifacts, or a client-side store):
+    deleted with the worker's own S3 credentials through MLflow's S3 artifact repository."""
+    import boto3
+
+    keys = {"AWS_ACCESS_KEY_ID": "test-retention", "AWS_SECRET_ACCESS_KEY": "test-only-secret",
+            "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}  # fmt: skip
+    for key, value in keys.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_conn)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"artifacts-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    experiment = f"exp_{model_name}"
+    experiment_id = client.create_experiment(experiment, artifact_location=f"s3://{bucket}/mlflow")
+    spec = build_spec(
+        {**{k: v for k, v in shipped_spec.raw.items() if k not in ("experiment", "scoring")},
+         "experiment": experiment, "registered_model": model_name},
+    )  # fmt: skip
+    files = tmp_path / "model"
+    files.mkdir()
+    (files / "model.skops").write_bytes(b"\0" * 1024)
+    for night in (1, 2):
+        tags = {
+            "model_spec": spec.name,
+            "airflow.dag_id": spec.training_dag_id,
+            "airflow.run_id": f"n{night}",
+        }
+        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        client.log_text(run_id, "{}", "validation/decision.json")
+        client.log_text(run_id, "png", "evaluation/roc_curve.png")
+        logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+        client.log_model_artifacts(logged.model_id, str(files))
+        registry.register_version(client, name=model_name, source=f"models:/{logged.model_id}", run_id=run_id,
+                                  description="n", tags={})  # fmt: skip
+    lock = tmp_path / "locks"
+    registry.promote(
+        client, model_name, "2", expected_champion=None, lock_dir=lock, audit={"promoted_by": "t"}
+    )
+    registry.reject(client, model_name, "1", reason="older", lock_dir=lock)
+    run1 = client.get_model_version(model_name, "1").run_id
+    run2 = client.get_model_version(model_name, "2").run_id
+
+    outcome = ret.prune_versions(client, model_name, spec=spec, keep=0, lock_dir=lock, local_root=None,
+                                 actor="t", at="t", key="k")  # fmt: skip
+
+    assert outcome["pruned"] == ["1"]
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert [k for k in left if run1 in k] == [f"mlflow/{run1}/artifacts/validation/decision.json"]
+    assert sum(1 for k in left if k.endswith("model.skops")) == 1  # v2's, the champion's
+    assert any(run2 in k and k.endswith("roc_curve.png") for k in left)
