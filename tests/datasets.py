@@ -61,10 +61,10 @@ def ai4i_like(
 
     ``failure_modes`` adds the real file's failure-mode flags before the label, 0/1 per row: ``TWF``
     (tool wear), ``HDF`` (heat dissipation), ``PWF`` (power), ``OSF`` (overstrain), ``RNF`` (random),
-    with the real file's quirks: their OR is the label except ~0.1 % of failures with no flag and
-    ~0.2 % of rows with ``RNF`` set and no failure (AI4I: 9 and 18 of 10,000). Each flag alone is a
-    weak predictor; together they *are* the label (what the leakage guard must catch). The other
-    columns are the same values as without them.
+    with quirks like the real file's: a few failures carry no flag, and ~0.2 % of rows have ``RNF``
+    set without a failure (the real RNF is mostly noise too). Each flag alone is a weak predictor;
+    together they *are* the label (what the leakage guard must catch). The other columns keep the
+    values they have without the flags.
     """
     if n_rows < 1:
         raise ValueError(f"n_rows must be positive, got {n_rows}")
@@ -105,8 +105,8 @@ def ai4i_like(
         label = label.astype(object)
     modes: dict[str, np.ndarray] = {}
     if failure_modes:  # drawn after everything else, so the other columns keep their values
-        silent = rng.random(n) < 0.5  # half the random failures carry no flag (AI4I's 9 unexplained)
-        spurious = rng.random(n) < 0.002  # RNF set without a failure (AI4I's 18)
+        silent = rng.random(n) < 0.5  # half the random failures carry no flag (unexplained failures)
+        spurious = rng.random(n) < 0.002  # RNF set without a failure
         modes = {
             "TWF": tool,
             "HDF": heat & mechanical,

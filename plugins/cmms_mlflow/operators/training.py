@@ -122,7 +122,7 @@ def _check_tags(checks: DataReport | None) -> dict[str, str]:
 
 
 def _leakage_tags(checks: DataReport) -> dict[str, str]:
-    """``leakage_findings`` and the accepted / left-out leaking columns (cmms_pm.leakage)."""
+    """``leakage_columns`` and the accepted / left-out leaking columns (cmms_pm.leakage)."""
     from cmms_pm.leakage import leakage_tags
 
     return leakage_tags(checks.get("leakage") or {})

@@ -315,7 +315,7 @@ def test_check_features_refuses_a_leak_unless_every_column_of_it_is_accepted(ai4
     )
     record = guard_record(report, accept=["Status", "TWF", "HDF", "PWF", "OSF"])
     assert len(record["accepted"]) == 2 and all(n.startswith("leakage accepted") for n in record["notes"])
-    assert leakage_tags(record) == {"leakage_findings": "2", "leakage_accepted": "HDF,OSF,PWF,Status,TWF"}
+    assert leakage_tags(record) == {"leakage_columns": "5", "leakage_accepted": "HDF,OSF,PWF,Status,TWF"}
     json.dumps(record)  # travels through XCom and into data_checks/leakage.json
     assert leakage.LeakageReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
@@ -324,6 +324,100 @@ def test_tags_of_excluded_columns_and_a_bounded_list():
     report = leakage.LeakageReport()
     record = guard_record(report, accept=(), excluded={f"flag_{k:03d}": "leaks" for k in range(200)})
     tags = leakage_tags(record)
-    assert tags["leakage_findings"] == "200" and "leakage_accepted" not in tags
+    assert tags["leakage_columns"] == "200" and "leakage_accepted" not in tags
     assert len(tags["leakage_excluded"]) <= leakage.TAG_LIMIT and tags["leakage_excluded"].endswith("more")
     assert leakage_tags({}) == {}
+
+
+# --- the spec's leakage section and the batch ------------------------------------------------------
+
+LEAKY_SPEC = {
+    "name": "leaky",
+    "registered_model": "leaky",
+    "source": {"kind": "file", "path": "incoming/leaky.csv"},
+    "target": {"column": TARGET, "positive": "yes", "negative": "no"},
+    "features": {"categorical": ["Type", "Status"], "numeric": SENSORS[1:], "integer": MODES},
+    "drop": ["UDI", "Product ID"],
+    "validation": {"min_rows": 100},
+}
+
+
+def test_leakage_accept_names_feature_columns_only():
+    from cmms_pm.exceptions import SpecError
+    from cmms_pm.spec import build_spec
+
+    assert build_spec(LEAKY_SPEC).leakage_accept == ()
+    assert build_spec({**LEAKY_SPEC, "leakage": {"accept": ["TWF", "Status"]}}).leakage_accept == (
+        "TWF",
+        "Status",
+    )
+    inferred = {**LEAKY_SPEC, "features": {"infer": True}, "leakage": {"accept": ["anything"]}}
+    assert build_spec(inferred).leakage_accept == ("anything",)  # which columns exist is the data's
+    for accept, message in (
+        ([TARGET], "is the target column"),
+        (["UDI"], "is dropped or excluded"),
+        (["Humidity"], "is not a declared feature"),
+        (["TWF", "TWF"], "non-unique"),
+        ("TWF", "is not of type 'array'"),
+    ):
+        with pytest.raises(SpecError, match=f"leakage.accept.*{message}"):
+            build_spec({**LEAKY_SPEC, "leakage": {"accept": accept}})
+    with pytest.raises(SpecError, match="leakage: Additional properties"):
+        build_spec({**LEAKY_SPEC, "leakage": {"ignore": ["TWF"]}})
+
+
+def _batch(tmp_path, spec_data: dict, frame: pd.DataFrame) -> tuple:
+    from cmms_pm.batch import prepare_batch
+    from cmms_pm.spec import build_spec
+
+    spec = build_spec(spec_data)
+    manifest = prepare_batch(
+        spec=spec,
+        frame=frame,
+        source="incoming/leaky.csv",
+        n_samples=None,
+        target_column=TARGET,
+        interval_start="2026-07-01T00:00:00+00:00",
+        interval_end="2026-07-02T00:00:00+00:00",
+        out_uri=str(tmp_path / "batch"),
+    )
+    return spec, manifest
+
+
+def test_validate_batch_refuses_a_declared_leaking_feature_naming_it_the_test_and_the_number(
+    tmp_path, ai4i_modes
+):
+    from cmms_pm.batch import validate_batch
+
+    spec, manifest = _batch(tmp_path, LEAKY_SPEC, with_label_copy(ai4i_modes, "Status"))
+
+    with pytest.raises(LabelLeakError) as refused:
+        validate_batch(manifest, spec)
+    message = str(refused.value)
+    assert message.startswith(f"train split of {manifest['uri']}: feature(s) ")
+    assert "'Status' (near_copy: balanced accuracy 0.9" in message
+    assert "'TWF', 'HDF', 'PWF', 'OSF' (flag_set: F1 of the OR 0.9" in message
+
+    accepted = {**LEAKY_SPEC, "leakage": {"accept": ["Status", "TWF", "HDF", "PWF", "OSF"]}}
+    spec, manifest = _batch(tmp_path, accepted, with_label_copy(ai4i_modes, "Status"))
+    checked = validate_batch(manifest, spec)
+    record = checked["leakage"]
+    assert {tuple(f["columns"]) for f in record["accepted"]} == {("Status",), ("TWF", "HDF", "PWF", "OSF")}
+    assert len(record["notes"]) == 2 and record["rows"] == checked["splits"]["train"]["rows"]
+
+
+def test_inferred_features_leave_the_leaks_out_and_say_why(tmp_path, ai4i_modes):
+    from cmms_pm.batch import validate_batch
+
+    inferred = {**LEAKY_SPEC, "features": {"infer": True}, "leakage": {"accept": ["TWF"]}}
+    spec, manifest = _batch(tmp_path, inferred, with_label_copy(ai4i_modes, "Status"))
+
+    features = {c for kind in manifest["features"].values() for c in kind}
+    assert features == {*SENSORS, "RNF", "TWF"}  # TWF is accepted; the rest of its set is not
+    assert set(manifest["leakage_excluded"]) == {"Status", "HDF", "PWF", "OSF"}
+    assert "near_copy" in manifest["leakage_excluded"]["Status"]
+    assert {"Status", "HDF"} <= set(manifest["columns"])  # still in the batch, not features
+    checked = validate_batch(manifest, spec)  # nothing leaks among the features left
+    assert checked["leakage"]["findings"] == []
+    assert sorted(checked["leakage"]["excluded"]) == ["HDF", "OSF", "PWF", "Status"]
+    assert all("left out" in note for note in checked["leakage"]["notes"])
