@@ -151,8 +151,16 @@ def without_inferred_leaks(
     }
     if not leaking:
         return features, {}
-    kept = {kind: tuple(c for c in getattr(features, kind) if c not in leaking) for kind in _KINDS}
-    return replace(features, **kept), leaking
+    def kept(columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(column for column in columns if column not in leaking)
+
+    narrowed = replace(
+        features,
+        categorical=kept(features.categorical),
+        numeric=kept(features.numeric),
+        integer=kept(features.integer),
+    )
+    return narrowed, leaking
 
 
 def check_leakage(
@@ -171,9 +179,6 @@ def check_leakage(
         time_column=time_column if time_column in frame.columns else None,
     )
     return guard_record(report, spec.leakage_accept, manifest.get("leakage_excluded"))
-
-
-_KINDS = ("categorical", "numeric", "integer")
 
 
 def _time_column(spec: ModelSpec) -> str | None:

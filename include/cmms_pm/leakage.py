@@ -27,7 +27,7 @@ columns and numbers, never a value from the data (they reach task logs and the A
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,9 @@ SET_MEMBER_MIN_SHARE = 0.9
 #: of healthy rows, which no honest single reading does (the AI4I-like sensors: ≤ 0.75).
 NEAR_COPY_MIN_BALANCED_ACCURACY = 0.9
 NEAR_COPY_MAX_VALUES = 10
+#: Flags tried for one OR/AND set at most (the widest first): bounds memory (rows × flags booleans)
+#: and time for a frame of thousands of flags; a leak split over more flags than this is not found.
+MAX_SET_MEMBERS = 256
 #: A date later than the row's own time in at least this share of the rows where both are set was
 #: written after the snapshot (1 %: a few clock-skewed rows are not a leak, a repair date is).
 FUTURE_MIN_SHARE = 0.01
@@ -163,6 +166,7 @@ def thresholds() -> dict[str, float]:
         "set_member_min_share": SET_MEMBER_MIN_SHARE,
         "near_copy_min_balanced_accuracy": NEAR_COPY_MIN_BALANCED_ACCURACY,
         "near_copy_max_values": NEAR_COPY_MAX_VALUES,
+        "max_set_members": MAX_SET_MEMBERS,
         "future_min_share": FUTURE_MIN_SHARE,
         "max_rows": MAX_ROWS,
         "min_class_rows": MIN_CLASS_ROWS,
@@ -194,12 +198,9 @@ def find_leaks(
     sample = _sample(frame, target, candidates, time_column, timestamps)
     y = _positives(sample[target], positive)
     n_pos = int(y.sum())
-    base = {
-        "rows": len(sample),
-        "sampled_from": len(frame),
-        "columns": tuple(candidates),
-        "time_column": time_column,
-    }
+    base = LeakageReport(
+        rows=len(sample), sampled_from=len(frame), columns=tuple(candidates), time_column=time_column
+    )
     findings: list[LeakFinding] = []
     if time_column is not None and time_column in sample.columns:
         dates = timestamps if timestamps is not None else _date_columns(sample, exclude=(target, time_column))
@@ -209,7 +210,7 @@ def find_leaks(
             f"{n_pos:,} positive and {len(y) - n_pos:,} negative rows: fewer than {MIN_CLASS_ROWS} "
             "in a class, too few to test columns against the label"
         )
-        return LeakageReport(findings=tuple(findings), skipped=skipped, **base)
+        return replace(base, findings=tuple(findings), skipped=skipped)
     dated = {f.columns[0] for f in findings}
     undated = [c for c in candidates if c not in dated]
     coded = {column: _coded(sample[column]) for column in undated}
@@ -217,7 +218,7 @@ def find_leaks(
     findings += single
     flagged = {f.columns[0] for f in single}
     findings += _flag_sets([c for c in undated if c not in flagged], y, coded)
-    return LeakageReport(findings=tuple(findings), **base)
+    return replace(base, findings=tuple(findings))
 
 
 def check_features(
@@ -515,36 +516,37 @@ def _flag_sets(columns: Sequence[str], y: np.ndarray, coded: dict[str, _Coded]) 
     flags = _flags(columns, y, coded)
     if len(flags) < 2:
         return []
-    names = list(flags)
-    matrix = np.column_stack([flags[c] for c in names])
-    on_pos = matrix[y].sum(axis=0)
-    on_all = matrix.sum(axis=0)
     n_pos = int(y.sum())
-    findings = []
+    on_pos = {c: int(np.count_nonzero(on & y)) for c, on in flags.items()}
+    on_all = {c: int(np.count_nonzero(on)) for c, on in flags.items()}
     for op in ("OR", "AND"):
-        if op == "OR":  # a member's "on" rows are (almost) all positive
-            share = np.divide(on_pos, on_all, out=np.zeros(len(names)), where=on_all > 0)
-        else:  # a member is on in (almost) every positive row
-            share = on_pos / n_pos
-        members = [i for i in range(len(names)) if share[i] >= SET_MEMBER_MIN_SHARE]
-        chosen, f1 = _greedy_set(matrix, y, members, op)
+        if op == "OR":  # a member's "on" rows are (almost) all positive; the widest first
+            share = {c: on_pos[c] / on_all[c] if on_all[c] else 0.0 for c in flags}
+            rank = sorted(flags, key=lambda c: -on_pos[c])
+        else:  # a member is on in (almost) every positive row; the narrowest first
+            share = {c: on_pos[c] / n_pos for c in flags}
+            rank = sorted(flags, key=lambda c: on_all[c])
+        members = [c for c in rank if share[c] >= SET_MEMBER_MIN_SHARE][:MAX_SET_MEMBERS]
+        if len(members) < 2:
+            continue
+        matrix = np.column_stack([flags[c] for c in members])
+        chosen, f1 = _greedy_set(matrix, y, op)
         if len(chosen) < 2 or f1 < SET_MIN_F1:
             continue
-        combined = _combine(matrix[:, chosen], op)
-        agree = float((combined == y).mean())
-        columns_found = tuple(names[i] for i in sorted(chosen))  # in the frame's order
+        agree = float((_combine(matrix[:, chosen], op) == y).mean())
+        columns_found = tuple(c for c in columns if c in {members[i] for i in chosen})  # frame order
         reason = (
             f"together they are the label: the {op} of these {len(chosen)} two-valued columns matches it "
             f"in {100 * agree:.2f} % of rows (F1 {f1:.3f}); each alone is weaker, so a model learns the "
             f"rule, not the machine (≥ {SET_MIN_F1} F1 is the threshold)"
         )
-        findings.append(LeakFinding(columns_found, FLAG_SET, f"F1 of the {op}", round(f1, 4), reason))
-        break  # one set per frame: an AND found after an OR would name the same leak again
-    return findings
+        # One set per frame: an AND found after an OR would name the same leak again.
+        return [LeakFinding(columns_found, FLAG_SET, f"F1 of the {op}", round(f1, 4), reason)]
+    return []
 
 
 def _combine(matrix: np.ndarray, op: str) -> np.ndarray:
-    return matrix.any(axis=1) if op == "OR" else matrix.all(axis=1)
+    return np.asarray(matrix.any(axis=1) if op == "OR" else matrix.all(axis=1))
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, n_pos: int) -> np.ndarray:
@@ -552,29 +554,25 @@ def _f1(tp: np.ndarray, fp: np.ndarray, n_pos: int) -> np.ndarray:
     return np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
 
 
-def _greedy_set(matrix: np.ndarray, y: np.ndarray, members: list[int], op: str) -> tuple[list[int], float]:
-    """Add, one at a time, the member that raises the F1 of the OR/AND most; stop when none does;
-    then drop any member the rest no longer needs. Counts by matrix products: O(rows × flags) a step."""
-    if len(members) < 2:
-        return [], 0.0
-    flags = matrix[:, members].astype(np.float32)
-    unflags = 1.0 - flags if op == "AND" else flags
+def _greedy_set(matrix: np.ndarray, y: np.ndarray, op: str) -> tuple[list[int], float]:
+    """Add, one at a time, the flag (a column of the boolean ``matrix``) that raises the F1 of the
+    OR/AND most; stop when none does; then drop the flags the others make unneeded. Each step counts
+    on the rows a flag would change only (the uncovered positives and covered negatives for an OR,
+    the covered rows for an AND), never on a copy of the whole matrix."""
     n_pos = int(y.sum())
-    yf = y.astype(np.float32)
-    current = np.zeros(len(y), dtype=bool) if op == "OR" else np.ones(len(y), dtype=bool)
+    neg_on = matrix[~y].sum(axis=0)
+    # Per row: how many chosen flags are on (OR) or off (AND); the set covers a row at 0 off / ≥ 1 on.
+    count = np.zeros(len(y), dtype=np.int32)
     chosen: list[int] = []
     best = 0.0
-    while len(chosen) < len(members):
-        tp_now = float((current & y).sum())
-        fp_now = float((current & ~y).sum())
+    while len(chosen) < matrix.shape[1]:
+        current = count > 0 if op == "OR" else count == 0
         if op == "OR":  # rows the candidate turns on
-            off = (~current).astype(np.float32)
-            tp = tp_now + flags.T @ (yf * off)
-            fp = fp_now + flags.T @ ((1 - yf) * off)
-        else:  # rows the candidate turns off
-            on = current.astype(np.float32)
-            tp = tp_now - unflags.T @ (yf * on)
-            fp = fp_now - unflags.T @ ((1 - yf) * on)
+            tp = int(np.count_nonzero(current & y)) + matrix[y & ~current].sum(axis=0)
+            fp = int(np.count_nonzero(current & ~y)) + neg_on - matrix[~y & current].sum(axis=0)
+        else:  # the covered rows it keeps
+            tp = matrix[y & current].sum(axis=0)
+            fp = neg_on if not chosen else matrix[~y & current].sum(axis=0)
         scores = _f1(np.asarray(tp, dtype=float), np.asarray(fp, dtype=float), n_pos)
         scores[chosen] = -1.0
         pick = int(np.argmax(scores))
@@ -582,21 +580,36 @@ def _greedy_set(matrix: np.ndarray, y: np.ndarray, members: list[int], op: str) 
             break
         chosen.append(pick)
         best = float(scores[pick])
-        column = matrix[:, members[pick]]
-        current = current | column if op == "OR" else current & column
-    for pick in list(chosen):  # backward pass: a later member may cover what an earlier one did
-        rest = [c for c in chosen if c != pick]
-        if len(rest) >= 1 and _set_f1(matrix, y, [members[c] for c in rest], op) >= best:
-            chosen = rest
-            best = _set_f1(matrix, y, [members[c] for c in rest], op)
-    return [members[c] for c in chosen], best
+        count += matrix[:, pick] if op == "OR" else ~matrix[:, pick]
+    return _prune(matrix, y, op, chosen, count, best)
 
 
-def _set_f1(matrix: np.ndarray, y: np.ndarray, columns: list[int], op: str) -> float:
-    combined = _combine(matrix[:, columns], op)
-    tp = np.array([float((combined & y).sum())])
-    fp = np.array([float((combined & ~y).sum())])
-    return float(_f1(tp, fp, int(y.sum()))[0])
+def _prune(
+    matrix: np.ndarray, y: np.ndarray, op: str, chosen: list[int], count: np.ndarray, best: float
+) -> tuple[list[int], float]:
+    """Drop, one at a time, the chosen flag whose removal leaves the F1 as high or higher (a later
+    flag may cover what an earlier one did). Removing a flag changes only the rows it alone
+    decides (``count == 1``): few rows, so the counts are cheap."""
+    n_pos = int(y.sum())
+    while len(chosen) > 1:
+        current = count > 0 if op == "OR" else count == 0
+        tp_all = float(np.count_nonzero(current & y))
+        fp_all = float(np.count_nonzero(current & ~y))
+        alone = count == 1
+        decided = matrix[alone][:, chosen]  # rows only one flag decides, then the chosen flags
+        decides = decided if op == "OR" else ~decided
+        y_alone = y[alone]
+        moved_tp = decides[y_alone].sum(axis=0)
+        moved_fp = decides[~y_alone].sum(axis=0)
+        sign = -1.0 if op == "OR" else 1.0  # an OR loses those rows, an AND gains them
+        scores = _f1(tp_all + sign * moved_tp, fp_all + sign * moved_fp, n_pos)
+        drop = int(np.argmax(scores))
+        if scores[drop] < best:
+            break
+        best = float(scores[drop])
+        column = chosen.pop(drop)
+        count -= matrix[:, column] if op == "OR" else ~matrix[:, column]
+    return chosen, best
 
 
 # --- dates after the snapshot -----------------------------------------------------------------------

@@ -112,6 +112,22 @@ def test_a_leak_split_across_many_flags_is_found_and_the_decoys_are_not():
         assert find_leaks(frame[[f"bit_{k:02d}", "label"]], "label").findings == ()
 
 
+def test_a_flag_the_others_cover_is_not_named():
+    """The widest flag is chosen first; once two narrower ones cover every failure it adds nothing
+    and is dropped from the set (it is no leak by itself)."""
+    frame, y = _labelled(20_000, rate=0.05, seed=23)
+    order = np.flatnonzero(y)
+    share = np.arange(len(order)) / len(order)
+    for name, low, high in (("wide", 0.2, 0.8), ("left", 0.0, 0.45), ("right", 0.45, 1.0)):
+        flag = np.zeros(len(y), dtype=np.int64)
+        flag[order[(share >= low) & (share < high)]] = 1
+        frame[name] = flag
+
+    (finding,) = find_leaks(frame, "label").findings
+
+    assert (finding.columns, finding.value) == (("left", "right"), 1.0)
+
+
 def test_flags_whose_and_is_the_label_are_found_as_an_and():
     rng = np.random.default_rng(5)
     n = 30_000
@@ -119,6 +135,7 @@ def test_flags_whose_and_is_the_label_are_found_as_an_and():
     y = flags["door_open"] & flags["pressure_low"] & flags["valve_shut"]
     frame = pd.DataFrame({**{k: v.astype(np.int64) for k, v in flags.items()}, "label": y.astype(int)})
     frame["unrelated"] = (rng.random(n) < 0.3).astype(np.int64)
+    frame["almost_always"] = (y | (rng.random(n) < 0.8)).astype(np.int64)  # on in every failure, adds little
 
     (finding,) = find_leaks(frame, "label").findings
 
