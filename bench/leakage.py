@@ -113,7 +113,7 @@ def main() -> int:
     rows = [measure(int(size), args.repeat) for size in args.sizes.split(",")]
     print(
         table(
-            "Leakage guard, 50 columns (seconds; ratios < 1: the guard costs less than that step)",
+            "Leakage guard, 51 feature columns (seconds; ratios < 1: the guard costs less than that step)",
             [
                 "rows",
                 "columns",
