@@ -151,6 +151,7 @@ def without_inferred_leaks(
     }
     if not leaking:
         return features, {}
+
     def kept(columns: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(column for column in columns if column not in leaking)
 
@@ -170,7 +171,8 @@ def check_leakage(
     leaking feature the spec does not accept; else what the run records (:func:`guard_record`)."""
     from cmms_pm.leakage import check_features, guard_record
 
-    time_column = _time_column(spec)
+    split = manifest.get("split")  # the batch's own split record names its time column (seams)
+    time_column = (split.get("time_column") if isinstance(split, dict) else None) or _time_column(spec)
     report = check_features(
         frame,
         spec.target,

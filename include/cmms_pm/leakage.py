@@ -8,8 +8,8 @@ not known yet. :func:`find_leaks` looks for four shapes, each a test with a numb
 
 - ``single_column`` — the column alone separates the classes: single-feature ROC-AUC ≥ :data:`AUC_MIN`
   in either direction. Numbers by rank (missing values placed at whichever end separates better, so
-  "only filled in for failures" counts); text and category columns, and integers with few values, by
-  their categories' failure rates (out of fold, so an id-like column gains nothing).
+  "only filled in for failures" counts); text and category columns, and numbers with few values
+  (codes), by each value's failure rate (out of fold, so an id-like column gains nothing).
 - ``flag_set`` — a set of two-valued columns whose OR (or AND) is the label: F1 against the label
   ≥ :data:`SET_MIN_F1`, found greedily even when no single flag is enough (AI4I's flags are each
   AUC 0.52-0.67; their OR is the label).
@@ -19,7 +19,7 @@ not known yet. :func:`find_leaks` looks for four shapes, each a test with a numb
 - ``future_timestamp`` — a date later than the row's own time (snapshot) column, when one is known:
   ``failure_date``, ``repaired_at``.
 
-Pure domain code (numpy and pandas, vectorised): 1M rows × 50 columns are sampled to
+Pure domain code (numpy and pandas, vectorised): larger frames (1M rows × 50 columns) are sampled to
 :data:`MAX_ROWS` rows, deterministically, so the same frame gives the same findings. Messages name
 columns and numbers, never a value from the data (they reach task logs and the API).
 """
@@ -50,7 +50,7 @@ SET_MIN_F1 = 0.95
 SET_MEMBER_MIN_SHARE = 0.9
 #: A column of at most :data:`NEAR_COPY_MAX_VALUES` values whose best split agrees with the label on
 #: this share of each class (balanced accuracy) is a copy of it: ≥ 90 % of failures *and* ≥ 90 %
-#: of healthy rows, which no honest single reading does (the AI4I-like sensors: ≤ 0.75).
+#: of healthy rows, which no honest few-valued column does (AI4I's quality Type: ~0.55).
 NEAR_COPY_MIN_BALANCED_ACCURACY = 0.9
 NEAR_COPY_MAX_VALUES = 10
 #: Flags tried for one OR/AND set at most (the widest first): bounds memory (rows × flags booleans)
@@ -66,7 +66,7 @@ MAX_CODE_VALUES = 50
 #: 200,000 rows measure an AUC to ±0.002 at a 3 % positive rate and keep 1M × 50 under ~2 s.
 MAX_ROWS = 200_000
 #: Fewer rows than this in either class and the guard says so instead of testing (an AUC on a
-#: dozen failures is noise: an honest column reaches 0.99 by chance).
+#: dozen failures is noise: an honest column can reach 0.99 by chance).
 MIN_CLASS_ROWS = 30
 SAMPLE_SEED = 0
 
@@ -253,7 +253,7 @@ def leak_error(refused: Iterable[LeakFinding]) -> LabelLeakError:
     return LabelLeakError(
         f"feature(s) {columns!r} leak the label: "
         + "; ".join(lines)
-        + ". Remove them from the features (or add them to drop), or list them in the spec's "
+        + ". Remove them from the features (list them in drop instead), or list them in the spec's "
         "leakage.accept to train on them knowingly"
     )
 
