@@ -403,9 +403,7 @@ def without_leaks(
         kind: tuple(c for c in getattr(inferred, kind) if c not in why)
         for kind in ("numeric", "integer", "categorical")
     }
-    dropped = {**inferred.dropped, **{c: why[c] for c in inferred.features if c in why}}
-    dropped.update({c: why[c] for c in inferred.dropped if c in why})
-    return replace(inferred, dropped=dropped, **kept), report
+    return replace(inferred, dropped={**inferred.dropped, **why}, **kept), report
 
 
 def snapshot_column(frame: pd.DataFrame, timestamps: Sequence[str]) -> str | None:
