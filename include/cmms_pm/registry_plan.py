@@ -117,6 +117,8 @@ class Write:
             return f"alias {self.value} removed"
         if self.op == "delete_artifacts":  # retention (plan_prune)
             return f"artifacts of v{self.version} removed: {self.value}"
+        if self.op == "model_tags":  # retention (plan_prune)
+            return f"tags on the model: {sorted(self.tags)}"
         return f"tags on v{self.version}: {sorted(self.tags)}"
 
 
@@ -445,6 +447,13 @@ def _newest_first(versions: Any) -> list[str]:
 #: history stay; it can no longer be loaded, staged or promoted.
 RETENTION_TAG = "retention_status"
 PRUNING, PRUNED = "pruning", "pruned"
+#: :data:`RETENTION_TAG` of a version that has its artifacts: written at registration, so that once
+#: the model carries :data:`RETENTION_INDEX_TAG` every version not pruned has the tag and pruning reads
+#: them with one tag-filtered search instead of every version the model ever had.
+KEPT = "kept"
+RETENTION_INDEX_TAG = "cmms.retention_index"
+#: ``Write.op`` that sets tags on the registered model itself (``tags``).
+MODEL_TAGS = "model_tags"
 PRUNE = "prune"
 #: ``Write.op`` that removes one artifact location (``value``: its URI) of a version.
 DELETE_ARTIFACTS = "delete_artifacts"
@@ -462,6 +471,9 @@ class PruneRequest:
     keep_archived_versions: int | None
     artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     skipped: Mapping[str, str] = field(default_factory=dict)
+    #: The snapshot read every version (the model had no retention index yet): tag the versions that
+    #: have no retention status ``kept`` and mark the model indexed, before pruning.
+    build_index: bool = False
     actor: str = ""
     at: str = ""
     key: str = ""
@@ -479,7 +491,7 @@ def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], d
     if keep is not None and keep < 0:
         raise ValueError(f"keep_archived_versions must be 0 or more, got {keep!r}")
     if not snapshot.complete:
-        raise ValueError("pruning needs a complete snapshot (every archived version), not a lean one")
+        raise ValueError("pruning needs a complete snapshot (every version not pruned), not a lean one")
     state = _state(snapshot)
     _repair(state)
     champion = state.champion()
@@ -497,7 +509,13 @@ def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], d
     for number, version in snapshot.versions.items():
         if version.tags.get("approval_status") == PENDING:
             guarded.setdefault(number, "waiting for approval")
-    archived = state.in_stage(ARCHIVED)
+    # The archived versions that still have their artifacts, newest first: the newest ``keep`` of them
+    # keep them. Pruned (and half-pruned) versions no longer count.
+    archived = [
+        v
+        for v in state.in_stage(ARCHIVED)
+        if snapshot.versions[v].tags.get(RETENTION_TAG) not in (PRUNING, PRUNED)
+    ]
     beyond = archived[keep:] if keep is not None else []
     candidates, protected = [], {}
     for number in _newest_first(snapshot.versions):
@@ -533,6 +551,12 @@ def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
     candidates, protected = prune_candidates(snapshot, request.keep_archived_versions)
     skipped = {v: request.skipped[v] for v in candidates if v in request.skipped}
     pruned = [v for v in candidates if v not in skipped]
+    if request.build_index:
+        unmarked = [
+            v for v in _newest_first(snapshot.versions) if RETENTION_TAG not in snapshot.versions[v].tags
+        ]
+        writes = [Write("tags", v, tags={RETENTION_TAG: KEPT}) for v in unmarked if v not in pruned]
+        steps.append(Step((*writes, Write(MODEL_TAGS, None, tags={RETENTION_INDEX_TAG: "1"})), None))
     outcome: dict[str, Any] = {
         "name": snapshot.name,
         "repairs": list(notes),

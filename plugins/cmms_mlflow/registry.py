@@ -181,7 +181,8 @@ def register_version(
         name,
         source,
         run_id=run_id,
-        tags=dict(tags),
+        # Has its artifacts: the retention index (cmms_pm.registry_plan.KEPT) starts at registration.
+        tags={**tags, registry_plan.RETENTION_TAG: registry_plan.KEPT},
         run_link=run_link or None,
         description=description,
         model_id=model_id,
@@ -379,6 +380,9 @@ def _write(client: MlflowClient, name: str, write: Write) -> None:
         _set_tags(client, name, str(write.version), write.tags)
     elif write.op == registry_plan.DELETE_ARTIFACTS:
         delete_artifacts(str(write.value))
+    elif write.op == registry_plan.MODEL_TAGS:
+        for key, value in write.tags.items():
+            client.set_registered_model_tag(name, key, str(value))
     else:
         raise ValueError(f"unknown write {write.op!r}")
 

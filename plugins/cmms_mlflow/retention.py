@@ -96,6 +96,35 @@ def inside(uri: str, root: str) -> bool:
     return path.startswith(base.rstrip("/") + "/")
 
 
+def prune_snapshot(client: MlflowClient, name: str) -> tuple[registry_plan.Snapshot, bool]:
+    """``(every version not pruned, whether the model still needs its retention index)``.
+
+    Once the model carries :data:`~cmms_pm.registry_plan.RETENTION_INDEX_TAG`, every version not pruned
+    has a retention status, so one tag-filtered search reads them (plus the newest of each stage and
+    the aliased ones, whatever their tags): its cost follows what is kept, not the model's age.
+    Before that (a model registered by older code), every version is read and the plan indexes them.
+    """
+    model = registry.get_model(client, name)
+    if (model.tags or {}).get(registry_plan.RETENTION_INDEX_TAG) != "1":
+        return registry.read_snapshot(client, name), True
+    quoted = name.replace("'", "\\'")
+    entities = {
+        str(mv.version): mv
+        for mv in client.search_model_versions(
+            f"name = '{quoted}' and tags.{registry_plan.RETENTION_TAG} != '{registry_plan.PRUNED}'"
+        )
+    }
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    others = registry.lean_versions(client, name, model, set(aliases.values()) - entities.keys(), window=0)
+    for number, mv in others.items():
+        entities.setdefault(number, mv)
+    versions = {
+        number: registry_plan.VersionState(number, mv.current_stage, dict(mv.tags or {}), mv.run_id or None)
+        for number, mv in entities.items()
+    }
+    return registry_plan.Snapshot(name=name, versions=versions, aliases=aliases), False
+
+
 def prune_versions(
     client: MlflowClient,
     name: str,
@@ -112,14 +141,18 @@ def prune_versions(
     """Remove the artifacts of ``name``'s archived versions beyond the newest ``keep`` (and finish any
     version an earlier run left mid-prune); return the plan's outcome. Reads once without the lock to
     see whether there is anything to do, then snapshot → plan → apply under it."""
+    nothing = {"name": name, "pruned": [], "protected": {}, "skipped": {}}
     try:
-        candidates, protected = registry_plan.prune_candidates(registry.read_snapshot(client, name), keep)
+        if keep is None and not _left_mid_prune(client, name):
+            return nothing  # no policy, nothing half-done: not even a read of the versions
+        snapshot, build = prune_snapshot(client, name)
     except ModelNotFoundError:
-        return {"name": name, "pruned": [], "protected": {}, "skipped": {}, "registered": False}
-    if not candidates:
-        return {"name": name, "pruned": [], "protected": protected, "skipped": {}}
+        return {**nothing, "registered": False}
+    candidates, protected = registry_plan.prune_candidates(snapshot, keep)
+    if not candidates and not (build and keep is not None):
+        return {**nothing, "protected": protected}
     with registry.model_lock(lock_dir, name) as lock:
-        snapshot = registry.read_snapshot(client, name)
+        snapshot, build = prune_snapshot(client, name)
         candidates, _ = registry_plan.prune_candidates(snapshot, keep)
         artifacts: dict[str, tuple[str, ...]] = {}
         skipped: dict[str, str] = {}
@@ -132,9 +165,21 @@ def prune_versions(
                 artifacts[version] = uris
         request = registry_plan.PruneRequest(
             keep_archived_versions=keep, artifacts=artifacts, skipped=skipped, actor=actor, at=at, key=key,
-            airflow=airflow,
+            airflow=airflow, build_index=build and keep is not None,
         )  # fmt: skip
         return registry.apply(client, registry_plan.plan_prune(snapshot, request), lock=lock)
+
+
+def _left_mid_prune(client: MlflowClient, name: str) -> bool:
+    """Whether a version of ``name`` is tagged ``pruning`` (one tag-filtered search)."""
+    registry.get_model(client, name)  # ModelNotFoundError for an unknown model
+    quoted = name.replace("'", "\\'")
+    return bool(
+        client.search_model_versions(
+            f"name = '{quoted}' and tags.{registry_plan.RETENTION_TAG} = '{registry_plan.PRUNING}'",
+            max_results=1,
+        )
+    )
 
 
 def prune_folders(

@@ -195,7 +195,7 @@ def test_a_pruning_run_killed_between_its_steps_is_finished_by_the_next_run(
     tags = {str(v.version): v.tags for v in client.search_model_versions(f"name = '{model_name}'")}
     # keep 1: v4 keeps its artifacts; v3, v2, v1 were marked before anything was deleted.
     assert {v: t.get(rp.RETENTION_TAG) for v, t in tags.items()} == {
-        "4": None, "3": rp.PRUNING, "2": rp.PRUNING, "1": rp.PRUNING,
+        "4": rp.KEPT, "3": rp.PRUNING, "2": rp.PRUNING, "1": rp.PRUNING,
     }  # fmt: skip
     left = {v: _artifacts(client, model_name, v)["model"] for v in versions}
     if kill_at == "after_intent":
@@ -256,7 +256,7 @@ def test_versions_an_attacker_registers_never_make_retention_delete_outside_our_
     assert "not this package's model" in outcome["skipped"][untagged]
     assert "not an artifact of its run" in outcome["skipped"][pointed]
     for version in (outside, untagged, pointed):
-        assert rp.RETENTION_TAG not in client.get_model_version(model_name, version).tags
+        assert client.get_model_version(model_name, version).tags[rp.RETENTION_TAG] == rp.KEPT
     (event,) = [e for e in history.read(client, model_name) if e["type"] == "prune"]
     assert f"v{outside} (" in event["reason"] and "left alone" in event["reason"]
 
@@ -377,3 +377,44 @@ def test_an_s3_artifact_store_loses_the_pruned_versions_objects_and_keeps_the_ot
     assert [k for k in left if run1 in k] == [f"mlflow/{run1}/artifacts/validation/decision.json"]
     assert sum(1 for k in left if k.endswith("model.skops")) == 1  # v2's, the champion's
     assert any(run2 in k and k.endswith("roc_curve.png") for k in left)
+
+
+def test_older_versions_are_indexed_once_then_pruning_reads_only_what_is_kept(
+    client, model_name, world, tmp_path, monkeypatch
+):
+    lock = tmp_path / "locks"
+    versions = [world(n) for n in range(1, 7)]
+    for version in versions:  # registered by older code: no retention status
+        client.delete_model_version_tag(model_name, version, rp.RETENTION_TAG)
+    _stage(client, model_name, "6", "Production", lock)
+    for version in versions[:5]:
+        registry.reject(client, model_name, version, reason="older", lock_dir=lock, key=f"r{version}")
+    expected, _ = rp.prune_candidates(registry.read_snapshot(client, model_name), 2)
+
+    outcome = _prune(client, model_name, world, lock, keep=2, n=1)
+
+    assert outcome["pruned"] == expected == ["3", "2", "1"]
+    assert client.get_registered_model(model_name).tags[rp.RETENTION_INDEX_TAG] == "1"
+    tags = {
+        str(v.version): v.tags[rp.RETENTION_TAG]
+        for v in client.search_model_versions(f"name = '{model_name}'")
+    }
+    assert tags == {"6": rp.KEPT, "5": rp.KEPT, "4": rp.KEPT, "3": rp.PRUNED, "2": rp.PRUNED, "1": rp.PRUNED}
+
+    seven = world(7)
+    registry.reject(client, model_name, seven, reason="older", lock_dir=lock, key="r7")
+    expected, _ = rp.prune_candidates(registry.read_snapshot(client, model_name), 2)
+    searches = []
+    search = type(client).search_model_versions
+
+    def recording(self, filter_string=None, *args, **kwargs):
+        searches.append(filter_string)
+        return search(self, filter_string, *args, **kwargs)
+
+    monkeypatch.setattr(type(client), "search_model_versions", recording)
+    assert _prune(client, model_name, world, lock, keep=2, n=2)["pruned"] == expected == ["4"]
+    # Indexed: one tag-filtered search per read (outside and under the lock), never every version.
+    assert searches == [f"name = '{model_name}' and tags.retention_status != 'pruned'"] * 2
+    searches.clear()
+    assert _prune(client, model_name, world, lock, keep=None, n=3)["pruned"] == []
+    assert searches == [f"name = '{model_name}' and tags.retention_status = 'pruning'"]
