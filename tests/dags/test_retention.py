@@ -88,7 +88,7 @@ def test_each_night_keeps_one_batch_prunes_the_rejected_version_and_runs_after_a
     result = _xcom(second, "retention")
     assert result["versions"]["pruned"] == ["2"] and first.run_id not in str(result["folders"]["kept"])
     v1, v2 = client.get_model_version(name, "1"), client.get_model_version(name, "2")
-    assert (v1.current_stage, v1.tags.get(rp.RETENTION_TAG)) == ("Production", None)
+    assert (v1.current_stage, v1.tags[rp.RETENTION_TAG]) == ("Production", rp.KEPT)
     assert (v2.current_stage, v2.tags[rp.RETENTION_TAG]) == ("Archived", rp.PRUNED)
     assert not [a for a in client.list_artifacts(v2.run_id) if a.path != "validation"]
     assert [a.path for a in client.list_artifacts(v2.run_id, "validation")] == ["validation/decision.json"]
