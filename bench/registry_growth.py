@@ -17,9 +17,12 @@ version: staging, the approval answer, the decision, …), and times:
 * ``GET …/production`` uncached (``api._registry_mark`` + ``api._production_answer``: what a
   cache miss of the route does).
 
-Each is timed ``--repeat`` times against a real MLflow on SQLite (``--server``: through an
-``mlflow server`` on 127.0.0.1 over the same kind of store, as production runs it); the table
-gives the median per N, the ratio of the largest N to the smallest, and the growth exponent::
+Each is timed ``--repeat`` times, in rounds that visit every size in turn (a busy machine weighs on
+all sizes alike), against a real MLflow on SQLite (``--server``: through an ``mlflow server`` on
+127.0.0.1 over the same kind of store, as production runs it); the table gives the median per N,
+the ratio of the largest N to the smallest, and the growth exponent, and the write path's average
+cost per nightly version while the models were built. It runs against older checkouts too (a read
+they lack shows ``-``), for a before column::
 
     python bench/registry_growth.py [--sizes 10,90,365] [--events 3] [--repeat 15] [--server]
 
@@ -141,21 +144,12 @@ def index_for_pruning(client: Any, name: str) -> None:
     from cmms_mlflow import retention
     from cmms_pm.spec import PROJECT_DIR, load_spec
 
+    if not hasattr(retention, "prune_snapshot"):  # an older checkout: no retention index to build
+        return
     spec = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
     with tempfile.TemporaryDirectory() as locks:
         retention.prune_versions(client, name, spec=spec, keep=KEEP_ARCHIVED, lock_dir=Path(locks),
                                  local_root=None, actor="bench", at="t", key=f"index{name}")  # fmt: skip
-
-
-def measure(fn: Callable[[], Any], repeat: int) -> float:
-    """Median milliseconds of ``repeat`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - began) * 1000)
-    return statistics.median(times)
 
 
 def last_page_token(client: Any, name: str, limit: int) -> tuple[str | None, int]:
@@ -193,8 +187,11 @@ def page_through(client: Any, name: str, limit: int) -> dict[str, Any]:
     }
 
 
-def reads(client: Any, hook: Any, name: str, champion: str, repeat: int) -> dict[str, float]:
-    """Median milliseconds of each read (and write) of the table, for the model ``name``."""
+def reads(client: Any, hook: Any, name: str, champion: str) -> dict[str, Callable[[], Any] | None]:
+    """Each read (and write) of the table, for the model ``name``, as a call to time (None: this
+    checkout does not have it — the bench also runs against older checkouts for the before column)."""
+    import inspect
+
     from cmms_mlflow import api, history, model_overview, registry, retention
     from cmms_pm import registry_plan
     from cmms_pm.registry_plan import Request
@@ -222,9 +219,16 @@ def reads(client: Any, hook: Any, name: str, champion: str, repeat: int) -> dict
         api._production_answer(client, name, model)
 
     request = Request(kind="promotion", version=newest, stage="Production", key="plan-only")
-    timed = {
-        "snapshot (lean: every write path)": lambda: registry.read_snapshot(client, name, versions=[newest]),
-        f"snapshot (pruning, keep {KEEP_ARCHIVED} archived)": lambda: retention.prune_snapshot(client, name),
+    lean = "versions" in inspect.signature(registry.read_snapshot).parameters
+    return {
+        "snapshot (every write path)": (
+            (lambda: registry.read_snapshot(client, name, versions=[newest]))
+            if lean
+            else (lambda: registry.read_snapshot(client, name))
+        ),
+        f"snapshot (pruning, keep {KEEP_ARCHIVED} archived)": (
+            (lambda: retention.prune_snapshot(client, name)) if hasattr(retention, "prune_snapshot") else None
+        ),
         "plan (pure)": lambda: registry_plan.plan(snapshot, request),
         "apply (snapshot+plan+write+event)": apply,
         "history append": append,
@@ -236,7 +240,30 @@ def reads(client: Any, hook: Any, name: str, champion: str, repeat: int) -> dict
         "Models page: champion": lambda: model_overview.version_detail(client, hook, name, champion),
         "GET production (uncached)": production,
     }
-    return {label: measure(fn, repeat) for label, fn in timed.items()}
+
+
+def measure_rounds(
+    calls: dict[int, dict[str, Callable[[], Any] | None]], repeat: int
+) -> dict[int, dict[str, float | None]]:
+    """Median milliseconds of every call, timed in ``repeat`` rounds that each visit every size in turn,
+    so a machine whose load changes during the run weighs on every size alike."""
+    times: dict[int, dict[str, list[float]]] = {n: {label: [] for label in c} for n, c in calls.items()}
+    for by_label in calls.values():  # warm-up
+        for fn in by_label.values():
+            if fn is not None:
+                fn()
+    for _ in range(repeat):
+        for n, by_label in calls.items():
+            for label, fn in by_label.items():
+                if fn is None:
+                    continue
+                began = time.perf_counter()
+                fn()
+                times[n][label].append((time.perf_counter() - began) * 1000)
+    return {
+        n: {label: statistics.median(values) if values else None for label, values in by_label.items()}
+        for n, by_label in times.items()
+    }
 
 
 def start_server(work: Path, store: str) -> tuple[subprocess.Popen, str]:
@@ -300,23 +327,28 @@ def main() -> int:
 
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         hook = MlflowHook()
-        results: dict[int, dict[str, float]] = {}
         built: dict[int, dict[str, Any]] = {}
         for n in sizes:
             name = f"growth_{n}"
             built[n] = build(client, name, n, args.events, artifacts)
-            print(f"built {name}: {n} versions, {n * args.events} events in {built[n]['seconds']:.0f} s",
-                  flush=True)  # fmt: skip
-            results[n] = reads(client, hook, name, built[n]["champion"], args.repeat)
+            print(f"built {name}: {n} versions, {n * args.events} events in {built[n]['seconds']:.0f} s "
+                  f"({1000 * built[n]['seconds'] / n:.0f} ms per nightly version)", flush=True)  # fmt: skip
+        calls = {n: reads(client, hook, f"growth_{n}", built[n]["champion"]) for n in sizes}
+        results = measure_rounds(calls, args.repeat)
         largest, smallest = max(sizes), min(sizes)
-        labels = list(results[largest])
         rows = []
-        for label in labels:
+        for label in results[largest]:
             values = [results[n][label] for n in sizes]
+            if any(v is None for v in values):
+                rows.append([label, *values, None, None, "-"])
+                continue
             slope = loglog_slope([float(n) for n in sizes], values)
-            ratio = results[largest][label] / results[smallest][label] if results[smallest][label] else None
-            verdict = "ok" if results[largest][label] <= TARGET_MS else "OVER"
+            ratio = values[-1] / values[0] if values[0] else None
+            verdict = "ok" if values[-1] <= TARGET_MS else "OVER"
             rows.append([label, *values, ratio, slope, verdict])
+        per_version = [1000 * built[n]["seconds"] / n for n in sizes]
+        rows.append(["write path per nightly version (build)", *per_version, per_version[-1] / per_version[0],
+                     loglog_slope([float(n) for n in sizes], per_version), "-"])  # fmt: skip
         headers = ["read (median ms)", *(f"N={n} (M={n * args.events})" for n in sizes),
                    f"{largest}/{smallest}", "exponent", f"<= {TARGET_MS:.0f} ms"]  # fmt: skip
         where = "an mlflow server (HTTP)" if args.server else "SQLite, in process"

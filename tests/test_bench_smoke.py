@@ -111,7 +111,7 @@ def test_registry_growth_bench_prints_every_read_and_pages_the_history_whole():
     # 0: every read within the target; 3: measured, over it (timings are not asserted here).
     assert out.returncode in (0, 3), out.stdout[-3000:] + out.stderr[-3000:]
     assert "Registry reads by model age" in out.stdout
-    for read in ("snapshot (lean: every write path)", "history last page (50)", "GET production (uncached)"):
+    for read in ("snapshot (every write path)", "history last page (50)", "GET production (uncached)"):
         assert read in out.stdout
     assert re.search(r"History of growth_6 paged 50 at a time: \d+ events in 1 pages, duplicates 0, "
                      r"ordered True, complete True", out.stdout), out.stdout[-2000:]  # fmt: skip
