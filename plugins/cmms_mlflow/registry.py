@@ -9,8 +9,10 @@ aliases are two views of one state, changed together here:
 * ``Archived``   -> no ``challenger``/``champion`` alias
 
 Every change is snapshot → plan → apply under :func:`model_lock`: :func:`read_snapshot` reads
-the model once, :func:`cmms_pm.registry_plan.plan` (pure) decides the writes, the repairs of
-broken invariants and the history events, and :func:`apply` writes them and appends the events
+the model once (a lean snapshot: the versions a change can touch, in a few bounded queries, so a
+write costs the same at 10 versions and at 365), :func:`cmms_pm.registry_plan.plan` (pure)
+decides the writes, the repairs of broken invariants and the history events, and :func:`apply`
+writes them and appends the events
 to the model's history (:mod:`cmms_mlflow.history`). Every function is idempotent: calling it
 twice for the same Airflow run leaves the registry (and the history) as one call would.
 """
