@@ -49,7 +49,7 @@ USER_ID_PATTERN = r"^(?![\s\S]*[\n\r])[A-Za-z0-9_.@+\-]{1,256}$"
 #: What a spec's notifications can be sent for (``notifications.events``).
 NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed")
 
-ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression")
+ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm")
 METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
 
 _COLUMN = {"type": "string", "pattern": COLUMN_NAME_PATTERN}

@@ -43,10 +43,18 @@ MODEL_ARTIFACT = "model"
 MODEL_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
 
 
-def model_requirements() -> list[str]:
-    """``MODEL_REQUIREMENTS`` pinned to the installed versions (unpinned if one is missing)."""
+def model_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """``MODEL_REQUIREMENTS`` pinned to the installed versions (unpinned if one is missing), plus
+    the distributions that provide the ``extra`` import names (an estimator's library, e.g.
+    ``xgboost``, installed here as the ``xgboost-cpu`` distribution)."""
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions() if extra else {}
+    packages = [*MODEL_REQUIREMENTS]
+    for name in extra:
+        packages.extend(d for d in distributions.get(name, [name]) if d not in packages)
     pinned = []
-    for package in MODEL_REQUIREMENTS:
+    for package in packages:
         try:
             pinned.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
@@ -185,9 +193,15 @@ def log_training_run(
         )
         del train
         release_freed_memory()
-        training.fit_classifier(model, x, y)
+        validation = None
+        if estimator_kind(estimator).fit is not None:  # boosting: early stopping reads validation
+            validation = read_split(manifest["splits"]["validation"]["uri"])
+            training.fit_classifier(model, x, y, validation=(validation, validation[target].to_numpy()))
+        else:
+            training.fit_classifier(model, x, y)
         del x, y
-        validation = read_split(manifest["splits"]["validation"]["uri"])
+        if validation is None:
+            validation = read_split(manifest["splits"]["validation"]["uri"])
         proba = training.positive_proba(model, validation)
         y_val = validation[target].to_numpy()
         metrics = training.classification_metrics(y_val, proba)
@@ -198,6 +212,7 @@ def log_training_run(
             "features": len(features.declared),
             "train_rows": train_rows,
             "validation_rows": len(validation),
+            **_boosting_rounds(model),
         }
         del validation
         client.log_batch(
@@ -228,7 +243,7 @@ def log_training_run(
                 # pyfunc.predict returns the classifier's predict(): 0/1 per row, not a probability.
                 signature=infer_signature(example, model.predict(example)),
                 input_example=example,
-                pip_requirements=model_requirements(),
+                pip_requirements=model_requirements(estimator_kind(estimator).requirements),
                 metadata={
                     "spec": spec.name,
                     "estimator": estimator,
@@ -355,6 +370,19 @@ def dataset_schema(frame: Any) -> Any:
             ColSpec(type=_infer_pandas_column(sample), name=name, required=not bool(column.isna().any()))
         )
     return Schema(columns)
+
+
+def _boosting_rounds(model: Any) -> dict[str, int]:
+    """``{"best_iteration": n}`` for a booster that stopped early on the validation split."""
+    classifier = model.named_steps["classifier"]
+    for attribute in ("best_iteration", "best_iteration_"):  # XGBoost, LightGBM
+        try:
+            value = getattr(classifier, attribute)
+        except (AttributeError, ValueError):  # XGBoost raises when it did not stop early
+            continue
+        if isinstance(value, int) and value > 0:
+            return {"best_iteration": value}
+    return {}
 
 
 def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float]) -> str:

@@ -41,7 +41,7 @@ def test_a_partial_conf_is_completed_with_the_form_defaults(shipped_spec):
         ({"model_name": "123"}, "model_name"),
         ({"model_name": "0x1F"}, "model_name"),
         ({"model_name": "pm_model\n"}, "model_name"),
-        ({"estimator": "xgboost"}, "estimator"),
+        ({"estimator": "catboost"}, "estimator"),
         ({"hyperparameters": {"learning_rate": 2}}, "hyperparameters"),
         ({"hyperparameters": {"n_trees": 2}}, "hyperparameters"),
         ({"learning_rate": 0.1}, "learning_rate"),
