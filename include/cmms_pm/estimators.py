@@ -437,7 +437,11 @@ ESTIMATORS: dict[str, Estimator] = {
             "n_jobs": {**_THREADS},
         },
         build=_lightgbm,
-        trusted_types=("collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"),
+        trusted_types=(
+            "collections.OrderedDict",
+            "lightgbm.basic.Booster",
+            "lightgbm.sklearn.LGBMClassifier",
+        ),
         fit=_fit_lightgbm,
         requirements=("lightgbm",),
         classifier="lightgbm.sklearn.LGBMClassifier",

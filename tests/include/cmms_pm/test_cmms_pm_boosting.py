@@ -28,7 +28,9 @@ def _fit(splits, shipped_spec, kind, *, validation=True, monitor=None, **params)
         hyperparameters={**SMALL, **params},
     )  # fmt: skip
     val = splits["validation"]
-    fit_classifier(model, x, y, validation=(val, val[TARGET].to_numpy()) if validation else None, monitor=monitor)
+    fit_classifier(
+        model, x, y, validation=(val, val[TARGET].to_numpy()) if validation else None, monitor=monitor
+    )
     return model, y
 
 
@@ -45,7 +47,9 @@ def boosted(splits, shipped_spec) -> dict:
 
 
 @pytest.mark.parametrize("kind", BOOSTERS)
-def test_early_stopping_on_the_validation_split_and_all_rounds_without_it(splits, shipped_spec, boosted, kind):
+def test_early_stopping_on_the_validation_split_and_all_rounds_without_it(
+    splits, shipped_spec, boosted, kind
+):
     stopped = boosted[kind]
     classifier = stopped.named_steps["classifier"]
     best = classifier.best_iteration if kind == "xgboost" else classifier.best_iteration_
@@ -161,7 +165,9 @@ def test_a_calibrated_booster_round_trips_with_its_trusted_types_plus_calibratio
     assert set(sio.get_untrusted_types(data=payload)) <= set(trusted)
     loaded = sio.loads(payload, trusted=trusted)
     holdout = splits["holdout"]
-    np.testing.assert_allclose(loaded.predict_proba(holdout), wrapped.predict_proba(holdout), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        loaded.predict_proba(holdout), wrapped.predict_proba(holdout), rtol=0, atol=1e-12
+    )
     with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
         sio.loads(payload, trusted=list(ESTIMATORS[kind].trusted_types))
 
