@@ -271,7 +271,8 @@ def boosted_model_dirs(tmp_path_factory, mlflow_store, small_batch, shipped_spec
         for kind in ("xgboost", "lightgbm"):
             trained = log_training_run(
                 client, experiment_id=experiment_id, manifest=small_batch, spec=shipped_spec,
-                estimator=kind, hyperparameters=BOOSTED, tags=training_provenance(shipped_spec), run_name=kind,
+                estimator=kind, hyperparameters=BOOSTED, tags=training_provenance(shipped_spec),
+                run_name=kind,
             )  # fmt: skip
             logged = client.search_logged_models(
                 experiment_ids=[experiment_id], filter_string=f"source_run_id = '{trained['run_id']}'"
