@@ -152,8 +152,11 @@ def log_training_run(
     tags: dict[str, str],
     run_name: str,
     checks: DataReport | None = None,
+    run_id: str | None = None,
 ) -> TrainingResult:
     """Train on the manifest's train split, evaluate on validation, log everything; return ids.
+
+    ``run_id``: log into this existing run (a tuning study's training run) instead of a new one.
 
     Logged: params and validation metrics in one batch; feature importances and curves; the data
     contract of the training split; validate_data's checks (drift report) when given; the model
@@ -175,8 +178,11 @@ def log_training_run(
     train = read_split(manifest["splits"]["train"]["uri"])
     # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
     # attempt leaves it RUNNING and the retry closes it (resume_or_close).
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    run_id = run.info.run_id
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    else:  # a run made before training (a tuning study's parent), or a failed attempt's: reopened
+        client.update_run(run_id, status="RUNNING", name=run_name)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     try:
         # Everything that needs the training frame comes first, so that it can go before the
         # classifier grows (it is ~0.7x of the batch in memory); the validation split is read
@@ -304,10 +310,13 @@ def run_result(client: MlflowClient, run: Run) -> TrainingResult:
     )
     if not logged:
         raise LookupError(f"run {run.info.run_id!r} finished without a logged model")
+    # A run reopened after a failed attempt (a tuning study's) may hold that attempt's model too.
+    ready = [m for m in logged if str(getattr(m, "status", "")).endswith("READY")] or logged
+    newest = max(ready, key=lambda m: m.creation_timestamp or 0)
     return {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
-        "model_uri": f"models:/{logged[0].model_id}",
+        "model_uri": f"models:/{newest.model_id}",
         "metrics": {k[len("val_") :]: v for k, v in run.data.metrics.items() if k.startswith("val_")},
     }
 
