@@ -1,8 +1,8 @@
 """Operators of a tuned training DAG: ``create_study``, then ``tune`` mapped over chains of trials.
 
 ``create_study`` makes the Optuna study (shared storage) and the training run that parents every
-trial, pushes the plan and returns the chains; ``tune`` (``.expand`` over the plan's chains) runs one chain of trials
-per task instance, so that chains spread over the executor's workers; ``train_model`` then trains
+trial, pushes the plan and returns the chains; ``tune`` (``.expand`` over the chains) runs one chain
+of trials per task instance, so that chains spread over the executor's workers; ``train_model`` trains
 the best trial's values into that training run (``MlflowTrainModelOperator`` with ``tuning=``).
 The search is ``cmms_pm.tuning``; storage, trial runs and the summary are ``cmms_mlflow.tuning``.
 """
