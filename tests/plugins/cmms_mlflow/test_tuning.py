@@ -61,8 +61,9 @@ def prepared_for(small_batch):
 
 
 def _study(client, spec, batch, run_id: str, **params):
-    from cmms_pm.params import run_config
     from support import training_provenance
+
+    from cmms_pm.params import run_config
 
     config = run_config(spec, params)
     experiment = client.get_experiment_by_name("tuning-tests")
@@ -224,7 +225,6 @@ def test_lightgbm_trials_report_their_rounds_and_may_be_pruned(
 
 def test_the_study_lives_in_postgresql_through_the_cmms_optuna_connection(monkeypatch, postgres_server):
     import optuna
-
     import psycopg2
 
     password = "Opt%una@pw/1"
