@@ -203,10 +203,11 @@ def test_a_spent_time_budget_starts_no_trial_and_train_model_refuses_an_empty_st
 def test_lightgbm_trials_report_their_rounds_and_may_be_pruned(
     journal, client, shipped_spec, small_batch, prepared_for
 ):
-    spec = _spec(
-        shipped_spec, "lightgbm", n_trials=4, trials_per_task=4,
-        space={"num_leaves": {"low": 2, "high": 64, "log": True}, "learning_rate": {"low": 0.001, "high": 0.5, "log": True}},
-    )  # fmt: skip
+    space = {
+        "num_leaves": {"low": 2, "high": 64, "log": True},
+        "learning_rate": {"low": 0.001, "high": 0.5, "log": True},
+    }
+    spec = _spec(shipped_spec, "lightgbm", n_trials=4, trials_per_task=4, space=space)
     plan, chains, config = _study(client, spec, small_batch, "run_lightgbm")
     result = _run(client, spec, plan, chains[0], prepared_for(spec), config)
     trials = _trials(plan)
