@@ -92,6 +92,9 @@ _SQL_SOURCE = {
     "oneOf": [{"required": ["table"]}, {"required": ["query"]}],
 }
 
+#: Kubernetes resource quantities a spec may ask per trial task: cores ("1", "1.5", "500m"), bytes ("2Gi").
+CPU_QUANTITY_PATTERN = r"^(?![\s\S]*\n)[0-9]{1,4}(\.[0-9]{1,3})?m?$"
+MEMORY_QUANTITY_PATTERN = r"^(?![\s\S]*\n)[0-9]{1,6}(Ki|Mi|Gi|Ti)?$"
 #: The most trials one tuning run may ask for (a spec's ``tuning.max_trials`` is at most this).
 TUNING_TRIALS_LIMIT = 1000
 #: A spec's hyperparameter search (``cmms_pm.tuning``): per hyperparameter of the estimator, a
@@ -142,6 +145,17 @@ _TUNING = {
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0},
         # Stop hopeless trials early (boosting libraries: by the validation PR-AUC of their rounds).
         "pruning": {"type": "boolean", "default": True},
+        # What one trial task asks of a Kubernetes node (KubernetesExecutor: the pod_override of
+        # the tune tasks, cmms_mlflow.kubernetes). Kubernetes quantities: cpu "1" or "500m", memory "2Gi".
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "cpu": {"type": "string", "pattern": CPU_QUANTITY_PATTERN, "default": "1"},
+                "memory": {"type": "string", "pattern": MEMORY_QUANTITY_PATTERN, "default": "2Gi"},
+            },
+            "default": {},
+        },
     },
     "default": None,
 }

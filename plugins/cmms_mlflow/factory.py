@@ -262,12 +262,15 @@ def _tuning_tasks(spec: ModelSpec, definition: dict[str, Any], extract: Any, che
     study = MlflowCreateStudyOperator(
         task_id="create_study", spec=definition, dataset=extract.output, checks=checks.output
     )
+    from cmms_mlflow.kubernetes import trial_executor_config
+
     tune = MlflowTuneTrialsOperator.partial(
         task_id="tune",
         spec=definition,
         plan=study.output[PLAN_KEY],
         dataset=extract.output,
         execution_timeout=timedelta(hours=2),
+        executor_config=trial_executor_config(spec),  # the trial pod under the KubernetesExecutor
     ).expand(chain=study.output)
     return study, tune
 
