@@ -359,3 +359,52 @@ def plot_importances(found: Mapping[str, float], path: str | os.PathLike[str]) -
     axes.set_xlabel("importance (fANOVA)")
     axes.set_title("Hyperparameter importances")
     return _save(figure, path)
+
+
+def run_in_memory(
+    prepared: Prepared,
+    space: Mapping[str, Mapping[str, Any]],
+    *,
+    hyperparameters: Mapping[str, Any],
+    n_trials: int,
+    trials_per_task: int,
+    startup_trials: int,
+    seed: int,
+    metric: str = "pr_auc",
+    pruning: bool = True,
+) -> list[FrozenTrial]:
+    """The whole search in this process, chain after chain (a notebook's or a benchmark's view):
+    the same slots, suggestions, pruning and values as the Airflow tasks give for the same inputs."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from cmms_pm.estimators import estimator
+
+    distributions_ = distributions(prepared.kind, space)
+    prunable = pruning and estimator(prepared.kind).fit is not None
+    trials: list[FrozenTrial] = []
+    for index, slots in enumerate(chains(n_trials, trials_per_task)):
+        for slot in slots:
+            history = [t for t in trials if t.user_attrs[CHAIN_ATTR] == index]
+            params = suggest(distributions_, history, seed=seed, slot=slot, startup_trials=startup_trials)
+            pruner = ChainPruner(history, enabled=prunable)
+            started = pd.Timestamp.now(tz="UTC").to_pydatetime()
+            try:
+                value: float | None = evaluate(
+                    prepared, {**hyperparameters, **params, "n_jobs": 1}, monitor=pruner
+                )[metric]
+                state = TrialState.COMPLETE
+            except optuna.TrialPruned:
+                value, state = None, TrialState.PRUNED
+            trial = create_trial(
+                state=state,
+                value=value,
+                params=params,
+                distributions={k: distributions_[k] for k in params},
+                user_attrs={SLOT_ATTR: slot, CHAIN_ATTR: index},
+                intermediate_values=pruner.reported(),
+            )
+            trial.datetime_start = started
+            trial.datetime_complete = pd.Timestamp.now(tz="UTC").to_pydatetime()
+            trials.append(trial)
+    return trials

@@ -118,6 +118,16 @@ def test_chains_give_the_same_trials_and_best_whatever_order_they_run_in(
     assert [a[s][2] for s in range(4)] != [b[s][2] for s in range(4)]  # arrival order did differ
     assert outcomes["run_a_best"] == outcomes["run_b_best"]
     assert len({json.dumps(v[0], sort_keys=True) for v in a.values()}) == 4  # four distinct trials
+    # A notebook's in-process search gives the very same trials.
+    from cmms_pm.params import run_config
+    from cmms_pm.tuning import run_in_memory
+
+    settings = spec.tuning
+    local = run_in_memory(
+        prepared, settings["space"], hyperparameters=run_config(spec, {}).hyperparameters, n_trials=4,
+        trials_per_task=2, startup_trials=settings["startup_trials"], seed=settings["seed"],
+    )  # fmt: skip
+    assert {slot_of(t): (t.params, t.value) for t in local} == {s: v[:2] for s, v in a.items()}
 
 
 def test_a_task_killed_between_its_mlflow_record_and_optunas_adds_no_trial_and_no_refit(
