@@ -126,6 +126,16 @@ def test_a_tuned_run_trains_the_best_trial_and_promotes_it(tuned_run, client):
     assert set(summary["importances"]) <= set(best.params)
 
 
+def test_the_model_card_shows_the_study(tuned_run, mlflow_conn, client):
+    from cmms_mlflow.hooks import MlflowHook
+    from cmms_mlflow.model_overview import version_detail
+
+    detail = version_detail(client, MlflowHook(), tuned_run["name"], "1")
+    assert detail["tuning"]["trials"] == 6 and detail["tuning"]["metric"] == "pr_auc"
+    assert detail["tuning"]["study"] == tuned_run["plan"]["study"] and detail["tuning"]["bestValue"] > 0
+    assert {"tuning.optimization_history", "tuning.param_importances"} <= set(detail["plots"])
+
+
 def test_a_cleared_run_resumes_its_study_with_no_new_trial_and_the_same_model(tuned_run, client):
     second = tuned_run["second"]
     assert str(second.state) == "success", _states(second)
