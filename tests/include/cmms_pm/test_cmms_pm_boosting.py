@@ -190,3 +190,21 @@ def test_a_corrupted_booster_state_fails_to_load_with_an_error_not_a_crash(boost
     with pytest.raises(Exception) as caught:
         sio.loads(out.getvalue(), trusted=list(ESTIMATORS[kind].trusted_types))
     assert type(caught.value).__module__.split(".")[0] in ("xgboost", "lightgbm", "builtins")
+
+
+@pytest.mark.parametrize("kind", BOOSTERS)
+def test_shap_tree_explainer_explains_the_booster_additively(boosted, splits, kind):
+    """Reasons (i19-model's cmms_pm.explain) use SHAP's TreeExplainer: it reads both boosters,
+    categorical splits included, and the contributions add up to the model's raw score."""
+    import shap
+
+    model = boosted[kind]
+    classifier = model.named_steps["classifier"]
+    x = model.named_steps["preprocess"].transform(splits["holdout"].head(40))
+    explainer = shap.TreeExplainer(classifier)
+    values = np.asarray(explainer.shap_values(x))
+    if kind == "xgboost":
+        margin = classifier.predict(x, output_margin=True)
+    else:
+        margin = classifier.predict_proba(x, raw_score=True)
+    np.testing.assert_allclose(values.sum(axis=1) + explainer.expected_value, margin, atol=1e-4)
