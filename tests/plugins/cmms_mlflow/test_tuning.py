@@ -266,3 +266,43 @@ def test_the_study_lives_in_postgresql_through_the_cmms_optuna_connection(monkey
     monkeypatch.setenv(tuning.OPTUNA_STORAGE_ENV, "sometimes")
     with pytest.raises(MlflowConfigurationError, match="use auto, postgres or journal"):
         tuning.open_storage("s1")
+
+
+def test_a_training_run_reopened_after_a_failed_fit_ends_with_one_ready_model(
+    client, mlflow_conn, shipped_spec, small_batch, monkeypatch
+):
+    """train_model logs the tuned model into the run create_study made; when an attempt dies after
+    logging part of it, the retry reopens the same run, logs the same values again (MLflow accepts
+    equal params) and the run's result is the retry's model."""
+    import mlflow.sklearn
+
+    from cmms_mlflow import training_run
+    from support import training_provenance
+
+    experiment_id = client.create_experiment(f"reopen-{datetime.now(UTC).timestamp()}")
+    run_id = client.create_run(experiment_id, tags=training_provenance(shipped_spec)).info.run_id
+    kwargs = dict(
+        experiment_id=experiment_id, manifest=small_batch, spec=shipped_spec, estimator="xgboost",
+        hyperparameters={"n_estimators": 20}, tags=training_provenance(shipped_spec), run_name="train", run_id=run_id,
+    )  # fmt: skip
+    log_model = mlflow.sklearn.log_model
+
+    def dies(*args, **kw):
+        log_model(*args, **kw)
+        raise SystemExit("killed after the model was logged")
+
+    from cmms_mlflow.client_context import client_settings
+
+    settings = {"MLFLOW_TRACKING_URI": mlflow_conn, "MLFLOW_REGISTRY_URI": mlflow_conn}
+    monkeypatch.setattr(mlflow.sklearn, "log_model", dies)
+    with client_settings(settings), pytest.raises(SystemExit):
+        training_run.log_training_run(client, **kwargs)
+    assert client.get_run(run_id).info.status == "FAILED"
+    monkeypatch.setattr(mlflow.sklearn, "log_model", log_model)
+    with client_settings(settings):
+        result = training_run.log_training_run(client, **kwargs)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and result["run_id"] == run_id
+    assert training_run.run_result(client, run)["model_uri"] == result["model_uri"]
+    logged = client.search_logged_models(experiment_ids=[experiment_id])
+    assert len(logged) == 2  # the dead attempt's model stays, unused
