@@ -275,9 +275,9 @@ def test_a_training_run_reopened_after_a_failed_fit_ends_with_one_ready_model(
     logging part of it, the retry reopens the same run, logs the same values again (MLflow accepts
     equal params) and the run's result is the retry's model."""
     import mlflow.sklearn
+    from support import training_provenance
 
     from cmms_mlflow import training_run
-    from support import training_provenance
 
     experiment_id = client.create_experiment(f"reopen-{datetime.now(UTC).timestamp()}")
     run_id = client.create_run(experiment_id, tags=training_provenance(shipped_spec)).info.run_id
