@@ -283,7 +283,8 @@ def test_a_training_run_reopened_after_a_failed_fit_ends_with_one_ready_model(
     run_id = client.create_run(experiment_id, tags=training_provenance(shipped_spec)).info.run_id
     kwargs = dict(
         experiment_id=experiment_id, manifest=small_batch, spec=shipped_spec, estimator="xgboost",
-        hyperparameters={"n_estimators": 20}, tags=training_provenance(shipped_spec), run_name="train", run_id=run_id,
+        hyperparameters={"n_estimators": 20}, tags=training_provenance(shipped_spec), run_name="train",
+        run_id=run_id,
     )  # fmt: skip
     log_model = mlflow.sklearn.log_model
 
