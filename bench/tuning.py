@@ -294,9 +294,10 @@ def quality_part(args: argparse.Namespace) -> None:
                 {**classification_metrics(y, positive_proba(forest, holdout)), "seconds": 0.0, "trials": 0}
             )
             for kind in ("xgboost", "lightgbm"):
-                base = validate_hyperparameters(kind, FIXED)
+                fixed = {**FIXED, "n_estimators": args.max_rounds}
+                base = validate_hyperparameters(kind, fixed)
                 untuned = fit_model(
-                    train, features=features, target=spec.target, estimator=kind, hyperparameters=FIXED
+                    train, features=features, target=spec.target, estimator=kind, hyperparameters=fixed
                 )
                 rows.setdefault(f"{kind} (defaults, no early stop)", []).append(
                     {
@@ -358,6 +359,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--seeds", default="0,1,2", help="quality part: dataset seeds")
     parser.add_argument("--quality-trials", type=int, default=30)
+    parser.add_argument("--max-rounds", type=int, default=1000, help="quality part: boosting rounds at most")
     args = parser.parse_args()
     if args.part in ("quality", "all"):
         quality_part(args)

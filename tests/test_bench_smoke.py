@@ -102,7 +102,7 @@ def test_tuning_quality_bench_prints_tuned_against_untuned_f1_at_a_tiny_size():
     """bench/tuning.py's quality part (no Airflow): one seed, 2,000 rows, 4 trials per booster."""
     out = _run_bench(
         str(PROJECT_DIR / "bench" / "tuning.py"), "--part", "quality", "--rows", "2000", "--seeds", "0",
-        "--quality-trials", "4", timeout=600,
+        "--quality-trials", "4", "--max-rounds", "100", timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Holdout F1 at threshold 0.5" in out.stdout
