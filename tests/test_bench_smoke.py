@@ -109,3 +109,11 @@ def test_tuning_quality_bench_prints_tuned_against_untuned_f1_at_a_tiny_size():
     for row in ("random_forest (defaults)", "xgboost (tuned, 4 trials)", "lightgbm (tuned, 4 trials)"):
         assert row in out.stdout
     assert re.search(r"xgboost tuned vs random forest: F1 \d\.\d{3} vs \d\.\d{3}", out.stdout)
+
+
+def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
+    bench = str(PROJECT_DIR / "bench" / "leakage.py")
+    out = _run_bench(bench, "--sizes", "5000", "--repeat", "1", timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Leakage guard, 51 feature columns" in out.stdout
+    assert re.search(r"\|\s+5,000 \|\s+51 \|\s+5000 \| mode_0, mode_1, status \|", out.stdout), out.stdout
