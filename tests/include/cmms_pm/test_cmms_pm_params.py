@@ -16,7 +16,9 @@ def test_the_form_takes_its_defaults_and_bounds_from_the_spec(shipped_spec):
     assert (params["n_estimators"]["default"], params["max_depth"]["default"]) == (100, 10)
     assert (params["n_estimators"]["minimum"], params["n_estimators"]["maximum"]) == (1, 2000)
     assert params["f1_threshold"]["default"] == 0.8 and params["n_samples"]["default"] == 20000
-    assert params["estimator"]["enum"] == ["random_forest", "hist_gradient_boosting", "logistic_regression"]
+    assert params["estimator"]["enum"] == [
+        "random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm"
+    ]
     for name, param in params.items():
         assert param["title"] and param["section"] and param["description"], name
 
@@ -41,7 +43,7 @@ def test_a_partial_conf_is_completed_with_the_form_defaults(shipped_spec):
         ({"model_name": "123"}, "model_name"),
         ({"model_name": "0x1F"}, "model_name"),
         ({"model_name": "pm_model\n"}, "model_name"),
-        ({"estimator": "xgboost"}, "estimator"),
+        ({"estimator": "catboost"}, "estimator"),
         ({"hyperparameters": {"learning_rate": 2}}, "hyperparameters"),
         ({"hyperparameters": {"n_trees": 2}}, "hyperparameters"),
         ({"learning_rate": 0.1}, "learning_rate"),
