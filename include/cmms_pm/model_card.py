@@ -404,3 +404,33 @@ def holdout_limitations(positives: int, slices: Sequence[Mapping[str, Any]]) -> 
             f"little: {shown}."
         )
     return items
+
+
+def holdout_facts(
+    frame: Any,
+    y_true: Any,
+    proba: Any,
+    threshold: float,
+    costs: Mapping[str, float],
+    *,
+    slice_columns: Sequence[str],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The card's holdout section: metrics at ``threshold`` with intervals, AUCs, Brier, slices."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(proba, dtype=float)
+    both = 0 < y.sum() < len(y)
+    slices = slice_metrics(frame, y, p, threshold, slice_columns, costs)
+    return {
+        "threshold": float(threshold),
+        "rows": int(len(y)),
+        "positives": int(y.sum()),
+        "metrics": interval_metrics(y, p, threshold, costs, seed=seed),
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(average_precision_score(y, p)) if both else None,
+        "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
+        "slices": slices,
+        "limitations": holdout_limitations(int(y.sum()), slices),
+    }
