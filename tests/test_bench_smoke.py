@@ -95,3 +95,22 @@ def test_scoring_throughput_bench_prints_dags_test_and_scheduler_tables_at_a_tin
     scheduler_table = out.stdout.split("Scoring throughput (scheduler)")[1]
     assert "|    2000 |" in scheduler_table or "| 2000 |" in scheduler_table
     assert "predict" in scheduler_table  # the operator's phases came back through the REST API
+
+
+@pytest.mark.slow
+def test_issue_19_benches_print_the_decision_and_the_reasons_tables_at_a_tiny_size():
+    decision = _run_bench(
+        str(PROJECT_DIR / "bench" / "decision_quality.py"), "--seeds", "1", "--rows", "3000",
+        "--synthetic-rows", "3000", "--estimators", "random_forest", timeout=600,
+    )  # fmt: skip
+    assert decision.returncode == 0, decision.stderr[-3000:]
+    assert re.search(r"^\|\s+ai4i \|\s+random_forest \|", decision.stdout, re.M), decision.stdout[-2000:]
+    assert "F1 @ chosen (after)" in decision.stdout and "Brier after" in decision.stdout
+    reasons = _run_bench(
+        str(PROJECT_DIR / "bench" / "reasons_cost.py"), "--sizes", "2000", "--train-rows", "3000",
+        "--estimators", "logistic_regression,hist_gradient_boosting", timeout=600,
+    )  # fmt: skip
+    assert reasons.returncode == 0, reasons.stderr[-3000:]
+    assert re.search(r"^\|\s+hist_gradient_boosting \|\s+2000 \|", reasons.stdout, re.M), reasons.stdout[
+        -2000:
+    ]
