@@ -60,32 +60,32 @@ def log_card(
 
 
 def load_facts(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
-    """The card facts a run stored, or None (a run from before model cards)."""
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, FACTS_ARTIFACT, tmp)
-        except (MlflowException, OSError):
-            return None
-        try:
-            facts = json.loads(Path(path).read_text(encoding="utf-8"))
-        except ValueError:
-            log.warning("Run %s has an unreadable %s; its card is not updated", run_id, FACTS_ARTIFACT)
-            return None
+    """The card facts a run stored, or None (a run from before model cards, or unreadable facts)."""
+    text = _artifact_text(client, run_id, FACTS_ARTIFACT)
+    if text is None:
+        return None
+    try:
+        facts = json.loads(text)
+    except ValueError:
+        log.warning("Run %s has an unreadable %s; its card is not updated", run_id, FACTS_ARTIFACT)
+        return None
     return facts if isinstance(facts, dict) else None
 
 
 def read_card(client: MlflowClient, run_id: str) -> str | None:
     """The text of a run's ``model_card.md``, or None."""
+    return _artifact_text(client, run_id, CARD_ARTIFACT)
+
+
+def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client.download_artifacts(run_id, CARD_ARTIFACT, tmp)
+            local = client.download_artifacts(run_id, path, tmp)
         except (MlflowException, OSError):
             return None
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        return Path(local).read_text(encoding="utf-8", errors="replace")
 
 
 def update_card(client: MlflowClient, run_id: str, step: str, **sections: Any) -> str | None:
