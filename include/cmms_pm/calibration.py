@@ -61,8 +61,8 @@ class CalibrationReport(TypedDict):
 
 @dataclass
 class Decided:
-    """The calibrated model, its threshold and the evidence: the validation rows, their labels, their
-    risk before calibration and their out-of-fold calibrated risk."""
+    """The calibrated model, its threshold and the evidence: the validation rows' labels, their risk
+    before calibration and their out-of-fold calibrated risk (no reference to the frame itself)."""
 
     model: Any
     threshold: ThresholdChoice
@@ -70,7 +70,6 @@ class Decided:
     y: np.ndarray = field(repr=False)
     proba_before: np.ndarray = field(repr=False)
     proba_after: np.ndarray = field(repr=False)
-    rows: pd.DataFrame = field(repr=False)
 
 
 def candidate_methods(requested: str, positives: int, negatives: int) -> tuple[list[str], str]:
@@ -132,7 +131,7 @@ def calibrate_and_choose(
     if method == "none":
         report = _report("none", "none", "calibration.method: none", y, before, before)
         choice = _choose(y, before, validation, policy, time_column, entity_column)
-        return Decided(model, choice, report, y, before, before, validation)
+        return Decided(model, choice, report, y, before, before)
     if positives < MIN_POSITIVES_TO_CALIBRATE:
         raise ThresholdError(
             f"the validation split holds {positives} failure: cross-fitted calibration needs at least "
@@ -149,13 +148,13 @@ def calibrate_and_choose(
         )
         report = _report("none", method, reason, y, before, before)
         choice = _choose(y, before, validation, policy, time_column, entity_column)
-        return Decided(model, choice, report, y, before, before, validation)
+        return Decided(model, choice, report, y, before, before)
     if len(methods) > 1:
         reason += f": {chosen} ({brier(y, scored[chosen]):.4f})"
     calibrated = calibrate(model, validation, y, chosen)
     report = _report(chosen, method, reason, y, before, scored[chosen])
     choice = _choose(y, scored[chosen], validation, policy, time_column, entity_column)
-    return Decided(calibrated, choice, report, y, before, scored[chosen], validation)
+    return Decided(calibrated, choice, report, y, before, scored[chosen])
 
 
 def _out_of_fold(

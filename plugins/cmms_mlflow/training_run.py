@@ -264,7 +264,8 @@ def log_training_run(
                     "data_contract": f"runs:/{run_id}/{CONTRACT_ARTIFACT}",
                     "decision_threshold": threshold,
                     "calibration": decided.calibration["method"],
-                    "risk_output": "predict_proba[:, 1] is a calibrated probability of failure",
+                    "risk_output": "predict_proba[:, 1] is the (calibrated) probability of failure; an "
+                    "alert is a probability >= decision_threshold (predict() cuts at 0.5)",
                 },
             )
     except BaseException:
