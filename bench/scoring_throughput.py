@@ -100,7 +100,7 @@ def prepare(work: Path, sizes: list[int], train_rows: int) -> dict:
     )  # fmt: skip
     version = registry.register_version(
         client, name=MODEL_NAME, source=trained["model_uri"], run_id=trained["run_id"],
-        description="scoring throughput bench", tags={},
+        description="scoring throughput bench", tags={"decision_threshold": repr(trained["threshold"])},
     )  # fmt: skip
     change_stage(
         client, name=MODEL_NAME, version=str(version.version), stage="Production",
