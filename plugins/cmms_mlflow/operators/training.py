@@ -493,6 +493,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "reason": archived_because or record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
+            "thresholds": _thresholds_line(record),
             "policy": _policy_line(record),
             "drift": (record.get("drift") or {}).get("reason", ""),
             "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
@@ -545,6 +546,15 @@ def card_with_outcome(
             "at": tags.get("promoted_at") if promoted else None,
         },
     )
+
+
+def _thresholds_line(record: DecisionRecord) -> str:
+    """Each model's decision threshold as the gate used it: ``challenger 0.3412, champion 0.5000``."""
+    challenger = (record.get("challenger_metrics") or {}).get("threshold")
+    if challenger is None:
+        return ""
+    champion = (record.get("champion_metrics") or {}).get("threshold")
+    return f"challenger {challenger:.4f}" + (f", champion {champion:.4f}" if champion is not None else "")
 
 
 def _policy_line(record: DecisionRecord) -> str:

@@ -124,7 +124,8 @@ def test_a_version_carries_its_threshold_calibration_card_and_the_gate_uses_each
     assert "## Holdout metrics" in card and "Not evaluated yet" not in card
     assert all(f"| `Type` | `{kind}` |" in card for kind in ("L", "M", "H"))
     assert run(MlflowPromoteModelOperator(task_id="promote_model", model_name=model_name, validation=record))
-    run(MlflowModelReportOperator(task_id="report", model_name=model_name, validation=record))
+    summary = run(MlflowModelReportOperator(task_id="report", model_name=model_name, validation=record))
+    assert f"alert thresholds: challenger {threshold:.4f}" in summary["text"]
     assert "- Outcome: promoted" in read_card(client, mv.run_id)
 
     # The next challenger meets a champion whose tag says 0.97: the gate scores the champion there
