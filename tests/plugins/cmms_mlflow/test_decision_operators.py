@@ -184,3 +184,23 @@ def test_a_version_carries_its_threshold_calibration_card_and_the_gate_uses_each
     with pytest.raises(BadDataError, match="not between 0 and 1"):
         _score(spec, model_name, 5, tmp_path, monkeypatch, "7")
     json.dumps(result)  # travels through XCom
+
+
+def test_a_validation_split_without_failures_fails_training_before_a_model_is_logged(
+    run, spec, mlflow_conn, client, model_name, tmp_path
+):
+    from cmms_mlflow.operators import ExtractBatchOperator, MlflowTrainModelOperator
+
+    source = write_incoming(tmp_path, ai4i_like(1500, seed=31))
+    manifest = run(ExtractBatchOperator(task_id="extract_data", spec=spec.to_dict()), data_source=source)
+    validation = read_split(manifest["splits"]["validation"]["uri"])
+    validation[validation[spec.target] == 0].to_parquet(manifest["splits"]["validation"]["uri"], index=False)
+    with pytest.raises(BadDataError, match="validation split .* holds no failure.*nothing is registered"):
+        run(
+            MlflowTrainModelOperator(
+                task_id="train_model", spec=spec.to_dict(), dataset=manifest, checks=None
+            )
+        )
+    (failed,) = client.search_runs([client.get_experiment_by_name(model_name).experiment_id])
+    assert failed.info.status == "FAILED"  # closed, and no model logged: nothing a register step could take
+    assert not client.search_logged_models(experiment_ids=[failed.info.experiment_id])
