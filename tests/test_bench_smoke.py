@@ -70,7 +70,7 @@ def test_timed_run_reports_the_child_peak_not_the_benchs_own(tmp_path):
     from lib import clean_env, timed_run
 
     ballast = bytearray(400 * 1024 * 1024)
-    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # resident, not just reserved
+    ballast[::4096] = b"x" * len(ballast[::4096])  # resident, not just reserved
     child = "import time; b = bytearray(40 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
     out = timed_run([sys.executable, "-c", child], clean_env(), log=tmp_path / "run.log")
     del ballast
@@ -117,3 +117,21 @@ def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Leakage guard, 51 feature columns" in out.stdout
     assert re.search(r"\|\s+5,000 \|\s+51 \|\s+5000 \| mode_0, mode_1, status \|", out.stdout), out.stdout
+
+
+def test_issue_19_benches_print_the_decision_and_the_reasons_tables_at_a_tiny_size():
+    decision = _run_bench(
+        str(PROJECT_DIR / "bench" / "decision_quality.py"), "--seeds", "1", "--rows", "3000",
+        "--synthetic-rows", "3000", "--estimators", "random_forest", timeout=600,
+    )  # fmt: skip
+    assert decision.returncode == 0, decision.stderr[-3000:]
+    assert re.search(r"^\|\s+ai4i \|\s+random_forest \|", decision.stdout, re.M), decision.stdout[-2000:]
+    assert "F1 @ chosen (after)" in decision.stdout and "Brier after" in decision.stdout
+    reasons = _run_bench(
+        str(PROJECT_DIR / "bench" / "reasons_cost.py"), "--sizes", "2000", "--train-rows", "3000",
+        "--estimators", "logistic_regression,hist_gradient_boosting", timeout=600,
+    )  # fmt: skip
+    assert reasons.returncode == 0, reasons.stderr[-3000:]
+    assert re.search(r"^\|\s+hist_gradient_boosting \|\s+2000 \|", reasons.stdout, re.M), reasons.stdout[
+        -2000:
+    ]

@@ -168,6 +168,71 @@ _TUNING = {
     },
     "default": None,
 }
+#: How the alert threshold is chosen on the validation split (issue 19; ``cmms_pm.thresholds``).
+DECISION_STRATEGIES = ("f1", "cost", "precision_floor", "alert_budget")
+_DECISION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "strategy": {"enum": list(DECISION_STRATEGIES), "default": "f1"},
+        # What a missed failure and a needless inspection cost (any one unit): the ``cost`` strategy
+        # minimises their sum; every strategy reports the expected cost per scored row.
+        "costs": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "missed_failure": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12, "default": 10.0},
+                "needless_inspection": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 1e12,
+                    "default": 1.0,
+                },
+            },
+            "default": {},
+        },
+        # precision_floor: the lowest threshold (most recall) whose precision reaches this.
+        "min_precision": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        # alert_budget: at most per_day alerts on any day (needs the batch's time column), or at
+        # most a share of the rows (of the fleet) alerted.
+        "alert_budget": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "per_day": {"type": "integer", "minimum": 1, "maximum": 50_000_000},
+                "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            },
+        },
+        # When no threshold meets the cost, floor or budget: the F1-best threshold, a fixed one, or
+        # fail the run before anything is registered. Recorded either way.
+        "fallback": {"enum": ["f1", "fixed", "fail"], "default": "f1"},
+        "fixed_threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5},
+    },
+    "default": {},
+}
+#: Calibrated risk: a map from the classifier's score to a probability, fitted on held-out rows.
+CALIBRATION_METHODS = ("auto", "isotonic", "sigmoid", "none")
+_CALIBRATION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"method": {"enum": list(CALIBRATION_METHODS), "default": "auto"}},
+    "default": {},
+}
+#: Reasons per scored row (``cmms_pm.explain``): how many, for which rows.
+_EXPLAIN = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "reasons": {"type": "integer", "minimum": 0, "maximum": 20, "default": 3},
+        "scope": {"enum": ["at_risk", "all"], "default": "at_risk"},
+        # The riskiest rows explained at most per scoring run (exact SHAP on a forest: ~5-15 ms a row).
+        "max_rows": {"type": "integer", "minimum": 0, "maximum": 50_000_000, "default": 1_000},
+        # exact: Tree SHAP; approximate: Saabas path attributions (~100x faster on forests, also add up).
+        "method": {"enum": ["exact", "approximate"], "default": "exact"},
+    },
+    "default": {},
+}
 
 SPEC_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -253,6 +318,9 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "decision": _DECISION,
+        "calibration": _CALIBRATION,
+        "explain": _EXPLAIN,
         "drift": {
             "type": "object",
             "additionalProperties": False,
@@ -347,7 +415,8 @@ SPEC_SCHEMA: dict[str, Any] = {
                     ],
                     "default": {"kind": "synthetic", "n_units": 500},
                 },
-                "risk_threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                # null (default): each champion's own decision threshold; a number overrides it.
+                "risk_threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": None},
                 "experiment": {"type": "string", "pattern": r"^(?![\s\S]*\n)\S.{0,199}$"},
             },
             "default": {},
@@ -465,6 +534,18 @@ class ModelSpec:
     @property
     def promotion(self) -> Mapping[str, Any]:
         return self.raw["promotion"]
+
+    @property
+    def decision(self) -> Mapping[str, Any]:
+        return self.raw["decision"]
+
+    @property
+    def calibration(self) -> Mapping[str, Any]:
+        return self.raw["calibration"]
+
+    @property
+    def explain(self) -> Mapping[str, Any]:
+        return self.raw["explain"]
 
     @property
     def drift(self) -> Mapping[str, Any]:
@@ -713,6 +794,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
     problems.extend(_tuning_problems(raw))
     problems += _leakage_problems(raw)
+    problems += _decision_problems(raw["decision"])
     return problems
 
 
@@ -788,6 +870,19 @@ def _leakage_problems(raw: Mapping[str, Any]) -> list[str]:
             problems.append(f"leakage.accept: {column!r} is dropped or excluded, so never a feature")
         elif not features["infer"] and column not in declared:
             problems.append(f"leakage.accept: {column!r} is not a declared feature")
+    return problems
+
+
+def _decision_problems(decision: Mapping[str, Any]) -> list[str]:
+    """A strategy without its setting, or a setting its strategy does not read."""
+    needs = {"precision_floor": "min_precision", "alert_budget": "alert_budget"}
+    problems = []
+    strategy = decision["strategy"]
+    for other, key in needs.items():
+        if strategy == other and key not in decision:
+            problems.append(f"decision.{key}: the {other} strategy needs it")
+        elif strategy != other and key in decision:
+            problems.append(f"decision.{key}: set, but decision.strategy is {strategy!r}, which ignores it")
     return problems
 
 

@@ -174,8 +174,22 @@ def positive_proba(model: Any, frame: pd.DataFrame) -> np.ndarray:
     if steps is None or list(steps) != ["preprocess", "classifier"]:
         return np.asarray(model.predict_proba(frame))[:, 1]
     classifier = steps["classifier"]
-    x = transform_in_chunks(steps["preprocess"], frame, dtype=_input_dtype(classifier))
+    # A calibrated classifier hands the matrix to the one it wraps: build what that one converts to.
+    x = transform_in_chunks(steps["preprocess"], frame, dtype=_input_dtype(base_classifier(classifier)))
     return classifier.predict_proba(x)[:, 1]
+
+
+def base_classifier(model: Any) -> Any:
+    """The fitted classifier inside ``model`` without its calibration wrapper (for reasons and
+    importances): ``CalibratedClassifierCV(FrozenEstimator(clf))`` gives back ``clf``."""
+    classifier = model.named_steps["classifier"] if hasattr(model, "named_steps") else model
+    calibrated = getattr(classifier, "calibrated_classifiers_", None)
+    if calibrated:
+        classifier = calibrated[0].estimator
+    # FrozenEstimator (and anything else that wraps one fitted estimator under ``estimator``).
+    while type(classifier).__name__ == "FrozenEstimator":
+        classifier = classifier.estimator
+    return classifier
 
 
 def _input_dtype(classifier: Any) -> str:
@@ -201,7 +215,7 @@ def feature_importances(model: Any, frame: pd.DataFrame, *, target: str, seed: i
     estimators get permutation importances of each raw input column on a sample of ``frame``
     (the drop in PR-AUC when the column is shuffled).
     """
-    classifier = model.named_steps["classifier"]
+    classifier = base_classifier(model)
     if hasattr(classifier, "feature_importances_"):
         names = model.named_steps["preprocess"].get_feature_names_out()
         result = pd.DataFrame(
