@@ -1,0 +1,200 @@
+"""The champion each model's predict route answers with, kept warm in the api-server process.
+
+A :class:`Champion` is immutable: the loaded model (trusted loading: skops, trusted types,
+provenance — :func:`cmms_mlflow.model_loading.load_version`), its data contract, its version and
+its decision threshold. A request takes one :class:`Champion` and uses it for its whole answer,
+so an answer never mixes two versions.
+
+:class:`WarmChampions` swaps it when the registry moves, without a restart:
+
+* at most every ``refresh_seconds`` (the spec's ``serving.refresh_seconds``) one request reads the
+  registered model's marks — its last update (every stage change), its aliases and
+  :data:`cmms_mlflow.registry.GENERATION_TAG` (every write of this package, in any process or
+  host), as the production route's cache (:mod:`cmms_mlflow.serving_cache`) does. Unchanged marks
+  cost that one read; changed marks re-read the Production version and its threshold, and a new
+  version is loaded;
+* while one request checks or loads, the others are answered by the champion in hand (old or new,
+  never none and never a mix); only the very first request of a model waits for the first load;
+* if MLflow cannot be reached, the champion in hand keeps answering (a warning is logged); a new
+  champion that cannot be trusted, or has no data contract, is never served: the model answers
+  :class:`ChampionUnavailable` (503) until the registry changes again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cmms_mlflow.exceptions import MlflowPluginError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from cmms_pm.contract import DataContract
+    from cmms_pm.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: Version tag holding the decision threshold chosen at training (cmms_mlflow.registry's reader).
+THRESHOLD_TAG = "decision_threshold"
+DEFAULT_THRESHOLD = 0.5
+
+
+class ChampionUnavailable(MlflowPluginError):
+    """The model's champion cannot be served now (none yet, not trusted, no data contract)."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """What one answer is made with: never changed once built."""
+
+    name: str
+    version: str
+    run_id: str
+    model: Any
+    contract: DataContract
+    threshold: float
+
+
+@dataclass
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    champion: Champion | None = None
+    mark: Hashable = None
+    checked: float = float("-inf")
+    error: ChampionUnavailable | None = None
+
+
+def decision_threshold(version: Any) -> float:
+    """The version's ``decision_threshold`` tag, or 0.5 (versions trained before thresholds were chosen)."""
+    raw = (getattr(version, "tags", None) or {}).get(THRESHOLD_TAG)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return DEFAULT_THRESHOLD
+    return value if 0.0 < value < 1.0 else DEFAULT_THRESHOLD
+
+
+def registry_mark(model: Any) -> Hashable:
+    """What every registry write changes on a registered model (see the module docstring)."""
+    from cmms_mlflow import registry
+
+    aliases = tuple(sorted((alias, str(v)) for alias, v in (model.aliases or {}).items()))
+    return model.last_updated_timestamp, aliases, (model.tags or {}).get(registry.GENERATION_TAG)
+
+
+class WarmChampions:
+    """Per model name, the champion in hand, re-checked at most every ``refresh_seconds``.
+
+    ``session()`` is a context manager yielding an ``MlflowClient`` (``MlflowHook().session``).
+    """
+
+    def __init__(self, session: Callable[[], Any], clock: Callable[[], float] = time.monotonic) -> None:
+        self._session = session
+        self._clock = clock
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
+
+    def get(self, spec: ModelSpec) -> Champion:
+        """The champion of ``spec.registered_model`` to answer one request with."""
+        name = spec.registered_model
+        with self._slots_lock:
+            slot = self._slots.setdefault(name, _Slot())
+        refresh = float(spec.serving["refresh_seconds"])
+        champion = slot.champion
+        if champion is not None:
+            if self._clock() - slot.checked < refresh or not slot.lock.acquire(blocking=False):
+                return champion  # fresh enough, or another request is checking: serve the one in hand
+        else:
+            slot.lock.acquire()  # nothing in hand yet: wait for the request that loads it
+        try:
+            if slot.champion is None and slot.error is not None and self._clock() - slot.checked < refresh:
+                raise slot.error
+            if slot.champion is not None and self._clock() - slot.checked < refresh:
+                return slot.champion  # loaded while this request waited
+            return self._refresh(slot, spec)
+        finally:
+            slot.lock.release()
+
+    def _refresh(self, slot: _Slot, spec: ModelSpec) -> Champion:
+        """Re-read the marks; load a new champion if the Production version changed (under slot.lock)."""
+        from cmms_mlflow import registry
+        from cmms_mlflow.exceptions import ModelNotFoundError, UntrustedModelError
+        from cmms_pm.exceptions import ContractError
+
+        name = spec.registered_model
+        started = self._clock()
+        mark: Hashable = None
+        try:
+            with self._session() as client:
+                model = registry.get_model(client, name)
+                mark = registry_mark(model)
+                if mark == slot.mark and (slot.champion is not None or slot.error is not None):
+                    slot.checked = started
+                    if slot.champion is None:
+                        raise slot.error  # type: ignore[misc]
+                    return slot.champion
+                champion = self._build(client, spec, model, slot.champion)
+        except ChampionUnavailable:
+            raise
+        except (ModelNotFoundError, UntrustedModelError, ContractError) as err:
+            # This registry state cannot be served: not until it changes (the mark is kept).
+            slot.champion, slot.mark, slot.checked = None, mark, started
+            slot.error = ChampionUnavailable(f"model {name!r} cannot be served: {err}")
+            log.error("%s", slot.error)
+            raise slot.error from err
+        except Exception as err:
+            if slot.champion is None:
+                raise
+            slot.checked = started  # MLflow unreachable: keep answering with the champion in hand
+            log.warning("Could not check the champion of %r (serving v%s): %s: %s",
+                        name, slot.champion.version, type(err).__name__, err)  # fmt: skip
+            return slot.champion
+        if slot.champion is None or champion.version != slot.champion.version:
+            log.info("Serving %r v%s (threshold %.3f)", name, champion.version, champion.threshold)
+        slot.champion, slot.mark, slot.checked, slot.error = champion, mark, started, None
+        return champion
+
+    def _build(self, client: MlflowClient, spec: ModelSpec, model: Any, current: Champion | None) -> Champion:
+        from cmms_mlflow import registry
+        from cmms_mlflow.exceptions import no_production_version
+        from cmms_mlflow.model_loading import load_version
+        from cmms_mlflow.training_run import load_contract
+        from cmms_pm.exceptions import ContractError
+
+        name = spec.registered_model
+        version, _, _ = registry.serving_of(client, name, model)
+        if version is None:
+            raise no_production_version(name)
+        number, run_id = str(version.version), version.run_id or ""
+        threshold = decision_threshold(version)
+        if current is not None and (current.version, current.run_id) == (number, run_id):
+            return Champion(name, number, run_id, current.model, current.contract, threshold)
+        contract = load_contract(client, run_id) if run_id else None
+        if contract is None:
+            raise ContractError(
+                f"v{number} has no data contract: the predict route serves only champions it can check "
+                "rows against (retrain it with this package)"
+            )
+        unverified = bool(spec.loading["allow_unverified_models"])
+        loaded = load_version(client, name, number, spec_name=spec.name, allow_unverified=unverified)
+        _one_thread_per_request(loaded)
+        return Champion(name, number, run_id, loaded, contract, threshold)
+
+    def clear(self) -> None:
+        with self._slots_lock:
+            self._slots.clear()
+
+
+def _one_thread_per_request(model: Any) -> None:
+    """Requests run in parallel threads already: a forest's per-call thread pool (``n_jobs=-1``) only
+    adds its start-up to every small request. Predictions are the same."""
+    from cmms_pm.training import base_classifier
+
+    classifier = base_classifier(model)
+    if getattr(classifier, "n_jobs", None) not in (None, 1):
+        classifier.n_jobs = 1
