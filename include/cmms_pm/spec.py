@@ -104,6 +104,8 @@ _SERVING = {
         # Top reasons per prediction (0: none), for the rows that alert or for all rows.
         "reasons": {"type": "integer", "minimum": 0, "maximum": 20, "default": 3},
         "reasons_for": {"enum": ["alerts", "all"], "default": "alerts"},
+        # exact: cmms_pm.explain's Tree SHAP; fast: forests' path attribution (cmms_pm.prediction).
+        "explainer": {"enum": ["fast", "exact"], "default": "fast"},
         # How often the api-server asks the registry whether the champion changed.
         "refresh_seconds": {"type": "number", "minimum": 0.1, "maximum": 3600, "default": 2.0},
     },

@@ -38,7 +38,7 @@ from cmms_pm.spec import MODEL_NAME_REGEX
 
 if TYPE_CHECKING:
     from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.serving import Champion, WarmChampions
+    from cmms_mlflow.serving import Champion, RiskCoalescer, WarmChampions
     from cmms_pm.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,14 @@ def champions() -> WarmChampions:
     return WarmChampions(lambda: _hook().session())
 
 
+@cache
+def _coalescer() -> RiskCoalescer:
+    from cmms_mlflow.serving import RiskCoalescer
+    from cmms_pm.training import positive_proba
+
+    return RiskCoalescer(positive_proba)
+
+
 def _too_large(spec: ModelSpec, what: str) -> HTTPException:
     limits = spec.serving
     return HTTPException(
@@ -221,6 +229,7 @@ def _response(champion: Champion, spec: ModelSpec, frame: Any, ids: list[str]) -
     found = predict(
         champion.model, frame, contract=champion.contract, threshold=champion.threshold,
         reasons=int(settings["reasons"]), reasons_for=settings["reasons_for"],
+        explainer=settings["explainer"], risk=_coalescer().risk(champion, frame),
     )  # fmt: skip
     id_values = {column: frame[column].tolist() for column in ids}
     predictions = [
