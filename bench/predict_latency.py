@@ -19,7 +19,6 @@ One run, one printed table with the ratios (target: our p50 and p99 <= MLflow's,
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -28,12 +27,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import api_latency
 from lib import PROJECT_DIR, Cluster, Postgres, clean_env, free_port, machine, table
 
 MODEL = "predictive_maintenance_rf"
@@ -104,49 +103,14 @@ def start_mlflow_serve(mlflow_uri: str, version: str, work: Path) -> tuple[subpr
 
 def load(base_url: str, path: str, body: bytes, headers: dict[str, str], requests: int, clients: int):
     """``requests`` POSTs of ``body`` from ``clients`` keep-alive clients: (latencies s, errors, wall s)."""
-    url = urllib.parse.urlsplit(base_url)
-    per_client = max(requests // clients, 1)
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    start = threading.Barrier(clients + 1)
-    sent = {"Content-Type": "application/json", **headers}
-
-    def client() -> None:
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=300)
-        mine, failed = [], 0
-        start.wait()
-        for _ in range(per_client):
-            began = time.perf_counter()
-            try:
-                conn.request("POST", path, body=body, headers=sent)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    failed += 1
-            except (OSError, http.client.HTTPException):
-                failed += 1
-                conn.close()
-                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=300)
-            mine.append(time.perf_counter() - began)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors[0] += failed
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    start.wait()
     began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return latencies, errors[0], time.perf_counter() - began
+    sent = {"Content-Type": "application/json", **headers}
+    latencies, errors = api_latency.load(base_url, path, sent, requests, body=body, clients=clients)
+    return latencies, errors, time.perf_counter() - began
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+def p99(values: list[float]) -> float:
+    return api_latency._percentile(values, 0.99)
 
 
 def fleet_rows(count: int) -> list[dict]:
@@ -188,7 +152,7 @@ def measure(cluster: Cluster, mlflow_base: str, *, sizes: list[int], requests: i
                 errors[name] += failed
                 walls[name] += wall
         stats = {
-            name: (statistics.median(s) * 1000, _percentile(s, 0.99) * 1000, len(s) / walls[name], len(s))
+            name: (statistics.median(s) * 1000, p99(s) * 1000, len(s) / walls[name], len(s))
             for name, s in samples.items()
         }
         ours, theirs = stats.values()
