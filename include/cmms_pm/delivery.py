@@ -93,13 +93,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _reasons(value: Any) -> list[dict[str, Any]]:
-    """A predictions cell of reasons (a list, or its JSON text) as a list of dicts."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, str):
-        return json.loads(value) if value else []
-    return [{k: _plain(v) for k, v in dict(reason).items()} for reason in value]
+def _reason_lists(predictions: pd.DataFrame) -> list[list[dict[str, Any]]]:
+    """Each row's reasons from batch scoring's flat columns (``reason_1``, ``reason_1_contribution``,
+    …; ``cmms_pm.fleet.reason_columns``); ``[]`` for a row without any (or a file without them)."""
+    n = len(predictions)
+    k = 0
+    while f"reason_{k + 1}" in predictions.columns:
+        k += 1
+    out: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    for i in range(1, k + 1):
+        names = predictions[f"reason_{i}"].tolist()
+        values = predictions[f"reason_{i}_contribution"].tolist()
+        for row, (feature, value) in enumerate(zip(names, values, strict=True)):
+            if isinstance(feature, str) and feature and value is not None and math.isfinite(value):
+                out[row].append({"feature": feature, "contribution": float(value)})
+    return out
 
 
 def records(
@@ -111,7 +119,8 @@ def records(
     airflow_run_id: str,
 ) -> list[dict[str, Any]]:
     """One table row per predictions row (``cmms_pm.fleet.score_frame``'s columns), keyed as the
-    table is. Two rows of one asset in one scoring: :class:`DeliveryRefused` (the key must be unique)."""
+    table is; ``threshold`` for files without a ``decision_threshold`` column. Two rows of one asset
+    in one scoring: :class:`DeliveryRefused` (the key must be unique)."""
     missing = [c for c in id_columns if c not in predictions.columns]
     if missing:
         raise DeliveryRefused(f"the predictions have no id columns {missing}: the asset of a row is unknown")
@@ -122,7 +131,12 @@ def records(
     ] if id_columns else [{} for _ in range(n)]  # fmt: skip
     stamps = pd.to_datetime(predictions["scored_at"], utc=True)
     days = stamps.dt.tz_convert(ZoneInfo(timezone)).dt.date.tolist()
-    reasons = predictions["reasons"].tolist() if "reasons" in predictions.columns else [None] * n
+    reasons = _reason_lists(predictions)
+    thresholds = (
+        predictions["decision_threshold"].astype(float).tolist()
+        if "decision_threshold" in predictions.columns
+        else [float(threshold)] * n
+    )
     issues = (
         predictions["contract_issues"].fillna("").astype(str).tolist()
         if "contract_issues" in predictions.columns
@@ -136,17 +150,17 @@ def records(
             "ids": json.dumps(row_ids, default=str),
             "risk": float(risk),
             "alert": bool(alert),
-            "threshold": float(threshold),
-            "reasons": json.dumps(_reasons(found)),
+            "threshold": row_threshold,
+            "reasons": json.dumps(found),
             "issues": issue,
             "model_version": str(version),
             "scored_at": stamp.to_pydatetime(),
             "airflow_run_id": airflow_run_id,
         }
-        for model, row_ids, day, risk, alert, found, issue, version, stamp in zip(
+        for model, row_ids, day, risk, alert, found, issue, version, stamp, row_threshold in zip(
             predictions["model_name"].tolist(), ids, days, predictions["failure_probability"].tolist(),
             predictions["at_risk"].tolist(), reasons, issues, predictions["model_version"].tolist(), stamps,
-            strict=True,
+            thresholds, strict=True,
         )
     ]  # fmt: skip
     keys = {(r["model_name"], r["asset_id"], r["scoring_day"]) for r in out}

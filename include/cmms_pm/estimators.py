@@ -199,6 +199,20 @@ ESTIMATORS: dict[str, Estimator] = {
 }
 
 
+#: What a calibrated pipeline adds to any estimator's skops trust list (``cmms_pm.calibration``):
+#: the calibrated classifier's per-class wrapper and Platt's sigmoid. ``FrozenEstimator`` and
+#: ``IsotonicRegression`` are among skops' own trusted scikit-learn types.
+CALIBRATION_TRUSTED_TYPES = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+)
+
+
+def trusted_types(kind: str) -> list[str]:
+    """Every type skops must trust to save or load a (calibrated) pipeline of estimator ``kind``."""
+    return [*estimator(kind).trusted_types, *CALIBRATION_TRUSTED_TYPES]
+
+
 def estimator(kind: str) -> Estimator:
     try:
         return ESTIMATORS[kind]

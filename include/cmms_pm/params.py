@@ -227,11 +227,12 @@ def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         }
     params["risk_threshold"] = {
         "default": spec.scoring["risk_threshold"],
-        "type": "number",
+        "type": ["null", "number"],
         "minimum": 0.0,
         "maximum": 1.0,
-        "title": "Risk threshold",
-        "description": "A row is at risk from this failure probability.",
+        "title": "Risk threshold (override)",
+        "description": "Empty: each champion alerts at its own decision threshold (chosen on its validation "
+        "data). A number overrides it for this run: a row is at risk from this failure probability.",
         "section": "Scoring",
     }
     return params

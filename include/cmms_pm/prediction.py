@@ -31,8 +31,8 @@ import pandas as pd
 from cmms_pm.contract import DataContract, feature_issues
 from cmms_pm.exceptions import CmmsPmError
 
-#: Which rows get reasons: those that alert (what a planner acts on), or every row.
-REASONS_FOR = ("alerts", "all")
+#: Which rows get reasons (the spec's ``explain.scope``): those that alert, or every row.
+SCOPES = ("at_risk", "all")
 #: How reasons are computed: exact (cmms_pm.explain), or fast for forests (see top_reasons).
 EXPLAINERS = ("exact", "fast")
 #: Row numbers quoted per problem; the count says how many there are.
@@ -144,20 +144,22 @@ def predict(
     contract: DataContract | None,
     threshold: float,
     reasons: int = 3,
-    reasons_for: str = "alerts",
+    scope: str = "at_risk",
+    max_explained: int | None = None,
     explainer: str = "exact",
     risk: np.ndarray | None = None,
 ) -> Predictions:
     """Risk (the positive class's probability), alert (risk ≥ ``threshold``), the contract issues
-    and up to ``reasons`` top reasons of every row of ``frame`` (``reasons_for``: ``alerts`` or ``all``
-    rows; the others get ``[]``; ``explainer``: see :func:`top_reasons`). Rows with issues are scored
-    too; their issues say why to doubt them. ``risk``: the model's risks of ``frame`` if the caller
-    has them already (the predict route computes those of concurrent requests in one call).
+    and up to ``reasons`` top reasons of every row of ``frame`` (``scope``: the rows that alert
+    — ``at_risk`` — or ``all``, the riskiest ``max_explained`` of them at most, as batch scoring's
+    ``explain`` section says; the others get ``[]``; ``explainer``: see :func:`top_reasons`). Rows
+    with issues are scored too; their issues say why to doubt them. ``risk``: the model's risks of
+    ``frame`` if the caller has them (the predict route computes concurrent requests' in one call).
     """
     from cmms_pm.training import positive_proba
 
-    if reasons_for not in REASONS_FOR:
-        raise ValueError(f"reasons_for must be one of {REASONS_FOR}, got {reasons_for!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     n = len(frame)
     if risk is None:
         risk = np.asarray(positive_proba(model, frame), dtype="float64") if n else np.zeros(0)
@@ -168,7 +170,9 @@ def predict(
             for position in where.tolist():
                 issues[position].append({"kind": kind, "feature": feature})
     explained: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    chosen = np.arange(n) if reasons_for == "all" else np.flatnonzero(alert)
+    chosen = np.arange(n) if scope == "all" else np.flatnonzero(alert)
+    if max_explained is not None and chosen.size > max_explained:
+        chosen = np.sort(chosen[np.argsort(-risk[chosen], kind="stable")[:max_explained]])
     if reasons > 0 and chosen.size:
         found = top_reasons(model, frame.iloc[chosen], reasons, explainer=explainer)
         for position, row_reasons in zip(chosen.tolist(), found, strict=True):

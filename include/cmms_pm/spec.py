@@ -92,6 +92,70 @@ _SQL_SOURCE = {
     "oneOf": [{"required": ["table"]}, {"required": ["query"]}],
 }
 
+#: How the alert threshold is chosen on the validation split (issue 19; ``cmms_pm.thresholds``).
+DECISION_STRATEGIES = ("f1", "cost", "precision_floor", "alert_budget")
+_DECISION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "strategy": {"enum": list(DECISION_STRATEGIES), "default": "f1"},
+        # What a missed failure and a needless inspection cost (any one unit): the ``cost`` strategy
+        # minimises their sum; every strategy reports the expected cost per scored row.
+        "costs": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "missed_failure": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12, "default": 10.0},
+                "needless_inspection": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 1e12,
+                    "default": 1.0,
+                },
+            },
+            "default": {},
+        },
+        # precision_floor: the lowest threshold (most recall) whose precision reaches this.
+        "min_precision": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        # alert_budget: at most per_day alerts on any day (needs the batch's time column), or at
+        # most a share of the rows (of the fleet) alerted.
+        "alert_budget": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "per_day": {"type": "integer", "minimum": 1, "maximum": 50_000_000},
+                "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            },
+        },
+        # When no threshold meets the cost, floor or budget: the F1-best threshold, a fixed one, or
+        # fail the run before anything is registered. Recorded either way.
+        "fallback": {"enum": ["f1", "fixed", "fail"], "default": "f1"},
+        "fixed_threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5},
+    },
+    "default": {},
+}
+#: Calibrated risk: a map from the classifier's score to a probability, fitted on held-out rows.
+CALIBRATION_METHODS = ("auto", "isotonic", "sigmoid", "none")
+_CALIBRATION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"method": {"enum": list(CALIBRATION_METHODS), "default": "auto"}},
+    "default": {},
+}
+#: Reasons per scored row (``cmms_pm.explain``): how many, for which rows.
+_EXPLAIN = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "reasons": {"type": "integer", "minimum": 0, "maximum": 20, "default": 3},
+        "scope": {"enum": ["at_risk", "all"], "default": "at_risk"},
+        # The riskiest rows explained at most per scoring run (SHAP on a forest is ~5 ms a row).
+        "max_rows": {"type": "integer", "minimum": 0, "maximum": 50_000_000, "default": 10_000},
+    },
+    "default": {},
+}
+
 #: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.predict_api).
 _SERVING = {
     "type": "object",
@@ -101,10 +165,8 @@ _SERVING = {
         "max_rows": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 10_000},
         # Request body size; a larger body is refused with 413 before it is read.
         "max_body_bytes": {"type": "integer", "minimum": 1024, "maximum": 268_435_456, "default": 8_388_608},
-        # Top reasons per prediction (0: none), for the rows that alert or for all rows.
-        "reasons": {"type": "integer", "minimum": 0, "maximum": 20, "default": 3},
-        "reasons_for": {"enum": ["alerts", "all"], "default": "alerts"},
-        # exact: cmms_pm.explain's Tree SHAP; fast: forests' path attribution (cmms_pm.prediction).
+        # Reasons: how many and for which rows, from the spec's explain section; computed by
+        # cmms_pm.explain's Tree SHAP (exact) or, for forests, their path attribution (fast).
         "explainer": {"enum": ["fast", "exact"], "default": "fast"},
         # How often the api-server asks the registry whether the champion changed.
         "refresh_seconds": {"type": "number", "minimum": 0.1, "maximum": 3600, "default": 2.0},
@@ -224,6 +286,9 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "decision": _DECISION,
+        "calibration": _CALIBRATION,
+        "explain": _EXPLAIN,
         "drift": {
             "type": "object",
             "additionalProperties": False,
@@ -318,7 +383,8 @@ SPEC_SCHEMA: dict[str, Any] = {
                     ],
                     "default": {"kind": "synthetic", "n_units": 500},
                 },
-                "risk_threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                # null (default): each champion's own decision threshold; a number overrides it.
+                "risk_threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": None},
                 "experiment": {"type": "string", "pattern": r"^(?![\s\S]*\n)\S.{0,199}$"},
             },
             "default": {},
@@ -428,6 +494,18 @@ class ModelSpec:
     @property
     def promotion(self) -> Mapping[str, Any]:
         return self.raw["promotion"]
+
+    @property
+    def decision(self) -> Mapping[str, Any]:
+        return self.raw["decision"]
+
+    @property
+    def calibration(self) -> Mapping[str, Any]:
+        return self.raw["calibration"]
+
+    @property
+    def explain(self) -> Mapping[str, Any]:
+        return self.raw["explain"]
 
     @property
     def drift(self) -> Mapping[str, Any]:
@@ -682,7 +760,21 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
+    problems += _decision_problems(raw["decision"])
     problems += _delivery_problems(raw)
+    return problems
+
+
+def _decision_problems(decision: Mapping[str, Any]) -> list[str]:
+    """A strategy without its setting, or a setting its strategy does not read."""
+    needs = {"precision_floor": "min_precision", "alert_budget": "alert_budget"}
+    problems = []
+    strategy = decision["strategy"]
+    for other, key in needs.items():
+        if strategy == other and key not in decision:
+            problems.append(f"decision.{key}: the {other} strategy needs it")
+        elif strategy != other and key in decision:
+            problems.append(f"decision.{key}: set, but decision.strategy is {strategy!r}, which ignores it")
     return problems
 
 

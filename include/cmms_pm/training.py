@@ -190,7 +190,7 @@ def feature_importances(model: Any, frame: pd.DataFrame, *, target: str, seed: i
     estimators get permutation importances of each raw input column on a sample of ``frame``
     (the drop in PR-AUC when the column is shuffled).
     """
-    classifier = model.named_steps["classifier"]
+    classifier = base_classifier(model)
     if hasattr(classifier, "feature_importances_"):
         names = model.named_steps["preprocess"].get_feature_names_out()
         result = pd.DataFrame(

@@ -114,6 +114,13 @@ def version_not_in_stage(name: str, version: str, expected: str, actual: str) ->
     )
 
 
+def invalid_decision_threshold(name: str, version: str, value: str) -> ModelValidationError:
+    return ModelValidationError(
+        f"model {name!r} version {version!r} has decision_threshold {value!r}, not a number strictly "
+        "between 0 and 1; fix or remove the tag (a version without one alerts at 0.5)"
+    )
+
+
 def champion_changed(name: str, expected: str | None, actual: str | None) -> PromotionConflictError:
     return PromotionConflictError(
         f"champion of model {name!r} changed since validation: expected version {expected!r}, "

@@ -10,7 +10,8 @@ batch scoring) goes through :func:`load_version` instead, which
    spec when one is given — and ``airflow.dag_id``/``airflow.run_id``), and the version's
    source is that run's logged model;
 2. takes the trusted types from the estimator the run says it trained (run param ``estimator``
-   → ``cmms_pm.estimators.ESTIMATORS[kind].trusted_types``), never from the artifact;
+   → ``cmms_pm.estimators.trusted_types(kind)``: the estimator's, plus the two scikit-learn
+   calibration wrappers every version since issue 19 carries), never from the artifact;
 3. downloads the ``MLmodel`` file alone and refuses anything but the sklearn flavor in skops
    format with a plain data-file name and no ``code`` folder, before the data file is fetched;
 4. loads the data file with ``skops.io.load(trusted=…)`` — never pickle — while MLflow's own
@@ -96,7 +97,7 @@ def load_version(
     import mlflow.artifacts
 
     from cmms_mlflow.training_run import quiet_airflow_shims
-    from cmms_pm.estimators import ESTIMATORS
+    from cmms_pm.estimators import ESTIMATORS, trusted_types
 
     skops_io = import_skops()
     from skops.io.exceptions import UntrustedTypesFoundException
@@ -116,7 +117,7 @@ def load_version(
             version,
             f"its run names no known estimator (param 'estimator' = {kind!r}) to trust types of",
         )
-    trusted = list(ESTIMATORS[kind].trusted_types)
+    trusted = trusted_types(kind)  # the estimator's and the calibration wrapper's, nothing else
     root = client.get_model_version_download_uri(name, version).rstrip("/")
     with tempfile.TemporaryDirectory() as tmp, pickle_loading_disabled():
         mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=tmp)

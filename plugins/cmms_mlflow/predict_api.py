@@ -225,11 +225,11 @@ def _answer(spec: ModelSpec, body: bytes) -> PredictResponse:
 def _response(champion: Champion, spec: ModelSpec, frame: Any, ids: list[str]) -> PredictResponse:
     from cmms_pm.prediction import predict
 
-    settings = spec.serving
+    explain = spec.explain
     found = predict(
         champion.model, frame, contract=champion.contract, threshold=champion.threshold,
-        reasons=int(settings["reasons"]), reasons_for=settings["reasons_for"],
-        explainer=settings["explainer"], risk=_coalescer().risk(champion, frame),
+        reasons=int(explain["reasons"]), scope=explain["scope"], max_explained=int(explain["max_rows"]),
+        explainer=spec.serving["explainer"], risk=_coalescer().risk(champion, frame),
     )  # fmt: skip
     id_values = {column: frame[column].tolist() for column in ids}
     predictions = [

@@ -2,8 +2,8 @@
 
 A :class:`Champion` is immutable: the loaded model (trusted loading: skops, trusted types,
 provenance — :func:`cmms_mlflow.model_loading.load_version`), its data contract, its version and
-its decision threshold. A request takes one :class:`Champion` and uses it for its whole answer,
-so an answer never mixes two versions.
+its decision threshold (:func:`cmms_mlflow.registry.decision_threshold`). A request takes one
+:class:`Champion` and uses it for its whole answer, so an answer never mixes two versions.
 
 :class:`WarmChampions` swaps it when the registry moves, without a restart:
 
@@ -16,8 +16,8 @@ so an answer never mixes two versions.
 * while one request checks or loads, the others are answered by the champion in hand (old or new,
   never none and never a mix); only the very first request of a model waits for the first load;
 * if MLflow cannot be reached, the champion in hand keeps answering (a warning is logged); a new
-  champion that cannot be trusted, or has no data contract, is never served: the model answers
-  :class:`ChampionUnavailable` (503) until the registry changes again.
+  champion that cannot be trusted, has no data contract or an invalid ``decision_threshold`` tag is
+  never served: the model answers :class:`ChampionUnavailable` (503) until the registry changes again.
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ if TYPE_CHECKING:
     from cmms_pm.spec import ModelSpec
 
 log = logging.getLogger(__name__)
-
-#: Version tag holding the decision threshold chosen at training (cmms_mlflow.registry's reader).
-THRESHOLD_TAG = "decision_threshold"
-DEFAULT_THRESHOLD = 0.5
 
 
 class ChampionUnavailable(MlflowPluginError):
@@ -67,16 +63,6 @@ class _Slot:
     mark: Hashable = None
     checked: float = float("-inf")
     error: ChampionUnavailable | None = None
-
-
-def decision_threshold(version: Any) -> float:
-    """The version's ``decision_threshold`` tag, or 0.5 (versions trained before thresholds were chosen)."""
-    raw = (getattr(version, "tags", None) or {}).get(THRESHOLD_TAG)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return DEFAULT_THRESHOLD
-    return value if 0.0 < value < 1.0 else DEFAULT_THRESHOLD
 
 
 def registry_mark(model: Any) -> Hashable:
@@ -123,7 +109,7 @@ class WarmChampions:
     def _refresh(self, slot: _Slot, spec: ModelSpec) -> Champion:
         """Re-read the marks; load a new champion if the Production version changed (under slot.lock)."""
         from cmms_mlflow import registry
-        from cmms_mlflow.exceptions import ModelNotFoundError, UntrustedModelError
+        from cmms_mlflow.exceptions import ModelNotFoundError, ModelValidationError, UntrustedModelError
         from cmms_pm.exceptions import ContractError
 
         name = spec.registered_model
@@ -141,7 +127,7 @@ class WarmChampions:
                 champion = self._build(client, spec, model, slot.champion)
         except ChampionUnavailable:
             raise
-        except (ModelNotFoundError, UntrustedModelError, ContractError) as err:
+        except (ModelNotFoundError, UntrustedModelError, ModelValidationError, ContractError) as err:
             # This registry state cannot be served: not until it changes (the mark is kept).
             slot.champion, slot.mark, slot.checked = None, mark, started
             slot.error = ChampionUnavailable(f"model {name!r} cannot be served: {err}")
@@ -171,7 +157,7 @@ class WarmChampions:
         if version is None:
             raise no_production_version(name)
         number, run_id = str(version.version), version.run_id or ""
-        threshold = decision_threshold(version)
+        threshold = registry.decision_threshold(version)
         if current is not None and (current.version, current.run_id) == (number, run_id):
             return Champion(name, number, run_id, current.model, current.contract, threshold)
         unverified = bool(spec.loading["allow_unverified_models"])

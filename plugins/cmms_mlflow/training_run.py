@@ -18,7 +18,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmms_mlflow.card_logging import log_card, training_card_facts
 from cmms_mlflow.hooks import PROJECT_DIR
+from cmms_mlflow.registry import DECISION_THRESHOLD_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.records import DataReport, TrainingResult
     from cmms_pm.batch import Manifest
+    from cmms_pm.calibration import Decided
     from cmms_pm.contract import DataContract
     from cmms_pm.spec import ModelSpec
 
@@ -160,7 +163,7 @@ def log_training_run(
     from cmms_pm.batch import manifest_features
     from cmms_pm.contract import derive_contract
     from cmms_pm.data import read_split, release_freed_memory
-    from cmms_pm.estimators import estimator as estimator_kind
+    from cmms_pm.estimators import trusted_types
 
     target = spec.target
     features = manifest_features(spec, manifest)
@@ -188,32 +191,55 @@ def log_training_run(
         training.fit_classifier(model, x, y)
         del x, y
         validation = read_split(manifest["splits"]["validation"]["uri"])
-        proba = training.positive_proba(model, validation)
-        y_val = validation[target].to_numpy()
-        metrics = training.classification_metrics(y_val, proba)
+        # Calibrated on the validation split, threshold from its out-of-fold risks; a split with no
+        # failure (or a strategy that must not fall back) fails here, before anything is logged.
+        decided = decide(model, validation, spec=spec, manifest=manifest)
+        model = decided.model
+        threshold = decided.threshold["threshold"]
+        proba, y_val = decided.proba_after, decided.y
+        metrics = training.classification_metrics(y_val, proba, threshold)
         importances = training.feature_importances(model, validation, target=target)
+        explanation = global_explanation(model, validation, seed=int(manifest.get("seed", 0)))
         params = {
             **hyperparameters,
             "estimator": estimator,
             "features": len(features.declared),
             "train_rows": train_rows,
             "validation_rows": len(validation),
+            **decision_params(decided),
         }
+        card = training_card_facts(
+            spec=spec, manifest=manifest, features=features, estimator=estimator, decided=decided,
+            contract=contract, validation=validation, checks=checks, run_id=run_id,
+        )  # fmt: skip
         del validation
         client.log_batch(
             run_id,
-            metrics=[Metric(f"val_{k}", float(v), 0, 0) for k, v in metrics.items()],
+            metrics=[
+                *(Metric(f"val_{k}", float(v), 0, 0) for k, v in metrics.items()),
+                *(Metric(k, float(v), 0, 0) for k, v in decision_metrics(decided).items()),
+            ],
             params=[Param(k, str(v)) for k, v in sorted(params.items())],
-            tags=[RunTag("mlflow.note.content", _run_note(manifest, estimator, metrics))],
+            tags=[
+                RunTag("mlflow.note.content", _run_note(manifest, estimator, metrics, threshold)),
+                RunTag(DECISION_THRESHOLD_TAG, repr(threshold)),
+            ],
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             importances.to_csv(out / "feature_importances.csv", index=False)
             plots.plot_feature_importances(importances, out / "feature_importances.png")
-            plots.plot_confusion_matrix(y_val, (proba >= 0.5).astype(int), out / "confusion_matrix.png")
+            explanation.to_csv(out / "global_explanation.csv", index=False)
+            plots.plot_global_explanation(explanation, out / "global_explanation.png")
+            plots.plot_confusion_matrix(y_val, (proba >= threshold).astype(int), out / "confusion_matrix.png")
             plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")
             plots.plot_pr_curve(y_val, proba, out / "pr_curve.png")
+            plots.plot_reliability(y_val, decided.proba_before, proba, out / "reliability_diagram.png")
+            (out / "decision.json").write_text(
+                json.dumps({"threshold": decided.threshold, "calibration": decided.calibration}, indent=2)
+            )
             client.log_artifacts(run_id, str(out), artifact_path="evaluation")
+        log_card(client, run_id, card)
         if checks is not None:
             log_checks(
                 client, run_id, checks, title=f"{spec.registered_model}: batch {manifest['data_version']}"
@@ -224,7 +250,7 @@ def log_training_run(
                 model,
                 name=MODEL_ARTIFACT,
                 serialization_format="skops",
-                skops_trusted_types=list(estimator_kind(estimator).trusted_types),
+                skops_trusted_types=trusted_types(estimator),
                 # pyfunc.predict returns the classifier's predict(): 0/1 per row, not a probability.
                 signature=infer_signature(example, model.predict(example)),
                 input_example=example,
@@ -236,6 +262,9 @@ def log_training_run(
                     "positive_label": str(spec.positive_label),
                     "predict_output": "1 = failure (the spec's positive label), 0 otherwise",
                     "data_contract": f"runs:/{run_id}/{CONTRACT_ARTIFACT}",
+                    "decision_threshold": threshold,
+                    "calibration": decided.calibration["method"],
+                    "risk_output": "predict_proba[:, 1] is a calibrated probability of failure",
                 },
             )
     except BaseException:
@@ -247,6 +276,7 @@ def log_training_run(
         "experiment_id": experiment_id,
         "model_uri": info.model_uri,
         "metrics": {k: float(v) for k, v in metrics.items()},
+        "threshold": threshold,
     }
 
 
@@ -294,6 +324,7 @@ def run_result(client: MlflowClient, run: Run) -> TrainingResult:
         "experiment_id": run.info.experiment_id,
         "model_uri": f"models:/{logged[0].model_id}",
         "metrics": {k[len("val_") :]: v for k, v in run.data.metrics.items() if k.startswith("val_")},
+        "threshold": run_threshold(run),
     }
 
 
@@ -357,9 +388,69 @@ def dataset_schema(frame: Any) -> Any:
     return Schema(columns)
 
 
-def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float]) -> str:
+def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float], threshold: float = 0.5) -> str:
     return (
         f"{estimator} trained on {manifest['splits']['train']['rows']} rows of "
         f"{manifest['data_version']} (digest {manifest['digest'][:12]}); validation F1 "
-        f"{metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}."
+        f"{metrics['f1']:.4f} at threshold {threshold:.4f}, ROC-AUC {metrics['roc_auc']:.4f}."
     )
+
+
+# --- decision threshold, calibration and explanation of a training run (issue 19) ----------------
+
+#: Validation rows the global explanation (mean |SHAP| per feature) is computed on: SHAP on a
+#: 100-tree forest costs ~5 ms a row, and the ranking is stable well below this.
+GLOBAL_EXPLANATION_ROWS = 500
+
+
+def decide(model: Any, validation: Any, *, spec: ModelSpec, manifest: Manifest) -> Decided:
+    """``cmms_pm.calibration.calibrate_and_choose`` with the spec's settings and the batch's time and
+    entity columns (a time-split batch's ``manifest["split"]``), seeded by the batch."""
+    from cmms_pm.calibration import calibrate_and_choose
+    from cmms_pm.thresholds import DecisionPolicy
+
+    split = dict(manifest.get("split") or {})  # type: ignore[call-overload]
+    return calibrate_and_choose(
+        model,
+        validation,
+        target=spec.target,
+        policy=DecisionPolicy.from_spec(spec.decision),
+        method=spec.calibration["method"],
+        seed=int(manifest.get("seed", 0)),
+        time_column=split.get("time_column"),
+        entity_column=split.get("entity_column"),
+    )
+
+
+def decision_params(decided: Decided) -> dict[str, Any]:
+    """Run params that say how the threshold and the calibration were chosen."""
+    return {
+        "decision_strategy": decided.threshold["strategy"],
+        "decision_chosen_by": decided.threshold["chosen_by"],
+        "calibration_method": decided.calibration["method"],
+    }
+
+
+def decision_metrics(decided: Decided) -> dict[str, float]:
+    """Run metrics of the threshold and the calibration (validation rows, out of fold)."""
+    return {
+        "decision_threshold": decided.threshold["threshold"],
+        "val_expected_cost": decided.threshold["expected_cost"],
+        "val_brier_before_calibration": decided.calibration["brier_before"],
+        "val_brier_after_calibration": decided.calibration["brier_after"],
+    }
+
+
+def global_explanation(model: Any, validation: Any, *, seed: int) -> Any:
+    """Mean |contribution| per feature on a sample of the validation split (``cmms_pm.explain``)."""
+    from cmms_pm.explain import global_importance
+
+    sample = validation.sample(n=min(len(validation), GLOBAL_EXPLANATION_ROWS), random_state=seed % 2**32)
+    return global_importance(model, sample)
+
+
+def run_threshold(run: Run) -> float:
+    """The threshold a finished training run chose (0.5 for a run from before thresholds)."""
+    from cmms_pm.thresholds import DEFAULT_THRESHOLD, valid_threshold
+
+    return valid_threshold(run.data.tags.get(DECISION_THRESHOLD_TAG)) or DEFAULT_THRESHOLD

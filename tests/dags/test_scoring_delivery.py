@@ -116,4 +116,5 @@ def test_scoring_delivers_to_the_table_and_the_webhook_and_a_second_run_of_the_d
         asset = json.loads(post.body)["asset_id"]
         assert post.headers["Idempotency-Key"] == idempotency_key(NAME, asset, when), asset
     assert all(b["model_version"] == champion and b["scoring_day"] == day for b in bodies)
+    assert all(b["reasons"] for b in bodies)  # the scoring's reason columns travel with the suggestion
     assert all(p.headers["Authorization"] == f"Bearer {token}" for p in posts)

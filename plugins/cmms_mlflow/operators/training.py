@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import registry, training_run
 from cmms_mlflow.assets import SPEC_TAG
+from cmms_mlflow.exceptions import bad_data_fails_the_task
 from cmms_mlflow.hooks import redact_uri
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
@@ -72,17 +73,18 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
             commit = training_run.git_commit()
             if commit:
                 tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
-            result = training_run.log_training_run(
-                client,
-                experiment_id=experiment_id,
-                manifest=manifest,
-                spec=spec,
-                estimator=config.estimator,
-                hyperparameters=config.hyperparameters,
-                tags=tags,
-                run_name=f"{self.task_id}-{manifest['training_date']}",
-                checks=self.checks,
-            )
+            with bad_data_fails_the_task():  # e.g. a validation split with no failure: no threshold
+                result = training_run.log_training_run(
+                    client,
+                    experiment_id=experiment_id,
+                    manifest=manifest,
+                    spec=spec,
+                    estimator=config.estimator,
+                    hyperparameters=config.hyperparameters,
+                    tags=tags,
+                    run_name=f"{self.task_id}-{manifest['training_date']}",
+                    checks=self.checks,
+                )
         context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, result["run_id"]))
         self.log.info("MLflow run %s: validation F1 %.4f", result["run_id"], result["metrics"]["f1"])
         return result
@@ -272,7 +274,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                 version=str(self.version),
                 holdout_uri=self.holdout_uri,
                 target=self.model_spec.target,
-                policy=config.thresholds,
+                policy={**config.thresholds, "costs": _decision_costs(self.model_spec)},
                 drift={
                     "status": checks.get("drift_status", "none"),
                     "reason": checks.get("drift_reason", ""),
@@ -499,13 +501,50 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         }
         summary["text"] = format_summary(summary)
         self.log.info("Pipeline summary\n%s", summary["text"])
+        card_with_outcome(client, record["challenger_run_id"], mv, summary, self.approval)
         self.push_model_version_link(context, self.model_name, version)
         return summary
+
+
+def _decision_costs(spec: ModelSpec) -> dict[str, float]:
+    """The spec's costs of a missed failure and a needless inspection (the decision record's
+    expected cost of challenger and champion is measured in them)."""
+    from cmms_pm.thresholds import DecisionPolicy
+
+    return DecisionPolicy.from_spec(spec.decision).costs
 
 
 def load_options(spec: ModelSpec) -> dict[str, Any]:
     """How validation loads the versions of ``spec``'s model (``model_loading.load_version``)."""
     return {"spec_name": spec.name, "allow_unverified": bool(spec.loading["allow_unverified_models"])}
+
+
+def card_with_outcome(
+    client: MlflowClient, run_id: str | None, mv: Any, summary: Mapping[str, Any], approval: Any
+) -> None:
+    """The card's last section: what became of the version, who decided and why (issue 19)."""
+    from cmms_mlflow.card_logging import update_card
+
+    if not run_id:
+        return
+    tags = dict(mv.tags)
+    answer = approval if isinstance(approval, Mapping) else {}
+    promoted = summary["decision"] == "promoted"
+    update_card(
+        client,
+        run_id,
+        "report",
+        approval={
+            "outcome": summary["decision"],
+            "stage": summary["stage"],
+            "decided_by": (tags.get("promoted_by") if promoted else None) or "the validation gate",
+            "reason": summary["reason"],
+            "approval_status": answer.get("status") or tags.get("approval_status"),
+            "approved_by": answer.get("by") or tags.get("approval_by"),
+            "approval_comment": answer.get("comment") or tags.get("approval_comment"),
+            "at": tags.get("promoted_at") if promoted else None,
+        },
+    )
 
 
 def _policy_line(record: DecisionRecord) -> str:

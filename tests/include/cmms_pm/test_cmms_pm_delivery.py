@@ -109,3 +109,23 @@ def test_suggestions_are_the_top_k_alerts_with_keys_stable_across_reruns():
     # Another day is another suggestion; the day is the spec's timezone's.
     assert delivery.idempotency_key("pm", "EQ-002", date(2026, 11, 27)) != first[0]["idempotency_key"]
     assert delivery.scoring_day("2026-11-26T23:30:00+00:00", "Europe/Berlin") == date(2026, 11, 27)
+
+
+def test_batch_scorings_reason_columns_and_threshold_travel_to_the_table_and_the_suggestions(engine):
+    frame = _predictions("2026-11-26T02:00:00+00:00", [0.9, 0.2])
+    frame["decision_threshold"] = 0.37
+    frame["reason_1"] = pd.array(["vibration_mm_s", None], dtype="str")
+    frame["reason_1_contribution"] = [0.3, float("nan")]
+    frame["reason_2"] = pd.array(["rpm", None], dtype="str")
+    frame["reason_2_contribution"] = [0.1, float("nan")]
+    rows = _records(frame, "run-1")
+    assert [json.loads(r["reasons"]) for r in rows] == [
+        [{"feature": "vibration_mm_s", "contribution": 0.3}, {"feature": "rpm", "contribution": 0.1}], [],
+    ]  # fmt: skip
+    assert {r["threshold"] for r in rows} == {0.37}
+    delivery.upsert(engine, "pm_scores", rows, create=True, where="test")
+    stored = _table(engine).set_index("asset_id").loc["EQ-000", "reasons"]
+    assert json.loads(stored)[0]["feature"] == "vibration_mm_s"
+    (suggestion,) = delivery.suggestions(rows, top_k=5, spec_name="pm", airflow={})
+    assert suggestion["reasons"][1] == {"feature": "rpm", "contribution": 0.1}
+    assert suggestion["threshold"] == 0.37

@@ -82,9 +82,13 @@ def test_reasons_go_to_the_alerts_and_fast_ones_add_up_to_the_forests_output(fit
     found = predict(model, frame, contract=contract, threshold=threshold, reasons=2, explainer="fast")
     explained = [bool(r) for r in found.reasons]
     assert any(explained) and not any(e and not a for e, a in zip(explained, found.alert, strict=True))
-    everyone = predict(model, frame, contract=contract, threshold=threshold, reasons=2, reasons_for="all",
+    everyone = predict(model, frame, contract=contract, threshold=threshold, reasons=2, scope="all",
                        explainer="fast")  # fmt: skip
     assert sum(bool(r) for r in everyone.reasons) > sum(bool(r) for r in found.reasons)
+    riskiest = predict(model, frame, contract=contract, threshold=0.0, reasons=2, max_explained=3,
+                       explainer="fast")  # fmt: skip
+    explained = [n for n, r in enumerate(riskiest.reasons) if r]
+    assert len(explained) <= 3 and set(explained) <= set(np.argsort(-riskiest.risk)[:3].tolist())
     values = _path_contributions(model, base_classifier(model), frame)
     base = np.asarray(shap.TreeExplainer(base_classifier(model)).expected_value).reshape(-1)[-1]
     np.testing.assert_allclose(values.sum(axis=1) + base, positive_proba(model, frame), atol=1e-9)

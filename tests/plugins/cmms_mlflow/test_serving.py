@@ -15,7 +15,7 @@ import pytest
 from support import training_provenance
 
 from cmms_mlflow import registry
-from cmms_mlflow.serving import ChampionUnavailable, WarmChampions, decision_threshold
+from cmms_mlflow.serving import ChampionUnavailable, WarmChampions
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_the_champion_is_loaded_once_kept_and_swapped_when_the_registry_moves(
     client, model_name, trained, spec
 ):
     v1 = _version(client, model_name, trained, threshold="0.35")
-    v2 = _version(client, model_name, trained, threshold="bogus")
+    v2 = _version(client, model_name, trained)
     _promote(client, model_name, v1, None)
     calls: list[int] = []
     clock = _Clock()
@@ -102,7 +102,7 @@ def test_the_champion_is_loaded_once_kept_and_swapped_when_the_registry_moves(
     assert warm.get(spec) is first  # not re-checked yet
     clock.now += 1
     second = warm.get(spec)
-    assert (second.version, second.threshold) == (v2, 0.5)  # an unreadable threshold: the default
+    assert (second.version, second.threshold) == (v2, 0.5)  # a version without the tag: 0.5
     assert second.model is not first.model
 
 
@@ -170,16 +170,6 @@ def test_a_model_without_champion_or_unknown_is_not_found(client, model_name, tr
     with pytest.raises(ChampionUnavailable, match="does not exist"):
         warm.get(spec)
     assert isinstance(ChampionUnavailable("x"), Exception) and ModelNotFoundError
-
-
-def test_the_threshold_tag_is_read_or_defaults_to_half():
-    class Version:
-        def __init__(self, tags):
-            self.tags = tags
-
-    assert decision_threshold(Version({"decision_threshold": "0.27"})) == 0.27
-    for bad in (None, "1.5", "0", "nan", "high"):
-        assert decision_threshold(Version({"decision_threshold": bad} if bad else {})) == 0.5
 
 
 def test_concurrent_small_requests_share_one_predict_call_and_each_gets_its_own_rows(trained, client):
