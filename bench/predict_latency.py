@@ -109,7 +109,7 @@ def load(base_url: str, path: str, body: bytes, headers: dict[str, str], request
     return latencies, errors, time.perf_counter() - began
 
 
-def p99(values: list[float]) -> float:
+def percentile_99(values: list[float]) -> float:
     return api_latency._percentile(values, 0.99)
 
 
@@ -152,7 +152,7 @@ def measure(cluster: Cluster, mlflow_base: str, *, sizes: list[int], requests: i
                 errors[name] += failed
                 walls[name] += wall
         stats = {
-            name: (statistics.median(s) * 1000, p99(s) * 1000, len(s) / walls[name], len(s))
+            name: (statistics.median(s) * 1000, percentile_99(s) * 1000, len(s) / walls[name], len(s))
             for name, s in samples.items()
         }
         ours, theirs = stats.values()

@@ -95,3 +95,21 @@ def test_scoring_throughput_bench_prints_dags_test_and_scheduler_tables_at_a_tin
     scheduler_table = out.stdout.split("Scoring throughput (scheduler)")[1]
     assert "|    2000 |" in scheduler_table or "| 2000 |" in scheduler_table
     assert "predict" in scheduler_table  # the operator's phases came back through the REST API
+
+
+@pytest.mark.slow
+def test_predict_latency_bench_prints_both_servers_and_the_ratios_at_a_tiny_size():
+    """Our predict route vs ``mlflow models serve`` of the same champion, 4 clients, 1 and 10 rows."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "predict_latency.py"),
+        "--requests", "8", "--clients", "4", "--sizes", "1,10", "--train-rows", "2000",
+        timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = out.stdout.split("Predict, 4 concurrent clients")[1]
+    for size in ("1", "10"):
+        for server in ("ours (Airflow api-server)", "mlflow models serve", "ours / MLflow"):
+            assert re.search(rf"^\|\s+{size} \|\s+{re.escape(server)} \|", table, re.M), table
+    # Every request of both servers answered 200 (the errors column).
+    failed = r"\| (ours \(Airflow api-server\)|mlflow models serve) \|\s+\d+ \|\s+[1-9]"
+    assert not re.search(failed, table), table

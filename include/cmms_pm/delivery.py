@@ -284,17 +284,13 @@ def _check_or_create(conn: Any, table: Any, name: str, *, create: bool, where: s
 
 def _upsert_statement(dialect: str, table: Any) -> Any:
     """INSERT … ON CONFLICT (key) DO UPDATE, unless the row there comes from a later scoring."""
+    from sqlalchemy.dialects import mysql, postgresql, sqlite
+
     values = [c for c in TABLE_COLUMNS if c not in KEY_COLUMNS]
     if dialect == "mysql":
-        from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-        statement = mysql_insert(table)
-        return statement.on_duplicate_key_update({c: statement.inserted[c] for c in values})
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    statement = insert(table)
+        upsert = mysql.insert(table)
+        return upsert.on_duplicate_key_update({c: upsert.inserted[c] for c in values})
+    statement = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     return statement.on_conflict_do_update(
         index_elements=list(KEY_COLUMNS),
         set_={c: statement.excluded[c] for c in values},

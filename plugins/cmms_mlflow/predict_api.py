@@ -16,7 +16,9 @@ with one prediction per row. The work runs in the api-server's thread pool, neve
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -197,7 +199,18 @@ def _body_problems(err: ValidationError) -> list[dict[str, Any]]:
     return list(problems.values())[:20]
 
 
+#: Bodies larger than this are parsed and scored at most LARGE_AT_ONCE at a time: a few megabytes
+#: of JSON become hundreds of megabytes of Python objects, and the thread pool has 40 threads.
+LARGE_BODY = 1 << 20
+LARGE_AT_ONCE = threading.BoundedSemaphore(2)
+
+
 def _answer(spec: ModelSpec, body: bytes) -> PredictResponse:
+    with LARGE_AT_ONCE if len(body) > LARGE_BODY else contextlib.nullcontext():
+        return _score(spec, body)
+
+
+def _score(spec: ModelSpec, body: bytes) -> PredictResponse:
     from cmms_mlflow.exceptions import ModelNotFoundError
     from cmms_mlflow.serving import ChampionUnavailable
     from cmms_pm.prediction import RowsRejected, rows_frame
@@ -237,8 +250,8 @@ def _response(champion: Champion, spec: ModelSpec, frame: Any, ids: list[str]) -
             ids={column: values[row] for column, values in id_values.items()},
             risk=risk,
             alert=alert,
-            reasons=[Reason.model_construct(**reason) for reason in found.reasons[row]],
-            issues=[Issue.model_construct(**issue) for issue in found.issues[row]],
+            reasons=[Reason.model_construct(None, **reason) for reason in found.reasons[row]],
+            issues=[Issue.model_construct(None, **issue) for issue in found.issues[row]],
         )
         for row, (risk, alert) in enumerate(zip(found.risk.tolist(), found.alert.tolist(), strict=True))
     ]
