@@ -119,7 +119,8 @@ def rows_frame(
                 continue
             columns[column] = categorical_text(pd.Series(values, dtype=object, name=column))
             continue
-        bad = [n for n, v in enumerate(values) if v is not None and not _is_number(v)]
+        plain = set(map(type, values)) <= _NUMBER_TYPES  # one pass in C for the usual request
+        bad = [] if plain else [n for n, v in enumerate(values) if v is not None and not _is_number(v)]
         if bad:
             got = sorted({type(values[n]).__name__.replace("str", "text") for n in bad})
             problems.append(
@@ -127,10 +128,13 @@ def rows_frame(
                          f"feature {column!r} needs numbers (or null), got {', '.join(got)}")
             )  # fmt: skip
             continue
-        columns[column] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        columns[column] = np.array(values, dtype="float64")  # None -> NaN
     if problems:
         raise RowsRejected(problems)
     return pd.DataFrame(columns)
+
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
 
 
 def _is_number(value: Any) -> bool:
@@ -156,13 +160,14 @@ def predict(
     with issues are scored too; their issues say why to doubt them. ``risk``: the model's risks of
     ``frame`` if the caller has them (the predict route computes concurrent requests' in one call).
     """
-    from cmms_pm.training import positive_proba
-
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     n = len(frame)
-    if risk is None:
-        risk = np.asarray(positive_proba(model, frame), dtype="float64") if n else np.zeros(0)
+    x = None
+    if risk is None and n:
+        x, risk = _inputs_and_risk(model, frame)
+    elif risk is None:
+        risk = np.zeros(0)
     alert = risk >= threshold
     issues: list[list[dict[str, str]]] = [[] for _ in range(n)]
     if contract is not None:
@@ -174,14 +179,27 @@ def predict(
     if max_explained is not None and chosen.size > max_explained:
         chosen = np.sort(chosen[np.argsort(-risk[chosen], kind="stable")[:max_explained]])
     if reasons > 0 and chosen.size:
-        found = top_reasons(model, frame.iloc[chosen], reasons, explainer=explainer)
+        inputs = x[chosen] if x is not None else None
+        found = top_reasons(model, frame.iloc[chosen], reasons, explainer=explainer, inputs=inputs)
         for position, row_reasons in zip(chosen.tolist(), found, strict=True):
             explained[position] = row_reasons
     return Predictions(risk=risk, alert=alert, issues=issues, reasons=explained)
 
 
+def _inputs_and_risk(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
+    """``training.positive_proba``, keeping the preprocessed rows (the fast reasons read them too)."""
+    from cmms_pm.training import _input_dtype, positive_proba, transform_in_chunks
+
+    steps = getattr(model, "named_steps", None)
+    if steps is None or list(steps) != ["preprocess", "classifier"]:
+        return None, np.asarray(positive_proba(model, frame), dtype="float64")
+    classifier = steps["classifier"]
+    x = transform_in_chunks(steps["preprocess"], frame, dtype=_input_dtype(classifier))
+    return x, np.asarray(classifier.predict_proba(x)[:, 1], dtype="float64")
+
+
 def top_reasons(
-    model: Any, frame: pd.DataFrame, k: int, *, explainer: str = "exact"
+    model: Any, frame: pd.DataFrame, k: int, *, explainer: str = "exact", inputs: np.ndarray | None = None
 ) -> list[list[dict[str, Any]]]:
     """Each row's top ``k`` reasons: ``cmms_pm.explain``'s, exact (Tree SHAP, linear coefficients).
 
@@ -190,6 +208,7 @@ def top_reasons(
     path), whose contributions also add up with the base value to the forest's output, in about a
     thousandth of the time (exact Tree SHAP costs ~7 ms per row for 100 trees of depth 10, which an
     online request for 1,000 rows cannot pay). Boosters and linear models are exact and fast either way.
+    ``inputs``: ``frame`` already preprocessed, if the caller has it.
     """
     from sklearn.ensemble._forest import BaseForest
     from sklearn.tree import BaseDecisionTree
@@ -203,10 +222,12 @@ def top_reasons(
     classifier = base_classifier(model)
     if explainer == "exact" or not isinstance(classifier, BaseForest | BaseDecisionTree):
         return exact(model, frame, k)
-    return reasons_from(_path_contributions(model, classifier, frame), k)
+    return reasons_from(_path_contributions(model, classifier, frame, inputs), k)
 
 
-def _path_contributions(model: Any, classifier: Any, frame: pd.DataFrame) -> pd.DataFrame:
+def _path_contributions(
+    model: Any, classifier: Any, frame: pd.DataFrame, inputs: np.ndarray | None = None
+) -> pd.DataFrame:
     """Saabas contributions of a forest per raw input column (one-hot columns summed back)."""
     from cmms_pm.explain import input_columns, output_owners
     from cmms_pm.training import _input_dtype, transform_in_chunks
@@ -216,8 +237,9 @@ def _path_contributions(model: Any, classifier: Any, frame: pd.DataFrame) -> pd.
         import shap
 
         explainer = _TREE_EXPLAINERS[classifier] = shap.TreeExplainer(classifier)
-    x = transform_in_chunks(model.named_steps["preprocess"], frame, dtype=_input_dtype(classifier))
-    values = np.asarray(explainer.shap_values(x, approximate=True, check_additivity=False))
+    if inputs is None:
+        inputs = transform_in_chunks(model.named_steps["preprocess"], frame, dtype=_input_dtype(classifier))
+    values = np.asarray(explainer.shap_values(inputs, approximate=True, check_additivity=False))
     if values.ndim == 3:  # (rows, features, classes): the positive class
         values = values[:, :, -1]
     columns = input_columns(model)

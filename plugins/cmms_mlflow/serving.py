@@ -207,8 +207,8 @@ class RiskCoalescer:
     for 50), so while one call runs, the requests that arrive queue up and the next call predicts
     all of them; each gets its own rows back. One call runs at a time; the thread of the first queued
     request makes the next one (no thread of its own). A request over :data:`COALESCE_MAX_ROWS`
-    rows is predicted alone, in its own thread. Rows of two champions (during a swap) are never in
-    one call.
+    rows is not queued: :meth:`risk` returns None and the request predicts alone, in its thread.
+    Rows of two champions (during a swap) are never in one call.
     """
 
     def __init__(self, proba: Callable[[Any, Any], Any]) -> None:
@@ -218,8 +218,10 @@ class RiskCoalescer:
         self._busy = False
 
     def risk(self, champion: Champion, frame: Any) -> Any:
+        """The risks of ``frame``'s rows; None for a request too large to share a call (the caller
+        predicts it alone, keeping its preprocessed rows for the reasons)."""
         if len(frame) > COALESCE_MAX_ROWS:
-            return self._proba(champion.model, frame)
+            return None
         job = _Job(champion, frame)
         with self._lock:
             self._queue.append(job)

@@ -225,6 +225,6 @@ def test_concurrent_small_requests_share_one_predict_call_and_each_gets_its_own_
     for number in range(30):
         assert abs(float(got[number][0]) - float(alone[number][0])) < 1e-12
     assert calls[0] == 1 and sorted(calls[1:]) == [14, 15]  # then one call per champion
-    # A large request is predicted alone, at once.
+    # A large request is not queued: its caller predicts it alone.
     big = rows_frame(json.loads(generate_telemetry(150, 4)[FEATURES].to_json(orient="records")), contract)
-    assert len(coalescer.risk(champions[0], big)) == 150 and calls[-1] == 150
+    assert coalescer.risk(champions[0], big) is None and len(calls) == 3
