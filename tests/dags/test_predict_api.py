@@ -184,6 +184,9 @@ def test_predictions_carry_the_version_threshold_ids_reasons_and_contract_issues
     rows[5]["equipment_id"] = "'); DROP TABLE x; --"  # ids are data, returned as sent
     status, answer = _predict(airflow_cluster, rows)
     assert status == 200, answer
+    from cmms_mlflow.predict_api import PredictResponse
+
+    PredictResponse.model_validate(answer)  # the documented shape, field for field
     v1 = sorted(served)[0]
     assert (answer["model"], answer["modelVersion"], answer["threshold"]) == (NAME, v1, 0.3)
     predictions = answer["predictions"]
