@@ -7,14 +7,15 @@ its decision threshold (:func:`cmms_mlflow.registry.decision_threshold`). A requ
 
 :class:`WarmChampions` swaps it when the registry moves, without a restart:
 
-* at most every ``refresh_seconds`` (the spec's ``serving.refresh_seconds``) one request reads the
-  registered model's marks — its last update (every stage change), its aliases and
+* at most every ``refresh_seconds`` (the spec's ``serving.refresh_seconds``) a thread started by
+  the first request past that time (which does not wait for it) reads the registered model's
+  marks — its last update (every stage change), its aliases and
   :data:`cmms_mlflow.registry.GENERATION_TAG` (every write of this package, in any process or
   host), as the production route's cache (:mod:`cmms_mlflow.serving_cache`) does. Unchanged marks
   cost that one read; changed marks re-read the Production version and its threshold, and a new
   version is loaded;
-* while one request checks or loads, the others are answered by the champion in hand (old or new,
-  never none and never a mix); only the very first request of a model waits for the first load;
+* while that thread checks or loads, every request is answered by the champion in hand (old or
+  new, never none and never a mix); only the very first request of a model waits for the first load;
 * if MLflow cannot be reached, the champion in hand keeps answering (a warning is logged); a new
   champion that cannot be trusted, has no data contract or an invalid ``decision_threshold`` tag is
   never served: the model answers :class:`ChampionUnavailable` (503) until the registry changes again.
@@ -93,16 +94,26 @@ class WarmChampions:
         refresh = float(spec.serving["refresh_seconds"])
         champion = slot.champion
         if champion is not None:
-            if self._clock() - slot.checked < refresh or not slot.lock.acquire(blocking=False):
-                return champion  # fresh enough, or another request is checking: serve the one in hand
-        else:
-            slot.lock.acquire()  # nothing in hand yet: wait for the request that loads it
+            if self._clock() - slot.checked >= refresh and slot.lock.acquire(blocking=False):
+                # Checked (and a new champion loaded) beside the requests, never in one's time.
+                threading.Thread(target=self._check, args=(slot, spec), daemon=True).start()
+            return champion
+        slot.lock.acquire()  # nothing in hand yet: wait for the request that loads it
         try:
             if slot.champion is None and slot.error is not None and self._clock() - slot.checked < refresh:
                 raise slot.error
             if slot.champion is not None and self._clock() - slot.checked < refresh:
                 return slot.champion  # loaded while this request waited
             return self._refresh(slot, spec)
+        finally:
+            slot.lock.release()
+
+    def _check(self, slot: _Slot, spec: ModelSpec) -> None:
+        """:meth:`_refresh` in a thread of its own (it holds ``slot.lock``, released here)."""
+        try:
+            self._refresh(slot, spec)
+        except Exception:  # recorded in the slot (ChampionUnavailable) or logged by _refresh
+            log.debug("Background check of %r failed", spec.registered_model, exc_info=True)
         finally:
             slot.lock.release()
 

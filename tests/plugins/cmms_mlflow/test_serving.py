@@ -8,6 +8,7 @@ tests/dags/test_predict_api.py.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 
@@ -69,6 +70,19 @@ def _promote(client, name: str, version: str, expected: str | None) -> None:
     )  # fmt: skip
 
 
+def _until(found, timeout: float = 60):
+    """``found()``'s first truthy value, polled (the champion's checks run in threads of their own)."""
+    deadline = time.monotonic() + timeout
+    while not (value := found()):
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.02)
+    return value
+
+
+def _checking(warm, name: str) -> bool:
+    return warm._slots[name].lock.locked()
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -94,14 +108,19 @@ def test_the_champion_is_loaded_once_kept_and_swapped_when_the_registry_moves(
     warm = WarmChampions(lambda: _counting(client, calls), clock=clock)
     first = warm.get(spec)
     assert (first.version, first.threshold, first.name) == (v1, 0.35, model_name)
-    assert first.contract.features and first.model.named_steps["classifier"].n_jobs == 1
+    from cmms_pm.training import base_classifier
+
+    assert first.contract.features and base_classifier(first.model).n_jobs == 1
     assert warm.get(spec) is first and len(calls) == 1  # within refresh_seconds: no registry read
     clock.now += 1
+    assert warm.get(spec) is first  # the check runs beside the request
+    _until(lambda: len(calls) == 2 and not _checking(warm, model_name))
     assert warm.get(spec) is first and len(calls) == 2  # one read: nothing moved, nothing loaded
     _promote(client, model_name, v2, v1)
     assert warm.get(spec) is first  # not re-checked yet
     clock.now += 1
-    second = warm.get(spec)
+    assert warm.get(spec) is first  # the old champion answers while the new one loads
+    second = _until(lambda: warm.get(spec) if warm.get(spec).version == v2 else None)
     assert (second.version, second.threshold) == (v2, 0.5)  # a version without the tag: 0.5
     assert second.model is not first.model
 
@@ -124,12 +143,11 @@ def test_requests_during_a_check_are_answered_by_the_champion_in_hand(client, mo
     champion = warm.get(spec)
     clock.now += 1
     slow["on"] = True
-    checker = threading.Thread(target=warm.get, args=(spec,))
-    checker.start()
+    assert warm.get(spec) is champion  # starts the check, does not wait for it
     assert entered.wait(30)
-    assert warm.get(spec) is champion  # the check in flight does not hold this request up
+    assert warm.get(spec) is champion  # the check in flight holds no request up
     release.set()
-    checker.join(30)
+    _until(lambda: not _checking(warm, model_name))
 
 
 def test_mlflow_down_keeps_the_champion_and_an_untrusted_one_is_never_served(
@@ -151,14 +169,24 @@ def test_mlflow_down_keeps_the_champion_and_an_untrusted_one_is_never_served(
     down["on"] = True
     clock.now += 1
     assert warm.get(spec) is champion
+    _until(lambda: not _checking(warm, model_name))
+    assert warm.get(spec) is champion  # MLflow down: the champion in hand keeps answering
     down["on"] = False
     # A version without the pipeline's provenance (its run has no model_spec tag) becomes champion.
     run = client.create_run(client.get_experiment_by_name("serving-tests").experiment_id)
     client.set_terminated(run.info.run_id)
     _promote(client, model_name, _version(client, model_name, trained, run_id=run.info.run_id), v1)
     clock.now += 1
-    with pytest.raises(ChampionUnavailable, match="cannot be served: .*not produced by this package"):
-        warm.get(spec)
+    warm.get(spec)  # the check that finds the untrusted champion
+
+    def refused() -> str:
+        try:
+            warm.get(spec)
+        except ChampionUnavailable as err:
+            return str(err)
+        return ""
+
+    assert re.search("cannot be served: .*not produced by this package", _until(refused))
     with pytest.raises(ChampionUnavailable):  # remembered, not reloaded on every request
         warm.get(spec)
 
