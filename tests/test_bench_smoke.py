@@ -70,7 +70,7 @@ def test_timed_run_reports_the_child_peak_not_the_benchs_own(tmp_path):
     from lib import clean_env, timed_run
 
     ballast = bytearray(400 * 1024 * 1024)
-    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # resident, not just reserved
+    ballast[::4096] = b"x" * len(ballast[::4096])  # resident, not just reserved
     child = "import time; b = bytearray(40 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
     out = timed_run([sys.executable, "-c", child], clean_env(), log=tmp_path / "run.log")
     del ballast

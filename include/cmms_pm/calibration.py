@@ -11,6 +11,13 @@ fitted on would be optimistic (isotonic regression follows those labels step by 
 one half for calibration and the other for the threshold would leave each with half the failures
 (measured on the AI4I-like data: the same or slightly better holdout F1 and Brier with cross-fitting).
 
+``calibration.method: auto`` (the default) tries sigmoid (Platt) scaling and, when the split holds
+at least ``ISOTONIC_MIN_POSITIVES`` failures, isotonic regression, and keeps the one with the lower
+out-of-fold Brier score, or none when neither beats the classifier's own risk (measured: a boosted
+model of the synthetic telemetry is already well calibrated; Platt scaling made it worse). The
+method and the threshold are then both read off the same out-of-fold risks: a mild selection
+among two candidates, stated here rather than hidden.
+
 The calibrated classifier replaces the ``classifier`` step of the pipeline, so ``named_steps``
 stay ``preprocess``/``classifier``; ``cmms_pm.training.base_classifier`` gives back the fitted
 classifier inside (reasons and importances explain that one). Balanced class weights make a
@@ -28,9 +35,9 @@ import pandas as pd
 from cmms_pm.exceptions import DataValidationError
 from cmms_pm.thresholds import DecisionPolicy, ThresholdChoice, ThresholdError, choose_threshold
 
-#: ``auto`` picks isotonic regression when the validation split holds at least this many failures
-#: (and as many non-failures), i.e. each cross-fitting half about half as many: below, its steps
-#: follow a handful of labels, and Platt's sigmoid (two parameters) is the safer map.
+#: ``auto`` tries isotonic regression only when the validation split holds at least this many
+#: failures (and as many non-failures), i.e. each cross-fitting half about half as many: below, its
+#: steps follow a handful of labels, and Platt's sigmoid (two parameters) is the safer map.
 #: scikit-learn's user guide warns of isotonic overfitting on small calibration sets.
 ISOTONIC_MIN_POSITIVES = 200
 #: With calibration the validation split must hold a failure for each half.
@@ -66,18 +73,20 @@ class Decided:
     rows: pd.DataFrame = field(repr=False)
 
 
-def choose_method(requested: str, positives: int, negatives: int) -> tuple[str, str]:
-    """The calibration method to use and why (``auto``: isotonic with enough failures, else sigmoid)."""
+def candidate_methods(requested: str, positives: int, negatives: int) -> tuple[list[str], str]:
+    """The calibration methods to try and why: the spec's one, or for ``auto`` sigmoid and (with
+    enough of both classes) isotonic; ``auto`` keeps the one with the lower out-of-fold Brier score,
+    or none when neither improves on the classifier's own scores."""
     if requested != "auto":
-        return requested, f"calibration.method: {requested}"
+        return [requested], f"calibration.method: {requested}"
     if min(positives, negatives) >= ISOTONIC_MIN_POSITIVES:
-        return "isotonic", (
-            f"auto: {positives} failures in the validation split (≥ {ISOTONIC_MIN_POSITIVES}) are enough "
-            "for isotonic regression"
+        return ["sigmoid", "isotonic"], (
+            f"auto: sigmoid or isotonic ({positives} failures ≥ {ISOTONIC_MIN_POSITIVES}), whichever "
+            "has the lower out-of-fold Brier score"
         )
-    return "sigmoid", (
+    return ["sigmoid"], (
         f"auto: {min(positives, negatives)} {'failures' if positives <= negatives else 'non-failures'} in "
-        f"the validation split (< {ISOTONIC_MIN_POSITIVES}): sigmoid (Platt) calibration, two parameters "
+        f"the validation split (< {ISOTONIC_MIN_POSITIVES} for isotonic): sigmoid (Platt), two parameters "
         "that a few labels cannot overfit"
     )
 
@@ -129,16 +138,38 @@ def calibrate_and_choose(
             f"the validation split holds {positives} failure: cross-fitted calibration needs at least "
             f"{MIN_POSITIVES_TO_CALIBRATE} (one per half), or calibration.method: none"
         )
-    chosen, reason = choose_method(method, positives, len(y) - positives)
-    out_of_fold = np.empty(len(y))
-    first, second = halves(y, seed)
-    for fit_rows, score_rows in ((first, second), (second, first)):
-        fold = calibrate(model, validation.iloc[fit_rows], y[fit_rows], chosen)
-        out_of_fold[score_rows] = positive_proba(fold, validation.iloc[score_rows])
+    methods, reason = candidate_methods(method, positives, len(y) - positives)
+    halves_ = halves(y, seed)
+    scored = {m: _out_of_fold(model, validation, y, m, halves_) for m in methods}
+    chosen = min(scored, key=lambda m: brier(y, scored[m]))
+    if method == "auto" and brier(y, scored[chosen]) >= brier(y, before):
+        reason += (
+            f"; neither improved the Brier score of the classifier's own risk ({brier(y, before):.4f} vs "
+            f"{brier(y, scored[chosen]):.4f} out of fold): no calibration"
+        )
+        report = _report("none", method, reason, y, before, before)
+        choice = _choose(y, before, validation, policy, time_column, entity_column)
+        return Decided(model, choice, report, y, before, before, validation)
+    if len(methods) > 1:
+        reason += f": {chosen} ({brier(y, scored[chosen]):.4f})"
     calibrated = calibrate(model, validation, y, chosen)
-    report = _report(chosen, method, reason, y, before, out_of_fold)
-    choice = _choose(y, out_of_fold, validation, policy, time_column, entity_column)
-    return Decided(calibrated, choice, report, y, before, out_of_fold, validation)
+    report = _report(chosen, method, reason, y, before, scored[chosen])
+    choice = _choose(y, scored[chosen], validation, policy, time_column, entity_column)
+    return Decided(calibrated, choice, report, y, before, scored[chosen], validation)
+
+
+def _out_of_fold(
+    model: Any, validation: pd.DataFrame, y: np.ndarray, method: str, folds: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Each row's risk from a ``method`` calibrator fitted on the other half of the rows."""
+    from cmms_pm.training import positive_proba
+
+    out = np.empty(len(y))
+    first, second = folds
+    for fit_rows, score_rows in ((first, second), (second, first)):
+        fold = calibrate(model, validation.iloc[fit_rows], y[fit_rows], method)
+        out[score_rows] = positive_proba(fold, validation.iloc[score_rows])
+    return out
 
 
 def calibrate(model: Any, frame: pd.DataFrame, y: np.ndarray, method: str) -> Any:

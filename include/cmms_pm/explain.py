@@ -38,14 +38,20 @@ EXPLAIN_CHUNK_ROWS = 5_000
 OUTPUT_ATTR = "output"
 
 
-def contributions(model: Any, frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+def contributions(
+    model: Any, frame: pd.DataFrame, *, approximate: bool = False
+) -> tuple[pd.DataFrame, float]:
     """Per-row contribution of each raw input column to the classifier's output, and the base value.
 
     The frame has ``frame``'s index and one column per raw feature the pipeline reads (its input
     order); ``attrs["output"]`` names the scale (``probability`` or ``log_odds``). For every row,
     ``base_value + row.sum()`` is the uncalibrated classifier's output on that row.
+
+    ``approximate``: for tree models, Saabas' path attributions instead of exact Tree SHAP (SHAP's
+    ``approximate=True``, XGBoost's ``approx_contribs``): they add up the same way, in a fraction
+    of the time (a 100-tree forest: ~5 ms a row exact), but only roughly follow Shapley values.
     """
-    explainer = _explainer(model)
+    explainer = _explainer(model, approximate=approximate)
     columns = input_columns(model)
     owners = output_owners(model.named_steps["preprocess"])
     group = _grouping(owners, columns)
@@ -63,7 +69,9 @@ def contributions(model: Any, frame: pd.DataFrame) -> tuple[pd.DataFrame, float]
     return result, float(base)
 
 
-def top_reasons(model: Any, frame: pd.DataFrame, k: int = 3) -> list[list[dict[str, Any]]]:
+def top_reasons(
+    model: Any, frame: pd.DataFrame, k: int = 3, *, approximate: bool = False
+) -> list[list[dict[str, Any]]]:
     """Each row's (up to) ``k`` features that pushed its risk up most, highest first.
 
     ``[{"feature": raw column, "contribution": float}, ...]`` per row of ``frame``, in its order.
@@ -72,7 +80,7 @@ def top_reasons(model: Any, frame: pd.DataFrame, k: int = 3) -> list[list[dict[s
     """
     if k < 1:
         raise DataValidationError(f"k must be a positive number of reasons, got {k}")
-    values, _ = contributions(model, frame)
+    values, _ = contributions(model, frame, approximate=approximate)
     return reasons_from(values, k)
 
 
@@ -182,7 +190,7 @@ def _grouping(owners: Sequence[str], columns: Sequence[str]) -> np.ndarray:
 # --- explainers: a function part -> (values per preprocessed column, base value) ----------------
 
 
-def _explainer(model: Any) -> Any:
+def _explainer(model: Any, *, approximate: bool = False) -> Any:
     clf = base_classifier(model)
     preprocess = model.named_steps["preprocess"]
     dtype = _input_dtype(clf)
@@ -196,11 +204,11 @@ def _explainer(model: Any) -> Any:
         intercept = float(np.asarray(clf.intercept_).reshape(-1)[0])
         return lambda part: (transform(part).astype(float) * coef, intercept)
     if kind == "xgboost":
-        return lambda part: _xgboost(clf, transform(part))
+        return lambda part: _xgboost(clf, transform(part), approximate)
     if kind == "lightgbm":
         return lambda part: _lightgbm(clf, transform(part))
     if kind == "hist_gradient_boosting":
-        explain_hgb = _HistGradientBoostingExplainer(clf)
+        explain_hgb = _HistGradientBoostingExplainer(clf, approximate=approximate)
         return lambda part: explain_hgb(transform(part))
     if kind == "tree":
         import shap
@@ -209,7 +217,9 @@ def _explainer(model: Any) -> Any:
 
         def explain_tree(part: pd.DataFrame) -> tuple[np.ndarray, float]:
             x = transform(part)
-            values = np.asarray(tree_explainer.shap_values(x, check_additivity=False))
+            values = np.asarray(
+                tree_explainer.shap_values(x, check_additivity=False, approximate=approximate)
+            )
             expected = np.asarray(tree_explainer.expected_value, dtype=float).reshape(-1)
             if values.ndim == 3:  # (rows, features, classes): the positive class
                 return values[:, :, -1], float(expected[-1])
@@ -243,10 +253,13 @@ def _output_scale(clf: Any) -> str:
     return "probability" if _kind(clf) == "tree" else "log_odds"
 
 
-def _xgboost(clf: Any, x: np.ndarray) -> tuple[np.ndarray, float]:
+def _xgboost(clf: Any, x: np.ndarray, approximate: bool = False) -> tuple[np.ndarray, float]:
     import xgboost
 
-    values = np.asarray(clf.get_booster().predict(xgboost.DMatrix(x), pred_contribs=True), dtype=float)
+    booster = clf.get_booster()
+    values = np.asarray(
+        booster.predict(xgboost.DMatrix(x), pred_contribs=True, approx_contribs=approximate), dtype=float
+    )
     if len(values) == 0:
         return values[:, :-1], 0.0
     return values[:, :-1], float(values[0, -1])
@@ -264,9 +277,10 @@ class _HistGradientBoostingExplainer:
     included: each distinct (feature, left-category set) becomes a 0/1 column (0 = left, 1 = right,
     NaN = the missing-value branch), so every split is a threshold split SHAP can read."""
 
-    def __init__(self, clf: Any) -> None:
+    def __init__(self, clf: Any, *, approximate: bool = False) -> None:
         import shap
 
+        self.approximate = approximate
         if getattr(clf, "n_trees_per_iteration_", 1) != 1:
             raise DataValidationError("reasons support binary HistGradientBoostingClassifier only")
         self.known, self.f_idx_map = clf._bin_mapper.make_known_categories_bitsets()
@@ -323,7 +337,10 @@ class _HistGradientBoostingExplainer:
         return out
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        values = np.asarray(self.explainer.shap_values(self._augment(x), check_additivity=False))
+        augmented = self._augment(x)
+        values = np.asarray(
+            self.explainer.shap_values(augmented, check_additivity=False, approximate=self.approximate)
+        )
         grouped = np.zeros((len(x), self.n_features))
         np.add.at(grouped.T, self.owner, values.T)
         return grouped, self.base

@@ -158,7 +158,7 @@ def training_card_facts(
         "calibration": dict(decided.calibration),
         "limitations": limitations(
             validation_positives=int(choice["positives"]),
-            unseen={name: list(found.get("values", [])) for name, found in unseen.items()},
+            unseen={name: _values(found) for name, found in unseen.items()},
             drift=drift,
             notes=list(checks.get("notes") or []),
             excluded=list(spec.drop),
@@ -168,3 +168,8 @@ def training_card_facts(
         "holdout": None,
         "approval": None,
     }
+
+
+def _values(found: Any) -> list[str]:
+    """The unseen values of one column of a contract check (``{"rows": n, "values": [...]}``)."""
+    return [str(value) for value in (found.get("values") or [])]

@@ -173,6 +173,8 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "runId": mv.run_id or None,
         "createdAt": _iso_from_ms(mv.creation_timestamp),
         "holdout": {m: _float(tags.get(f"validation_{m}")) for m in HOLDOUT_METRICS},
+        # The alert threshold chosen on its validation data (None: a version from before, 0.5).
+        "decisionThreshold": _float(tags.get("decision_threshold")),
         "validationMetrics": dict(run.data.metrics) if run is not None else {},
         "championF1AtValidation": _float(tags.get("champion_f1")),
         "championVersionAtValidation": tags.get("champion_version") or None,
@@ -273,6 +275,28 @@ def version_detail(client: MlflowClient, hook: MlflowHook, name: str, version: s
     view["decisionRecord"] = recorded_decision(client, mv.run_id) if mv.run_id else None
     view["history"] = recent_decisions(client, name, VERSION_HISTORY_LIMIT, version=str(mv.version))
     view["plots"] = sorted(plot_paths(client, mv.run_id)) if mv.run_id else []
+    view["modelCard"] = model_card_text(client, mv.run_id) if mv.run_id else None
     view["champion"] = aliases.get(registry.CHAMPION)
     view["previousChampion"] = aliases.get(registry.PREVIOUS_CHAMPION)
     return view
+
+
+#: Largest model card the page shows (ours are a few KB; a run's artifact could be anything).
+MODEL_CARD_MAX_BYTES = 256 * 1024
+
+
+def model_card_text(client: MlflowClient, run_id: str) -> str | None:
+    """The version's ``model_card.md`` as text (None: none yet), cut at ``MODEL_CARD_MAX_BYTES``.
+
+    Plain text for the page, which shows it preformatted through ``textContent``: a column name
+    like ``<script>`` in the card stays characters on the screen.
+    """
+    from cmms_mlflow.card_logging import read_card
+
+    text = read_card(client, run_id)
+    if text is None:
+        return None
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MODEL_CARD_MAX_BYTES:
+        return text
+    return encoded[:MODEL_CARD_MAX_BYTES].decode("utf-8", errors="ignore") + "\n\n[… cut: the card is larger]"

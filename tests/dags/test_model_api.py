@@ -109,7 +109,7 @@ def test_the_models_page_needs_a_login_and_allows_no_inline_script(airflow_clust
     for path in ("/cmms-ui/models/", "/cmms-ui/static/models.js", "/cmms-ui/models/pm/versions/1"):
         assert _get_page(airflow_cluster, path, None)[0] == 401, path
     status, headers, body = _get_page(airflow_cluster, "/cmms-ui/models/", "viewer")
-    assert status == 200 and b'<table' not in body and b"models.js" in body
+    assert status == 200 and b"<table" not in body and b"models.js" in body
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'self'" in csp
     assert _get_page(airflow_cluster, "/cmms-ui/static/..%2F..%2Fapi.py", "viewer")[0] in (404, 422)

@@ -115,6 +115,18 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             return sources.read_sql_source(source, interval_start=scored_at, interval_end=scored_at)
         return sources.read_file_source(source["path"], aws_conn_id=source.get("aws_conn_id", "aws_default"))
 
+    def threshold_source(self, override: float | None, version: str, threshold: float) -> str:
+        """Where the threshold of this scoring came from (logged and kept in the summary)."""
+        if override is None:
+            return f"decision_threshold of v{version}"
+        if override == self.model_spec.scoring.get("risk_threshold"):
+            self.log.warning(
+                "Scoring at the spec's scoring.risk_threshold %.4f instead of each champion's own decision "
+                "threshold; remove it from the spec to use the model's", threshold,
+            )  # fmt: skip
+            return "the spec's scoring.risk_threshold"
+        return "run parameter risk_threshold"
+
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
         from cmms_mlflow.champion_scoring import load_champion, log_summary
         from cmms_mlflow.client_context import pickle_loading_disabled
@@ -168,11 +180,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             out = write_frame(predictions, f"{run_dir}/{name}/predictions.parquet")
             clock.lap("write")
             summary = summarize(predictions, threshold=threshold, id_columns=id_columns, flags=flags)
-            summary["threshold_source"] = (
-                "run parameter risk_threshold"
-                if override is not None
-                else (f"decision_threshold of v{version}")
-            )
+            summary["threshold_source"] = self.threshold_source(override, version, threshold)
             run_id = log_summary(
                 client,
                 experiment_id=experiment_id,

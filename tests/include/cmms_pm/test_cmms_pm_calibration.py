@@ -11,7 +11,7 @@ from cmms_pm.calibration import (
     ISOTONIC_MIN_POSITIVES,
     calibrate,
     calibrate_and_choose,
-    choose_method,
+    candidate_methods,
     halves,
 )
 from cmms_pm.estimators import ESTIMATORS, trusted_types
@@ -115,11 +115,36 @@ def test_halves_are_stratified_disjoint_and_the_same_for_the_same_seed():
     assert np.array_equal(first, again[0]) and not np.array_equal(first, halves(y, seed=10)[0])
 
 
-def test_auto_chooses_isotonic_only_with_enough_failures():
-    assert choose_method("auto", ISOTONIC_MIN_POSITIVES, 5000)[0] == "isotonic"
-    method, reason = choose_method("auto", ISOTONIC_MIN_POSITIVES - 1, 5000)
-    assert method == "sigmoid" and "sigmoid" in reason
-    assert choose_method("isotonic", 3, 5000)[0] == "isotonic"  # the spec may insist
+def test_auto_tries_isotonic_only_with_enough_failures():
+    assert candidate_methods("auto", ISOTONIC_MIN_POSITIVES, 5000)[0] == ["sigmoid", "isotonic"]
+    methods, reason = candidate_methods("auto", ISOTONIC_MIN_POSITIVES - 1, 5000)
+    assert methods == ["sigmoid"] and "sigmoid" in reason
+    assert candidate_methods("isotonic", 3, 5000)[0] == ["isotonic"]  # the spec may insist
+
+
+def test_auto_keeps_the_lower_out_of_fold_brier_or_no_calibration(models, splits, monkeypatch):
+    from cmms_pm import calibration
+
+    monkeypatch.setattr(calibration, "ISOTONIC_MIN_POSITIVES", 10)  # both candidates on this small split
+    model = models["random_forest"]
+    both = calibrate_and_choose(model, splits["validation"], target=TARGET, policy=DecisionPolicy(), seed=3)
+    assert both.calibration["method"] in ("sigmoid", "isotonic") and "whichever" in both.calibration["reason"]
+    alone = {
+        m: calibrate_and_choose(
+            model, splits["validation"], target=TARGET, policy=DecisionPolicy(), method=m, seed=3
+        )
+        for m in ("sigmoid", "isotonic")
+    }
+    assert both.calibration["brier_after"] == min(d.calibration["brier_after"] for d in alone.values())
+    # When no calibrator improves on the classifier's own risk (a Brier score that never moves here),
+    # the classifier stays uncalibrated, and the report says why.
+    monkeypatch.setattr(calibration, "brier", lambda y, p: 0.25)
+    kept = calibrate_and_choose(model, splits["validation"], target=TARGET, policy=DecisionPolicy(), seed=3)
+    assert (
+        kept.model is model
+        and kept.calibration["method"] == "none"
+        and "no calibration" in kept.calibration["reason"]
+    )
 
 
 def test_a_validation_split_without_failures_fails_before_anything_is_fitted(models, splits):

@@ -30,9 +30,10 @@ def rows(splits) -> pd.DataFrame:
     return splits["holdout"].head(ROWS)
 
 
+@pytest.mark.parametrize("approximate", [False, True], ids=["exact", "approximate"])
 @pytest.mark.parametrize("kind", sorted(ESTIMATORS))
-def test_contributions_sum_with_the_base_value_to_the_model_output(models, rows, kind):
-    values, base = explain.contributions(models[kind], rows)
+def test_contributions_sum_with_the_base_value_to_the_model_output(models, rows, kind, approximate):
+    values, base = explain.contributions(models[kind], rows, approximate=approximate)
     output = explain.model_output(models[kind], rows)
     np.testing.assert_allclose(values.sum(axis=1).to_numpy() + base, output, rtol=0, atol=1e-9)
     assert list(values.columns) == FEATURES  # one column per raw feature, one-hot summed back
