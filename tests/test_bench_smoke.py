@@ -113,3 +113,11 @@ def test_predict_latency_bench_prints_both_servers_and_the_ratios_at_a_tiny_size
     # Every request of both servers answered 200 (the errors column).
     failed = r"\| (ours \(Airflow api-server\)|mlflow models serve) \|\s+\d+ \|\s+[1-9]"
     assert not re.search(failed, table), table
+
+
+def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
+    bench = str(PROJECT_DIR / "bench" / "leakage.py")
+    out = _run_bench(bench, "--sizes", "5000", "--repeat", "1", timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Leakage guard, 51 feature columns" in out.stdout
+    assert re.search(r"\|\s+5,000 \|\s+51 \|\s+5000 \| mode_0, mode_1, status \|", out.stdout), out.stdout
