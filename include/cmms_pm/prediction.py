@@ -33,8 +33,8 @@ from cmms_pm.exceptions import CmmsPmError
 
 #: Which rows get reasons (the spec's ``explain.scope``): those that alert, or every row.
 SCOPES = ("at_risk", "all")
-#: How reasons are computed: exact (cmms_pm.explain), or fast for forests (see top_reasons).
-EXPLAINERS = ("exact", "fast")
+#: How reasons are computed (the names of the spec's explain.method): see top_reasons.
+EXPLAINERS = ("exact", "approximate")
 #: Row numbers quoted per problem; the count says how many there are.
 _SHOWN_ROWS = 5
 
@@ -203,12 +203,13 @@ def top_reasons(
 ) -> list[list[dict[str, Any]]]:
     """Each row's top ``k`` reasons: ``cmms_pm.explain``'s, exact (Tree SHAP, linear coefficients).
 
-    ``explainer="fast"`` changes one case, forests and single trees: SHAP's TreeExplainer in its
+    ``explainer="approximate"`` (``explain.contributions(approximate=True)``'s values), for forests and
+    single trees with the explainer kept per loaded model and ``inputs`` reused: SHAP's TreeExplainer in its
     approximate mode (Saabas: each split's change of the node's value along the row's own decision
     path), whose contributions also add up with the base value to the forest's output, in about a
     thousandth of the time (exact Tree SHAP costs ~7 ms per row for 100 trees of depth 10, which an
-    online request for 1,000 rows cannot pay). Boosters and linear models are exact and fast either way.
-    ``inputs``: ``frame`` already preprocessed, if the caller has it.
+    online request for 1,000 rows cannot pay). Other models: ``cmms_pm.explain.top_reasons`` with the
+    same method. ``inputs``: ``frame`` already preprocessed, if the caller has it.
     """
     from sklearn.ensemble._forest import BaseForest
     from sklearn.tree import BaseDecisionTree
@@ -221,7 +222,7 @@ def top_reasons(
         raise ValueError(f"explainer must be one of {EXPLAINERS}, got {explainer!r}")
     classifier = base_classifier(model)
     if explainer == "exact" or not isinstance(classifier, BaseForest | BaseDecisionTree):
-        return exact(model, frame, k)
+        return exact(model, frame, k, approximate=explainer == "approximate")
     return reasons_from(_path_contributions(model, classifier, frame, inputs), k)
 
 

@@ -176,9 +176,9 @@ _SERVING = {
         "max_rows": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 10_000},
         # Request body size; a larger body is refused with 413 before it is read.
         "max_body_bytes": {"type": "integer", "minimum": 1024, "maximum": 268_435_456, "default": 8_388_608},
-        # Reasons: how many and for which rows, from the spec's explain section; computed by
-        # cmms_pm.explain's Tree SHAP (exact) or, for forests, their path attribution (fast).
-        "explainer": {"enum": ["fast", "exact"], "default": "fast"},
+        # Reasons: how many and for which rows, from the explain section; the method as explain.method
+        # (exact Tree SHAP, or approximate: path attributions), approximate by default for online requests.
+        "explainer": {"enum": ["approximate", "exact"], "default": "approximate"},
         # How often the api-server asks the registry whether the champion changed.
         "refresh_seconds": {"type": "number", "minimum": 0.1, "maximum": 3600, "default": 2.0},
     },
