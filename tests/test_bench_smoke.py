@@ -111,6 +111,23 @@ def test_tuning_quality_bench_prints_tuned_against_untuned_f1_at_a_tiny_size():
     assert re.search(r"xgboost tuned vs random forest: F1 \d\.\d{3} vs \d\.\d{3}", out.stdout)
 
 
+def test_predict_latency_bench_prints_both_servers_and_the_ratios_at_a_tiny_size():
+    """Our predict route vs ``mlflow models serve`` of the same champion, 4 clients, 1 and 10 rows."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "predict_latency.py"),
+        "--requests", "8", "--clients", "4", "--sizes", "1,10", "--train-rows", "2000",
+        timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = out.stdout.split("Predict, 4 concurrent clients")[1]
+    for size in ("1", "10"):
+        for server in ("ours (Airflow api-server)", "mlflow models serve", "ours / MLflow"):
+            assert re.search(rf"^\|\s+{size} \|\s+{re.escape(server)} \|", table, re.M), table
+    # Every request of both servers answered 200 (the errors column).
+    failed = r"\| (ours \(Airflow api-server\)|mlflow models serve) \|\s+\d+ \|\s+[1-9]"
+    assert not re.search(failed, table), table
+
+
 def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
     bench = str(PROJECT_DIR / "bench" / "leakage.py")
     out = _run_bench(bench, "--sizes", "5000", "--repeat", "1", timeout=300)

@@ -234,6 +234,54 @@ _EXPLAIN = {
     "default": {},
 }
 
+#: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.predict_api).
+_SERVING = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # Rows per request; a longer list is refused with 413 before anything is scored.
+        "max_rows": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 10_000},
+        # Request body size; a larger body is refused with 413 before it is read.
+        "max_body_bytes": {"type": "integer", "minimum": 1024, "maximum": 268_435_456, "default": 8_388_608},
+        # Reasons: how many and for which rows, from the explain section; the method as explain.method
+        # (exact Tree SHAP, or approximate: path attributions), approximate by default for online requests.
+        "explainer": {"enum": ["approximate", "exact"], "default": "approximate"},
+        # How often the api-server asks the registry whether the champion changed.
+        "refresh_seconds": {"type": "number", "minimum": 0.1, "maximum": 3600, "default": 2.0},
+    },
+    "default": {},
+}
+#: Where the scoring DAG's ``deliver`` task sends the scores (cmms_mlflow.operators.delivery).
+_DELIVERY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # Upsert one row per model, asset and scoring day into a table of an Airflow SQL connection.
+        "table": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["conn_id", "name"],
+            "properties": {
+                "conn_id": {"type": "string", "pattern": CONN_ID_PATTERN},
+                "name": {"type": "string", "pattern": SQL_IDENTIFIER_PATTERN},
+                # Create the table when it is missing (else a missing table fails the task).
+                "create": {"type": "boolean", "default": True},
+            },
+        },
+        # POST the top-K alerts, one work-order suggestion each, to an Airflow HTTP connection.
+        "webhook": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["conn_id"],
+            "properties": {
+                "conn_id": {"type": "string", "pattern": CONN_ID_PATTERN},
+                "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+            },
+        },
+    },
+    "default": {},
+}
+
 SPEC_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "CMMS model spec",
@@ -421,6 +469,8 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "serving": _SERVING,
+        "delivery": _DELIVERY,
     },
 }
 
@@ -570,6 +620,14 @@ class ModelSpec:
     @property
     def scoring(self) -> Mapping[str, Any]:
         return self.raw["scoring"]
+
+    @property
+    def serving(self) -> Mapping[str, Any]:
+        return self.raw["serving"]
+
+    @property
+    def delivery(self) -> Mapping[str, Any]:
+        return self.raw["delivery"]
 
     @property
     def training_dag_id(self) -> str:
@@ -793,6 +851,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
     problems.extend(_tuning_problems(raw))
+    problems += _delivery_problems(raw)
     problems += _leakage_problems(raw)
     problems += _decision_problems(raw["decision"])
     return problems
@@ -884,6 +943,14 @@ def _decision_problems(decision: Mapping[str, Any]) -> list[str]:
         elif strategy != other and key in decision:
             problems.append(f"decision.{key}: set, but decision.strategy is {strategy!r}, which ignores it")
     return problems
+
+
+def _delivery_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Delivered scores name their asset by the spec's id columns: a delivery needs at least one."""
+    configured = [key for key in ("table", "webhook") if raw["delivery"].get(key)]
+    if configured and not raw["id_columns"]:
+        return [f"delivery.{configured[0]}: scores are delivered per asset, named by id_columns: list one"]
+    return []
 
 
 def spec_for_model(specs: list[ModelSpec], registered_model: str) -> ModelSpec | None:

@@ -244,8 +244,21 @@ def model_has_untrusted_types(name: str, version: str, types: list[str]) -> Untr
 
 class NotificationError(MlflowPluginError):
     """A notification could not be delivered (channel down, refused, misconfigured). Logged by the
-    notifier; it never fails the step whose event it reports."""
+    notifier; it never fails the step whose event it reports. ``status_code``: the HTTP answer's."""
+
+    status_code: int | None = None
 
 
 def webhook_refused(conn_id: str, problem: str) -> NotificationError:
     return NotificationError(f"webhook connection {conn_id!r} refused: {problem}")
+
+
+class DeliveryUnavailable(MlflowPluginError):
+    """Scores could not be delivered now (database or webhook down, timeouts, HTTP 5xx); the
+    ``deliver`` task's retry delivers them again (the table upsert and the webhook's idempotency
+    keys make that safe)."""
+
+
+class DeliveryRefusedError(MlflowPluginError, AirflowFailException):
+    """The delivery target refuses for good (a table that does not fit, HTTP 4xx, no such
+    connection): fix the target or the spec's ``delivery``; a retry cannot help."""

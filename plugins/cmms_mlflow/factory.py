@@ -35,6 +35,7 @@ from cmms_mlflow.operators import (
     MlflowValidateModelOperator,
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
+from cmms_mlflow.operators.delivery import DeliverScoresOperator
 from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
@@ -88,7 +89,7 @@ counted, never silently scored), loads `models:/<name>@champion` and writes one 
 ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
 `model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>/<model>/predictions.parquet`.
 A summary is logged as an MLflow run in the experiment `{experiment}`.
-"""
+{delivery}"""
 
 
 def _source_text(source: dict[str, Any]) -> str:
@@ -324,6 +325,7 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         ids=", ".join(spec.id_columns) or "(none)",
         scoring_dag=spec.scoring_dag_id,
         experiment=spec.scoring_experiment,
+        delivery=_delivery_text(spec),
     )
     with DAG(
         dag_id=spec.scoring_dag_id,
@@ -338,14 +340,29 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         tags=["mlflow", "scoring", *spec.tags],
         doc_md=doc,
     ) as dag:
-        MlflowBatchScoreOperator(
+        score = MlflowBatchScoreOperator(
             task_id="score_fleet",
             spec=spec.to_dict(),
             model_name=MODEL,
             n_units="{{ params.n_units }}" if "n_units" in params else None,
             risk_threshold="{{ params.risk_threshold }}",
         )
+        if spec.delivery.get("table") or spec.delivery.get("webhook"):
+            # Its own task: a delivery that fails is retried without scoring again.
+            DeliverScoresOperator(task_id="deliver", spec=spec.to_dict(), scored=score.output)
     return dag
+
+
+def _delivery_text(spec: ModelSpec) -> str:
+    table, webhook = spec.delivery.get("table"), spec.delivery.get("webhook")
+    targets = []
+    if table:
+        targets.append(f"upserts one row per asset and day into `{table['name']}` of `{table['conn_id']}`")
+    if webhook:
+        targets.append(f"posts the top {webhook['top_k']} alerts as work orders to `{webhook['conn_id']}`")
+    if not targets:
+        return ""
+    return f"\n**deliver** (retried on its own, never rescoring) {' and '.join(targets)}.\n"
 
 
 class InvalidModelSpecs(DAG):

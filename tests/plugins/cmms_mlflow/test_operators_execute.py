@@ -19,6 +19,7 @@ from cmms_mlflow.exceptions import BadDataError
 from cmms_mlflow.operators import (
     ExtractBatchOperator,
     MlflowPromoteModelOperator,
+    MlflowTrainModelOperator,
     MlflowValidateDataOperator,
     MlflowValidateModelOperator,
 )
@@ -115,7 +116,7 @@ def test_inferred_features_leave_leaks_out_and_the_run_records_them(
     raw = {k: v for k, v in spec.to_dict().items() if k != "features"}
     definition = ModelSpec.from_dict({**raw, "features": {"infer": True}}).to_dict()
     frame = with_label_copy(ai4i_like(4000, seed=36, failure_modes=True), "Status", flip=0.02)
-    source = _write(tmp_path, frame, "as_is.csv")
+    source = write_incoming(tmp_path, frame, "as_is.csv")
     manifest = run(ExtractBatchOperator(task_id="extract_data", spec=definition), data_source=source)
     assert set(manifest["leakage_excluded"]) == {"Status", "TWF", "HDF", "PWF", "OSF"}
     assert not set(manifest["leakage_excluded"]) & {c for kind in manifest["features"].values() for c in kind}
