@@ -27,6 +27,10 @@ class SpecError(CmmsPmError, ValueError):
     """A model spec file is invalid; the message names the file and the field."""
 
 
+class TuningError(CmmsPmError):
+    """A tuning study cannot give a model (no trial completed); a retry would find the same trials."""
+
+
 class ContractError(CmmsPmError, ValueError):
     """A data contract cannot be derived, read or applied; the message names columns, never values."""
 

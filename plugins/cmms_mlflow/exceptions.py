@@ -114,6 +114,13 @@ def version_not_in_stage(name: str, version: str, expected: str, actual: str) ->
     )
 
 
+def invalid_decision_threshold(name: str, version: str, value: str) -> ModelValidationError:
+    return ModelValidationError(
+        f"model {name!r} version {version!r} has decision_threshold {value!r}, not a number strictly "
+        "between 0 and 1; fix or remove the tag (a version without one alerts at 0.5)"
+    )
+
+
 def champion_changed(name: str, expected: str | None, actual: str | None) -> PromotionConflictError:
     return PromotionConflictError(
         f"champion of model {name!r} changed since validation: expected version {expected!r}, "
@@ -259,8 +266,21 @@ def model_has_untrusted_types(name: str, version: str, types: list[str]) -> Untr
 
 class NotificationError(MlflowPluginError):
     """A notification could not be delivered (channel down, refused, misconfigured). Logged by the
-    notifier; it never fails the step whose event it reports."""
+    notifier; it never fails the step whose event it reports. ``status_code``: the HTTP answer's."""
+
+    status_code: int | None = None
 
 
 def webhook_refused(conn_id: str, problem: str) -> NotificationError:
     return NotificationError(f"webhook connection {conn_id!r} refused: {problem}")
+
+
+class DeliveryUnavailable(MlflowPluginError):
+    """Scores could not be delivered now (database or webhook down, timeouts, HTTP 5xx); the
+    ``deliver`` task's retry delivers them again (the table upsert and the webhook's idempotency
+    keys make that safe)."""
+
+
+class DeliveryRefusedError(MlflowPluginError, AirflowFailException):
+    """The delivery target refuses for good (a table that does not fit, HTTP 4xx, no such
+    connection): fix the target or the spec's ``delivery``; a retry cannot help."""

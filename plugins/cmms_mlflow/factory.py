@@ -35,7 +35,9 @@ from cmms_mlflow.operators import (
     MlflowValidateModelOperator,
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
+from cmms_mlflow.operators.delivery import DeliverScoresOperator
 from cmms_mlflow.operators.retention import MlflowRetentionOperator
+from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
@@ -88,8 +90,9 @@ data contract (unseen categories, missing and out-of-range values are flagged in
 counted, never silently scored), loads `models:/<name>@champion` and writes one row per input —
 ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
 `model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>/<model>/predictions.parquet`.
-A summary is logged as an MLflow run in the experiment `{experiment}`. Then **retention**:
-{retention}
+A summary is logged as an MLflow run in the experiment `{experiment}`.
+{delivery}
+Last, **retention**: {retention}
 """
 
 
@@ -157,7 +160,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         params=_params(training_params(spec)),
         default_args=_default_args(spec, execution_timeout=timedelta(minutes=20), notifier=notifier),
         tags=["mlflow", "training", *spec.tags],
-        doc_md=doc,
+        doc_md=doc + (_tuning_text(spec) if spec.tuning else ""),
     ) as dag:
         extract = ExtractBatchOperator(
             task_id="extract_data", spec=definition, execution_timeout=timedelta(minutes=30)
@@ -168,11 +171,13 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             manifest=extract.output,
             execution_timeout=timedelta(minutes=30),
         )
+        study, tune = _tuning_tasks(spec, definition, extract, checks) if spec.tuning else (None, None)
         train = MlflowTrainModelOperator(
             task_id="train_model",
             spec=definition,
             dataset=extract.output,
             checks=checks.output,
+            tuning=study.output[PLAN_KEY] if study is not None else None,
             execution_timeout=timedelta(hours=2),
         )
         register = MlflowRegisterModelOperator(
@@ -240,6 +245,8 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             trigger_rule="none_failed_min_one_success",
         )
         checks >> train
+        if tune is not None:
+            tune >> train  # every chain of trials before the final fit
         register >> stage >> validate_model
         decide(validate_model.output) >> [promote, approve, reject]
         approve >> [promote, reject]
@@ -254,6 +261,44 @@ def _retention(spec: ModelSpec, *, model_name: str | None) -> MlflowRetentionOpe
     return MlflowRetentionOperator(
         task_id="retention", spec=spec.to_dict(), model_name=model_name
     ).as_teardown()
+
+
+TUNING_DOC = """
+**Tuning** (`tuning` in the spec): before train_model, **create_study** makes the run's Optuna study
+({storage}) and its training run, then **tune** runs {n_trials} trials (the trigger's `n_trials`, at
+most {max_trials}) in chains of {per_task}, one mapped task per chain, spread over the workers.
+Each trial is an MLflow child run of the training run with its parameters and validation {metric};
+hopeless trials are pruned. train_model fits the best trial's values and logs the study's summary.
+"""
+
+
+def _tuning_tasks(spec: ModelSpec, definition: dict[str, Any], extract: Any, checks: Any) -> tuple[Any, Any]:
+    """create_study → tune (mapped over the study's chains of trials); returns both."""
+    study = MlflowCreateStudyOperator(
+        task_id="create_study", spec=definition, dataset=extract.output, checks=checks.output
+    )
+    from cmms_mlflow.kubernetes import trial_executor_config
+
+    tune = MlflowTuneTrialsOperator.partial(
+        task_id="tune",
+        spec=definition,
+        plan=study.output[PLAN_KEY],
+        dataset=extract.output,
+        execution_timeout=timedelta(hours=2),
+        executor_config=trial_executor_config(spec),  # the trial pod under the KubernetesExecutor
+    ).expand(chain=study.output)
+    return study, tune
+
+
+def _tuning_text(spec: ModelSpec) -> str:
+    tuning = spec.tuning or {}
+    return TUNING_DOC.format(
+        storage="Airflow connection `cmms_optuna`, or a journal file on one host",
+        n_trials=tuning.get("n_trials"),
+        max_trials=tuning.get("max_trials"),
+        per_task=tuning.get("trials_per_task"),
+        metric=tuning.get("metric"),
+    )
 
 
 def _failure_callback(notifier: ModelEventNotifier | None) -> dict[str, Any]:
@@ -308,6 +353,7 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         ids=", ".join(spec.id_columns) or "(none)",
         scoring_dag=spec.scoring_dag_id,
         experiment=spec.scoring_experiment,
+        delivery=_delivery_text(spec),
         retention=(
             f"keeps the newest {spec.retention['keep_batches']} scoring outputs."
             if spec.retention["keep_batches"] is not None
@@ -334,8 +380,24 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
             n_units="{{ params.n_units }}" if "n_units" in params else None,
             risk_threshold="{{ params.risk_threshold }}",
         )
-        score >> _retention(spec, model_name=None)
+        last: Any = score
+        if spec.delivery.get("table") or spec.delivery.get("webhook"):
+            # Its own task: a delivery that fails is retried without scoring again.
+            last = DeliverScoresOperator(task_id="deliver", spec=spec.to_dict(), scored=score.output)
+        last >> _retention(spec, model_name=None)
     return dag
+
+
+def _delivery_text(spec: ModelSpec) -> str:
+    table, webhook = spec.delivery.get("table"), spec.delivery.get("webhook")
+    targets = []
+    if table:
+        targets.append(f"upserts one row per asset and day into `{table['name']}` of `{table['conn_id']}`")
+    if webhook:
+        targets.append(f"posts the top {webhook['top_k']} alerts as work orders to `{webhook['conn_id']}`")
+    if not targets:
+        return ""
+    return f"\n**deliver** (retried on its own, never rescoring) {' and '.join(targets)}.\n"
 
 
 class InvalidModelSpecs(DAG):

@@ -35,6 +35,8 @@ VERSION_HISTORY_LIMIT = 100
 #: Where the plots of a training run live, and the one drift plot of its data checks.
 EVALUATION_DIR = "evaluation"
 DRIFT_PLOT = "data_checks/drift.png"
+#: The tuning study's plots (optimisation history, parameter importances) of a tuned model's run.
+TUNING_DIR = "tuning"
 #: A plot's id in a URL: ``evaluation.roc_curve``, ``drift``; resolved against the run's own
 #: artifact listing, so no path from a request ever reaches the artifact store.
 PLOT_ID_PATTERN = r"[a-z0-9_]{1,64}(\.[a-z0-9_]{1,64})?"
@@ -182,6 +184,8 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "runId": mv.run_id or None,
         "createdAt": _iso_from_ms(mv.creation_timestamp),
         "holdout": {m: _float(tags.get(f"validation_{m}")) for m in HOLDOUT_METRICS},
+        # The alert threshold chosen on its validation data (None: a version from before, 0.5).
+        "decisionThreshold": _float(tags.get("decision_threshold")),
         "validationMetrics": dict(run.data.metrics) if run is not None else {},
         "championF1AtValidation": _float(tags.get("champion_f1")),
         "championVersionAtValidation": tags.get("champion_version") or None,
@@ -196,11 +200,27 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "approvalStatus": tags.get("approval_status") or None,
         "drift": drift_of(tags),
         **artifacts_of(tags),
+        "tuning": tuning_of(run.data if run is not None else None),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
             "mlflowRun": hook.run_url(experiment_id, mv.run_id) if experiment_id else None,
             "airflowRun": tags.get("airflow.run_url") or None,
         },
+    }
+
+
+def tuning_of(data: Any) -> dict[str, Any] | None:
+    """A tuned model's study in brief (from its run's params, metrics and tags), or None."""
+    if data is None or "tuning_trials" not in data.params:
+        return None
+    metric = data.params.get("tuning_metric", "")
+    return {
+        "study": data.tags.get("cmms.tuning.study"),
+        "trials": int(data.params["tuning_trials"]),
+        "metric": metric,
+        "bestValue": data.metrics.get(f"tuning_best_{metric}"),
+        "bestSlot": data.params.get("tuning_best_slot"),
+        "states": data.tags.get("tuning_states"),
     }
 
 
@@ -268,6 +288,10 @@ def plot_paths(client: MlflowClient, run_id: str) -> dict[str, str]:
             plots[f"{EVALUATION_DIR}.{stem}"] = info.path
     if any(i.path == DRIFT_PLOT for i in client.list_artifacts(run_id, str(Path(DRIFT_PLOT).parent))):
         plots["drift"] = DRIFT_PLOT
+    for info in client.list_artifacts(run_id, TUNING_DIR):
+        stem = Path(info.path).stem
+        if not info.is_dir and info.path.endswith(".png") and PLOT_ID.fullmatch(stem):
+            plots[f"{TUNING_DIR}.{stem}"] = info.path
     return plots
 
 
@@ -290,6 +314,28 @@ def version_detail(client: MlflowClient, hook: MlflowHook, name: str, version: s
     view["decisionRecord"] = recorded_decision(client, mv.run_id) if mv.run_id else None
     view["history"] = recent_decisions(client, name, VERSION_HISTORY_LIMIT, version=str(mv.version))
     view["plots"] = sorted(plot_paths(client, mv.run_id)) if mv.run_id else []
+    view["modelCard"] = model_card_text(client, mv.run_id) if mv.run_id else None
     view["champion"] = aliases.get(registry.CHAMPION)
     view["previousChampion"] = aliases.get(registry.PREVIOUS_CHAMPION)
     return view
+
+
+#: Largest model card the page shows (ours are a few KB; a run's artifact could be anything).
+MODEL_CARD_MAX_BYTES = 256 * 1024
+
+
+def model_card_text(client: MlflowClient, run_id: str) -> str | None:
+    """The version's ``model_card.md`` as text (None: none yet), cut at ``MODEL_CARD_MAX_BYTES``.
+
+    Plain text for the page, which shows it preformatted through ``textContent``: a column name
+    like ``<script>`` in the card stays characters on the screen.
+    """
+    from cmms_mlflow.card_logging import read_card
+
+    text = read_card(client, run_id)
+    if text is None:
+        return None
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MODEL_CARD_MAX_BYTES:
+        return text
+    return encoded[:MODEL_CARD_MAX_BYTES].decode("utf-8", errors="ignore") + "\n\n[… cut: the card is larger]"

@@ -25,7 +25,8 @@ class TrainingResult(TypedDict):
     run_id: str
     experiment_id: str
     model_uri: str
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # on the validation split at the chosen threshold
+    threshold: float  # the decision threshold (version tag ``decision_threshold``)
 
 
 class RegisteredVersion(TypedDict):

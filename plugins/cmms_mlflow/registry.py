@@ -569,3 +569,23 @@ def delete_artifacts(uri: str) -> None:
     except MlflowException as err:
         if not _is_not_found(err):
             raise
+
+
+#: Version tag (copied from the training run's tag) holding the alert threshold the version was
+#: given on its validation split (``cmms_pm.thresholds``); MLmodel metadata carries it too.
+DECISION_THRESHOLD_TAG = "decision_threshold"
+
+
+def decision_threshold(model_version: ModelVersion) -> float:
+    """The alert threshold of a version: its ``decision_threshold`` tag, 0.5 for a version from before
+    thresholds were chosen; a tag that is not a number strictly inside (0, 1) is refused."""
+    from cmms_mlflow.exceptions import invalid_decision_threshold
+    from cmms_pm.thresholds import DEFAULT_THRESHOLD, valid_threshold
+
+    raw = (model_version.tags or {}).get(DECISION_THRESHOLD_TAG)
+    if raw is None or raw == "":
+        return DEFAULT_THRESHOLD
+    threshold = valid_threshold(raw)
+    if threshold is None:
+        raise invalid_decision_threshold(model_version.name, str(model_version.version), raw)
+    return threshold

@@ -25,11 +25,13 @@ USERS = {"admin": "admin", "viewer": "viewer", "operator": "user", "approver": "
 
 
 #: The cluster's model specs: the shipped one and a foreign-schema one (tests/dag_fixtures/models),
-#: so two models' DAGs run side by side in one deployment; and pm_notify (notifications, approver).
+#: so two models' DAGs run side by side in one deployment; pm_notify (notifications, approver); and
+#: pm_serve (the predict route's small limits).
 CLUSTER_SPECS = (
     PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml",
     PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "ai4i.yaml",
     PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "pm_notify.yaml",
+    PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "pm_serve.yaml",
 )
 
 

@@ -136,6 +136,11 @@ def test_an_approver_approves_through_the_rest_api_and_the_version_is_promoted(
         "approval_timeout_hours": "24",
     }
     assert version.tags["approval_at"] >= version.tags["approval_requested_at"]
+    from cmms_mlflow.card_logging import read_card
+
+    card = read_card(cluster_client, version.run_id)  # the run's report step wrote who approved and why
+    assert "- Outcome: promoted" in card and "- Answered by: approver" in card
+    assert "- Comment: confusion matrix checked" in card
     promoted = _events(http_receiver, name)["promoted"]
     assert promoted["approval"]["by"] == "approver" and promoted["approval"]["status"] == "approved"
     # The answer is in the model's history, with the approver and the comment, before the promotion.

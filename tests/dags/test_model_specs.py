@@ -352,7 +352,7 @@ def test_a_source_outside_the_allowed_folders_is_refused_before_reading(
         {"data_source": "s3://bucket/ai4i.csv?endpoint_override=attacker.example:80"},
         {"data_source": "s3://bucket/ai4i.csv#frag"},
         {"data_source": "incoming/ai4i.csv\n"},
-        {"estimator": "xgboost"},
+        {"estimator": "catboost"},
         {"hyperparameters": {"learning_rate": 5}},
     ],
     ids=lambda conf: repr(conf)[:40],

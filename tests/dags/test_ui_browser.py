@@ -207,6 +207,9 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         for i in range(images.count()):  # decode() rejects for an image that did not load
             assert images.nth(i).evaluate("async img => { await img.decode(); return img.naturalWidth; }") > 0
         assert re.search(rf"/plugin/models/cmms-ui/models/{MODEL}/versions/{version}$", page.url)
+        card = frame.locator("pre#model-card")  # the model card, as text: no element inside
+        assert "## Holdout metrics" in card.inner_text() and "### Per slice" in card.inner_text()
+        assert card.evaluate("node => node.children.length") == 0
         _snapshot(page, "version-page-operator")
 
     # A second version (same artifacts), so the page has a candidate to promote and, after that,

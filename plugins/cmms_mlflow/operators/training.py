@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import registry, training_run
 from cmms_mlflow.assets import SPEC_TAG
+from cmms_mlflow.exceptions import bad_data_fails_the_task
 from cmms_mlflow.hooks import redact_uri
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
@@ -30,22 +31,27 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
     :param checks: the report of ``validate_data`` (contract check, drift), logged with the run.
     """
 
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks")
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks", "tuning")
     operator_extra_links: ClassVar = (MlflowRunLink(),)
 
-    def __init__(self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, tuning: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.dataset = dataset
         self.checks = checks
+        #: The plan returned by ``create_study`` when the spec tunes (None: one fit of the run's values).
+        self.tuning = tuning
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> TrainingResult:
-        from cmms_pm.estimators import estimator
-
         spec = self.model_spec
         config = self.run_config(context)
         experiment_id = self.hook.get_or_create_experiment(client, config.experiment)
         airflow_tags = training_run.airflow_tags(context)
+        if self.tuning:
+            result = self.train_tuned(client, context, config)
+            return self.finished(context, experiment_id, result)
         earlier = training_run.resume_or_close(
             client, training_run.find_task_runs(client, experiment_id, airflow_tags)
         )
@@ -54,38 +60,61 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
             result = training_run.run_result(client, earlier)
         else:
             manifest = self.dataset
-            tags = {
-                "model_type": estimator(config.estimator).title,
-                "estimator": config.estimator,
-                "use_case": spec.name,
-                SPEC_TAG: spec.name,
-                "model_spec_file": spec.path,
-                "data_source": manifest.get("source", ""),
-                "data_version": manifest["data_version"],
-                "data_interval_start": manifest["data_interval_start"],
-                "data_interval_end": manifest["data_interval_end"],
-                "data_digest": manifest["digest"],
-                "training_date": manifest["training_date"],
-                **_check_tags(self.checks),
-                **airflow_tags,
-            }
-            commit = training_run.git_commit()
-            if commit:
-                tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
-            result = training_run.log_training_run(
-                client,
-                experiment_id=experiment_id,
-                manifest=manifest,
-                spec=spec,
-                estimator=config.estimator,
-                hyperparameters=config.hyperparameters,
-                tags=tags,
-                run_name=f"{self.task_id}-{manifest['training_date']}",
-                checks=self.checks,
-            )
+            tags = training_tags(spec, config.estimator, manifest, self.checks, airflow_tags)
+            with bad_data_fails_the_task():  # e.g. a validation split with no failure: no threshold
+                result = training_run.log_training_run(
+                    client,
+                    experiment_id=experiment_id,
+                    manifest=manifest,
+                    spec=spec,
+                    estimator=config.estimator,
+                    hyperparameters=config.hyperparameters,
+                    tags=tags,
+                    run_name=f"{self.task_id}-{manifest['training_date']}",
+                    checks=self.checks,
+                )
+        return self.finished(context, experiment_id, result)
+
+    def finished(self, context: Context, experiment_id: str, result: TrainingResult) -> TrainingResult:
         context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, result["run_id"]))
         self.log.info("MLflow run %s: validation F1 %.4f", result["run_id"], result["metrics"]["f1"])
         return result
+
+    def train_tuned(self, client: MlflowClient, context: Context, config: Any) -> TrainingResult:
+        """The best trial's hyperparameters train the model, in the training run create_study made
+        (the trials' parent); a finished one (a retry, a cleared run) is returned as it is."""
+        from cmms_mlflow import tuning
+
+        plan = self.tuning
+        parent = client.get_run(plan["parent_run_id"])
+        if parent.info.status == "FINISHED":
+            self.log.info(
+                "Reusing the finished training run %s of study %s", parent.info.run_id, plan["study"]
+            )
+            return training_run.run_result(client, parent)
+        with bad_data_fails_the_task():
+            hyperparameters, summary = tuning.best_hyperparameters(plan, config.hyperparameters)
+        self.log.info(
+            "Study %s: best trial %d of %d, validation %s %.4f, %s",
+            plan["study"], summary["best_slot"], summary["trials"], plan["metric"], summary["best_value"],
+            summary["best_params"],
+        )  # fmt: skip
+        tuning.log_summary(client, parent.info.run_id, summary)
+        manifest = self.dataset
+        airflow_tags = training_run.airflow_tags(context)
+        with bad_data_fails_the_task():  # e.g. a validation split with no failure: no threshold
+            return training_run.log_training_run(
+                client,
+                experiment_id=parent.info.experiment_id,
+                manifest=manifest,
+                spec=self.model_spec,
+                estimator=config.estimator,
+                hyperparameters=hyperparameters,
+                tags=training_tags(self.model_spec, config.estimator, manifest, self.checks, airflow_tags),
+                run_name=f"{self.task_id}-{manifest['training_date']}",
+                checks=self.checks,
+                run_id=parent.info.run_id,
+            )
 
     def openlineage(self, result: TrainingResult | None) -> Any:
         """Reads the batch; writes the MLflow run (params, metrics, plots, the logged model)."""
@@ -100,6 +129,33 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
             runId=result["run_id"],
             dataDigest=self.dataset["digest"],
         )
+
+
+def training_tags(
+    spec: ModelSpec, kind: str, manifest: Any, checks: DataReport | None, airflow_tags: dict[str, str]
+) -> dict[str, str]:
+    """The tags of a training run (copied to its model version): spec, data, checks, Airflow task."""
+    from cmms_pm.estimators import estimator
+
+    tags = {
+        "model_type": estimator(kind).title,
+        "estimator": kind,
+        "use_case": spec.name,
+        SPEC_TAG: spec.name,
+        "model_spec_file": spec.path,
+        "data_source": manifest.get("source", ""),
+        "data_version": manifest["data_version"],
+        "data_interval_start": manifest["data_interval_start"],
+        "data_interval_end": manifest["data_interval_end"],
+        "data_digest": manifest["digest"],
+        "training_date": manifest["training_date"],
+        **_check_tags(checks),
+        **airflow_tags,
+    }
+    commit = training_run.git_commit()
+    if commit:
+        tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
+    return tags
 
 
 def _check_tags(checks: DataReport | None) -> dict[str, str]:
@@ -280,7 +336,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                 version=str(self.version),
                 holdout_uri=self.holdout_uri,
                 target=self.model_spec.target,
-                policy=config.thresholds,
+                policy={**config.thresholds, "costs": _decision_costs(self.model_spec)},
                 drift={
                     "status": checks.get("drift_status", "none"),
                     "reason": checks.get("drift_reason", ""),
@@ -499,6 +555,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "reason": archived_because or record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
+            "thresholds": _thresholds_line(record),
             "policy": _policy_line(record),
             "drift": (record.get("drift") or {}).get("reason", ""),
             "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
@@ -507,13 +564,59 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         }
         summary["text"] = format_summary(summary)
         self.log.info("Pipeline summary\n%s", summary["text"])
+        card_with_outcome(client, record["challenger_run_id"], mv, summary, self.approval)
         self.push_model_version_link(context, self.model_name, version)
         return summary
+
+
+def _decision_costs(spec: ModelSpec) -> dict[str, float]:
+    """The spec's costs of a missed failure and a needless inspection (the decision record's
+    expected cost of challenger and champion is measured in them)."""
+    from cmms_pm.thresholds import DecisionPolicy
+
+    return DecisionPolicy.from_spec(spec.decision).costs
 
 
 def load_options(spec: ModelSpec) -> dict[str, Any]:
     """How validation loads the versions of ``spec``'s model (``model_loading.load_version``)."""
     return {"spec_name": spec.name, "allow_unverified": bool(spec.loading["allow_unverified_models"])}
+
+
+def card_with_outcome(
+    client: MlflowClient, run_id: str | None, mv: Any, summary: Mapping[str, Any], approval: Any
+) -> None:
+    """The card's last section: what became of the version, who decided and why (issue 19)."""
+    from cmms_mlflow.card_logging import update_card
+
+    if not run_id:
+        return
+    tags = dict(mv.tags)
+    answer = approval if isinstance(approval, Mapping) else {}
+    promoted = summary["decision"] == "promoted"
+    update_card(
+        client,
+        run_id,
+        "report",
+        approval={
+            "outcome": summary["decision"],
+            "stage": summary["stage"],
+            "decided_by": (tags.get("promoted_by") if promoted else None) or "the validation gate",
+            "reason": summary["reason"],
+            "approval_status": answer.get("status") or tags.get("approval_status"),
+            "approved_by": answer.get("by") or tags.get("approval_by"),
+            "approval_comment": answer.get("comment") or tags.get("approval_comment"),
+            "at": tags.get("promoted_at") if promoted else None,
+        },
+    )
+
+
+def _thresholds_line(record: DecisionRecord) -> str:
+    """Each model's decision threshold as the gate used it: ``challenger 0.3412, champion 0.5000``."""
+    challenger = (record.get("challenger_metrics") or {}).get("threshold")
+    if challenger is None:
+        return ""
+    champion = (record.get("champion_metrics") or {}).get("threshold")
+    return f"challenger {challenger:.4f}" + (f", champion {champion:.4f}" if champion is not None else "")
 
 
 def _policy_line(record: DecisionRecord) -> str:

@@ -429,6 +429,10 @@
         ["Data version", v.dataVersion],
         ["Data digest", v.dataDigest],
         ["Estimator", v.estimator],
+        ["Tuning", v.tuning ? `${v.tuning.trials} trials (${v.tuning.states || ""}); best validation ` +
+          `${v.tuning.metric} ${fmt(v.tuning.bestValue, 4)} (trial ${v.tuning.bestSlot})` : null],
+        ["Decision threshold", v.decisionThreshold !== null && v.decisionThreshold !== undefined
+          ? fmt(v.decisionThreshold) : "0.5 (chosen before thresholds existed)"],
         ["Promoted", v.promotedAt ? `${v.promotedAt} by ${v.promotedBy || "?"}: ${v.promotionReason || ""}` : null],
         ["Drift", drift && drift.status === "none" ? "not measured (no champion to compare with)"
           : drift ? `${drift.status}, max PSI ${fmt(drift.maxPsi, 3)}${drift.features.length
@@ -451,6 +455,12 @@
           el("details", {}, el("summary", { text: "validation/decision.json" }),
             el("pre", { text: JSON.stringify(record, null, 2) })))
         : el("p", { class: "muted", text: "No decision record (this version was not validated)." }),
+      el("h2", { text: "Model card" }),
+      // Shown as the Markdown text it is, through textContent: a column name or category in the
+      // card (user data) can never become markup.
+      v.modelCard
+        ? el("pre", { id: "model-card", class: "model-card", text: v.modelCard })
+        : el("p", { class: "muted", text: "No model card (a version from before model cards)." }),
       el("h2", { text: "History" }),
       v.history.length
         ? el("ul", { class: "plain", id: "version-history" }, v.history.map((d) => decisionItem({ name }, d)))

@@ -234,3 +234,33 @@ def test_plots_are_the_runs_own_png_artifacts_by_id(client, tmp_path):
 
     assert paths == {"evaluation.roc_curve": "evaluation/roc_curve.png", "drift": "data_checks/drift.png"}
     assert read_artifact(client, run, paths["drift"]) == b"\x89PNG drift"
+
+
+def test_a_version_page_carries_its_model_card_as_text_and_its_threshold(client, register, model_name, hook):
+    from cmms_mlflow import model_overview
+    from cmms_mlflow.card_logging import log_card
+    from cmms_mlflow.model_overview import version_detail
+
+    experiment = client.get_experiment_by_name("registry-tests")
+    run = client.create_run(
+        experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    )
+    hostile = "<script>alert('x')</script>"
+    log_card(client, run.info.run_id, {"model_name": model_name, "features": {"categorical": [hostile]}})
+    version = register(model_name, run=client.get_run(run.info.run_id))
+    registry.set_tags(client, model_name, version, {"decision_threshold": "0.3125"})
+
+    view = version_detail(client, hook, model_name, version)
+    assert view["modelCard"].startswith(f"# Model card: `{model_name}`")
+    assert f"`{hostile}`" in view["modelCard"]  # text: the page shows it through textContent
+    assert view["decisionThreshold"] == 0.3125
+    no_card = register(model_name)
+    assert version_detail(client, hook, model_name, no_card)["modelCard"] is None
+    assert version_detail(client, hook, model_name, no_card)["decisionThreshold"] is None
+
+    # A card artifact of any size is cut to what the page shows.
+    client.log_text(run.info.run_id, "x" * (model_overview.MODEL_CARD_MAX_BYTES + 10), "model_card.md")
+    cut = version_detail(client, hook, model_name, version)["modelCard"]
+    assert len(cut.encode()) < model_overview.MODEL_CARD_MAX_BYTES + 100 and cut.endswith(
+        "the card is larger]"
+    )
