@@ -418,3 +418,35 @@ def test_older_versions_are_indexed_once_then_pruning_reads_only_what_is_kept(
     searches.clear()
     assert _prune(client, model_name, world, lock, keep=None, n=3)["pruned"] == []
     assert searches == [f"name = '{model_name}' and tags.retention_status = 'pruning'"]
+
+
+def test_run_folders_under_an_s3_data_root_are_ordered_by_their_records_and_removed(s3_endpoint, monkeypatch):
+    """The data root on S3 (pyarrow's S3 filesystem, as the pipeline writes its batches there)."""
+    import boto3
+
+    from cmms_pm.retention import BATCH, run_record, write_run_record
+
+    keys = {"AWS_ACCESS_KEY_ID": "test-retention", "AWS_SECRET_ACCESS_KEY": "test-only-secret",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint}  # fmt: skip
+    for key, value in keys.items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"data-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    root = f"s3://{bucket}/pipeline"
+    for day, name in ((3, "zz-oldest"), (5, "aa-newest"), (4, "mm-middle")):  # names sort otherwise
+        folder = f"{root}/pm_training/{name}"
+        write_run_record(folder, run_record(kind=BATCH, dag_id="pm_training", run_id=f"r{day}",
+                                            run_after=f"2026-03-0{day}T02:00:00+00:00",
+                                            data_interval_start=f"2026-03-0{day - 1}T02:00:00+00:00",
+                                            data_interval_end=f"2026-03-0{day}T02:00:00+00:00"))  # fmt: skip
+        s3.put_object(Bucket=bucket, Key=f"pipeline/pm_training/{name}/train.parquet", Body=b"x" * 100)
+
+    result = ret.prune_folders(root, "pm_training", keep=1, own_run_id="r9", own_uri=f"{root}/pm_training/r9",
+                               active_runs=lambda run_ids: 0)  # fmt: skip
+
+    assert [u.rsplit("/", 1)[1] for u in result["removed"]] == ["mm-middle", "zz-oldest"]
+    left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    files = [key for key in left if not key.endswith("/")]  # pyarrow's folder markers aside
+    assert files == [f"pipeline/pm_training/aa-newest/{name}" for name in ("run.json", "train.parquet")]
+    assert not [key for key in left if "middle" in key or "oldest" in key]  # their markers went too
