@@ -174,6 +174,7 @@ def log_training_run(
     from cmms_pm.batch import manifest_features
     from cmms_pm.contract import derive_contract
     from cmms_pm.data import read_split, release_freed_memory
+    from cmms_pm.estimators import estimator as estimator_kind
     from cmms_pm.estimators import trusted_types
 
     target = spec.target
