@@ -85,6 +85,7 @@ def promote_validated(
                 name=name,
                 version=version,
                 holdout_uri=record["holdout_uri"],
+                holdout_sha256=record.get("holdout_sha256"),
                 target=record["target"],
                 policy=record["thresholds"],
                 drift=record.get("drift"),

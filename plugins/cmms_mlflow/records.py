@@ -49,6 +49,7 @@ class DecisionRecord(TypedDict, total=False):
     challenger_data_end: str | None
     champion_data_end: str | None
     holdout_uri: str
+    holdout_sha256: NotRequired[str | None]
     holdout_rows: int
     target: str
     thresholds: dict[str, Any]  # metric, threshold, min_improvement, allow_promotion, allow_older_data

@@ -158,13 +158,14 @@ def log_training_run(
     from cmms_mlflow.model_loading import import_skops
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
+    from cmms_pm.csv_export import write_csv
     from cmms_pm.contract import derive_contract
     from cmms_pm.data import read_split, release_freed_memory
     from cmms_pm.estimators import estimator as estimator_kind
 
     target = spec.target
     features = manifest_features(spec, manifest)
-    train = read_split(manifest["splits"]["train"]["uri"])
+    train = read_split(manifest["splits"]["train"]["uri"], sha256=manifest["splits"]["train"]["sha256"])
     # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
     # attempt leaves it RUNNING and the retry closes it (resume_or_close).
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
@@ -187,7 +188,8 @@ def log_training_run(
         release_freed_memory()
         training.fit_classifier(model, x, y)
         del x, y
-        validation = read_split(manifest["splits"]["validation"]["uri"])
+        split = manifest["splits"]["validation"]
+        validation = read_split(split["uri"], sha256=split["sha256"])
         proba = training.positive_proba(model, validation)
         y_val = validation[target].to_numpy()
         metrics = training.classification_metrics(y_val, proba)
@@ -208,7 +210,7 @@ def log_training_run(
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            importances.to_csv(out / "feature_importances.csv", index=False)
+            write_csv(importances, out / "feature_importances.csv")
             plots.plot_feature_importances(importances, out / "feature_importances.png")
             plots.plot_confusion_matrix(y_val, (proba >= 0.5).astype(int), out / "confusion_matrix.png")
             plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")
@@ -252,6 +254,7 @@ def log_training_run(
 
 def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: str) -> None:
     """validate_data's report as artifacts people open: the contract check, the drift table, HTML, PNG."""
+    from cmms_pm.csv_export import write_csv
     from cmms_pm.drift import DriftReport, drift_table, plot_drift, render_drift_html
 
     client.log_dict(run_id, checks.get("contract_check") or {}, f"{CHECKS_ARTIFACT_DIR}/contract_check.json")
@@ -260,7 +263,7 @@ def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: 
     report = DriftReport.from_dict(checks["drift"])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        drift_table(report).to_csv(out / "drift.csv", index=False)
+        write_csv(drift_table(report), out / "drift.csv")
         (out / "drift.html").write_text(render_drift_html(report, title=title), encoding="utf-8")
         plot_drift(report, out / "drift.png")
         (out / "drift.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
