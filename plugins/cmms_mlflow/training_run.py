@@ -158,8 +158,8 @@ def log_training_run(
     from cmms_mlflow.model_loading import import_skops
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
-    from cmms_pm.csv_export import write_csv
     from cmms_pm.contract import derive_contract
+    from cmms_pm.csv_export import write_csv
     from cmms_pm.data import read_split, release_freed_memory
     from cmms_pm.estimators import estimator as estimator_kind
 

@@ -109,7 +109,8 @@ class MlflowApprovalOperator(HITLBranchOperator):
         if self.registered_model is not None and str(self.model_name) != self.registered_model:
             from cmms_mlflow.exceptions import model_not_owned
 
-            raise model_not_owned(self.dag_id.removesuffix("_training"), self.registered_model, str(self.model_name))
+            spec = self.dag_id.removesuffix("_training")  # the factory's DAG id: <spec>_training
+            raise model_not_owned(spec, self.registered_model, str(self.model_name))
 
     def execute(self, context: Context) -> Any:
         from cmms_mlflow import registry
