@@ -143,6 +143,21 @@ def training_provenance(spec) -> dict[str, str]:
     }
 
 
+def spec_owning(spec, model_name: str):
+    """``spec`` with ``registered_model`` = ``model_name``: a spec owns its model, so a test that wants
+    a model of its own (no other test touches) runs a spec of its own."""
+    from cmms_pm.spec import ModelSpec
+
+    return ModelSpec.from_dict({**spec.to_dict(), "registered_model": model_name})
+
+
+def training_dag_owning(spec, model_name: str):
+    """The training DAG of :func:`spec_owning` (built by the DAG factory, as the dags folder does)."""
+    from cmms_mlflow.factory import build_training_dag
+
+    return build_training_dag(spec_owning(spec, model_name))
+
+
 def xcom_value(dag_run, task_id: str, key: str = "return_value"):
     """The XCom ``key`` a task of a finished ``dag.test()`` run pushed, or None."""
     from airflow.models.xcom import XComModel
