@@ -86,7 +86,7 @@ Runs whenever the champion of `{model}` may have changed (its Asset, emitted by
 data contract (unseen categories, missing and out-of-range values are flagged in the output and
 counted, never silently scored), loads `models:/<name>@champion` and writes one row per input —
 ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
-`model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>/<model>/predictions.parquet`.
+`model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>-<hash>/<model>/predictions.parquet`.
 A summary is logged as an MLflow run in the experiment `{experiment}`.
 """
 
