@@ -96,6 +96,23 @@ class Authority:
     approvers: tuple[str, ...] = ()
     override_reason: str = ""
 
+    @classmethod
+    def of(
+        cls, spec: Any | None, *, is_approver: bool = False, override: str = "", approval_step: bool = False
+    ) -> Authority:
+        """The authority of a caller for ``spec`` (a ``cmms_pm.spec.ModelSpec``, or None when no spec owns
+        the model): its approval settings, and what the caller established about the person."""
+        if spec is None:
+            return cls(is_approver=False, override_reason=override, approval_step=approval_step)
+        return cls(
+            spec=spec.name,
+            approval_required=bool(spec.approval["required"]),
+            approval_step=approval_step,
+            is_approver=is_approver,
+            approvers=tuple(spec.approval["approvers"]),
+            override_reason=override,
+        )
+
 
 @dataclass(frozen=True)
 class Request:

@@ -232,13 +232,7 @@ def _authority(request: Request, user: Any, spec: Any | None, *, override: str =
     """Who asks for a Production change outside the approval step, for the planner's approval rules."""
     from cmms_pm.registry_plan import Authority
 
-    return Authority(
-        spec=spec.name if spec is not None else None,
-        approval_required=bool(spec is not None and spec.approval["required"]),
-        is_approver=_is_approver(request, user, spec),
-        approvers=tuple(spec.approval["approvers"]) if spec is not None else (),
-        override_reason=override,
-    )
+    return Authority.of(spec, is_approver=_is_approver(request, user, spec), override=override)
 
 
 def _training_spec(body: TrainRequest) -> Any | None:

@@ -151,10 +151,4 @@ def run_authority(model_name: str, user: str | None, *, override: str = "") -> A
 
     spec = spec_for_model(load_specs()[0], model_name)
     approvers = tuple(spec.approval["approvers"]) if spec is not None else ()
-    return Authority(
-        spec=spec.name if spec is not None else None,
-        approval_required=bool(spec is not None and spec.approval["required"]),
-        is_approver=bool(user) and user in approvers,
-        approvers=approvers,
-        override_reason=override,
-    )
+    return Authority.of(spec, is_approver=bool(user) and user in approvers, override=override)

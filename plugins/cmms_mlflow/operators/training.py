@@ -543,12 +543,7 @@ def step_authority(spec: ModelSpec) -> Authority:
     """The training DAG's own promotion: the version must have been approved when the spec requires it."""
     from cmms_pm.registry_plan import Authority
 
-    return Authority(
-        spec=spec.name,
-        approval_required=bool(spec.approval["required"]),
-        approval_step=True,
-        approvers=tuple(spec.approval["approvers"]),
-    )
+    return Authority.of(spec, approval_step=True)
 
 
 def airflow_run_link(tags: Mapping[str, str]) -> str | None:
