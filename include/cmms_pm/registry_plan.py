@@ -299,7 +299,7 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
         changed = current != target
         if changed:
             writes.append(Write("stage", version, target))
-            state.stages[version] = target
+            state.stages[version] = str(target)
             writes.extend(_challenger_follows_staging(state))
             if request.tags:
                 writes.append(Write("tags", version, tags=dict(request.tags)))
@@ -310,7 +310,7 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
     )
     if override is not None:
         outcome["override"] = override
-    event = {
+    event: dict[str, Any] = {
         "key": request.key,
         "type": request.kind,
         "model": snapshot.name,
@@ -443,7 +443,7 @@ def _note(
         )
     stage, champion = state.stages[version], state.champion()
     writes = (Write("tags", version, tags=dict(request.tags)),) if request.tags else ()
-    event = {
+    event: dict[str, Any] = {
         "key": request.key,
         "type": request.kind,
         "model": snapshot.name,

@@ -368,7 +368,9 @@ def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[
     from cmms_pm.exceptions import InvalidParamsError
     from cmms_pm.params import training_params, validate_conf
 
-    spec = _training_spec(body)  # authorized by requires_access_model_dag
+    spec = _training_spec(body)  # authorized by requires_access_model_dag, so it exists
+    if spec is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
     if body.modelName is not None and body.modelName != spec.registered_model:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,

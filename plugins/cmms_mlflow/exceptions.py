@@ -221,7 +221,7 @@ def approval_missing(details: dict) -> ApprovalAuthorityError:
     )
 
 
-def refused(code: str, details: dict) -> MlflowRegistryError:
+def refused(code: str, details: dict) -> MlflowPluginError:
     """The typed error of a plan's refusal (``cmms_pm.registry_plan.Refusal``)."""
     if code == "version_not_found":
         return version_not_found(details["name"], details["version"])

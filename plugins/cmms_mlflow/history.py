@@ -125,15 +125,15 @@ def complete(
         return event
     if not settled and event.get("status", DONE_EVENT) != PENDING_EVENT:
         settled = "completed by a retry of the same step"
-    event = {**event, "status": status}
-    event.pop("expect", None)
+    completed: dict[str, Any] = {**event, "status": status}
+    completed.pop("expect", None)
     if settled:
-        event["settled"] = settled
-    client.set_tag(run.info.run_id, EVENT_TAG, json.dumps(event, separators=(",", ":"), sort_keys=True))
+        completed["settled"] = settled
+    client.set_tag(run.info.run_id, EVENT_TAG, json.dumps(completed, separators=(",", ":"), sort_keys=True))
     client.set_tag(run.info.run_id, STATUS_TAG, status)
-    client.set_tag(run.info.run_id, "mlflow.note.content", _sentence(event))
+    client.set_tag(run.info.run_id, "mlflow.note.content", _sentence(completed))
     client.set_terminated(run.info.run_id, status="FINISHED" if status == DONE_EVENT else "FAILED")
-    return event  # type: ignore[return-value]
+    return completed  # type: ignore[return-value]
 
 
 def pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
@@ -166,7 +166,7 @@ def settle_pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
         if event.get("version"):
             try:
                 mv = client.get_model_version(model, str(event["version"]))
-                state = VersionState(str(mv.version), mv.current_stage, dict(mv.tags or {}), mv.run_id)
+                state = VersionState(str(mv.version), str(mv.current_stage), dict(mv.tags or {}), mv.run_id)
             except MlflowException as err:
                 if getattr(err, "error_code", "") not in (
                     "RESOURCE_DOES_NOT_EXIST",
