@@ -294,7 +294,7 @@ def test_only_an_approver_promotes_a_model_whose_spec_requires_approval_and_a_no
     assert [perms["operator"][k] for k in ("promote", "rollback", "override")] == [False, False, False]
     assert (perms["approver"]["promote"], perms["approver"]["override"]) == (True, True)
 
-    status, answer = promote(v1, "operator", "go")
+    status, answer = promote(v1, "operator", "go live")
     assert status == 403 and "spec 'pm_gated' requires approval" in answer["detail"], answer
     assert registry.champion_version(cluster_client, name) is None
     status, answer = promote(v1, "approver", "checked")
