@@ -95,3 +95,25 @@ def test_scoring_throughput_bench_prints_dags_test_and_scheduler_tables_at_a_tin
     scheduler_table = out.stdout.split("Scoring throughput (scheduler)")[1]
     assert "|    2000 |" in scheduler_table or "| 2000 |" in scheduler_table
     assert "predict" in scheduler_table  # the operator's phases came back through the REST API
+
+
+@pytest.mark.slow
+def test_tuning_quality_bench_prints_tuned_against_untuned_f1_at_a_tiny_size():
+    """bench/tuning.py's quality part (no Airflow): one seed, 2,000 rows, 4 trials per booster."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "tuning.py"), "--part", "quality", "--rows", "2000", "--seeds", "0",
+        "--quality-trials", "4", "--max-rounds", "100", timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Holdout F1 at threshold 0.5" in out.stdout
+    for row in ("random_forest (defaults)", "xgboost (tuned, 4 trials)", "lightgbm (tuned, 4 trials)"):
+        assert row in out.stdout
+    assert re.search(r"xgboost tuned vs random forest: F1 \d\.\d{3} vs \d\.\d{3}", out.stdout)
+
+
+def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
+    bench = str(PROJECT_DIR / "bench" / "leakage.py")
+    out = _run_bench(bench, "--sizes", "5000", "--repeat", "1", timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Leakage guard, 51 feature columns" in out.stdout
+    assert re.search(r"\|\s+5,000 \|\s+51 \|\s+5000 \| mode_0, mode_1, status \|", out.stdout), out.stdout

@@ -27,6 +27,10 @@ class SpecError(CmmsPmError, ValueError):
     """A model spec file is invalid; the message names the file and the field."""
 
 
+class TuningError(CmmsPmError):
+    """A tuning study cannot give a model (no trial completed); a retry would find the same trials."""
+
+
 class ContractError(CmmsPmError, ValueError):
     """A data contract cannot be derived, read or applied; the message names columns, never values."""
 
@@ -47,3 +51,8 @@ class SplitIntegrityError(DataSourceError):
 
 class DataSourceUnavailableError(DataSourceError):
     """Reading a source failed on I/O (network, storage service): the same request may succeed later."""
+
+
+class LabelLeakError(DataValidationError):
+    """Feature columns leak the label (:mod:`cmms_pm.leakage`); the message names each column, the
+    test and its number. Not retried: the same batch leaks the same way."""

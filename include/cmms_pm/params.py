@@ -89,7 +89,8 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "estimator": {
             "default": spec.estimator,
             "type": "string",
-            "enum": list(ESTIMATOR_KINDS),
+            # A tuned spec's search space names this estimator's hyperparameters: no other one.
+            "enum": [spec.estimator] if spec.tuning else list(ESTIMATOR_KINDS),
             "title": "Estimator",
             "description": f"The spec's choice is {spec.estimator!r} ({chosen.title}); another one "
             f"trains with its own defaults plus the '{OTHER_HYPERPARAMETERS}' object below.",
@@ -112,6 +113,7 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "from the spec's. Names are checked against the chosen estimator when the run starts.",
         "section": "Hyperparameters",
     }
+    params.update(tuning_params(spec))
     if spec.source["kind"] == "synthetic":
         params["n_samples"] = {
             "default": spec.source["n_samples"],
@@ -206,6 +208,27 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     return params
 
 
+def tuning_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """The tuning field of the trigger form (``n_trials``, within the spec's cap); none untuned."""
+    tuning = spec.tuning
+    if not tuning:
+        return {}
+    tuned = ", ".join(sorted(tuning["space"]))
+    return {
+        "n_trials": {
+            "default": tuning["n_trials"],
+            "type": "integer",
+            "minimum": 1,
+            "maximum": tuning["max_trials"],
+            "title": "Tuning trials",
+            "description": f"Optuna trials searching {tuned} on the validation {tuning['metric']} (at most "
+            f"{tuning['max_trials']}, the spec's cap); the best trial's values train the model and replace "
+            "the form's values of those hyperparameters.",
+            "section": "Tuning",
+        }
+    }
+
+
 def approval_required(spec: ModelSpec, params: Mapping[str, Any]) -> bool:
     """Whether a run must wait for a person before Production: the spec says so, or the run asks.
 
@@ -286,6 +309,8 @@ class RunConfig:
     require_approval: bool = False
     approval_timeout_hours: float = 24.0
     notes: tuple[str, ...] = field(default=())
+    #: Tuning trials of this run (``None``: the spec does not tune).
+    n_trials: int | None = None
 
     @property
     def thresholds(self) -> dict[str, Any]:
@@ -353,4 +378,5 @@ def run_config(spec: ModelSpec, params: Mapping[str, Any]) -> RunConfig:
         require_approval=approval_required(spec, values),
         approval_timeout_hours=float(values["approval_timeout_hours"]),
         notes=tuple(notes),
+        n_trials=int(values["n_trials"]) if spec.tuning else None,
     )

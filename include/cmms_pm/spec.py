@@ -49,12 +49,21 @@ USER_ID_PATTERN = r"^(?![\s\S]*[\n\r])[A-Za-z0-9_.@+\-]{1,256}$"
 #: What a spec's notifications can be sent for (``notifications.events``).
 NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed")
 
-ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression")
+ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm")
 METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
 
 _COLUMN = {"type": "string", "pattern": COLUMN_NAME_PATTERN}
 _COLUMNS = {"type": "array", "items": _COLUMN, "uniqueItems": True, "default": []}
 _LABEL = {"type": ["string", "integer", "boolean"]}
+
+#: Columns kept as features although the leakage guard (cmms_pm.leakage) finds they leak the label:
+#: without this a spec listing one fails validate_data; with it the run records a warning.
+_LEAKAGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"accept": _COLUMNS},
+    "default": {},
+}
 
 _SYNTHETIC_SOURCE = {
     "type": "object",
@@ -90,6 +99,74 @@ _SQL_SOURCE = {
         "query": {"type": "string", "minLength": 1, "maxLength": 20000},
     },
     "oneOf": [{"required": ["table"]}, {"required": ["query"]}],
+}
+
+#: Kubernetes resource quantities a spec may ask per trial task: cores ("1", "1.5", "500m"), bytes ("2Gi").
+CPU_QUANTITY_PATTERN = r"^(?![\s\S]*\n)[0-9]{1,4}(\.[0-9]{1,3})?m?$"
+MEMORY_QUANTITY_PATTERN = r"^(?![\s\S]*\n)[0-9]{1,6}(Ki|Mi|Gi|Ti)?$"
+#: The most trials one tuning run may ask for (a spec's ``tuning.max_trials`` is at most this).
+TUNING_TRIALS_LIMIT = 1000
+#: A spec's hyperparameter search (``cmms_pm.tuning``): per hyperparameter of the estimator, a
+#: range ``{low, high, log?, step?}`` (integers for an integer hyperparameter) or ``{choices: [...]}``.
+#: Which names, bounds and values are valid depends on the estimator: checked by
+#: :func:`_tuning_problems` when the spec loads.
+_TUNING = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "required": ["space"],
+    "properties": {
+        "space": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "low": {"type": "number"},
+                    "high": {"type": "number"},
+                    "log": {"type": "boolean"},
+                    "step": {"type": "number", "exclusiveMinimum": 0},
+                    "choices": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": {"type": ["string", "number", "boolean"]},
+                    },
+                },
+            },
+        },
+        # Trials per run (a trigger may ask any number from 1 to max_trials).
+        "n_trials": {"type": "integer", "minimum": 1, "maximum": TUNING_TRIALS_LIMIT, "default": 20},
+        "max_trials": {"type": "integer", "minimum": 1, "maximum": TUNING_TRIALS_LIMIT, "default": 100},
+        # Trials one mapped Airflow task runs, one after the other (an independent TPE chain).
+        "trials_per_task": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+        # Random (seeded) trials at the start of each chain before TPE models the results.
+        "startup_trials": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
+        # Optional time budget from the study's start: no trial starts after it.
+        "timeout_minutes": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": 1440,
+            "default": None,
+        },
+        # Maximised on the validation split (the time split's where the spec has one).
+        "metric": {"enum": list(METRICS), "default": "pr_auc"},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0},
+        # Stop hopeless trials early (boosting libraries: by the validation PR-AUC of their rounds).
+        "pruning": {"type": "boolean", "default": True},
+        # What one trial task asks of a Kubernetes node (KubernetesExecutor: the pod_override of
+        # the tune tasks, cmms_mlflow.kubernetes). Kubernetes quantities: cpu "1" or "500m", memory "2Gi".
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "cpu": {"type": "string", "pattern": CPU_QUANTITY_PATTERN, "default": "1"},
+                "memory": {"type": "string", "pattern": MEMORY_QUANTITY_PATTERN, "default": "2Gi"},
+            },
+            "default": {},
+        },
+    },
+    "default": None,
 }
 
 SPEC_SCHEMA: dict[str, Any] = {
@@ -153,6 +230,7 @@ SPEC_SCHEMA: dict[str, Any] = {
         # Id, timestamp and free-text columns: never features; id_columns travel to predictions.
         "drop": _COLUMNS,
         "id_columns": _COLUMNS,
+        "leakage": _LEAKAGE,
         "estimator": {
             "type": "object",
             "additionalProperties": False,
@@ -162,6 +240,7 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "tuning": _TUNING,
         "promotion": {
             "type": "object",
             "additionalProperties": False,
@@ -366,12 +445,22 @@ class ModelSpec:
         return tuple(self.raw["id_columns"])
 
     @property
+    def leakage_accept(self) -> tuple[str, ...]:
+        """Feature columns kept knowingly although they leak the label (``leakage.accept``)."""
+        return tuple(self.raw["leakage"]["accept"])
+
+    @property
     def estimator(self) -> str:
         return self.raw["estimator"]["kind"]
 
     @property
     def estimator_params(self) -> Mapping[str, Any]:
         return self.raw["estimator"]["params"]
+
+    @property
+    def tuning(self) -> Mapping[str, Any] | None:
+        """The hyperparameter search (``None``: the spec's hyperparameters are fitted once)."""
+        return self.raw.get("tuning")
 
     @property
     def promotion(self) -> Mapping[str, Any]:
@@ -622,6 +711,83 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
+    problems.extend(_tuning_problems(raw))
+    problems += _leakage_problems(raw)
+    return problems
+
+
+def _tuning_problems(raw: Mapping[str, Any]) -> list[str]:
+    """A search space that fits the estimator: known tunable names, non-empty ranges within each
+    hyperparameter's bounds, log ranges above 0, valid choices; n_trials within max_trials."""
+    tuning = raw.get("tuning")
+    if not tuning:
+        return []
+    from cmms_pm.estimators import UNTUNABLE, estimator, validate_hyperparameters
+
+    kind = raw["estimator"]["kind"]
+    est = estimator(kind)
+    problems = []
+    if tuning["n_trials"] > tuning["max_trials"]:
+        problems.append(
+            f"tuning.n_trials: {tuning['n_trials']} is above tuning.max_trials {tuning['max_trials']}"
+        )
+    for name, entry in tuning["space"].items():
+        where = f"tuning.space.{name}"
+        if name not in est.hyperparameters or name in UNTUNABLE:
+            why = (
+                "is a setting of the run, never tuned"
+                if name in UNTUNABLE
+                else f"is not a hyperparameter of {kind}"
+            )
+            problems.append(f"{where}: {name!r} {why} (tunable: {sorted(est.tunable)})")
+            continue
+        schema = est.hyperparameters[name]
+        if "choices" in entry:
+            if set(entry) != {"choices"}:
+                problems.append(f"{where}: give either choices or a low/high range, not both")
+            for choice in entry["choices"]:
+                try:
+                    validate_hyperparameters(kind, {name: choice})
+                except SpecError as err:
+                    problems.append(f"{where}: choice {choice!r} is invalid: {err}")
+            continue
+        if "enum" in schema or schema.get("type") not in ("integer", "number"):
+            problems.append(f"{where}: {name} takes one of {schema.get('enum')}: give choices, not a range")
+            continue
+        if "low" not in entry or "high" not in entry:
+            problems.append(f"{where}: a range needs low and high (or give choices)")
+            continue
+        low, high = entry["low"], entry["high"]
+        if low >= high:
+            problems.append(f"{where}: empty range: low {low} must be below high {high}")
+        if entry.get("log") and low <= 0:
+            problems.append(f"{where}: a log range must lie above 0 (low is {low})")
+        if entry.get("log") and "step" in entry:
+            problems.append(f"{where}: log and step exclude each other")
+        if schema["type"] == "integer" and not all(
+            float(v).is_integer() for v in (low, high, entry.get("step", 1))
+        ):
+            problems.append(f"{where}: {name} is an integer: low, high and step must be whole numbers")
+        for bound in (low, high):
+            try:
+                validate_hyperparameters(kind, {name: int(bound) if schema["type"] == "integer" else bound})
+            except (SpecError, ValueError, OverflowError) as err:
+                problems.append(f"{where}: {bound} is outside the hyperparameter's bounds: {err}")
+    return problems
+
+
+def _leakage_problems(raw: Mapping[str, Any]) -> list[str]:
+    """``leakage.accept`` names feature columns: declared ones, or (inferring) none dropped or excluded."""
+    features = raw["features"]
+    declared = {*features["categorical"], *features["numeric"], *features["integer"]}
+    problems = []
+    for column in raw["leakage"]["accept"]:
+        if column == raw["target"]["column"]:
+            problems.append(f"leakage.accept: {column!r} is the target column, never a feature")
+        elif column in raw["drop"] or column in features["exclude"]:
+            problems.append(f"leakage.accept: {column!r} is dropped or excluded, so never a feature")
+        elif not features["infer"] and column not in declared:
+            problems.append(f"leakage.accept: {column!r} is not a declared feature")
     return problems
 
 

@@ -35,6 +35,7 @@ from cmms_mlflow.operators import (
     MlflowValidateModelOperator,
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
+from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
@@ -154,7 +155,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         params=_params(training_params(spec)),
         default_args=_default_args(spec, execution_timeout=timedelta(minutes=20), notifier=notifier),
         tags=["mlflow", "training", *spec.tags],
-        doc_md=doc,
+        doc_md=doc + (_tuning_text(spec) if spec.tuning else ""),
     ) as dag:
         extract = ExtractBatchOperator(
             task_id="extract_data", spec=definition, execution_timeout=timedelta(minutes=30)
@@ -165,11 +166,13 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             manifest=extract.output,
             execution_timeout=timedelta(minutes=30),
         )
+        study, tune = _tuning_tasks(spec, definition, extract, checks) if spec.tuning else (None, None)
         train = MlflowTrainModelOperator(
             task_id="train_model",
             spec=definition,
             dataset=extract.output,
             checks=checks.output,
+            tuning=study.output[PLAN_KEY] if study is not None else None,
             execution_timeout=timedelta(hours=2),
         )
         # Every step that writes the model gets the spec: the model must be the spec's own.
@@ -243,11 +246,51 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             trigger_rule="none_failed_min_one_success",
         )
         checks >> train
+        if tune is not None:
+            tune >> train  # every chain of trials before the final fit
         register >> stage >> validate_model
         decide(validate_model.output) >> [promote, approve, reject]
         approve >> [promote, reject]
         [promote, reject] >> report
     return dag
+
+
+TUNING_DOC = """
+**Tuning** (`tuning` in the spec): before train_model, **create_study** makes the run's Optuna study
+({storage}) and its training run, then **tune** runs {n_trials} trials (the trigger's `n_trials`, at
+most {max_trials}) in chains of {per_task}, one mapped task per chain, spread over the workers.
+Each trial is an MLflow child run of the training run with its parameters and validation {metric};
+hopeless trials are pruned. train_model fits the best trial's values and logs the study's summary.
+"""
+
+
+def _tuning_tasks(spec: ModelSpec, definition: dict[str, Any], extract: Any, checks: Any) -> tuple[Any, Any]:
+    """create_study → tune (mapped over the study's chains of trials); returns both."""
+    study = MlflowCreateStudyOperator(
+        task_id="create_study", spec=definition, dataset=extract.output, checks=checks.output
+    )
+    from cmms_mlflow.kubernetes import trial_executor_config
+
+    tune = MlflowTuneTrialsOperator.partial(
+        task_id="tune",
+        spec=definition,
+        plan=study.output[PLAN_KEY],
+        dataset=extract.output,
+        execution_timeout=timedelta(hours=2),
+        executor_config=trial_executor_config(spec),  # the trial pod under the KubernetesExecutor
+    ).expand(chain=study.output)
+    return study, tune
+
+
+def _tuning_text(spec: ModelSpec) -> str:
+    tuning = spec.tuning or {}
+    return TUNING_DOC.format(
+        storage="Airflow connection `cmms_optuna`, or a journal file on one host",
+        n_trials=tuning.get("n_trials"),
+        max_trials=tuning.get("max_trials"),
+        per_task=tuning.get("trials_per_task"),
+        metric=tuning.get("metric"),
+    )
 
 
 def _failure_callback(notifier: ModelEventNotifier | None) -> dict[str, Any]:

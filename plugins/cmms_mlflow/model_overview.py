@@ -33,6 +33,8 @@ VERSION_HISTORY_LIMIT = 100
 #: Where the plots of a training run live, and the one drift plot of its data checks.
 EVALUATION_DIR = "evaluation"
 DRIFT_PLOT = "data_checks/drift.png"
+#: The tuning study's plots (optimisation history, parameter importances) of a tuned model's run.
+TUNING_DIR = "tuning"
 #: A plot's id in a URL: ``evaluation.roc_curve``, ``drift``; resolved against the run's own
 #: artifact listing, so no path from a request ever reaches the artifact store.
 PLOT_ID_PATTERN = r"[a-z0-9_]{1,64}(\.[a-z0-9_]{1,64})?"
@@ -215,12 +217,28 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
             else None
         ),  # fmt: skip
         "drift": drift_of(tags),
+        "tuning": tuning_of(run.data if run is not None else None),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
             "mlflowRun": hook.run_url(experiment_id, mv.run_id) if experiment_id else None,
             # Built from the run's ids on this Airflow's address, never a URL taken from a tag.
             "airflowRun": airflow_run_url(tags.get("airflow.dag_id"), tags.get("airflow.run_id")),
         },
+    }
+
+
+def tuning_of(data: Any) -> dict[str, Any] | None:
+    """A tuned model's study in brief (from its run's params, metrics and tags), or None."""
+    if data is None or "tuning_trials" not in data.params:
+        return None
+    metric = data.params.get("tuning_metric", "")
+    return {
+        "study": data.tags.get("cmms.tuning.study"),
+        "trials": int(data.params["tuning_trials"]),
+        "metric": metric,
+        "bestValue": data.metrics.get(f"tuning_best_{metric}"),
+        "bestSlot": data.params.get("tuning_best_slot"),
+        "states": data.tags.get("tuning_states"),
     }
 
 
@@ -283,6 +301,10 @@ def plot_paths(client: MlflowClient, run_id: str) -> dict[str, str]:
             plots[f"{EVALUATION_DIR}.{stem}"] = info.path
     if any(i.path == DRIFT_PLOT for i in client.list_artifacts(run_id, str(Path(DRIFT_PLOT).parent))):
         plots["drift"] = DRIFT_PLOT
+    for info in client.list_artifacts(run_id, TUNING_DIR):
+        stem = Path(info.path).stem
+        if not info.is_dir and info.path.endswith(".png") and PLOT_ID.fullmatch(stem):
+            plots[f"{TUNING_DIR}.{stem}"] = info.path
     return plots
 
 

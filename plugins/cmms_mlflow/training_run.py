@@ -43,10 +43,18 @@ MODEL_ARTIFACT = "model"
 MODEL_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
 
 
-def model_requirements() -> list[str]:
-    """``MODEL_REQUIREMENTS`` pinned to the installed versions (unpinned if one is missing)."""
+def model_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """``MODEL_REQUIREMENTS`` pinned to the installed versions (unpinned if one is missing), plus
+    the distributions that provide the ``extra`` import names (an estimator's library, e.g.
+    ``xgboost``, installed here as the ``xgboost-cpu`` distribution)."""
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions() if extra else {}
+    packages = [*MODEL_REQUIREMENTS]
+    for name in extra:
+        packages.extend(d for d in distributions.get(name, [name]) if d not in packages)
     pinned = []
-    for package in MODEL_REQUIREMENTS:
+    for package in packages:
         try:
             pinned.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
@@ -144,8 +152,11 @@ def log_training_run(
     tags: dict[str, str],
     run_name: str,
     checks: DataReport | None = None,
+    run_id: str | None = None,
 ) -> TrainingResult:
     """Train on the manifest's train split, evaluate on validation, log everything; return ids.
+
+    ``run_id``: log into this existing run (a tuning study's training run) instead of a new one.
 
     Logged: params and validation metrics in one batch; feature importances and curves; the data
     contract of the training split; validate_data's checks (drift report) when given; the model
@@ -168,8 +179,11 @@ def log_training_run(
     train = read_split(manifest["splits"]["train"]["uri"], sha256=manifest["splits"]["train"]["sha256"])
     # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
     # attempt leaves it RUNNING and the retry closes it (resume_or_close).
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    run_id = run.info.run_id
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    else:  # a run made before training (a tuning study's parent), or a failed attempt's: reopened
+        client.update_run(run_id, status="RUNNING", name=run_name)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     try:
         # Everything that needs the training frame comes first, so that it can go before the
         # classifier grows (it is ~0.7x of the batch in memory); the validation split is read
@@ -186,10 +200,16 @@ def log_training_run(
         )
         del train
         release_freed_memory()
-        training.fit_classifier(model, x, y)
-        del x, y
+        validation = None
         split = manifest["splits"]["validation"]
-        validation = read_split(split["uri"], sha256=split["sha256"])
+        if estimator_kind(estimator).fit is not None:  # boosting: early stopping reads validation
+            validation = read_split(split["uri"], sha256=split["sha256"])
+            training.fit_classifier(model, x, y, validation=(validation, validation[target].to_numpy()))
+        else:
+            training.fit_classifier(model, x, y)
+        del x, y
+        if validation is None:
+            validation = read_split(split["uri"], sha256=split["sha256"])
         proba = training.positive_proba(model, validation)
         y_val = validation[target].to_numpy()
         metrics = training.classification_metrics(y_val, proba)
@@ -200,6 +220,7 @@ def log_training_run(
             "features": len(features.declared),
             "train_rows": train_rows,
             "validation_rows": len(validation),
+            **_boosting_rounds(model),
         }
         del validation
         client.log_batch(
@@ -230,7 +251,7 @@ def log_training_run(
                 # pyfunc.predict returns the classifier's predict(): 0/1 per row, not a probability.
                 signature=infer_signature(example, model.predict(example)),
                 input_example=example,
-                pip_requirements=model_requirements(),
+                pip_requirements=model_requirements(estimator_kind(estimator).requirements),
                 metadata={
                     "spec": spec.name,
                     "estimator": estimator,
@@ -258,6 +279,8 @@ def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: 
     from cmms_pm.drift import DriftReport, drift_table, plot_drift, render_drift_html
 
     client.log_dict(run_id, checks.get("contract_check") or {}, f"{CHECKS_ARTIFACT_DIR}/contract_check.json")
+    if checks.get("leakage"):  # the leakage guard's findings (cmms_pm.leakage.guard_record)
+        client.log_dict(run_id, checks["leakage"], f"{CHECKS_ARTIFACT_DIR}/leakage.json")
     if not checks.get("drift"):
         return
     report = DriftReport.from_dict(checks["drift"])
@@ -292,10 +315,13 @@ def run_result(client: MlflowClient, run: Run) -> TrainingResult:
     )
     if not logged:
         raise LookupError(f"run {run.info.run_id!r} finished without a logged model")
+    # A run reopened after a failed attempt (a tuning study's) may hold that attempt's model too.
+    ready = [m for m in logged if str(getattr(m, "status", "")).endswith("READY")] or logged
+    newest = max(ready, key=lambda m: m.creation_timestamp or 0)
     return {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
-        "model_uri": f"models:/{logged[0].model_id}",
+        "model_uri": f"models:/{newest.model_id}",
         "metrics": {k[len("val_") :]: v for k, v in run.data.metrics.items() if k.startswith("val_")},
     }
 
@@ -358,6 +384,19 @@ def dataset_schema(frame: Any) -> Any:
             ColSpec(type=_infer_pandas_column(sample), name=name, required=not bool(column.isna().any()))
         )
     return Schema(columns)
+
+
+def _boosting_rounds(model: Any) -> dict[str, int]:
+    """``{"best_iteration": n}`` for a booster that stopped early on the validation split."""
+    classifier = model.named_steps["classifier"]
+    for attribute in ("best_iteration", "best_iteration_"):  # XGBoost, LightGBM
+        try:
+            value = getattr(classifier, attribute)
+        except (AttributeError, ValueError):  # XGBoost raises when it did not stop early
+            continue
+        if isinstance(value, int) and value > 0:
+            return {"best_iteration": value}
+    return {}
 
 
 def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float]) -> str:

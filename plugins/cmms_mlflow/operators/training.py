@@ -31,22 +31,27 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
     :param checks: the report of ``validate_data`` (contract check, drift), logged with the run.
     """
 
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks")
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks", "tuning")
     operator_extra_links: ClassVar = (MlflowRunLink(),)
 
-    def __init__(self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, tuning: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.dataset = dataset
         self.checks = checks
+        #: The plan returned by ``create_study`` when the spec tunes (None: one fit of the run's values).
+        self.tuning = tuning
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> TrainingResult:
-        from cmms_pm.estimators import estimator
-
         spec = self.model_spec
         config = self.run_config(context)
         experiment_id = self.hook.get_or_create_experiment(client, config.experiment)
         airflow_tags = training_run.airflow_tags(context)
+        if self.tuning:
+            result = self.train_tuned(client, context, config)
+            return self.finished(context, experiment_id, result)
         earlier = training_run.resume_or_close(
             client, training_run.find_task_runs(client, experiment_id, airflow_tags)
         )
@@ -55,24 +60,7 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
             result = training_run.run_result(client, earlier)
         else:
             manifest = self.dataset
-            tags = {
-                "model_type": estimator(config.estimator).title,
-                "estimator": config.estimator,
-                "use_case": spec.name,
-                SPEC_TAG: spec.name,
-                "model_spec_file": spec.path,
-                "data_source": manifest.get("source", ""),
-                "data_version": manifest["data_version"],
-                "data_interval_start": manifest["data_interval_start"],
-                "data_interval_end": manifest["data_interval_end"],
-                "data_digest": manifest["digest"],
-                "training_date": manifest["training_date"],
-                **_check_tags(self.checks),
-                **airflow_tags,
-            }
-            commit = training_run.git_commit()
-            if commit:
-                tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
+            tags = training_tags(spec, config.estimator, manifest, self.checks, airflow_tags)
             result = training_run.log_training_run(
                 client,
                 experiment_id=experiment_id,
@@ -84,9 +72,48 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                 run_name=f"{self.task_id}-{manifest['training_date']}",
                 checks=self.checks,
             )
+        return self.finished(context, experiment_id, result)
+
+    def finished(self, context: Context, experiment_id: str, result: TrainingResult) -> TrainingResult:
         context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, result["run_id"]))
         self.log.info("MLflow run %s: validation F1 %.4f", result["run_id"], result["metrics"]["f1"])
         return result
+
+    def train_tuned(self, client: MlflowClient, context: Context, config: Any) -> TrainingResult:
+        """The best trial's hyperparameters train the model, in the training run create_study made
+        (the trials' parent); a finished one (a retry, a cleared run) is returned as it is."""
+        from cmms_mlflow import tuning
+        from cmms_mlflow.exceptions import bad_data_fails_the_task
+
+        plan = self.tuning
+        parent = client.get_run(plan["parent_run_id"])
+        if parent.info.status == "FINISHED":
+            self.log.info(
+                "Reusing the finished training run %s of study %s", parent.info.run_id, plan["study"]
+            )
+            return training_run.run_result(client, parent)
+        with bad_data_fails_the_task():
+            hyperparameters, summary = tuning.best_hyperparameters(plan, config.hyperparameters)
+        self.log.info(
+            "Study %s: best trial %d of %d, validation %s %.4f, %s",
+            plan["study"], summary["best_slot"], summary["trials"], plan["metric"], summary["best_value"],
+            summary["best_params"],
+        )  # fmt: skip
+        tuning.log_summary(client, parent.info.run_id, summary)
+        manifest = self.dataset
+        airflow_tags = training_run.airflow_tags(context)
+        return training_run.log_training_run(
+            client,
+            experiment_id=parent.info.experiment_id,
+            manifest=manifest,
+            spec=self.model_spec,
+            estimator=config.estimator,
+            hyperparameters=hyperparameters,
+            tags=training_tags(self.model_spec, config.estimator, manifest, self.checks, airflow_tags),
+            run_name=f"{self.task_id}-{manifest['training_date']}",
+            checks=self.checks,
+            run_id=parent.info.run_id,
+        )
 
     def openlineage(self, result: TrainingResult | None) -> Any:
         """Reads the batch; writes the MLflow run (params, metrics, plots, the logged model)."""
@@ -101,6 +128,33 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
             runId=result["run_id"],
             dataDigest=self.dataset["digest"],
         )
+
+
+def training_tags(
+    spec: ModelSpec, kind: str, manifest: Any, checks: DataReport | None, airflow_tags: dict[str, str]
+) -> dict[str, str]:
+    """The tags of a training run (copied to its model version): spec, data, checks, Airflow task."""
+    from cmms_pm.estimators import estimator
+
+    tags = {
+        "model_type": estimator(kind).title,
+        "estimator": kind,
+        "use_case": spec.name,
+        SPEC_TAG: spec.name,
+        "model_spec_file": spec.path,
+        "data_source": manifest.get("source", ""),
+        "data_version": manifest["data_version"],
+        "data_interval_start": manifest["data_interval_start"],
+        "data_interval_end": manifest["data_interval_end"],
+        "data_digest": manifest["digest"],
+        "training_date": manifest["training_date"],
+        **_check_tags(checks),
+        **airflow_tags,
+    }
+    commit = training_run.git_commit()
+    if commit:
+        tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
+    return tags
 
 
 def _check_tags(checks: DataReport | None) -> dict[str, str]:
@@ -118,7 +172,15 @@ def _check_tags(checks: DataReport | None) -> dict[str, str]:
         check = checks["contract_check"]
         tags["contract_unseen_category_columns"] = str(len(check.get("unseen_categories") or {}))
         tags["contract_out_of_range_columns"] = str(len(check.get("out_of_range") or {}))
+    tags.update(_leakage_tags(checks))
     return tags
+
+
+def _leakage_tags(checks: DataReport) -> dict[str, str]:
+    """``leakage_columns`` and the accepted / left-out leaking columns (cmms_pm.leakage)."""
+    from cmms_pm.leakage import leakage_tags
+
+    return leakage_tags(checks.get("leakage") or {})
 
 
 class MlflowRegisterModelOperator(MlflowBaseOperator):

@@ -448,6 +448,8 @@
         ["Data version", v.dataVersion],
         ["Data digest", v.dataDigest],
         ["Estimator", v.estimator],
+        ["Tuning", v.tuning ? `${v.tuning.trials} trials (${v.tuning.states || ""}); best validation ` +
+          `${v.tuning.metric} ${fmt(v.tuning.bestValue, 4)} (trial ${v.tuning.bestSlot})` : null],
         ["Promoted", v.promotedAt ? `${v.promotedAt} by ${v.promotedBy || "?"}: ${v.promotionReason || ""}` : null],
         ["Drift", drift && drift.status === "none" ? "not measured (no champion to compare with)"
           : drift ? `${drift.status}, max PSI ${fmt(drift.maxPsi, 3)}${drift.features.length

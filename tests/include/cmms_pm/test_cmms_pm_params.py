@@ -16,7 +16,9 @@ def test_the_form_takes_its_defaults_and_bounds_from_the_spec(shipped_spec):
     assert (params["n_estimators"]["default"], params["max_depth"]["default"]) == (100, 10)
     assert (params["n_estimators"]["minimum"], params["n_estimators"]["maximum"]) == (1, 2000)
     assert params["f1_threshold"]["default"] == 0.8 and params["n_samples"]["default"] == 20000
-    assert params["estimator"]["enum"] == ["random_forest", "hist_gradient_boosting", "logistic_regression"]
+    assert params["estimator"]["enum"] == [
+        "random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm"
+    ]
     for name, param in params.items():
         assert param["title"] and param["section"] and param["description"], name
 
@@ -44,7 +46,7 @@ def test_a_partial_conf_is_completed_with_the_form_defaults(shipped_spec):
         # A valid name, but another spec's model (or one no spec owns): a spec trains only its own.
         ({"model_name": "ai4i_rf"}, "model_name"),
         ({"model_name": "predictive_maintenance_rf2"}, "model_name"),
-        ({"estimator": "xgboost"}, "estimator"),
+        ({"estimator": "catboost"}, "estimator"),
         ({"hyperparameters": {"learning_rate": 2}}, "hyperparameters"),
         ({"hyperparameters": {"n_trees": 2}}, "hyperparameters"),
         ({"learning_rate": 0.1}, "learning_rate"),

@@ -61,7 +61,7 @@ def test_a_spec_round_trips_through_its_json_form(shipped_spec):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"estimator": {"kind": "xgboost"}}, "estimator.kind: 'xgboost' is not one of"),
+        ({"estimator": {"kind": "catboost"}}, "estimator.kind: 'catboost' is not one of"),
         ({"estimator": {"params": {"n_estimators": 0}}}, "estimator.params: random_forest: n_estimators: 0"),
         ({"estimator": {"params": {"trees": 5}}}, "'trees' was unexpected"),
         ({"source": {"kind": "file"}}, "source: 'path' is a required property"),
