@@ -97,11 +97,14 @@ def train_and_stage(
         **params,
     )
     version = run(
-        MlflowRegisterModelOperator(task_id="register_model", model_name=model_name, training=trained), day
+        MlflowRegisterModelOperator(
+            task_id="register_model", model_name=model_name, training=trained, spec=definition
+        ),
+        day,
     )["version"]
     run(
         MlflowTransitionModelOperator(
-            task_id="stage_model", model_name=model_name, version=version, stage="Staging"
+            task_id="stage_model", model_name=model_name, version=version, stage="Staging", spec=definition
         ),
         day,
     )

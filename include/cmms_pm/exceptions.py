@@ -44,6 +44,11 @@ class SourceNotAllowedError(DataSourceError):
     (``..``, ``~``, a query string, user-info, another scheme or suffix); the message says which part."""
 
 
+class SplitIntegrityError(DataSourceError):
+    """A written split no longer has the SHA-256 its manifest recorded (overwritten, truncated or
+    tampered with after ``extract_data`` wrote it): reading it again gives the same bytes."""
+
+
 class DataSourceUnavailableError(DataSourceError):
     """Reading a source failed on I/O (network, storage service): the same request may succeed later."""
 

@@ -49,11 +49,14 @@ def data_source_default(spec: ModelSpec) -> str:
     return SYNTHETIC if source["kind"] == "synthetic" else SQL
 
 
-def _model_name_param(spec: ModelSpec, description: str, section: str) -> dict[str, Any]:
+def _model_name_param(spec: ModelSpec, description: str, section: str, *, own_only: bool = False) -> dict:
+    """The ``model_name`` field; ``own_only``: the spec's registered model is its only value (a spec
+    owns its model: a run of its DAG writes to no other)."""
     return {
         "default": spec.registered_model,
         "type": "string",
         "pattern": MODEL_NAME_PATTERN,
+        **({"enum": [spec.registered_model]} if own_only else {}),
         "title": "Registered model name",
         "description": description,
         "section": section,
@@ -69,7 +72,11 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     kinds = [data_source_default(spec)] if spec.source["kind"] != "file" else []
     params: dict[str, dict[str, Any]] = {
         "model_name": _model_name_param(
-            spec, "MLflow registered model that receives the new version.", "Model"
+            spec,
+            "MLflow registered model that receives the new version: the spec's own (a spec's runs write "
+            "to no other model).",
+            "Model",
+            own_only=True,
         ),
         "experiment_name": {
             "default": spec.experiment,
@@ -318,13 +325,30 @@ class RunConfig:
         }
 
 
+def check_own_model(spec: ModelSpec, model_name: Any) -> None:
+    """``InvalidParamsError`` unless ``model_name`` is ``spec``'s registered model: the second line of
+    defence (the form refuses any other before a run exists) for a run whose conf was never validated
+    against this form (a run created before it, a cleared old run)."""
+    from cmms_pm.exceptions import InvalidParamsError
+
+    if model_name != spec.registered_model:
+        raise InvalidParamsError(
+            [
+                f"model_name: {model_name!r} is not spec {spec.name!r}'s registered model "
+                f"{spec.registered_model!r}; a spec's runs write only to the model it owns"
+            ]
+        )
+
+
 def run_config(spec: ModelSpec, params: Mapping[str, Any]) -> RunConfig:
     """Resolve a run's params (as Airflow validated them) against the spec; ``InvalidParamsError`` if
-    the estimator's hyperparameters do not fit it (the one check a form cannot make up front)."""
+    the estimator's hyperparameters do not fit it (the one check a form cannot make up front) or the
+    run names another model than the spec's own."""
     from cmms_pm.estimators import estimator, validate_hyperparameters
     from cmms_pm.exceptions import InvalidParamsError, SpecError
 
     values = {name: p["default"] for name, p in training_params(spec).items()} | dict(params)
+    check_own_model(spec, values["model_name"])
     kind = values["estimator"]
     notes = []
     if kind == spec.estimator:

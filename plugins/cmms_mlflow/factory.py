@@ -47,6 +47,7 @@ START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 MODEL = "{{ params.model_name }}"
 VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
 HOLDOUT = "{{ ti.xcom_pull(task_ids='extract_data')['splits']['holdout']['uri'] }}"
+HOLDOUT_SHA256 = "{{ ti.xcom_pull(task_ids='extract_data')['splits']['holdout']['sha256'] }}"
 
 TRAINING_DOC = """
 ### {title}: training to production
@@ -89,7 +90,7 @@ Runs whenever the champion of `{model}` may have changed (its Asset, emitted by
 data contract (unseen categories, missing and out-of-range values are flagged in the output and
 counted, never silently scored), loads `models:/<name>@champion` and writes one row per input —
 ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
-`model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>/<model>/predictions.parquet`.
+`model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>-<hash>/<model>/predictions.parquet`.
 A summary is logged as an MLflow run in the experiment `{experiment}`.
 {delivery}
 Last, **retention**: {retention}
@@ -180,8 +181,9 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             tuning=study.output[PLAN_KEY] if study is not None else None,
             execution_timeout=timedelta(hours=2),
         )
+        # Every step that writes the model gets the spec: the model must be the spec's own.
         register = MlflowRegisterModelOperator(
-            task_id="register_model", model_name=MODEL, training=train.output
+            task_id="register_model", model_name=MODEL, training=train.output, spec=definition
         )
         stage = MlflowTransitionModelOperator(
             task_id="stage_model",
@@ -190,6 +192,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             stage="Staging",
             # A cleared run re-executes this step; never pull a decided version back to Staging.
             from_stages=("None",),
+            spec=definition,
         )
         validate_model = MlflowValidateModelOperator(
             task_id="validate_model",
@@ -197,6 +200,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             model_name=MODEL,
             version=VERSION,
             holdout_uri=HOLDOUT,
+            holdout_sha256=HOLDOUT_SHA256,
             checks=checks.output,
         )
 
@@ -211,6 +215,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         approve = MlflowApprovalOperator(
             task_id=APPROVAL_TASK_ID,
             model_name=MODEL,
+            registered_model=spec.registered_model,
             validation=validate_model.output,
             approvers=spec.approval["approvers"],
             notifier=notifier,
@@ -232,6 +237,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         reject = MlflowRejectModelOperator(
             task_id="reject_model",
             model_name=MODEL,
+            spec=definition,
             validation=validate_model.output,
             approval=approve.output,
             notifier=notifier,
@@ -241,6 +247,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         report = MlflowModelReportOperator(
             task_id="report",
             model_name=MODEL,
+            spec=definition,
             validation=validate_model.output,
             trigger_rule="none_failed_min_one_success",
         )

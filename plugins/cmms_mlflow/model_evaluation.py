@@ -31,6 +31,7 @@ def validate_candidate(
     holdout_uri: str,
     target: str,
     policy: Mapping[str, Any],
+    holdout_sha256: str | None = None,
     drift: Mapping[str, str] | None = None,
     spec_name: str | None = None,
     allow_unverified: bool = False,
@@ -42,7 +43,8 @@ def validate_candidate(
     ``spec_name`` when given, the champion from any spec of this package, unless
     ``allow_unverified``) and scored on the same holdout. ``policy`` holds the metric,
     its threshold, the minimum improvement and the two switches (``RunConfig.thresholds``);
-    ``drift`` the status (``ok``/``warn``/``block``/``none``) and reason from validate_data.
+    ``drift`` the status (``ok``/``warn``/``block``/``none``) and reason from validate_data;
+    ``holdout_sha256`` the holdout's digest in the batch manifest (checked before it is scored).
     """
     from cmms_pm.data import read_split
     from cmms_pm.policy import decide_promotion
@@ -66,7 +68,7 @@ def validate_candidate(
 
     metric = policy["metric"]
     costs = decision_costs(policy)
-    holdout = read_split(holdout_uri)
+    holdout = read_split(holdout_uri, sha256=holdout_sha256)
     challenger_uri = f"models:/{name}/{version}"
     challenger = load_version(client, name, version, spec_name=spec_name, allow_unverified=allow_unverified)
     # Each model at its own decision threshold (its version tag; 0.5 for versions from before).
@@ -114,6 +116,7 @@ def validate_candidate(
         "challenger_data_end": challenger_data_end,
         "champion_data_end": champion_data_end,
         "holdout_uri": holdout_uri,
+        "holdout_sha256": holdout_sha256,
         "holdout_rows": len(holdout),
         "target": target,
         "thresholds": dict(policy),

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from cmms_mlflow import history, registry
 from cmms_mlflow.exceptions import ModelNotFoundError
-from cmms_mlflow.links import dag_url, required_actions_url
+from cmms_mlflow.links import DAG_ID_PATTERN, RUN_ID_PATTERN, airflow_run_url, required_actions_url
 from cmms_pm.approval import APPROVAL_TASK_ID, PENDING, requesting_run
 from cmms_pm.registry_plan import PRUNED, PRUNING, RETENTION_TAG
 
@@ -113,7 +113,9 @@ def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
         "recordedAt": event.get("recorded_at"),
         "reason": event.get("reason") or "",
         "airflow": dict(airflow) or None,
-        "links": {"airflowRun": dag_url(dag_id, run_id) if dag_id and run_id else None},
+        "status": event.get("status", "done"),
+        "override": event.get("override"),
+        "links": {"airflowRun": airflow_run_url(dag_id, run_id)},
     }
 
 
@@ -124,10 +126,17 @@ def recent_decisions(
     return [decision_view(e) for e in history.read(client, name, limit=limit, version=version)]
 
 
-def pending_approvals(versions: list[ModelVersion], approvers: Sequence[str] = ()) -> list[dict[str, Any]]:
+def pending_approvals(
+    versions: list[ModelVersion], approvers: Sequence[str] = (), *, training_dag_id: str | None = None
+) -> list[dict[str, Any]]:
     """The versions waiting for a person's answer (``approval_status=pending``), newest first: when
     and by which Airflow run it was asked, who may answer (``approvers``; empty: anyone allowed to
     answer the DAG's human-in-the-loop tasks), until when, and Airflow's page to answer it.
+
+    The asking run comes from a tag, which anyone with MLflow write access can edit: it counts only
+    if it names ``training_dag_id`` (the model's spec's training DAG, the only one with an approval
+    step for it) and a run id of Airflow's own shape; otherwise ``dagId``/``runId`` and the links
+    are None (``requestedBy`` still shows the tag as text).
 
     Read from ``versions`` (the listing :func:`model_summary` already holds, tags included): no
     MLflow call of its own.
@@ -137,7 +146,7 @@ def pending_approvals(versions: list[ModelVersion], approvers: Sequence[str] = (
         tags = dict(mv.tags)
         if tags.get("approval_status") != PENDING:
             continue
-        dag_id, run_id = requesting_run(tags.get("approval_requested_by")) or (None, None)
+        dag_id, run_id = asking_run(tags.get("approval_requested_by"), training_dag_id)
         hours = _float(tags.get("approval_timeout_hours"))
         requested_at = tags.get("approval_requested_at") or None
         pending.append({
@@ -157,10 +166,21 @@ def pending_approvals(versions: list[ModelVersion], approvers: Sequence[str] = (
             "mapIndex": -1,
             "links": {
                 "requiredActions": required_actions_url(dag_id, run_id, APPROVAL_TASK_ID) if run_id else None,
-                "airflowRun": dag_url(dag_id, run_id) if run_id else None,
+                "airflowRun": airflow_run_url(dag_id, run_id),
             },
         })  # fmt: skip
     return pending
+
+
+def asking_run(tag: str | None, training_dag_id: str | None) -> tuple[str | None, str | None]:
+    """``(dag_id, run_id)`` of an ``approval_requested_by`` tag when it names ``training_dag_id`` and a
+    well-formed run id, else ``(None, None)``."""
+    dag_id, run_id = requesting_run(tag) or (None, None)
+    if training_dag_id is None or dag_id != training_dag_id or not DAG_ID_PATTERN.fullmatch(dag_id):
+        return None, None
+    if run_id is None or not RUN_ID_PATTERN.fullmatch(run_id):
+        return None, None
+    return dag_id, run_id
 
 
 def _plus_hours(iso: str | None, hours: float | None) -> str | None:
@@ -198,13 +218,23 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "promotedBy": tags.get("promoted_by") or None,
         "promotionReason": tags.get("promotion_reason") or None,
         "approvalStatus": tags.get("approval_status") or None,
+        "approvalOverride": (
+            {
+                "of": tags["approval_override"],
+                "by": tags.get("approval_override_by") or None,
+                "reason": tags.get("approval_override_reason") or "",
+            }
+            if tags.get("approval_override")
+            else None
+        ),  # fmt: skip
         "drift": drift_of(tags),
         **artifacts_of(tags),
         "tuning": tuning_of(run.data if run is not None else None),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
             "mlflowRun": hook.run_url(experiment_id, mv.run_id) if experiment_id else None,
-            "airflowRun": tags.get("airflow.run_url") or None,
+            # Built from the run's ids on this Airflow's address, never a URL taken from a tag.
+            "airflowRun": airflow_run_url(tags.get("airflow.dag_id"), tags.get("airflow.run_id")),
         },
     }
 
@@ -231,9 +261,11 @@ def model_summary(
     limit: int = DECISIONS_LIMIT,
     *,
     approvers: Sequence[str] = (),
+    training_dag_id: str | None = None,
 ) -> dict:
     """Champion, challenger (or the last candidate), decisions, drift and pending approvals of
-    ``name`` (``approvers``: who the model's spec lets answer an approval)."""
+    ``name`` (``approvers``: who the model's spec lets answer an approval; ``training_dag_id``: its
+    spec's training DAG, the only DAG whose approval requests count)."""
     try:
         model = registry.get_model(client, name)
     except ModelNotFoundError:
@@ -270,7 +302,7 @@ def model_summary(
         "previousChampion": aliases.get(registry.PREVIOUS_CHAMPION),
         "decisions": recent_decisions(client, name, limit),
         "drift": drift,
-        "pendingApprovals": pending_approvals(versions, approvers),
+        "pendingApprovals": pending_approvals(versions, approvers, training_dag_id=training_dag_id),
         "links": {"mlflowModel": _model_url(hook, name)},
     }
 

@@ -331,11 +331,16 @@ def execute(client: MlflowClient, name: str, request: Request, *, lock: HeldLock
 def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[str, Any]:
     """Write ``plan``: repairs (their history event first), then the request's writes and event.
 
-    A refused request raises its typed error after the repairs are written. Stages and aliases
-    are written here and nowhere else.
+    First the history events a writer that died left pending are settled (:func:`history.settle_pending`).
+    A request's event is recorded as an intent before its writes and completed after them. A refused
+    request raises its typed error after the repairs are written. Stages and aliases are written here
+    and nowhere else.
     """
     from cmms_mlflow import history
 
+    if lock is not None:
+        lock.verify()
+    history.settle_pending(client, plan.name)
     if plan.repairs:
         log.warning("Repairing registered model %s: %s", plan.name, "; ".join(plan.repairs))
     written = False
@@ -345,11 +350,15 @@ def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[st
                 lock.verify()
             if step.event is not None and step.event_first:
                 history.append(client, plan.name, step.event)
+            if step.event is not None and step.intent:
+                history.append(client, plan.name, step.event, status=registry_plan.PENDING_EVENT)
             for write in step.writes:
                 log.info("%s: %s", plan.name, write.describe())
                 written = True
                 _write(client, plan.name, write)
-            if step.event is not None and not step.event_first:
+            if step.event is not None and step.intent:
+                history.complete(client, plan.name, str(step.event["key"]))
+            elif step.event is not None and not step.event_first:
                 history.append(client, plan.name, step.event)
     except BaseException:
         if written:  # a partial write: caches must still read again (the next write repairs)

@@ -173,13 +173,14 @@ def log_training_run(
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
     from cmms_pm.contract import derive_contract
+    from cmms_pm.csv_export import write_csv
     from cmms_pm.data import read_split, release_freed_memory
     from cmms_pm.estimators import estimator as estimator_kind
     from cmms_pm.estimators import trusted_types
 
     target = spec.target
     features = manifest_features(spec, manifest)
-    train = read_split(manifest["splits"]["train"]["uri"])
+    train = read_split(manifest["splits"]["train"]["uri"], sha256=manifest["splits"]["train"]["sha256"])
     # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
     # attempt leaves it RUNNING and the retry closes it (resume_or_close).
     if run_id is None:
@@ -204,14 +205,15 @@ def log_training_run(
         del train
         release_freed_memory()
         validation = None
+        split = manifest["splits"]["validation"]
         if estimator_kind(estimator).fit is not None:  # boosting: early stopping reads validation
-            validation = read_split(manifest["splits"]["validation"]["uri"])
+            validation = read_split(split["uri"], sha256=split["sha256"])
             training.fit_classifier(model, x, y, validation=(validation, validation[target].to_numpy()))
         else:
             training.fit_classifier(model, x, y)
         del x, y
         if validation is None:
-            validation = read_split(manifest["splits"]["validation"]["uri"])
+            validation = read_split(split["uri"], sha256=split["sha256"])
         # Calibrated on the validation split, threshold from its out-of-fold risks; a split with no
         # failure (or a strategy that must not fall back) fails here, before anything is logged.
         decided = decide(model, validation, spec=spec, manifest=manifest)
@@ -249,7 +251,7 @@ def log_training_run(
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            importances.to_csv(out / "feature_importances.csv", index=False)
+            write_csv(importances, out / "feature_importances.csv")
             plots.plot_feature_importances(importances, out / "feature_importances.png")
             explanation.to_csv(out / "global_explanation.csv", index=False)
             plots.plot_global_explanation(explanation, out / "global_explanation.png")
@@ -305,6 +307,7 @@ def log_training_run(
 
 def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: str) -> None:
     """validate_data's report as artifacts people open: the contract check, the drift table, HTML, PNG."""
+    from cmms_pm.csv_export import write_csv
     from cmms_pm.drift import DriftReport, drift_table, plot_drift, render_drift_html
 
     client.log_dict(run_id, checks.get("contract_check") or {}, f"{CHECKS_ARTIFACT_DIR}/contract_check.json")
@@ -315,7 +318,7 @@ def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: 
     report = DriftReport.from_dict(checks["drift"])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        drift_table(report).to_csv(out / "drift.csv", index=False)
+        write_csv(drift_table(report), out / "drift.csv")
         (out / "drift.html").write_text(render_drift_html(report, title=title), encoding="utf-8")
         plot_drift(report, out / "drift.png")
         (out / "drift.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))

@@ -435,6 +435,7 @@ def log_summary(client: MlflowClient, run_id: str, summary: Mapping[str, Any]) -
     from mlflow.entities import Metric, Param, RunTag
 
     from cmms_pm import tuning
+    from cmms_pm.csv_export import write_csv
 
     trials = summary["_trials"]
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
@@ -454,7 +455,7 @@ def log_summary(client: MlflowClient, run_id: str, summary: Mapping[str, Any]) -
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "summary.json").write_text(json.dumps(public, indent=2, sort_keys=True, default=str))
-        tuning.trials_frame(trials).to_csv(out / "trials.csv", index=False)
+        write_csv(tuning.trials_frame(trials), out / "trials.csv")
         tuning.plot_history(trials, summary["metric"], out / "optimization_history.png")
         tuning.plot_importances(summary["importances"], out / "param_importances.png")
         client.log_artifacts(run_id, str(out), artifact_path=SUMMARY_DIR)

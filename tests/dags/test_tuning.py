@@ -21,12 +21,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tuned_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+def tuned_name() -> str:
+    return f"ai4i_tuned_{uuid.uuid4().hex[:8]}"
 
-    bag = DagBag(dag_folder=str(FIXTURES / "model_specs.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["ai4i_tuned_training"]
+
+@pytest.fixture(scope="module")
+def tuned_dag(airflow_db, tuned_name):
+    """ai4i_tuned's training DAG, built by the DAG factory for the spec owning this module's model
+    (a spec's runs write only the model it owns)."""
+    from support import training_dag_owning
+
+    from cmms_pm.spec import load_spec
+
+    return training_dag_owning(load_spec(FIXTURES / "models" / "ai4i_tuned.yaml"), tuned_name)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +61,10 @@ def _study(name: str):
 
 
 @pytest.fixture(scope="module")
-def tuned_run(tuned_dag, ai4i_file, mlflow_store):
+def tuned_run(tuned_dag, tuned_name, ai4i_file, mlflow_store):
     """One tuned run (6 trials in 2 chains), then the same run cleared and run again."""
     os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": mlflow_store})
-    name = f"ai4i_tuned_{uuid.uuid4().hex[:8]}"
+    name = tuned_name
     try:
         first = _run(tuned_dag, 1, model_name=name, experiment_name=name)
         from support import xcom_value

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.notifiers import ModelEventNotifier
     from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
+    from cmms_pm.registry_plan import Authority
     from cmms_pm.spec import ModelSpec
 
 
@@ -185,15 +186,23 @@ def _leakage_tags(checks: DataReport) -> dict[str, str]:
 
 
 class MlflowRegisterModelOperator(MlflowBaseOperator):
-    """Register the trained model as a new version carrying the run's tags and a description."""
+    """Register the trained model as a new version carrying the run's tags and a description.
+
+    :param spec: the spec the DAG is built from (``ModelSpec.to_dict()``), if any: ``model_name``
+        must then be its registered model.
+    """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "training")
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
-    def __init__(self, *, model_name: str, training: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *, model_name: str, training: Any, spec: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.training = training
+        self.spec = spec
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         run = client.get_run(self.training["run_id"])
@@ -212,7 +221,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
             run_id=self.training["run_id"],
             description=description,
             tags=tags,
-            run_link=tags.get("airflow.run_url"),
+            run_link=airflow_run_link(tags),
         )
         self.push_model_version_link(context, self.model_name, version.version)
         return {"name": self.model_name, "version": str(version.version), "run_id": self.training["run_id"]}
@@ -235,10 +244,14 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
 
 
 class MlflowTransitionModelOperator(MlflowBaseOperator):
-    """Move a version to a stage; the matching alias moves with it (see ``registry.transition``)."""
+    """Move a version to a stage; the matching alias moves with it (see ``registry.transition``).
+
+    :param spec: the spec the DAG is built from, if any: ``model_name`` must be its registered model.
+    """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version", "stage")
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -247,6 +260,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         version: Any,
         stage: str,
         from_stages: tuple[str, ...] | None = None,
+        spec: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -254,6 +268,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         self.version = version
         self.stage = stage
         self.from_stages = from_stages
+        self.spec = spec
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         ti = context["ti"]
@@ -302,9 +317,11 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         "model_name",
         "version",
         "holdout_uri",
+        "holdout_sha256",
         "checks",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -313,6 +330,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         model_name: str,
         version: Any,
         holdout_uri: Any,
+        holdout_sha256: Any = None,
         checks: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -321,6 +339,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.model_name = model_name
         self.version = version
         self.holdout_uri = holdout_uri
+        self.holdout_sha256 = holdout_sha256
         self.checks = checks
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> DecisionRecord:
@@ -335,6 +354,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                 name=self.model_name,
                 version=str(self.version),
                 holdout_uri=self.holdout_uri,
+                holdout_sha256=self.holdout_sha256 or None,
                 target=self.model_spec.target,
                 policy={**config.thresholds, "costs": _decision_costs(self.model_spec)},
                 drift={
@@ -390,6 +410,7 @@ class MlflowDecisionOperator(MlflowBaseOperator):
         "approval",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -464,6 +485,7 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
         from cmms_pm.spec import ModelSpec
 
         ti = context["ti"]
+        spec = ModelSpec.from_dict(self.spec) if self.spec else None
         with pickle_loading_disabled():
             outcome = promote_validated(
                 client,
@@ -476,9 +498,14 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
                 },
                 key=self.event_key(context),
                 airflow=self.airflow_ref(context),
-                load_options=load_options(ModelSpec.from_dict(self.spec)) if self.spec else None,
+                load_options=load_options(spec) if spec is not None else None,
+                authority=step_authority(spec) if spec is not None else None,
             )
         self.push_model_version_link(context, self.model_name, outcome["version"])
+        if outcome.get("superseded"):
+            # A rerun of a run that did its work: nothing moved, nobody is told again.
+            self.log.info("%s v%s: %s", self.model_name, outcome["version"], outcome["reason"])
+            return outcome
         from cmms_mlflow import metrics
 
         metrics.decision(self.model_name, "promoted" if outcome["decision"] == "promote" else "rejected")
@@ -526,9 +553,12 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
 
 
 class MlflowModelReportOperator(MlflowDecisionOperator):
-    """Log a readable summary of what the run did to the registry and return it."""
+    """Log a readable summary of what the run did to the registry and return it (a rerun whose
+    promotion was superseded since says ``decision: superseded`` and by which version)."""
 
     writes_version: ClassVar[bool] = False
+    #: The step whose outcome says whether this run's promotion was superseded (a rerun).
+    promote_task_id: ClassVar[str] = "promote_model"
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.model_evaluation import recorded_decision
@@ -537,6 +567,8 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         version = str(self.validation["challenger_version"])
         # The promote step may have re-validated against a newer champion: report the final record.
         record = recorded_decision(client, self.validation["challenger_run_id"]) or self.validation
+        promoted = context["ti"].xcom_pull(task_ids=self.promote_task_id)
+        superseded = isinstance(promoted, dict) and bool(promoted.get("superseded"))
         mv = client.get_model_version(self.model_name, version)
         aliases = sorted(a for a, v in registry.aliases_of(client, self.model_name).items() if v == version)
         champion = registry.get_champion(client, self.model_name)
@@ -551,8 +583,10 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "champion_f1": record["champion_metrics"]["f1"] if record["champion_metrics"] else None,
             "champion_version": record["champion_version"],
             "current_champion_version": str(champion.version) if champion is not None else None,
-            "decision": "promoted" if mv.current_stage == "Production" else "rejected",
-            "reason": archived_because or record["reason"],
+            "decision": "superseded"
+            if superseded
+            else ("promoted" if mv.current_stage == "Production" else "rejected"),
+            "reason": promoted["reason"] if superseded else archived_because or record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
             "thresholds": _thresholds_line(record),
@@ -560,8 +594,10 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "drift": (record.get("drift") or {}).get("reason", ""),
             "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
             "mlflow_ui_url": self.hook.model_version_url(self.model_name, version),
-            "airflow_ui_url": mv.tags.get("airflow.run_url", ""),
+            "airflow_ui_url": airflow_run_link(mv.tags) or "",
         }
+        if superseded:
+            summary["superseded_by"] = promoted["superseded_by"]
         summary["text"] = format_summary(summary)
         self.log.info("Pipeline summary\n%s", summary["text"])
         card_with_outcome(client, record["challenger_run_id"], mv, summary, self.approval)
@@ -575,6 +611,21 @@ def _decision_costs(spec: ModelSpec) -> dict[str, float]:
     from cmms_pm.thresholds import DecisionPolicy
 
     return DecisionPolicy.from_spec(spec.decision).costs
+
+
+def step_authority(spec: ModelSpec) -> Authority:
+    """The training DAG's own promotion: the version must have been approved when the spec requires it."""
+    from cmms_pm.registry_plan import Authority
+
+    return Authority.of(spec, approval_step=True)
+
+
+def airflow_run_link(tags: Mapping[str, str]) -> str | None:
+    """Airflow's page of the run that trained a version, built from its ``airflow.dag_id`` and
+    ``airflow.run_id`` tags (validated) on this Airflow's base URL, never taken from a URL tag."""
+    from cmms_mlflow.links import airflow_run_url
+
+    return airflow_run_url(tags.get(training_run.TAG_DAG_ID), tags.get(training_run.TAG_RUN_ID))
 
 
 def load_options(spec: ModelSpec) -> dict[str, Any]:

@@ -98,9 +98,10 @@ class MlflowTuneTrialsOperator(SpecOperatorMixin, MlflowBaseOperator):
         config = self.run_config(context)
         manifest = self.dataset
         with bad_data_fails_the_task():
+            train, validation = (manifest["splits"][name] for name in ("train", "validation"))
             prepared = search.prepare(
-                read_split(manifest["splits"]["train"]["uri"]),
-                read_split(manifest["splits"]["validation"]["uri"]),
+                read_split(train["uri"], sha256=train["sha256"]),
+                read_split(validation["uri"], sha256=validation["sha256"]),
                 features=manifest_features(spec, manifest),
                 target=spec.target,
                 kind=self.plan["estimator"],

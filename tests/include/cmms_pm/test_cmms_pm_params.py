@@ -43,6 +43,9 @@ def test_a_partial_conf_is_completed_with_the_form_defaults(shipped_spec):
         ({"model_name": "123"}, "model_name"),
         ({"model_name": "0x1F"}, "model_name"),
         ({"model_name": "pm_model\n"}, "model_name"),
+        # A valid name, but another spec's model (or one no spec owns): a spec trains only its own.
+        ({"model_name": "ai4i_rf"}, "model_name"),
+        ({"model_name": "predictive_maintenance_rf2"}, "model_name"),
         ({"estimator": "catboost"}, "estimator"),
         ({"hyperparameters": {"learning_rate": 2}}, "hyperparameters"),
         ({"hyperparameters": {"n_trees": 2}}, "hyperparameters"),
@@ -72,6 +75,13 @@ def test_the_run_uses_the_specs_estimator_with_the_forms_hyperparameters(shipped
         "allow_older_data": False,
     }  # fmt: skip
     assert config.model_name == "predictive_maintenance_rf" and config.data_source == "synthetic"
+
+
+def test_a_run_that_names_another_model_is_refused_when_it_starts(shipped_spec):
+    """The second line of defence: a conf the form never validated (a run from before the rule)."""
+    with pytest.raises(InvalidParamsError, match="'ai4i_rf' is not spec 'predictive_maintenance'"):
+        run_config(shipped_spec, {"model_name": "ai4i_rf"})
+    assert training_params(shipped_spec)["model_name"]["enum"] == ["predictive_maintenance_rf"]
 
 
 def test_another_estimator_at_trigger_time_takes_its_defaults_and_the_override_object(shipped_spec):

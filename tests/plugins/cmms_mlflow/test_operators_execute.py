@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 from datasets import ai4i_like
 from operator_context import operator_runner, train_and_stage, write_incoming
+from support import spec_owning
 
 from cmms_mlflow import registry
 from cmms_mlflow.exceptions import BadDataError
 from cmms_mlflow.operators import (
     ExtractBatchOperator,
     MlflowPromoteModelOperator,
+    MlflowRegisterModelOperator,
     MlflowTrainModelOperator,
+    MlflowTransitionModelOperator,
     MlflowValidateDataOperator,
     MlflowValidateModelOperator,
 )
@@ -28,9 +31,10 @@ from cmms_pm.spec import load_spec
 FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures" / "models"
 
 
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(FIXTURES / "ai4i.yaml")
+@pytest.fixture
+def spec(model_name):
+    """The ai4i spec, owning this test's model (a spec writes only its own model)."""
+    return spec_owning(load_spec(FIXTURES / "ai4i.yaml"), model_name)
 
 
 @pytest.fixture
@@ -52,12 +56,16 @@ def test_the_operators_take_a_foreign_batch_from_file_to_champion(
     record = run(
         MlflowValidateModelOperator(
             task_id="validate_model", spec=definition, model_name=model_name, version=version,
-            holdout_uri=manifest["splits"]["holdout"]["uri"], checks=checks,
+            holdout_uri=manifest["splits"]["holdout"]["uri"],
+            holdout_sha256=manifest["splits"]["holdout"]["sha256"], checks=checks,
         )
     )  # fmt: skip
     assert record["decision"] == "promote" and record["thresholds"]["metric"] == "f1"
+    assert record["holdout_sha256"] == manifest["splits"]["holdout"]["sha256"]
     outcome = run(
-        MlflowPromoteModelOperator(task_id="promote_model", model_name=model_name, validation=record)
+        MlflowPromoteModelOperator(
+            task_id="promote_model", model_name=model_name, validation=record, spec=definition
+        )
     )
     assert outcome["decision"] == "promote"
     assert registry.aliases_of(client, model_name) == {"champion": version}
@@ -102,6 +110,44 @@ def test_extract_refuses_sources_outside_the_allowed_folders_before_reading(run,
     for source in (str(outside), "incoming/../../outside.csv", "/etc/passwd.csv"):
         with pytest.raises(BadDataError, match="SourceNotAllowedError"):
             run(ExtractBatchOperator(task_id="extract_data", spec=spec.to_dict()), data_source=source)
+
+
+def test_a_task_given_another_specs_model_fails_without_retry_and_writes_nothing(
+    run, spec, mlflow_conn, client, model_name, tmp_path
+):
+    """The second line of defence behind the trigger form: a conf naming another spec's model (a run
+    created before the rule, a hand-made DAG) reaches no registry write."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cmms_mlflow.exceptions import ModelOwnershipError
+    from cmms_mlflow.operators import MlflowRejectModelOperator
+
+    victim = f"{model_name}_victim"  # owned by another spec (or by none: the same refusal)
+    definition = spec.to_dict()
+    source = write_incoming(tmp_path, ai4i_like(400, seed=36))
+    with pytest.raises(BadDataError, match=f"model_name: '{victim}' is not spec 'ai4i'"):
+        run(
+            ExtractBatchOperator(task_id="extract_data", spec=definition),
+            data_source=source,
+            model_name=victim,
+        )
+    assert not any((tmp_path / "data").glob("ai4i_training/*")), "no batch was written"
+
+    trained = {"run_id": "0" * 32, "model_uri": "models:/m-0", "metrics": {}}
+    record = {"challenger_version": "1", "champion_version": None, "decision": "promote", "reason": "r"}
+    mine = {"model_name": victim, "spec": definition}
+    for operator in (
+        MlflowRegisterModelOperator(task_id="register_model", training=trained, **mine),
+        MlflowTransitionModelOperator(task_id="stage_model", version="1", stage="Staging", **mine),
+        MlflowPromoteModelOperator(task_id="promote_model", validation=record, **mine),
+        MlflowRejectModelOperator(task_id="reject_model", validation=record, **mine),
+    ):
+        with pytest.raises(
+            ModelOwnershipError, match=f"'{victim}' is not spec 'ai4i'.s registered model"
+        ) as caught:
+            run(operator)
+        assert isinstance(caught.value, AirflowFailException), operator.task_id  # no retry
+    assert client.search_registered_models(f"name = '{victim}'") == []
 
 
 def test_inferred_features_leave_leaks_out_and_the_run_records_them(
