@@ -688,6 +688,10 @@ class PruneRequest:
     at: str = ""
     key: str = ""
     airflow: Mapping[str, str] | None = None
+    #: The ``pending`` prune event of an earlier run that died after marking its versions ``pruning``:
+    #: when this run finishes every one of them, it completes that event (same key) instead of
+    #: recording another (:func:`settle_prune` leaves such an event pending for it).
+    resume: Mapping[str, Any] | None = None
 
 
 def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], dict[str, str]]:
@@ -741,11 +745,14 @@ def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], d
 
 
 def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
-    """Repairs of ``snapshot``, then the pruning: tag every new candidate ``pruning`` (the intent), remove
-    each one's artifacts (one step per version), tag them ``pruned`` and record one ``prune`` event.
+    """Repairs of ``snapshot``, then the pruning as one intent step (:func:`_prune_writes`): its ``prune``
+    event is recorded *pending* before anything is written, the candidates are tagged ``pruning``, their
+    artifacts removed, they are tagged ``pruned``, and the event is completed.
 
-    A crash at any point leaves the versions tagged ``pruning``: the next plan finishes them
-    (removing what is already gone is a no-op), whatever the policy says by then.
+    A crash at any point leaves the event pending and the versions tagged ``pruning`` (or not yet
+    marked, and then :func:`settle_prune` settles the event ``not_applied``): the next retention plan
+    finishes them (removing what is already gone is a no-op), whatever the policy says by then, and
+    completes the earlier event (``request.resume``) instead of recording another.
     """
     state = _state(snapshot)
     repair_writes, notes = _repair(state)
@@ -779,45 +786,99 @@ def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
     }
     if not pruned:
         return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
-    intent = {RETENTION_TAG: PRUNING, "pruning_started_at": request.at}
-    fresh = [v for v in pruned if snapshot.versions[v].tags.get(RETENTION_TAG) != PRUNING]
+    resumed: list[str] = []
+    if request.resume is not None:
+        earlier = [str(v) for v in request.resume.get("versions") or []]
+        # Every version of the earlier intent is finished here or was already (pruned, or gone: a
+        # retention snapshot leaves pruned versions out); otherwise it stays pending for settle_prune.
+        unfinished = [
+            v
+            for v in earlier
+            if v in snapshot.versions
+            and v not in pruned
+            and snapshot.versions[v].tags.get(RETENTION_TAG) != PRUNED
+        ]
+        if earlier and not unfinished and set(earlier) & set(pruned):
+            resumed = [v for v in pruned if v in earlier]
+            outcome["resumed"] = {"key": request.resume.get("key"), "seq": request.resume.get("seq"),
+                                  "versions": resumed}  # fmt: skip
+    fresh = [v for v in pruned if v not in resumed]
+    if resumed:
+        # The earlier run's intent, already recorded (pending): its versions are all tagged ``pruning``
+        # or ``pruned``; finish their deletions and complete that event (apply appends nothing twice).
+        event = {
+            **{k: v for k, v in request.resume.items() if k not in ("seq", "status", "expect")},  # type: ignore[union-attr]
+            "settled": f"finished by the next retention run ({request.actor or '?'} at {request.at or '?'})",
+        }
+        steps.append(Step(_prune_writes(snapshot, resumed, request), event, intent=True))
     if fresh:
-        steps.append(Step(tuple(Write("tags", v, tags=intent) for v in fresh), None))
-    for version in pruned:
-        uris = tuple(request.artifacts.get(version, ()))
-        if uris:
-            steps.append(Step(tuple(Write(DELETE_ARTIFACTS, version, value=uri) for uri in uris), None))
-    done = {RETENTION_TAG: PRUNED, "pruned_at": request.at, "pruned_by": request.actor}
-    keep = request.keep_archived_versions
-    why = (
-        f"archived beyond the newest {keep} (retention.keep_archived_versions)"
-        if keep is not None
-        else "left mid-prune by an earlier run"
-    )
-    reason = f"artifacts of {', '.join(f'v{v}' for v in pruned)} removed: {why}"
-    if protected:
-        reason += "; kept: " + ", ".join(f"v{v} ({w})" for v, w in protected.items())
-    if skipped:
-        reason += "; left alone: " + ", ".join(f"v{v} ({w})" for v, w in skipped.items())
-    event = {
-        "key": event_key(PRUNE, snapshot.name, request.key, pruned),
-        "type": PRUNE,
-        "model": snapshot.name,
-        "version": None,
-        "versions": pruned,
-        "from_stage": None,
-        "to_stage": None,
-        "champion_before": champion,
-        "champion_after": champion,
-        "actor": request.actor,
-        "at": request.at,
-        "reason": reason,
-        "changed": True,
-        "airflow": dict(request.airflow) if request.airflow else None,
-        "repairs": [],
-    }
-    steps.append(Step(tuple(Write("tags", v, tags=done) for v in pruned), event))
+        keep = request.keep_archived_versions
+        why = (
+            f"archived beyond the newest {keep} (retention.keep_archived_versions)"
+            if keep is not None
+            else "left mid-prune by an earlier run"
+        )
+        reason = f"artifacts of {', '.join(f'v{v}' for v in fresh)} removed: {why}"
+        if protected:
+            reason += "; kept: " + ", ".join(f"v{v} ({w})" for v, w in protected.items())
+        if skipped:
+            reason += "; left alone: " + ", ".join(f"v{v} ({w})" for v, w in skipped.items())
+        event = {
+            "key": event_key(PRUNE, snapshot.name, request.key, fresh),
+            "type": PRUNE,
+            "model": snapshot.name,
+            "version": None,
+            "versions": fresh,
+            "from_stage": None,
+            "to_stage": None,
+            "champion_before": champion,
+            "champion_after": champion,
+            "actor": request.actor,
+            "at": request.at,
+            "reason": reason,
+            "changed": True,
+            "airflow": dict(request.airflow) if request.airflow else None,
+            "repairs": [],
+        }
+        steps.append(Step(_prune_writes(snapshot, fresh, request), event, intent=True))
     return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+
+
+def _prune_writes(snapshot: Snapshot, versions: list[str], request: PruneRequest) -> tuple[Write, ...]:
+    """One pruning, in the order a crash can stop anywhere in: the ``pruning`` tag on each version (the
+    intent on the registry's side; its history event is recorded pending before it), each version's
+    artifact removals, then the ``pruned`` tags. Removing what is already gone is a no-op."""
+    intent = {RETENTION_TAG: PRUNING, "pruning_started_at": request.at}
+    writes = [
+        Write("tags", v, tags=intent)
+        for v in versions
+        if snapshot.versions[v].tags.get(RETENTION_TAG) != PRUNING
+    ]
+    for version in versions:
+        writes.extend(
+            Write(DELETE_ARTIFACTS, version, value=uri) for uri in request.artifacts.get(version, ())
+        )
+    done = {RETENTION_TAG: PRUNED, "pruned_at": request.at, "pruned_by": request.actor}
+    writes.extend(Write("tags", v, tags=done) for v in versions)
+    return tuple(writes)
+
+
+def settle_prune(
+    event: Mapping[str, Any], versions: Mapping[str, VersionState | None]
+) -> tuple[str, str] | None:
+    """``(status, note)`` of a *pending* ``prune`` event whose writer died, from its versions as they are
+    now (``None``: a version deleted since), or ``None`` to leave it pending: a version still tagged
+    ``pruning`` has artifacts only a retention run can finish removing, and that run completes the
+    event (:attr:`PruneRequest.resume`)."""
+    status = {v: (s.tags.get(RETENTION_TAG) if s is not None else PRUNED) for v, s in versions.items()}
+    if any(value == PRUNING for value in status.values()):
+        return None
+    if all(value == PRUNED for value in status.values()):
+        return DONE_EVENT, "completed by the next write: every version had been pruned"
+    pruned = ", ".join(f"v{v}" for v, value in status.items() if value == PRUNED)
+    if not pruned:
+        return NOT_APPLIED_EVENT, "completed by the next write: no version had been marked for pruning"
+    return NOT_APPLIED_EVENT, f"completed by the next write: only {pruned} pruned (by a later run)"
 
 
 def _pruned_refusal(snapshot: Snapshot, version: str, target: str | None) -> Refusal | None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cmms_pm.registry_plan import DONE_EVENT, PENDING_EVENT
+from cmms_pm.registry_plan import DONE_EVENT, PENDING_EVENT, PRUNE
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -172,6 +172,11 @@ def settle_pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
 
     settled = []
     for event in pending(client, model):
+        if event.get("type") == PRUNE:
+            done = _settle_prune(client, model, event)
+            if done is not None:
+                settled.append(done)
+            continue
         state = None
         if event.get("version"):
             try:
@@ -190,6 +195,33 @@ def settle_pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
         if done is not None:
             settled.append(done)
     return settled
+
+
+def _settle_prune(client: MlflowClient, model: str, event: HistoryEvent) -> HistoryEvent | None:
+    """Settle a pending ``prune`` event from its versions' retention tags, or leave it pending while one
+    is still tagged ``pruning`` (the next retention run removes the rest and completes it)."""
+    from mlflow.exceptions import MlflowException
+
+    from cmms_pm.registry_plan import VersionState, settle_prune
+
+    states: dict[str, VersionState | None] = {}
+    for number in [str(v) for v in event.get("versions") or []][:1000]:
+        try:
+            mv = client.get_model_version(model, number)
+            states[number] = VersionState(number, str(mv.current_stage), dict(mv.tags or {}), mv.run_id)
+        except MlflowException as err:
+            if getattr(err, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            states[number] = None
+    answer = settle_prune(event, states)
+    if answer is None:
+        log.info("History of %s: prune event #%s stays pending: versions left mid-prune, which the next "
+                 "retention run finishes", model, event.get("seq"))  # fmt: skip
+        return None
+    status, note = answer
+    log.warning("History of %s: prune event #%s was left pending by a writer that died: %s (%s)",
+                model, event.get("seq"), status, note)  # fmt: skip
+    return complete(client, model, str(event["key"]), status=status, settled=note)
 
 
 def read(

@@ -353,11 +353,16 @@ def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[st
             if step.event is not None and step.intent:
                 history.append(client, plan.name, step.event, status=registry_plan.PENDING_EVENT)
             for write in step.writes:
+                if lock is not None and write.op == registry_plan.DELETE_ARTIFACTS:
+                    lock.verify()  # a pruning step removes many locations: still ours before each
                 log.info("%s: %s", plan.name, write.describe())
                 written = True
                 _write(client, plan.name, write)
             if step.event is not None and step.intent:
-                history.complete(client, plan.name, str(step.event["key"]))
+                # ``settled``: a step that finishes an earlier writer's intent says so (a resumed prune).
+                history.complete(
+                    client, plan.name, str(step.event["key"]), settled=str(step.event.get("settled") or "")
+                )
             elif step.event is not None and not step.event_first:
                 history.append(client, plan.name, step.event)
     except BaseException:

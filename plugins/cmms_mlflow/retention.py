@@ -165,9 +165,17 @@ def prune_versions(
                 artifacts[version] = uris
         request = registry_plan.PruneRequest(
             keep_archived_versions=keep, artifacts=artifacts, skipped=skipped, actor=actor, at=at, key=key,
-            airflow=airflow, build_index=build and keep is not None,
+            airflow=airflow, build_index=build and keep is not None, resume=_interrupted(client, name),
         )  # fmt: skip
         return registry.apply(client, registry_plan.plan_prune(snapshot, request), lock=lock)
+
+
+def _interrupted(client: MlflowClient, name: str) -> Mapping[str, Any] | None:
+    """The newest ``prune`` event an earlier run recorded as its intent and died before completing."""
+    from cmms_mlflow import history
+
+    earlier = [e for e in history.pending(client, name) if e.get("type") == registry_plan.PRUNE]
+    return earlier[-1] if earlier else None
 
 
 def _left_mid_prune(client: MlflowClient, name: str) -> bool:

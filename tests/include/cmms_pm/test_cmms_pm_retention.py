@@ -72,7 +72,7 @@ def test_pruned_versions_are_not_pruned_again():
     assert rp.prune_candidates(snapshot, keep=1)[0] == ["2"]
 
 
-def test_the_plan_tags_the_intent_first_deletes_per_version_then_tags_pruned_with_one_event():
+def test_the_plan_records_its_event_pending_then_marks_deletes_and_tags_pruned_in_one_intent_step():
     snapshot = snap({"1": "Archived", "2": "Archived", "3": "Archived", "4": "Production"}, {"champion": "4"})
     request = PruneRequest(
         keep_archived_versions=1,
@@ -82,21 +82,23 @@ def test_the_plan_tags_the_intent_first_deletes_per_version_then_tags_pruned_wit
         key="k",
     )
     plan = rp.plan_prune(snapshot, request)
-    intent, delete2, delete1, done = plan.steps
-    assert intent.writes == tuple(
-        Write("tags", v, tags={rp.RETENTION_TAG: rp.PRUNING, "pruning_started_at": request.at})
-        for v in ("2", "1")
-    )
-    assert intent.event is None
-    assert delete2.writes == (
+    (step,) = plan.steps
+    # History intent first: apply records the event pending before the first write, completes it after.
+    assert step.intent and not step.event_first
+    intent = {rp.RETENTION_TAG: rp.PRUNING, "pruning_started_at": request.at}
+    done = {rp.RETENTION_TAG: rp.PRUNED, "pruned_at": request.at, "pruned_by": "airflow:d/r"}
+    assert step.writes == (
+        Write("tags", "2", tags=intent),
+        Write("tags", "1", tags=intent),
         Write(rp.DELETE_ARTIFACTS, "2", "file:///a/m-2"),
         Write(rp.DELETE_ARTIFACTS, "2", "file:///a/r2/evaluation"),
+        Write(rp.DELETE_ARTIFACTS, "1", "file:///a/m-1"),
+        Write("tags", "2", tags=done),
+        Write("tags", "1", tags=done),
     )
-    assert delete1.writes == (Write(rp.DELETE_ARTIFACTS, "1", "file:///a/m-1"),)
-    assert [w.tags[rp.RETENTION_TAG] for w in done.writes] == [rp.PRUNED, rp.PRUNED]
-    assert done.event["type"] == "prune" and done.event["versions"] == ["2", "1"]
-    assert done.event["champion_before"] == done.event["champion_after"] == "4"
-    assert "artifacts of v2, v1 removed" in done.event["reason"]
+    assert step.event["type"] == "prune" and step.event["versions"] == ["2", "1"]
+    assert step.event["champion_before"] == step.event["champion_after"] == "4"
+    assert "artifacts of v2, v1 removed" in step.event["reason"]
     assert plan.outcome["pruned"] == ["2", "1"]
     assert "prune" in rp.EVENT_TYPES
 
@@ -107,6 +109,47 @@ def test_a_rerun_after_a_crash_skips_the_intent_and_finishes_the_version():
     plan = rp.plan_prune(half, PruneRequest(keep_archived_versions=None, artifacts={"1": ("file:///a/m-1",)}))
     assert [w.op for w in plan.writes] == [rp.DELETE_ARTIFACTS, "tags"]
     assert "left mid-prune by an earlier run" in plan.steps[-1].event["reason"]
+
+
+def test_a_rerun_completes_the_intent_the_killed_run_left_pending_instead_of_recording_another():
+    half = snap({"1": "Archived", "2": "Archived", "3": "Archived", "4": "Production"}, {"champion": "4"},
+                {"1": {rp.RETENTION_TAG: rp.PRUNING}, "2": {rp.RETENTION_TAG: rp.PRUNING}})  # fmt: skip
+    earlier = {"key": "e1", "seq": 7, "status": rp.PENDING_EVENT, "type": "prune", "versions": ["2", "1"],
+               "reason": "artifacts of v2, v1 removed: archived beyond the newest 1"}  # fmt: skip
+    request = PruneRequest(keep_archived_versions=0, artifacts={v: (f"file:///a/m-{v}",) for v in "123"},
+                           actor="airflow:d/next", at="t2", key="k2", resume=earlier)  # fmt: skip
+    plan = rp.plan_prune(half, request)
+    resumed, fresh = plan.steps
+    assert resumed.intent and resumed.event["key"] == "e1" and resumed.event["versions"] == ["2", "1"]
+    assert "finished by the next retention run (airflow:d/next at t2)" in resumed.event["settled"]
+    assert [(w.op, w.version) for w in resumed.writes] == [
+        (rp.DELETE_ARTIFACTS, "2"), (rp.DELETE_ARTIFACTS, "1"), ("tags", "2"), ("tags", "1"),
+    ]  # fmt: skip
+    assert fresh.event["versions"] == ["3"] and fresh.event["key"] != "e1"
+    assert plan.outcome["resumed"] == {"key": "e1", "seq": 7, "versions": ["2", "1"]}
+    # A version of the earlier intent this run does not finish (now skipped): that intent stays pending.
+    skipping = PruneRequest(keep_archived_versions=0, artifacts={"1": ("file:///a/m-1",)},
+                            skipped={"2": "foreign"}, key="k3", resume=earlier)  # fmt: skip
+    (only,) = rp.plan_prune(half, skipping).steps
+    assert only.event["key"] != "e1" and only.event["versions"] == ["3", "1"]
+
+
+def test_a_pending_prune_event_settles_from_its_versions_retention_tags():
+    event = {"type": "prune", "versions": ["2", "1"]}
+
+    def states(**tags):
+        return {v: VersionState(v, "Archived", {rp.RETENTION_TAG: t} if t else {}) for v, t in tags.items()}
+
+    # Killed after marking: only a retention run can finish removing the artifacts; it stays pending.
+    assert rp.settle_prune(event, states(**{"2": rp.PRUNED, "1": rp.PRUNING})) is None
+    status, note = rp.settle_prune(event, states(**{"2": rp.PRUNED, "1": rp.PRUNED}))
+    assert status == rp.DONE_EVENT and "every version had been pruned" in note
+    assert rp.settle_prune(event, {"2": None, "1": states(**{"1": rp.PRUNED})["1"]})[0] == rp.DONE_EVENT
+    # Killed after recording the intent, before the first tag: nothing happened.
+    status, note = rp.settle_prune(event, states(**{"2": rp.KEPT, "1": rp.KEPT}))
+    assert status == rp.NOT_APPLIED_EVENT and "no version had been marked" in note
+    status, note = rp.settle_prune(event, states(**{"2": rp.PRUNED, "1": rp.KEPT}))
+    assert status == rp.NOT_APPLIED_EVENT and "only v2 pruned" in note
 
 
 def test_nothing_to_prune_plans_no_write_and_no_event():

@@ -77,6 +77,14 @@ def _prune(client, name, world, lock_dir, keep, n):
     )  # fmt: skip
 
 
+def _next_write(client, name, version, lock_dir):
+    """Another write path's change (a note on ``version``) through snapshot → plan → apply, under the lock."""
+    request = rp.Request(kind="approval", version=version, actor="test", at="t", reason="next write",
+                         key="nextwrite", tags={"note": "next write"})  # fmt: skip
+    with registry.model_lock(lock_dir, name) as lock:
+        return registry.execute(client, name, request, lock=lock)
+
+
 def _artifacts(client, name, version) -> dict[str, bool]:
     """What is left of a version on disk: its logged model, its run's evaluation and decision record."""
     mv = client.get_model_version(name, version)
@@ -205,11 +213,17 @@ def test_a_pruning_run_killed_between_its_steps_is_finished_by_the_next_run(
         assert _artifacts(client, model_name, "3")["evaluation"]
     else:
         assert left == {"1": False, "2": False, "3": False, "4": True}
-    assert [e for e in history.read(client, model_name) if e["type"] == "prune"] == []
+    # History intent first: the prune event was recorded pending before the first write.
+    (intent,) = [e for e in history.read(client, model_name) if e["type"] == "prune"]
+    assert (intent["status"], intent["versions"]) == (rp.PENDING_EVENT, ["3", "2", "1"])
+    # The next write (not a retention run) cannot finish removing artifacts: the intent stays pending.
+    _next_write(client, model_name, "4", lock)
+    assert history.recorded(client, model_name, intent["key"])["status"] == rp.PENDING_EVENT
 
-    # The next night's run — even if the policy was dropped meanwhile — finishes what was started.
+    # The next night's run — even if the policy was dropped meanwhile — finishes what was started and
+    # completes the killed run's event (the same one: no second prune event).
     outcome = _prune(client, model_name, world, lock, keep=None, n=2)
-    assert outcome["pruned"] == ["3", "2", "1"]
+    assert outcome["pruned"] == ["3", "2", "1"] and outcome["resumed"]["seq"] == intent["seq"]
     for version in ("1", "2", "3"):
         assert _artifacts(client, model_name, version) == {
             "model": False, "evaluation": False, "contract": False, "decision": True,
@@ -217,8 +231,49 @@ def test_a_pruning_run_killed_between_its_steps_is_finished_by_the_next_run(
         assert client.get_model_version(model_name, version).tags[rp.RETENTION_TAG] == rp.PRUNED
     assert _artifacts(client, model_name, "4")["model"]
     (event,) = [e for e in history.read(client, model_name) if e["type"] == "prune"]
-    assert event["versions"] == ["3", "2", "1"] and "left mid-prune by an earlier run" in event["reason"]
+    assert (event["seq"], event["status"]) == (intent["seq"], rp.DONE_EVENT)
+    assert event["versions"] == ["3", "2", "1"]
+    assert "finished by the next retention run (airflow:pm_training/n2" in event["settled"]
+    assert history.pending(client, model_name) == []
     assert _prune(client, model_name, world, lock, keep=None, n=3)["pruned"] == []
+
+
+def test_a_pruning_run_that_dies_after_recording_its_intent_is_settled_not_applied_by_the_next_write(
+    client, model_name, world, tmp_path, monkeypatch
+):
+    """Killed between the pending event and the first ``pruning`` mark (in process: the write raises a
+    BaseException, which nothing in apply catches for good): nothing was deleted, the next write settles
+    the intent ``not_applied``, and the next retention run prunes under an event of its own."""
+    lock = tmp_path / "locks"
+    versions = [world(n) for n in range(1, 4)]
+    for version in versions:
+        registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
+    real_tags = registry._set_tags
+
+    class Killed(BaseException):
+        pass
+
+    def dies_at_the_first_mark(client_, name, version, values):
+        if values.get(rp.RETENTION_TAG) == rp.PRUNING:
+            raise Killed
+        real_tags(client_, name, version, values)
+
+    monkeypatch.setattr(registry, "_set_tags", dies_at_the_first_mark)
+    with pytest.raises(Killed):
+        _prune(client, model_name, world, lock, keep=1, n=1)
+    monkeypatch.setattr(registry, "_set_tags", real_tags)
+    (intent,) = [e for e in history.read(client, model_name) if e["type"] == "prune"]
+    assert (intent["status"], intent["versions"]) == (rp.PENDING_EVENT, ["2", "1"])
+    assert all(_artifacts(client, model_name, v)["model"] for v in versions)
+
+    _next_write(client, model_name, "3", lock)
+    settled = history.recorded(client, model_name, intent["key"])
+    assert settled["status"] == rp.NOT_APPLIED_EVENT and "no version had been marked" in settled["settled"]
+    assert _prune(client, model_name, world, lock, keep=1, n=2)["pruned"] == ["2", "1"]
+    prunes = [e for e in history.read(client, model_name) if e["type"] == "prune"]
+    assert [(e["status"], e["versions"]) for e in prunes] == [
+        (rp.DONE_EVENT, ["2", "1"]), (rp.NOT_APPLIED_EVENT, ["2", "1"]),
+    ]  # fmt: skip
 
 
 def test_versions_an_attacker_registers_never_make_retention_delete_outside_our_artifacts(
