@@ -3,7 +3,7 @@
 The spec is tests/dag_fixtures/models/pm_retention.yaml: the shipped model keeping one run folder per
 DAG and no archived artifacts. Night 1 promotes, night 2 trains a weak model that is rejected and
 pruned, night 3 fails at its first step — retention still runs after it and the run stays failed.
-The scoring DAG keeps one output folder too.
+The scoring DAG keeps one output folder too (an earlier output written by the test, to save a run).
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ FIXTURES = PROJECT_DIR / "tests" / "dag_fixtures"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def dags(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+def _owned(name: str):
+    """The fixture spec's training and scoring DAGs, built by the DAG factory for the spec owning model
+    ``name`` (a spec writes only its own model; the test gets one of its own)."""
+    from support import spec_owning
 
-    bag = DagBag(dag_folder=str(FIXTURES / "model_specs.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags
+    from cmms_mlflow.factory import build_scoring_dag, build_training_dag
+    from cmms_pm.spec import load_spec
+
+    spec = spec_owning(load_spec(FIXTURES / "models" / "pm_retention.yaml"), name)
+    return build_training_dag(spec), build_scoring_dag(spec)
 
 
 def _run(dag, day: int, **conf):
@@ -64,12 +67,12 @@ def _folders(dag_id: str) -> dict[str, str]:
 
 
 def test_each_night_keeps_one_batch_prunes_the_rejected_version_and_runs_after_a_failure(
-    dags, mlflow_conn, client
+    airflow_db, mlflow_conn, client
 ):
     from cmms_pm import registry_plan as rp
 
-    training, scoring = dags["pm_retention_training"], dags["pm_retention_scoring"]
     name = f"pm_retention_{uuid.uuid4().hex[:8]}"
+    training, scoring = _owned(name)
     base = {"model_name": name, "experiment_name": name}
 
     first = _run(training, 1, **base)
@@ -93,6 +96,11 @@ def test_each_night_keeps_one_batch_prunes_the_rejected_version_and_runs_after_a
     assert not [a for a in client.list_artifacts(v2.run_id) if a.path != "validation"]
     assert [a.path for a in client.list_artifacts(v2.run_id, "validation")] == ["validation/decision.json"]
     assert client.list_artifacts(v1.run_id, "evaluation")  # the champion keeps everything
+    from cmms_mlflow import history
+
+    (prune,) = [e for e in history.read(client, name) if e["type"] == "prune"]
+    assert (prune["versions"], prune["status"]) == (["2"], "done")  # recorded pending, then completed
+    assert history.pending(client, name) == []
 
     # Night 3 fails at its first step (a data file that does not exist): retention still runs (it is
     # a teardown) and keeps the failed run's own folder; the run stays failed.
@@ -102,16 +110,23 @@ def test_each_night_keeps_one_batch_prunes_the_rejected_version_and_runs_after_a
     assert states["extract_data"] == "failed" and states["retention"] == "success"
     assert list(_folders(training.dag_id).values()) == [third.run_id]
 
-    # The scoring DAG keeps one output folder as well, and its own retention step says so.
-    scored = []
-    for hour in (4, 5):
-        run = scoring.test(
-            logical_date=datetime(2026, 7, 3, hour, tzinfo=UTC),
-            run_conf=scoring.params.dump() | {"model_name": name},
-        )
-        assert str(run.state) == "success", _states(run)
-        scored.append(run)
-    assert list(_folders(scoring.dag_id).values()) == [scored[-1].run_id]
-    assert _xcom(scored[-1], "retention")["versions"] is None
+    # The scoring DAG keeps one output folder as well, and its own retention step says so. The older
+    # output is an earlier run's folder (its record and predictions), written here to save a DAG run.
+    from cmms_pm import retention
+    from cmms_pm.batch import batch_uri, data_root
+
+    older_id = "scheduled__2026-07-03T03:00:00+00:00"
+    older = batch_uri(data_root(), scoring.dag_id, older_id)
+    retention.write_run_record(older, retention.run_record(
+        kind=retention.SCORING, dag_id=scoring.dag_id, run_id=older_id, run_after="2026-07-03T03:00:00+00:00",
+        data_interval_start="2026-07-03T03:00:00+00:00", data_interval_end="2026-07-03T03:00:00+00:00",
+    ))  # fmt: skip
+    (Path(older) / "predictions.parquet").write_bytes(b"PAR1")
+    conf = scoring.params.dump() | {"model_name": name}
+    run = scoring.test(logical_date=datetime(2026, 7, 3, 5, tzinfo=UTC), run_conf=conf)
+    assert str(run.state) == "success", _states(run)
+    scored = [run]
+    assert list(_folders(scoring.dag_id).values()) == [run.run_id] and not Path(older).exists()
+    assert _xcom(run, "retention")["folders"]["removed"] == [older]
     predictions = Path(_xcom(scored[-1], "score_fleet")[0]["predictions_uri"])
     assert predictions.exists()
