@@ -141,15 +141,25 @@ def index_for_pruning(client: Any, name: str) -> None:
     index is built and the older archived versions are pruned (they have no artifacts here: tags only)."""
     import tempfile
 
-    from cmms_mlflow import retention
     from cmms_pm.spec import PROJECT_DIR, load_spec
 
+    retention = _optional("cmms_mlflow.retention")
     if not hasattr(retention, "prune_snapshot"):  # an older checkout: no retention index to build
         return
     spec = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
     with tempfile.TemporaryDirectory() as locks:
         retention.prune_versions(client, name, spec=spec, keep=KEEP_ARCHIVED, lock_dir=Path(locks),
                                  local_root=None, actor="bench", at="t", key=f"index{name}")  # fmt: skip
+
+
+def _optional(module: str) -> Any:
+    """``module``, or None in an older checkout that does not have it (the bench's before column)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
 
 
 def last_page_token(client: Any, name: str, limit: int) -> tuple[str | None, int]:
@@ -192,8 +202,10 @@ def reads(client: Any, hook: Any, name: str, champion: str) -> dict[str, Callabl
     checkout does not have it — the bench also runs against older checkouts for the before column)."""
     import inspect
 
-    from cmms_mlflow import api, history, model_overview, registry, retention
+    from cmms_mlflow import api, history, model_overview, registry
     from cmms_pm import registry_plan
+
+    retention = _optional("cmms_mlflow.retention")
     from cmms_pm.registry_plan import Request
 
     snapshot = registry.read_snapshot(client, name)
