@@ -1,10 +1,10 @@
 """The append-only history of a registered model, kept in MLflow itself.
 
-Each event is one MLflow run in the experiment ``<model>__history``, created once and never
-updated: tags ``history_seq`` (zero-padded, so it sorts), ``history_key`` (the event's
-idempotency key), ``history_type``, ``history_version``, ``history_actor`` … and ``history_event``
-(the whole :class:`~cmms_mlflow.records.HistoryEvent` as compact JSON). The MLflow UI shows the
-experiment as a table of who did what, when and why.
+Each event is one MLflow run in the experiment ``<model>__history``, created once (only its status
+tags change, when an intent is completed): tags ``history_seq`` (zero-padded, so it sorts),
+``history_key`` (the event's idempotency key), ``history_type``, ``history_version``,
+``history_actor`` … and ``history_event`` (the whole :class:`~cmms_mlflow.records.HistoryEvent`
+as compact JSON). The MLflow UI shows the experiment as a table of who did what, when and why.
 
 Order without growth: each event run's ``start_time`` is set when it is appended, strictly after
 the previous event's (the clock, or the previous one + 1 ms), so the runs' own start time — which
