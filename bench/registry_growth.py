@@ -22,7 +22,9 @@ all sizes alike), against a real MLflow on SQLite (``--server``: through an ``ml
 127.0.0.1 over the same kind of store, as production runs it); the table gives the median per N,
 the ratio of the largest N to the smallest, and the growth exponent, and the write path's average
 cost per nightly version while the models were built. It runs against older checkouts too (a read
-they lack shows ``-``), for a before column::
+they lack shows ``-``), for a before column: copy this file into the older checkout's ``bench/``
+and run it there (``bench/lib.py`` puts its own checkout's sources first on ``sys.path``, so
+``PYTHONPATH`` alone does not select the code measured)::
 
     python bench/registry_growth.py [--sizes 10,90,365] [--events 3] [--repeat 15] [--server]
 
