@@ -249,8 +249,8 @@ def _tuning(facts: Mapping[str, Any]) -> list[str]:
     states = ", ".join(f"{text(k).lower()} {int(v)}" for k, v in sorted((study.get("states") or {}).items()))
     lines.append(
         f"- study {code(study.get('study', '?'))}: {int(study.get('trials', 0))} trials ({states}), "
-        f"validation {text(study.get('metric', '?'))} of the best (trial {text(study.get('best_slot', '?'))}): "
-        f"{_num(study.get('best_value'))}"
+        f"validation {text(study.get('metric', '?'))} of the best "
+        f"(trial {text(study.get('best_slot', '?'))}): {_num(study.get('best_value'))}"
     )
     best = study.get("best_params") or {}
     if best:
