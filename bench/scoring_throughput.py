@@ -110,7 +110,7 @@ def prepare(work: Path, sizes: list[int], train_rows: int) -> dict:
     inputs = {}
     for rows in sizes:
         inputs[rows] = write_frame(
-            latest_telemetry(AS_OF, n_units=rows), str(work / "data" / f"fleet-{rows}.parquet")
+            latest_telemetry(AS_OF, n_units=rows), str(work / "data" / "incoming" / f"fleet-{rows}.parquet")
         )
     raw = yaml.safe_load((PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml").read_text())
     raw["registered_model"] = MODEL_NAME
@@ -235,7 +235,7 @@ class Scheduled:
         models = self.work / "models-scheduler"
         models.mkdir()
         raw = dict(self.setup["raw_spec"])
-        source = {"kind": "file", "path": str(self.work / "data" / SCHEDULED_INPUT)}
+        source = {"kind": "file", "path": str(self.work / "data" / "incoming" / SCHEDULED_INPUT)}
         raw["scoring"] = {**raw["scoring"], "source": source}
         (models / "predictive_maintenance.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         self.postgres = Postgres().start()
@@ -257,7 +257,7 @@ class Scheduled:
 
     def run(self, rows: int, logical_date: str) -> dict:
         assert self.cluster is not None
-        target = self.work / "data" / SCHEDULED_INPUT
+        target = self.work / "data" / "incoming" / SCHEDULED_INPUT
         target.unlink(missing_ok=True)  # (renaming a link over a link to the same file does nothing)
         os.link(self.setup["inputs"][rows], target)  # the same bytes, no copy
         run_id = self.cluster.trigger(logical_date, {"model_name": MODEL_NAME}, dag_id=SCORING_DAG)

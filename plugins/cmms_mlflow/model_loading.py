@@ -14,9 +14,11 @@ batch scoring) goes through :func:`load_version` instead, which
    calibration wrappers every version since issue 19 carries), never from the artifact;
 3. downloads the ``MLmodel`` file alone and refuses anything but the sklearn flavor in skops
    format with a plain data-file name and no ``code`` folder, before the data file is fetched;
-4. for an estimator whose library parses its booster in native code (XGBoost, LightGBM), loads
-   the data file once in a child process first, so that a file that crashes the parser is
-   refused instead of killing the task (and every retry of it);
+4. compares the data file's SHA-256 with the one training recorded (run tag
+   ``model_data_sha256``) before parsing anything: an artifact changed after training is refused.
+   A version without the tag (trained before it existed) whose library parses its booster in
+   native code (XGBoost, LightGBM) is loaded once in a child process first instead, so that a
+   file that crashes the parser is refused rather than killing the task (and every retry of it);
 5. loads the data file with ``skops.io.load(trusted=…)`` — never pickle — while MLflow's own
    switch ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` reads ``false`` in this thread, so an MLflow
    loader called by mistake refuses too.
@@ -27,6 +29,7 @@ artifact, so it fails the task for good).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -133,7 +136,10 @@ def load_version(
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{data_file}", dst_path=str(data_dir))
-        if ESTIMATORS[kind].requirements:  # a library that parses its own state in native code
+        recorded = run.data.tags.get(MODEL_DIGEST_TAG) if run is not None else None
+        if recorded:
+            _check_digest(name, version, path, recorded)
+        elif ESTIMATORS[kind].requirements:  # native-code parser and no digest: try it in a child
             _survives_loading(name, version, path, trusted)
         try:
             with quiet_airflow_shims():
@@ -145,6 +151,50 @@ def load_version(
             raise model_not_skops(
                 name, version, f"its data file is not a readable skops file ({err})"
             ) from err
+
+
+#: Run tag (copied to the version) holding the SHA-256 of the model's skops data file as training
+#: wrote it (``cmms_mlflow.training_run``). The loader compares before it parses anything: an
+#: artifact changed after training is refused whatever its content.
+MODEL_DIGEST_TAG = "model_data_sha256"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_digest(name: str, version: str, path: str, recorded: str) -> None:
+    found = file_sha256(path)
+    if found != recorded.strip().lower():
+        raise model_not_skops(
+            name,
+            version,
+            f"its data file's SHA-256 {found[:16]}... is not the {recorded[:16]!r}... recorded when it "
+            "was trained (the artifact was changed after training)",
+        )
+
+
+def model_data_digest(client: Any, model_id: str) -> str:
+    """SHA-256 of the skops data file of a just-logged model (its id, ``m-...``): what
+    :data:`MODEL_DIGEST_TAG` records. The MLmodel names the file and must pass the same checks.
+    Read from the logged model's artifact location (a ``models:/m-.../MLmodel`` URI would be read
+    as a registered model's name and version)."""
+    import mlflow.artifacts
+
+    uri = client.get_logged_model(model_id).artifact_location.rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=tmp)
+        data_file = _skops_data_file(uri, "new", Path(mlmodel))
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        return file_sha256(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{data_file}", dst_path=str(data_dir))
+        )
 
 
 #: Seconds a child process may take to load a model of a native-code library (see _survives_loading).

@@ -156,10 +156,12 @@ def log_training_run(
     run_name: str,
     checks: DataReport | None = None,
     run_id: str | None = None,
+    tuning: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
     """Train on the manifest's train split, evaluate on validation, log everything; return ids.
 
     ``run_id``: log into this existing run (a tuning study's training run) instead of a new one.
+    ``tuning``: that study's summary (best trial, counts, importances), for the model card.
 
     Logged: params and validation metrics in one batch; feature importances and curves; the data
     contract of the training split; validate_data's checks (drift report) when given; the model
@@ -169,7 +171,7 @@ def log_training_run(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import infer_signature
 
-    from cmms_mlflow.model_loading import import_skops
+    from cmms_mlflow.model_loading import MODEL_DIGEST_TAG, import_skops, model_data_digest
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features
     from cmms_pm.contract import derive_contract
@@ -253,7 +255,7 @@ def log_training_run(
             out = Path(tmp)
             write_csv(importances, out / "feature_importances.csv")
             plots.plot_feature_importances(importances, out / "feature_importances.png")
-            explanation.to_csv(out / "global_explanation.csv", index=False)
+            write_csv(explanation, out / "global_explanation.csv")
             plots.plot_global_explanation(explanation, out / "global_explanation.png")
             plots.plot_confusion_matrix(y_val, (proba >= threshold).astype(int), out / "confusion_matrix.png")
             plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")
@@ -263,6 +265,8 @@ def log_training_run(
                 json.dumps({"threshold": decided.threshold, "calibration": decided.calibration}, indent=2)
             )
             client.log_artifacts(run_id, str(out), artifact_path="evaluation")
+        if tuning is not None:
+            card["tuning"] = {k: v for k, v in tuning.items() if not k.startswith("_")}
         log_card(client, run_id, card)
         if checks is not None:
             log_checks(
@@ -292,6 +296,8 @@ def log_training_run(
                     "alert is a probability >= decision_threshold (predict() cuts at 0.5)",
                 },
             )
+        # What the loader compares before it parses the artifact (model_loading.MODEL_DIGEST_TAG).
+        client.set_tag(run_id, MODEL_DIGEST_TAG, model_data_digest(client, info.model_id))
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

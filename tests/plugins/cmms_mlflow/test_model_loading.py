@@ -291,6 +291,7 @@ def test_boosted_models_load_only_through_skops_and_refuse_every_tampering(
 
     from cmms_mlflow.model_loading import load_version
     from cmms_pm.data import read_split
+    from cmms_pm.training import base_classifier
 
     source = boosted_model_dirs[kind]
     meta = yaml.safe_load((source / "MLmodel").read_text())
@@ -312,7 +313,8 @@ def test_boosted_models_load_only_through_skops_and_refuse_every_tampering(
     holdout = read_split(small_batch["splits"]["holdout"]["uri"])
     with MlflowHook().session() as session:
         model = load_version(session, model_name, good, spec_name=shipped_spec.name)
-        assert type(model.named_steps["classifier"]).__module__.startswith(kind)
+        # The booster itself (calibrated or not: auto decides on the validation split's Brier score).
+        assert type(base_classifier(model)).__module__.startswith(kind)
         proba = model.predict_proba(holdout)[:, 1]
         assert ((proba >= 0) & (proba <= 1)).all() and proba.std() > 0
         with pytest.raises(UntrustedModelError, match=r"serialization_format: 'pickle'"):
@@ -370,3 +372,48 @@ def test_a_corrupted_xgboost_booster_is_refused_as_unreadable(
         pytest.raises(UntrustedModelError, match="not a readable skops file"),
     ):
         load_version(session, model_name, version)
+
+
+@pytest.mark.parametrize("kind", ["random_forest", "lightgbm"])
+def test_an_artifact_changed_after_training_is_refused_by_the_digest_training_recorded(
+    mlflow_conn, client, model_name, trained_model_dir, boosted_model_dirs, shipped_spec, kind, monkeypatch
+):
+    """Training records the SHA-256 of the skops data file (run tag ``model_data_sha256``); the
+    loader compares it before parsing. A version whose tag matches loads without the child-process
+    trial; one whose file changed afterwards (here LightGBM's parser-aborting text, or a forest
+    re-dumped with another tree) is refused before its content is parsed, in this process."""
+    from cmms_mlflow import model_loading
+    from cmms_mlflow.model_loading import MODEL_DIGEST_TAG, file_sha256, load_version
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a version with a recorded digest needs no child-process trial")
+
+    monkeypatch.setattr(model_loading, "_survives_loading", no_child)
+    source = trained_model_dir if kind == "random_forest" else boosted_model_dirs[kind]
+    tags = {**training_provenance(shipped_spec), MODEL_DIGEST_TAG: file_sha256(source / "model.skops")}
+    good, _ = _version(client, model_name, source, tags=tags, estimator=kind)
+    changed, folder = _version(client, model_name, source, tags=tags, estimator=kind)
+    if kind == "lightgbm":
+        change = lambda name, data: (  # noqa: E731
+            data.replace(b"split_feature=", b"split_feature=99 ") if name == "schema.json" else data
+        )
+    else:  # a different but valid archive: still skops, still the trusted types
+        change = lambda name, data: data + b" " if name == "schema.json" else data  # noqa: E731
+    _rewrite_skops(folder / "model.skops", change)
+    with MlflowHook().session() as session:
+        model = load_version(session, model_name, good, spec_name=shipped_spec.name)
+        assert hasattr(model, "predict_proba")
+        with pytest.raises(UntrustedModelError, match="changed after training"):
+            load_version(session, model_name, changed)
+
+
+def test_training_records_the_digest_of_the_data_file_it_logged(client, trained_model_dir):
+    from cmms_mlflow.model_loading import MODEL_DIGEST_TAG, file_sha256
+
+    run = next(
+        r for r in client.search_runs(
+            [client.get_experiment_by_name("model-loading-tests").experiment_id],
+            filter_string="attributes.run_name = 'trusted'",
+        )
+    )  # fmt: skip
+    assert run.data.tags[MODEL_DIGEST_TAG] == file_sha256(trained_model_dir / "model.skops")
