@@ -136,6 +136,18 @@ def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
     assert re.search(r"\|\s+5,000 \|\s+51 \|\s+5000 \| mode_0, mode_1, status \|", out.stdout), out.stdout
 
 
+def test_registry_growth_bench_prints_every_read_and_pages_the_history_whole():
+    bench = str(PROJECT_DIR / "bench" / "registry_growth.py")
+    out = _run_bench(bench, "--sizes", "3,6", "--repeat", "2", timeout=600)
+    # 0: every read within the target; 3: measured, over it (timings are not asserted here).
+    assert out.returncode in (0, 3), out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Registry reads by model age" in out.stdout
+    for read in ("snapshot (every write path)", "history last page (50)", "GET production (uncached)"):
+        assert read in out.stdout
+    assert re.search(r"History of growth_6 paged 50 at a time: \d+ events in 1 pages, duplicates 0, "
+                     r"ordered True, complete True", out.stdout), out.stdout[-2000:]  # fmt: skip
+
+
 def test_issue_19_benches_print_the_decision_and_the_reasons_tables_at_a_tiny_size():
     decision = _run_bench(
         str(PROJECT_DIR / "bench" / "decision_quality.py"), "--seeds", "1", "--rows", "3000",

@@ -45,7 +45,7 @@ CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_ch
 ANY_CHAMPION = "*"
 
 #: History event types (``Request.kind`` of a request, plus ``repair``).
-EVENT_TYPES = ("promotion", "rejection", "rollback", "stage_change", "staging", "approval", "repair")
+EVENT_TYPES = ("promotion", "rejection", "rollback", "stage_change", "staging", "approval", "repair", "prune")
 #: Request kinds that record a decision about a version without moving a stage or an alias.
 NOTE_KINDS = ("approval",)
 #: ``approval_status`` values of a person's "no" (nobody answering counts as one).
@@ -66,11 +66,18 @@ class VersionState:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A registered model's versions (stage, tags) and aliases, read at one moment."""
+    """A registered model's versions (stage, tags) and aliases, read at one moment.
+
+    ``complete``: every version is in ``versions``. A lean snapshot (``complete=False``) holds the
+    versions a change can touch — the newest of each stage, the aliased ones, the recent ones, those
+    waiting for approval and the one requested — and is what a write path reads, so its cost does not
+    grow with the model's age; archived history beyond those is left out (pruning reads it all).
+    """
 
     name: str
     versions: Mapping[str, VersionState]
     aliases: Mapping[str, str]
+    complete: bool = True
 
     def in_stage(self, stage: str) -> list[str]:
         """Version numbers in ``stage``, newest first."""
@@ -163,6 +170,10 @@ class Write:
             return f"alias {self.value} -> v{self.version}"
         if self.op == "unalias":
             return f"alias {self.value} removed"
+        if self.op == "delete_artifacts":  # retention (plan_prune)
+            return f"artifacts of v{self.version} removed: {self.value}"
+        if self.op == "model_tags":  # retention (plan_prune)
+            return f"tags on the model: {sorted(self.tags)}"
         return f"tags on v{self.version}: {sorted(self.tags)}"
 
 
@@ -486,6 +497,9 @@ def _refusal(
     current = state.stages[version]
     if request.from_stages is not None and current not in (*request.from_stages, target):
         return None
+    pruned = _pruned_refusal(snapshot, version, target)
+    if pruned is not None:
+        return pruned
     if target == PRODUCTION:
         already = champion == version and current == PRODUCTION
         expected = request.expected_champion
@@ -634,3 +648,242 @@ def _state(snapshot: Snapshot) -> _State:
 
 def _newest_first(versions: Any) -> list[str]:
     return sorted((str(v) for v in versions), key=int, reverse=True)
+
+
+# --- retention: the artifacts of old archived versions (cmms_mlflow.retention) ---------------------
+
+#: Version tag of retention: :data:`PRUNING` while the version's artifacts are being removed (the
+#: intent, written first), :data:`PRUNED` once they are gone. The version, its tags, metrics and
+#: history stay; it can no longer be loaded, staged or promoted.
+RETENTION_TAG = "retention_status"
+PRUNING, PRUNED = "pruning", "pruned"
+#: :data:`RETENTION_TAG` of a version that has its artifacts: written at registration, so that once
+#: the model carries :data:`RETENTION_INDEX_TAG` every version not pruned has the tag and pruning reads
+#: them with one tag-filtered search instead of every version the model ever had.
+KEPT = "kept"
+RETENTION_INDEX_TAG = "cmms.retention_index"
+#: ``Write.op`` that sets tags on the registered model itself (``tags``).
+MODEL_TAGS = "model_tags"
+PRUNE = "prune"
+#: ``Write.op`` that removes one artifact location (``value``: its URI) of a version.
+DELETE_ARTIFACTS = "delete_artifacts"
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """Remove the artifacts of archived versions beyond the newest ``keep_archived_versions``
+    (``None``: only finish versions an earlier run left mid-prune).
+
+    ``artifacts``: each candidate's artifact URIs (what the plugin resolved and checked);
+    ``skipped``: candidates whose artifacts are left alone, and why (e.g. not this package's model).
+    """
+
+    keep_archived_versions: int | None
+    artifacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    #: The snapshot read every version (the model had no retention index yet): tag the versions that
+    #: have no retention status ``kept`` and mark the model indexed, before pruning.
+    build_index: bool = False
+    actor: str = ""
+    at: str = ""
+    key: str = ""
+    airflow: Mapping[str, str] | None = None
+    #: The ``pending`` prune event of an earlier run that died after marking its versions ``pruning``:
+    #: when this run finishes every one of them, it completes that event (same key) instead of
+    #: recording another (:func:`settle_prune` leaves such an event pending for it).
+    resume: Mapping[str, Any] | None = None
+
+
+def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], dict[str, str]]:
+    """``(versions whose artifacts go, newest first; {archived version kept although beyond keep: why})``.
+
+    Candidates: archived versions beyond the newest ``keep`` archived ones, not pruned yet, and every
+    version left mid-prune. Never: the champion, the challenger, a version waiting for approval, the
+    previous champion (alias ``previous_champion``, or the version the champion replaced) — judged on
+    the repaired state, as the plan applies it.
+    """
+    if keep is not None and keep < 0:
+        raise ValueError(f"keep_archived_versions must be 0 or more, got {keep!r}")
+    if not snapshot.complete:
+        raise ValueError("pruning needs a complete snapshot (every version not pruned), not a lean one")
+    state = _state(snapshot)
+    _repair(state)
+    champion = state.champion()
+    guarded: dict[str, str] = {champion: "the champion"} if champion is not None else {}
+    for alias, why in (
+        (CHALLENGER, "the challenger"),
+        (PREVIOUS_CHAMPION, "the previous champion (rollback target)"),
+    ):
+        if state.aliases.get(alias):
+            guarded.setdefault(state.aliases[alias], why)
+    champion_tags = snapshot.versions[champion].tags if champion in snapshot.versions else {}
+    if champion_tags.get("replaced_version"):
+        replaced = str(champion_tags["replaced_version"])
+        guarded.setdefault(replaced, "the previous champion (the version the champion replaced)")
+    for number, version in snapshot.versions.items():
+        if version.tags.get("approval_status") == PENDING:
+            guarded.setdefault(number, "waiting for approval")
+    # The archived versions that still have their artifacts, newest first: the newest ``keep`` of them
+    # keep them. Pruned (and half-pruned) versions no longer count.
+    archived = [
+        v
+        for v in state.in_stage(ARCHIVED)
+        if snapshot.versions[v].tags.get(RETENTION_TAG) not in (PRUNING, PRUNED)
+    ]
+    beyond = archived[keep:] if keep is not None else []
+    candidates, protected = [], {}
+    for number in _newest_first(snapshot.versions):
+        status = snapshot.versions[number].tags.get(RETENTION_TAG)
+        if status == PRUNING:
+            candidates.append(number)  # half-deleted already: finish it
+        elif status != PRUNED and number in beyond:
+            if number in guarded:
+                protected[number] = guarded[number]
+            else:
+                candidates.append(number)
+    return candidates, protected
+
+
+def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
+    """Repairs of ``snapshot``, then the pruning as one intent step (:func:`_prune_writes`): its ``prune``
+    event is recorded *pending* before anything is written, the candidates are tagged ``pruning``, their
+    artifacts removed, they are tagged ``pruned``, and the event is completed.
+
+    A crash at any point leaves the event pending and the versions tagged ``pruning`` (or not yet
+    marked, and then :func:`settle_prune` settles the event ``not_applied``): the next retention plan
+    finishes them (removing what is already gone is a no-op), whatever the policy says by then, and
+    completes the earlier event (``request.resume``) instead of recording another.
+    """
+    state = _state(snapshot)
+    repair_writes, notes = _repair(state)
+    steps: list[Step] = []
+    blank = Request(
+        kind="repair", actor=request.actor, at=request.at, key=request.key, airflow=request.airflow
+    )
+    if notes:
+        steps.append(
+            Step(tuple(repair_writes), _repair_event(snapshot, blank, notes, state), event_first=True)
+        )
+    champion = state.champion()
+    candidates, protected = prune_candidates(snapshot, request.keep_archived_versions)
+    skipped = {v: request.skipped[v] for v in candidates if v in request.skipped}
+    pruned = [v for v in candidates if v not in skipped]
+    if request.build_index:
+        unmarked = [
+            v for v in _newest_first(snapshot.versions) if RETENTION_TAG not in snapshot.versions[v].tags
+        ]
+        writes = [Write("tags", v, tags={RETENTION_TAG: KEPT}) for v in unmarked if v not in pruned]
+        steps.append(Step((*writes, Write(MODEL_TAGS, None, tags={RETENTION_INDEX_TAG: "1"})), None))
+    outcome: dict[str, Any] = {
+        "name": snapshot.name,
+        "repairs": list(notes),
+        "keep_archived_versions": request.keep_archived_versions,
+        "pruned": pruned,
+        "protected": protected,
+        "skipped": skipped,
+        "champion_before": champion,
+        "champion_after": champion,
+    }
+    if not pruned:
+        return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+    resumed: list[str] = []
+    if request.resume is not None:
+        earlier = [str(v) for v in request.resume.get("versions") or []]
+        # Every version of the earlier intent is finished here or was already (pruned, or gone: a
+        # retention snapshot leaves pruned versions out); otherwise it stays pending for settle_prune.
+        unfinished = [
+            v
+            for v in earlier
+            if v in snapshot.versions
+            and v not in pruned
+            and snapshot.versions[v].tags.get(RETENTION_TAG) != PRUNED
+        ]
+        if earlier and not unfinished and set(earlier) & set(pruned):
+            resumed = [v for v in pruned if v in earlier]
+            outcome["resumed"] = {"key": request.resume.get("key"), "seq": request.resume.get("seq"),
+                                  "versions": resumed}  # fmt: skip
+    fresh = [v for v in pruned if v not in resumed]
+    if resumed:
+        # The earlier run's intent, already recorded (pending): its versions are all tagged ``pruning``
+        # or ``pruned``; finish their deletions and complete that event (apply appends nothing twice).
+        event = {
+            **{k: v for k, v in request.resume.items() if k not in ("seq", "status", "expect")},  # type: ignore[union-attr]
+            "settled": f"finished by the next retention run ({request.actor or '?'} at {request.at or '?'})",
+        }
+        steps.append(Step(_prune_writes(snapshot, resumed, request), event, intent=True))
+    if fresh:
+        keep = request.keep_archived_versions
+        why = (
+            f"archived beyond the newest {keep} (retention.keep_archived_versions)"
+            if keep is not None
+            else "left mid-prune by an earlier run"
+        )
+        reason = f"artifacts of {', '.join(f'v{v}' for v in fresh)} removed: {why}"
+        if protected:
+            reason += "; kept: " + ", ".join(f"v{v} ({w})" for v, w in protected.items())
+        if skipped:
+            reason += "; left alone: " + ", ".join(f"v{v} ({w})" for v, w in skipped.items())
+        event = {
+            "key": event_key(PRUNE, snapshot.name, request.key, fresh),
+            "type": PRUNE,
+            "model": snapshot.name,
+            "version": None,
+            "versions": fresh,
+            "from_stage": None,
+            "to_stage": None,
+            "champion_before": champion,
+            "champion_after": champion,
+            "actor": request.actor,
+            "at": request.at,
+            "reason": reason,
+            "changed": True,
+            "airflow": dict(request.airflow) if request.airflow else None,
+            "repairs": [],
+        }
+        steps.append(Step(_prune_writes(snapshot, fresh, request), event, intent=True))
+    return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+
+
+def _prune_writes(snapshot: Snapshot, versions: list[str], request: PruneRequest) -> tuple[Write, ...]:
+    """One pruning, in the order a crash can stop anywhere in: the ``pruning`` tag on each version (the
+    intent on the registry's side; its history event is recorded pending before it), each version's
+    artifact removals, then the ``pruned`` tags. Removing what is already gone is a no-op."""
+    intent = {RETENTION_TAG: PRUNING, "pruning_started_at": request.at}
+    writes = [
+        Write("tags", v, tags=intent)
+        for v in versions
+        if snapshot.versions[v].tags.get(RETENTION_TAG) != PRUNING
+    ]
+    for version in versions:
+        writes.extend(
+            Write(DELETE_ARTIFACTS, version, value=uri) for uri in request.artifacts.get(version, ())
+        )
+    done = {RETENTION_TAG: PRUNED, "pruned_at": request.at, "pruned_by": request.actor}
+    writes.extend(Write("tags", v, tags=done) for v in versions)
+    return tuple(writes)
+
+
+def settle_prune(
+    event: Mapping[str, Any], versions: Mapping[str, VersionState | None]
+) -> tuple[str, str] | None:
+    """``(status, note)`` of a *pending* ``prune`` event whose writer died, from its versions as they are
+    now (``None``: a version deleted since), or ``None`` to leave it pending: a version still tagged
+    ``pruning`` has artifacts only a retention run can finish removing, and that run completes the
+    event (:attr:`PruneRequest.resume`)."""
+    status = {v: (s.tags.get(RETENTION_TAG) if s is not None else PRUNED) for v, s in versions.items()}
+    if any(value == PRUNING for value in status.values()):
+        return None
+    if all(value == PRUNED for value in status.values()):
+        return DONE_EVENT, "completed by the next write: every version had been pruned"
+    pruned = ", ".join(f"v{v}" for v, value in status.items() if value == PRUNED)
+    if not pruned:
+        return NOT_APPLIED_EVENT, "completed by the next write: no version had been marked for pruning"
+    return NOT_APPLIED_EVENT, f"completed by the next write: only {pruned} pruned (by a later run)"
+
+
+def _pruned_refusal(snapshot: Snapshot, version: str, target: str | None) -> Refusal | None:
+    """A version whose artifacts retention removed (or is removing) can serve no more."""
+    status = snapshot.versions[version].tags.get(RETENTION_TAG) if version in snapshot.versions else None
+    if status in (PRUNING, PRUNED) and target in (PRODUCTION, STAGING):
+        return Refusal("version_pruned", {"name": snapshot.name, "version": version, "stage": target})
+    return None

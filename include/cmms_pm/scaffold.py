@@ -48,6 +48,8 @@ LARGE_ROWS = 100_000
 READERS = (".csv", ".parquet", ".pq")
 #: Schema defaults shown commented out at the end of a generated spec, so a reviewer sees them.
 SHOWN_DEFAULTS = ("schedule", "promotion", "drift")
+#: The retention a generated spec suggests (commented out): a week of batches, five archived versions.
+SUGGESTED_RETENTION = {"keep_batches": 7, "keep_archived_versions": 5}
 # Characters that end a line in YAML; never let them into a comment.
 _LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
@@ -293,6 +295,12 @@ def render_spec(result: Scaffold, values: Mapping[str, Any]) -> str:
             "promotion threshold is registered but not promoted: uncomment and lower it if need be.",
         ),
         _comments(*_dump({key: _schema_default(key) for key in SHOWN_DEFAULTS}).splitlines()),
+        "",
+        _comments(
+            "Retention: not set, so nothing is ever removed. To bound the disk of a model that runs for",
+            "years, keep the newest run folders and the artifacts of the newest archived versions, e.g.:",
+            *_dump({"retention": SUGGESTED_RETENTION}).splitlines(),
+        ),
     ]
     return "\n".join(block.rstrip("\n") for block in blocks) + "\n"
 

@@ -282,6 +282,28 @@ _DELIVERY = {
     "default": {},
 }
 
+#: What a model keeps as it ages (``cmms_mlflow.retention``, the last step of its training and scoring
+#: DAGs). ``null`` keeps everything: a spec without the section removes nothing, as before.
+RETENTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # Run folders under the data root (training batches; the scoring DAG's outputs), newest data
+        # interval first. At least 1: the running run's own folder is always needed.
+        "keep_batches": {"type": ["integer", "null"], "minimum": 1, "maximum": 100_000, "default": None},
+        # Archived versions that keep their artifacts, newest first; older ones lose them (the version,
+        # its tags, metrics and history stay). The champion, the challenger, a version waiting for
+        # approval and the previous champion (the rollback target) always keep theirs.
+        "keep_archived_versions": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "maximum": 100_000,
+            "default": None,
+        },
+    },
+    "default": {},
+}
+
 SPEC_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "CMMS model spec",
@@ -415,6 +437,7 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "retention": RETENTION_SCHEMA,
         # Who hears of promotions, rejections, approvals needed and failed tasks (cmms_mlflow.notifiers).
         # Nothing configured: nothing is sent.
         "notifications": {
@@ -612,6 +635,11 @@ class ModelSpec:
     @property
     def approval(self) -> Mapping[str, Any]:
         return self.raw["approval"]
+
+    @property
+    def retention(self) -> Mapping[str, Any]:
+        """``keep_batches`` / ``keep_archived_versions`` (``None``: keep everything)."""
+        return self.raw["retention"]
 
     @property
     def notifications(self) -> Mapping[str, Any]:

@@ -174,6 +174,26 @@ def approval_pending(name: str, version: str, requested_by: str | None) -> Promo
     )
 
 
+def version_pruned(name: str, version: str, stage: str | None = None) -> PromotionConflictError:
+    """A version whose artifacts retention removed: it can serve no more (the spec's ``retention``)."""
+    where = f" to {stage}" if stage else ""
+    return PromotionConflictError(
+        f"model {name!r} version {version!r} cannot move{where}: its artifacts were removed by retention "
+        "(tag retention_status); register a new version instead"
+    )
+
+
+def artifacts_pruned(name: str, version: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {name!r} version {version!r} cannot be loaded: its artifacts were removed by retention "
+        "(tag retention_status); its tags, metrics and history remain"
+    )
+
+
+def history_token_invalid() -> MlflowRegistryError:
+    return MlflowRegistryError("invalid pageToken: pass the nextPageToken of the previous page unchanged")
+
+
 class ApprovalAuthorityError(MlflowRegistryError):
     """The caller may not make this registry change: the model's spec requires approval and the
     caller is not one of its approvers, or the step's own approval is missing (the model API: 403)."""
@@ -240,6 +260,8 @@ def refused(code: str, details: dict) -> MlflowPluginError:
         return champion_cannot_leave_production(details["name"], details["version"], details["stage"])
     if code == "approval_pending":
         return approval_pending(details["name"], details["version"], details["requested_by"])
+    if code == "version_pruned":
+        return version_pruned(details["name"], details["version"], details["stage"])
     if code == "not_an_approver":
         return not_an_approver(details)
     if code == "approval_not_granted":

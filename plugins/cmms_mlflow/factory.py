@@ -36,6 +36,7 @@ from cmms_mlflow.operators import (
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
 from cmms_mlflow.operators.delivery import DeliverScoresOperator
+from cmms_mlflow.operators.retention import MlflowRetentionOperator
 from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
@@ -71,6 +72,7 @@ Every run, for its data interval:
    means no promotion.
 8. **promote_model** (`Production`, alias `champion`; emits the model's champion Asset, which
    schedules `{scoring_dag}`) or **reject_model** (`Archived`), then **report**.
+9. **retention** — {retention}
 
 Notifications: {notifications}.
 
@@ -90,7 +92,9 @@ counted, never silently scored), loads `models:/<name>@champion` and writes one 
 ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
 `model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>-<hash>/<model>/predictions.parquet`.
 A summary is logged as an MLflow run in the experiment `{experiment}`.
-{delivery}"""
+{delivery}
+Last, **retention**: {retention}
+"""
 
 
 def _source_text(source: dict[str, Any]) -> str:
@@ -143,6 +147,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         scoring_dag=spec.scoring_dag_id,
         approval=_approval_text(spec),
         notifications=_notifications_text(spec),
+        retention=_retention_text(spec),
     )
     notifier = ModelEventNotifier.for_spec(spec)
     with DAG(
@@ -253,7 +258,16 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         decide(validate_model.output) >> [promote, approve, reject]
         approve >> [promote, reject]
         [promote, reject] >> report
+        report >> _retention(spec, model_name=MODEL)
     return dag
+
+
+def _retention(spec: ModelSpec, *, model_name: str | None) -> MlflowRetentionOperator:
+    """The DAG's last step, the spec's ``retention``: a teardown, so it runs whatever happened upstream
+    and leaves the run's state to the model's steps."""
+    return MlflowRetentionOperator(
+        task_id="retention", spec=spec.to_dict(), model_name=model_name
+    ).as_teardown()
 
 
 TUNING_DOC = """
@@ -306,6 +320,20 @@ def _approval_text(spec: ModelSpec) -> str:
     return f"{required}; answered by {who}; timeout {approval['timeout_hours']:g} h"
 
 
+def _retention_text(spec: ModelSpec) -> str:
+    keep_batches, keep_versions = spec.retention["keep_batches"], spec.retention["keep_archived_versions"]
+    if keep_batches is None and keep_versions is None:
+        return "nothing is removed (the spec sets no `retention`)."
+    batches = "every batch" if keep_batches is None else f"the newest {keep_batches} batches"
+    versions = (
+        "every archived version's artifacts"
+        if keep_versions is None
+        else f"the artifacts of the newest {keep_versions} archived versions (and always the champion's, "
+        "the challenger's, the previous champion's and a pending approval's)"
+    )
+    return f"keeps {batches} under the data root and {versions}; runs whatever happened before it."
+
+
 def _notifications_text(spec: ModelSpec) -> str:
     settings = spec.notifications
     channels = []
@@ -333,6 +361,11 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         scoring_dag=spec.scoring_dag_id,
         experiment=spec.scoring_experiment,
         delivery=_delivery_text(spec),
+        retention=(
+            f"keeps the newest {spec.retention['keep_batches']} scoring outputs."
+            if spec.retention["keep_batches"] is not None
+            else "nothing is removed (the spec sets no `retention.keep_batches`)."
+        ),
     )
     with DAG(
         dag_id=spec.scoring_dag_id,
@@ -354,9 +387,11 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
             n_units="{{ params.n_units }}" if "n_units" in params else None,
             risk_threshold="{{ params.risk_threshold }}",
         )
+        last: Any = score
         if spec.delivery.get("table") or spec.delivery.get("webhook"):
             # Its own task: a delivery that fails is retried without scoring again.
-            DeliverScoresOperator(task_id="deliver", spec=spec.to_dict(), scored=score.output)
+            last = DeliverScoresOperator(task_id="deliver", spec=spec.to_dict(), scored=score.output)
+        last >> _retention(spec, model_name=None)
     return dag
 
 

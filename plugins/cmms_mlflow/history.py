@@ -1,34 +1,45 @@
 """The append-only history of a registered model, kept in MLflow itself.
 
-Each event is one MLflow run in the experiment ``<model>__history``, created once and never
-updated: tags ``history_seq`` (zero-padded, so it sorts), ``history_key`` (the event's
-idempotency key), ``history_type``, ``history_version``, ``history_actor`` … and ``history_event``
-(the whole :class:`~cmms_mlflow.records.HistoryEvent` as compact JSON). The MLflow UI shows the
-experiment as a table of who did what, when and why; :func:`read` returns the newest first with
-one search (``order_by`` on the sequence tag, ``max_results`` = the page size; :func:`read_page`
-also returns MLflow's token of the next page).
+Each event is one MLflow run in the experiment ``<model>__history``, created once (only its status
+tags change, when an intent is completed): tags ``history_seq`` (zero-padded, so it sorts),
+``history_key`` (the event's idempotency key), ``history_type``, ``history_version``,
+``history_actor`` … and ``history_event`` (the whole :class:`~cmms_mlflow.records.HistoryEvent`
+as compact JSON). The MLflow UI shows the experiment as a table of who did what, when and why.
+
+Order without growth: each event run's ``start_time`` is set when it is appended, strictly after
+the previous event's (the clock, or the previous one + 1 ms), so the runs' own start time — which
+MLflow sorts and filters on a column — orders the history like ``seq``. :func:`read_page` reads one
+page newest first with one bounded search, and its token (ours, not MLflow's offset) names where
+the page ended, so paging a history that grows meanwhile returns every event once, in order, and
+a late page costs what the first does. Sorting on the ``seq`` tag instead made MLflow join and sort
+every event of the model on each read.
 
 Events are appended by :func:`cmms_mlflow.registry.apply` under the model lock, so sequence
-numbers never collide, and a retried step whose event is already recorded (same key) appends
-nothing. Deleting an event run (an MLflow admin can) leaves a gap in ``seq``.
+numbers never collide (a number already taken — an event older code appended — is skipped), and a
+retried step whose event is already recorded (same key) appends nothing. Deleting an event run (an
+MLflow admin can) leaves a gap in ``seq``.
 
 Intent first: an event whose request writes anything is appended ``pending`` (tag
 ``history_status``, the run ``RUNNING``) before the writes and completed after them
 (:func:`complete`: ``done``, the run ``FINISHED``). A process that dies in between leaves the
 intent; the next write of the model settles it under the lock (:func:`settle_pending`: ``done`` if
 its writes took effect, else ``not_applied``, the run ``FAILED``). Reads show a pending event as
-``status: pending``. Completing an event updates its own run's status tags; no other event changes.
+``status: pending``. Completing an event updates its own run's status tags (never its start time,
+so its place in the order stays); no other event changes.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cmms_pm.registry_plan import DONE_EVENT, PENDING_EVENT
+from cmms_pm.registry_plan import DONE_EVENT, PENDING_EVENT, PRUNE
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -59,17 +70,13 @@ def append(
     ``status``: ``done``, or ``pending`` for an intent recorded before its writes (:func:`complete`).
     Returns the recorded event, or None when the key was recorded before (a retry).
     """
-    from mlflow.entities import ViewType
 
     experiment_id = _experiment_id(client, model, create=True)
     key = _checked_key(event["key"])
     if _find(client, experiment_id, key) is not None:
         log.info("History of %s already has event %s; not appending it again", model, key)
         return None
-    newest = client.search_runs(
-        [experiment_id], order_by=[f"tags.{SEQ_TAG} DESC"], run_view_type=ViewType.ALL, max_results=1
-    )
-    seq = int(newest[0].data.tags.get(SEQ_TAG, "0")) + 1 if newest else 1
+    seq, start_time = _next_position(client, experiment_id)
     recorded: dict[str, Any] = {
         **{k: event.get(k) for k in _FIELDS},
         "seq": seq,
@@ -94,7 +101,10 @@ def append(
         "mlflow.note.content": _sentence(recorded),
     }
     run = client.create_run(
-        experiment_id, run_name=f"{seq:06d} {recorded['type']} v{recorded['version'] or '-'}", tags=tags
+        experiment_id,
+        run_name=f"{seq:06d} {recorded['type']} v{recorded['version'] or '-'}",
+        tags=tags,
+        start_time=start_time,
     )
     if status != PENDING_EVENT:
         client.set_terminated(run.info.run_id, status="FINISHED")
@@ -162,6 +172,11 @@ def settle_pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
 
     settled = []
     for event in pending(client, model):
+        if event.get("type") == PRUNE:
+            done = _settle_prune(client, model, event)
+            if done is not None:
+                settled.append(done)
+            continue
         state = None
         if event.get("version"):
             try:
@@ -182,6 +197,33 @@ def settle_pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
     return settled
 
 
+def _settle_prune(client: MlflowClient, model: str, event: HistoryEvent) -> HistoryEvent | None:
+    """Settle a pending ``prune`` event from its versions' retention tags, or leave it pending while one
+    is still tagged ``pruning`` (the next retention run removes the rest and completes it)."""
+    from mlflow.exceptions import MlflowException
+
+    from cmms_pm.registry_plan import VersionState, settle_prune
+
+    states: dict[str, VersionState | None] = {}
+    for number in [str(v) for v in event.get("versions") or []][:1000]:
+        try:
+            mv = client.get_model_version(model, number)
+            states[number] = VersionState(number, str(mv.current_stage), dict(mv.tags or {}), mv.run_id)
+        except MlflowException as err:
+            if getattr(err, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            states[number] = None
+    answer = settle_prune(event, states)
+    if answer is None:
+        log.info("History of %s: prune event #%s stays pending: versions left mid-prune, which the next "
+                 "retention run finishes", model, event.get("seq"))  # fmt: skip
+        return None
+    status, note = answer
+    log.warning("History of %s: prune event #%s was left pending by a writer that died: %s (%s)",
+                model, event.get("seq"), status, note)  # fmt: skip
+    return complete(client, model, str(event["key"]), status=status, settled=note)
+
+
 def read(
     client: MlflowClient, model: str, *, limit: int = 50, version: str | None = None
 ) -> list[HistoryEvent]:
@@ -198,34 +240,130 @@ def read_page(
     page_token: str | None = None,
     version: str | None = None,
 ) -> tuple[list[HistoryEvent], str | None]:
-    """One page of events, newest first, and the token of the next page (None after the last)."""
+    """One page of events, newest first, and the token of the next page (None after the last).
+
+    A token is where the previous page ended (its last event's start time, and the events of that
+    instant already returned); an unreadable one is :class:`~cmms_mlflow.exceptions.MlflowRegistryError`.
+    """
     limit = max(1, min(int(limit), MAX_LIMIT))
+    cursor = _decode_token(page_token) if page_token else None
     experiment_id = _experiment_id(client, model, create=False)
     if experiment_id is None:
         return [], None
+    # A version number is an integer: nothing from a caller reaches the filter as text.
+    about = [f"tags.history_version = '{int(version)}'"] if version is not None else []
+    seen = cursor.seen if cursor is not None else frozenset()
+    bounded = [*about, f"attributes.start_time <= {cursor.start}"] if cursor is not None else about
+    wanted = limit + len(seen) + 1
+    rows = _search(client, model, experiment_id, bounded, wanted)
+    more = len(rows) >= wanted
+    rows = [r for r in rows if not (cursor is not None and r[0] == cursor.start and r[1] in seen)]
+    page = rows[:limit]
+    if not page:
+        return [], None
+    edge = page[-1][0]
+    if more and rows[-1][0] == edge:
+        # Several events recorded in the same millisecond (only events appended before start times
+        # were made distinct) straddle the page's end: take that instant whole, ordered by seq.
+        tied = _search(client, model, experiment_id, [*about, f"attributes.start_time = {edge}"], MAX_LIMIT)
+        tied = [r for r in tied if not (cursor is not None and edge == cursor.start and r[1] in seen)]
+        page = [r for r in page if r[0] != edge] + tied[: limit - sum(1 for r in page if r[0] != edge)]
+        more = True
+    later = more or len(rows) > len(page)
+    if not later:
+        return [r[2] for r in page], None
+    taken = {r[1] for r in page if r[0] == edge} | (
+        seen if cursor is not None and cursor.start == edge else set()
+    )
+    return [r[2] for r in page], _encode_token(_Cursor(edge, frozenset(taken)))
+
+
+def _search(
+    client: MlflowClient, model: str, experiment_id: str, filters: list[str], max_results: int
+) -> list[tuple[int, int, HistoryEvent]]:
+    """``(start_time, seq, event)`` of the newest events matching ``filters``, newest first."""
     runs = client.search_runs(
         [experiment_id],
-        # A version number is an integer: nothing from a caller reaches the filter as text.
-        filter_string=f"tags.history_version = '{int(version)}'" if version is not None else "",
-        order_by=[f"tags.{SEQ_TAG} DESC"],
-        max_results=limit,
-        page_token=page_token or None,
+        filter_string=" and ".join(filters),
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
     )
-    events = []
+    rows = []
     for run in runs:
         event = _event_of(run)
-        if event is None:
+        if event is None or not isinstance(event.get("seq"), int):
             log.warning("History of %s: run %s is not an event; skipped", model, run.info.run_id)
         else:
-            events.append(event)
-    token = runs.token.decode() if isinstance(runs.token, bytes) else runs.token
-    return events, token or None
+            rows.append((int(run.info.start_time or 0), int(event["seq"]), event))
+    return sorted(rows, key=lambda r: (-r[0], -r[1]))
+
+
+def _next_position(client: MlflowClient, experiment_id: str) -> tuple[int, int]:
+    """``(seq, start_time)`` of the next event: after the newest one, in number and in time."""
+    from mlflow.entities import ViewType
+
+    newest = client.search_runs(
+        [experiment_id], order_by=["attributes.start_time DESC"], run_view_type=ViewType.ALL, max_results=1
+    )
+    seq, start = 1, 0
+    if newest:
+        seq = int(newest[0].data.tags.get(SEQ_TAG, "0")) + 1
+        start = int(newest[0].info.start_time or 0) + 1
+    while client.search_runs(  # a number already taken (an event appended out of time order): skip it
+        [experiment_id],
+        filter_string=f"tags.{SEQ_TAG} = '{str(seq).zfill(_SEQ_WIDTH)}'",
+        run_view_type=ViewType.ALL,
+        max_results=1,
+    ):
+        seq += 1
+    return seq, max(start, int(time.time() * 1000))
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    start: int
+    seen: frozenset[int]
+
+
+_TOKEN_MAX_SEEN = 5000
+
+
+def _encode_token(cursor: _Cursor) -> str:
+    ranges: list[list[int]] = []
+    for seq in sorted(cursor.seen):
+        if ranges and ranges[-1][1] == seq - 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    raw = json.dumps({"t": cursor.start, "s": ranges}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> _Cursor:
+    from cmms_mlflow.exceptions import history_token_invalid
+
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+        start, ranges = data["t"], data["s"]
+        if type(start) is not int or not 0 <= start < 2**53 or not isinstance(ranges, list):
+            raise ValueError("bad cursor")
+        seen: set[int] = set()
+        for low, high in ranges:
+            if type(low) is not int or type(high) is not int or not 0 < low <= high < 2**53:
+                raise ValueError("bad range")
+            if high - low + len(seen) > _TOKEN_MAX_SEEN:
+                raise ValueError("too many events")
+            seen.update(range(low, high + 1))
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+        raise history_token_invalid() from err
+    return _Cursor(start, frozenset(seen))
 
 
 _FIELDS = (
     "type",
     "model",
     "version",
+    "versions",  # a prune event's versions (cmms_pm.registry_plan.plan_prune)
     "from_stage",
     "to_stage",
     "champion_before",

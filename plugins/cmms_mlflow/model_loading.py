@@ -42,10 +42,12 @@ from typing import TYPE_CHECKING, Any
 from cmms_mlflow.assets import SPEC_TAG
 from cmms_mlflow.client_context import pickle_loading_disabled
 from cmms_mlflow.exceptions import (
+    artifacts_pruned,
     model_has_untrusted_types,
     model_not_skops,
     model_without_provenance,
 )
+from cmms_pm.registry_plan import PRUNED, PRUNING, RETENTION_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -111,6 +113,8 @@ def load_version(
 
     version = str(version)
     mv = client.get_model_version(name, version)
+    if (mv.tags or {}).get(RETENTION_TAG) in (PRUNING, PRUNED):
+        raise artifacts_pruned(name, version)
     run = client.get_run(mv.run_id) if mv.run_id else None
     problems = provenance_problems(client, mv, run, spec_name)
     if problems and not allow_unverified:

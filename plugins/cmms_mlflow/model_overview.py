@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cmms_mlflow import history, registry
+from cmms_mlflow.exceptions import ModelNotFoundError
 from cmms_mlflow.links import DAG_ID_PATTERN, RUN_ID_PATTERN, airflow_run_url, required_actions_url
 from cmms_pm.approval import APPROVAL_TASK_ID, PENDING, requesting_run
+from cmms_pm.registry_plan import PRUNED, PRUNING, RETENTION_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -49,6 +51,7 @@ DECISION_LABELS = {
     "staging": "staged",
     "approval": "approval",
     "repair": "repaired",
+    "prune": "pruned",
 }
 
 
@@ -61,12 +64,6 @@ def _float(value: str | None) -> float | None:
 
 def _iso_from_ms(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
-
-
-def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    """Every version of ``name``, newest first (tags included)."""
-    versions = client.search_model_versions("name = '{}'".format(name.replace("'", "\\'")))
-    return sorted(versions, key=lambda v: int(v.version), reverse=True)
 
 
 def drift_of(tags: dict[str, str]) -> dict[str, Any] | None:
@@ -82,6 +79,17 @@ def drift_of(tags: dict[str, str]) -> dict[str, Any] | None:
     }
 
 
+def artifacts_of(tags: Mapping[str, str]) -> dict[str, Any]:
+    """Whether the version still has its artifacts: ``present``, or ``pruning`` / ``pruned`` by the
+    spec's retention (``cmms_mlflow.retention``), with when and by whom."""
+    status = tags.get(RETENTION_TAG) or ""
+    return {
+        "artifacts": status if status in (PRUNING, PRUNED) else "present",
+        "prunedAt": tags.get("pruned_at") or None,
+        "prunedBy": tags.get("pruned_by") or None,
+    }
+
+
 def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
     """One history event as the page shows it: what, which version (from → to stage), the champion
     before → after, who, when, why, and the Airflow run that made it (None for an API request)."""
@@ -92,6 +100,7 @@ def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
         "type": event.get("type"),
         "decision": DECISION_LABELS.get(str(event.get("type")), str(event.get("type"))),
         "version": event.get("version"),
+        "versions": list(event.get("versions") or []),  # a prune event's versions
         "fromStage": event.get("from_stage"),
         "toStage": event.get("to_stage"),
         "championBefore": event.get("champion_before"),
@@ -219,6 +228,7 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
             else None
         ),  # fmt: skip
         "drift": drift_of(tags),
+        **artifacts_of(tags),
         "tuning": tuning_of(run.data if run is not None else None),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
@@ -256,12 +266,17 @@ def model_summary(
     """Champion, challenger (or the last candidate), decisions, drift and pending approvals of
     ``name`` (``approvers``: who the model's spec lets answer an approval; ``training_dag_id``: its
     spec's training DAG, the only DAG whose approval requests count)."""
-    if not registry.model_exists(client, name):
+    try:
+        model = registry.get_model(client, name)
+    except ModelNotFoundError:
         return {"registered": False, "champion": None, "challenger": None, "lastCandidate": None,
                 "previousChampion": None, "decisions": [], "drift": None, "pendingApprovals": [],
                 "versions": 0, "links": {"mlflowModel": _model_url(hook, name)}}  # fmt: skip
-    versions = all_versions(client, name)
-    aliases = registry.aliases_of(client, name)
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    # Bounded reads, whatever the model's age: the recent versions, the aliased ones, those waiting
+    # for approval and the newest of each stage (registry.lean_versions), never every version.
+    listed = registry.lean_versions(client, name, model, set(aliases.values()))
+    versions = sorted(listed.values(), key=lambda v: int(v.version), reverse=True)
     by_number = {str(v.version): v for v in versions}
     champion = by_number.get(aliases.get(registry.CHAMPION, ""))
     if champion is None:  # stages and aliases agree when the registry is healthy; fall back to the stage
@@ -274,7 +289,9 @@ def model_summary(
         drift["version"] = str(drifted.version)
     return {
         "registered": True,
-        "versions": len(versions),
+        # The newest version's number: how many were registered (duplicates deleted at registration
+        # excepted), without counting them one by one.
+        "versions": int(versions[0].version) if versions else 0,
         "champion": version_view(client, hook, champion, aliases) if champion is not None else None,
         "challenger": version_view(client, hook, challenger, aliases) if challenger is not None else None,
         "lastCandidate": (

@@ -66,7 +66,7 @@ def promote_validated(
     revalidated = False
     with registry.model_lock(lock_dir, name) as lock:
         history.settle_pending(client, name)
-        snapshot = registry.read_snapshot(client, name)
+        snapshot = registry.read_snapshot(client, name, versions=[version])
         current, _ = registry_plan.serving_version(snapshot)
         done_before = history.recorded(client, name, key) if key else None
         superseded = (
@@ -92,7 +92,7 @@ def promote_validated(
                 **dict(load_options or {}),
             )
             revalidated = True
-            snapshot = registry.read_snapshot(client, name)
+            snapshot = registry.read_snapshot(client, name, versions=[version])
         who = {
             "actor": audit.get("promoted_by", ""),
             "at": audit.get("promoted_at", ""),
@@ -186,7 +186,7 @@ def change_stage(
     if stage not in MANUAL_STAGES:
         raise unknown_stage(stage)
     with registry.model_lock(lock_dir, name, timeout=lock_timeout) as lock:
-        snapshot = registry.read_snapshot(client, name)
+        snapshot = registry.read_snapshot(client, name, versions=[version])
         champion, _ = registry_plan.serving_version(snapshot)
         current = snapshot.versions.get(version)
         previous_stage = current.stage if current is not None else None
@@ -245,7 +245,7 @@ def repair(
 ) -> dict[str, Any]:
     """Repair the invariants of ``name`` under the lock (nothing else); the outcome lists the fixes."""
     with registry.model_lock(lock_dir, name) as lock:
-        snapshot = registry.read_snapshot(client, name)
+        snapshot = registry.read_snapshot(client, name)  # complete: an explicit repair audits every version
         request = Request(
             kind="repair", actor=actor, at=at, key=key or registry_plan.event_key("repair", name, actor, at)
         )

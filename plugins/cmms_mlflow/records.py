@@ -94,7 +94,8 @@ class AirflowRunRef(TypedDict, total=False):
 class HistoryEvent(TypedDict):
     """One entry of a registered model's append-only history (``cmms_mlflow.history``).
 
-    ``type``: promotion | rejection | rollback | stage_change | staging | approval | repair.
+    ``type``: promotion | rejection | rollback | stage_change | staging | approval | repair | prune
+    (retention removed the artifacts of ``versions``).
     ``champion_before``/``champion_after`` are the "from → to" versions of the champion;
     ``version`` moved ``from_stage`` → ``to_stage``. ``changed`` is false when the request found
     its effect already in place (a retry, or promoting the champion again). ``repairs`` lists what
@@ -110,6 +111,7 @@ class HistoryEvent(TypedDict):
     type: str
     model: str
     version: str | None
+    versions: list[str] | None
     from_stage: str | None
     to_stage: str | None
     champion_before: str | None

@@ -9,8 +9,10 @@ aliases are two views of one state, changed together here:
 * ``Archived``   -> no ``challenger``/``champion`` alias
 
 Every change is snapshot → plan → apply under :func:`model_lock`: :func:`read_snapshot` reads
-the model once, :func:`cmms_pm.registry_plan.plan` (pure) decides the writes, the repairs of
-broken invariants and the history events, and :func:`apply` writes them and appends the events
+the model once (a lean snapshot: the versions a change can touch, in a few bounded queries, so a
+write costs the same at 10 versions and at 365), :func:`cmms_pm.registry_plan.plan` (pure)
+decides the writes, the repairs of broken invariants and the history events, and :func:`apply`
+writes them and appends the events
 to the model's history (:mod:`cmms_mlflow.history`). Every function is idempotent: calling it
 twice for the same Airflow run leaves the registry (and the history) as one call would.
 """
@@ -21,7 +23,7 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +96,7 @@ def serving_of(
 ) -> tuple[ModelVersion | None, tuple[str, ...], dict[str, str]]:
     """:func:`serving` and the snapshot's aliases (alias -> version); ``model``: the registered
     model if the caller has just read it (saves reading it again)."""
-    snapshot, entities = _read(client, name, model)
+    snapshot, entities = _read(client, name, model, versions=(), window=0)
     version, problems = registry_plan.serving_version(snapshot)
     return (entities[version] if version is not None else None), problems, dict(snapshot.aliases)
 
@@ -181,7 +183,8 @@ def register_version(
         name,
         source,
         run_id=run_id,
-        tags=dict(tags),
+        # Has its artifacts: the retention index (cmms_pm.registry_plan.KEPT) starts at registration.
+        tags={**tags, registry_plan.RETENTION_TAG: registry_plan.KEPT},
         run_link=run_link or None,
         description=description,
         model_id=model_id,
@@ -225,23 +228,74 @@ def _set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, 
         client.set_model_version_tag(name, str(version), key, "" if value is None else str(value))
 
 
-def read_snapshot(client: MlflowClient, name: str) -> Snapshot:
-    """One read of ``name``: every version (stage, tags, run) and the aliases."""
-    return _read(client, name)[0]
+#: How many of the newest versions a lean snapshot reads besides those it reads by name.
+LEAN_WINDOW = 20
+
+
+def read_snapshot(client: MlflowClient, name: str, *, versions: Iterable[str] | None = None) -> Snapshot:
+    """One read of ``name``: its aliases and versions (stage, tags, run).
+
+    ``versions=None``: every version (a complete snapshot; its cost grows with the model's age).
+    Otherwise a lean snapshot (:class:`cmms_pm.registry_plan.Snapshot`): ``versions`` and every version
+    a change can touch, read with a few bounded queries whatever the model's age.
+    """
+    return _read(client, name, versions=versions)[0]
 
 
 def _read(
-    client: MlflowClient, name: str, model: RegisteredModel | None = None
+    client: MlflowClient,
+    name: str,
+    model: RegisteredModel | None = None,
+    *,
+    versions: Iterable[str] | None = None,
+    window: int | None = None,
 ) -> tuple[Snapshot, dict[str, ModelVersion]]:
     if model is None:
         model = get_model(client, name)
-    entities = {str(v.version): v for v in client.search_model_versions(f"name = '{_quote(name)}'")}
-    versions = {
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    if versions is None:
+        entities = {str(v.version): v for v in client.search_model_versions(f"name = '{_quote(name)}'")}
+    else:
+        wanted = {*aliases.values(), *(str(v) for v in versions)}
+        entities = lean_versions(client, name, model, wanted, window=window)
+    states = {
         number: VersionState(number, mv.current_stage, dict(mv.tags or {}), mv.run_id or None)
         for number, mv in entities.items()
     }
-    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
-    return Snapshot(name=name, versions=versions, aliases=aliases), entities
+    return Snapshot(name=name, versions=states, aliases=aliases, complete=versions is None), entities
+
+
+def lean_versions(
+    client: MlflowClient, name: str, model: RegisteredModel, wanted: set[str], *, window: int | None = None
+) -> dict[str, ModelVersion]:
+    """The versions a change can touch, in bounded reads: the newest ``window`` (default
+    :data:`LEAN_WINDOW`; 0: none) and those waiting for approval (a tag-filtered search), the newest
+    of each stage (the registered model's own ``latest_versions``, tags included: an old version
+    moved to Production outside this package is seen), and ``wanted`` (aliased, requested)."""
+    from mlflow.exceptions import MlflowException
+
+    from cmms_pm.approval import PENDING
+
+    window = LEAN_WINDOW if window is None else window
+    quoted = _quote(name)
+    found: dict[str, ModelVersion] = {}
+    if window:
+        recent = client.search_model_versions(
+            f"name = '{quoted}'", max_results=window, order_by=["version_number DESC"]
+        )
+        pending = client.search_model_versions(f"name = '{quoted}' and tags.approval_status = '{PENDING}'")
+        found.update((str(mv.version), mv) for mv in [*pending, *recent])
+    for mv in model.latest_versions or []:
+        found.setdefault(str(mv.version), mv)
+    for number in sorted(wanted - found.keys(), key=lambda v: int(v) if v.isdigit() else -1):
+        if not number.isdigit():
+            continue
+        try:
+            found[number] = client.get_model_version(name, number)
+        except MlflowException as err:
+            if not _is_not_found(err) and getattr(err, "error_code", "") != "INVALID_PARAMETER_VALUE":
+                raise
+    return found
 
 
 @contextmanager
@@ -269,7 +323,8 @@ def model_lock(lock_dir: Path, name: str, *, timeout: float | None = None) -> It
 
 def execute(client: MlflowClient, name: str, request: Request, *, lock: HeldLock | None) -> dict[str, Any]:
     """Snapshot → plan → apply for one request; the caller holds :func:`model_lock` (``lock``)."""
-    plan = registry_plan.plan(read_snapshot(client, name), request)
+    versions = [request.version] if request.version is not None else []
+    plan = registry_plan.plan(read_snapshot(client, name, versions=versions), request)
     return apply(client, plan, lock=lock)
 
 
@@ -298,11 +353,16 @@ def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[st
             if step.event is not None and step.intent:
                 history.append(client, plan.name, step.event, status=registry_plan.PENDING_EVENT)
             for write in step.writes:
+                if lock is not None and write.op == registry_plan.DELETE_ARTIFACTS:
+                    lock.verify()  # a pruning step removes many locations: still ours before each
                 log.info("%s: %s", plan.name, write.describe())
                 written = True
                 _write(client, plan.name, write)
             if step.event is not None and step.intent:
-                history.complete(client, plan.name, str(step.event["key"]))
+                # ``settled``: a step that finishes an earlier writer's intent says so (a resumed prune).
+                history.complete(
+                    client, plan.name, str(step.event["key"]), settled=str(step.event.get("settled") or "")
+                )
             elif step.event is not None and not step.event_first:
                 history.append(client, plan.name, step.event)
     except BaseException:
@@ -334,6 +394,11 @@ def _write(client: MlflowClient, name: str, write: Write) -> None:
                 raise
     elif write.op == "tags":
         _set_tags(client, name, str(write.version), write.tags)
+    elif write.op == registry_plan.DELETE_ARTIFACTS:
+        delete_artifacts(str(write.value))
+    elif write.op == registry_plan.MODEL_TAGS:
+        for key, value in write.tags.items():
+            client.set_registered_model_tag(name, key, str(value))
     else:
         raise ValueError(f"unknown write {write.op!r}")
 
@@ -504,6 +569,20 @@ def check_invariants(client: MlflowClient, name: str) -> None:
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
+
+
+def delete_artifacts(uri: str) -> None:
+    """Remove everything at artifact ``uri`` through MLflow's artifact repository of its scheme (a local
+    folder, ``s3://``, ``mlflow-artifacts:`` of a tracking server, ...). Removing what is already gone
+    is a no-op, so a rerun after a crash finishes the job (:func:`cmms_pm.registry_plan.plan_prune`)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        get_artifact_repository(uri).delete_artifacts()
+    except MlflowException as err:
+        if not _is_not_found(err):
+            raise
 
 
 #: Version tag (copied from the training run's tag) holding the alert threshold the version was

@@ -72,6 +72,12 @@ def test_three_day_backfill_trains_each_interval_once_and_keeps_one_champion(air
         if r["state"] != "success"
     ]
 
+    # The retention teardown ran in each worker (it asks Airflow which runs are active; three overlap).
+    retention = [
+        airflow_cluster.task_instances(r["dag_run_id"], mine.training)["retention"]["state"] for r in runs
+    ]
+    assert retention == ["success"] * 3
+
     versions = cluster_client.search_model_versions(f"name = '{model_name}'")
     assert len(versions) == 3
     intervals = sorted(v.tags["data_version"] for v in versions)

@@ -255,6 +255,26 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
     with step(page, "the navigation links to the MLflow UI"):
         page.get_by_role("button", name="Browse").click()
         assert page.get_by_role("menuitem", name="MLflow").get_attribute("href") == "http://127.0.0.1:5000"
+
+    # A version whose artifacts retention removed (cmms_mlflow.retention): listed, marked, not promotable.
+    pruned = str(
+        registry.register_version(
+            client, name=MODEL, source=source, run_id=client.create_run(experiment_id).info.run_id,
+            description="browser test", tags={"model_spec": "predictive_maintenance"},
+        ).version
+    )  # fmt: skip
+    registry.reject(client, MODEL, pruned, reason="older than the kept ones", lock_dir=None)
+    marks = {"retention_status": "pruned", "pruned_at": "2026-12-01T02:00:00+00:00", "pruned_by": "nightly"}
+    registry.set_tags(client, MODEL, pruned, marks)
+    with step(page, "a pruned version's page says so and offers no promotion"):
+        page.goto(f"{cluster.base_url}/plugin/models/cmms-ui/models/{MODEL}/versions/{pruned}")
+        frame = page.frame_locator("iframe[title=Models]")
+        note = frame.locator("#artifacts-pruned")
+        note.wait_for(timeout=30_000)
+        assert "artifacts pruned" in note.inner_text() and "2026-12-01T02:00:00+00:00" in note.inner_text()
+        assert "No plots (artifacts pruned)." in frame.locator("body").inner_text()
+        assert frame.locator("button[data-action=promote]").count() == 0
+        _snapshot(page, "version-page-pruned")
     page.context.close()
 
     viewer = _log_in(browser, cluster, "viewer")

@@ -46,11 +46,15 @@ class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
         self.spec = spec
 
     def execute(self, context: Context) -> Manifest:
+        from cmms_mlflow.operators.retention import record_run
         from cmms_pm.batch import batch_uri, data_root, prepare_batch
+        from cmms_pm.retention import BATCH
 
         spec = self.model_spec
         config = self.run_config(context)
         start, end = data_interval(context)
+        out_uri = batch_uri(data_root(), context["dag"].dag_id, context["run_id"])
+        record_run(context, out_uri, BATCH)
         with source_errors_fail_the_task():
             frame = self.read_source(config.data_source, start, end)
             manifest = prepare_batch(
@@ -61,7 +65,7 @@ class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
                 target_column=config.target,
                 interval_start=start,
                 interval_end=end,
-                out_uri=batch_uri(data_root(), context["dag"].dag_id, context["run_id"]),
+                out_uri=out_uri,
             )
         self.log.info(
             "Batch of %d rows (positive rate %.4f) from %s: %s",

@@ -130,10 +130,12 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
         from cmms_mlflow.champion_scoring import load_champion, log_summary
         from cmms_mlflow.client_context import pickle_loading_disabled
+        from cmms_mlflow.operators.retention import record_run
         from cmms_pm.batch import batch_uri, categories_as_text, data_root
         from cmms_pm.contract import check_and_flag
         from cmms_pm.data import write_frame
         from cmms_pm.fleet import score_frame, summarize
+        from cmms_pm.retention import SCORING
         from cmms_pm.spec import FeatureSpec
 
         spec = self.model_spec
@@ -147,6 +149,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         id_columns = list(spec.id_columns)
         experiment_id = self.hook.get_or_create_experiment(client, spec.scoring_experiment)
         run_dir = batch_uri(data_root(), dag_run.dag_id, dag_run.run_id)
+        record_run(context, run_dir, SCORING)
         tags = training_run.airflow_tags(context)
         results = []
         for name in self.models_to_score(context, client):

@@ -152,6 +152,7 @@
   // version whose approval was refused, only an approver's explicit override.
   function promoteForm(name, view, permissions, expectedChampion) {
     if (view.stage === "Production" || view.approvalStatus === "pending") return null;
+    if (view.artifacts && view.artifacts !== "present") return null;  // pruned: it can serve no more
     const refused = REFUSED_APPROVALS.includes(view.approvalStatus);
     if (refused) {
       if (!permissions.override) return null;
@@ -217,6 +218,7 @@
       role === "challenger" && view.championF1AtValidation !== null
         ? el("div", { class: "muted" }, `champion F1 then ${fmt(view.championF1AtValidation)}`) : null,
       view.status ? el("div", {}, badge(view.status)) : null,
+      prunedBadge(view),
       view.reason ? el("span", { class: "reason", text: view.reason }) : null,
       view.dataVersion ? el("div", { class: "muted" }, `data up to ${view.dataVersion.split("/").pop()}`) : null,
       role === "champion" && view.promotedAt
@@ -227,6 +229,13 @@
     );
   }
 
+  // Retention removed (or is removing) the version's artifacts: it stays listed, it can no longer serve.
+  function prunedBadge(view) {
+    if (!view.artifacts || view.artifacts === "present") return null;
+    return el("div", { class: "pruned-note" }, badge(`artifacts ${view.artifacts}`, "pruned"),
+      view.prunedAt ? el("span", { class: "muted", text: ` ${view.prunedAt}` }) : null);
+  }
+
   // One event of the model's history: what, which version (from → to), the champion before → after,
   // who, when, why, and the Airflow run that made it.
   function decisionItem(model, d) {
@@ -234,8 +243,9 @@
     const champion = d.championBefore !== d.championAfter
       ? ` · champion ${d.championBefore ? `v${d.championBefore}` : "none"} → ${d.championAfter ? `v${d.championAfter}` : "none"}`
       : "";
+    const versions = (d.versions || []).flatMap((v, i) => [i ? ", " : "", pageLink(`v${v}`, versionPath(model.name, v))]);
     return el("li", { "data-event": d.seq, "data-type": d.type },
-      d.version ? pageLink(`v${d.version}`, versionPath(model.name, d.version)) : null, " ",
+      d.version ? pageLink(`v${d.version}`, versionPath(model.name, d.version)) : null, ...versions, " ",
       badge(d.decision, d.decision.split(" ")[0]), moved, champion,
       d.changed === false && d.type !== "approval"
         ? el("span", { class: "muted", text: " (already in effect)" }) : null,
@@ -444,6 +454,10 @@
         ["Champion now", v.champion ? `v${v.champion}` : "none"],
         ["Validation", v.status ? badge(v.status) : "not validated"],
         ["Approval", v.approvalStatus ? badge(v.approvalStatus, v.approvalStatus === "pending" ? "warn" : null) : null],
+        ["Artifacts", v.artifacts === "present" ? "present"
+          : el("span", { id: "artifacts-pruned" }, badge(`artifacts ${v.artifacts}`, "pruned"),
+            ` by retention${v.prunedAt ? ` at ${v.prunedAt}` : ""}${v.prunedBy ? ` (${v.prunedBy})` : ""}; ` +
+            "the version, its tags, metrics and history stay; it can no longer be loaded or promoted")],
         ["Last event", v.history.length ? `${v.history[0].decision} by ${v.history[0].by || "?"}: ${v.history[0].reason}` : null],
         ["Data version", v.dataVersion],
         ["Data digest", v.dataDigest],
@@ -489,7 +503,7 @@
         ? el("div", { class: "plots" }, v.plots.map((plot) => el("figure", {},
           el("img", { src: `${API}${versionPath(name, version)}/plots/${encodeURIComponent(plot)}`, alt: plot }),
           el("figcaption", { text: plot }))))
-        : el("p", { class: "muted", text: "No plots." }),
+        : el("p", { class: "muted", text: v.artifacts === "present" ? "No plots." : "No plots (artifacts pruned)." }),
     ];
     const form = promoteForm(name, v, v.permissions, v.champion ? Number(v.champion) : null);
     if (form) sections.push(el("h2", { text: "Actions" }), form);

@@ -77,6 +77,19 @@ def test_promotion_and_drift_are_left_to_the_schema_but_shown_commented(ai4i_csv
     assert load_spec(result.spec_path).promotion["threshold"] == 0.8
 
 
+def test_retention_is_left_unset_but_a_commented_setting_uncomments_into_a_valid_spec(ai4i_csv, models):
+    result = scaffold("ai4i", ai4i_csv, TARGET)
+
+    assert "retention" not in yaml.safe_load(result.text)
+    assert load_spec(result.spec_path).retention == {"keep_batches": None, "keep_archived_versions": None}
+    lines = result.text.splitlines()
+    start = lines.index("# retention:")
+    block = [line.removeprefix("# ") for line in lines[start : start + 3]]
+    uncommented = result.text + "\n".join(block) + "\n"
+    result.spec_path.write_text(uncommented)
+    assert load_spec(result.spec_path).retention == {"keep_batches": 7, "keep_archived_versions": 5}
+
+
 def test_the_same_file_gives_the_same_bytes(ai4i_csv, tmp_path):
     first = scaffold("ai4i", ai4i_csv, TARGET, models_dir=tmp_path / "a")
     second = scaffold("ai4i", ai4i_csv, TARGET, models_dir=tmp_path / "b")

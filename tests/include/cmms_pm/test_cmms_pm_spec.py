@@ -164,3 +164,18 @@ def test_a_decision_section_that_cannot_work_is_refused_naming_the_field(tmp_pat
 def test_calibration_explain_and_scoring_settings_are_checked(tmp_path, section, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         load_spec(_write(tmp_path, {**MINIMAL, **section}))
+
+
+@pytest.mark.parametrize(
+    ("retention", "message"),
+    [
+        ({"keep_batches": 0}, "retention.keep_batches: 0 is less than the minimum of 1"),
+        ({"keep_archived_versions": -1}, "retention.keep_archived_versions: -1 is less than the minimum"),
+        ({"keep_batches": "all"}, "retention.keep_batches: 'all' is not of type"),
+        ({"keep_versions": 3}, "retention: Additional properties are not allowed ('keep_versions'"),
+    ],
+)
+def test_a_retention_that_would_remove_the_running_batch_is_refused(tmp_path, retention, message):
+    """keep_batches 0 would delete the batch the running run trains on (issue 20's bad input)."""
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_spec(_write(tmp_path, {**MINIMAL, "retention": retention}))
