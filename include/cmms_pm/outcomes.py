@@ -229,8 +229,10 @@ def retrain_reason(
 
 
 def retrain_key(spec_name: str, day: str) -> str:
-    """The idempotency key of a retraining request: one per spec and day, whoever asks twice."""
-    return f"retrain:{spec_name}:{day}"
+    """The history key (hex) of a retraining request: one per spec and day, whoever asks twice."""
+    from cmms_pm.registry_plan import event_key
+
+    return event_key("retrain", spec_name, day)
 
 
 def day_index(day: str, first_day: str) -> int:

@@ -76,6 +76,7 @@ def test_anonymous_callers_get_401_on_every_route(airflow_cluster, registry_only
     calls = [
         ("GET", f"{ML}/models/{name}/production", None),
         ("GET", f"{ML}/models/{name}/history", None),
+        ("GET", f"{ML}/models/{name}/performance", None),
         ("POST", f"{ML}/models/train", {"modelName": name, "pipeline": PIPELINE}),
         ("POST", _promote_path(name, v1), {"stage": "Production", "reason": "anonymous"}),
         # Invalid input is still 401: authentication comes before validation.

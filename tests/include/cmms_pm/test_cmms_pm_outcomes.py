@@ -196,4 +196,6 @@ def test_a_realized_drop_below_the_floor_gives_a_reason_and_too_few_failures_giv
     assert retrain_reason(report, version="9", window_days=3, metric="f1", floor=0.5) is None
     with pytest.raises(OutcomeLogError, match="realized metric"):
         retrain_reason(report, version="2", window_days=3, metric="roc_auc", floor=0.5)
-    assert retrain_key("pm", "2026-03-10") == "retrain:pm:2026-03-10"
+    key = retrain_key("pm", "2026-03-10")
+    assert key.isalnum() and key == retrain_key("pm", "2026-03-10")  # a history key: one per spec and day
+    assert key not in (retrain_key("pm", "2026-03-11"), retrain_key("pm2", "2026-03-10"))
