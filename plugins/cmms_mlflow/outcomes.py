@@ -127,7 +127,13 @@ def read_failures(spec: ModelSpec, *, start: str, end: str) -> pd.DataFrame:
 
 
 def store(
-    client: MlflowClient, name: str, report: OutcomeReport, *, window_days: int, tags: Mapping[str, str]
+    client: MlflowClient,
+    name: str,
+    report: OutcomeReport,
+    *,
+    window_days: int,
+    tags: Mapping[str, str],
+    artifact_location: str | None = None,
 ) -> dict[str, Any]:
     """Per version of ``report``: its monitoring run (created once), the newly matured days' metrics
     (step = day index), and the merged JSON (earlier days kept). Returns ``{version: summary}``."""
@@ -135,7 +141,7 @@ def store(
 
     from cmms_pm.outcomes import day_index, realized_over_window
 
-    experiment_id = _experiment_id(client, name, create=True)
+    experiment_id = _experiment_id(client, name, create=True, artifact_location=artifact_location)
     stored: dict[str, Any] = {}
     for version in report["versions"]:
         run = _version_run(client, experiment_id, name, version["version"])
@@ -197,6 +203,13 @@ def read_performance(client: MlflowClient, name: str, *, limit: int = 10) -> lis
     runs = sorted(runs, key=lambda r: _number(r.data.tags.get(VERSION_TAG)), reverse=True)[:limit]
     found = [_performance(client, run.info.run_id) for run in runs]
     return [f for f in found if f]
+
+
+def performance_of(client: MlflowClient, name: str, version: str) -> dict[str, Any] | None:
+    """The stored JSON of one version (None: its outcomes were never measured)."""
+    experiment_id = _experiment_id(client, name, create=False)
+    run = _version_run(client, experiment_id, name, str(version)) if experiment_id is not None else None
+    return _performance(client, run.info.run_id) if run is not None else None
 
 
 def request_retraining(
@@ -270,7 +283,9 @@ def _version_run(client: MlflowClient, experiment_id: str, name: str, version: s
     return runs[0] if runs else None
 
 
-def _experiment_id(client: MlflowClient, name: str, *, create: bool) -> str | None:
+def _experiment_id(
+    client: MlflowClient, name: str, *, create: bool, artifact_location: str | None = None
+) -> str | None:
     experiment = client.get_experiment_by_name(experiment_name(name))
     if experiment is not None:
         return experiment.experiment_id
@@ -279,7 +294,9 @@ def _experiment_id(client: MlflowClient, name: str, *, create: bool) -> str | No
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.create_experiment(experiment_name(name))
+        return client.create_experiment(
+            experiment_name(name), artifact_location=artifact_location, tags={"cmms.outcomes_of": name}
+        )
     except MlflowException:  # created meanwhile by another writer
         found = client.get_experiment_by_name(experiment_name(name))
         if found is None:

@@ -45,9 +45,9 @@ def dags(airflow_db):
 def _register(client, versions: int) -> list[str]:
     """Versions with no model behind them (their artifacts are gone): outcomes need none."""
     from cmms_mlflow import registry
+    from cmms_mlflow.hooks import MlflowHook
 
-    found = client.get_experiment_by_name("pm_outcomes")
-    experiment_id = found.experiment_id if found else client.create_experiment("pm_outcomes")
+    experiment_id = MlflowHook().get_or_create_experiment(client, "pm_outcomes")
     made = []
     for _ in range(versions):
         run = client.create_run(experiment_id)
@@ -109,14 +109,12 @@ def _fleet(now: pd.Timestamp, v1: str, v2: str) -> tuple[list[pd.DataFrame], pd.
 def _store_scorings(client, spec, days: list[pd.DataFrame]) -> list[str]:
     """Each day's predictions where the scoring DAG writes them, with its summary run."""
     from cmms_mlflow.champion_scoring import log_summary
+    from cmms_mlflow.hooks import MlflowHook
     from cmms_pm.batch import batch_uri, data_root
     from cmms_pm.data import write_frame
     from cmms_pm.fleet import summarize
 
-    experiment = client.get_experiment_by_name(spec.scoring_experiment)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(spec.scoring_experiment)
-    )
+    experiment_id = MlflowHook().get_or_create_experiment(client, spec.scoring_experiment)
     uris = []
     for frame in days:
         run_id = f"scheduled__{frame['scored_at'].iloc[0].isoformat()}"
@@ -212,6 +210,13 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
     steps = sorted(m.step for m in client.get_metric_history(run_id, "realized_f1"))
     first = pd.Timestamp(by_version[v2]["first_day"])
     assert steps == sorted((pd.Timestamp(d) - first).days for d in matured_days)
+
+    # The Models page's version view shows the same series (newest days last) and window.
+    from cmms_mlflow.model_overview import outcomes_of
+
+    page = outcomes_of(client, NAME, v2)
+    assert page["window"] == window and page["days"] == by_version[v2]["days"] and page["windowDays"] == 5
+    assert outcomes_of(client, NAME, "999") is None
 
     # Exactly one retraining request: in the history with its reason, and as the Asset event.
     day = measured["retrain"]["day"]

@@ -86,7 +86,12 @@ class MlflowMeasureOutcomesOperator(SpecOperatorMixin, MlflowBaseOperator):
                     report[odd]["listed"][:3],
                 )
         stored = outcomes.store(
-            client, name, report, window_days=settings["window_days"], tags=training_run.airflow_tags(context)
+            client,
+            name,
+            report,
+            window_days=settings["window_days"],
+            tags=training_run.airflow_tags(context),
+            artifact_location=self.hook.settings.artifact_location,
         )
         champion = registry.champion_version(client, name)
         retrain = None

@@ -199,3 +199,70 @@ def test_a_realized_drop_below_the_floor_gives_a_reason_and_too_few_failures_giv
     key = retrain_key("pm", "2026-03-10")
     assert key.isalnum() and key == retrain_key("pm", "2026-03-10")  # a history key: one per spec and day
     assert key not in (retrain_key("pm", "2026-03-11"), retrain_key("pm2", "2026-03-10"))
+
+
+def _spec_with(outcomes):
+    import copy
+
+    import yaml
+
+    from cmms_pm.spec import PROJECT_DIR, build_spec
+
+    raw = yaml.safe_load((PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml").read_text())
+    raw = copy.deepcopy(raw)
+    if outcomes is not None:
+        raw["outcomes"] = outcomes
+    return raw, build_spec
+
+
+def test_the_outcomes_section_is_optional_and_filled_with_its_defaults():
+    raw, build = _spec_with(None)
+    assert build(raw).outcomes is None  # without it: no outcomes DAG, training on its cron only
+    raw, build = _spec_with(
+        {
+            "source": {"kind": "sql", "conn_id": "cmms", "table": "failures"},
+            "entity_column": "asset_id",
+            "time_column": "failed_at",
+            "floor": {"value": 0.4},
+        }
+    )
+    spec = build(raw)
+    assert spec.outcomes["horizon_hours"] == 168 and spec.outcomes["window_days"] == 14
+    assert spec.outcomes["floor"] == {"value": 0.4, "metric": "f1", "min_failures": 5}
+    assert spec.outcomes_dag_id == "predictive_maintenance_outcomes"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"horizon_hours": 0}, "outcomes.horizon_hours"),
+        ({"floor": {"metric": "roc_auc", "value": 0.5}}, "outcomes.floor.metric"),
+        ({"floor": {"value": 1.5}}, "outcomes.floor.value"),
+        ({"source": {"kind": "synthetic"}}, "outcomes.source"),
+        ({"time_column": "asset_id"}, "outcomes.time_column: must differ"),
+        ({"window_days": 0}, "outcomes.window_days"),
+    ],
+)
+def test_a_bad_outcomes_section_is_refused_naming_the_field(change, message):
+    from cmms_pm.exceptions import SpecError
+
+    outcomes = {
+        "source": {"kind": "file", "path": "incoming/failures.csv"},
+        "entity_column": "asset_id",
+        "time_column": "failed_at",
+        **change,
+    }
+    raw, build = _spec_with(outcomes)
+    with pytest.raises(SpecError, match=message):
+        build(raw)
+
+
+def test_outcomes_need_an_id_column_to_match_failures_to_predictions():
+    from cmms_pm.exceptions import SpecError
+
+    raw, build = _spec_with(
+        {"source": {"kind": "file", "path": "f.csv"}, "entity_column": "a", "time_column": "t"}
+    )
+    raw["id_columns"] = []
+    with pytest.raises(SpecError, match="outcomes: failures are matched"):
+        build(raw)
