@@ -183,7 +183,8 @@ def measure(
 
 def realized_over_window(version: VersionOutcome, *, window_days: int) -> Counts | None:
     """The version's outcomes pooled over its newest ``window_days`` matured days (the days in
-    ``(last - window_days, last]``), or None when nothing of it has matured."""
+    ``(last - window_days, last]``), or None when nothing of it has matured. Failures caught and
+    missed are summed over the days; the lead time is the median of the daily medians."""
     if not version["days"]:
         return None
     last = date.fromisoformat(version["days"][-1]["day"])
@@ -195,7 +196,7 @@ def realized_over_window(version: VersionOutcome, *, window_days: int) -> Counts
         alerts=tp + fp,
         failures_caught=sum(d["failures_caught"] for d in window),
         failures_missed=sum(d["failures_missed"] for d in window),
-        lead_time_hours_median=None,
+        lead_time_hours_median=_median([d["lead_time_hours_median"] for d in window]),
     )  # fmt: skip
 
 
@@ -283,6 +284,12 @@ def _prediction_rows(predictions: pd.DataFrame, entity_column: str) -> pd.DataFr
         }
     )
     rows["scored_at"] = pd.to_datetime(rows["scored_at"], utc=True)
+    odd = ~rows["model_version"].str.fullmatch(r"[1-9][0-9]{0,9}")
+    if odd.any():  # registry versions are positive integers; anything else was not written by scoring
+        raise OutcomeLogError(
+            f"predictions: {int(odd.sum())} row(s) have a model_version that is no registry version, "
+            f"e.g. {rows.loc[odd, 'model_version'].iloc[0][:40]!r}"
+        )
     rows["threshold"] = (
         pd.to_numeric(predictions["decision_threshold"], errors="coerce").to_numpy()
         if "decision_threshold" in predictions.columns
@@ -359,6 +366,11 @@ def _rates(tp: int, fp: int, fn: int) -> dict[str, float | None]:
         "recall": tp / (tp + fn) if tp + fn else None,
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
     }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return round(float(pd.Series(known).median()), 3) if known else None
 
 
 def _threshold(rows: pd.DataFrame) -> float | None:

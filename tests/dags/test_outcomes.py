@@ -239,6 +239,12 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
                          get_dr_count=lambda **_: 0)  # fmt: skip
     with pytest.raises(AirflowSkipException, match="already requested"):
         again.execute({"ti": ti, "outlet_events": {}})
+    # The run that recorded it, retried (it died between the history and the event): emits, records once.
+    from operator_context import OutletEvents
+
+    retry, events = SimpleNamespace(**{**vars(ti), "run_id": run.run_id}), OutletEvents()
+    assert again.execute({"ti": retry, "outlet_events": events})["reason"] == event["reason"]
+    assert events[retrain_asset(spec.name)].extra["reason"] == event["reason"]
     retrains = [e for e in history.read(client, NAME, limit=50) if e["type"] == "retrain_request"]
     assert len(retrains) == 1
     # Nor a retraining while one runs (the next day, say): skipped, nothing recorded.

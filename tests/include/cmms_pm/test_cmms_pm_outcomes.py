@@ -165,6 +165,8 @@ def test_epoch_seconds_from_a_time_series_failure_log_are_read_as_utc():
         (lambda p, f: (p.drop(columns="at_risk"), f), "at_risk"),
         (lambda p, f: (p, f.drop(columns="failure_time")), "failure_time"),
         (lambda p, f: (p.assign(scored_at="yesterday-ish"), f), "scored_at"),
+        # A version is later put into MLflow search filters: only registry version numbers pass.
+        (lambda p, f: (p.assign(model_version="1' or tags.x = '1"), f), "model_version"),
     ],
 )
 def test_frames_that_cannot_be_matched_are_a_typed_error_naming_the_column(change, message):
@@ -186,6 +188,10 @@ def test_a_realized_drop_below_the_floor_gives_a_reason_and_too_few_failures_giv
     v2 = report["versions"][1]
     pooled = realized_over_window(v2, window_days=3)
     assert pooled is not None and pooled["f1"] < 0.5
+    newest = [d for d in v2["days"] if d["day"] >= v2["days"][-3]["day"]]
+    assert (pooled["tp"], pooled["fn"]) == (sum(d["tp"] for d in newest), sum(d["fn"] for d in newest))
+    leads = [d["lead_time_hours_median"] for d in newest if d["lead_time_hours_median"] is not None]
+    assert pooled["lead_time_hours_median"] == pytest.approx(float(np.median(leads)), abs=1e-3)
     reason = retrain_reason(report, version="2", window_days=3, metric="f1", floor=0.5)
     assert reason is not None and "realized f1" in reason and "v2" in reason and "floor 0.5" in reason
     assert retrain_reason(report, version="1", window_days=3, metric="recall", floor=0.5) is None
