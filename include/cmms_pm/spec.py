@@ -47,7 +47,7 @@ EMAIL_PATTERN = r"^(?![\s\S]*[\n\r])[^@\s,;<>\"]{1,64}@[A-Za-z0-9.\-]{1,253}$"
 #: An Airflow user id (SimpleAuthManager user names, FAB ids, e-mail-like SSO ids), one line.
 USER_ID_PATTERN = r"^(?![\s\S]*[\n\r])[A-Za-z0-9_.@+\-]{1,256}$"
 #: What a spec's notifications can be sent for (``notifications.events``).
-NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed")
+NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed", "retrain_requested")
 
 ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm")
 METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")

@@ -151,7 +151,7 @@ def _retrain_events(spec) -> list[dict]:
 
 
 def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_retraining(
-    dags, spec, mlflow_conn, client, tmp_path
+    dags, spec, mlflow_conn, client, notify_conns
 ):
     from cmms_mlflow import history, outcomes, registry
     from cmms_mlflow.assets import retrain_asset
@@ -225,6 +225,10 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
     assert event["airflow"]["dag_id"] == outcomes_dag.dag_id
     extras = _retrain_events(spec)
     assert len(extras) == 1 and extras[0]["reason"] == event["reason"] and extras[0]["model_name"] == NAME
+    # ... and announced on the spec's webhook (its only notification event).
+    (post,) = [r.json for r in notify_conns.http.requests]
+    assert (post["event"], post["decision"], post["version"]) == ("retrain_requested", "retrain", v2)
+    assert post["reason"] == event["reason"] and post["model"] == NAME
 
     # A second evaluation the same day asks for nothing (another run: the day has its request).
     from airflow.sdk.exceptions import AirflowSkipException
@@ -236,7 +240,7 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
         outlets=[retrain_asset(spec.name)],
     )  # fmt: skip
     ti = SimpleNamespace(dag_id=outcomes_dag.dag_id, run_id="manual__again", task_id="request_retraining",
-                         get_dr_count=lambda **_: 0)  # fmt: skip
+                         try_number=2, get_dr_count=lambda **_: 0, xcom_push=lambda **_: None)  # fmt: skip
     with pytest.raises(AirflowSkipException, match="already requested"):
         again.execute({"ti": ti, "outlet_events": {}})
     # The run that recorded it, retried (it died between the history and the event): emits, records once.
@@ -245,6 +249,8 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
     retry, events = SimpleNamespace(**{**vars(ti), "run_id": run.run_id}), OutletEvents()
     assert again.execute({"ti": retry, "outlet_events": events})["reason"] == event["reason"]
     assert events[retrain_asset(spec.name)].extra["reason"] == event["reason"]
+    resent = [r.json for r in notify_conns.http.requests][1:]
+    assert [r["event_id"] for r in resent] == [post["event_id"]]  # the same event: receivers dedupe
     retrains = [e for e in history.read(client, NAME, limit=50) if e["type"] == "retrain_request"]
     assert len(retrains) == 1
     # Nor a retraining while one runs (the next day, say): skipped, nothing recorded.

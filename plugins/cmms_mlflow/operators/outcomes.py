@@ -192,5 +192,21 @@ class MlflowRequestRetrainingOperator(SpecOperatorMixin, MlflowBaseOperator):
         extra = {"model_name": name, "spec": spec.name, **verdict}
         context["outlet_events"][retrain_asset(spec.name)].extra.update(extra)
         metrics.retrain_requested(name)
+        self.notify(context, name, verdict)
         self.log.warning("Asked %s for a new model: %s", spec.training_dag_id, verdict["reason"])
         return extra
+
+    def notify(self, context: Context, name: str, verdict: RetrainVerdict) -> None:
+        """Tell the spec's channels (``retrain_requested``); a retried task resends the same event id."""
+        from cmms_mlflow.notifiers import NOTIFICATIONS_KEY, ModelEventNotifier, airflow_run, now_iso
+        from cmms_pm.notifications import RETRAIN_REQUESTED, model_event
+
+        notifier = ModelEventNotifier.for_spec(self.model_spec)
+        if notifier is None:
+            return
+        event = model_event(
+            RETRAIN_REQUESTED, model=name, version=verdict["version"], spec=self.model_spec.name,
+            reason=verdict["reason"], airflow=airflow_run(context), occurred_at=now_iso(),
+            links={"mlflow": self.hook.model_version_url(name, verdict["version"])},
+        )  # fmt: skip
+        context["ti"].xcom_push(key=NOTIFICATIONS_KEY, value=notifier.send(event, context))
