@@ -24,7 +24,7 @@ hours between an alert and the failure it foresaw.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any, TypedDict
 
@@ -389,10 +389,3 @@ def _odd(frame: pd.DataFrame) -> OddFailures:
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if str(version).isdigit() else (2**63, str(version))
 
-
-def days_logged(report: Mapping[str, Any] | None, version: str) -> Sequence[str]:
-    """The days of ``version`` an earlier stored report already had (their metrics are logged)."""
-    if not report:
-        return ()
-    found = next((v for v in report.get("versions", []) if v.get("version") == str(version)), None)
-    return [d["day"] for d in found["days"]] if found else ()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -162,7 +162,10 @@ def store(
         first_day = run.data.tags.get(FIRST_DAY_TAG) or version["first_day"]
         earlier = _performance(client, run_id) or {}
         known = {d["day"]: d for d in earlier.get("days", [])}
-        fresh = [d for d in version["days"] if d["day"] not in known]
+        # A day is logged once: its step is in the metric history (not the JSON, which a process
+        # killed between the two writes leaves behind).
+        logged = {m.step for m in client.get_metric_history(run_id, "matured_predictions")}
+        fresh = [d for d in version["days"] if day_index(d["day"], first_day) not in logged]
         merged = sorted({**known, **{d["day"]: d for d in version["days"]}}.values(), key=lambda d: d["day"])
         now = int(datetime.now().timestamp() * 1000)
         metrics = [
@@ -311,6 +314,3 @@ def _quoted(value: str) -> str:
 def _number(value: str | None) -> int:
     return int(value) if value and value.isdigit() else -1
 
-
-def versions_of(report: OutcomeReport) -> Sequence[str]:
-    return [v["version"] for v in report["versions"]]
