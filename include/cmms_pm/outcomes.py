@@ -360,7 +360,13 @@ def _counts(part: pd.DataFrame, *, earliest_lead: bool = False) -> Counts:
     )  # fmt: skip
 
 
-def _rates(tp: int, fp: int, fn: int) -> dict[str, float | None]:
+class Rates(TypedDict):
+    precision: float | None
+    recall: float | None
+    f1: float | None
+
+
+def _rates(tp: int, fp: int, fn: int) -> Rates:
     return {
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
@@ -388,4 +394,3 @@ def _odd(frame: pd.DataFrame) -> OddFailures:
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if str(version).isdigit() else (2**63, str(version))
-

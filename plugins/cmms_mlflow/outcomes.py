@@ -142,6 +142,8 @@ def store(
     from cmms_pm.outcomes import day_index, realized_over_window
 
     experiment_id = _experiment_id(client, name, create=True, artifact_location=artifact_location)
+    if experiment_id is None:  # create=True always gives one
+        raise RuntimeError(f"no outcomes experiment for {name!r}")
     stored: dict[str, Any] = {}
     for version in report["versions"]:
         run = _version_run(client, experiment_id, name, version["version"])
@@ -203,8 +205,8 @@ def read_performance(client: MlflowClient, name: str, *, limit: int = 10) -> lis
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.{MODEL_TAG} = '{_quoted(name)}'", max_results=1000
     )
-    runs = sorted(runs, key=lambda r: _number(r.data.tags.get(VERSION_TAG)), reverse=True)[:limit]
-    found = [_performance(client, run.info.run_id) for run in runs]
+    newest = sorted(runs, key=lambda r: _number(r.data.tags.get(VERSION_TAG)), reverse=True)[:limit]
+    found = [_performance(client, run.info.run_id) for run in newest]
     return [f for f in found if f]
 
 
@@ -313,4 +315,3 @@ def _quoted(value: str) -> str:
 
 def _number(value: str | None) -> int:
     return int(value) if value and value.isdigit() else -1
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, cast
 
 from cmms_mlflow.links import RUN_URL_KEY, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
@@ -12,6 +12,8 @@ from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
+
+    from cmms_pm.outcomes import VersionOutcome
 
 
 class RetrainVerdict(TypedDict):
@@ -106,7 +108,9 @@ class MlflowMeasureOutcomesOperator(SpecOperatorMixin, MlflowBaseOperator):
                 ),
             )
             if floor:
-                merged = {**_version(report, champion), "days": stored[champion]["days"]}
+                merged = cast(
+                    "VersionOutcome", {**_version(report, champion), "days": stored[champion]["days"]}
+                )
                 reason = retrain_reason(
                     {**report, "versions": [merged]},
                     version=champion, window_days=settings["window_days"], metric=floor["metric"],

@@ -66,3 +66,24 @@ def test_a_crash_between_the_metrics_and_the_json_logs_nothing_twice(
     assert outcomes.performance_of(client, model_name, "4")["window"]["recall"] == 1.0
     assert outcomes.performance_of(client, model_name, "5") is None
     assert outcomes.read_performance(client, "pm_never_measured") == []
+
+
+def test_a_training_run_asked_for_by_a_retraining_request_carries_its_reason():
+    from types import SimpleNamespace
+
+    from cmms_mlflow.assets import champion_asset, retrain_asset
+    from cmms_mlflow.training_run import airflow_tags
+
+    def event(asset, **extra):
+        return SimpleNamespace(asset=SimpleNamespace(name=asset.name, uri=asset.uri), extra=extra)
+
+    ti = SimpleNamespace(
+        dag_id="pm_training", run_id="asset_triggered__x", task_id="train_model", try_number=1
+    )
+    context = {"ti": ti, "dag_run": SimpleNamespace(run_type="asset_triggered")}
+    assert "retrain_reason" not in airflow_tags(context)  # the nightly run
+    context["triggering_asset_events"] = {
+        "a": [event(champion_asset("pm"), reason="not a retraining request")],
+        "b": [event(retrain_asset("pm"), reason="realized f1 0.210 of v3 ... below the floor 0.5")],
+    }
+    assert airflow_tags(context)["retrain_reason"] == "realized f1 0.210 of v3 ... below the floor 0.5"
