@@ -87,3 +87,36 @@ def test_a_training_run_asked_for_by_a_retraining_request_carries_its_reason():
         "b": [event(retrain_asset("pm"), reason="realized f1 0.210 of v3 ... below the floor 0.5")],
     }
     assert airflow_tags(context)["retrain_reason"] == "realized f1 0.210 of v3 ... below the floor 0.5"
+
+
+def _spec(path: str):
+    import yaml
+
+    from cmms_pm.spec import PROJECT_DIR, build_spec
+
+    raw = yaml.safe_load((PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "pm_outcomes.yaml").read_text())
+    raw["outcomes"]["source"]["path"] = path
+    return build_spec(raw)
+
+
+def test_the_failure_log_is_read_through_the_source_checks_and_normalized(tmp_path, monkeypatch):
+    from cmms_mlflow import outcomes
+    from cmms_mlflow.exceptions import BadDataError
+
+    monkeypatch.setenv("CMMS_DATA_ROOT", str(tmp_path / "data"))
+    (tmp_path / "data" / "incoming").mkdir(parents=True)
+    (tmp_path / "data" / "incoming" / "failures.csv").write_text(
+        "asset,failed_at,component\nEQ-1,2026-03-02T10:00:00Z,bearing\nEQ-2,2026-03-02 12:00,seal\n"
+    )
+    log = outcomes.read_failures(_spec("incoming/failures.csv"), start="2026-03-01", end="2026-03-03")
+    assert list(log["entity"]) == ["EQ-1", "EQ-2"] and list(log["component"]) == ["bearing", "seal"]
+    assert list(log["failure_time"]) == [pd.Timestamp("2026-03-02T10:00Z"), pd.Timestamp("2026-03-02T12:00Z")]
+    # The attacker's path: outside the allowed roots, refused before anything is read (not retried).
+    (tmp_path / "secret.csv").write_text("asset,failed_at,component\nx,2026-03-02,y\n")
+    for path in ("../secret.csv", str(tmp_path / "secret.csv"), "incoming/../../secret.csv"):
+        with pytest.raises(BadDataError):
+            outcomes.read_failures(_spec(path), start="2026-03-01", end="2026-03-03")
+    # A log without the declared columns: a typed error naming them.
+    (tmp_path / "data" / "incoming" / "other.csv").write_text("machine,when\nEQ-1,2026-03-02\n")
+    with pytest.raises(BadDataError, match="asset"):
+        outcomes.read_failures(_spec("incoming/other.csv"), start="2026-03-01", end="2026-03-03")
