@@ -109,14 +109,14 @@ def failure_log(
         parsed = pd.to_datetime(times, unit="s", utc=True, errors="coerce")
     else:
         parsed = pd.to_datetime(times, utc=True, errors="coerce", format="mixed")
-    entity = frame[entity_column].astype("object").where(frame[entity_column].notna(), None)
-    return pd.DataFrame(
+    log = pd.DataFrame(
         {
-            ENTITY: [None if e is None else str(e) for e in entity],
-            FAILURE_TIME: parsed.to_numpy(),
-            COMPONENT: frame[component_column].astype("object").to_numpy() if component_column else None,
+            ENTITY: frame[entity_column].astype("str").reset_index(drop=True),  # missing stays missing
+            FAILURE_TIME: pd.to_datetime(parsed, utc=True).reset_index(drop=True),
         }
-    ).assign(**{FAILURE_TIME: lambda f: pd.to_datetime(f[FAILURE_TIME], utc=True)})
+    )
+    log[COMPONENT] = frame[component_column].astype("object").to_numpy() if component_column else None
+    return log
 
 
 def measure(
@@ -142,8 +142,9 @@ def measure(
     log = log[log[ENTITY].notna() & log[FAILURE_TIME].notna()]
     future = log[log[FAILURE_TIME] > now_ts]
     log = log[log[FAILURE_TIME] <= now_ts]
-    unknown = log[~log[ENTITY].isin(set(rows[ENTITY]))]
-    log = log[log[ENTITY].isin(set(rows[ENTITY]))]
+    scored_assets = log[ENTITY].isin(rows[ENTITY].unique())
+    unknown = log[~scored_assets]
+    log = log[scored_assets]
     if known_until is not None:
         known = min(_utc(known_until, "known_until"), now_ts)
     else:
@@ -275,15 +276,15 @@ def _prediction_rows(predictions: pd.DataFrame, entity_column: str) -> pd.DataFr
     scored = pd.to_datetime(predictions["scored_at"], utc=True, errors="coerce", format="mixed")
     if scored.isna().any():
         raise OutcomeLogError(f"predictions: {int(scored.isna().sum())} row(s) have no valid scored_at")
+    # Whole columns, never element by element (a year of a large fleet is millions of rows).
     rows = pd.DataFrame(
         {
-            ENTITY: predictions[entity_column].astype("str").to_numpy(dtype=object),
-            "scored_at": scored.dt.as_unit("ns").to_numpy(),
-            "at_risk": predictions["at_risk"].astype("bool").to_numpy(),
-            "model_version": predictions["model_version"].astype("str").to_numpy(dtype=object),
+            ENTITY: predictions[entity_column].astype("str").reset_index(drop=True),
+            "scored_at": scored.dt.as_unit("ns").reset_index(drop=True),
+            "at_risk": predictions["at_risk"].astype("bool").reset_index(drop=True),
+            "model_version": predictions["model_version"].astype("str").reset_index(drop=True),
         }
     )
-    rows["scored_at"] = pd.to_datetime(rows["scored_at"], utc=True)
     odd = ~rows["model_version"].str.fullmatch(r"[1-9][0-9]{0,9}")
     if odd.any():  # registry versions are positive integers; anything else was not written by scoring
         raise OutcomeLogError(
@@ -307,13 +308,13 @@ def _checked_log(failures: pd.DataFrame) -> pd.DataFrame:
         )
     log = pd.DataFrame(
         {
-            ENTITY: failures[ENTITY].astype("object").to_numpy(),
-            FAILURE_TIME: pd.to_datetime(failures[FAILURE_TIME], utc=True, errors="coerce").to_numpy(),
-            COMPONENT: failures[COMPONENT].to_numpy() if COMPONENT in failures.columns else None,
+            ENTITY: failures[ENTITY].astype("str").reset_index(drop=True),  # missing stays missing
+            FAILURE_TIME: pd.to_datetime(failures[FAILURE_TIME], utc=True, errors="coerce")
+            .dt.as_unit("ns")
+            .reset_index(drop=True),
         }
     )
-    log[ENTITY] = [None if pd.isna(e) else str(e) for e in log[ENTITY]]
-    log[FAILURE_TIME] = pd.to_datetime(log[FAILURE_TIME], utc=True).dt.as_unit("ns")
+    log[COMPONENT] = failures[COMPONENT].to_numpy() if COMPONENT in failures.columns else None
     return log
 
 
