@@ -160,6 +160,7 @@ def render(facts: Mapping[str, Any]) -> str:
     lines += _intended_use(facts)
     lines += _data(facts)
     lines += _features(facts)
+    lines += _tuning(facts)
     lines += _decision(facts)
     lines += _holdout(facts)
     lines += _limitations(facts)
@@ -236,6 +237,31 @@ def _features(facts: Mapping[str, Any]) -> list[str]:
         lines.append(
             "- never features (dropped ids, times, leaks): " + ", ".join(code(c) for c in facts["excluded"])
         )
+    return lines
+
+
+def _tuning(facts: Mapping[str, Any]) -> list[str]:
+    """The hyperparameter study that chose the model's values (nothing for a spec without tuning)."""
+    study = facts.get("tuning")
+    if not study:
+        return []
+    lines = ["", "## Hyperparameter tuning", ""]
+    states = ", ".join(f"{text(k).lower()} {int(v)}" for k, v in sorted((study.get("states") or {}).items()))
+    lines.append(
+        f"- study {code(study.get('study', '?'))}: {int(study.get('trials', 0))} trials ({states}), "
+        f"validation {text(study.get('metric', '?'))} of the best "
+        f"(trial {text(study.get('best_slot', '?'))}): {_num(study.get('best_value'))}"
+    )
+    best = study.get("best_params") or {}
+    if best:
+        lines.append("- best values: " + ", ".join(f"{code(k)} = {text(v)}" for k, v in sorted(best.items())))
+    ranked = sorted((study.get("importances") or {}).items(), key=lambda kv: -float(kv[1]))
+    if ranked:
+        lines.append(
+            "- importance of each hyperparameter (fANOVA): "
+            + ", ".join(f"{code(k)} {_num(v, 2)}" for k, v in ranked)
+        )
+    lines.append("- optimisation history and importances: the run's `tuning/` artifacts")
     return lines
 
 

@@ -175,10 +175,12 @@ def log_training_run(
     run_name: str,
     checks: DataReport | None = None,
     run_id: str | None = None,
+    tuning: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
     """Train on the manifest's train split, evaluate on validation, log everything; return ids.
 
     ``run_id``: log into this existing run (a tuning study's training run) instead of a new one.
+    ``tuning``: that study's summary (best trial, counts, importances), for the model card.
 
     Logged: params and validation metrics in one batch; feature importances and curves; the data
     contract of the training split; validate_data's checks (drift report) when given; the model
@@ -282,6 +284,8 @@ def log_training_run(
                 json.dumps({"threshold": decided.threshold, "calibration": decided.calibration}, indent=2)
             )
             client.log_artifacts(run_id, str(out), artifact_path="evaluation")
+        if tuning is not None:
+            card["tuning"] = {k: v for k, v in tuning.items() if not k.startswith("_")}
         log_card(client, run_id, card)
         if checks is not None:
             log_checks(

@@ -141,6 +141,11 @@ def test_the_model_card_shows_the_study(tuned_run, mlflow_conn, client):
     assert detail["tuning"]["trials"] == 6 and detail["tuning"]["metric"] == "pr_auc"
     assert detail["tuning"]["study"] == tuned_run["plan"]["study"] and detail["tuning"]["bestValue"] > 0
     assert {"tuning.optimization_history", "tuning.param_importances"} <= set(detail["plots"])
+    # model_card.md itself carries the study: the card travels with the run's artifacts.
+    card = detail["modelCard"]
+    section = card[card.index("## Hyperparameter tuning") :].split("\n## ")[0]
+    assert tuned_run["plan"]["study"] in section and "6 trials" in section
+    assert f"{detail['tuning']['bestValue']:.4f}" in section
 
 
 def test_a_cleared_run_resumes_its_study_with_no_new_trial_and_the_same_model(tuned_run, client):

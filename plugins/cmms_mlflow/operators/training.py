@@ -115,6 +115,7 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                 run_name=f"{self.task_id}-{manifest['training_date']}",
                 checks=self.checks,
                 run_id=parent.info.run_id,
+                tuning=summary,
             )
 
     def openlineage(self, result: TrainingResult | None) -> Any:

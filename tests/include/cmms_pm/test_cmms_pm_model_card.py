@@ -134,3 +134,23 @@ def test_column_names_stay_inside_their_code_span_and_table_cell(name):
     facts["holdout"]["slices"] = [{**facts["holdout"]["slices"][0], "feature": name, "value": name}]
     row = next(line for line in render(facts).splitlines() if line.startswith("| `") and "rows" not in line)
     assert len(re.findall(r"(?<!\\)\|", row)) == 9  # eight cells, none split by the name
+
+
+def test_a_tuned_model_s_card_shows_its_study_ranked_by_importance_and_an_untuned_one_none():
+    study = {
+        "study": "pm-tuned-2026-04-01",
+        "metric": "pr_auc",
+        "best_slot": 4,
+        "best_value": 0.81234,
+        "best_params": {"max_depth": 5, "learning_rate": 0.07},
+        "trials": 6,
+        "states": {"COMPLETE": 5, "PRUNED": 1},
+        "importances": {"learning_rate": 0.2, "max_depth": 0.8},
+    }
+    card = render({**_facts(), "tuning": study})
+    section = card[card.index("## Hyperparameter tuning") :].split("\n## ")[0]
+    assert "`pm-tuned-2026-04-01`: 6 trials (complete 5, pruned 1)" in section
+    assert "pr_auc of the best (trial 4): 0.8123" in section
+    assert "`learning_rate` = 0.07, `max_depth` = 5" in section
+    assert section.index("`max_depth` 0.80") < section.index("`learning_rate` 0.20")  # most important first
+    assert "## Hyperparameter tuning" not in render(_facts())
