@@ -49,6 +49,7 @@ DECISION_LABELS = {
     "staging": "staged",
     "approval": "approval",
     "repair": "repaired",
+    "retrain_request": "retraining requested",  # realized outcomes below the floor (cmms_mlflow.outcomes)
 }
 
 

@@ -226,6 +226,7 @@ def request_retraining(
     version: str,
     reason: str,
     day: str,
+    at: str,
     airflow: Mapping[str, str],
 ) -> bool:
     """Record the retraining request in the model's history, once per spec and day (the event's key):
@@ -249,7 +250,7 @@ def request_retraining(
                 "champion_before": champion,
                 "champion_after": champion,
                 "actor": f"{spec.outcomes_dag_id} (realized outcomes)",
-                "at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "at": at,  # the measuring run's time: a retry writes the same event
                 "reason": reason,
                 "changed": True,
                 "airflow": dict(airflow),

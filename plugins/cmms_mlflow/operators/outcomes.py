@@ -191,7 +191,7 @@ class MlflowRequestRetrainingOperator(SpecOperatorMixin, MlflowBaseOperator):
             )
         outcomes.request_retraining(
             client, self.hook.lock_dir, spec=spec, name=name, version=verdict["version"],
-            reason=verdict["reason"], day=verdict["day"], airflow=ref,
+            reason=verdict["reason"], day=verdict["day"], airflow=ref, at=_run_time(context),
         )  # fmt: skip
         extra = {"model_name": name, "spec": spec.name, **verdict}
         context["outlet_events"][retrain_asset(spec.name)].extra.update(extra)
@@ -214,3 +214,9 @@ class MlflowRequestRetrainingOperator(SpecOperatorMixin, MlflowBaseOperator):
             links={"mlflow": self.hook.model_version_url(name, verdict["version"])},
         )  # fmt: skip
         context["ti"].xcom_push(key=NOTIFICATIONS_KEY, value=notifier.send(event, context))
+
+
+def _run_time(context: Context) -> str:
+    dag_run = context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None)
+    return run_after.isoformat() if run_after is not None else ""
