@@ -56,3 +56,9 @@ class DataSourceUnavailableError(DataSourceError):
 class LabelLeakError(DataValidationError):
     """Feature columns leak the label (:mod:`cmms_pm.leakage`); the message names each column, the
     test and its number. Not retried: the same batch leaks the same way."""
+
+
+class OutcomeLogError(DataValidationError):
+    """A failure log or a predictions frame cannot be matched (:mod:`cmms_pm.outcomes`): a missing
+    column, a time that is no time, a horizon that is no horizon. Rows that are only odd (a failure in
+    the future, an asset never scored) are reported in the result instead, never raised."""

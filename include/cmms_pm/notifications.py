@@ -19,13 +19,14 @@ from cmms_pm.spec import NOTIFICATION_EVENTS
 
 #: Version of the payload's shape, sent as ``schema`` so receivers can tell shapes apart.
 SCHEMA = "cmms.model_event/1"
-PROMOTED, REJECTED, APPROVAL_NEEDED, TASK_FAILED = NOTIFICATION_EVENTS
+PROMOTED, REJECTED, APPROVAL_NEEDED, TASK_FAILED, RETRAIN_REQUESTED = NOTIFICATION_EVENTS
 #: The ``decision`` field per event kind (a task failure decides nothing).
 DECISIONS = {
     PROMOTED: "promote",
     REJECTED: "reject",
     APPROVAL_NEEDED: "awaiting_approval",
     TASK_FAILED: None,
+    RETRAIN_REQUESTED: "retrain",  # realized outcomes below the spec's floor (cmms_pm.outcomes)
 }
 MAX_TEXT = 1000
 
@@ -117,6 +118,8 @@ def subject(event: Mapping[str, Any]) -> str:
         text = f"{what} rejected: {event.get('reason', '')}"
     elif kind == APPROVAL_NEEDED:
         text = f"Approval needed: promote {what} to Production?"
+    elif kind == RETRAIN_REQUESTED:
+        text = f"Retraining requested for {model}: {event.get('reason', '')}"
     else:
         airflow = event.get("airflow") or {}
         text = f"Task failed: {airflow.get('dag_id')}.{airflow.get('task_id')} ({what})"

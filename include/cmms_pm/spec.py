@@ -47,7 +47,7 @@ EMAIL_PATTERN = r"^(?![\s\S]*[\n\r])[^@\s,;<>\"]{1,64}@[A-Za-z0-9.\-]{1,253}$"
 #: An Airflow user id (SimpleAuthManager user names, FAB ids, e-mail-like SSO ids), one line.
 USER_ID_PATTERN = r"^(?![\s\S]*[\n\r])[A-Za-z0-9_.@+\-]{1,256}$"
 #: What a spec's notifications can be sent for (``notifications.events``).
-NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed")
+NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed", "retrain_requested")
 
 ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm")
 METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
@@ -234,6 +234,41 @@ _EXPLAIN = {
     "default": {},
 }
 
+#: Realized outcomes (issue 20, ``cmms_pm.outcomes``): the failure log the champion's stored predictions
+#: are scored against (``<name>_outcomes`` DAG, daily), and the realized floor under which the package
+#: asks the training DAG for a new model. Absent (null): no outcomes DAG, nothing changes.
+_OUTCOMES = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "required": ["source", "entity_column", "time_column"],
+    "properties": {
+        # The failure log: a file, or a SQL table/query read for the interval the predictions need.
+        "source": {"oneOf": [_FILE_SOURCE, _SQL_SOURCE]},
+        # Its asset column (matched to the first of id_columns in the predictions) and failure time.
+        "entity_column": _COLUMN,
+        "time_column": _COLUMN,
+        "component_column": _COLUMN,
+        # A prediction at t is right about a failure in (t, t + horizon_hours]; it counts once matured.
+        "horizon_hours": {"type": "number", "exclusiveMinimum": 0, "maximum": 8784, "default": 168},
+        # The realized floor is judged on the champion's newest window_days matured days.
+        "window_days": {"type": "integer", "minimum": 1, "maximum": 365, "default": 14},
+        "schedule": {"type": "string", "maxLength": 100, "default": "0 6 * * *"},
+        # Below it (on at least min_failures failures), a retraining is requested (at most one a day).
+        "floor": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "required": ["value"],
+            "properties": {
+                "metric": {"enum": ["f1", "recall"], "default": "f1"},
+                "value": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "min_failures": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 5},
+            },
+            "default": None,
+        },
+    },
+    "default": None,
+}
+
 #: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.predict_api).
 _SERVING = {
     "type": "object",
@@ -401,6 +436,7 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "outcomes": _OUTCOMES,
         # Which model versions validation and scoring load: only this package's skops models (run
         # tags model_spec = this spec, airflow.dag_id/run_id) unless allow_unverified_models.
         "loading": {
@@ -623,6 +659,15 @@ class ModelSpec:
     @property
     def drift(self) -> Mapping[str, Any]:
         return self.raw["drift"]
+
+    @property
+    def outcomes(self) -> Mapping[str, Any] | None:
+        """The failure log and realized floor (``None``: outcomes are not measured)."""
+        return self.raw.get("outcomes")
+
+    @property
+    def outcomes_dag_id(self) -> str:
+        return f"{self.name}_outcomes"
 
     @property
     def validation(self) -> Mapping[str, Any]:
@@ -882,6 +927,23 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     problems += _delivery_problems(raw)
     problems += _leakage_problems(raw)
     problems += _decision_problems(raw["decision"])
+    problems += _outcomes_problems(raw)
+    return problems
+
+
+def _outcomes_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Outcomes match failures to predictions by asset: the predictions need an id column; a SQL
+    table source selects by the log's time column unless it names its own."""
+    outcomes = raw.get("outcomes")
+    if not outcomes:
+        return []
+    problems = []
+    if not raw["id_columns"]:
+        problems.append(
+            "outcomes: failures are matched to predictions per asset, named by id_columns: list one"
+        )
+    if outcomes["time_column"] == outcomes["entity_column"]:
+        problems.append("outcomes.time_column: must differ from outcomes.entity_column")
     return problems
 
 

@@ -6,6 +6,7 @@ UI session) and a per-route check against Airflow's own authorization of a DAG:
 
 * ``GET  /models/{name}/production``            read the model's training DAG
 * ``GET  /models/{name}/history``               read the model's training DAG
+* ``GET  /models/{name}/performance``           read the model's training DAG
 * ``POST /models/train``                         trigger the model's training DAG
 * ``POST /models/{name}/versions/{v}/promote``   trigger ``model_promotion``
 
@@ -355,6 +356,28 @@ def get_model_history(
                 raise
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid pageToken") from err
     return {"name": name, "events": events, "nextPageToken": token}
+
+
+@app.get(
+    "/models/{name}/performance",
+    dependencies=[Depends(requires_access_model_dag("GET"))],
+)
+def get_model_performance(
+    name: ModelName,
+    limit: Annotated[int, Query(ge=1, le=100, description="Versions, newest first")] = 10,
+) -> dict[str, Any]:
+    """Realized outcomes per version (``cmms_mlflow.outcomes``): each version's threshold, its
+    figures over the spec's window, and its daily series (precision, recall, F1, alerts, failures
+    caught and missed, lead time), as the model's outcomes DAG last stored them. A model without
+    measured outcomes answers an empty list; an unknown model 404."""
+    from cmms_mlflow import outcomes, registry
+    from cmms_mlflow.exceptions import model_not_found
+
+    with _mlflow(name) as client:
+        if not registry.model_exists(client, name):
+            raise model_not_found(name)
+        versions = outcomes.read_performance(client, name, limit=limit)
+    return {"name": name, "versions": versions}
 
 
 @app.post(

@@ -28,6 +28,16 @@ def champion_asset(spec_name: str) -> Asset:
     )
 
 
+def retrain_asset(spec_name: str) -> Asset:
+    """The Asset a spec's outcomes DAG updates to ask its training DAG for a new model (realized
+    performance below the spec's floor); the event's ``extra`` says why (``reason``)."""
+    return Asset(
+        name=f"cmms_retrain_request.{spec_name}",
+        uri=f"cmms://{spec_name}/retrain",
+        group="mlflow-model",
+    )
+
+
 def spec_name_of(model_name: str, version_tags: Mapping[str, str]) -> str | None:
     """The spec a model version belongs to: its ``model_spec`` tag, else the spec of its name."""
     if version_tags.get(SPEC_TAG):

@@ -5,6 +5,9 @@
   the spec (``cmms_pm.params.training_params``).
 * ``<name>_scoring`` — scores the spec's scoring source with the champion whenever the model's
   champion Asset changes (or by hand).
+* ``<name>_outcomes`` — only for a spec with an ``outcomes`` section: daily, scores the stored
+  predictions against the failure log and asks for a retraining when the champion's realized
+  F1/recall falls below the floor (the spec's retrain Asset, which then also schedules training).
 
 Parsing is cheap: the specs are small YAML files; operators import MLflow, scikit-learn and
 pandas only when they run. A spec that does not validate is reported as an import error of the
@@ -18,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, task
 
-from cmms_mlflow.assets import champion_asset
+from cmms_mlflow.assets import champion_asset, retrain_asset
 from cmms_mlflow.notifiers import ModelEventNotifier
 from cmms_mlflow.operators import (
     ExtractBatchOperator,
@@ -36,8 +39,10 @@ from cmms_mlflow.operators import (
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
 from cmms_mlflow.operators.delivery import DeliverScoresOperator
+from cmms_mlflow.operators.outcomes import MlflowMeasureOutcomesOperator, MlflowRequestRetrainingOperator
 from cmms_mlflow.operators.retention import MlflowRetentionOperator
 from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
+from cmms_mlflow.outcomes import lookback_days
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
@@ -128,7 +133,7 @@ def _default_args(
 def build_training_dag(spec: ModelSpec) -> DAG:
     """The spec's training-to-production DAG."""
     definition = spec.to_dict()
-    schedule = CronDataIntervalTimetable(spec.schedule, timezone=spec.timezone) if spec.schedule else None
+    schedule = _training_schedule(spec)
     doc = TRAINING_DOC.format(
         title=spec.name,
         description=spec.description,
@@ -268,6 +273,14 @@ def _retention(spec: ModelSpec, *, model_name: str | None) -> MlflowRetentionOpe
     return MlflowRetentionOperator(
         task_id="retention", spec=spec.to_dict(), model_name=model_name
     ).as_teardown()
+def _training_schedule(spec: ModelSpec) -> Any:
+    """The spec's cron; with a realized floor (``outcomes.floor``), also its retrain Asset."""
+    cron = CronDataIntervalTimetable(spec.schedule, timezone=spec.timezone) if spec.schedule else None
+    if not (spec.outcomes and spec.outcomes.get("floor")):
+        return cron
+    if cron is None:
+        return [retrain_asset(spec.name)]
+    return AssetOrTimeSchedule(timetable=cron, assets=[retrain_asset(spec.name)])
 
 
 TUNING_DOC = """
@@ -395,6 +408,72 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+OUTCOMES_DOC = """
+### {title}: realized outcomes and retraining on evidence
+
+Daily (`{schedule}`), **measure_outcomes** reads the stored predictions of `{model}` (the scoring
+runs of `{scoring_dag}`, the last {lookback} days) and the failure log ({source}; columns
+`{entity}`, `{time}`), and scores every prediction whose horizon ({horizon:g} h) has passed against
+what happened: per version and day, TP/FP/FN/TN, precision, recall, F1, alerts, failures caught and
+missed, lead time. Each version's monitoring run in the experiment `{model}__outcomes` gets the days
+as metrics (step = day) and `outcomes/performance.json` (served by
+`GET /api/v1/ml/models/{model}/performance`). Failures in the future or of unknown assets are
+reported, never fatal.
+
+**request_retraining** — {floor}
+"""
+
+
+def build_outcomes_dag(spec: ModelSpec) -> DAG:
+    """The spec's realized-outcomes DAG (only for a spec with an ``outcomes`` section)."""
+    settings = spec.outcomes or {}
+    floor = settings.get("floor")
+    lookback = lookback_days(settings)
+    doc = OUTCOMES_DOC.format(
+        title=spec.name,
+        schedule=settings["schedule"],
+        model=spec.registered_model,
+        scoring_dag=spec.scoring_dag_id,
+        lookback=lookback,
+        source=_source_text(dict(settings["source"])),
+        entity=settings["entity_column"],
+        time=settings["time_column"],
+        horizon=settings["horizon_hours"],
+        floor=(
+            f"when the champion's realized {floor['metric']} over its newest {settings['window_days']} "
+            f"matured days is below {floor['value']:g} (on at least {floor['min_failures']} failures), "
+            f"updates the Asset `{retrain_asset(spec.name).uri}`, which triggers `{spec.training_dag_id}`, "
+            "with the reason in the event and the model's history; at most once a day, never while a "
+            "training run is queued or running."
+            if floor
+            else "no floor in the spec: never asks for a retraining."
+        ),
+    )
+    with DAG(
+        dag_id=spec.outcomes_dag_id,
+        schedule=CronDataIntervalTimetable(settings["schedule"], timezone=spec.timezone),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=_default_args(
+            spec, execution_timeout=timedelta(minutes=30), notifier=ModelEventNotifier.for_spec(spec)
+        ),
+        tags=["mlflow", "outcomes", *spec.tags],
+        doc_md=doc,
+    ) as dag:
+        measured = MlflowMeasureOutcomesOperator(
+            task_id="measure_outcomes", spec=spec.to_dict(), model_name=spec.registered_model
+        )
+        MlflowRequestRetrainingOperator(
+            task_id="request_retraining",
+            spec=spec.to_dict(),
+            model_name=spec.registered_model,
+            measured=measured.output,
+            outlets=[retrain_asset(spec.name)],
+        )
+    return dag
+
+
 def _delivery_text(spec: ModelSpec) -> str:
     table, webhook = spec.delivery.get("table"), spec.delivery.get("webhook")
     targets = []
@@ -422,11 +501,14 @@ def build_dags(folder: str | Path | None = None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     for spec in specs:
         try:
-            for dag in (build_training_dag(spec), build_scoring_dag(spec)):
+            built = [build_training_dag(spec), build_scoring_dag(spec)]
+            if spec.outcomes:
+                built.append(build_outcomes_dag(spec))
+            for dag in built:
                 dags[dag.dag_id] = dag
         except Exception as err:  # a spec valid on paper that Airflow refuses (a bad cron, ...)
             errors.append(SpecError(f"{spec.path}: {type(err).__name__}: {err}"))
-            for dag_id in (spec.training_dag_id, spec.scoring_dag_id):
+            for dag_id in (spec.training_dag_id, spec.scoring_dag_id, spec.outcomes_dag_id):
                 dags.pop(dag_id, None)
     if errors:
         dags["invalid_model_specs"] = InvalidModelSpecs(

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +78,16 @@ def scoring(model: str, *, scored: int, at_risk: int, flagged: int) -> None:
     _incr(metric_name(model, "scoring", "rows_scored"), int(scored))
     _incr(metric_name(model, "scoring", "rows_at_risk"), int(at_risk))
     _incr(metric_name(model, "scoring", "rows_flagged"), int(flagged))
+
+
+def outcomes(model: str, window: Mapping[str, Any] | None) -> None:
+    """The champion's realized figures over the spec's window (nothing when nothing has matured)."""
+    if not window:
+        return
+    for key in ("f1", "recall", "precision", "failures_missed"):
+        if window.get(key) is not None:
+            _gauge(metric_name(model, "outcomes", key), float(window[key]))
+
+
+def retrain_requested(model: str) -> None:
+    _incr(metric_name(model, "outcomes", "retrain_requested"))

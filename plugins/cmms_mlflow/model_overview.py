@@ -52,6 +52,7 @@ DECISION_LABELS = {
     "approval": "approval",
     "repair": "repaired",
     "prune": "pruned",
+    "retrain_request": "retraining requested",  # realized outcomes below the floor (cmms_mlflow.outcomes)
 }
 
 
@@ -349,7 +350,29 @@ def version_detail(client: MlflowClient, hook: MlflowHook, name: str, version: s
     view["modelCard"] = model_card_text(client, mv.run_id) if mv.run_id else None
     view["champion"] = aliases.get(registry.CHAMPION)
     view["previousChampion"] = aliases.get(registry.PREVIOUS_CHAMPION)
+    view["outcomes"] = outcomes_of(client, name, str(mv.version))
     return view
+
+
+def outcomes_of(client: MlflowClient, name: str, version: str) -> dict[str, Any] | None:
+    """The version's realized outcomes for the page (``cmms_mlflow.outcomes``): its window and the
+    newest :data:`OUTCOME_DAYS_SHOWN` days, or None when they were never measured."""
+    from cmms_mlflow.outcomes import performance_of
+
+    found = performance_of(client, name, version)
+    if not found:
+        return None
+    return {
+        "window": found.get("window"),
+        "windowDays": found.get("window_days"),
+        "knownUntil": found.get("known_until"),
+        "pending": found.get("pending"),
+        "days": list(found.get("days") or [])[-OUTCOME_DAYS_SHOWN:],
+    }
+
+
+#: Days of realized outcomes a version page shows (the route serves them all).
+OUTCOME_DAYS_SHOWN = 60
 
 
 #: Largest model card the page shows (ours are a few KB; a run's artifact could be anything).

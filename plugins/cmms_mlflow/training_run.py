@@ -96,7 +96,26 @@ def airflow_tags(context: Any) -> dict[str, str]:
         "airflow.try_number": str(ti.try_number),
         "airflow.run_type": str(getattr(run_type, "value", run_type) or ""),
         "airflow.run_url": log_url.split("/tasks/")[0] if log_url else "",
+        **retrain_tags(context),
     }
+
+
+#: Run tag (copied to the model version) of a run triggered by a retraining request.
+RETRAIN_REASON_TAG = "retrain_reason"
+
+
+def retrain_tags(context: Any) -> dict[str, str]:
+    """``retrain_reason``: why the run was asked for, when a retraining request (the spec's retrain
+    Asset, ``cmms_mlflow.assets.retrain_asset``) triggered it; empty otherwise."""
+    reasons = [
+        str((event.extra or {}).get("reason") or "")
+        for events in (context.get("triggering_asset_events") or {}).values()
+        for event in events
+        if str(getattr(getattr(event, "asset", None), "uri", "")).startswith("cmms://")
+        and str(event.asset.uri).endswith("/retrain")
+    ]
+    reasons = [r for r in reasons if r]
+    return {RETRAIN_REASON_TAG: reasons[-1][:2000]} if reasons else {}
 
 
 def git_commit() -> str | None:

@@ -76,6 +76,7 @@ def test_anonymous_callers_get_401_on_every_route(airflow_cluster, registry_only
     calls = [
         ("GET", f"{ML}/models/{name}/production", None),
         ("GET", f"{ML}/models/{name}/history", None),
+        ("GET", f"{ML}/models/{name}/performance", None),
         ("POST", f"{ML}/models/train", {"modelName": name, "pipeline": PIPELINE}),
         ("POST", _promote_path(name, v1), {"stage": "Production", "reason": "anonymous"}),
         # Invalid input is still 401: authentication comes before validation.
@@ -186,6 +187,41 @@ def test_production_of_an_unknown_model_or_a_model_without_champion_is_404(airfl
     assert status == 404 and "no Production version" in body["detail"], body
     status, body = airflow_cluster.request("GET", f"{ML}/models/..%2Fetc/production")
     assert status in (404, 422), body
+
+
+def test_performance_serves_the_stored_outcomes_and_an_unknown_model_is_404(
+    airflow_cluster, cluster_client, registry_only_model
+):
+    import pandas as pd
+
+    from cmms_mlflow import outcomes
+    from cmms_mlflow.hooks import _default_artifact_location
+    from cmms_pm.outcomes import measure
+
+    name, v1, _ = registry_only_model
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/performance", user="viewer")
+    assert status == 200 and body == {"name": name, "versions": []}, body  # never measured
+    at = pd.Timestamp("2026-03-01T03:00Z")
+    predictions = pd.DataFrame(
+        {"equipment_id": ["A", "B"], "scored_at": [at, at], "at_risk": [True, False], "model_version": v1}
+    )
+    # A fails 40 h after its alert; B (not alerted) 100 h after: outside the horizon, and it makes the
+    # day mature (known until 100 h after scoring).
+    hours = [pd.Timedelta(hours=40), pd.Timedelta(hours=100)]
+    failures = pd.DataFrame({"entity": ["A", "B"], "failure_time": [at + h for h in hours]})
+    report = measure(predictions, failures, entity_column="equipment_id", horizon_hours=48, now="2026-03-10")
+    outcomes.store(
+        cluster_client, name, report, window_days=7, tags={},
+        artifact_location=_default_artifact_location(airflow_cluster.mlflow_uri, None),
+    )  # fmt: skip
+    status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/performance", user="viewer")
+    assert status == 200, body
+    (served,) = body["versions"]
+    assert served["version"] == v1 and served["window"]["recall"] == 1.0 and served["window"]["tn"] == 1
+    assert served["days"][0]["lead_time_hours_median"] == 40.0
+    status, body = airflow_cluster.request("GET", f"{ML}/models/pm_no_such_model/performance", user="viewer")
+    assert status == 404 and "does not exist" in body["detail"], body
+    assert airflow_cluster.request("GET", f"{ML}/models/{name}/performance?limit=0")[0] == 422
 
 
 @pytest.mark.parametrize(

@@ -441,6 +441,26 @@
     );
   }
 
+  function outcomesSection(o) {
+    if (!o) return el("p", { class: "muted", text: "Not measured (the spec has no outcomes section, or nothing has matured yet)." });
+    const w = o.window || {};
+    const cols = ["day", "predictions", "alerts", "precision", "recall", "f1", "failures_caught", "failures_missed",
+      "lead_time_hours_median"];
+    return el("div", { id: "version-outcomes" },
+      facts([
+        [`Over the newest ${o.windowDays} matured days`, o.window
+          ? `F1 ${fmt(w.f1, 3)} · precision ${fmt(w.precision, 3)} · recall ${fmt(w.recall, 3)} · ` +
+            `${w.failures_caught} caught, ${w.failures_missed} missed · ${w.alerts} alerts` : null],
+        ["Outcomes known until", o.knownUntil],
+        ["Predictions not matured yet", o.pending],
+      ]),
+      el("table", {},
+        el("thead", {}, el("tr", {}, cols.map((c) => el("th", { scope: "col", text: c.replace(/_/g, " ") })))),
+        el("tbody", {}, o.days.slice().reverse().map((d) => el("tr", {}, cols.map((c) =>
+          el("td", { text: typeof d[c] === "number" && !Number.isInteger(d[c]) ? fmt(d[c], 3) : String(d[c] ?? "—") })))))),
+    );
+  }
+
   async function showVersion(name, version) {
     document.getElementById("title").textContent = `${name} v${version}`;
     document.getElementById("crumbs").replaceChildren(pageLink("Models", "/models/"), " › ", name);
@@ -488,6 +508,8 @@
           el("details", {}, el("summary", { text: "validation/decision.json" }),
             el("pre", { text: JSON.stringify(record, null, 2) })))
         : el("p", { class: "muted", text: "No decision record (this version was not validated)." }),
+      el("h2", { text: "Realized outcomes" }),
+      outcomesSection(v.outcomes),
       el("h2", { text: "Model card" }),
       // Shown as the Markdown text it is, through textContent: a column name or category in the
       // card (user data) can never become markup.

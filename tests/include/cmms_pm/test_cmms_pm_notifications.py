@@ -173,7 +173,7 @@ def test_notifications_and_approval_default_to_off():
         "email_to": [],
         "email_from": None,
         "webhook_conn_id": None,
-        "events": ["promoted", "rejected", "approval_needed", "task_failed"],
+        "events": ["promoted", "rejected", "approval_needed", "task_failed", "retrain_requested"],
     }
     assert spec.approval == {"required": False, "timeout_hours": 24, "approvers": []}
 

@@ -63,6 +63,7 @@ def test_write_routes_need_the_run_permission_of_the_dag_they_act_for(app):
     expected = {
         ("GET", "/models/{name}/production"): ("GET", None, model_dag),
         ("GET", "/models/{name}/history"): ("GET", None, model_dag),
+        ("GET", "/models/{name}/performance"): ("GET", None, model_dag),
         ("POST", "/models/train"): ("POST", DagAccessEntity.RUN, model_dag),
         ("POST", "/models/{name}/versions/{version}/promote"): ("POST", DagAccessEntity.RUN, promotion),
         ("GET", "/models"): ("GET", None, some),
