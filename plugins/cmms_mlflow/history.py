@@ -139,9 +139,17 @@ def complete(
     completed.pop("expect", None)
     if settled:
         completed["settled"] = settled
-    client.set_tag(run.info.run_id, EVENT_TAG, json.dumps(completed, separators=(",", ":"), sort_keys=True))
-    client.set_tag(run.info.run_id, STATUS_TAG, status)
-    client.set_tag(run.info.run_id, "mlflow.note.content", _sentence(completed))
+    from mlflow.entities import RunTag
+
+    # One request for the three tags (a registry write completes its event on every apply).
+    client.log_batch(
+        run.info.run_id,
+        tags=[
+            RunTag(EVENT_TAG, json.dumps(completed, separators=(",", ":"), sort_keys=True)),
+            RunTag(STATUS_TAG, status),
+            RunTag("mlflow.note.content", _sentence(completed)),
+        ],
+    )
     client.set_terminated(run.info.run_id, status="FINISHED" if status == DONE_EVENT else "FAILED")
     return completed  # type: ignore[return-value]
 
