@@ -42,6 +42,11 @@ class Manifest(TypedDict, total=False):
     data_interval_end: str
     data_version: str
     training_date: str
+    # How the batch was split (absent: the random split): strategy, train_end, validation_start,
+    # holdout_start, gap_hours, label_horizon_hours, time_column, entity_column (ISO 8601 times).
+    split: dict[str, Any]
+    notes: list[str]  # what the data step noticed but did not refuse (time-series batches)
+    snapshots: dict[str, Any]  # time-series batches: first and last snapshot, cadence
 
 
 def data_root() -> str:
