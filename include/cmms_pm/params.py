@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmms_pm.spec import COLUMN_NAME_PATTERN, ESTIMATOR_KINDS, MODEL_NAME_PATTERN, ModelSpec
+from cmms_pm.spec import COLUMN_NAME_PATTERN, ESTIMATOR_KINDS, MODEL_NAME_PATTERN, TIMESERIES, ModelSpec
 
 SYNTHETIC = "synthetic"
 SQL = "sql"
@@ -46,6 +46,8 @@ def data_source_default(spec: ModelSpec) -> str:
     source = spec.source
     if source["kind"] == "file":
         return source["path"]
+    if source["kind"] == TIMESERIES:
+        return TIMESERIES
     return SYNTHETIC if source["kind"] == "synthetic" else SQL
 
 
@@ -118,17 +120,22 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     params["data_source"] = {
         "default": data_source_default(spec),
         "type": "string",
-        "pattern": f"^({'|'.join(kinds + [FILE_SOURCE_PATTERN])})$",
+        "pattern": f"^({'|'.join(kinds + ([] if spec.timeseries else [FILE_SOURCE_PATTERN]))})$",
         "title": "Data source",
-        "description": "".join(f"{kind!r}, or " for kind in kinds)
-        + "the path of a .csv or .parquet file under an allowed data folder (relative to the data "
-        "root, or s3:// through the spec's AWS connection).",
+        "description": (
+            "'timeseries': the spec's telemetry and event logs, as of the run's data interval end."
+            if spec.timeseries
+            else "".join(f"{kind!r}, or " for kind in kinds)
+            + "the path of a .csv or .parquet file under an allowed data folder (relative to the data "
+            "root, or s3:// through the spec's AWS connection)."
+        ),
         "section": "Data",
     }
     params["target_column"] = {
         "default": spec.target,
         "type": "string",
-        "pattern": COLUMN_NAME_PATTERN,
+        # A time-series label is built from the failures log: its name follows from the spec.
+        **({"enum": [spec.target]} if spec.timeseries else {"pattern": COLUMN_NAME_PATTERN}),
         "title": "Target column",
         "description": f"Label column; {spec.positive_label!r} is a failure (the positive class).",
         "section": "Data",
@@ -209,7 +216,7 @@ def approval_required(spec: ModelSpec, params: Mapping[str, Any]) -> bool:
 
 def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     """``{name: Param kwargs}`` of ``spec``'s scoring DAG."""
-    source = spec.scoring["source"]
+    source = spec.scoring_source
     params: dict[str, dict[str, Any]] = {
         "model_name": _model_name_param(
             spec, "Model whose champion scores (a run triggered by a promotion scores that model).", "Scoring"

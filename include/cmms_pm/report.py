@@ -22,6 +22,7 @@ _REQUIRED = (
 _OPTIONAL_LINKS = (
     ("policy", "policy"),
     ("drift", "drift"),
+    ("periods", "periods"),
     ("tracking_uri", "tracking URI"),
     ("mlflow_ui_url", "MLflow UI"),
     ("airflow_ui_url", "Airflow UI"),

@@ -578,6 +578,12 @@ class ModelSpec:
         return self.raw["scoring"]
 
     @property
+    def scoring_source(self) -> Mapping[str, Any]:
+        """What the scoring DAG scores: the scoring source, or ``{"kind": "timeseries"}`` (the latest
+        snapshot of each asset, from the spec's own tables)."""
+        return self.raw["scoring"].get("source") or {"kind": TIMESERIES}
+
+    @property
     def training_dag_id(self) -> str:
         return f"{self.name}_training"
 

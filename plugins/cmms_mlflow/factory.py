@@ -91,6 +91,8 @@ A summary is logged as an MLflow run in the experiment `{experiment}`.
 
 
 def _source_text(source: dict[str, Any]) -> str:
+    if source["kind"] == "timeseries":
+        return "the spec's telemetry and event logs (time series)"
     if source["kind"] == "file":
         return f"file `{source['path']}`"
     if source["kind"] == "sql":
@@ -189,6 +191,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             version=VERSION,
             holdout_uri=HOLDOUT,
             checks=checks.output,
+            dataset=extract.output,  # its split record: the periods the decision record shows
         )
 
         @task.branch
@@ -272,7 +275,7 @@ def _notifications_text(spec: ModelSpec) -> str:
 def build_scoring_dag(spec: ModelSpec) -> DAG:
     """The spec's batch-scoring DAG, scheduled on its model's champion Asset."""
     params = scoring_params(spec)
-    source = dict(spec.scoring["source"])
+    source = dict(spec.scoring_source)
     doc = SCORING_DOC.format(
         title=spec.name,
         model=spec.registered_model,

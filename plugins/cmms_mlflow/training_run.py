@@ -157,7 +157,7 @@ def log_training_run(
 
     from cmms_mlflow.model_loading import import_skops
     from cmms_pm import plots, training
-    from cmms_pm.batch import manifest_features
+    from cmms_pm.batch import manifest_features, split_params
     from cmms_pm.contract import derive_contract
     from cmms_pm.data import read_split, release_freed_memory
     from cmms_pm.estimators import estimator as estimator_kind
@@ -194,6 +194,7 @@ def log_training_run(
         importances = training.feature_importances(model, validation, target=target)
         params = {
             **hyperparameters,
+            **split_params(manifest),
             "estimator": estimator,
             "features": len(features.declared),
             "train_rows": train_rows,

@@ -50,6 +50,13 @@ def training_range(config: TimeSeriesConfig, *, as_of: int, first_reading: int |
     return start, end
 
 
+def read_from(config: TimeSeriesConfig, *, as_of: int) -> int | None:
+    """The oldest reading a run at ``as_of`` needs (None: all of them, no training window)."""
+    if config.training_window is None:
+        return None
+    return training_range(config, as_of=as_of, first_reading=None)[0] - config.lookback
+
+
 def prepare_timeseries_batch(
     *,
     spec: ModelSpec,
@@ -69,10 +76,7 @@ def prepare_timeseries_batch(
     assert config is not None, f"spec {spec.name!r} has no timeseries section"
     as_of = epoch(interval_end)
     seed = interval_seed(interval_start, interval_end)
-    read_from = None
-    if config.training_window is not None:
-        read_from = training_range(config, as_of=as_of, first_reading=None)[0] - config.lookback
-    report = check_sources(config, engine, sources, as_of=as_of, read_from=read_from)
+    report = check_sources(config, engine, sources, as_of=as_of, read_from=read_from(config, as_of=as_of))
     start, end = training_range(config, as_of=as_of, first_reading=report.first_reading)
     if end < start:
         newest = iso(report.last_reading) if report.last_reading else "none"

@@ -171,9 +171,16 @@ def _format_of(files: list[FileLocation], table: str, path: str) -> str:
 
 
 def check_sources(
-    config: TimeSeriesConfig, engine: Engine, sources: Sources, *, as_of: int, read_from: int | None
+    config: TimeSeriesConfig,
+    engine: Engine,
+    sources: Sources,
+    *,
+    as_of: int,
+    read_from: int | None,
+    require_readings: bool = True,
 ) -> SourceReport:
-    """Refuse bad tables before any feature is computed; ``read_from`` None: from the first reading."""
+    """Refuse bad tables before any feature is computed; ``read_from`` None: from the first reading.
+    ``require_readings``: no reading in the window is an error (training), or not (scoring)."""
     dialect = engine.dialect
     q = dialect.ident
     report = SourceReport()
@@ -213,7 +220,7 @@ def check_sources(
             _check_offsets(engine, table, relation)
         if table.name == "telemetry":
             _check_numbers(engine, table.name, relation, config.signals)
-            if not in_window:
+            if not in_window and require_readings:
                 span = f"{iso(read_from)} .. {iso(as_of)}" if read_from is not None else f"up to {iso(as_of)}"
                 raise DataValidationError(
                     f"timeseries.telemetry has no readings in the window {span} ({rows:,} rows in the "

@@ -180,9 +180,25 @@ class DbApiEngine:
 
     dialect: Dialect = POSTGRES
 
-    def __init__(self, connect: Callable[[], Any], *, label: str = "database") -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        label: str = "database",
+        on_error: Callable[[Exception], Exception] | None = None,
+    ) -> None:
         self.connect = connect
         self.label = label
+        self.on_error = on_error or self._typed_error
+
+    def _typed_error(self, err: Exception) -> Exception:
+        """A driver error as a typed one: connection trouble is retryable, the rest is not. Only the
+        driver's class and SQLSTATE are shown (its text may quote a value)."""
+        state = str(getattr(err, "pgcode", None) or getattr(err, "sqlstate", None) or "")
+        detail = f"{type(err).__name__}" + (f" (SQLSTATE {state})" if state else "")
+        if state[:2] in ("08", "53", "57") or type(err).__name__ in ("OperationalError", "InterfaceError"):
+            return DataSourceUnavailableError(f"{self.label} is unavailable: {detail}")
+        return DataSourceError(f"{self.label} refused the feature query: {detail}")
 
     def close(self) -> None:
         pass
@@ -199,13 +215,24 @@ class DbApiEngine:
 
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
-        conn = self.connect()
+        from cmms_pm.exceptions import CmmsPmError
+
+        try:
+            conn = self.connect()
+        except CmmsPmError:
+            raise
+        except Exception as err:  # each driver has its own exception tree
+            raise self.on_error(err) from None
         try:
             with conn.cursor() as cursor:
                 cursor.execute("SET TRANSACTION READ ONLY")
                 cursor.execute("SET LOCAL TIME ZONE 'UTC'")
                 yield cursor
             conn.rollback()
+        except CmmsPmError:
+            raise
+        except Exception as err:
+            raise self.on_error(err) from None
         finally:
             conn.close()
 

@@ -239,6 +239,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         "version",
         "holdout_uri",
         "checks",
+        "dataset",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
@@ -250,6 +251,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         version: Any,
         holdout_uri: Any,
         checks: Any = None,
+        dataset: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -258,6 +260,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.version = version
         self.holdout_uri = holdout_uri
         self.checks = checks
+        self.dataset = dataset
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> DecisionRecord:
         from cmms_mlflow.client_context import pickle_loading_disabled
@@ -277,6 +280,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                     "status": checks.get("drift_status", "none"),
                     "reason": checks.get("drift_reason", ""),
                 },
+                split=(self.dataset or {}).get("split"),
                 **load_options(self.model_spec),
             )
         self.push_model_version_link(context, self.model_name, str(self.version))
@@ -468,6 +472,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.model_evaluation import recorded_decision
+        from cmms_pm.batch import split_periods
         from cmms_pm.report import format_summary
 
         version = str(self.validation["challenger_version"])
@@ -493,6 +498,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "data_version": mv.tags.get("data_version", ""),
             "policy": _policy_line(record),
             "drift": (record.get("drift") or {}).get("reason", ""),
+            "periods": split_periods(record.get("split")),
             "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
             "mlflow_ui_url": self.hook.model_version_url(self.model_name, version),
             "airflow_ui_url": mv.tags.get("airflow.run_url", ""),
