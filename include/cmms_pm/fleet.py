@@ -139,6 +139,9 @@ def add_snapshot_columns(
     missing: Sequence[str],
     entity: str,
     snapshot_time: str,
+    model_name: str,
+    model_version: str,
+    scored_at: str,
 ) -> pd.DataFrame:
     """``telemetry_age_hours`` beside each prediction, then one unscored row per asset without
     telemetry (``failure_probability`` empty, ``contract_issues`` ``missing_telemetry``)."""
@@ -157,11 +160,11 @@ def add_snapshot_columns(
             "contract_ok": False,
             "contract_issues": MISSING,
             TELEMETRY_AGE: float("nan"),
+            "model_name": model_name,
+            "model_version": str(model_version),
+            "scored_at": pd.Timestamp(scored_at),
         }
     )
-    for column in ("model_name", "model_version", "scored_at"):
-        if column in out.columns and len(out):
-            blank[column] = out[column].iloc[0]
     if not len(out):
         return blank
     return pd.concat([out, blank], ignore_index=True)

@@ -20,6 +20,10 @@ SQL = "sql"
 #: A file path or ``s3://`` URI ending in a supported suffix, one line, no query or fragment. The
 #: allow-list of folders is checked when the run reads it (``cmms_pm.sources``).
 FILE_SOURCE_PATTERN = r"(?![\s\S]*[\n\r])[^?#\s][^?#]{0,999}\.(csv|parquet|pq)"
+#: A scoring run's ``snapshot_at``: an ISO 8601 date and time, optionally with its UTC offset.
+SNAPSHOT_AT_PATTERN = (
+    r"^(?![\s\S]*\n)\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?$"
+)
 #: Hyperparameters of another estimator than the spec's, as a JSON object (checked at run start).
 OTHER_HYPERPARAMETERS = "hyperparameters"
 
@@ -241,6 +245,16 @@ def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "description": "A row is at risk from this failure probability.",
         "section": "Scoring",
     }
+    if spec.timeseries is not None:
+        params["snapshot_at"] = {
+            "default": None,
+            "type": ["null", "string"],
+            "pattern": SNAPSHOT_AT_PATTERN,
+            "title": "Score as of",
+            "description": "ISO 8601 time (UTC unless it says otherwise) whose latest snapshot is scored, "
+            "reading only data stamped up to it; empty: the run's time.",
+            "section": "Scoring",
+        }
     return params
 
 

@@ -338,18 +338,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write a model spec for a CSV/Parquet file: infer the label and the features.",
     )
     parser.add_argument("--name", required=True, help="spec name: DAG ids <name>_training/_scoring")
-    parser.add_argument("--source", required=True, help="a local .csv or .parquet file")
-    parser.add_argument("--target", required=True, help="the label column (exactly two labels)")
+    parser.add_argument("--source", default=None, help="a local .csv or .parquet file (a flat table)")
+    parser.add_argument("--target", default=None, help="the label column (exactly two labels)")
+    add_timeseries_arguments(parser)
     parser.add_argument("--positive", default=None, help="the positive label (default: the minority)")
     parser.add_argument("--estimator", default=None, choices=ESTIMATOR_KINDS)
     parser.add_argument("--models-dir", default=None, help="default: $CMMS_MODELS_DIR or include/models")
     parser.add_argument("--force", action="store_true", help="replace an existing spec")
     args = parser.parse_args(argv)
+    if args.telemetry or args.failures:
+        return timeseries_main(parser, args)
     for option in ("name", "source", "target"):
         if not getattr(args, option):
             parser.error(f"--{option} must not be empty (make new-model {option.upper()}=...)")
-    try:
-        result = scaffold(
+    return _report(
+        lambda: scaffold(
             args.name,
             args.source,
             args.target,
@@ -357,12 +360,62 @@ def main(argv: Sequence[str] | None = None) -> int:
             estimator=args.estimator or None,
             models_dir=args.models_dir,
             force=args.force,
-        )
+        ),
+        describe,
+    )
+
+
+def _report(make: Any, show: Any) -> int:
+    """Run ``make()``; print ``show(result)``, or the refusal on stderr with exit status 1."""
+    try:
+        result = make()
     except CmmsPmError as err:
         print(f"new-model: {_LINE_BREAKS.sub('?', str(err))}", file=sys.stderr)
         return 1
-    print(describe(result))
+    print(show(result))
     return 0
+
+
+def add_timeseries_arguments(parser: argparse.ArgumentParser) -> None:
+    """The raw-files form: ``--telemetry`` and ``--failures`` (and optional logs) instead of a table."""
+    group = parser.add_argument_group("raw telemetry and event logs (a time-series spec)")
+    group.add_argument("--telemetry", default=None, help="readings per asset and time: a file or a folder")
+    group.add_argument("--failures", default=None, help="the failure log (asset, time[, component])")
+    group.add_argument("--maintenance", default=None, help="maintenance log (asset, time, component, kind)")
+    group.add_argument("--alarms", default=None, help="alarms / error codes (asset, time, code)")
+    group.add_argument("--assets", default=None, help="static attributes per asset (model, install date)")
+    group.add_argument("--entity", default=None, help="the asset id column (default: inferred)")
+    group.add_argument("--time", default=None, help="the timestamp column (default: inferred)")
+    group.add_argument("--horizon", default=None, help="predict a failure within this, e.g. 48h or 7d")
+
+
+def timeseries_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``make new-model NAME=... TELEMETRY=... FAILURES=...``: write a time-series spec, say why."""
+    from cmms_pm.timeseries.scaffold import describe as describe_timeseries
+    from cmms_pm.timeseries.scaffold import scaffold_timeseries
+
+    for option in ("telemetry", "failures"):
+        if not getattr(args, option):
+            parser.error(f"--{option} must not be empty (make new-model {option.upper()}=...)")
+    if args.source or args.target:
+        parser.error("give either SOURCE/TARGET (a flat table) or TELEMETRY/FAILURES (raw files), not both")
+    return _report(
+        lambda: scaffold_timeseries(
+            args.name,
+            telemetry=args.telemetry,
+            failures=args.failures,
+            maintenance=args.maintenance or None,
+            alarms=args.alarms or None,
+            assets=args.assets or None,
+            entity=args.entity or None,
+            time=args.time or None,
+            horizon=args.horizon or None,
+            estimator=args.estimator or None,
+            models_dir=args.models_dir,
+            force=args.force,
+        ),
+        describe_timeseries,
+    )
 
 
 def _check_name(name: str) -> None:

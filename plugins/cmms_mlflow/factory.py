@@ -304,6 +304,7 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
             model_name=MODEL,
             n_units="{{ params.n_units }}" if "n_units" in params else None,
             risk_threshold="{{ params.risk_threshold }}",
+            snapshot_at="{{ params.snapshot_at or '' }}" if "snapshot_at" in params else None,
         )
     return dag
 

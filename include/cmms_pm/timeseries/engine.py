@@ -58,6 +58,7 @@ class DuckDBEngine:
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self._views = 0
+        self._csv_tables: dict[tuple[str, ...], str] = {}
 
     def close(self) -> None:
         self.con.close()
@@ -74,11 +75,13 @@ class DuckDBEngine:
     def file_relation(
         self, files: Sequence[FileLocation], *, fmt: str, filesystem: Any | None = None, order: bool = False
     ) -> str:
-        """A FROM item reading ``files`` (all CSV or all Parquet). CSV is read as text (the checks
-        count what does not parse); ``order`` adds ``__file`` and ``__row`` (position in its file).
+        """A FROM item reading ``files`` (all CSV or all Parquet); ``order`` adds ``__file`` and
+        ``file_row_number`` (a row's position in its file).
 
-        Local files are read by DuckDB itself; files on another filesystem (S3) through a
-        ``pyarrow`` dataset registered as a view.
+        Local Parquet is read in place by DuckDB at every scan. CSV is parsed once, as text (the
+        checks count what does not parse), into a session table that every later scan reads (the
+        checks and the feature query each scan their tables). Files on another filesystem (S3) are
+        read through a ``pyarrow`` dataset registered as a view.
         """
         if not files:
             raise DataSourceError("no data files to read")
@@ -93,15 +96,18 @@ class DuckDBEngine:
         paths = "[" + ", ".join(DUCKDB.literal(f.path) for f in files) + "]"
         if fmt == "parquet":
             extra = ", filename = '__file', file_row_number = true" if order else ""
-            return f"read_parquet({paths}, union_by_name = true{extra})"
-        relation = f"read_csv({paths}, header = true, all_varchar = true, union_by_name = true"
-        if order:
-            # One reader thread keeps the file's order for row_number().
-            return (
-                f"(SELECT *, row_number() OVER () AS file_row_number FROM {relation}, "
-                "filename = '__file', parallel = false))"
+            return f"read_parquet({paths}, union_by_name = true, hive_partitioning = false{extra})"
+        key = tuple(f.path for f in files)
+        if key not in self._csv_tables:
+            name = DUCKDB.ident(f"__csv_{len(self._csv_tables) + 1}")
+            # One reader thread keeps each file's order for row_number().
+            self.execute(
+                f"CREATE TEMP TABLE {name} AS SELECT *, row_number() OVER () AS file_row_number FROM "
+                f"read_csv({paths}, header = true, all_varchar = true, "
+                "hive_partitioning = false, filename = '__file', parallel = false)"
             )
-        return relation + ")"
+            self._csv_tables[key] = name
+        return self._csv_tables[key]
 
     def _arrow_relation(self, files: Sequence[FileLocation], *, fmt: str, filesystem: Any | None) -> str:
         import pyarrow.dataset as ds

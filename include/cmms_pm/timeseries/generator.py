@@ -4,8 +4,9 @@ What a maintenance system holds, not a feature table: hourly readings per asset,
 The physics is small but has what makes forecasting hard on real fleets:
 
 * each asset has four **components** whose wear grows at a rate set by its model, its age and
-  chance; wear shows in one signal each (comp1 → vibration, comp2 → temperature, comp3 → pressure,
-  comp4 → rotation) and raises the alarm rate of one code each;
+  chance; wear shows in one signal each (comp1 → temperature up, comp2 → vibration up, comp3 →
+  pressure down, comp4 → rotation down) and raises the alarm rate of one code each (E1..E4; E5 is
+  noise);
 * a component **fails** with a hazard that climbs with its wear (degradation precedes failures, by
   days, with a strength that varies from episode to episode); a failure is followed by
   **corrective** maintenance a few hours later, and **preventive** maintenance on a schedule per
@@ -205,7 +206,7 @@ def _telemetry(
     precursor of each coming failure + noise."""
     n_hours, n = len(hours), len(ids)
     offsets = rng.normal(0.0, 1.0, size=(n, len(SIGNALS))) * _NOISE * np.array([2.0, 1.5, 1.5, 2.0])
-    day_of_year = hours.dayofyear.to_numpy()
+    day_of_year = hours.day_of_year.to_numpy()
     hour_of_day = hours.hour.to_numpy()
     elapsed = np.arange(n_hours) / (24.0 * 365.0)
     # Fleet-wide changes over time: seasons (temperature), a slow recalibration (vibration, pressure).

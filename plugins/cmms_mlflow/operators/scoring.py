@@ -34,6 +34,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         "model_name",
         "n_units",
         "risk_threshold",
+        "snapshot_at",
     )
     operator_extra_links: ClassVar = (MlflowRunLink(), MlflowModelVersionLink())
 
@@ -44,6 +45,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         model_name: str,
         risk_threshold: Any,
         n_units: Any = None,
+        snapshot_at: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -51,6 +53,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.model_name = model_name
         self.n_units = n_units
         self.risk_threshold = risk_threshold
+        self.snapshot_at = snapshot_at
 
     def models_to_score(self, context: Context, client: MlflowClient | None = None) -> list[str]:
         """Model names from the triggering Asset events, else ``model_name``.
@@ -125,7 +128,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         from cmms_pm.timeseries.scoring import describe, latest_snapshots
 
         config = self.model_spec.timeseries
-        when = epoch(scored_at)
+        when = epoch(self.snapshot_at or scored_at)
         with open_timeseries(config, as_of=when, read_from=when - config.lookback) as opened:
             engine, sources, local = opened
             latest = latest_snapshots(config, engine, sources, local=local, scored_at=when)
@@ -183,14 +186,18 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 self.log.warning("%s v%s has no data contract: rows are scored unchecked", name, version)
             if latest is not None:
                 flags = flag_telemetry(flags, frame, stale_after_hours=latest.stale_after_hours)
-            predictions = score_frame(
-                model, frame, id_columns=id_columns, flags=flags, model_name=name, model_version=version,
-                scored_at=scored_at, threshold=threshold,
-            )  # fmt: skip
+            if latest is not None and not len(frame):
+                predictions = frame[id_columns]  # no asset has telemetry: every one is missing
+            else:
+                predictions = score_frame(
+                    model, frame, id_columns=id_columns, flags=flags, model_name=name, model_version=version,
+                    scored_at=scored_at, threshold=threshold,
+                )  # fmt: skip
             if latest is not None:
                 predictions = add_snapshot_columns(
                     predictions, frame, missing=latest.missing, entity=spec.timeseries.entity,
-                    snapshot_time=latest.snapshot_time,
+                    snapshot_time=latest.snapshot_time, model_name=name, model_version=version,
+                    scored_at=scored_at,
                 )  # fmt: skip
             clock.lap("predict")
             out = write_frame(predictions, f"{run_dir}/{name}/predictions.parquet")
