@@ -72,6 +72,9 @@ class Scaffold:
     estimator_chosen: bool
     max_missing_rate: float
     text: str
+    # A time or group split proposed for the file (None: the random split), and why.
+    split: Mapping[str, Any] | None = None
+    split_reason: str = ""
 
     @property
     def positive_rate(self) -> float:
@@ -143,6 +146,7 @@ def scaffold(
         estimator_chosen=estimator is not None,
         max_missing_rate=rate,
         text="",
+        **propose_split(frame, inferred),
     )
     values = spec_values(result)
     text = render_spec(result, values)
@@ -204,6 +208,7 @@ def spec_values(result: Scaffold) -> dict[str, Any]:
         "estimator": {"kind": result.estimator},
         "validation": {"max_missing_rate": result.max_missing_rate},
         "scoring": {"source": {"kind": "file", "path": result.source}},
+        **({"split": dict(result.split)} if result.split else {}),
     }
 
 
@@ -260,6 +265,7 @@ def render_spec(result: Scaffold, values: Mapping[str, Any]) -> str:
         ),
         _dump({"drop": values["drop"], "id_columns": values["id_columns"]}),
         "",
+        *_split_block(result, values),
         _comments(
             f"{result.estimator}: "
             + (
@@ -311,6 +317,7 @@ def describe(result: Scaffold) -> str:
         "",
         f"Estimator: {result.estimator}",
         f"validation.max_missing_rate: {result.max_missing_rate}",
+        *([f"Split: {result.split['strategy']}: {result.split_reason}"] if result.split else []),
     ]
     promotion = _schema_default("promotion")
     if result.positive_rate > 0.5:
@@ -374,6 +381,44 @@ def _report(make: Any, show: Any) -> int:
         return 1
     print(show(result))
     return 0
+
+
+def propose_split(frame: pd.DataFrame, inferred: InferredFeatures) -> dict[str, Any]:
+    """A time split when the file has a timestamp column, else a grouped split when an id repeats
+    across rows (an asset with many readings): a random split would put near copies of one asset's
+    rows on both sides and measure memory. ``{}`` when neither applies (the random split)."""
+    from cmms_pm.inference import ID_LIKE, TIMESTAMP
+
+    usable = [c for c in inferred.dropped if re.search(COLUMN_NAME_PATTERN, c)]
+    times = [c for c in usable if inferred.dropped[c].startswith(TIMESTAMP)]
+    repeating = [
+        c for c in usable if inferred.dropped[c].startswith(ID_LIKE) and frame[c].nunique() < len(frame) / 2
+    ]
+    if times:
+        reason = (
+            f"{times[0]!r} holds timestamps: train on the earliest rows, validate and hold out later ones "
+            "(a random split of rows in time measures memory, not prediction)"
+        )
+        if repeating:
+            reason += f"; add entity_column: {repeating[0]!r} to also hold out whole assets"
+        return {"split": {"strategy": "time", "time_column": times[0]}, "split_reason": reason}
+    if repeating:
+        column = repeating[0]
+        reason = (
+            f"{column!r} repeats across rows ({frame[column].nunique():,} values in {len(frame):,} rows): "
+            "each part holds whole groups, so no asset is both trained on and judged on"
+        )
+        return {"split": {"strategy": "group", "entity_column": column}, "split_reason": reason}
+    return {}
+
+
+def _split_block(result: Scaffold, values: Mapping[str, Any]) -> list[str]:
+    if not result.split:
+        return []
+    import textwrap
+
+    lines = textwrap.wrap(f"split: {result.split_reason}", 96, subsequent_indent="  ")
+    return [_comments(*lines), _dump({"split": values["split"]}), ""]
 
 
 def add_timeseries_arguments(parser: argparse.ArgumentParser) -> None:

@@ -343,3 +343,31 @@ def write_telemetry_chunks(
         fleet.telemetry.to_parquet(path, index=False, row_group_size=1_000_000)
         del fleet
         yield path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cmms_pm.timeseries.generator --out .data/incoming/fleet``: raw fleet files to try
+    ``make new-model TELEMETRY=...`` and a time-series spec on."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cmms_pm.timeseries.generator", description=main.__doc__)
+    parser.add_argument(
+        "--out", required=True, help="folder to write telemetry, failures, maintenance, alarms, assets"
+    )
+    parser.add_argument("--assets", type=int, default=200)
+    parser.add_argument("--start", default="2026-01-01")
+    parser.add_argument("--end", default="2026-05-01")
+    parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    parser.add_argument("--partition", action="store_true", help="telemetry as a folder partitioned by day")
+    parser.add_argument("--seed", type=int, default=None, help="default: the interval's")
+    args = parser.parse_args(argv)
+    fleet = generate_fleet(args.assets, args.start, args.end, seed=args.seed)
+    paths = write_fleet(fleet, args.out, fmt=args.format, partition_telemetry=args.partition)
+    for name, path in paths.items():
+        rows = len(getattr(fleet, name))
+        print(f"{name:<12} {rows:>10,} rows  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -83,7 +83,7 @@ def time_boundaries(first: int, last: int, *, validation: float, holdout: float,
     validation_start = train_end + gap
     validation_end = validation_start + int(round(validation * usable))
     holdout_start = validation_end + gap
-    if not (first < train_end < validation_start < validation_end <= holdout_start <= last):
+    if not (first < train_end <= validation_start < validation_end <= holdout_start <= last):
         raise DataValidationError(f"the labelled period {_iso(first)} .. {_iso(last)} is too short to split")
     return TimeBoundaries(first, train_end, validation_start, validation_end, holdout_start, last, gap)
 
