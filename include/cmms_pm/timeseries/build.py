@@ -422,3 +422,16 @@ def event_entities_without_telemetry(
                 "telemetry (their events are not used)"
             )
     return notes
+
+
+def failure_events(
+    config: TimeSeriesConfig, engine: Engine, sources: Sources, *, start: int, end: int
+) -> list[tuple[str, int, str | None]]:
+    """The failures logged in ``(start, end]`` (epoch seconds) as ``(entity, epoch seconds,
+    component or None)``, oldest first: what happened after a prediction (outcomes, label audits)."""
+    query = normalized(config, sources.relations, engine.dialect)["failures"]
+    rows = engine.rows(
+        f"SELECT entity, t, component FROM ({query}) f "
+        f"WHERE t > {int(start)} AND t <= {int(end)} ORDER BY 2, 1, 3"
+    )
+    return [(str(entity), int(t), component) for entity, t, component in rows]

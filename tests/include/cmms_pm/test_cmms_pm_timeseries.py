@@ -458,6 +458,25 @@ def test_on_generated_fleet_data_a_random_split_scores_higher_than_a_time_split(
     assert not math.isnan(random_f1)
 
 
+def test_failure_events_of_an_interval_are_the_logged_failures_in_it(root, fleet):
+    from cmms_pm.timeseries.build import failure_events
+
+    write(fleet, root, "events", fmt="parquet")
+    config = spec_of(fleet_section("events", fmt="parquet")).timeseries
+    start, end = pd.Timestamp("2026-01-20T00:00Z"), pd.Timestamp("2026-02-01T00:00Z")
+    with DuckDBEngine() as engine:
+        sources = file_sources(config, engine, as_of=epoch(END + "T00:00Z"), read_from=0)
+        events = failure_events(
+            config, engine, sources, start=epoch(start.isoformat()), end=epoch(end.isoformat())
+        )
+    logged = fleet.failures[(fleet.failures["timestamp"] > start) & (fleet.failures["timestamp"] <= end)]
+    assert len(events) == len(logged) > 0
+    assert sorted((e, c) for e, _, c in events) == sorted(
+        zip(logged["asset_id"], logged["component"], strict=True)
+    )
+    assert all(epoch(start.isoformat()) < t <= epoch(end.isoformat()) for _, t, _ in events)
+
+
 def test_check_sources_reports_the_telemetry_it_read(root, fleet):
     write(fleet, root, "report", fmt="parquet")
     config = spec_of(fleet_section("report", fmt="parquet")).timeseries
