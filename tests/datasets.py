@@ -47,6 +47,7 @@ def ai4i_like(
     labels: Sequence[Any] = ("no", "yes"),
     type_shares: Sequence[float] = TYPE_SHARES,
     torque_shift: float = 0.0,
+    failure_modes: bool = False,
 ) -> pd.DataFrame:
     """``n_rows`` AI4I-like machine readings with a ``Machine failure`` column of ``labels`` (negative,
     positive), about 3 % positive.
@@ -57,6 +58,13 @@ def ai4i_like(
     200-240 minutes) and random failures (0.3 %); a few failures of the deterministic mechanisms are
     missed. Hence learnable from the sensors, but no model is perfect. ``type_shares`` and
     ``torque_shift`` (Nm) move the population for drift tests; the mechanisms stay the same.
+
+    ``failure_modes`` adds the real file's failure-mode flags before the label, 0/1 per row: ``TWF``
+    (tool wear), ``HDF`` (heat dissipation), ``PWF`` (power), ``OSF`` (overstrain), ``RNF`` (random),
+    with quirks like the real file's: a few failures carry no flag, and ~0.2 % of rows have ``RNF``
+    set without a failure (the real RNF is mostly noise too). Each flag alone is a weak predictor;
+    together they *are* the label (what the leakage guard must catch). The other columns keep the
+    values they have without the flags.
     """
     if n_rows < 1:
         raise ValueError(f"n_rows must be positive, got {n_rows}")
@@ -87,13 +95,26 @@ def ai4i_like(
     overstrain = wear * torque > limit
     tool = (wear >= 200) & (wear <= 240) & (rng.random(n) < 0.02)
     mechanical = (heat | power | overstrain) & (rng.random(n) >= 0.02)
-    failed = mechanical | tool | (rng.random(n) < 0.001)
+    random_failure = rng.random(n) < 0.001
+    failed = mechanical | tool | random_failure
 
     serial = rng.permutation(n) + 10_000
     product_id = np.char.add(types.astype(str), serial.astype(str)).astype(object)
     label = np.where(failed, positive, negative)
     if label.dtype.kind == "U":
         label = label.astype(object)
+    modes: dict[str, np.ndarray] = {}
+    if failure_modes:  # drawn after everything else, so the other columns keep their values
+        silent = rng.random(n) < 0.5  # half the random failures carry no flag (unexplained failures)
+        spurious = rng.random(n) < 0.002  # RNF set without a failure
+        modes = {
+            "TWF": tool,
+            "HDF": heat & mechanical,
+            "PWF": power & mechanical,
+            "OSF": overstrain & mechanical,
+            "RNF": (random_failure & ~silent) | (spurious & ~failed),
+        }
+        modes = {name: flag.astype(np.int64) for name, flag in modes.items()}
     return pd.DataFrame(
         {
             "UDI": np.arange(1, n + 1, dtype=np.int64),
@@ -104,6 +125,7 @@ def ai4i_like(
             "Rotational speed [rpm]": speed,
             "Torque [Nm]": torque,
             "Tool wear [min]": wear,
+            **modes,
             TARGET: label,
         }
     )
@@ -115,6 +137,25 @@ def ai4i_drifted(
     """A batch from a moved population: torque up 8 Nm and mostly high-quality products (H 50 %)
     — well above a PSI of 0.25 on both ``Torque [Nm]`` and ``Type``."""
     return ai4i_like(n_rows, seed, labels=labels, type_shares=(0.2, 0.3, 0.5), torque_shift=8.0)
+
+
+def with_label_copy(
+    frame: pd.DataFrame,
+    column: str,
+    *,
+    values: tuple[Any, Any] = ("ok", "alarm"),
+    flip: float = 0.03,
+    seed: int = 0,
+    positive: Any = "yes",
+) -> pd.DataFrame:
+    """A copy of ``frame`` with ``column`` (placed before the label) holding ``values`` (negative,
+    positive) as a noisy copy of ``Machine failure``: ``flip`` of the rows say the other value."""
+    rng = np.random.default_rng(seed)
+    failed = (frame[TARGET] == positive).to_numpy()
+    said = failed ^ (rng.random(len(frame)) < flip)
+    out = frame.copy()
+    out.insert(out.columns.get_loc(TARGET), column, np.where(said, values[1], values[0]))
+    return out
 
 
 def with_unseen_category(

@@ -95,3 +95,11 @@ def test_scoring_throughput_bench_prints_dags_test_and_scheduler_tables_at_a_tin
     scheduler_table = out.stdout.split("Scoring throughput (scheduler)")[1]
     assert "|    2000 |" in scheduler_table or "| 2000 |" in scheduler_table
     assert "predict" in scheduler_table  # the operator's phases came back through the REST API
+
+
+def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
+    bench = str(PROJECT_DIR / "bench" / "leakage.py")
+    out = _run_bench(bench, "--sizes", "5000", "--repeat", "1", timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Leakage guard, 51 feature columns" in out.stdout
+    assert re.search(r"\|\s+5,000 \|\s+51 \|\s+5000 \| mode_0, mode_1, status \|", out.stdout), out.stdout

@@ -35,6 +35,7 @@ class Manifest(TypedDict, total=False):
     target: str
     columns: list[str]
     features: dict[str, list[str]]  # {"categorical": [...], "numeric": [...], "integer": [...]}
+    leakage_excluded: dict[str, str]  # inferred features left out because they leak: column -> why
     source: str
     spec: str
     seed: int
@@ -113,6 +114,7 @@ def prepare_batch(
         splits = {name: part.drop(columns=list(kept.columns)) for name, part in splits.items()}
         record = {**record, "rows": {name: len(part) for name, part in splits.items()}}
     del frame  # the splits are a copy of every row: no need to hold both while writing
+    features, leaking = without_inferred_leaks(spec, features, splits["train"])
     return write_batch(
         splits,
         out_uri,
@@ -120,6 +122,7 @@ def prepare_batch(
         metadata={
             **({"split": record} if record is not None else {}),
             "features": feature_kinds(features),
+            **({"leakage_excluded": leaking} if leaking else {}),
             "source": source,
             "spec": spec.name,
             "seed": seed,
@@ -155,6 +158,68 @@ def resolve_features(spec: ModelSpec, frame: pd.DataFrame) -> FeatureSpec:
 
     inferred = infer_features(frame, target=spec.target, drop=spec.drop, exclude=spec.features.exclude)
     return inferred.as_feature_spec(spec.features)
+
+
+def without_inferred_leaks(
+    spec: ModelSpec, features: FeatureSpec, train: pd.DataFrame
+) -> tuple[FeatureSpec, dict[str, str]]:
+    """Inferred ``features`` minus the columns that leak the label in the train split (unless the spec
+    accepts them), and why each went: inference never makes a leak a feature. Declared features are
+    left as written: ``validate_data`` refuses a leaking one by name."""
+    if not spec.features.infer:
+        return features, {}
+    from dataclasses import replace
+
+    from cmms_pm.leakage import find_leaks
+
+    columns = list(features.declared)
+    time_column = _time_column(spec)
+    report = find_leaks(train, spec.target, columns=columns, timestamps=columns, time_column=time_column)
+    _, refused = report.split(spec.leakage_accept)
+    accept = set(spec.leakage_accept)
+    leaking = {
+        column: why
+        for column, why in report.leaking.items()
+        if column not in accept and any(column in finding.columns for finding in refused)
+    }
+    if not leaking:
+        return features, {}
+
+    def kept(columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(column for column in columns if column not in leaking)
+
+    narrowed = replace(
+        features,
+        categorical=kept(features.categorical),
+        numeric=kept(features.numeric),
+        integer=kept(features.integer),
+    )
+    return narrowed, leaking
+
+
+def check_leakage(
+    frame: pd.DataFrame, spec: ModelSpec, features: FeatureSpec, manifest: Manifest
+) -> dict[str, Any]:
+    """The leakage guard on a batch's train split: :class:`~cmms_pm.exceptions.LabelLeakError` for a
+    leaking feature the spec does not accept; else what the run records (:func:`guard_record`)."""
+    from cmms_pm.leakage import check_features, guard_record
+
+    split = manifest.get("split")  # the batch's own split record names its time column (seams)
+    time_column = (split.get("time_column") if isinstance(split, dict) else None) or _time_column(spec)
+    report = check_features(
+        frame,
+        spec.target,
+        features=list(features.declared),
+        accept=spec.leakage_accept,
+        time_column=time_column if time_column in frame.columns else None,
+    )
+    return guard_record(report, spec.leakage_accept, manifest.get("leakage_excluded"))
+
+
+def _time_column(spec: ModelSpec) -> str | None:
+    """The rows' own time (snapshot) column, when the spec names one (``split.time_column``)."""
+    split = spec.raw.get("split")
+    return split.get("time_column") if isinstance(split, dict) else None
 
 
 def categories_as_text(frame: pd.DataFrame, features: FeatureSpec) -> pd.DataFrame:
@@ -230,22 +295,27 @@ def validate_batch(manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:
 
     features = manifest_features(spec, manifest)
     reports = {}
+    leakage: dict[str, Any] = {}
     for name, split in manifest["splits"].items():
+        frame = read_split(split["uri"])
         try:
             # Splits are a fraction of the batch; the minimum size applies to the whole batch.
             reports[name] = check_frame(
-                read_split(split["uri"]),
+                frame,
                 features=features,
                 target=manifest["target"],
                 min_rows=1,
                 max_missing_rate=spec.validation["max_missing_rate"],
             )
+            if name == "train":  # what the model learns from: the leakage guard (cmms_pm.leakage)
+                leakage = check_leakage(frame, spec, features, manifest)
         except DataValidationError as err:
-            raise DataValidationError(f"{name} split of {manifest['uri']}: {err}") from err
+            raise type(err)(f"{name} split of {manifest['uri']}: {err}") from err
+        del frame
     total = sum(report["rows"] for report in reports.values())
     minimum = spec.validation["min_rows"]
     if total < minimum:
         raise DataValidationError(
             f"batch {manifest['uri']} has {total} rows, fewer than the minimum {minimum}"
         )
-    return {"rows": total, "splits": reports}
+    return {"rows": total, "splits": reports, "leakage": leakage}

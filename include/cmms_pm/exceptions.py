@@ -42,3 +42,8 @@ class SourceNotAllowedError(DataSourceError):
 
 class DataSourceUnavailableError(DataSourceError):
     """Reading a source failed on I/O (network, storage service): the same request may succeed later."""
+
+
+class LabelLeakError(DataValidationError):
+    """Feature columns leak the label (:mod:`cmms_pm.leakage`); the message names each column, the
+    test and its number. Not retried: the same batch leaks the same way."""

@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from cmms_pm.exceptions import CmmsPmError, DataSourceError, DataValidationError, ScaffoldError
-from cmms_pm.inference import InferredFeatures, infer_features, infer_positive_label
+from cmms_pm.inference import TIMESTAMP, InferredFeatures, infer_features, infer_positive_label
+from cmms_pm.leakage import LeakageReport
 from cmms_pm.spec import (
     COLUMN_NAME_PATTERN,
     ESTIMATOR_KINDS,
@@ -75,6 +77,7 @@ class Scaffold:
     # A time or group split proposed for the file (None: the random split), and why.
     split: Mapping[str, Any] | None = None
     split_reason: str = ""
+    leakage: LeakageReport | None = None  # what the leakage guard found (its columns are in drop)
 
     @property
     def positive_rate(self) -> float:
@@ -117,6 +120,7 @@ def scaffold(
                 f"not {type(label).__name__}"
             )
     inferred = infer_features(frame, target=target)
+    inferred, leakage = without_leaks(frame, target, pos, inferred)
     if not inferred.features:
         reasons = "; ".join(f"{column!r}: {why}" for column, why in inferred.dropped.items())
         raise DataValidationError(
@@ -147,6 +151,7 @@ def scaffold(
         max_missing_rate=rate,
         text="",
         **propose_split(frame, inferred),
+        leakage=leakage,
     )
     values = spec_values(result)
     text = render_spec(result, values)
@@ -262,6 +267,7 @@ def render_spec(result: Scaffold, values: Mapping[str, Any]) -> str:
             "Never features:",
             *(f"  {column}: {inferred.dropped[column]}" for column in values["drop"]),
             "id_columns travel to the scoring output next to each prediction.",
+            *_leak_comments(result),
         ),
         _dump({"drop": values["drop"], "id_columns": values["id_columns"]}),
         "",
@@ -315,6 +321,7 @@ def describe(result: Scaffold) -> str:
         *(f"  {column!s:<{width}}  {why}" for column, why in inferred.dropped.items()),
         *([] if inferred.dropped else ["  (none)"]),
         "",
+        *_leak_summary(result),
         f"Estimator: {result.estimator}",
         f"validation.max_missing_rate: {result.max_missing_rate}",
         *([f"Split: {result.split['strategy']}: {result.split_reason}"] if result.split else []),
@@ -461,6 +468,76 @@ def timeseries_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         ),
         describe_timeseries,
     )
+
+
+def without_leaks(
+    frame: pd.DataFrame, target: str, positive: Any, inferred: InferredFeatures
+) -> tuple[InferredFeatures, LeakageReport]:
+    """``inferred`` with the features that leak the label (:mod:`cmms_pm.leakage`) moved to the
+    dropped columns, each with its test and number; timestamps later than the rows' own time column
+    (when one is found, :func:`snapshot_column`) get the leak as their reason."""
+    from cmms_pm.leakage import LEAKS, find_leaks
+
+    timestamps = [c for c, why in inferred.dropped.items() if why.startswith(TIMESTAMP)]
+    time_column = snapshot_column(frame, timestamps)
+    report = find_leaks(
+        frame,
+        target,
+        positive=positive,
+        columns=list(inferred.features),
+        timestamps=[c for c in timestamps if c != time_column],
+        time_column=time_column,
+    )
+    why: dict[str, str] = {}
+    for finding in report.findings:
+        for column in finding.columns:
+            others = ", ".join(c for c in finding.columns if c != column)
+            together = f" with {others}" if others else ""
+            number = f"{finding.measure} {finding.value:.3f}"
+            why.setdefault(column, f"{LEAKS} ({finding.test}{together}: {number})")
+    if not why:
+        return inferred, report
+    kept = {
+        kind: tuple(c for c in getattr(inferred, kind) if c not in why)
+        for kind in ("numeric", "integer", "categorical")
+    }
+    return replace(inferred, dropped={**inferred.dropped, **why}, **kept), report
+
+
+def snapshot_column(frame: pd.DataFrame, timestamps: Sequence[str]) -> str | None:
+    """The rows' own time: the one timestamp column set in every row (a failure or repair date is
+    set only where there was one). None when there is no such column or more than one."""
+    full = [column for column in timestamps if not frame[column].isna().any()]
+    return full[0] if len(full) == 1 else None
+
+
+def _leak_comments(result: Scaffold) -> list[str]:
+    """The leak findings in full, under the drop list, and how to keep such a column knowingly."""
+    report = result.leakage
+    if report is None or not report.findings:
+        return []
+    lines = ["Left out because they leak the label (cmms_pm.leakage):"]
+    for finding in report.findings:
+        lines += textwrap.wrap(finding.summary(), width=96, initial_indent="  ", subsequent_indent="    ")
+    lines += [
+        "To train on such a column knowingly, move it to features and list it in the spec's",
+        "leakage: {accept: [...]} (validate_data then records a warning instead of failing).",
+    ]
+    return lines
+
+
+def _leak_summary(result: Scaffold) -> list[str]:
+    report = result.leakage
+    if report is None:
+        return []
+    if report.skipped:
+        return [f"Leakage guard: not run, {report.skipped}.", ""]
+    if not report.findings:
+        return [f"Leakage guard: no column leaks the label ({report.rows:,} rows tested).", ""]
+    lines = [f"Left out, they leak the label ({len(report.leaking)}):"]
+    for finding in report.findings:
+        lines += textwrap.wrap(finding.summary(), width=100, initial_indent="  ", subsequent_indent="    ")
+    return [*lines, "  (to keep one knowingly: add it to features and to leakage.accept)", ""]
 
 
 def _check_name(name: str) -> None:

@@ -65,6 +65,15 @@ _COLUMN = {"type": "string", "pattern": COLUMN_NAME_PATTERN}
 _COLUMNS = {"type": "array", "items": _COLUMN, "uniqueItems": True, "default": []}
 _LABEL = {"type": ["string", "integer", "boolean"]}
 
+#: Columns kept as features although the leakage guard (cmms_pm.leakage) finds they leak the label:
+#: without this a spec listing one fails validate_data; with it the run records a warning.
+_LEAKAGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"accept": _COLUMNS},
+    "default": {},
+}
+
 _SYNTHETIC_SOURCE = {
     "type": "object",
     "additionalProperties": False,
@@ -283,6 +292,7 @@ SPEC_SCHEMA: dict[str, Any] = {
         # Id, timestamp and free-text columns: never features; id_columns travel to predictions.
         "drop": _COLUMNS,
         "id_columns": _COLUMNS,
+        "leakage": _LEAKAGE,
         "split": SPLIT_SCHEMA,
         "estimator": {
             "type": "object",
@@ -540,6 +550,11 @@ class ModelSpec:
         if given.get("entity_column"):
             resolved["entity_column"] = given["entity_column"]
         return resolved
+
+    @property
+    def leakage_accept(self) -> tuple[str, ...]:
+        """Feature columns kept knowingly although they leak the label (``leakage.accept``)."""
+        return tuple(self.raw["leakage"]["accept"])
 
     @property
     def estimator(self) -> str:
@@ -879,6 +894,22 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
+    problems += _leakage_problems(raw)
+    return problems
+
+
+def _leakage_problems(raw: Mapping[str, Any]) -> list[str]:
+    """``leakage.accept`` names feature columns: declared ones, or (inferring) none dropped or excluded."""
+    features = raw["features"]
+    declared = {*features["categorical"], *features["numeric"], *features["integer"]}
+    problems = []
+    for column in raw["leakage"]["accept"]:
+        if column == raw["target"]["column"]:
+            problems.append(f"leakage.accept: {column!r} is the target column, never a feature")
+        elif column in raw["drop"] or column in features["exclude"]:
+            problems.append(f"leakage.accept: {column!r} is dropped or excluded, so never a feature")
+        elif not features["infer"] and column not in declared:
+            problems.append(f"leakage.accept: {column!r} is not a declared feature")
     return problems
 
 

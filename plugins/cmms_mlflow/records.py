@@ -79,6 +79,7 @@ class DataReport(TypedDict, total=False):
     drift_status: str  # "ok" | "warn" | "block" | "none" (no champion contract to compare with)
     drift_reason: str
     notes: list[str]
+    leakage: dict[str, Any]  # cmms_pm.leakage.guard_record(): findings, accepted, excluded, notes
 
 
 class AirflowRunRef(TypedDict, total=False):

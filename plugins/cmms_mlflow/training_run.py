@@ -256,6 +256,8 @@ def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: 
     from cmms_pm.drift import DriftReport, drift_table, plot_drift, render_drift_html
 
     client.log_dict(run_id, checks.get("contract_check") or {}, f"{CHECKS_ARTIFACT_DIR}/contract_check.json")
+    if checks.get("leakage"):  # the leakage guard's findings (cmms_pm.leakage.guard_record)
+        client.log_dict(run_id, checks["leakage"], f"{CHECKS_ARTIFACT_DIR}/leakage.json")
     if not checks.get("drift"):
         return
     report = DriftReport.from_dict(checks["drift"])

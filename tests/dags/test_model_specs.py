@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from datasets import ai4i_like
+from datasets import ai4i_like, with_label_copy
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 FIXTURES = PROJECT_DIR / "tests" / "dag_fixtures"
@@ -234,6 +234,48 @@ def test_a_sql_source_trains_on_the_rows_of_the_run_interval(
     assert "Torque [Nm]" in features and "Type" in manifest["features"]["categorical"]
     assert not features & {"UDI", "Product ID", "read_at"}
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+
+def test_a_leaking_feature_fails_validate_data_by_name_and_an_accepted_one_trains_with_a_warning(
+    dags, mlflow_conn, client, incoming, capfd
+):
+    """ai4i_leaky lists the failure-mode flags (accepted) and "Spindle state" (not) as features."""
+    import numpy as np
+
+    training = dags["ai4i_leaky_training"]
+    name = _unique("ai4i_leaky")
+    base = {"model_name": name, "experiment_name": name}
+    frame = ai4i_like(6000, seed=14, failure_modes=True)
+    with_label_copy(frame, "Spindle state", flip=0.04).to_csv(incoming / "leak_copy.csv", index=False)
+    capfd.readouterr()
+    refused = _run(training, 14, **base, data_source="incoming/leak_copy.csv")
+    assert str(refused.state) == "failed"
+    states = _states(refused)
+    assert states["validate_data"] == "failed" and states["train_model"] == "upstream_failed", states
+    # The task's error (chained from cmms_pm's LabelLeakError): non-retryable, naming the leak.
+    error = next(line for line in _errors(capfd).splitlines() if "BadDataError: LabelLeakError" in line)
+    assert "['Spindle state'] leak the label" in error and "near_copy: balanced accuracy 0.9" in error
+    assert "train split of" in error and "leakage.accept" in error
+    assert "TWF" not in error  # accepted by the spec
+    assert not client.search_registered_models(f"name = '{name}'")
+
+    honest = frame.assign(**{"Spindle state": np.where(frame.index % 3 == 0, "loaded", "idle")})
+    honest.insert(honest.columns.get_loc("Machine failure") - 1, "Spindle state", honest.pop("Spindle state"))
+    honest.to_csv(incoming / "leak_accepted.csv", index=False)
+    accepted = _run(training, 15, **base, data_source="incoming/leak_accepted.csv")
+    assert str(accepted.state) == "success", _states(accepted)
+    report = _xcom(accepted, "validate_data")
+    (note,) = [n for n in report["notes"] if n.startswith("leakage accepted")]
+    assert "'TWF', 'HDF', 'PWF', 'OSF' (flag_set: F1 of the OR" in note
+    version = client.get_model_version(name, "1")
+    assert version.current_stage == "Production"  # knowingly: the flags are the label
+    assert float(version.tags["validation_f1"]) > 0.8  # above the default gate: what the leak buys
+    assert version.tags["leakage_columns"] == "4" and version.tags["leakage_accepted"] == "HDF,OSF,PWF,TWF"
+    record = json.loads(
+        Path(client.download_artifacts(version.run_id, "data_checks/leakage.json")).read_text()
+    )
+    assert [f["columns"] for f in record["accepted"]] == [["TWF", "HDF", "PWF", "OSF"]]
+    assert record["thresholds"]["set_min_f1"] == 0.95 and record["notes"] == [note]
 
 
 def _unknown_label(frame):

@@ -59,6 +59,18 @@ def scaffolded(fleet_files, tmp_path_factory, airflow_db):
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ, timeout=300)
     assert done.returncode == 0, done.stderr
+    # A second spec, the same but for its telemetry: a copy with an asset's readings duplicated.
+    import pandas as pd
+    import yaml
+
+    telemetry = pd.read_csv(fleet_files["failures"].parent / "telemetry" / "date=2026-02-01" / "part-0.csv")
+    bad = fleet_files["failures"].parent.parent / "fleet_bad_telemetry"
+    bad.mkdir(exist_ok=True)
+    pd.concat([telemetry, telemetry.head(5)]).to_csv(bad / "part-0.csv", index=False)
+    spec = yaml.safe_load((models / "fleet_e2e.yaml").read_text())
+    spec.update(name="fleet_bad", registered_model="fleet_bad", experiment="fleet_bad")
+    spec["timeseries"]["telemetry"]["source"]["path"] = "incoming/fleet_bad_telemetry"
+    (models / "fleet_bad.yaml").write_text(yaml.safe_dump(spec))
     # The DAG file reads the folder at every parse (dag.test() parses it again to serialize it).
     os.environ["CMMS_TS_TEST_MODELS_DIR"] = str(models)
     try:
@@ -153,3 +165,24 @@ def test_raw_files_scaffold_train_promote_and_score_the_latest_snapshot_per_asse
     assert fresh["failure_probability"].between(0, 1).all()
     assert summary["flagged_by_reason"]["stale_telemetry"] == 2
     assert summary["flagged_by_reason"]["missing_telemetry"] == 2
+
+
+def test_bad_raw_input_fails_the_extract_clearly_without_a_retry_and_registers_nothing(
+    scaffolded, mlflow_conn, client, model_name, capfd
+):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cmms_mlflow.exceptions import BadDataError
+
+    _, _, dags = scaffolded
+    training = dags["fleet_bad_training"]
+    conf = training.params.dump() | {"model_name": model_name, "experiment_name": model_name}
+    capfd.readouterr()
+    run = training.test(logical_date=datetime(2026, 2, 10, 2, tzinfo=UTC), run_conf=conf)
+    assert str(run.state) == "failed"
+    states = _states(run)
+    assert states["extract_data"] == "failed" and states["train_model"] == "upstream_failed", states
+    logged = capfd.readouterr()
+    assert "duplicate ('asset_id', 'timestamp') readings" in logged.out + logged.err
+    assert issubclass(BadDataError, AirflowFailException)  # what the step raised: never retried
+    assert not client.search_registered_models(f"name = '{model_name}'")

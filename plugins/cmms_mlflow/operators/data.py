@@ -174,6 +174,7 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
             "drift_reason": "no champion to compare with",
             "notes": list(config.notes),
         }
+        self._record_leakage(report)
         # A model not registered yet has no champion (and under basic-auth its alias lookup is a 403).
         exists = registry.model_exists(client, config.model_name)
         champion = registry.get_champion(client, config.model_name) if exists else None
@@ -210,6 +211,12 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
 
         metrics.drift(config.model_name, drift.max_psi, len(drift.drifted))
         return report
+
+    def _record_leakage(self, report: DataReport) -> None:
+        """The leakage guard's warnings (accepted leaks, inferred features left out) as report notes."""
+        for note in (report.get("leakage") or {}).get("notes", []):
+            self.log.warning("%s", note)
+            report["notes"].append(note)
 
     def openlineage(self, result: DataReport | None) -> Any:
         """Reads the batch (and the champion's contract, with the champion's version)."""

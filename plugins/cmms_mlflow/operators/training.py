@@ -117,7 +117,15 @@ def _check_tags(checks: DataReport | None) -> dict[str, str]:
         check = checks["contract_check"]
         tags["contract_unseen_category_columns"] = str(len(check.get("unseen_categories") or {}))
         tags["contract_out_of_range_columns"] = str(len(check.get("out_of_range") or {}))
+    tags.update(_leakage_tags(checks))
     return tags
+
+
+def _leakage_tags(checks: DataReport) -> dict[str, str]:
+    """``leakage_columns`` and the accepted / left-out leaking columns (cmms_pm.leakage)."""
+    from cmms_pm.leakage import leakage_tags
+
+    return leakage_tags(checks.get("leakage") or {})
 
 
 class MlflowRegisterModelOperator(MlflowBaseOperator):

@@ -178,3 +178,35 @@ def test_extract_refuses_sources_outside_the_allowed_folders_before_reading(run,
     for source in (str(outside), "incoming/../../outside.csv", "/etc/passwd.csv"):
         with pytest.raises(BadDataError, match="SourceNotAllowedError"):
             run(ExtractBatchOperator(task_id="extract_data", spec=spec.to_dict()), data_source=source)
+
+
+def test_inferred_features_leave_leaks_out_and_the_run_records_them(
+    run, spec, mlflow_conn, client, model_name, tmp_path
+):
+    """A spec with ``features: {infer: true}`` on AI4I as is: the failure-mode flags and a label
+    copy are never features; validate_data notes them, the run tags and logs them."""
+    from datasets import with_label_copy
+
+    from cmms_pm.spec import ModelSpec
+
+    raw = {k: v for k, v in spec.to_dict().items() if k != "features"}
+    definition = ModelSpec.from_dict({**raw, "features": {"infer": True}}).to_dict()
+    frame = with_label_copy(ai4i_like(4000, seed=36, failure_modes=True), "Status", flip=0.02)
+    source = _write(tmp_path, frame, "as_is.csv")
+    manifest = run(ExtractBatchOperator(task_id="extract_data", spec=definition), data_source=source)
+    assert set(manifest["leakage_excluded"]) == {"Status", "TWF", "HDF", "PWF", "OSF"}
+    assert not set(manifest["leakage_excluded"]) & {c for kind in manifest["features"].values() for c in kind}
+
+    checks = run(MlflowValidateDataOperator(task_id="validate_data", spec=definition, manifest=manifest))
+    assert sum("left out, it leaks the label" in note for note in checks["notes"]) == 5
+    trained = run(
+        MlflowTrainModelOperator(task_id="train_model", spec=definition, dataset=manifest, checks=checks)
+    )
+    tags = client.get_run(trained["run_id"]).data.tags
+    assert tags["leakage_columns"] == "5" and tags["leakage_excluded"] == "HDF,OSF,PWF,Status,TWF"
+    record = json.loads(
+        Path(
+            client.download_artifacts(trained["run_id"], "data_checks/leakage.json", str(tmp_path))
+        ).read_text()
+    )
+    assert record["excluded"] == manifest["leakage_excluded"] and record["findings"] == []
