@@ -103,3 +103,15 @@ def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Leakage guard, 51 feature columns" in out.stdout
     assert re.search(r"\|\s+5,000 \|\s+51 \|\s+5000 \| mode_0, mode_1, status \|", out.stdout), out.stdout
+
+
+def test_timeseries_features_bench_prints_the_three_modes_and_the_ratios_at_a_tiny_size():
+    """pipeline, the same query typed into DuckDB, and pandas rolling windows on 20 assets x 30 days."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "timeseries_features.py"), "--assets", "20", "--days", "30", timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Time-series feature build" in out.stdout
+    for mode in ("pipeline", "engine", "pandas"):
+        assert re.search(rf"\|\s+20 \|\s+\d+ \|\s+{mode} \|\s+\d+\.\d+ \|", out.stdout), out.stdout[-3000:]
+    assert "engine query (pipeline/engine)" in out.stdout

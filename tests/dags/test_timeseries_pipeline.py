@@ -167,9 +167,11 @@ def test_raw_files_scaffold_train_promote_and_score_the_latest_snapshot_per_asse
     assert summary["flagged_by_reason"]["missing_telemetry"] == 2
 
 
-def test_bad_raw_input_fails_the_extract_clearly_without_a_retry_and_registers_nothing(
-    scaffolded, mlflow_conn, client, model_name, capfd
+def test_bad_raw_input_fails_the_extract_without_a_retry_and_registers_nothing(
+    scaffolded, mlflow_conn, client, model_name
 ):
+    """The message itself ("5 duplicate ('asset_id', 'timestamp') readings in 5 assets") is asserted
+    by the unit tests of every bad input (tests/include/cmms_pm/test_cmms_pm_timeseries.py)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from cmms_mlflow.exceptions import BadDataError
@@ -177,12 +179,11 @@ def test_bad_raw_input_fails_the_extract_clearly_without_a_retry_and_registers_n
     _, _, dags = scaffolded
     training = dags["fleet_bad_training"]
     conf = training.params.dump() | {"model_name": model_name, "experiment_name": model_name}
-    capfd.readouterr()
     run = training.test(logical_date=datetime(2026, 2, 10, 2, tzinfo=UTC), run_conf=conf)
     assert str(run.state) == "failed"
     states = _states(run)
     assert states["extract_data"] == "failed" and states["train_model"] == "upstream_failed", states
-    logged = capfd.readouterr()
-    assert "duplicate ('asset_id', 'timestamp') readings" in logged.out + logged.err
-    assert issubclass(BadDataError, AirflowFailException)  # what the step raised: never retried
+    (extract,) = [ti for ti in run.get_task_instances() if ti.task_id == "extract_data"]
+    assert extract.try_number == 1  # failed for good: BadDataError is an AirflowFailException
+    assert issubclass(BadDataError, AirflowFailException)
     assert not client.search_registered_models(f"name = '{model_name}'")
