@@ -115,8 +115,10 @@ def file_sources(
                 f"{location.uri!r} up to {iso(as_of)}"
             )
         relations[table.name] = engine.file_relation(files, fmt=fmt, filesystem=filesystem)
-        if table.name == "telemetry":
-            ordered = engine.file_relation(files, fmt=fmt, filesystem=filesystem, order=True)
+        if table.name == "telemetry" and filesystem is None:
+            # Local files keep their row order (duplicates and readings that go back in time are
+            # both found in it); on S3 (an Arrow dataset) only duplicates are checked.
+            ordered = engine.file_relation(files, fmt=fmt, order=True)
         files_read[table.name] = [f.uri for f in files]
         if table.time:
             kind = engine.columns(relations[table.name]).get(table.time, "")

@@ -487,3 +487,42 @@ def test_check_sources_reports_the_telemetry_it_read(root, fleet):
     assert report.last_reading == epoch("2026-02-01T00:00Z")
     start, end = training_range(config, as_of=epoch("2026-02-01T00:00Z"), first_reading=report.first_reading)
     assert (start, end) == (epoch("2026-01-08T00:00Z"), epoch("2026-01-30T00:00Z"))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_tables_on_a_pyarrow_filesystem_give_the_same_features_as_local_files(root, fleet, monkeypatch, fmt):
+    """The S3 path: files read through a pyarrow filesystem (the plugin builds an S3FileSystem from an
+    Airflow AWS connection). AWS cannot run here: the locations say s3 and the filesystem is local."""
+    import pyarrow.fs
+
+    import cmms_pm.sources as sources_module
+    from cmms_pm.sources import FileLocation
+
+    write(fleet, root, "s3like", fmt=fmt)
+    window = {"as_of": "2026-02-01T00:00Z", "start": "2026-01-10T00:00Z", "end": "2026-01-30T00:00Z"}
+    spec = spec_of(fleet_section("s3like", fmt=fmt))
+    local = build(spec, **window)
+    real = sources_module.resolve_dataset_source
+
+    def as_s3(raw: str, *, roots=None) -> FileLocation:
+        found = real(raw, roots=roots)
+        return FileLocation(scheme="s3", path=found.path, uri="s3://bucket" + found.path, suffix=found.suffix)
+
+    monkeypatch.setattr(sources_module, "resolve_dataset_source", as_s3)
+    seen = []
+    config = spec.timeseries
+    with DuckDBEngine() as engine:
+
+        def filesystem_for(source):
+            seen.append(source["path"])
+            return pyarrow.fs.LocalFileSystem()
+
+        read = file_sources(
+            config, engine, as_of=epoch(window["as_of"]), read_from=0, filesystem_for=filesystem_for
+        )
+        snapshots = Snapshots(epoch(window["as_of"]), epoch(window["start"]), epoch(window["end"]))
+        check_sources(config, engine, read, as_of=snapshots.as_of, read_from=None)
+        build_features(config, engine, read, snapshots, local=engine)
+        remote = engine.con.sql("SELECT * FROM ts_features ORDER BY 1, 2").df()
+    assert len(seen) == 5 and read.ordered_telemetry is None
+    pd.testing.assert_frame_equal(local, remote, check_exact=False, rtol=1e-12)
