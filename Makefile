@@ -29,6 +29,7 @@ bench: install test-services  ## benchmarks P1-P5, printed tables with ratios (~
 	$(ENV) python bench/parse_cost.py --runs 7
 	$(ENV) python bench/pipeline.py $(BENCH_ARGS)
 	$(ENV) python bench/first_model.py
+	$(ENV) python bench/timeseries_features.py --assets 1000
 
 bench-smoke: install test-services  ## what CI runs of the benchmarks: tiny sizes, tables printed, no timings asserted
 	$(ENV) python -m pytest tests/test_bench_smoke.py

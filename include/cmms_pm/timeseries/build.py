@@ -13,6 +13,7 @@ appear in an event log but not in the telemetry are reported (``report.notes``),
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -356,40 +357,50 @@ def build_features(
     local: DuckDBEngine,
     table: str = FEATURES_TABLE,
 ) -> str:
-    """Run the feature query on ``engine`` into the table ``table`` of the ``local`` DuckDB session
-    (the same session when ``engine`` is local); return the query that ran."""
+    """Run the feature query on ``engine`` and keep its result as ``table`` in the ``local`` DuckDB
+    session (the same session when ``engine`` is local); return the query that ran.
+
+    The result is streamed into a compressed Parquet file in the session's own temporary folder and
+    ``table`` is a view over it: at fleet scale the feature table outgrows the memory limit, and a
+    compressed file costs less to write and to read back (the split reads it three times) than the
+    engine's uncompressed spill of a table.
+    """
     sql = feature_query(config, sources.relations, snapshots, engine.dialect)
-    name = local.dialect.ident(table)
     log.info(
         "building %s snapshots %s .. %s (as of %s, %s) on %s",
         "the latest" if snapshots.latest else "training", iso(snapshots.start), iso(snapshots.end),
         iso(snapshots.as_of), duration_text(config.resolution) + " buckets", engine.dialect.name,
     )  # fmt: skip
-    local.execute(f"DROP TABLE IF EXISTS {name}")
+    path = local.scratch(f"{table}.parquet")
+    literal = local.dialect.literal(path)
+    local.execute(f"DROP VIEW IF EXISTS {local.dialect.ident(table)}")
     if engine is local:
-        local.execute(f"CREATE TEMP TABLE {name} AS {sql}")
-        return sql
-    import pyarrow as pa
-
-    created = False
-    for batch in engine.batches(sql):
-        view = f"__batch_{table}"
-        local.con.register(view, pa.Table.from_batches([batch]))
-        if created:
-            local.execute(f"INSERT INTO {name} SELECT * FROM {local.dialect.ident(view)}")
-        else:
-            local.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {local.dialect.ident(view)}")
-            created = True
-        local.con.unregister(view)
-    if not created:
-        # No snapshot at all: an empty table with the query's columns.
+        local.execute(f"COPY ({sql}) TO {literal} (FORMAT parquet, COMPRESSION zstd)")
+    else:
+        _write_batches(engine.batches(sql), path)
+    if not os.path.exists(path):
+        # No snapshot at all from a database: an empty table with the query's columns.
         columns = [*config.id_columns, *config.feature_names(), config.label_column]
-        local.execute(
-            f"CREATE TEMP TABLE {name} AS SELECT "
-            + ", ".join(f"NULL AS {local.dialect.ident(c)}" for c in columns)
-            + " WHERE false"
-        )
+        empty = ", ".join(f"NULL AS {local.dialect.ident(c)}" for c in columns)
+        local.execute(f"COPY (SELECT {empty} WHERE false) TO {literal} (FORMAT parquet)")
+    local.execute(f"CREATE VIEW {local.dialect.ident(table)} AS SELECT * FROM read_parquet({literal})")
     return sql
+
+
+def _write_batches(batches: Any, path: str) -> None:
+    """Arrow record batches (a database's answer) into one Parquet file, schema of the first batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
+            writer.write_table(pa.Table.from_batches([batch]).cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def event_entities_without_telemetry(

@@ -64,6 +64,12 @@ class DuckDBEngine:
         self.con.close()
         self._tmp.cleanup()
 
+    def scratch(self, name: str) -> str:
+        """A path in the session's private temporary folder (removed with the session)."""
+        folder = os.path.join(self._tmp.name, "scratch")
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, name)
+
     def __enter__(self) -> DuckDBEngine:
         return self
 
