@@ -52,6 +52,9 @@ class DuckDBEngine:
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"SET memory_limit = {DUCKDB.literal(memory_limit)}")
         self.con.execute(f"SET temp_directory = {DUCKDB.literal(self._tmp.name)}")
+        # Results stream out unordered unless a query says ORDER BY (every result that is written
+        # in order does): DuckDB need not buffer a whole result to keep its insertion order.
+        self.con.execute("SET preserve_insertion_order = false")
         # Extensions are never downloaded (an S3 source comes through a pyarrow filesystem instead).
         self.con.execute("SET autoinstall_known_extensions = false")
         self.con.execute("SET autoload_known_extensions = false")
@@ -106,12 +109,14 @@ class DuckDBEngine:
         key = tuple(f.path for f in files)
         if key not in self._csv_tables:
             name = DUCKDB.ident(f"__csv_{len(self._csv_tables) + 1}")
-            # One reader thread keeps each file's order for row_number().
+            # One reader thread, in insertion order, keeps each file's order for row_number().
+            self.execute("SET preserve_insertion_order = true")
             self.execute(
                 f"CREATE TEMP TABLE {name} AS SELECT *, row_number() OVER () AS file_row_number FROM "
                 f"read_csv({paths}, header = true, all_varchar = true, "
                 "hive_partitioning = false, filename = '__file', parallel = false)"
             )
+            self.execute("SET preserve_insertion_order = false")
             self._csv_tables[key] = name
         return self._csv_tables[key]
 

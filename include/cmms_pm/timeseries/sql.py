@@ -403,7 +403,9 @@ def feature_query(
         )
     del kinds
     body = "WITH " + ",\n".join(parts)
-    return f"{body}\nSELECT {', '.join(out)}\nFROM windowed w{joins}\nWHERE {where}\nORDER BY 1, 2"
+    # No ORDER BY: the engine streams the rows out as they come (an ordered result would hold the
+    # whole feature table back); whoever writes them in order sorts them.
+    return f"{body}\nSELECT {', '.join(out)}\nFROM windowed w{joins}\nWHERE {where}"
 
 
 def snapshot_floor(epoch: int, cadence: int) -> int:
