@@ -120,11 +120,18 @@ def worker_pipeline(root: Path, out: Path, memory_limit: str) -> dict:
     return {"snapshots": manifest["rows"]}
 
 
-def engine_sql(root: Path) -> str:
-    """The generated feature query over the same files, for a bare DuckDB session."""
+SHARD_MARK = "-- shard\n"
+
+
+def engine_sql(root: Path, memory_limit: str) -> str:
+    """The generated feature queries over the same files, for a bare DuckDB session: one per shard
+    of assets, as the pipeline splits them for its memory limit (a single query over 87M readings
+    runs out of 2-3 GB: DuckDB's per-thread hash tables of the bucket aggregation)."""
     import os
 
     os.environ["CMMS_DATA_ROOT"] = str(root)
+    import duckdb
+
     from cmms_pm.timeseries.batch import training_range
     from cmms_pm.timeseries.build import epoch, file_sources
     from cmms_pm.timeseries.engine import DuckDBEngine
@@ -132,15 +139,19 @@ def engine_sql(root: Path) -> str:
 
     config = spec().timeseries
     as_of = epoch(AS_OF)
-    import duckdb
-
-    ((first,),) = duckdb.sql(
-        f"SELECT min(epoch(timestamp))::BIGINT FROM read_parquet('{root}/fleet/telemetry/*.parquet')"
+    ((first, readings),) = duckdb.sql(
+        "SELECT min(epoch(timestamp))::BIGINT, count(*) "
+        f"FROM read_parquet('{root}/fleet/telemetry/*.parquet')"
     ).fetchall()
     start, end = training_range(config, as_of=as_of, first_reading=first)
-    with DuckDBEngine() as engine:
+    snapshots = Snapshots(as_of=as_of, start=start, end=end)
+    with DuckDBEngine(memory_limit=memory_limit) as engine:
         sources = file_sources(config, engine, as_of=as_of, read_from=0)
-        return feature_query(config, sources.relations, Snapshots(as_of=as_of, start=start, end=end), DUCKDB)
+        shards = engine.shards(readings)
+        return SHARD_MARK.join(
+            feature_query(config, sources.relations, snapshots, DUCKDB, shard=(part, shards)) + "\n"
+            for part in range(shards)
+        )
 
 
 def worker_engine(sql_file: Path, out: Path, memory_limit: str, temp: Path) -> dict:
@@ -151,8 +162,10 @@ def worker_engine(sql_file: Path, out: Path, memory_limit: str, temp: Path) -> d
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute(f"SET temp_directory = '{temp}'")
     con.execute("SET preserve_insertion_order = false")
-    con.execute(f"COPY ({sql_file.read_text()}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
-    ((rows,),) = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchall()
+    out.mkdir(parents=True, exist_ok=True)
+    for part, sql in enumerate(sql_file.read_text().split(SHARD_MARK)):
+        con.execute(f"COPY ({sql}) TO '{out}/part-{part:04d}.parquet' (FORMAT parquet, COMPRESSION zstd)")
+    ((rows,),) = con.execute(f"SELECT count(*) FROM read_parquet('{out}/*.parquet')").fetchall()
     return {"snapshots": int(rows)}
 
 
@@ -195,7 +208,7 @@ def run(args: argparse.Namespace) -> None:
             took = time.perf_counter() - started
             print(f"{assets:,} assets: {readings:,} readings written in {took:.0f} s", flush=True)
             sql_file = work / "engine.sql"
-            sql_file.write_text(engine_sql(work))
+            sql_file.write_text(engine_sql(work, args.memory_limit))
             measured = {}
             for mode in modes:
                 if mode == "pandas" and assets > args.pandas_max:

@@ -87,7 +87,7 @@ def prepare_timeseries_batch(
             f"{iso(end)} (data up to {iso(as_of)}, newest reading {newest})"
         )
     snapshots = Snapshots(as_of=as_of, start=start, end=end)
-    build_features(config, engine, sources, snapshots, local=local)
+    build_features(config, engine, sources, snapshots, local=local, readings=report.telemetry_rows)
     notes = list(report.notes) + event_entities_without_telemetry(
         config, engine, sources, local=local, as_of=as_of
     )

@@ -356,35 +356,45 @@ def build_features(
     *,
     local: DuckDBEngine,
     table: str = FEATURES_TABLE,
-) -> str:
+    readings: int = 0,
+) -> list[str]:
     """Run the feature query on ``engine`` and keep its result as ``table`` in the ``local`` DuckDB
-    session (the same session when ``engine`` is local); return the query that ran.
+    session (the same session when ``engine`` is local); return the queries that ran.
 
-    The result is streamed into a compressed Parquet file in the session's own temporary folder and
-    ``table`` is a view over it: at fleet scale the feature table outgrows the memory limit, and a
+    The result is streamed into compressed Parquet files in the session's own temporary folder and
+    ``table`` is a view over them: at fleet scale the feature table outgrows the memory limit, and a
     compressed file costs less to write and to read back (the split reads it three times) than the
-    engine's uncompressed spill of a table.
+    engine's uncompressed spill of a table. DuckDB's per-bucket aggregation keeps one hash table per
+    thread that does not spill well: with ``readings`` above what its memory limit holds
+    (:meth:`DuckDBEngine.shards`), the assets are built in shards (windows never cross assets).
     """
-    sql = feature_query(config, sources.relations, snapshots, engine.dialect)
+    shards = local.shards(readings) if engine is local else 1
+    queries = [
+        feature_query(config, sources.relations, snapshots, engine.dialect, shard=(part, shards))
+        for part in range(shards)
+    ]
     log.info(
-        "building %s snapshots %s .. %s (as of %s, %s) on %s",
+        "building %s snapshots %s .. %s (as of %s, %s) on %s in %d shard(s)",
         "the latest" if snapshots.latest else "training", iso(snapshots.start), iso(snapshots.end),
-        iso(snapshots.as_of), duration_text(config.resolution) + " buckets", engine.dialect.name,
+        iso(snapshots.as_of), duration_text(config.resolution) + " buckets", engine.dialect.name, shards,
     )  # fmt: skip
-    path = local.scratch(f"{table}.parquet")
-    literal = local.dialect.literal(path)
+    paths = [local.scratch(f"{table}-{part:04d}.parquet") for part in range(shards)]
     local.execute(f"DROP VIEW IF EXISTS {local.dialect.ident(table)}")
     if engine is local:
-        local.execute(f"COPY ({sql}) TO {literal} (FORMAT parquet, COMPRESSION zstd)")
+        for sql, path in zip(queries, paths, strict=True):
+            local.execute(f"COPY ({sql}) TO {local.dialect.literal(path)} (FORMAT parquet, COMPRESSION zstd)")
     else:
-        _write_batches(engine.batches(sql), path)
-    if not os.path.exists(path):
+        _write_batches(engine.batches(queries[0]), paths[0])
+    if not os.path.exists(paths[0]):
         # No snapshot at all from a database: an empty table with the query's columns.
         columns = [*config.id_columns, *config.feature_names(), config.label_column]
         empty = ", ".join(f"NULL AS {local.dialect.ident(c)}" for c in columns)
-        local.execute(f"COPY (SELECT {empty} WHERE false) TO {literal} (FORMAT parquet)")
-    local.execute(f"CREATE VIEW {local.dialect.ident(table)} AS SELECT * FROM read_parquet({literal})")
-    return sql
+        local.execute(
+            f"COPY (SELECT {empty} WHERE false) TO {local.dialect.literal(paths[0])} (FORMAT parquet)"
+        )
+    listed = "[" + ", ".join(local.dialect.literal(p) for p in paths) + "]"
+    local.execute(f"CREATE VIEW {local.dialect.ident(table)} AS SELECT * FROM read_parquet({listed})")
+    return queries
 
 
 def _write_batches(batches: Any, path: str) -> None:

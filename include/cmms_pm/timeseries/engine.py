@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Engine memory before it spills to its temporary folder (DuckDB ``memory_limit``).
 DEFAULT_MEMORY_LIMIT = os.environ.get("CMMS_TS_MEMORY_LIMIT", "2GB")
+#: Readings the feature build aggregates at once per GB of the memory limit (more are built in
+#: shards of assets): 10M readings held in 2 GB with 2 threads, 44M did not (DuckDB 2.0).
+READINGS_PER_GB = 4_000_000
 #: Rows per Arrow record batch streamed out of an engine.
 BATCH_ROWS = 65_536
 _GLOB = re.compile(r"[*?\[\]{}]")
@@ -48,6 +51,7 @@ class DuckDBEngine:
         import duckdb
 
         self._tmp = tempfile.TemporaryDirectory(prefix="cmms-duckdb-", dir=temp_directory)
+        self.memory_gb = _gigabytes(memory_limit)
         self.con = duckdb.connect(config={"allow_unsigned_extensions": False})
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"SET memory_limit = {DUCKDB.literal(memory_limit)}")
@@ -66,6 +70,11 @@ class DuckDBEngine:
     def close(self) -> None:
         self.con.close()
         self._tmp.cleanup()
+
+    def shards(self, readings: int) -> int:
+        """How many shards of assets a build over ``readings`` needs within the memory limit."""
+        per_shard = max(1, int(READINGS_PER_GB * self.memory_gb))
+        return max(1, -(-int(readings) // per_shard))
 
     def scratch(self, name: str) -> str:
         """A path in the session's private temporary folder (removed with the session)."""
@@ -162,6 +171,15 @@ class DuckDBEngine:
     def execute(self, sql: str) -> None:
         with _duckdb_errors():
             self.con.execute(sql)
+
+
+def _gigabytes(text: str) -> float:
+    """``"2GB"`` -> 2.0, ``"512MB"`` -> 0.5 (DuckDB's units; GiB and MiB alike)."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]i?B)\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"memory limit {text!r} is not like 2GB or 512MB")
+    scale = {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[match.group(2)[0].upper()]
+    return float(match.group(1)) * scale
 
 
 @contextmanager

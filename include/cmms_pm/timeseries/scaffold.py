@@ -146,10 +146,7 @@ def _profile(engine: Any, role: str, raw: str) -> Profile:
     locations = [FileLocation("local", str(p.resolve()), str(p), p.suffix.lower()) for p in files]
     listed = "[" + ", ".join(engine.dialect.literal(f.path) for f in locations) + "]"
     if ".csv" in suffixes:
-        relation = (
-            f"read_csv({listed}, header = true, sample_size = 100000, "
-            "hive_partitioning = false)"
-        )
+        relation = f"read_csv({listed}, header = true, sample_size = 100000, hive_partitioning = false)"
     else:
         relation = f"read_parquet({listed}, union_by_name = true, hive_partitioning = false)"
     # Read once into the session (it spills past its memory limit): every question below is a scan.

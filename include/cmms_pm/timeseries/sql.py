@@ -85,6 +85,16 @@ class Dialect:
             return f"make_timestamp(CAST({epoch_expression} AS BIGINT) * 1000000)"
         return f"(TIMESTAMP 'epoch' + CAST({epoch_expression} AS bigint) * INTERVAL '1 second')"
 
+    def shard(self, expression: str, shards: int) -> str:
+        """A stable bucket number in ``[0, shards)`` of a text value."""
+        if self.name == "duckdb":
+            return f"(hash({expression}) % {int(shards)})"
+        return f"(abs(hashtext({expression})::bigint) % {int(shards)})"
+
+    def real(self, expression: str) -> str:
+        """An exact (wide integer) expression as a double: the one rounding, at the very end."""
+        return f"CAST({expression} AS {self.double})"
+
     def greatest(self, *expressions: str) -> str:
         return f"greatest({', '.join(expressions)})"
 
@@ -170,9 +180,16 @@ def normalized(config: TimeSeriesConfig, relations: Relations, dialect: Dialect)
 
 
 def feature_query(
-    config: TimeSeriesConfig, relations: Relations, snapshots: Snapshots, dialect: Dialect
+    config: TimeSeriesConfig,
+    relations: Relations,
+    snapshots: Snapshots,
+    dialect: Dialect,
+    *,
+    shard: tuple[int, int] = (0, 1),
 ) -> str:
-    """The whole feature table (see the module docstring) as one SELECT."""
+    """The whole feature table (see the module docstring) as one SELECT; with ``shard=(i, n)`` only
+    the entities whose hash is ``i`` modulo ``n`` (windows never cross entities: the n shards'
+    rows together are the whole table)."""
     q = dialect.ident
     r = config.resolution
     sources = normalized(config, relations, dialect)
@@ -187,6 +204,8 @@ def feature_query(
     wide = dialect.wide_int
     label_components = config.label_components
 
+    part, shards = shard
+    mine = "" if shards == 1 else f" AND {dialect.shard('entity', shards)} = {int(part)}"
     parts = [f"src_tel AS ({sources['telemetry']})", f"src_fail AS ({sources['failures']})"]
     unions = []
     # -- 2. one row per (entity, bucket) over every source
@@ -194,28 +213,28 @@ def feature_query(
     tel_cols += [f"v{i}" for i in range(n_signals)]
     blank_signals = [f"CAST(NULL AS {dialect.double}) AS v{i}" for i in range(n_signals)]
     tel_cols += [f"CAST(NULL AS {dialect.text}) AS tag"]
-    unions.append(f"SELECT {', '.join(tel_cols)} FROM src_tel WHERE t > {read_from} AND t <= {as_of}")
+    unions.append(f"SELECT {', '.join(tel_cols)} FROM src_tel WHERE t > {read_from} AND t <= {as_of}{mine}")
     unions.append(
         f"SELECT 3 AS src, entity, t, {', '.join(blank_signals)}, component AS tag "
-        f"FROM src_fail WHERE t <= {as_of}"
+        f"FROM src_fail WHERE t <= {as_of}{mine}"
     )
     if "maintenance" in sources:
         parts.append(f"src_maint AS ({sources['maintenance']})")
         unions.append(
             f"SELECT 2 AS src, entity, t, {', '.join(blank_signals)}, component AS tag "
-            f"FROM src_maint WHERE t <= {as_of}"
+            f"FROM src_maint WHERE t <= {as_of}{mine}"
         )
     if "alarms" in sources:
         parts.append(f"src_alarm AS ({sources['alarms']})")
         unions.append(
             f"SELECT 1 AS src, entity, t, {', '.join(blank_signals)}, code AS tag "
-            f"FROM src_alarm WHERE t > {read_from} AND t <= {as_of}"
+            f"FROM src_alarm WHERE t > {read_from} AND t <= {as_of}{mine}"
         )
     if snapshots.latest:
         # One marker per entity with a reading in the lookback, at the scoring snapshot.
         unions.append(
             f"SELECT DISTINCT 4 AS src, entity, {snapshots.end} AS t, {', '.join(blank_signals)}, "
-            f"CAST(NULL AS {dialect.text}) AS tag FROM src_tel WHERE t > {read_from} AND t <= {as_of}"
+            f"CAST(NULL AS {dialect.text}) AS tag FROM src_tel WHERE t > {read_from} AND t <= {as_of}{mine}"
         )
     parts.append("rows_all AS (" + " UNION ALL ".join(unions) + ")")
 
@@ -226,17 +245,18 @@ def feature_query(
         v = f"v{i}"
         x = f"CAST(round({v} * {SCALE}) AS BIGINT)"
         bucket.append(f"count({v}) AS n{i}")
-        bucket.append(f"CAST(sum({x}) AS {dialect.double}) AS s{i}")
+        # Exact integer sums all the way through the windows (wide integers): the result cannot
+        # depend on the order in which an engine adds them up (threads, shards, positions).
+        bucket.append(f"CAST(sum({x}) AS {wide}) AS s{i}")
         if need_sq:
-            bucket.append(f"CAST(sum(CAST({x} AS {wide}) * {x}) AS {dialect.double}) AS q{i}")
+            bucket.append(f"CAST(sum(CAST({x} AS {wide}) * {x}) AS {wide}) AS q{i}")
         if need_slope:
             tau = f"(t - {origin})"
-            bucket.append(f"CAST(sum({tau}) FILTER (WHERE {v} IS NOT NULL) AS {dialect.double}) AS ts{i}")
+            bucket.append(f"CAST(sum({tau}) FILTER (WHERE {v} IS NOT NULL) AS {wide}) AS ts{i}")
             bucket.append(
-                f"CAST(sum(CAST({tau} AS {wide}) * {tau}) FILTER (WHERE {v} IS NOT NULL) "
-                f"AS {dialect.double}) AS tt{i}"
+                f"CAST(sum(CAST({tau} AS {wide}) * {tau}) FILTER (WHERE {v} IS NOT NULL) AS {wide}) AS tt{i}"
             )
-            bucket.append(f"CAST(sum(CAST({tau} AS {wide}) * {x}) AS {dialect.double}) AS tx{i}")
+            bucket.append(f"CAST(sum(CAST({tau} AS {wide}) * {x}) AS {wide}) AS tx{i}")
         if {"min"} & aggregates:
             bucket.append(f"min({v}) AS lo{i}")
         if {"max"} & aggregates:
@@ -323,11 +343,13 @@ def feature_query(
     longest = config.windows[-1]
     for i in range(n_signals):
         last = f"w.last{i}"
-        baseline = f"COALESCE(w.s{i}_{longest} / NULLIF(w.n{i}_{longest}, 0) / {SCALE}, {last})"
+        real = dialect.real
+        long_sum, long_count = real(f"w.s{i}_{longest}"), real(f"w.n{i}_{longest}")
+        baseline = f"COALESCE({long_sum} / NULLIF({long_count}, 0) / {SCALE}, {last})"
         for seconds in config.windows:
             suffix = f"{i}_{seconds}"
             n, s = f"w.n{suffix}", f"w.s{suffix}"
-            mean = f"COALESCE(w.s{suffix} / NULLIF({n}, 0) / {SCALE}, {last})"
+            mean = f"COALESCE({real(s)} / NULLIF({real(n)}, 0) / {SCALE}, {last})"
             for aggregate in config.aggregates:
                 if aggregate == "last" or (aggregate == "delta" and seconds == longest):
                     continue
@@ -337,7 +359,7 @@ def feature_query(
                 elif aggregate == "delta":
                     value = f"({mean} - {baseline})"
                 elif aggregate == "std":
-                    variance = f"(w.q{suffix} - {s} * {s} / {n}) / ({n} - 1)"
+                    variance = f"{real(f'{n} * w.q{suffix} - {s} * {s}')} / {real(f'{n} * ({n} - 1)')}"
                     value = (
                         f"CASE WHEN {n} >= 2 THEN sqrt({dialect.greatest(variance, '0')}) / {SCALE} "
                         "ELSE 0 END"
@@ -347,7 +369,7 @@ def feature_query(
                     denominator = f"({n} * w.tt{suffix} - w.ts{suffix} * w.ts{suffix})"
                     value = (
                         f"CASE WHEN {n} >= 2 AND {denominator} > 0 "
-                        f"THEN {numerator} / {denominator} * 3600.0 / {SCALE} ELSE 0 END"
+                        f"THEN {real(numerator)} / {real(denominator)} * 3600.0 / {SCALE} ELSE 0 END"
                     )
                 elif aggregate == "min":
                     value = f"COALESCE(w.lo{suffix}, {last})"

@@ -526,3 +526,17 @@ def test_tables_on_a_pyarrow_filesystem_give_the_same_features_as_local_files(ro
         remote = engine.con.sql("SELECT * FROM ts_features ORDER BY 1, 2").df()
     assert len(seen) == 5 and read.ordered_telemetry is None
     pd.testing.assert_frame_equal(local, remote, check_exact=False, rtol=1e-12)
+
+
+def test_a_build_in_shards_of_assets_writes_the_same_bytes_as_one_build(root, fleet, tmp_path, monkeypatch):
+    """Past what the memory limit holds, assets are built in shards: the batch must not change."""
+    import cmms_pm.timeseries.engine as engine_module
+
+    write(fleet, root, "shards", fmt="parquet")
+    spec = spec_of(fleet_section("shards", fmt="parquet"))
+    whole = batch(spec, "2026-02-25T00:00:00+00:00", tmp_path / "whole")
+    monkeypatch.setattr(engine_module, "READINGS_PER_GB", 5_000)  # 2 GB -> 10k readings a shard
+    with DuckDBEngine() as engine:
+        assert engine.shards(len(fleet.telemetry)) > 3
+    sharded = batch(spec, "2026-02-25T00:00:00+00:00", tmp_path / "sharded")
+    assert sharded["digest"] == whole["digest"]
