@@ -37,23 +37,35 @@ MLFLOW_ROUTE = "/api/2.0/mlflow/registered-models/alias?name={name}&alias=champi
 TARGET_P99_RATIO = 2.0
 
 
-def load(base_url: str, path: str, headers: dict[str, str], requests: int) -> tuple[list[float], int]:
-    """``requests`` GETs from CONCURRENCY keep-alive clients; (latencies in seconds, error count)."""
+def load(
+    base_url: str,
+    path: str,
+    headers: dict[str, str],
+    requests: int,
+    *,
+    body: bytes | None = None,
+    clients: int | None = None,
+) -> tuple[list[float], int]:
+    """``requests`` GETs (POSTs of ``body`` if given) from ``clients`` (default CONCURRENCY)
+    keep-alive clients; (latencies in seconds, error count)."""
+    clients = clients or CONCURRENCY
     url = urllib.parse.urlsplit(base_url)
-    per_client = max(requests // CONCURRENCY, 1)
+    per_client = max(requests // clients, 1)
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    start = threading.Barrier(CONCURRENCY)
+    start = threading.Barrier(clients)
+    method = "GET" if body is None else "POST"
+    timeout = 60 if body is None else 300
 
     def client() -> None:
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
         mine, failed = [], 0
         start.wait()
         for _ in range(per_client):
             began = time.perf_counter()
             try:
-                conn.request("GET", path, headers=headers)
+                conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status != 200:
@@ -61,14 +73,14 @@ def load(base_url: str, path: str, headers: dict[str, str], requests: int) -> tu
             except (OSError, http.client.HTTPException):
                 failed += 1
                 conn.close()
-                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
             mine.append(time.perf_counter() - began)
         conn.close()
         with lock:
             latencies.extend(mine)
             errors[0] += failed
 
-    threads = [threading.Thread(target=client) for _ in range(CONCURRENCY)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -75,6 +75,10 @@ TASKS = (
     "report",
 )
 TRAINING_TASKS = {"train_model"}
+#: The shipped spec's registered model, which every (c) and (d) run trains, and the suffix of its
+#: history experiment (cmms_mlflow.history.EXPERIMENT_SUFFIX).
+SPEC_MODEL = "predictive_maintenance_rf"
+HISTORY_SUFFIX = "__history"
 MODES = {
     "a": "bare sklearn",
     "b": "seed-style script",
@@ -98,14 +102,30 @@ class Bench:
         self.postgres: Postgres | None = None
 
     def conf(self, mode: str, rows: int) -> dict:
+        # A run trains the spec's own registered model (a spec writes no other); each run's model is
+        # set aside under its own name afterwards (set_aside), so every run starts without a champion.
         return {
             "n_samples": rows,
-            "model_name": f"bench_{mode}_{rows}",
             "experiment_name": f"bench_{mode}",
             "n_estimators": self.args.n_estimators,
             "max_depth": self.args.max_depth,
             "estimator": self.args.estimator,
         }
+
+    def set_aside(self, name: str) -> None:
+        """Rename the shipped spec's model (and its history experiment) to ``name``, outside every
+        timing: the next run starts with no champion, as each size and mode did with a model of its own."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        client = MlflowClient(tracking_uri=self.mlflow_uri, registry_uri=self.mlflow_uri)
+        try:
+            client.rename_registered_model(SPEC_MODEL, name)
+        except MlflowException:  # the run registered nothing (it failed early)
+            return
+        history = client.get_experiment_by_name(f"{SPEC_MODEL}{HISTORY_SUFFIX}")
+        if history is not None:
+            client.rename_experiment(history.experiment_id, f"{name}{HISTORY_SUFFIX}")
 
     def prepare_mlflow(self) -> None:
         """Create the shared MLflow store's schema once, outside every timing."""
@@ -195,6 +215,7 @@ class Bench:
                 (DAG_ID,),
             ).fetchone()
         result["holdout_f1"] = _holdout_f1(row[0] if row else None)
+        self.set_aside(f"bench_c_{rows}")
         if result["state"] != "success":
             raise RuntimeError(f"(c) at {rows} rows ended {result['state']}; see {self.log}")
         return result
@@ -225,8 +246,9 @@ class Bench:
         assert self.cluster is not None
         # Before every size's day and after the DAG's start_date (2026-01-01).
         logical_date = (FIRST_DAY - timedelta(days=300)).isoformat() + "T02:00:00Z"
-        conf = {**self.conf("d", rows), "model_name": "bench_warmup", "experiment_name": "bench_warmup"}
+        conf = {**self.conf("d", rows), "experiment_name": "bench_warmup"}
         run = self.cluster.wait_for_run(self.cluster.trigger(logical_date, conf))
+        self.set_aside("bench_warmup")
         seconds = _iso_seconds(run["end_date"]) - _iso_seconds(run["queued_at"] or run["start_date"])
         self.first_run = {"rows": rows, "seconds": seconds, "state": run["state"]}
         state = run["state"]
@@ -236,6 +258,7 @@ class Bench:
         assert self.cluster is not None
         run_id = self.cluster.trigger(self.interval[rows][0].replace("+00:00", "Z"), self.conf("d", rows))
         run = self.cluster.wait_for_run(run_id)
+        self.set_aside(f"bench_d_{rows}")
         tis = self.cluster.task_instances(run_id)
         stats = {}
         stats_file = Path(self.cluster.env["CMMS_BENCH_TASK_STATS"])

@@ -100,7 +100,7 @@ def prepare(work: Path, sizes: list[int], train_rows: int) -> dict:
     )  # fmt: skip
     version = registry.register_version(
         client, name=MODEL_NAME, source=trained["model_uri"], run_id=trained["run_id"],
-        description="scoring throughput bench", tags={},
+        description="scoring throughput bench", tags={"decision_threshold": repr(trained["threshold"])},
     )  # fmt: skip
     change_stage(
         client, name=MODEL_NAME, version=str(version.version), stage="Production",
@@ -138,10 +138,10 @@ def bare_worker(skops_path: str, parquet: str) -> None:
     import pandas as pd
     import skops.io
 
-    from cmms_pm.estimators import estimator
+    from cmms_pm.estimators import trusted_types
 
     imported = time.perf_counter()
-    model = skops.io.load(skops_path, trusted=list(estimator("random_forest").trusted_types))
+    model = skops.io.load(skops_path, trusted=trusted_types("random_forest"))
     loaded = time.perf_counter()
     frame = pd.read_parquet(parquet)
     read = time.perf_counter()

@@ -20,7 +20,7 @@ import mlflow.sklearn  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from cmms_pm.data import generate_telemetry, interval_seed, split_frame  # noqa: E402
-from cmms_pm.estimators import estimator as estimator_kind  # noqa: E402
+from cmms_pm.estimators import trusted_types  # noqa: E402
 from cmms_pm.schema import FEATURES  # noqa: E402
 from cmms_pm.spec import PROJECT_DIR, load_spec  # noqa: E402
 from cmms_pm.training import fit_model, score_model  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
             model,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=list(estimator_kind(args.estimator).trusted_types),
+            skops_trusted_types=trusted_types(args.estimator),
             input_example=splits["train"][FEATURES].head(5),
         )
     holdout = score_model(model, splits["holdout"], target=SPEC.target)

@@ -136,12 +136,12 @@ def step(name: str, rows: int, work: Path, n_estimators: int, estimator_kind: st
     elif name == "holdout":
         import skops.io
 
-        from cmms_pm.estimators import estimator
+        from cmms_pm.estimators import trusted_types
         from cmms_pm.training import score_model
 
         holdout = read_split(manifest["splits"]["holdout"]["uri"])
         for _ in ("challenger", "champion"):
-            model = skops.io.load(model_path, trusted=list(estimator("random_forest").trusted_types))
+            model = skops.io.load(model_path, trusted=trusted_types("random_forest"))
             score_model(model, holdout, target=spec.target)
     return {"imported_mb": imported, "peak_mb": _mib(), "seconds": time.perf_counter() - started}
 

@@ -105,7 +105,7 @@ def write_data(root: Path, assets: int, days: int) -> int:
 def worker_pipeline(root: Path, out: Path, memory_limit: str) -> dict:
     import os
 
-    os.environ["CMMS_DATA_ROOT"] = str(root)
+    os.environ["CMMS_DATA_ROOT"] = os.environ["CMMS_SOURCE_ROOTS"] = str(root)
     from cmms_pm.timeseries.batch import prepare_timeseries_batch
     from cmms_pm.timeseries.build import epoch, file_sources
     from cmms_pm.timeseries.engine import DuckDBEngine
@@ -129,7 +129,7 @@ def engine_sql(root: Path, memory_limit: str) -> str:
     runs out of 2-3 GB: DuckDB's per-thread hash tables of the bucket aggregation)."""
     import os
 
-    os.environ["CMMS_DATA_ROOT"] = str(root)
+    os.environ["CMMS_DATA_ROOT"] = os.environ["CMMS_SOURCE_ROOTS"] = str(root)
     import duckdb
 
     from cmms_pm.timeseries.batch import training_range

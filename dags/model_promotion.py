@@ -17,6 +17,11 @@ Move one version of a registered model by hand, with an audit trail in MLflow:
    `cmms_champion_models`), which schedules the model's scoring DAG.
 
 Who: the user who triggered the run. When: the run's `run_after`. Why: the `reason` parameter.
+
+A model whose spec requires approval goes to Production here only when the triggering user is one
+of the spec's `approvers`; a version whose approval was rejected or timed out only with
+`override_approval` (by an approver; the reason is recorded as the override's). Anything else
+fails `change_stage` without a retry and changes nothing.
 """
 
 from __future__ import annotations
@@ -76,6 +81,14 @@ MODEL = "{{ params.model_name }}"
             description="Why (kept in the version's MLflow tags).",
             section="Promotion",
         ),
+        "override_approval": Param(
+            False,
+            type="boolean",
+            title="Override a rejected or timed-out approval",
+            description="Approvers only: promote a version whose approval step said no (or nobody "
+            "answered in time); the reason is recorded as the override's.",
+            section="Promotion",
+        ),
     },
     default_args={
         "owner": "ml-platform",
@@ -96,6 +109,7 @@ def model_promotion():
         resolved=resolve.output,
         stage="{{ params.stage }}",
         reason="{{ params.reason }}",
+        override_approval="{{ params.override_approval }}",
         pool=PROMOTION_POOL,
         outlets=[CHAMPION_ALIAS],  # the event goes to the model's own champion Asset
     )

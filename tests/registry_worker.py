@@ -11,6 +11,9 @@ Fault and interleaving hooks (test-only, patched into this process's MLflow clie
 
 * ``kill_after_stage``: SIGKILL this process right after its Production stage change, before the
   alias moves (the crash between a promotion's two writes).
+* ``kill_before_history_complete``: SIGKILL this process after every registry write of its promotion,
+  before its history event (recorded as an intent) is completed (the api-server dying between the
+  registry write and the history).
 * ``rendezvous`` {"role": "A"|"B", "wait": s}: both workers meet after reading the snapshot (both
   plan on the same state); B changes the stage only after A did, and A moves the ``champion``
   alias only after B did. Without a lock that spans both, the promotions interleave exactly so;
@@ -79,6 +82,13 @@ def main(job_file: str) -> None:
 
     MlflowClient.transition_model_version_stage = staged
     MlflowClient.set_registered_model_alias = aliased
+    if job.get("kill_before_history_complete"):
+        from cmms_mlflow import history
+
+        def killed(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        history.complete = killed
     plan = registry_plan.plan
 
     def planned(snapshot, request):

@@ -132,6 +132,50 @@ def wait_until_ready(cluster: AirflowCluster, timeout: float = 180) -> None:
     raise TimeoutError(f"Airflow not ready after {timeout} s; see {cluster.home}/*.log")
 
 
+#: Specs the test cluster gets beside its CLUSTER_SPECS (tests/dags/conftest.py): a copy of a base spec
+#: under another name, owning a registered model of its own (``<slot>_rf``). A spec owns its model, so a
+#: test whose runs need a model no other test touches trains through a slot of its own (DAGs
+#: ``<slot>_training``/``<slot>_scoring``).
+CLUSTER_SLOTS = {
+    "pm_backfill": "predictive_maintenance",
+    "pm_kill": "predictive_maintenance",
+    "pm_rest_backfill": "predictive_maintenance",
+    "pm_api": "predictive_maintenance",
+    "pm_obs": "predictive_maintenance",
+    "pm_concurrent": "predictive_maintenance",
+    "pm_approve": "pm_notify",
+    "pm_refuse": "pm_notify",
+    "pm_silent": "pm_notify",
+    "pm_ui_approval": "pm_notify",
+    # Requires approval (approver "approver"): its model is promoted outside the step only by them.
+    "pm_gated": "pm_notify",
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One of CLUSTER_SLOTS: its spec name, DAG ids and registered model."""
+
+    spec: str
+
+    @property
+    def training(self) -> str:
+        return f"{self.spec}_training"
+
+    @property
+    def scoring(self) -> str:
+        return f"{self.spec}_scoring"
+
+    @property
+    def model(self) -> str:
+        return f"{self.spec}_rf"
+
+
+def slot(name: str) -> Slot:
+    assert name in CLUSTER_SLOTS, f"add {name!r} to CLUSTER_SLOTS (tests/dags/conftest.py)"
+    return Slot(name)
+
+
 def training_provenance(spec) -> dict[str, str]:
     """The run tags a training task of ``spec``'s DAG writes, which model loading requires: tests that
     log a model with ``log_training_run`` outside a DAG pass them."""
@@ -141,6 +185,21 @@ def training_provenance(spec) -> dict[str, str]:
         "airflow.run_id": "manual__test",
         "airflow.task_id": "train_model",
     }
+
+
+def spec_owning(spec, model_name: str):
+    """``spec`` with ``registered_model`` = ``model_name``: a spec owns its model, so a test that wants
+    a model of its own (no other test touches) runs a spec of its own."""
+    from cmms_pm.spec import ModelSpec
+
+    return ModelSpec.from_dict({**spec.to_dict(), "registered_model": model_name})
+
+
+def training_dag_owning(spec, model_name: str):
+    """The training DAG of :func:`spec_owning` (built by the DAG factory, as the dags folder does)."""
+    from cmms_mlflow.factory import build_training_dag
+
+    return build_training_dag(spec_owning(spec, model_name))
 
 
 def xcom_value(dag_run, task_id: str, key: str = "return_value"):

@@ -70,7 +70,7 @@ def test_timed_run_reports_the_child_peak_not_the_benchs_own(tmp_path):
     from lib import clean_env, timed_run
 
     ballast = bytearray(400 * 1024 * 1024)
-    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # resident, not just reserved
+    ballast[::4096] = b"x" * len(ballast[::4096])  # resident, not just reserved
     child = "import time; b = bytearray(40 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
     out = timed_run([sys.executable, "-c", child], clean_env(), log=tmp_path / "run.log")
     del ballast
@@ -97,6 +97,37 @@ def test_scoring_throughput_bench_prints_dags_test_and_scheduler_tables_at_a_tin
     assert "predict" in scheduler_table  # the operator's phases came back through the REST API
 
 
+@pytest.mark.slow
+def test_tuning_quality_bench_prints_tuned_against_untuned_f1_at_a_tiny_size():
+    """bench/tuning.py's quality part (no Airflow): one seed, 2,000 rows, 4 trials per booster."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "tuning.py"), "--part", "quality", "--rows", "2000", "--seeds", "0",
+        "--quality-trials", "4", "--max-rounds", "100", timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Holdout F1 at threshold 0.5" in out.stdout
+    for row in ("random_forest (defaults)", "xgboost (tuned, 4 trials)", "lightgbm (tuned, 4 trials)"):
+        assert row in out.stdout
+    assert re.search(r"xgboost tuned vs random forest: F1 \d\.\d{3} vs \d\.\d{3}", out.stdout)
+
+
+def test_predict_latency_bench_prints_both_servers_and_the_ratios_at_a_tiny_size():
+    """Our predict route vs ``mlflow models serve`` of the same champion, 4 clients, 1 and 10 rows."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "predict_latency.py"),
+        "--requests", "8", "--clients", "4", "--sizes", "1,10", "--train-rows", "2000",
+        timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = out.stdout.split("Predict, 4 concurrent clients")[1]
+    for size in ("1", "10"):
+        for server in ("ours (Airflow api-server)", "mlflow models serve", "ours / MLflow"):
+            assert re.search(rf"^\|\s+{size} \|\s+{re.escape(server)} \|", table, re.M), table
+    # Every request of both servers answered 200 (the errors column).
+    failed = r"\| (ours \(Airflow api-server\)|mlflow models serve) \|\s+\d+ \|\s+[1-9]"
+    assert not re.search(failed, table), table
+
+
 def test_leakage_bench_prints_its_table_and_finds_the_planted_leaks():
     bench = str(PROJECT_DIR / "bench" / "leakage.py")
     out = _run_bench(bench, "--sizes", "5000", "--repeat", "1", timeout=300)
@@ -115,3 +146,21 @@ def test_timeseries_features_bench_prints_the_three_modes_and_the_ratios_at_a_ti
     for mode in ("pipeline", "engine", "pandas"):
         assert re.search(rf"\|\s+20 \|\s+\d+ \|\s+{mode} \|\s+\d+\.\d+ \|", out.stdout), out.stdout[-3000:]
     assert "engine query (pipeline/engine)" in out.stdout
+
+
+def test_issue_19_benches_print_the_decision_and_the_reasons_tables_at_a_tiny_size():
+    decision = _run_bench(
+        str(PROJECT_DIR / "bench" / "decision_quality.py"), "--seeds", "1", "--rows", "3000",
+        "--synthetic-rows", "3000", "--estimators", "random_forest", timeout=600,
+    )  # fmt: skip
+    assert decision.returncode == 0, decision.stderr[-3000:]
+    assert re.search(r"^\|\s+ai4i \|\s+random_forest \|", decision.stdout, re.M), decision.stdout[-2000:]
+    assert "F1 @ chosen (after)" in decision.stdout and "Brier after" in decision.stdout
+    reasons = _run_bench(
+        str(PROJECT_DIR / "bench" / "reasons_cost.py"), "--sizes", "2000", "--train-rows", "3000",
+        "--estimators", "logistic_regression,hist_gradient_boosting", timeout=600,
+    )  # fmt: skip
+    assert reasons.returncode == 0, reasons.stderr[-3000:]
+    assert re.search(r"^\|\s+hist_gradient_boosting \|\s+2000 \|", reasons.stdout, re.M), reasons.stdout[
+        -2000:
+    ]

@@ -6,6 +6,7 @@ interval gives the same bytes, so a rerun or a backfill trains on exactly what t
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -56,8 +57,14 @@ def data_root() -> str:
 
 
 def batch_uri(root: str, dag_id: str, run_id: str) -> str:
-    """Where one run's batch lives: ``<root>/<dag_id>/<run_id made path-safe>``."""
-    return f"{root}/{dag_id}/{safe_path_component(run_id)}"
+    """Where one run's batch lives: ``<root>/<dag_id>/<run_id made path-safe>-<hash of the run id>``.
+
+    Different run ids never share a folder: ``a:b`` and ``a+b`` are both ``a_b`` once made path-safe,
+    so the folder also carries the first 16 hex digits of the raw run id's SHA-256 (the readable part
+    for people, the hash for uniqueness), e.g. ``manual__2026-03-01T03_00_00_00_00-3f2c…``.
+    """
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{root}/{dag_id}/{safe_path_component(run_id)}-{digest}"
 
 
 def prepare_batch(
@@ -254,10 +261,14 @@ def manifest_features(spec: ModelSpec, manifest: Manifest) -> FeatureSpec:
 
 
 def read_batch(manifest: Manifest, columns: list[str] | None = None) -> pd.DataFrame:
-    """All splits of a written batch as one frame (train, validation, holdout, in that order)."""
+    """All splits of a written batch as one frame (train, validation, holdout, in that order), each
+    checked against the SHA-256 its manifest recorded."""
     from cmms_pm.data import read_splits
 
-    return read_splits([split["uri"] for split in manifest["splits"].values()], columns=columns)
+    splits = list(manifest["splits"].values())
+    return read_splits(
+        [split["uri"] for split in splits], columns=columns, sha256s=[split["sha256"] for split in splits]
+    )
 
 
 #: The split record's keys a training run logs as MLflow params (besides ``split_strategy``).
@@ -297,7 +308,7 @@ def validate_batch(manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:
     reports = {}
     leakage: dict[str, Any] = {}
     for name, split in manifest["splits"].items():
-        frame = read_split(split["uri"])
+        frame = read_split(split["uri"], sha256=split["sha256"])
         try:
             # Splits are a fraction of the batch; the minimum size applies to the whole batch.
             reports[name] = check_frame(

@@ -532,20 +532,25 @@ def flag_rows(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
     return _flags(frame, contract, {})
 
 
-def _flags(frame: pd.DataFrame, contract: DataContract, scans: Mapping[str, _FeatureScan]) -> pd.DataFrame:
-    """``flag_rows`` from the features already scanned (``scans``), scanning the others."""
-    import pyarrow as pa
+def feature_issues(frame: pd.DataFrame, contract: DataContract) -> list[tuple[str, str, np.ndarray]]:
+    """``(issue, feature, row positions)`` for every contract problem of the frame's features, in
+    the contract's feature order: what :func:`flag_rows` writes as text, for callers that want it
+    structured (the predict API's ``issues``)."""
+    _require_plain_columns(frame)
+    return _issue_positions(frame, contract, {})
 
-    rows = len(frame)
-    flags = {issue: np.zeros(rows, dtype=bool) for issue in _ISSUES}
+
+def _issue_positions(
+    frame: pd.DataFrame, contract: DataContract, scans: Mapping[str, _FeatureScan]
+) -> list[tuple[str, str, np.ndarray]]:
     # Only the positions of flagged rows are kept, so a clean input costs no mask per feature.
-    found: dict[str, list[tuple[str, np.ndarray]]] = {issue: [] for issue in _ISSUES}
+    rows = len(frame)
+    found: list[tuple[str, str, np.ndarray]] = []
 
     def note(issue: str, name: str, mask: np.ndarray) -> None:
         where = np.flatnonzero(mask)
         if where.size:
-            flags[issue][where] = True
-            found[issue].append((name, where))
+            found.append((issue, name, where))
 
     for column in contract.columns:
         if not column.feature:
@@ -557,6 +562,19 @@ def _flags(frame: pd.DataFrame, contract: DataContract, scans: Mapping[str, _Fea
         if scan.bad is not None:
             note(scan.issue, column.name, scan.bad)
         note("missing_value", column.name, scan.missing)
+    return found
+
+
+def _flags(frame: pd.DataFrame, contract: DataContract, scans: Mapping[str, _FeatureScan]) -> pd.DataFrame:
+    """``flag_rows`` from the features already scanned (``scans``), scanning the others."""
+    import pyarrow as pa
+
+    rows = len(frame)
+    flags = {issue: np.zeros(rows, dtype=bool) for issue in _ISSUES}
+    found: dict[str, list[tuple[str, np.ndarray]]] = {issue: [] for issue in _ISSUES}
+    for issue, name, where in _issue_positions(frame, contract, scans):
+        flags[issue][where] = True
+        found[issue].append((name, where))
 
     # The text is built for the flagged rows only; the column of every row is then one Arrow
     # dictionary decode (a million "" through pandas cost more than the checks themselves).

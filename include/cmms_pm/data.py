@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cmms_pm.exceptions import DataSourceError, DataValidationError
+from cmms_pm.exceptions import DataSourceError, DataValidationError, SplitIntegrityError
 from cmms_pm.schema import EQUIPMENT_TYPES, FEATURES, TARGET
 
 log = logging.getLogger(__name__)
@@ -345,14 +345,31 @@ def write_frame(frame: pd.DataFrame, uri: str) -> str:
     return uri
 
 
-def read_split(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+def read_split(uri: str, columns: list[str] | None = None, *, sha256: str | None = None) -> pd.DataFrame:
     """Read one split written by ``write_batch`` (only ``columns``, if given) from a path or URI.
 
-    Column by column: converting a whole Arrow table to pandas holds both copies at once (and
-    Arrow's pool keeps the decoded pages), about twice the frame; one column at a time, the frame
-    plus one column.
+    ``sha256``: the digest its manifest recorded; the file is hashed through the handle it is then
+    read from, and :class:`SplitIntegrityError` names the split when it differs (every task after
+    ``extract_data`` passes it). Column by column: converting a whole Arrow table to pandas holds both
+    copies at once (and Arrow's pool keeps the decoded pages), about twice the frame; one column at a
+    time, the frame plus one column.
     """
-    return read_splits([uri], columns=columns)
+    return read_splits([uri], columns=columns, sha256s=None if sha256 is None else [sha256])
+
+
+def _check_digest(handle: Any, uri: str, expected: str) -> None:
+    """Hash an open split through its own handle (the bytes then parsed are those hashed: no second
+    open a swap could slip between) and rewind it; :class:`SplitIntegrityError` if it differs."""
+    digest = hashlib.sha256()
+    while chunk := handle.read(8 << 20):
+        digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise SplitIntegrityError(
+            f"split {uri!r} does not have the SHA-256 its manifest recorded ({expected[:12]}…, found "
+            f"{digest.hexdigest()[:12]}…): it was overwritten or changed after extract_data wrote it; "
+            "re-run extract_data for a fresh batch"
+        )
+    handle.seek(0)
 
 
 def release_freed_memory() -> None:
@@ -367,18 +384,26 @@ def release_freed_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def read_splits(uris: Sequence[str], columns: list[str] | None = None) -> pd.DataFrame:
+def read_splits(
+    uris: Sequence[str], columns: list[str] | None = None, *, sha256s: Sequence[str | None] | None = None
+) -> pd.DataFrame:
     """Several files written by ``write_batch`` as one frame, rows in ``uris`` order, read a
-    column at a time (a column's pieces are joined in Arrow, so there is no second whole frame)."""
+    column at a time (a column's pieces are joined in Arrow, so there is no second whole frame).
+    ``sha256s``: each file's recorded digest (None: not checked), as :func:`read_split`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    expected = list(sha256s) if sha256s is not None else [None] * len(uris)
+    if len(expected) != len(uris):
+        raise ValueError(f"{len(uris)} splits but {len(expected)} digests")
     handles, files = [], []
     try:
-        for uri in uris:
+        for uri, digest in zip(uris, expected, strict=True):
             filesystem, path = _filesystem(uri)
             try:
                 handles.append(filesystem.open_input_file(path))
+                if digest is not None:
+                    _check_digest(handles[-1], uri, digest)
                 files.append(pq.ParquetFile(handles[-1]))
             except FileNotFoundError as exc:
                 raise DataSourceError(f"split {uri!r} does not exist") from exc

@@ -27,6 +27,10 @@ class SpecError(CmmsPmError, ValueError):
     """A model spec file is invalid; the message names the file and the field."""
 
 
+class TuningError(CmmsPmError):
+    """A tuning study cannot give a model (no trial completed); a retry would find the same trials."""
+
+
 class ContractError(CmmsPmError, ValueError):
     """A data contract cannot be derived, read or applied; the message names columns, never values."""
 
@@ -38,6 +42,11 @@ class ScaffoldError(CmmsPmError, ValueError):
 class SourceNotAllowedError(DataSourceError):
     """A source path or URI is refused before anything is read: outside the allowed roots, or unsafe
     (``..``, ``~``, a query string, user-info, another scheme or suffix); the message says which part."""
+
+
+class SplitIntegrityError(DataSourceError):
+    """A written split no longer has the SHA-256 its manifest recorded (overwritten, truncated or
+    tampered with after ``extract_data`` wrote it): reading it again gives the same bytes."""
 
 
 class DataSourceUnavailableError(DataSourceError):

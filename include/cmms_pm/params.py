@@ -55,11 +55,14 @@ def data_source_default(spec: ModelSpec) -> str:
     return SYNTHETIC if source["kind"] == "synthetic" else SQL
 
 
-def _model_name_param(spec: ModelSpec, description: str, section: str) -> dict[str, Any]:
+def _model_name_param(spec: ModelSpec, description: str, section: str, *, own_only: bool = False) -> dict:
+    """The ``model_name`` field; ``own_only``: the spec's registered model is its only value (a spec
+    owns its model: a run of its DAG writes to no other)."""
     return {
         "default": spec.registered_model,
         "type": "string",
         "pattern": MODEL_NAME_PATTERN,
+        **({"enum": [spec.registered_model]} if own_only else {}),
         "title": "Registered model name",
         "description": description,
         "section": section,
@@ -75,7 +78,11 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     kinds = [data_source_default(spec)] if spec.source["kind"] != "file" else []
     params: dict[str, dict[str, Any]] = {
         "model_name": _model_name_param(
-            spec, "MLflow registered model that receives the new version.", "Model"
+            spec,
+            "MLflow registered model that receives the new version: the spec's own (a spec's runs write "
+            "to no other model).",
+            "Model",
+            own_only=True,
         ),
         "experiment_name": {
             "default": spec.experiment,
@@ -88,7 +95,8 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "estimator": {
             "default": spec.estimator,
             "type": "string",
-            "enum": list(ESTIMATOR_KINDS),
+            # A tuned spec's search space names this estimator's hyperparameters: no other one.
+            "enum": [spec.estimator] if spec.tuning else list(ESTIMATOR_KINDS),
             "title": "Estimator",
             "description": f"The spec's choice is {spec.estimator!r} ({chosen.title}); another one "
             f"trains with its own defaults plus the '{OTHER_HYPERPARAMETERS}' object below.",
@@ -111,6 +119,7 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "from the spec's. Names are checked against the chosen estimator when the run starts.",
         "section": "Hyperparameters",
     }
+    params.update(tuning_params(spec))
     if spec.source["kind"] == "synthetic":
         params["n_samples"] = {
             "default": spec.source["n_samples"],
@@ -210,6 +219,27 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     return params
 
 
+def tuning_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """The tuning field of the trigger form (``n_trials``, within the spec's cap); none untuned."""
+    tuning = spec.tuning
+    if not tuning:
+        return {}
+    tuned = ", ".join(sorted(tuning["space"]))
+    return {
+        "n_trials": {
+            "default": tuning["n_trials"],
+            "type": "integer",
+            "minimum": 1,
+            "maximum": tuning["max_trials"],
+            "title": "Tuning trials",
+            "description": f"Optuna trials searching {tuned} on the validation {tuning['metric']} (at most "
+            f"{tuning['max_trials']}, the spec's cap); the best trial's values train the model and replace "
+            "the form's values of those hyperparameters.",
+            "section": "Tuning",
+        }
+    }
+
+
 def approval_required(spec: ModelSpec, params: Mapping[str, Any]) -> bool:
     """Whether a run must wait for a person before Production: the spec says so, or the run asks.
 
@@ -238,11 +268,12 @@ def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         }
     params["risk_threshold"] = {
         "default": spec.scoring["risk_threshold"],
-        "type": "number",
+        "type": ["null", "number"],
         "minimum": 0.0,
         "maximum": 1.0,
-        "title": "Risk threshold",
-        "description": "A row is at risk from this failure probability.",
+        "title": "Risk threshold (override)",
+        "description": "Empty: each champion alerts at its own decision threshold (chosen on its validation "
+        "data). A number overrides it for this run: a row is at risk from this failure probability.",
         "section": "Scoring",
     }
     if spec.timeseries is not None:
@@ -300,6 +331,8 @@ class RunConfig:
     require_approval: bool = False
     approval_timeout_hours: float = 24.0
     notes: tuple[str, ...] = field(default=())
+    #: Tuning trials of this run (``None``: the spec does not tune).
+    n_trials: int | None = None
 
     @property
     def thresholds(self) -> dict[str, Any]:
@@ -313,13 +346,30 @@ class RunConfig:
         }
 
 
+def check_own_model(spec: ModelSpec, model_name: Any) -> None:
+    """``InvalidParamsError`` unless ``model_name`` is ``spec``'s registered model: the second line of
+    defence (the form refuses any other before a run exists) for a run whose conf was never validated
+    against this form (a run created before it, a cleared old run)."""
+    from cmms_pm.exceptions import InvalidParamsError
+
+    if model_name != spec.registered_model:
+        raise InvalidParamsError(
+            [
+                f"model_name: {model_name!r} is not spec {spec.name!r}'s registered model "
+                f"{spec.registered_model!r}; a spec's runs write only to the model it owns"
+            ]
+        )
+
+
 def run_config(spec: ModelSpec, params: Mapping[str, Any]) -> RunConfig:
     """Resolve a run's params (as Airflow validated them) against the spec; ``InvalidParamsError`` if
-    the estimator's hyperparameters do not fit it (the one check a form cannot make up front)."""
+    the estimator's hyperparameters do not fit it (the one check a form cannot make up front) or the
+    run names another model than the spec's own."""
     from cmms_pm.estimators import estimator, validate_hyperparameters
     from cmms_pm.exceptions import InvalidParamsError, SpecError
 
     values = {name: p["default"] for name, p in training_params(spec).items()} | dict(params)
+    check_own_model(spec, values["model_name"])
     kind = values["estimator"]
     notes = []
     if kind == spec.estimator:
@@ -350,4 +400,5 @@ def run_config(spec: ModelSpec, params: Mapping[str, Any]) -> RunConfig:
         require_approval=approval_required(spec, values),
         approval_timeout_hours=float(values["approval_timeout_hours"]),
         notes=tuple(notes),
+        n_trials=int(values["n_trials"]) if spec.tuning else None,
     )

@@ -98,3 +98,40 @@ def plot_pr_curve(y_true: Any, proba: Any, path: str | os.PathLike[str]) -> str:
     axes.set_title("Precision-recall curve")
     axes.legend(loc="lower left")
     return _save(figure, path)
+
+
+def plot_reliability(
+    y_true: Any, proba_before: Any, proba_after: Any, path: str | os.PathLike[str], *, bins: int = 10
+) -> str:
+    """Reliability diagram: observed failure rate against the mean predicted risk per quantile bin,
+    before and after calibration, with each one's Brier score; the diagonal is perfect calibration."""
+    from sklearn.calibration import calibration_curve
+
+    y = np.asarray(y_true).astype(int)
+    figure = _figure(6.0, 5.0)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    for label, proba, style in (("before", proba_before, "o-"), ("after", proba_after, "s-")):
+        p = np.asarray(proba, dtype=float)
+        observed, predicted = calibration_curve(y, p, n_bins=bins, strategy="quantile")
+        brier = float(np.mean((p - y) ** 2))
+        axes.plot(predicted, observed, style, label=f"{label} calibration (Brier {brier:.4f})")
+    axes.set_xlabel("mean predicted risk")
+    axes.set_ylabel("observed failure rate")
+    axes.set_xlim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.05)
+    axes.set_title("Reliability diagram (validation rows, out of fold)")
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
+def plot_global_explanation(explanation: pd.DataFrame, path: str | os.PathLike[str]) -> str:
+    """Mean absolute contribution per feature (``cmms_pm.explain.global_importance``), largest on top."""
+    frame = explanation.sort_values("mean_abs_contribution", ascending=True)
+    figure = _figure(7.0, max(3.0, 0.35 * len(frame) + 1.0))
+    axes = figure.add_subplot()
+    axes.barh(frame["feature"], frame["mean_abs_contribution"], color="#c0504d")
+    scale = explanation.attrs.get("output") or "model output"
+    axes.set_xlabel(f"mean |contribution| ({scale}, before calibration)")
+    axes.set_title("Global explanation (SHAP)")
+    return _save(figure, path)

@@ -17,6 +17,15 @@ Invariants (stages are the truth; aliases are a view of them):
   the champion itself.
 * **R4** ``challenger`` points at the newest ``Staging`` version (several may be staged when runs
   overlap; the newest is the one under validation last) and exists only if one is staged.
+
+Authority (``Request.authority``, :func:`_authority_refusal`): a model whose spec requires approval
+goes to Production outside its approval step only by one of the spec's approvers, and a version
+whose approval was rejected or timed out only when an approver overrides it with a reason
+(recorded on the version and in the history event).
+
+History intent first: a request's event is recorded *pending* before its writes (``Step.intent``)
+and completed after them; :func:`settle` tells the next writer whether a pending event left by a
+process that died in between took effect.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmms_pm.approval import PENDING
+from cmms_pm.approval import APPROVED, PENDING, REJECTED, TIMED_OUT
 
 PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
 STAGES = (NONE, STAGING, PRODUCTION, ARCHIVED)
@@ -39,6 +48,10 @@ ANY_CHAMPION = "*"
 EVENT_TYPES = ("promotion", "rejection", "rollback", "stage_change", "staging", "approval", "repair")
 #: Request kinds that record a decision about a version without moving a stage or an alias.
 NOTE_KINDS = ("approval",)
+#: ``approval_status`` values of a person's "no" (nobody answering counts as one).
+REFUSED_APPROVALS = (REJECTED, TIMED_OUT)
+#: ``status`` of a history event: recorded before its writes, after them, or found not applied.
+PENDING_EVENT, DONE_EVENT, NOT_APPLIED_EVENT = "pending", "done", "not_applied"
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,43 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Authority:
+    """Who asks for a Production change, as the model's spec sees it (the caller decides each flag
+    with Airflow's own checks; the planner applies the rule).
+
+    ``approval_step``: the training DAG's own promotion (after its approval step when the spec
+    requires one); otherwise a person's change (model API, Models page, ``model_promotion``).
+    ``approval_required``: the spec requires approval. ``is_approver``: the actor is one of the
+    spec's approvers. ``override_reason``: an approver's explicit override of a rejected or timed-out
+    approval ("" = none).
+    """
+
+    spec: str | None = None
+    approval_required: bool = False
+    approval_step: bool = False
+    is_approver: bool = False
+    approvers: tuple[str, ...] = ()
+    override_reason: str = ""
+
+    @classmethod
+    def of(
+        cls, spec: Any | None, *, is_approver: bool = False, override: str = "", approval_step: bool = False
+    ) -> Authority:
+        """The authority of a caller for ``spec`` (a ``cmms_pm.spec.ModelSpec``, or None when no spec owns
+        the model): its approval settings, and what the caller established about the person."""
+        if spec is None:
+            return cls(is_approver=False, override_reason=override, approval_step=approval_step)
+        return cls(
+            spec=spec.name,
+            approval_required=bool(spec.approval["required"]),
+            approval_step=approval_step,
+            is_approver=is_approver,
+            approvers=tuple(spec.approval["approvers"]),
+            override_reason=override,
+        )
+
+
+@dataclass(frozen=True)
 class Request:
     """What a caller wants done to one version (or ``kind="repair"``: only the repairs).
 
@@ -73,6 +123,9 @@ class Request:
     these stages (a rerun must not pull a decided version back); otherwise the request is a no-op.
     ``key`` identifies the request across retries: its history event is recorded once.
     ``tags`` are written on the version when the request changes it ("latest" convenience tags).
+    ``authority``: who asks, for the approval rules (None: no rule, e.g. a repair or a test).
+    ``recorded``: the history event already recorded under ``key`` (a rerun of a step that did its
+    work): a promotion it made that a later one superseded is left alone.
     """
 
     kind: str
@@ -86,6 +139,8 @@ class Request:
     key: str = ""
     airflow: Mapping[str, str] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    authority: Authority | None = None
+    recorded: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,19 +169,24 @@ class Write:
 @dataclass(frozen=True)
 class Step:
     """Writes and the history event that explains them. A repair's event is recorded before its
-    writes (a retry recomputes the same repair and finds it recorded); a request's after them
-    (history holds only what happened)."""
+    writes (a retry recomputes the same repair and finds it recorded). A request's that writes
+    anything is recorded *pending* before its writes and completed after them (``intent``), so a
+    process that dies in between leaves the intent, which the next writer settles (:func:`settle`);
+    one that writes nothing is recorded after the fact."""
 
     writes: tuple[Write, ...]
     event: Mapping[str, Any] | None
     event_first: bool = False
+    intent: bool = False
 
 
 @dataclass(frozen=True)
 class Refusal:
     """Why a request is refused: ``code`` names the error, ``details`` its identifiers."""
 
-    code: str  # version_not_found | unknown_stage | champion_changed | champion_cannot_leave_production
+    # version_not_found | unknown_stage | champion_changed | champion_cannot_leave_production |
+    # approval_pending | not_an_approver | approval_not_granted | approval_missing
+    code: str
     details: Mapping[str, Any]
 
 
@@ -196,6 +256,10 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
     target = request.stage
     if request.kind in NOTE_KINDS:  # a decision about the version that moves nothing: tags + event
         return _note(snapshot, state, request, version, steps, notes, outcome)
+    superseded = _superseded(state, request, version, champion)
+    if superseded is not None:
+        outcome.update(superseded)
+        return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
     refusal = _refusal(snapshot, state, request, version, champion)
     if refusal is not None:
         return Plan(snapshot.name, tuple(notes), tuple(steps), outcome, refusal)
@@ -203,6 +267,7 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
     outcome.update(version=version, previous_stage=current, replaced=None)
 
     writes: list[Write] = []
+    override = None
     if request.from_stages is not None and current not in (*request.from_stages, target):
         changed = False  # a rerun of an earlier step finds the version decided: leave it
     elif target == PRODUCTION:
@@ -218,14 +283,23 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
                 outcome["replaced"] = champion
             state.aliases[CHAMPION] = version
             writes.extend(_challenger_follows_staging(state))
-            writes.append(Write("tags", version, tags={**request.tags, "replaced_version": champion or ""}))
+            override = _override(snapshot.versions[version].tags, request)
+            tags = {**request.tags, "replaced_version": champion or ""}
+            if override is not None:
+                tags.update(
+                    approval_override=override["of"],
+                    approval_override_by=request.actor,
+                    approval_override_at=request.at,
+                    approval_override_reason=override["reason"],
+                )
+            writes.append(Write("tags", version, tags=tags))
         else:
             outcome["replaced"] = state.aliases.get(PREVIOUS_CHAMPION)
     else:
         changed = current != target
         if changed:
             writes.append(Write("stage", version, target))
-            state.stages[version] = target
+            state.stages[version] = str(target)
             writes.extend(_challenger_follows_staging(state))
             if request.tags:
                 writes.append(Write("tags", version, tags=dict(request.tags)))
@@ -234,7 +308,9 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
         unchanged=not changed,
         champion_after=state.champion(),
     )
-    event = {
+    if override is not None:
+        outcome["override"] = override
+    event: dict[str, Any] = {
         "key": request.key,
         "type": request.kind,
         "model": snapshot.name,
@@ -248,10 +324,102 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
         "reason": request.reason,
         "changed": changed,
         "airflow": dict(request.airflow) if request.airflow else None,
+        "override": override,
         "repairs": [],
     }
-    steps.append(Step(tuple(writes), event))
+    if writes:
+        event["expect"] = _expectation(version, state.stages[version], writes)
+    steps.append(Step(tuple(writes), event, intent=bool(writes)))
     return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
+
+
+def former_champion(snapshot: Snapshot, version: str) -> bool:
+    """Whether ``version`` served as champion before and does not now (the ``previous_champion``, a
+    version a promotion replaced, or an archived version once promoted): promoting it is a rollback."""
+    state = snapshot.versions.get(str(version))
+    if state is None or serving_version(snapshot)[0] == str(version):
+        return False
+    if snapshot.aliases.get(PREVIOUS_CHAMPION) == str(version) or state.tags.get("replaced_by_version"):
+        return True
+    return state.stage == ARCHIVED and bool(state.tags.get("promoted_at"))
+
+
+def settle(event: Mapping[str, Any], version: VersionState | None) -> tuple[str, str]:
+    """``(status, note)`` of a *pending* history event whose writer died between recording it and
+    completing it, from the version as it is now (read under the model lock, so nobody else wrote
+    since): ``done`` when its stage change (and, for a note, its tags) took effect, else
+    ``not_applied``."""
+    expect = event.get("expect") or {}
+    if version is None:
+        return NOT_APPLIED_EVENT, "completed by the next write: the version no longer exists"
+    stage_ok = version.stage == expect.get("stage", event.get("to_stage"))
+    keys = sorted(expect.get("tag_keys") or [])
+    tags_ok = not keys or _tags_digest({k: version.tags.get(k, "") for k in keys}) == expect.get(
+        "tags_digest"
+    )
+    moved = event.get("from_stage") != event.get("to_stage")
+    if stage_ok and tags_ok:
+        return DONE_EVENT, "completed by the next write: every write had taken effect"
+    if moved and stage_ok:
+        return (
+            DONE_EVENT,
+            "completed by the next write: the stage change had taken effect, later writes repaired",
+        )
+    return NOT_APPLIED_EVENT, "completed by the next write: its writes had not taken effect"
+
+
+def _expectation(version: str, stage: str, writes: list[Write]) -> dict[str, Any]:
+    """What a pending event's writes leave on its version (for :func:`settle`): the stage, and the
+    tags of its last tag write (a digest: values may be long)."""
+    tags: dict[str, str] = {}
+    for write in writes:
+        if write.op == "tags" and write.version == version:
+            tags = {k: "" if v is None else str(v) for k, v in write.tags.items()}
+    return {"stage": stage, "tag_keys": sorted(tags), "tags_digest": _tags_digest(tags)}
+
+
+def _tags_digest(tags: Mapping[str, Any]) -> str:
+    return event_key("tags", {k: "" if v is None else str(v) for k, v in tags.items()})[:16]
+
+
+def _superseded(state: _State, request: Request, version: str, champion: str | None) -> dict[str, Any] | None:
+    """The outcome of a rerun of a promotion that already took effect and was replaced since (its
+    key's event is recorded, changed, and another version serves): nothing is written."""
+    recorded = request.recorded
+    if request.stage != PRODUCTION or recorded is None or version not in state.stages:
+        return None
+    if not recorded.get("changed") or recorded.get("status") == NOT_APPLIED_EVENT:
+        return None
+    if recorded.get("to_stage") != PRODUCTION or champion == version:
+        return None
+    return {
+        "version": version,
+        "previous_stage": state.stages[version],
+        "stage": state.stages[version],
+        "unchanged": True,
+        "replaced": None,
+        "champion_after": champion,
+        "superseded": True,
+        "superseded_by": champion,
+        "promoted_at": recorded.get("at"),
+        "recorded_seq": recorded.get("seq"),
+    }
+
+
+def _override(tags: Mapping[str, str], request: Request) -> dict[str, Any] | None:
+    """The approval override this promotion carries out, if any (an approver's, with a reason, of a
+    rejected or timed-out approval; :func:`_authority_refusal` has allowed it)."""
+    authority = request.authority
+    status = tags.get("approval_status")
+    if authority is None or not authority.override_reason or status not in REFUSED_APPROVALS:
+        return None
+    return {
+        "of": status,
+        "by": request.actor,
+        "reason": authority.override_reason,
+        "approval_by": tags.get("approval_by") or None,
+        "approval_reason": tags.get("approval_reason") or None,
+    }
 
 
 def _note(
@@ -275,7 +443,7 @@ def _note(
         )
     stage, champion = state.stages[version], state.champion()
     writes = (Write("tags", version, tags=dict(request.tags)),) if request.tags else ()
-    event = {
+    event: dict[str, Any] = {
         "key": request.key,
         "type": request.kind,
         "model": snapshot.name,
@@ -289,9 +457,12 @@ def _note(
         "reason": request.reason,
         "changed": False,
         "airflow": dict(request.airflow) if request.airflow else None,
+        "override": None,
         "repairs": [],
     }
-    steps.append(Step(writes, event))
+    if writes:
+        event["expect"] = _expectation(version, stage, list(writes))
+    steps.append(Step(writes, event, intent=bool(writes)))
     outcome.update(
         version=version, previous_stage=stage, stage=stage, unchanged=True, champion_after=champion
     )
@@ -334,10 +505,48 @@ def _refusal(
                     "requested_by": tags.get("approval_requested_by") or None,
                 },
             )
+        if not already:
+            return _authority_refusal(snapshot.name, version, tags, request)
     elif champion == version:
         return Refusal(
             "champion_cannot_leave_production", {"name": snapshot.name, "version": version, "stage": target}
         )
+    return None
+
+
+def _authority_refusal(name: str, version: str, tags: Mapping[str, str], request: Request) -> Refusal | None:
+    """The approval rules of a Production change (``request.authority``; None = no rule):
+
+    * the training DAG's own promotion of a model whose spec requires approval needs the version
+      approved (``approval_missing``: a run that skipped the step, whatever its conf said);
+    * anyone else's needs one of the spec's approvers (``not_an_approver``);
+    * a version whose approval was rejected or timed out goes to Production only when an approver
+      overrides it with a reason (``approval_not_granted`` without one).
+    """
+    authority = request.authority
+    if authority is None:
+        return None
+    status = tags.get("approval_status") or None
+    details = {
+        "name": name,
+        "version": version,
+        "spec": authority.spec,
+        "actor": request.actor,
+        "approvers": list(authority.approvers),
+        "status": status,
+        "answered_by": tags.get("approval_by") or None,
+    }
+    if authority.approval_step:
+        if authority.approval_required and status != APPROVED:
+            return Refusal("approval_missing", details)
+        return None
+    if authority.approval_required and not authority.is_approver:
+        return Refusal("not_an_approver", details)
+    if status in REFUSED_APPROVALS:
+        if not authority.override_reason:
+            return Refusal("approval_not_granted", details)
+        if not authority.is_approver:
+            return Refusal("not_an_approver", details)
     return None
 
 
@@ -411,6 +620,7 @@ def _repair_event(snapshot: Snapshot, request: Request, notes: list[str], state:
         "reason": "; ".join(notes),
         "changed": True,
         "airflow": dict(request.airflow) if request.airflow else None,
+        "override": None,
         "repairs": list(notes),
     }
 

@@ -20,6 +20,7 @@ _REQUIRED = (
     "data_version",
 )
 _OPTIONAL_LINKS = (
+    ("thresholds", "alert thresholds"),
     ("policy", "policy"),
     ("drift", "drift"),
     ("periods", "periods"),

@@ -4,18 +4,24 @@ A source path comes from a spec or a trigger form, so anyone allowed to trigger 
 :func:`resolve_file_source` refuses every way out of the allowed roots (``..``, ``~``, symlinks,
 other schemes) and every way to redirect a signed S3 request (a query string such as
 ``?endpoint_override=``, a fragment, user-info): the S3 endpoint and credentials are the Airflow
-connection's, never the URI's. :func:`read_table` reads CSV or Parquet and fails with messages that
-name columns and counts, never values from the file (its content may be someone else's secret).
+connection's, never the URI's. The default root is ``<data root>/incoming`` only: the data root
+also holds every DAG's batch folders, which a user of one spec must not train on. :func:`read_table`
+reads CSV or Parquet and fails with messages that name columns and counts, never values from the
+file (its content may be someone else's secret). A local file is opened once, without following a
+symlink, and the opened file must be the one that was checked: a folder swapped for a symlink
+between the check and the read is refused.
 
 Pure domain code: the S3 filesystem is built by the plugin from an Airflow connection and passed in.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,23 +70,32 @@ class _Root:
     path: str  # resolved local folder, or "bucket" / "bucket/prefix"
 
 
+#: The folder under the data root that files to train on go to (the default allow-list).
+INCOMING = "incoming"
+
+
 def source_roots() -> list[str]:
     """The allow-list: ``CMMS_SOURCE_ROOTS`` (comma-separated folders and/or ``s3://bucket/prefix``),
-    default the data root (``$CMMS_DATA_ROOT`` or ``<project>/.data``, which holds ``incoming/``)."""
+    default ``<data root>/incoming`` (``$CMMS_DATA_ROOT`` or ``<project>/.data``) — never the data
+    root itself, which holds every DAG's batch folders."""
     from cmms_pm.batch import data_root
 
     roots = [part.strip() for part in os.environ.get(SOURCE_ROOTS_ENV, "").split(",") if part.strip()]
-    return roots or [data_root()]
+    return roots or [f"{data_root()}/{INCOMING}"]
 
 
-def resolve_file_source(raw: str, *, roots: Sequence[str] | None = None) -> FileLocation:
+def resolve_file_source(
+    raw: str, *, roots: Sequence[str] | None = None, declared: str | None = None
+) -> FileLocation:
     """Check a source path or URI and resolve it inside an allowed root, or raise.
 
     Relative paths are relative to the data root. Local paths are resolved (symlinks followed) and
-    only then compared with the resolved roots. :class:`SourceNotAllowedError` names the offending
-    part and the allowed roots; a missing local file is a :class:`DataSourceError`.
+    only then compared with the resolved roots. ``declared``: the spec's own source path (an admin's
+    choice); when ``raw`` is exactly it, its folder is allowed too (a spec written before the default
+    root became ``incoming/``). :class:`SourceNotAllowedError` names the offending part and the
+    allowed roots; a missing local file is a :class:`DataSourceError`.
     """
-    return _resolve_source(raw, roots, folder=False)
+    return _resolve_source(raw, roots, folder=False, declared=declared)
 
 
 def resolve_dataset_source(raw: str, *, roots: Sequence[str] | None = None) -> FileLocation:
@@ -92,8 +107,13 @@ def resolve_dataset_source(raw: str, *, roots: Sequence[str] | None = None) -> F
     return _resolve_source(raw, roots, folder=folder)
 
 
-def _resolve_source(raw: str, roots: Sequence[str] | None, *, folder: bool) -> FileLocation:
-    allowed = [_parse_root(root) for root in (source_roots() if roots is None else roots)]
+def _resolve_source(
+    raw: str, roots: Sequence[str] | None, *, folder: bool, declared: str | None = None
+) -> FileLocation:
+    chosen = list(source_roots() if roots is None else roots)
+    if declared is not None and raw == declared:
+        chosen.append(_folder_of(declared))
+    allowed = [_parse_root(root) for root in chosen]
     shown_roots = [_root_uri(root) for root in allowed]
 
     def refuse(why: str) -> SourceNotAllowedError:
@@ -154,6 +174,15 @@ def dataset_files(
         if info.type == fs.FileType.File and suffix in ALLOWED_SUFFIXES and not hidden:
             files.append(FileLocation(scheme="s3", path=info.path, uri=f"s3://{info.path}", suffix=suffix))
     return files
+
+
+def _folder_of(path: str) -> str:
+    """The folder of a spec's declared source (relative paths are relative to the data root)."""
+    from cmms_pm.batch import data_root
+
+    if not path.startswith(("/", "s3://", "S3://", "file:")):
+        path = f"{data_root()}/{path}"
+    return path.rsplit("/", 1)[0] or "/"
 
 
 def read_table(location: FileLocation, *, filesystem: Any | None = None) -> pd.DataFrame:
@@ -337,9 +366,7 @@ def _read_bytes(location: FileLocation, filesystem: Any | None) -> bytes:
             "Airflow connection (none was given)"
         )
     if filesystem is None:
-        from pyarrow import fs
-
-        filesystem = fs.LocalFileSystem()
+        return _read_local(location)
     try:
         with filesystem.open_input_file(location.path) as handle:
             return handle.read()
@@ -353,6 +380,66 @@ def _read_bytes(location: FileLocation, filesystem: Any | None) -> bytes:
         if _access_denied(err):
             raise DataSourceError(f"data source {location.uri!r} cannot be read: access denied") from err
         raise DataSourceUnavailableError(f"cannot read data source {location.uri!r}: {err}") from err
+
+
+def _read_local(location: FileLocation) -> bytes:
+    """Open the checked file once and read that very file: never through a symlink (``O_NOFOLLOW``),
+    never a FIFO or device (``O_NONBLOCK`` open, then a regular-file check), and the opened file's real
+    path must be the resolved path that passed the allow-list (a folder swapped for a symlink between
+    the check and the read points the open elsewhere: refused)."""
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+    )
+    changed = SourceNotAllowedError(
+        f"data source {location.uri!r} refused: it changed between its check and its read (a symlink or "
+        "a moved folder now points elsewhere); nothing was read"
+    )
+    try:
+        fd = os.open(location.path, flags)
+    except FileNotFoundError as err:
+        raise DataSourceError(f"data source {location.uri!r} does not exist") from err
+    except PermissionError as err:
+        raise DataSourceError(f"data source {location.uri!r} cannot be read: permission denied") from err
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # the last component became a symlink
+            raise changed from None
+        raise DataSourceUnavailableError(f"cannot read data source {location.uri!r}: {err}") from err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataSourceError(f"data source {location.uri!r} is not a file")
+        opened = _opened_path(fd)
+        if opened is not None and opened != location.path:
+            raise changed
+        if opened is None and not _same_file(info, location.path):
+            raise changed
+        chunks = []
+        while chunk := os.read(fd, 8 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as err:
+        raise DataSourceUnavailableError(f"cannot read data source {location.uri!r}: {err}") from err
+    finally:
+        os.close(fd)
+
+
+def _opened_path(fd: int) -> str | None:
+    """The real path of an open file (Linux ``/proc/self/fd``), or None where that is not available."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _same_file(info: os.stat_result, path: str) -> bool:
+    """Without ``/proc``: the opened file is the one now at the checked (resolved, symlink-free) path."""
+    try:
+        return os.path.samestat(info, os.stat(path, follow_symlinks=False)) and os.path.realpath(path) == path
+    except OSError:
+        return False
 
 
 def _access_denied(err: OSError) -> bool:

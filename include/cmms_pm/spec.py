@@ -57,7 +57,7 @@ USER_ID_PATTERN = r"^(?![\s\S]*[\n\r])[A-Za-z0-9_.@+\-]{1,256}$"
 #: What a spec's notifications can be sent for (``notifications.events``).
 NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed")
 
-ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression")
+ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm")
 METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
 SPLIT_STRATEGIES = ("random", "time", "group")
 
@@ -162,9 +162,7 @@ TIMESERIES_SCHEMA: dict[str, Any] = {
             ["signals"], signals={"type": "array", "items": _COLUMN, "uniqueItems": True, "minItems": 1}
         ),
         "failures": _ts_table([], component_column=_COLUMN, components=_TS_VALUES),
-        "maintenance": _ts_table(
-            [], component_column=_COLUMN, components=_TS_VALUES, kind_column=_COLUMN
-        ),
+        "maintenance": _ts_table([], component_column=_COLUMN, components=_TS_VALUES, kind_column=_COLUMN),
         "alarms": _ts_table(["code_column", "codes"], code_column=_COLUMN, codes=_TS_VALUES),
         "assets": _ts_table([], categorical=_COLUMNS, numeric=_COLUMNS, install_date=_COLUMN),
         "features": {
@@ -225,6 +223,187 @@ SPLIT_SCHEMA: dict[str, Any] = {
         "validation": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.4, "default": 0.15},
         "holdout": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.4, "default": 0.15},
     },
+}
+
+#: Kubernetes resource quantities a spec may ask per trial task: cores ("1", "1.5", "500m"), bytes ("2Gi").
+CPU_QUANTITY_PATTERN = r"^(?![\s\S]*\n)[0-9]{1,4}(\.[0-9]{1,3})?m?$"
+MEMORY_QUANTITY_PATTERN = r"^(?![\s\S]*\n)[0-9]{1,6}(Ki|Mi|Gi|Ti)?$"
+#: The most trials one tuning run may ask for (a spec's ``tuning.max_trials`` is at most this).
+TUNING_TRIALS_LIMIT = 1000
+#: A spec's hyperparameter search (``cmms_pm.tuning``): per hyperparameter of the estimator, a
+#: range ``{low, high, log?, step?}`` (integers for an integer hyperparameter) or ``{choices: [...]}``.
+#: Which names, bounds and values are valid depends on the estimator: checked by
+#: :func:`_tuning_problems` when the spec loads.
+_TUNING = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "required": ["space"],
+    "properties": {
+        "space": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "low": {"type": "number"},
+                    "high": {"type": "number"},
+                    "log": {"type": "boolean"},
+                    "step": {"type": "number", "exclusiveMinimum": 0},
+                    "choices": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": {"type": ["string", "number", "boolean"]},
+                    },
+                },
+            },
+        },
+        # Trials per run (a trigger may ask any number from 1 to max_trials).
+        "n_trials": {"type": "integer", "minimum": 1, "maximum": TUNING_TRIALS_LIMIT, "default": 20},
+        "max_trials": {"type": "integer", "minimum": 1, "maximum": TUNING_TRIALS_LIMIT, "default": 100},
+        # Trials one mapped Airflow task runs, one after the other (an independent TPE chain).
+        "trials_per_task": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+        # Random (seeded) trials at the start of each chain before TPE models the results.
+        "startup_trials": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
+        # Optional time budget from the study's start: no trial starts after it.
+        "timeout_minutes": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": 1440,
+            "default": None,
+        },
+        # Maximised on the validation split (the time split's where the spec has one).
+        "metric": {"enum": list(METRICS), "default": "pr_auc"},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0},
+        # Stop hopeless trials early (boosting libraries: by the validation PR-AUC of their rounds).
+        "pruning": {"type": "boolean", "default": True},
+        # What one trial task asks of a Kubernetes node (KubernetesExecutor: the pod_override of
+        # the tune tasks, cmms_mlflow.kubernetes). Kubernetes quantities: cpu "1" or "500m", memory "2Gi".
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "cpu": {"type": "string", "pattern": CPU_QUANTITY_PATTERN, "default": "1"},
+                "memory": {"type": "string", "pattern": MEMORY_QUANTITY_PATTERN, "default": "2Gi"},
+            },
+            "default": {},
+        },
+    },
+    "default": None,
+}
+#: How the alert threshold is chosen on the validation split (issue 19; ``cmms_pm.thresholds``).
+DECISION_STRATEGIES = ("f1", "cost", "precision_floor", "alert_budget")
+_DECISION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "strategy": {"enum": list(DECISION_STRATEGIES), "default": "f1"},
+        # What a missed failure and a needless inspection cost (any one unit): the ``cost`` strategy
+        # minimises their sum; every strategy reports the expected cost per scored row.
+        "costs": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "missed_failure": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12, "default": 10.0},
+                "needless_inspection": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 1e12,
+                    "default": 1.0,
+                },
+            },
+            "default": {},
+        },
+        # precision_floor: the lowest threshold (most recall) whose precision reaches this.
+        "min_precision": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        # alert_budget: at most per_day alerts on any day (needs the batch's time column), or at
+        # most a share of the rows (of the fleet) alerted.
+        "alert_budget": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "per_day": {"type": "integer", "minimum": 1, "maximum": 50_000_000},
+                "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            },
+        },
+        # When no threshold meets the cost, floor or budget: the F1-best threshold, a fixed one, or
+        # fail the run before anything is registered. Recorded either way.
+        "fallback": {"enum": ["f1", "fixed", "fail"], "default": "f1"},
+        "fixed_threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5},
+    },
+    "default": {},
+}
+#: Calibrated risk: a map from the classifier's score to a probability, fitted on held-out rows.
+CALIBRATION_METHODS = ("auto", "isotonic", "sigmoid", "none")
+_CALIBRATION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"method": {"enum": list(CALIBRATION_METHODS), "default": "auto"}},
+    "default": {},
+}
+#: Reasons per scored row (``cmms_pm.explain``): how many, for which rows.
+_EXPLAIN = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "reasons": {"type": "integer", "minimum": 0, "maximum": 20, "default": 3},
+        "scope": {"enum": ["at_risk", "all"], "default": "at_risk"},
+        # The riskiest rows explained at most per scoring run (exact SHAP on a forest: ~5-15 ms a row).
+        "max_rows": {"type": "integer", "minimum": 0, "maximum": 50_000_000, "default": 1_000},
+        # exact: Tree SHAP; approximate: Saabas path attributions (~100x faster on forests, also add up).
+        "method": {"enum": ["exact", "approximate"], "default": "exact"},
+    },
+    "default": {},
+}
+
+#: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.predict_api).
+_SERVING = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # Rows per request; a longer list is refused with 413 before anything is scored.
+        "max_rows": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 10_000},
+        # Request body size; a larger body is refused with 413 before it is read.
+        "max_body_bytes": {"type": "integer", "minimum": 1024, "maximum": 268_435_456, "default": 8_388_608},
+        # Reasons: how many and for which rows, from the explain section; the method as explain.method
+        # (exact Tree SHAP, or approximate: path attributions), approximate by default for online requests.
+        "explainer": {"enum": ["approximate", "exact"], "default": "approximate"},
+        # How often the api-server asks the registry whether the champion changed.
+        "refresh_seconds": {"type": "number", "minimum": 0.1, "maximum": 3600, "default": 2.0},
+    },
+    "default": {},
+}
+#: Where the scoring DAG's ``deliver`` task sends the scores (cmms_mlflow.operators.delivery).
+_DELIVERY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        # Upsert one row per model, asset and scoring day into a table of an Airflow SQL connection.
+        "table": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["conn_id", "name"],
+            "properties": {
+                "conn_id": {"type": "string", "pattern": CONN_ID_PATTERN},
+                "name": {"type": "string", "pattern": SQL_IDENTIFIER_PATTERN},
+                # Create the table when it is missing (else a missing table fails the task).
+                "create": {"type": "boolean", "default": True},
+            },
+        },
+        # POST the top-K alerts, one work-order suggestion each, to an Airflow HTTP connection.
+        "webhook": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["conn_id"],
+            "properties": {
+                "conn_id": {"type": "string", "pattern": CONN_ID_PATTERN},
+                "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+            },
+        },
+    },
+    "default": {},
 }
 
 SPEC_SCHEMA: dict[str, Any] = {
@@ -303,6 +482,7 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "tuning": _TUNING,
         "promotion": {
             "type": "object",
             "additionalProperties": False,
@@ -315,6 +495,9 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
+        "decision": _DECISION,
+        "calibration": _CALIBRATION,
+        "explain": _EXPLAIN,
         "drift": {
             "type": "object",
             "additionalProperties": False,
@@ -409,11 +592,14 @@ SPEC_SCHEMA: dict[str, Any] = {
                     ],
                     "default": {"kind": "synthetic", "n_units": 500},
                 },
-                "risk_threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                # null (default): each champion's own decision threshold; a number overrides it.
+                "risk_threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": None},
                 "experiment": {"type": "string", "pattern": r"^(?![\s\S]*\n)\S.{0,199}$"},
             },
             "default": {},
         },
+        "serving": _SERVING,
+        "delivery": _DELIVERY,
     },
 }
 
@@ -565,8 +751,25 @@ class ModelSpec:
         return self.raw["estimator"]["params"]
 
     @property
+    def tuning(self) -> Mapping[str, Any] | None:
+        """The hyperparameter search (``None``: the spec's hyperparameters are fitted once)."""
+        return self.raw.get("tuning")
+
+    @property
     def promotion(self) -> Mapping[str, Any]:
         return self.raw["promotion"]
+
+    @property
+    def decision(self) -> Mapping[str, Any]:
+        return self.raw["decision"]
+
+    @property
+    def calibration(self) -> Mapping[str, Any]:
+        return self.raw["calibration"]
+
+    @property
+    def explain(self) -> Mapping[str, Any]:
+        return self.raw["explain"]
 
     @property
     def drift(self) -> Mapping[str, Any]:
@@ -597,6 +800,14 @@ class ModelSpec:
         """What the scoring DAG scores: the scoring source, or ``{"kind": "timeseries"}`` (the latest
         snapshot of each asset, from the spec's own tables)."""
         return self.raw["scoring"].get("source") or {"kind": TIMESERIES}
+
+    @property
+    def serving(self) -> Mapping[str, Any]:
+        return self.raw["serving"]
+
+    @property
+    def delivery(self) -> Mapping[str, Any]:
+        return self.raw["delivery"]
 
     @property
     def training_dag_id(self) -> str:
@@ -854,7 +1065,9 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     """Rules JSON Schema cannot say: no column in two roles, declared-or-inferred features."""
     problems = []
     if "timeseries" in raw:
-        return _notification_problems(raw)
+        # Its features, ids and source are derived (checked by _timeseries_problems); the model's
+        # own sections are checked as for a flat spec (its ids: the entity and the snapshot time).
+        return _notification_problems(raw) + _tuning_problems(raw) + _decision_problems(raw["decision"])
     problems += _split_problems(raw)
     features = raw["features"]
     declared = [*features["categorical"], *features["numeric"], *features["integer"]]
@@ -894,7 +1107,70 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
+    problems.extend(_tuning_problems(raw))
+    problems += _delivery_problems(raw)
     problems += _leakage_problems(raw)
+    problems += _decision_problems(raw["decision"])
+    return problems
+
+
+def _tuning_problems(raw: Mapping[str, Any]) -> list[str]:
+    """A search space that fits the estimator: known tunable names, non-empty ranges within each
+    hyperparameter's bounds, log ranges above 0, valid choices; n_trials within max_trials."""
+    tuning = raw.get("tuning")
+    if not tuning:
+        return []
+    from cmms_pm.estimators import UNTUNABLE, estimator, validate_hyperparameters
+
+    kind = raw["estimator"]["kind"]
+    est = estimator(kind)
+    problems = []
+    if tuning["n_trials"] > tuning["max_trials"]:
+        problems.append(
+            f"tuning.n_trials: {tuning['n_trials']} is above tuning.max_trials {tuning['max_trials']}"
+        )
+    for name, entry in tuning["space"].items():
+        where = f"tuning.space.{name}"
+        if name not in est.hyperparameters or name in UNTUNABLE:
+            why = (
+                "is a setting of the run, never tuned"
+                if name in UNTUNABLE
+                else f"is not a hyperparameter of {kind}"
+            )
+            problems.append(f"{where}: {name!r} {why} (tunable: {sorted(est.tunable)})")
+            continue
+        schema = est.hyperparameters[name]
+        if "choices" in entry:
+            if set(entry) != {"choices"}:
+                problems.append(f"{where}: give either choices or a low/high range, not both")
+            for choice in entry["choices"]:
+                try:
+                    validate_hyperparameters(kind, {name: choice})
+                except SpecError as err:
+                    problems.append(f"{where}: choice {choice!r} is invalid: {err}")
+            continue
+        if "enum" in schema or schema.get("type") not in ("integer", "number"):
+            problems.append(f"{where}: {name} takes one of {schema.get('enum')}: give choices, not a range")
+            continue
+        if "low" not in entry or "high" not in entry:
+            problems.append(f"{where}: a range needs low and high (or give choices)")
+            continue
+        low, high = entry["low"], entry["high"]
+        if low >= high:
+            problems.append(f"{where}: empty range: low {low} must be below high {high}")
+        if entry.get("log") and low <= 0:
+            problems.append(f"{where}: a log range must lie above 0 (low is {low})")
+        if entry.get("log") and "step" in entry:
+            problems.append(f"{where}: log and step exclude each other")
+        if schema["type"] == "integer" and not all(
+            float(v).is_integer() for v in (low, high, entry.get("step", 1))
+        ):
+            problems.append(f"{where}: {name} is an integer: low, high and step must be whole numbers")
+        for bound in (low, high):
+            try:
+                validate_hyperparameters(kind, {name: int(bound) if schema["type"] == "integer" else bound})
+            except (SpecError, ValueError, OverflowError) as err:
+                problems.append(f"{where}: {bound} is outside the hyperparameter's bounds: {err}")
     return problems
 
 
@@ -920,6 +1196,27 @@ def _notification_problems(raw: Mapping[str, Any]) -> list[str]:
         for key in ("email_conn_id", "email_from")
         if notifications[key] and not notifications["email_to"]
     ]
+
+
+def _decision_problems(decision: Mapping[str, Any]) -> list[str]:
+    """A strategy without its setting, or a setting its strategy does not read."""
+    needs = {"precision_floor": "min_precision", "alert_budget": "alert_budget"}
+    problems = []
+    strategy = decision["strategy"]
+    for other, key in needs.items():
+        if strategy == other and key not in decision:
+            problems.append(f"decision.{key}: the {other} strategy needs it")
+        elif strategy != other and key in decision:
+            problems.append(f"decision.{key}: set, but decision.strategy is {strategy!r}, which ignores it")
+    return problems
+
+
+def _delivery_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Delivered scores name their asset by the spec's id columns: a delivery needs at least one."""
+    configured = [key for key in ("table", "webhook") if raw["delivery"].get(key)]
+    if configured and not raw["id_columns"]:
+        return [f"delivery.{configured[0]}: scores are delivered per asset, named by id_columns: list one"]
+    return []
 
 
 def spec_for_model(specs: list[ModelSpec], registered_model: str) -> ModelSpec | None:

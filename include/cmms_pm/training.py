@@ -96,10 +96,33 @@ def transform_in_chunks(preprocess: Any, frame: pd.DataFrame, *, dtype: str) -> 
     return out
 
 
-def fit_classifier(model: Any, x: np.ndarray, y: np.ndarray) -> Any:
-    """Stage two: fit the pipeline's classifier on :func:`fit_preprocessor`'s output; returns ``model``."""
-    model.named_steps["classifier"].fit(x, y)
-    log.info("fitted %s on %d rows", type(model.named_steps["classifier"]).__name__, len(x))
+def fit_classifier(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation: tuple[Any, Any] | None = None,
+    *,
+    monitor: Any = None,
+) -> Any:
+    """Stage two: fit the pipeline's classifier on :func:`fit_preprocessor`'s output; returns ``model``.
+
+    ``validation``: ``(x_val, y_val)``, a raw frame (transformed here) or the classifier's input;
+    the boosting libraries stop early on it (``early_stopping_rounds``), the other estimators
+    ignore it. ``monitor(iteration, value)`` hears the validation metric after each boosting
+    round (tuning prunes by raising from it); estimators without rounds never call it.
+    """
+    from cmms_pm.estimators import fit_function
+
+    classifier = model.named_steps["classifier"]
+    fit = fit_function(classifier)
+    if fit is None:
+        classifier.fit(x, y)
+    else:
+        if validation is not None and isinstance(validation[0], pd.DataFrame):
+            x_val = transform_in_chunks(model.named_steps["preprocess"], validation[0], dtype=str(x.dtype))
+            validation = (x_val, np.asarray(validation[1]))
+        fit(model, x, y, validation, monitor)
+    log.info("fitted %s on %d rows", type(classifier).__name__, len(x))
     return model
 
 
@@ -151,8 +174,22 @@ def positive_proba(model: Any, frame: pd.DataFrame) -> np.ndarray:
     if steps is None or list(steps) != ["preprocess", "classifier"]:
         return np.asarray(model.predict_proba(frame))[:, 1]
     classifier = steps["classifier"]
-    x = transform_in_chunks(steps["preprocess"], frame, dtype=_input_dtype(classifier))
+    # A calibrated classifier hands the matrix to the one it wraps: build what that one converts to.
+    x = transform_in_chunks(steps["preprocess"], frame, dtype=_input_dtype(base_classifier(classifier)))
     return classifier.predict_proba(x)[:, 1]
+
+
+def base_classifier(model: Any) -> Any:
+    """The fitted classifier inside ``model`` without its calibration wrapper (for reasons and
+    importances): ``CalibratedClassifierCV(FrozenEstimator(clf))`` gives back ``clf``."""
+    classifier = model.named_steps["classifier"] if hasattr(model, "named_steps") else model
+    calibrated = getattr(classifier, "calibrated_classifiers_", None)
+    if calibrated:
+        classifier = calibrated[0].estimator
+    # FrozenEstimator (and anything else that wraps one fitted estimator under ``estimator``).
+    while type(classifier).__name__ == "FrozenEstimator":
+        classifier = classifier.estimator
+    return classifier
 
 
 def _input_dtype(classifier: Any) -> str:
@@ -160,6 +197,8 @@ def _input_dtype(classifier: Any) -> str:
     from sklearn.ensemble._forest import BaseForest
     from sklearn.tree import BaseDecisionTree
 
+    if type(classifier).__module__.startswith("xgboost."):
+        return "float32"  # XGBoost's DMatrix holds float32
     return "float32" if isinstance(classifier, (BaseForest, BaseDecisionTree)) else "float64"
 
 
@@ -176,14 +215,15 @@ def feature_importances(model: Any, frame: pd.DataFrame, *, target: str, seed: i
     estimators get permutation importances of each raw input column on a sample of ``frame``
     (the drop in PR-AUC when the column is shuffled).
     """
-    classifier = model.named_steps["classifier"]
+    classifier = base_classifier(model)
     if hasattr(classifier, "feature_importances_"):
         names = model.named_steps["preprocess"].get_feature_names_out()
         result = pd.DataFrame(
             {
                 "feature": [str(name).split("__", 1)[-1] for name in names],
                 "importance": classifier.feature_importances_,
-                "method": "impurity",
+                # The boosting libraries say which importance they give (gain); sklearn's is impurity.
+                "method": getattr(classifier, "importance_type", None) or "impurity",
             }
         )
     else:

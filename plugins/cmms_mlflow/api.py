@@ -37,7 +37,7 @@ from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_da
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cmms_mlflow.links import dag_url
+from cmms_mlflow.links import airflow_run_url, dag_url
 from cmms_mlflow.model_overview import PLOT_ID_PATTERN
 from cmms_pm.params import OTHER_HYPERPARAMETERS
 from cmms_pm.spec import MODEL_NAME_REGEX, SPEC_NAME_REGEX
@@ -104,6 +104,11 @@ class PromoteRequest(BaseModel):
         gt=0,
         description="Optional compare-and-set: 409 unless this version is the champion (null: none).",
     )
+    overrideApproval: bool = Field(
+        default=False,
+        description="An approver promotes a version whose approval was rejected or timed out; "
+        "the reason is recorded as the override's (409 without it, 403 for anyone else).",
+    )
 
 
 #: How long a promote request waits for the model lock before answering 503.
@@ -112,11 +117,13 @@ PROMOTE_LOCK_TIMEOUT = 30.0
 
 @contextmanager
 def _http_errors(name: str) -> Iterator[None]:
-    """Typed plugin errors to HTTP: unknown model/version 404, conflict 409, bad value 422, the
-    model lock busy (another promotion) or its database down 503."""
+    """Typed plugin errors to HTTP: not the spec's approver 403, unknown model/version 404, conflict
+    409 (a rejected or timed-out approval without an override too), bad value 422, the model lock
+    busy (another promotion) or its database down 503."""
     from mlflow.exceptions import MlflowException
 
     from cmms_mlflow.exceptions import (
+        ApprovalAuthorityError,
         LockTimeoutError,
         MlflowRegistryError,
         ModelNotFoundError,
@@ -126,6 +133,8 @@ def _http_errors(name: str) -> Iterator[None]:
 
     try:
         yield
+    except ApprovalAuthorityError as err:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(err)) from err
     except (LockTimeoutError, RegistryLockUnavailable) as err:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -160,21 +169,35 @@ def _mlflow(name: str) -> Iterator["MlflowClient"]:
 
 def requires_access_model_dag(method: str, access_entity: DagAccessEntity | None = None) -> Any:
     """Airflow's DAG authorization, for the DAG that owns the model the request is about: the
-    model named in the path (``name``), or, for a training request, in its body."""
+    model named in the path (``name``), or, for a training request, the pipeline its body names.
+
+    A training request is authorized before anything that depends on which pipelines exist: a
+    pipeline that does not exist and one the caller may not trigger get the same 403 (only the
+    shape of the body, which reveals nothing, is checked first: 422)."""
 
     async def inner(request: Request, user: GetUserDep) -> None:
         if "name" in request.path_params:
             dag_id = _owner_dag(request.path_params["name"])
-        else:
-            try:
-                body = TrainRequest.model_validate(await request.json())
-            except ValidationError as err:
-                problems = err.errors(include_url=False, include_input=False, include_context=False)
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems) from err
-            except ValueError as err:  # not JSON at all
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body is not valid JSON") from err
-            dag_id = _training_spec(body).training_dag_id
-        requires_access_dag(method, access_entity, param_dag_id=dag_id)(request, user)
+            requires_access_dag(method, access_entity, param_dag_id=dag_id)(request, user)
+            return
+        try:
+            body = TrainRequest.model_validate(await request.json())
+        except ValidationError as err:
+            problems = err.errors(include_url=False, include_input=False, include_context=False)
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems) from err
+        except ValueError as err:  # not JSON at all
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body is not valid JSON") from err
+        spec = _training_spec(body)
+        if spec is None or not _allowed(request, user, method, access_entity, spec.training_dag_id):
+            yours = sorted(
+                s.name for s in _specs() if _allowed(request, user, method, access_entity, s.training_dag_id)
+            )
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"Forbidden: no pipeline you may trigger for pipeline={body.pipeline!r} / "
+                f"modelName={body.modelName!r} (it does not exist, or you may not trigger it); "
+                f"the pipelines you may trigger: {yours!r}",
+            )
 
     return inner
 
@@ -186,25 +209,41 @@ def _specs() -> tuple[Any, ...]:
     return tuple(load_specs()[0])
 
 
+def _owner_spec(name: str | None) -> Any | None:
+    """The spec whose registered model is ``name`` (a model has one owner), or None."""
+    return next((s for s in _specs() if s.registered_model == name), None)
+
+
 def _owner_dag(name: str | None) -> str:
     """The training DAG of ``name``'s spec, else ``model_promotion`` (it acts on any model)."""
-    spec = next((s for s in _specs() if s.registered_model == name), None)
+    spec = _owner_spec(name)
     return spec.training_dag_id if spec is not None else PROMOTION_DAG_ID
 
 
-def _training_spec(body: TrainRequest) -> Any:
-    """The spec a training request runs: ``pipeline``, else the spec of ``modelName``, else the only one."""
+def _is_approver(request: Request, user: Any, spec: Any | None) -> bool:
+    """Whether ``user`` is one of ``spec``'s approvers: whom Airflow lets answer its approval step
+    (the spec's ``approvers``; none listed: whoever may answer the DAG's human-in-the-loop tasks)."""
+    if spec is None:
+        return False
+    return _may_answer(request, user, spec.training_dag_id, spec.approval["approvers"])
+
+
+def _authority(request: Request, user: Any, spec: Any | None, *, override: str = "") -> Any:
+    """Who asks for a Production change outside the approval step, for the planner's approval rules."""
+    from cmms_pm.registry_plan import Authority
+
+    return Authority.of(spec, is_approver=_is_approver(request, user, spec), override=override)
+
+
+def _training_spec(body: TrainRequest) -> Any | None:
+    """The spec a training request runs: ``pipeline``, else the spec of ``modelName``, else the only
+    one; None when there is none (the caller answers 403, as for a pipeline it may not trigger)."""
     specs = _specs()
-    chosen = [s for s in specs if s.name == body.pipeline] if body.pipeline else []
-    chosen = chosen or [s for s in specs if s.registered_model == body.modelName]
-    chosen = chosen or (list(specs) if len(specs) == 1 and not body.pipeline else [])
-    if not chosen:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"no model spec for pipeline={body.pipeline!r} / modelName={body.modelName!r}; "
-            f"pipelines: {sorted(s.name for s in specs)!r}",
-        )
-    return chosen[0]
+    if body.pipeline:
+        return next((s for s in specs if s.name == body.pipeline), None)
+    if body.modelName:
+        return next((s for s in specs if s.registered_model == body.modelName), None)
+    return specs[0] if len(specs) == 1 else None
 
 
 @app.get(
@@ -281,7 +320,8 @@ def _production_answer(client: "MlflowClient", name: str, model: Any) -> dict[st
         "promotedBy": tags.get("promoted_by"),
         "promotionReason": tags.get("promotion_reason"),
         "replacedVersion": tags.get("replaced_version") or None,
-        "airflowRunUrl": tags.get("airflow.run_url") or champion.run_link or None,
+        # Built from the run's ids on this Airflow's address (a URL tag could point anywhere).
+        "airflowRunUrl": airflow_run_url(tags.get("airflow.dag_id"), tags.get("airflow.run_id")),
         "mlflowUrl": _hook().model_version_url(name, version),
         "warnings": tuple(problems),
     }
@@ -328,7 +368,15 @@ def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[
     from cmms_pm.exceptions import InvalidParamsError
     from cmms_pm.params import training_params, validate_conf
 
-    spec = _training_spec(body)
+    spec = _training_spec(body)  # authorized by requires_access_model_dag, so it exists
+    if spec is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
+    if body.modelName is not None and body.modelName != spec.registered_model:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"modelName {body.modelName!r} is not pipeline {spec.name!r}'s registered model "
+            f"{spec.registered_model!r}: a pipeline trains and promotes only its own model",
+        )
     form = training_params(spec)
     own = set(estimator(spec.estimator).hyperparameters)
     other = {k: v for k, v in body.hyperparameters.items() if k not in own}
@@ -369,15 +417,22 @@ def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[
     "/models/{name}/versions/{version}/promote",
     dependencies=[Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=PROMOTION_DAG_ID))],
 )
-def promote_model_version(name: ModelName, version: Version, body: PromoteRequest, user: GetUserDep) -> dict:
+def promote_model_version(
+    name: ModelName, version: Version, body: PromoteRequest, user: GetUserDep, request: Request
+) -> dict:
     """Move a version to a stage through the guarded promotion: the model lock every host shares
     (503 when another promotion holds it past ``PROMOTE_LOCK_TIMEOUT``), repairs first, a
-    compare-and-set, one history event."""
+    compare-and-set, the approval rules of the model's spec (403 not one of its approvers when it
+    requires approval; 409 a rejected or timed-out approval without an approver's override), one
+    history event (a former champion's return is a ``rollback``)."""
     from cmms_mlflow import promotion
 
     expected = promotion.ANY_CHAMPION
     if "expectedChampion" in body.model_fields_set:
         expected = str(body.expectedChampion) if body.expectedChampion is not None else None
+    authority = _authority(
+        request, user, _owner_spec(name), override=body.reason if body.overrideApproval else ""
+    )
     with _mlflow(name) as client:
         outcome = promotion.change_stage(
             client,
@@ -391,6 +446,7 @@ def promote_model_version(name: ModelName, version: Version, body: PromoteReques
             expected_champion=expected,
             key=uuid.uuid4().hex,  # every request is its own event
             lock_timeout=PROMOTE_LOCK_TIMEOUT,
+            authority=authority,
         )
         tags = client.get_model_version(name, outcome["version"]).tags if body.stage == "Production" else {}
     if body.stage == "Production" and not outcome["unchanged"]:
@@ -512,12 +568,19 @@ def _may_answer(request: Request, user: Any, dag_id: str, assigned: Iterable[str
 
 def _permissions(request: Request, user: Any, spec: Any | None) -> dict[str, bool]:
     """What the page may offer this user: each action's button shows only if its route would allow it
-    (approve: Airflow's human-in-the-loop endpoint, for the approvers the spec names)."""
-    promote = _allowed(request, user, "POST", DagAccessEntity.RUN, PROMOTION_DAG_ID)
+    (approve: Airflow's human-in-the-loop endpoint, for the approvers the spec names; promote and
+    roll back: only approvers when the spec requires approval; override a refused approval: approvers)."""
+    may_promote = _allowed(request, user, "POST", DagAccessEntity.RUN, PROMOTION_DAG_ID)
     train = spec is not None and _allowed(request, user, "POST", DagAccessEntity.RUN, spec.training_dag_id)
-    approvers = spec.approval["approvers"] if spec is not None else ()
-    approve = spec is not None and _may_answer(request, user, spec.training_dag_id, approvers)
-    return {"promote": promote, "rollback": promote, "train": train, "approve": approve}
+    approve = _is_approver(request, user, spec)
+    promote = may_promote and (approve or not (spec is not None and spec.approval["required"]))
+    return {
+        "promote": promote,
+        "rollback": promote,
+        "override": may_promote and approve,
+        "train": train,
+        "approve": approve,
+    }
 
 
 def _hitl_requests(dag_id: str, run_ids: Iterable[str]) -> dict[str, Any]:
@@ -591,7 +654,10 @@ def _model_row(client: Any, name: str, spec: Any | None, request: Request, user:
     from cmms_mlflow.model_overview import model_summary
 
     approvers = spec.approval["approvers"] if spec is not None else ()
-    row: dict[str, Any] = {"name": name, **model_summary(client, _hook(), name, approvers=approvers)}
+    summary = model_summary(
+        client, _hook(), name, approvers=approvers, training_dag_id=spec.training_dag_id if spec else None
+    )
+    row: dict[str, Any] = {"name": name, **summary}
     _with_airflow_state(row["pendingApprovals"], request, user)
     row["spec"] = None
     if spec is not None:

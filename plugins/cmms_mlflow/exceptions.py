@@ -114,6 +114,13 @@ def version_not_in_stage(name: str, version: str, expected: str, actual: str) ->
     )
 
 
+def invalid_decision_threshold(name: str, version: str, value: str) -> ModelValidationError:
+    return ModelValidationError(
+        f"model {name!r} version {version!r} has decision_threshold {value!r}, not a number strictly "
+        "between 0 and 1; fix or remove the tag (a version without one alerts at 0.5)"
+    )
+
+
 def champion_changed(name: str, expected: str | None, actual: str | None) -> PromotionConflictError:
     return PromotionConflictError(
         f"champion of model {name!r} changed since validation: expected version {expected!r}, "
@@ -167,7 +174,61 @@ def approval_pending(name: str, version: str, requested_by: str | None) -> Promo
     )
 
 
-def refused(code: str, details: dict) -> MlflowRegistryError:
+class ApprovalAuthorityError(MlflowRegistryError):
+    """The caller may not make this registry change: the model's spec requires approval and the
+    caller is not one of its approvers, or the step's own approval is missing (the model API: 403)."""
+
+
+class ModelOwnershipError(MlflowRegistryError):
+    """A run or a task was given a registered model its spec does not own (a model belongs to one
+    spec; its DAGs and its requests write to no other). A retry cannot help."""
+
+
+def model_not_owned(spec: str, own: str, given: str) -> ModelOwnershipError:
+    return ModelOwnershipError(
+        f"model {given!r} is not spec {spec!r}'s registered model {own!r}: a spec's DAGs and requests "
+        "write only to the model it owns; nothing was written"
+    )
+
+
+def _approvers_text(details: dict) -> str:
+    approvers = details.get("approvers") or []
+    return f"its approvers: {', '.join(approvers)}" if approvers else "anyone who may answer its approvals"
+
+
+def not_an_approver(details: dict) -> ApprovalAuthorityError:
+    if details.get("spec") is None:
+        who = details.get("actor") or "this caller"
+        return ApprovalAuthorityError(
+            f"{who} may not override the {details.get('status')} approval of model {details['name']!r} "
+            f"version {details['version']!r}: no spec owns the model, so nobody is its approver"
+        )
+    return ApprovalAuthorityError(
+        f"{details.get('actor') or 'this caller'} may not move model {details['name']!r} version "
+        f"{details['version']!r} to Production: spec {details['spec']!r} requires approval, and outside its "
+        f"approval step only {_approvers_text(details)} may promote or roll back"
+    )
+
+
+def approval_not_granted(details: dict) -> PromotionConflictError:
+    status = str(details.get("status") or "").replace("_", " ")
+    by = f" by {details['answered_by']}" if details.get("answered_by") else ""
+    return PromotionConflictError(
+        f"model {details['name']!r} version {details['version']!r} was {status}{by} at its approval step: "
+        "it goes to Production only when an approver overrides the answer with a reason "
+        "(model API: overrideApproval=true; model_promotion: override_approval)"
+    )
+
+
+def approval_missing(details: dict) -> ApprovalAuthorityError:
+    return ApprovalAuthorityError(
+        f"model {details['name']!r} version {details['version']!r} was not approved "
+        f"(approval_status={details.get('status')!r}) but spec {details['spec']!r} requires approval: "
+        "the run cannot promote it without its approval step"
+    )
+
+
+def refused(code: str, details: dict) -> MlflowPluginError:
     """The typed error of a plan's refusal (``cmms_pm.registry_plan.Refusal``)."""
     if code == "version_not_found":
         return version_not_found(details["name"], details["version"])
@@ -179,6 +240,12 @@ def refused(code: str, details: dict) -> MlflowRegistryError:
         return champion_cannot_leave_production(details["name"], details["version"], details["stage"])
     if code == "approval_pending":
         return approval_pending(details["name"], details["version"], details["requested_by"])
+    if code == "not_an_approver":
+        return not_an_approver(details)
+    if code == "approval_not_granted":
+        return approval_not_granted(details)
+    if code == "approval_missing":
+        return approval_missing(details)
     return MlflowRegistryError(f"registry change refused ({code}): {details!r}")
 
 
@@ -237,8 +304,21 @@ def model_has_untrusted_types(name: str, version: str, types: list[str]) -> Untr
 
 class NotificationError(MlflowPluginError):
     """A notification could not be delivered (channel down, refused, misconfigured). Logged by the
-    notifier; it never fails the step whose event it reports."""
+    notifier; it never fails the step whose event it reports. ``status_code``: the HTTP answer's."""
+
+    status_code: int | None = None
 
 
 def webhook_refused(conn_id: str, problem: str) -> NotificationError:
     return NotificationError(f"webhook connection {conn_id!r} refused: {problem}")
+
+
+class DeliveryUnavailable(MlflowPluginError):
+    """Scores could not be delivered now (database or webhook down, timeouts, HTTP 5xx); the
+    ``deliver`` task's retry delivers them again (the table upsert and the webhook's idempotency
+    keys make that safe)."""
+
+
+class DeliveryRefusedError(MlflowPluginError, AirflowFailException):
+    """The delivery target refuses for good (a table that does not fit, HTTP 4xx, no such
+    connection): fix the target or the spec's ``delivery``; a retry cannot help."""

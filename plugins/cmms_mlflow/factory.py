@@ -35,6 +35,8 @@ from cmms_mlflow.operators import (
     MlflowValidateModelOperator,
 )
 from cmms_mlflow.operators.approval import MlflowApprovalOperator
+from cmms_mlflow.operators.delivery import DeliverScoresOperator
+from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
@@ -44,6 +46,7 @@ START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 MODEL = "{{ params.model_name }}"
 VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
 HOLDOUT = "{{ ti.xcom_pull(task_ids='extract_data')['splits']['holdout']['uri'] }}"
+HOLDOUT_SHA256 = "{{ ti.xcom_pull(task_ids='extract_data')['splits']['holdout']['sha256'] }}"
 
 TRAINING_DOC = """
 ### {title}: training to production
@@ -85,9 +88,9 @@ Runs whenever the champion of `{model}` may have changed (its Asset, emitted by
 data contract (unseen categories, missing and out-of-range values are flagged in the output and
 counted, never silently scored), loads `models:/<name>@champion` and writes one row per input —
 ids `{ids}`, `failure_probability`, `at_risk`, `contract_ok`, `contract_issues`, `model_name`,
-`model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>/<model>/predictions.parquet`.
+`model_version`, `scored_at` — to `$CMMS_DATA_ROOT/{scoring_dag}/<run_id>-<hash>/<model>/predictions.parquet`.
 A summary is logged as an MLflow run in the experiment `{experiment}`.
-"""
+{delivery}"""
 
 
 def _source_text(source: dict[str, Any]) -> str:
@@ -155,7 +158,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         params=_params(training_params(spec)),
         default_args=_default_args(spec, execution_timeout=timedelta(minutes=20), notifier=notifier),
         tags=["mlflow", "training", *spec.tags],
-        doc_md=doc,
+        doc_md=doc + (_tuning_text(spec) if spec.tuning else ""),
     ) as dag:
         extract = ExtractBatchOperator(
             task_id="extract_data", spec=definition, execution_timeout=timedelta(minutes=30)
@@ -166,15 +169,18 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             manifest=extract.output,
             execution_timeout=timedelta(minutes=30),
         )
+        study, tune = _tuning_tasks(spec, definition, extract, checks) if spec.tuning else (None, None)
         train = MlflowTrainModelOperator(
             task_id="train_model",
             spec=definition,
             dataset=extract.output,
             checks=checks.output,
+            tuning=study.output[PLAN_KEY] if study is not None else None,
             execution_timeout=timedelta(hours=2),
         )
+        # Every step that writes the model gets the spec: the model must be the spec's own.
         register = MlflowRegisterModelOperator(
-            task_id="register_model", model_name=MODEL, training=train.output
+            task_id="register_model", model_name=MODEL, training=train.output, spec=definition
         )
         stage = MlflowTransitionModelOperator(
             task_id="stage_model",
@@ -183,6 +189,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             stage="Staging",
             # A cleared run re-executes this step; never pull a decided version back to Staging.
             from_stages=("None",),
+            spec=definition,
         )
         validate_model = MlflowValidateModelOperator(
             task_id="validate_model",
@@ -190,6 +197,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             model_name=MODEL,
             version=VERSION,
             holdout_uri=HOLDOUT,
+            holdout_sha256=HOLDOUT_SHA256,
             checks=checks.output,
             dataset=extract.output,  # its split record: the periods the decision record shows
         )
@@ -205,6 +213,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         approve = MlflowApprovalOperator(
             task_id=APPROVAL_TASK_ID,
             model_name=MODEL,
+            registered_model=spec.registered_model,
             validation=validate_model.output,
             approvers=spec.approval["approvers"],
             notifier=notifier,
@@ -226,6 +235,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         reject = MlflowRejectModelOperator(
             task_id="reject_model",
             model_name=MODEL,
+            spec=definition,
             validation=validate_model.output,
             approval=approve.output,
             notifier=notifier,
@@ -235,15 +245,56 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         report = MlflowModelReportOperator(
             task_id="report",
             model_name=MODEL,
+            spec=definition,
             validation=validate_model.output,
             trigger_rule="none_failed_min_one_success",
         )
         checks >> train
+        if tune is not None:
+            tune >> train  # every chain of trials before the final fit
         register >> stage >> validate_model
         decide(validate_model.output) >> [promote, approve, reject]
         approve >> [promote, reject]
         [promote, reject] >> report
     return dag
+
+
+TUNING_DOC = """
+**Tuning** (`tuning` in the spec): before train_model, **create_study** makes the run's Optuna study
+({storage}) and its training run, then **tune** runs {n_trials} trials (the trigger's `n_trials`, at
+most {max_trials}) in chains of {per_task}, one mapped task per chain, spread over the workers.
+Each trial is an MLflow child run of the training run with its parameters and validation {metric};
+hopeless trials are pruned. train_model fits the best trial's values and logs the study's summary.
+"""
+
+
+def _tuning_tasks(spec: ModelSpec, definition: dict[str, Any], extract: Any, checks: Any) -> tuple[Any, Any]:
+    """create_study → tune (mapped over the study's chains of trials); returns both."""
+    study = MlflowCreateStudyOperator(
+        task_id="create_study", spec=definition, dataset=extract.output, checks=checks.output
+    )
+    from cmms_mlflow.kubernetes import trial_executor_config
+
+    tune = MlflowTuneTrialsOperator.partial(
+        task_id="tune",
+        spec=definition,
+        plan=study.output[PLAN_KEY],
+        dataset=extract.output,
+        execution_timeout=timedelta(hours=2),
+        executor_config=trial_executor_config(spec),  # the trial pod under the KubernetesExecutor
+    ).expand(chain=study.output)
+    return study, tune
+
+
+def _tuning_text(spec: ModelSpec) -> str:
+    tuning = spec.tuning or {}
+    return TUNING_DOC.format(
+        storage="Airflow connection `cmms_optuna`, or a journal file on one host",
+        n_trials=tuning.get("n_trials"),
+        max_trials=tuning.get("max_trials"),
+        per_task=tuning.get("trials_per_task"),
+        metric=tuning.get("metric"),
+    )
 
 
 def _failure_callback(notifier: ModelEventNotifier | None) -> dict[str, Any]:
@@ -284,6 +335,7 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         ids=", ".join(spec.id_columns) or "(none)",
         scoring_dag=spec.scoring_dag_id,
         experiment=spec.scoring_experiment,
+        delivery=_delivery_text(spec),
     )
     with DAG(
         dag_id=spec.scoring_dag_id,
@@ -298,7 +350,7 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
         tags=["mlflow", "scoring", *spec.tags],
         doc_md=doc,
     ) as dag:
-        MlflowBatchScoreOperator(
+        score = MlflowBatchScoreOperator(
             task_id="score_fleet",
             spec=spec.to_dict(),
             model_name=MODEL,
@@ -306,7 +358,22 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
             risk_threshold="{{ params.risk_threshold }}",
             snapshot_at="{{ params.snapshot_at or '' }}" if "snapshot_at" in params else None,
         )
+        if spec.delivery.get("table") or spec.delivery.get("webhook"):
+            # Its own task: a delivery that fails is retried without scoring again.
+            DeliverScoresOperator(task_id="deliver", spec=spec.to_dict(), scored=score.output)
     return dag
+
+
+def _delivery_text(spec: ModelSpec) -> str:
+    table, webhook = spec.delivery.get("table"), spec.delivery.get("webhook")
+    targets = []
+    if table:
+        targets.append(f"upserts one row per asset and day into `{table['name']}` of `{table['conn_id']}`")
+    if webhook:
+        targets.append(f"posts the top {webhook['top_k']} alerts as work orders to `{webhook['conn_id']}`")
+    if not targets:
+        return ""
+    return f"\n**deliver** (retried on its own, never rescoring) {' and '.join(targets)}.\n"
 
 
 class InvalidModelSpecs(DAG):

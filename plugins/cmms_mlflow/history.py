@@ -11,6 +11,13 @@ also returns MLflow's token of the next page).
 Events are appended by :func:`cmms_mlflow.registry.apply` under the model lock, so sequence
 numbers never collide, and a retried step whose event is already recorded (same key) appends
 nothing. Deleting an event run (an MLflow admin can) leaves a gap in ``seq``.
+
+Intent first: an event whose request writes anything is appended ``pending`` (tag
+``history_status``, the run ``RUNNING``) before the writes and completed after them
+(:func:`complete`: ``done``, the run ``FINISHED``). A process that dies in between leaves the
+intent; the next write of the model settles it under the lock (:func:`settle_pending`: ``done`` if
+its writes took effect, else ``not_applied``, the run ``FAILED``). Reads show a pending event as
+``status: pending``. Completing an event updates its own run's status tags; no other event changes.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from cmms_pm.registry_plan import DONE_EVENT, PENDING_EVENT
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -30,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT_SUFFIX = "__history"
 SEQ_TAG, KEY_TAG, EVENT_TAG = "history_seq", "history_key", "history_event"
+STATUS_TAG = "history_status"
 _SEQ_WIDTH = 10
 #: MLflow keeps run tag values up to 8,000 characters; long free text is cut to fit.
 _MAX_TEXT = 2000
@@ -40,21 +50,20 @@ def experiment_name(model: str) -> str:
     return f"{model}{EXPERIMENT_SUFFIX}"
 
 
-def append(client: MlflowClient, model: str, event: Mapping[str, Any]) -> HistoryEvent | None:
+def append(
+    client: MlflowClient, model: str, event: Mapping[str, Any], *, status: str = DONE_EVENT
+) -> HistoryEvent | None:
     """Record ``event`` (a plan's event, without ``seq``) unless its ``key`` is already recorded.
 
     Call under :func:`cmms_mlflow.registry.model_lock`: the next sequence number is the newest + 1.
+    ``status``: ``done``, or ``pending`` for an intent recorded before its writes (:func:`complete`).
     Returns the recorded event, or None when the key was recorded before (a retry).
     """
     from mlflow.entities import ViewType
 
     experiment_id = _experiment_id(client, model, create=True)
-    key = str(event["key"])
-    if not key.isalnum():
-        raise ValueError(f"history key {key!r} must be alphanumeric")
-    if client.search_runs(
-        [experiment_id], filter_string=f"tags.{KEY_TAG} = '{key}'", run_view_type=ViewType.ALL, max_results=1
-    ):
+    key = _checked_key(event["key"])
+    if _find(client, experiment_id, key) is not None:
         log.info("History of %s already has event %s; not appending it again", model, key)
         return None
     newest = client.search_runs(
@@ -68,10 +77,14 @@ def append(client: MlflowClient, model: str, event: Mapping[str, Any]) -> Histor
         "reason": _cut(str(event.get("reason") or "")),
         "repairs": [_cut(r, 500) for r in event.get("repairs") or []][:20],
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": status,
     }
+    if status == PENDING_EVENT and event.get("expect"):
+        recorded["expect"] = dict(event["expect"])
     tags = {
         SEQ_TAG: str(seq).zfill(_SEQ_WIDTH),
         KEY_TAG: key,
+        STATUS_TAG: status,
         EVENT_TAG: json.dumps(recorded, separators=(",", ":"), sort_keys=True),
         "history_type": str(recorded["type"]),
         "history_version": str(recorded["version"] or ""),
@@ -83,9 +96,90 @@ def append(client: MlflowClient, model: str, event: Mapping[str, Any]) -> Histor
     run = client.create_run(
         experiment_id, run_name=f"{seq:06d} {recorded['type']} v{recorded['version'] or '-'}", tags=tags
     )
-    client.set_terminated(run.info.run_id, status="FINISHED")
-    log.info("History of %s: #%d %s", model, seq, tags["mlflow.note.content"])
+    if status != PENDING_EVENT:
+        client.set_terminated(run.info.run_id, status="FINISHED")
+    log.info("History of %s: #%d (%s) %s", model, seq, status, tags["mlflow.note.content"])
     return recorded  # type: ignore[return-value]
+
+
+def recorded(client: MlflowClient, model: str, key: str) -> HistoryEvent | None:
+    """The event recorded under ``key`` (any status), or None."""
+    experiment_id = _experiment_id(client, model, create=False)
+    if experiment_id is None:
+        return None
+    run = _find(client, experiment_id, _checked_key(key))
+    return _event_of(run) if run is not None else None
+
+
+def complete(
+    client: MlflowClient, model: str, key: str, *, status: str = DONE_EVENT, settled: str = ""
+) -> HistoryEvent | None:
+    """Mark the event of ``key`` ``done`` (its writes happened) or ``not_applied``; ``settled`` says
+    who completed it when it was not its writer. Call under the model lock. None if not recorded."""
+    experiment_id = _experiment_id(client, model, create=False)
+    run = _find(client, experiment_id, _checked_key(key)) if experiment_id is not None else None
+    if run is None:
+        return None
+    event = _event_of(run)
+    if event is None or (event.get("status", DONE_EVENT) == status and not settled):
+        return event
+    if not settled and event.get("status", DONE_EVENT) != PENDING_EVENT:
+        settled = "completed by a retry of the same step"
+    completed: dict[str, Any] = {**event, "status": status}
+    completed.pop("expect", None)
+    if settled:
+        completed["settled"] = settled
+    client.set_tag(run.info.run_id, EVENT_TAG, json.dumps(completed, separators=(",", ":"), sort_keys=True))
+    client.set_tag(run.info.run_id, STATUS_TAG, status)
+    client.set_tag(run.info.run_id, "mlflow.note.content", _sentence(completed))
+    client.set_terminated(run.info.run_id, status="FINISHED" if status == DONE_EVENT else "FAILED")
+    return completed  # type: ignore[return-value]
+
+
+def pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
+    """The events recorded as intents and never completed (their writer died in between), oldest first."""
+    from mlflow.entities import ViewType
+
+    experiment_id = _experiment_id(client, model, create=False)
+    if experiment_id is None:
+        return []
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{STATUS_TAG} = '{PENDING_EVENT}'",
+        order_by=[f"tags.{SEQ_TAG} ASC"],
+        run_view_type=ViewType.ALL,
+        max_results=100,
+    )
+    return [event for event in map(_event_of, runs) if event is not None]
+
+
+def settle_pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
+    """Complete every pending event of ``model`` from the registry as it is now (call under the model
+    lock: a pending event's writer no longer holds it, so it died between its intent and its end)."""
+    from mlflow.exceptions import MlflowException
+
+    from cmms_pm.registry_plan import VersionState, settle
+
+    settled = []
+    for event in pending(client, model):
+        state = None
+        if event.get("version"):
+            try:
+                mv = client.get_model_version(model, str(event["version"]))
+                state = VersionState(str(mv.version), str(mv.current_stage), dict(mv.tags or {}), mv.run_id)
+            except MlflowException as err:
+                if getattr(err, "error_code", "") not in (
+                    "RESOURCE_DOES_NOT_EXIST",
+                    "INVALID_PARAMETER_VALUE",
+                ):
+                    raise
+        status, note = settle(event, state)
+        log.warning("History of %s: event #%s was left pending by a writer that died: %s (%s)",
+                    model, event.get("seq"), status, note)  # fmt: skip
+        done = complete(client, model, str(event["key"]), status=status, settled=note)
+        if done is not None:
+            settled.append(done)
+    return settled
 
 
 def read(
@@ -119,10 +213,11 @@ def read_page(
     )
     events = []
     for run in runs:
-        try:
-            events.append(json.loads(run.data.tags[EVENT_TAG]))
-        except (KeyError, ValueError):
+        event = _event_of(run)
+        if event is None:
             log.warning("History of %s: run %s is not an event; skipped", model, run.info.run_id)
+        else:
+            events.append(event)
     token = runs.token.decode() if isinstance(runs.token, bytes) else runs.token
     return events, token or None
 
@@ -139,7 +234,35 @@ _FIELDS = (
     "at",
     "changed",
     "airflow",
+    "override",
 )
+
+
+def _checked_key(key: Any) -> str:
+    key = str(key)
+    if not key.isalnum():
+        raise ValueError(f"history key {key!r} must be alphanumeric")
+    return key
+
+
+def _find(client: MlflowClient, experiment_id: str, key: str) -> Any:
+    from mlflow.entities import ViewType
+
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.{KEY_TAG} = '{key}'", run_view_type=ViewType.ALL, max_results=1
+    )
+    return runs[0] if runs else None
+
+
+def _event_of(run: Any) -> HistoryEvent | None:
+    """The event a history run holds (``status`` ``done`` for events from before intents existed)."""
+    try:
+        event = json.loads(run.data.tags[EVENT_TAG])
+    except (KeyError, ValueError):
+        return None
+    event.setdefault("status", DONE_EVENT)
+    event.setdefault("override", None)
+    return event  # type: ignore[no-any-return]
 
 
 def _experiment_id(client: MlflowClient, model: str, *, create: bool) -> str | None:
@@ -176,8 +299,12 @@ def _sentence(event: Mapping[str, Any]) -> str:
     )
     champion = f"champion {event.get('champion_before') or '-'} -> {event.get('champion_after') or '-'}"
     unchanged = "" if event.get("changed", True) else " (already in effect)"
+    status = event.get("status", DONE_EVENT)
+    state = "" if status == DONE_EVENT else f" [{status.replace('_', ' ')}]"
+    override = event.get("override") or {}
+    overriding = f" (overriding a {override['of'].replace('_', ' ')} approval)" if override.get("of") else ""
     return _cut(
-        f"{event['type']}{unchanged}: {moved}; {champion}; by {event.get('actor') or '?'} at "
-        f"{event.get('at') or '?'}: {event.get('reason') or ''}",
+        f"{event['type']}{unchanged}{overriding}{state}: {moved}; {champion}; by {event.get('actor') or '?'} "
+        f"at {event.get('at') or '?'}: {event.get('reason') or ''}",
         4000,
     )

@@ -8,6 +8,7 @@ page URL to XCom under the link's key; the link reads it back for the task insta
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
 
 RUN_URL_KEY = "mlflow_run_url"
 MODEL_VERSION_URL_KEY = "mlflow_model_version_url"
+#: What a DAG id and a run id may look like when they come from data (a model version's tags):
+#: Airflow's own DAG id rule and its default ``[scheduler] allowed_run_id_pattern``, 250 at most.
+DAG_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
 
 
 class _XComUrlLink(BaseOperatorLink):
@@ -53,6 +58,17 @@ def dag_url(dag_id: str, run_id: str | None = None) -> str:
     """Airflow's page of a DAG, or of one of its runs."""
     path = f"/dags/{quote(dag_id, safe='')}"
     return airflow_ui_url(path + (f"/runs/{quote(run_id, safe='')}" if run_id else ""))
+
+
+def airflow_run_url(dag_id: Any, run_id: Any) -> str | None:
+    """Airflow's page of one run, for ids read from data (tags anyone with MLflow write access can
+    edit): None unless both look like Airflow's own ids. The address is always this Airflow's
+    (``[api] base_url``, or a path on its origin): a tag never chooses where a link goes."""
+    if not isinstance(dag_id, str) or not isinstance(run_id, str):
+        return None
+    if not DAG_ID_PATTERN.fullmatch(dag_id) or not RUN_ID_PATTERN.fullmatch(run_id):
+        return None
+    return dag_url(dag_id, run_id)
 
 
 def required_actions_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:

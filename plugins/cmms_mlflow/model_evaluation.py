@@ -31,6 +31,7 @@ def validate_candidate(
     holdout_uri: str,
     target: str,
     policy: Mapping[str, Any],
+    holdout_sha256: str | None = None,
     drift: Mapping[str, str] | None = None,
     spec_name: str | None = None,
     allow_unverified: bool = False,
@@ -43,11 +44,11 @@ def validate_candidate(
     ``spec_name`` when given, the champion from any spec of this package, unless
     ``allow_unverified``) and scored on the same holdout. ``policy`` holds the metric,
     its threshold, the minimum improvement and the two switches (``RunConfig.thresholds``);
-    ``drift`` the status (``ok``/``warn``/``block``/``none``) and reason from validate_data.
+    ``drift`` the status (``ok``/``warn``/``block``/``none``) and reason from validate_data;
+    ``holdout_sha256`` the holdout's digest in the batch manifest (checked before it is scored).
     """
     from cmms_pm.data import read_split
     from cmms_pm.policy import decide_promotion
-    from cmms_pm.training import score_model
 
     version = str(version)
     drift = dict(drift or {"status": "none", "reason": ""})
@@ -67,10 +68,14 @@ def validate_candidate(
         raise version_not_in_stage(name, version, "Staging", candidate.current_stage)
 
     metric = policy["metric"]
-    holdout = read_split(holdout_uri)
+    costs = decision_costs(policy)
+    holdout = read_split(holdout_uri, sha256=holdout_sha256)
     challenger_uri = f"models:/{name}/{version}"
     challenger = load_version(client, name, version, spec_name=spec_name, allow_unverified=allow_unverified)
-    challenger_metrics = score_model(challenger, holdout, target=target)
+    # Each model at its own decision threshold (its version tag; 0.5 for versions from before).
+    challenger_metrics, challenger_proba = score_at_threshold(
+        challenger, holdout, target=target, threshold=registry.decision_threshold(candidate), costs=costs
+    )
     champion = registry.get_champion(client, name)
     champion_version = str(champion.version) if champion is not None else None
     if champion_version == version:
@@ -78,12 +83,14 @@ def validate_candidate(
     challenger_data_end = candidate.tags.get("data_interval_end") or None
     champion_data_end = (champion.tags.get("data_interval_end") or None) if champion is not None else None
     champion_metrics = (
-        score_model(
+        score_at_threshold(
             load_version(client, name, champion_version, allow_unverified=allow_unverified),
             holdout,
             target=target,
-        )
-        if champion_version
+            threshold=registry.decision_threshold(champion),
+            costs=costs,
+        )[0]
+        if champion_version and champion is not None
         else None
     )
     decision = decide_promotion(
@@ -110,6 +117,7 @@ def validate_candidate(
         "challenger_data_end": challenger_data_end,
         "champion_data_end": champion_data_end,
         "holdout_uri": holdout_uri,
+        "holdout_sha256": holdout_sha256,
         "holdout_rows": len(holdout),
         "target": target,
         "thresholds": dict(policy),
@@ -121,6 +129,7 @@ def validate_candidate(
         # The periods the challenger was trained, validated and judged on (a time split).
         record["split"] = dict(split)
     client.log_dict(candidate.run_id, record, DECISION_ARTIFACT)
+    card_with_holdout(client, record, holdout, challenger_proba)
     tags = {f"validation_{k}": f"{v:.6f}" for k, v in challenger_metrics.items()}
     tags.update(
         {
@@ -148,3 +157,58 @@ def recorded_decision(client: MlflowClient, run_id: str) -> dict[str, Any] | Non
         except (MlflowException, OSError):
             return None
         return json.loads(Path(path).read_text())
+
+
+def decision_costs(policy: Mapping[str, Any]) -> dict[str, float]:
+    """The costs the expected cost is measured in: the policy's (the spec's ``decision.costs``, kept
+    in the decision record) or the spec defaults."""
+    from cmms_pm.thresholds import DecisionPolicy
+
+    given = policy.get("costs") or {}
+    return {**DecisionPolicy().costs, **{k: float(v) for k, v in given.items()}}
+
+
+def score_at_threshold(
+    model: Any, frame: Any, *, target: str, threshold: float, costs: Mapping[str, float]
+) -> tuple[dict[str, float], Any]:
+    """Metrics of ``model`` on a labelled frame at its ``threshold`` (plus ``threshold``,
+    ``expected_cost`` a row and ``brier``), and its risks."""
+    import numpy as np
+
+    from cmms_pm.thresholds import metrics_at
+    from cmms_pm.training import classification_metrics, positive_proba
+
+    proba = positive_proba(model, frame)
+    y = frame[target].to_numpy()
+    metrics = classification_metrics(y, proba, threshold)
+    metrics["threshold"] = float(threshold)
+    metrics["expected_cost"] = metrics_at(y, proba, threshold, costs)["expected_cost"]
+    metrics["brier"] = float(np.mean((np.asarray(proba, dtype=float) - np.asarray(y, dtype=float)) ** 2))
+    return metrics, proba
+
+
+def card_with_holdout(client: MlflowClient, record: Mapping[str, Any], holdout: Any, proba: Any) -> None:
+    """Add the holdout section (metrics with intervals, slices, the gate) to the challenger's card."""
+    from cmms_mlflow.card_logging import load_facts, log_card
+    from cmms_pm.model_card import holdout_facts
+
+    run_id = record["challenger_run_id"]
+    facts = load_facts(client, run_id) if run_id else None
+    if facts is None:
+        return
+    challenger = record["challenger_metrics"]
+    section = holdout_facts(
+        holdout,
+        holdout[record["target"]].to_numpy(),
+        proba,
+        challenger["threshold"],
+        decision_costs(record.get("thresholds") or {}),
+        slice_columns=(facts.get("features") or {}).get("categorical") or [],
+    )
+    champion = record.get("champion_metrics")
+    if champion:
+        section["champion"] = {"version": record.get("champion_version"), **champion}
+    section["decision"] = record["decision"]
+    section["reason"] = record["reason"]
+    facts.update(model_name=record["model_name"], version=record["challenger_version"], holdout=section)
+    log_card(client, run_id, facts, step="validate_model")

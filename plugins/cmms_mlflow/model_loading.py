@@ -10,10 +10,14 @@ batch scoring) goes through :func:`load_version` instead, which
    spec when one is given — and ``airflow.dag_id``/``airflow.run_id``), and the version's
    source is that run's logged model;
 2. takes the trusted types from the estimator the run says it trained (run param ``estimator``
-   → ``cmms_pm.estimators.ESTIMATORS[kind].trusted_types``), never from the artifact;
+   → ``cmms_pm.estimators.trusted_types(kind)``: the estimator's, plus the two scikit-learn
+   calibration wrappers every version since issue 19 carries), never from the artifact;
 3. downloads the ``MLmodel`` file alone and refuses anything but the sklearn flavor in skops
    format with a plain data-file name and no ``code`` folder, before the data file is fetched;
-4. loads the data file with ``skops.io.load(trusted=…)`` — never pickle — while MLflow's own
+4. for an estimator whose library parses its booster in native code (XGBoost, LightGBM), loads
+   the data file once in a child process first, so that a file that crashes the parser is
+   refused instead of killing the task (and every retry of it);
+5. loads the data file with ``skops.io.load(trusted=…)`` — never pickle — while MLflow's own
    switch ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` reads ``false`` in this thread, so an MLflow
    loader called by mistake refuses too.
 
@@ -23,6 +27,7 @@ artifact, so it fails the task for good).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -96,7 +101,7 @@ def load_version(
     import mlflow.artifacts
 
     from cmms_mlflow.training_run import quiet_airflow_shims
-    from cmms_pm.estimators import ESTIMATORS
+    from cmms_pm.estimators import ESTIMATORS, trusted_types
 
     skops_io = import_skops()
     from skops.io.exceptions import UntrustedTypesFoundException
@@ -116,7 +121,7 @@ def load_version(
             version,
             f"its run names no known estimator (param 'estimator' = {kind!r}) to trust types of",
         )
-    trusted = list(ESTIMATORS[kind].trusted_types)
+    trusted = trusted_types(kind)  # the estimator's and the calibration wrapper's, nothing else
     root = client.get_model_version_download_uri(name, version).rstrip("/")
     with tempfile.TemporaryDirectory() as tmp, pickle_loading_disabled():
         mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=tmp)
@@ -124,6 +129,8 @@ def load_version(
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{data_file}", dst_path=str(data_dir))
+        if ESTIMATORS[kind].requirements:  # a library that parses its own state in native code
+            _survives_loading(name, version, path, trusted)
         try:
             with quiet_airflow_shims():
                 return skops_io.load(path, trusted=trusted)
@@ -134,6 +141,45 @@ def load_version(
             raise model_not_skops(
                 name, version, f"its data file is not a readable skops file ({err})"
             ) from err
+
+
+#: Seconds a child process may take to load a model of a native-code library (see _survives_loading).
+TRIAL_LOAD_TIMEOUT = 300
+_TRIAL_LOAD = """
+import json, sys
+import skops.io
+try:
+    skops.io.load(sys.argv[1], trusted=json.loads(sys.argv[2]))
+except Exception as err:  # refused or unreadable: the caller's own load reports it
+    print(type(err).__name__, str(err)[:500])
+"""
+
+
+def _survives_loading(name: str, version: str, path: str, trusted: list[str]) -> None:
+    """Load ``path`` once in a child process first: a model whose booster is parsed in native code
+    (XGBoost's UBJSON, LightGBM's model text) could take the task process down with it. LightGBM
+    4.7 calls ``std::terminate`` on some malformed trees instead of raising, so a tampered file
+    would kill every retry of the task; here it is refused. The child gets the same trusted types
+    and never unpickles (skops only); an exception there is left for the caller's own load."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _TRIAL_LOAD, str(path), json.dumps(trusted)],
+            capture_output=True,
+            text=True,
+            timeout=TRIAL_LOAD_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise model_not_skops(
+            name, version, f"loading its data file did not finish in {TRIAL_LOAD_TIMEOUT} s"
+        ) from err
+    if out.returncode != 0:
+        tail = " ".join(out.stderr.strip().splitlines()[-2:])[-300:]
+        raise model_not_skops(
+            name, version, f"loading its data file killed a test process (exit {out.returncode}): {tail}"
+        )
 
 
 def import_skops() -> ModuleType:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cmms_mlflow import history, registry
-from cmms_mlflow.links import dag_url, required_actions_url
+from cmms_mlflow.links import DAG_ID_PATTERN, RUN_ID_PATTERN, airflow_run_url, required_actions_url
 from cmms_pm.approval import APPROVAL_TASK_ID, PENDING, requesting_run
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ VERSION_HISTORY_LIMIT = 100
 #: Where the plots of a training run live, and the one drift plot of its data checks.
 EVALUATION_DIR = "evaluation"
 DRIFT_PLOT = "data_checks/drift.png"
+#: The tuning study's plots (optimisation history, parameter importances) of a tuned model's run.
+TUNING_DIR = "tuning"
 #: A plot's id in a URL: ``evaluation.roc_curve``, ``drift``; resolved against the run's own
 #: artifact listing, so no path from a request ever reaches the artifact store.
 PLOT_ID_PATTERN = r"[a-z0-9_]{1,64}(\.[a-z0-9_]{1,64})?"
@@ -102,7 +104,9 @@ def decision_view(event: Mapping[str, Any]) -> dict[str, Any]:
         "recordedAt": event.get("recorded_at"),
         "reason": event.get("reason") or "",
         "airflow": dict(airflow) or None,
-        "links": {"airflowRun": dag_url(dag_id, run_id) if dag_id and run_id else None},
+        "status": event.get("status", "done"),
+        "override": event.get("override"),
+        "links": {"airflowRun": airflow_run_url(dag_id, run_id)},
     }
 
 
@@ -113,10 +117,17 @@ def recent_decisions(
     return [decision_view(e) for e in history.read(client, name, limit=limit, version=version)]
 
 
-def pending_approvals(versions: list[ModelVersion], approvers: Sequence[str] = ()) -> list[dict[str, Any]]:
+def pending_approvals(
+    versions: list[ModelVersion], approvers: Sequence[str] = (), *, training_dag_id: str | None = None
+) -> list[dict[str, Any]]:
     """The versions waiting for a person's answer (``approval_status=pending``), newest first: when
     and by which Airflow run it was asked, who may answer (``approvers``; empty: anyone allowed to
     answer the DAG's human-in-the-loop tasks), until when, and Airflow's page to answer it.
+
+    The asking run comes from a tag, which anyone with MLflow write access can edit: it counts only
+    if it names ``training_dag_id`` (the model's spec's training DAG, the only one with an approval
+    step for it) and a run id of Airflow's own shape; otherwise ``dagId``/``runId`` and the links
+    are None (``requestedBy`` still shows the tag as text).
 
     Read from ``versions`` (the listing :func:`model_summary` already holds, tags included): no
     MLflow call of its own.
@@ -126,7 +137,7 @@ def pending_approvals(versions: list[ModelVersion], approvers: Sequence[str] = (
         tags = dict(mv.tags)
         if tags.get("approval_status") != PENDING:
             continue
-        dag_id, run_id = requesting_run(tags.get("approval_requested_by")) or (None, None)
+        dag_id, run_id = asking_run(tags.get("approval_requested_by"), training_dag_id)
         hours = _float(tags.get("approval_timeout_hours"))
         requested_at = tags.get("approval_requested_at") or None
         pending.append({
@@ -146,10 +157,21 @@ def pending_approvals(versions: list[ModelVersion], approvers: Sequence[str] = (
             "mapIndex": -1,
             "links": {
                 "requiredActions": required_actions_url(dag_id, run_id, APPROVAL_TASK_ID) if run_id else None,
-                "airflowRun": dag_url(dag_id, run_id) if run_id else None,
+                "airflowRun": airflow_run_url(dag_id, run_id),
             },
         })  # fmt: skip
     return pending
+
+
+def asking_run(tag: str | None, training_dag_id: str | None) -> tuple[str | None, str | None]:
+    """``(dag_id, run_id)`` of an ``approval_requested_by`` tag when it names ``training_dag_id`` and a
+    well-formed run id, else ``(None, None)``."""
+    dag_id, run_id = requesting_run(tag) or (None, None)
+    if training_dag_id is None or dag_id != training_dag_id or not DAG_ID_PATTERN.fullmatch(dag_id):
+        return None, None
+    if run_id is None or not RUN_ID_PATTERN.fullmatch(run_id):
+        return None, None
+    return dag_id, run_id
 
 
 def _plus_hours(iso: str | None, hours: float | None) -> str | None:
@@ -173,6 +195,8 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "runId": mv.run_id or None,
         "createdAt": _iso_from_ms(mv.creation_timestamp),
         "holdout": {m: _float(tags.get(f"validation_{m}")) for m in HOLDOUT_METRICS},
+        # The alert threshold chosen on its validation data (None: a version from before, 0.5).
+        "decisionThreshold": _float(tags.get("decision_threshold")),
         "validationMetrics": dict(run.data.metrics) if run is not None else {},
         "championF1AtValidation": _float(tags.get("champion_f1")),
         "championVersionAtValidation": tags.get("champion_version") or None,
@@ -185,12 +209,38 @@ def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, alias
         "promotedBy": tags.get("promoted_by") or None,
         "promotionReason": tags.get("promotion_reason") or None,
         "approvalStatus": tags.get("approval_status") or None,
+        "approvalOverride": (
+            {
+                "of": tags["approval_override"],
+                "by": tags.get("approval_override_by") or None,
+                "reason": tags.get("approval_override_reason") or "",
+            }
+            if tags.get("approval_override")
+            else None
+        ),  # fmt: skip
         "drift": drift_of(tags),
+        "tuning": tuning_of(run.data if run is not None else None),
         "links": {
             "mlflowVersion": hook.model_version_url(mv.name, version),
             "mlflowRun": hook.run_url(experiment_id, mv.run_id) if experiment_id else None,
-            "airflowRun": tags.get("airflow.run_url") or None,
+            # Built from the run's ids on this Airflow's address, never a URL taken from a tag.
+            "airflowRun": airflow_run_url(tags.get("airflow.dag_id"), tags.get("airflow.run_id")),
         },
+    }
+
+
+def tuning_of(data: Any) -> dict[str, Any] | None:
+    """A tuned model's study in brief (from its run's params, metrics and tags), or None."""
+    if data is None or "tuning_trials" not in data.params:
+        return None
+    metric = data.params.get("tuning_metric", "")
+    return {
+        "study": data.tags.get("cmms.tuning.study"),
+        "trials": int(data.params["tuning_trials"]),
+        "metric": metric,
+        "bestValue": data.metrics.get(f"tuning_best_{metric}"),
+        "bestSlot": data.params.get("tuning_best_slot"),
+        "states": data.tags.get("tuning_states"),
     }
 
 
@@ -201,9 +251,11 @@ def model_summary(
     limit: int = DECISIONS_LIMIT,
     *,
     approvers: Sequence[str] = (),
+    training_dag_id: str | None = None,
 ) -> dict:
     """Champion, challenger (or the last candidate), decisions, drift and pending approvals of
-    ``name`` (``approvers``: who the model's spec lets answer an approval)."""
+    ``name`` (``approvers``: who the model's spec lets answer an approval; ``training_dag_id``: its
+    spec's training DAG, the only DAG whose approval requests count)."""
     if not registry.model_exists(client, name):
         return {"registered": False, "champion": None, "challenger": None, "lastCandidate": None,
                 "previousChampion": None, "decisions": [], "drift": None, "pendingApprovals": [],
@@ -233,7 +285,7 @@ def model_summary(
         "previousChampion": aliases.get(registry.PREVIOUS_CHAMPION),
         "decisions": recent_decisions(client, name, limit),
         "drift": drift,
-        "pendingApprovals": pending_approvals(versions, approvers),
+        "pendingApprovals": pending_approvals(versions, approvers, training_dag_id=training_dag_id),
         "links": {"mlflowModel": _model_url(hook, name)},
     }
 
@@ -251,6 +303,10 @@ def plot_paths(client: MlflowClient, run_id: str) -> dict[str, str]:
             plots[f"{EVALUATION_DIR}.{stem}"] = info.path
     if any(i.path == DRIFT_PLOT for i in client.list_artifacts(run_id, str(Path(DRIFT_PLOT).parent))):
         plots["drift"] = DRIFT_PLOT
+    for info in client.list_artifacts(run_id, TUNING_DIR):
+        stem = Path(info.path).stem
+        if not info.is_dir and info.path.endswith(".png") and PLOT_ID.fullmatch(stem):
+            plots[f"{TUNING_DIR}.{stem}"] = info.path
     return plots
 
 
@@ -273,6 +329,28 @@ def version_detail(client: MlflowClient, hook: MlflowHook, name: str, version: s
     view["decisionRecord"] = recorded_decision(client, mv.run_id) if mv.run_id else None
     view["history"] = recent_decisions(client, name, VERSION_HISTORY_LIMIT, version=str(mv.version))
     view["plots"] = sorted(plot_paths(client, mv.run_id)) if mv.run_id else []
+    view["modelCard"] = model_card_text(client, mv.run_id) if mv.run_id else None
     view["champion"] = aliases.get(registry.CHAMPION)
     view["previousChampion"] = aliases.get(registry.PREVIOUS_CHAMPION)
     return view
+
+
+#: Largest model card the page shows (ours are a few KB; a run's artifact could be anything).
+MODEL_CARD_MAX_BYTES = 256 * 1024
+
+
+def model_card_text(client: MlflowClient, run_id: str) -> str | None:
+    """The version's ``model_card.md`` as text (None: none yet), cut at ``MODEL_CARD_MAX_BYTES``.
+
+    Plain text for the page, which shows it preformatted through ``textContent``: a column name
+    like ``<script>`` in the card stays characters on the screen.
+    """
+    from cmms_mlflow.card_logging import read_card
+
+    text = read_card(client, run_id)
+    if text is None:
+        return None
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MODEL_CARD_MAX_BYTES:
+        return text
+    return encoded[:MODEL_CARD_MAX_BYTES].decode("utf-8", errors="ignore") + "\n\n[… cut: the card is larger]"

@@ -196,11 +196,14 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
-def post_json(http_conn_id: str, payload: Mapping[str, Any]) -> int:
-    """POST ``payload`` to the connection's URL; return the HTTP status or raise ``NotificationError``.
+def post_json(
+    http_conn_id: str, payload: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+) -> int:
+    """POST ``payload`` to the connection's URL; return the HTTP status or raise ``NotificationError``
+    (its ``status_code``: the answer's status, None when there was none).
 
     Error messages name the connection and the URL's origin only (a webhook path is often itself
-    a secret), never the token.
+    a secret), never the token. ``headers`` are added to the request (e.g. ``Idempotency-Key``).
     """
     import requests
     from airflow.sdk import BaseHook
@@ -215,7 +218,7 @@ def post_json(http_conn_id: str, payload: Mapping[str, Any]) -> int:
         timeout = float(conn.extra_dejson.get("timeout", DEFAULT_WEBHOOK_TIMEOUT))
     except (TypeError, ValueError) as err:
         raise webhook_refused(http_conn_id, "the timeout extra must be a number of seconds") from err
-    headers = {"Content-Type": "application/json", "User-Agent": "cmms-mlflow-notifier/1"}
+    headers = {"Content-Type": "application/json", "User-Agent": "cmms-mlflow-notifier/1", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     body = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -246,7 +249,10 @@ def post_json(http_conn_id: str, payload: Mapping[str, Any]) -> int:
     else:
         raise webhook_refused(http_conn_id, f"more than {MAX_REDIRECTS} redirects")
     if not 200 <= response.status_code < 300:
-        raise NotificationError(f"webhook {http_conn_id!r} at {shown} answered HTTP {response.status_code}")
+        status = response.status_code
+        refused = NotificationError(f"webhook {http_conn_id!r} at {shown} answered HTTP {status}")
+        refused.status_code = response.status_code
+        raise refused
     return response.status_code
 
 

@@ -37,8 +37,9 @@ class _FastApiApps:
     and Airflow's API security for it."""
 
     def __get__(self, instance: Any, owner: type) -> list[dict[str, Any]]:
-        from cmms_mlflow import api, ui
+        from cmms_mlflow import api, predict_api, ui
 
+        predict_api.install(api.app)  # POST /models/{name}/predict, with the app's authentication
         return [
             {"app": api.app, "url_prefix": api.URL_PREFIX, "name": "CMMS model API"},
             {"app": ui.app, "url_prefix": ui.URL_PREFIX, "name": "CMMS Models page"},

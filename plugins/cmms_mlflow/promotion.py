@@ -8,8 +8,10 @@ ending in :func:`registry.apply` (the only writer of stages and aliases):
   compared against, score the challenger against the new champion again and decide afresh; then
   plan and apply the promotion or the rejection.
 * :func:`change_stage` — a manual move of one version (``Production``, ``Staging``, ``Archived``)
-  with who/when/why; refuses to leave the model without a champion. A rollback is a change to
-  :func:`previous_champion` with ``kind="rollback"``; a human approval uses ``kind="approval"``.
+  with who/when/why; refuses to leave the model without a champion. Promoting a former champion
+  (:func:`previous_champion`, or any archived version that once served) is recorded as a
+  ``rollback``; a human approval uses ``kind="approval"``. ``authority`` carries who asks, for the
+  approval rules of the model's spec (:class:`cmms_pm.registry_plan.Authority`).
 * :func:`repair` — only the repairs of broken invariants (an interrupted promotion).
 
 Each records its history event (:mod:`cmms_mlflow.history`); ``key`` makes a retried step
@@ -27,7 +29,7 @@ from cmms_mlflow import registry
 from cmms_mlflow.exceptions import model_not_found, no_previous_champion, unknown_stage, version_not_found
 from cmms_mlflow.model_evaluation import validate_candidate
 from cmms_pm import registry_plan
-from cmms_pm.registry_plan import ANY_CHAMPION, Request
+from cmms_pm.registry_plan import ANY_CHAMPION, Authority, Request
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,18 +49,33 @@ def promote_validated(
     key: str = "",
     airflow: Mapping[str, str] | None = None,
     load_options: Mapping[str, Any] | None = None,
+    authority: Authority | None = None,
 ) -> dict[str, Any]:
     """Promote ``record``'s challenger, or reject it if a re-validation says so; return the outcome.
 
     ``audit`` holds ``promoted_by``/``promoted_at`` (tags on the version and the history's who and
-    when); ``load_options`` are passed to the re-validation's model loads.
+    when); ``load_options`` are passed to the re-validation's model loads; ``authority`` says
+    whether the spec requires the version approved (the training DAG's approval step).
+
+    A rerun of a step that promoted and was superseded since (its ``key``'s event is recorded, another
+    version serves) changes nothing: the outcome says ``superseded`` and by which version.
     """
+    from cmms_mlflow import history
+
     version = str(record["challenger_version"])
     revalidated = False
     with registry.model_lock(lock_dir, name) as lock:
+        history.settle_pending(client, name)
         snapshot = registry.read_snapshot(client, name)
         current, _ = registry_plan.serving_version(snapshot)
-        if current not in (record["champion_version"], version):
+        done_before = history.recorded(client, name, key) if key else None
+        superseded = (
+            done_before is not None
+            and bool(done_before.get("changed"))
+            and done_before.get("to_stage") == "Production"
+            and current != version
+        )
+        if current not in (record["champion_version"], version) and not superseded:
             log.warning(
                 "Champion of %s changed since validation (%s -> %s); re-validating v%s",
                 name, record["champion_version"], current, version,
@@ -68,6 +85,7 @@ def promote_validated(
                 name=name,
                 version=version,
                 holdout_uri=record["holdout_uri"],
+                holdout_sha256=record.get("holdout_sha256"),
                 target=record["target"],
                 policy=record["thresholds"],
                 drift=record.get("drift"),
@@ -98,10 +116,26 @@ def promote_validated(
                 stage="Production",
                 expected_champion=record["champion_version"],
                 tags={**audit, "promotion_reason": record["reason"]},
+                authority=authority,
+                recorded=done_before,
                 **who,
             )
         outcome = registry.apply(client, registry_plan.plan(snapshot, request), lock=lock)
-    return {**outcome, "decision": record["decision"], "reason": record["reason"], "revalidated": revalidated}
+    result = {
+        **outcome,
+        "decision": record["decision"],
+        "reason": record["reason"],
+        "revalidated": revalidated,
+    }
+    if outcome.get("superseded"):
+        result["reason"] = (
+            f"already promoted by this step (history event #{outcome.get('recorded_seq')}, "
+            f"at {outcome.get('promoted_at')}); superseded since by v{outcome['superseded_by']}: "
+            "nothing changed"
+        )
+        result["validation_reason"] = record["reason"]
+        log.info("%s v%s: %s", name, version, result["reason"])
+    return result
 
 
 #: Stages a person may move a version to (``None`` is only the state of a fresh registration).
@@ -137,13 +171,16 @@ def change_stage(
     key: str = "",
     airflow: Mapping[str, str] | None = None,
     lock_timeout: float | None = None,
+    authority: Authority | None = None,
 ) -> dict[str, Any]:
     """Move ``version`` to ``stage`` for a person; tag who (``actor``), when (``at``) and why.
 
     ``Production`` is a compare-and-set against ``expected_champion`` (``ANY_CHAMPION`` = the
     champion found under the lock); promoting the champion again changes nothing. Moving the
     champion itself out of Production is refused: the model would have no champion. ``kind``:
-    ``manual``, ``rollback`` or ``approval`` (the history's event type for a Production change).
+    ``manual``, ``rollback`` or ``approval`` (the history's event type for a Production change); a
+    ``manual`` promotion of a former champion is a ``rollback``. ``authority``: who asks, for the
+    approval rules (refused: ``ApprovalAuthorityError`` or ``PromotionConflictError``).
     """
     version = str(version)
     if stage not in MANUAL_STAGES:
@@ -154,6 +191,8 @@ def change_stage(
         current = snapshot.versions.get(version)
         previous_stage = current.stage if current is not None else None
         if stage == "Production":
+            if kind == "manual" and registry_plan.former_champion(snapshot, version):
+                kind = "rollback"
             event_type = {"rollback": "rollback", "approval": "approval"}.get(kind, "promotion")
             tags = {
                 "promoted_at": at,
@@ -180,6 +219,7 @@ def change_stage(
             key=key or registry_plan.event_key("change_stage", name, version, stage, actor, at, reason),
             airflow=airflow,
             tags=tags,
+            authority=authority if stage == "Production" else None,
         )
         outcome = registry.apply(client, registry_plan.plan(snapshot, request), lock=lock)
     log.info("%s v%s -> %s by %s (%s): %s", name, version, stage, actor, kind, reason)
@@ -196,6 +236,7 @@ def change_stage(
         "replaced": outcome.get("replaced"),
         "unchanged": bool(outcome.get("unchanged")),
         "repairs": outcome.get("repairs", []),
+        "override": outcome.get("override"),
     }
 
 

@@ -7,7 +7,7 @@ They are JSON-able dicts, typed here once so every producer and consumer agrees 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class Stage(StrEnum):
@@ -25,7 +25,8 @@ class TrainingResult(TypedDict):
     run_id: str
     experiment_id: str
     model_uri: str
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # on the validation split at the chosen threshold
+    threshold: float  # the decision threshold (version tag ``decision_threshold``)
 
 
 class RegisteredVersion(TypedDict):
@@ -49,6 +50,7 @@ class DecisionRecord(TypedDict, total=False):
     challenger_data_end: str | None
     champion_data_end: str | None
     holdout_uri: str
+    holdout_sha256: NotRequired[str | None]
     holdout_rows: int
     target: str
     thresholds: dict[str, Any]  # metric, threshold, min_improvement, allow_promotion, allow_older_data
@@ -98,6 +100,10 @@ class HistoryEvent(TypedDict):
     ``version`` moved ``from_stage`` → ``to_stage``. ``changed`` is false when the request found
     its effect already in place (a retry, or promoting the champion again). ``repairs`` lists what
     a repair fixed. ``seq`` orders events (1, 2, …); ``recorded_at`` is when it was written.
+    ``status``: ``pending`` (recorded before its writes, not completed yet), ``done``, or
+    ``not_applied`` (its writer died before its writes took effect); ``settled`` says who completed
+    it when it was not its writer. ``override``: the rejected or timed-out approval a promotion
+    overrode (``of``, ``by``, ``reason``), else None.
     """
 
     seq: int
@@ -116,3 +122,6 @@ class HistoryEvent(TypedDict):
     airflow: AirflowRunRef | None
     repairs: list[str]
     recorded_at: str
+    status: NotRequired[str]
+    settled: NotRequired[str]
+    override: NotRequired[dict[str, Any] | None]

@@ -276,11 +276,16 @@ def execute(client: MlflowClient, name: str, request: Request, *, lock: HeldLock
 def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[str, Any]:
     """Write ``plan``: repairs (their history event first), then the request's writes and event.
 
-    A refused request raises its typed error after the repairs are written. Stages and aliases
-    are written here and nowhere else.
+    First the history events a writer that died left pending are settled (:func:`history.settle_pending`).
+    A request's event is recorded as an intent before its writes and completed after them. A refused
+    request raises its typed error after the repairs are written. Stages and aliases are written here
+    and nowhere else.
     """
     from cmms_mlflow import history
 
+    if lock is not None:
+        lock.verify()
+    history.settle_pending(client, plan.name)
     if plan.repairs:
         log.warning("Repairing registered model %s: %s", plan.name, "; ".join(plan.repairs))
     written = False
@@ -290,11 +295,15 @@ def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[st
                 lock.verify()
             if step.event is not None and step.event_first:
                 history.append(client, plan.name, step.event)
+            if step.event is not None and step.intent:
+                history.append(client, plan.name, step.event, status=registry_plan.PENDING_EVENT)
             for write in step.writes:
                 log.info("%s: %s", plan.name, write.describe())
                 written = True
                 _write(client, plan.name, write)
-            if step.event is not None and not step.event_first:
+            if step.event is not None and step.intent:
+                history.complete(client, plan.name, str(step.event["key"]))
+            elif step.event is not None and not step.event_first:
                 history.append(client, plan.name, step.event)
     except BaseException:
         if written:  # a partial write: caches must still read again (the next write repairs)
@@ -495,3 +504,23 @@ def check_invariants(client: MlflowClient, name: str) -> None:
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
+
+
+#: Version tag (copied from the training run's tag) holding the alert threshold the version was
+#: given on its validation split (``cmms_pm.thresholds``); MLmodel metadata carries it too.
+DECISION_THRESHOLD_TAG = "decision_threshold"
+
+
+def decision_threshold(model_version: ModelVersion) -> float:
+    """The alert threshold of a version: its ``decision_threshold`` tag, 0.5 for a version from before
+    thresholds were chosen; a tag that is not a number strictly inside (0, 1) is refused."""
+    from cmms_mlflow.exceptions import invalid_decision_threshold
+    from cmms_pm.thresholds import DEFAULT_THRESHOLD, valid_threshold
+
+    raw = (model_version.tags or {}).get(DECISION_THRESHOLD_TAG)
+    if raw is None or raw == "":
+        return DEFAULT_THRESHOLD
+    threshold = valid_threshold(raw)
+    if threshold is None:
+        raise invalid_decision_threshold(model_version.name, str(model_version.version), raw)
+    return threshold

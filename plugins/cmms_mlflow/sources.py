@@ -113,17 +113,22 @@ def _endpoint(conn_id: str, url: str) -> dict[str, str]:
 
 
 def read_file_source(
-    raw: str, *, aws_conn_id: str = "aws_default", roots: Sequence[str] | None = None
+    raw: str,
+    *,
+    aws_conn_id: str = "aws_default",
+    roots: Sequence[str] | None = None,
+    declared: str | None = None,
 ) -> pd.DataFrame:
     """Check ``raw`` against the allowed roots, then read it (S3 through ``aws_conn_id``).
 
+    ``declared``: the spec's own source path (its folder is allowed when ``raw`` is exactly it).
     A refused path, a missing or unparsable file fail the task for good (:class:`BadDataError`);
     unreachable storage raises the retryable :class:`SourceUnavailableError`.
     """
     from cmms_pm.sources import read_table, resolve_file_source
 
     with source_errors_fail_the_task():
-        location = resolve_file_source(raw, roots=roots)
+        location = resolve_file_source(raw, roots=roots, declared=declared)
         filesystem = s3_filesystem(aws_conn_id) if location.scheme == "s3" else None
         return read_table(location, filesystem=filesystem)
 

@@ -18,7 +18,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmms_mlflow.card_logging import log_card, training_card_facts
 from cmms_mlflow.hooks import PROJECT_DIR
+from cmms_mlflow.registry import DECISION_THRESHOLD_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.records import DataReport, TrainingResult
     from cmms_pm.batch import Manifest
+    from cmms_pm.calibration import Decided
     from cmms_pm.contract import DataContract
     from cmms_pm.spec import ModelSpec
 
@@ -43,10 +46,18 @@ MODEL_ARTIFACT = "model"
 MODEL_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
 
 
-def model_requirements() -> list[str]:
-    """``MODEL_REQUIREMENTS`` pinned to the installed versions (unpinned if one is missing)."""
+def model_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """``MODEL_REQUIREMENTS`` pinned to the installed versions (unpinned if one is missing), plus
+    the distributions that provide the ``extra`` import names (an estimator's library, e.g.
+    ``xgboost``, installed here as the ``xgboost-cpu`` distribution)."""
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions() if extra else {}
+    packages = [*MODEL_REQUIREMENTS]
+    for name in extra:
+        packages.extend(d for d in distributions.get(name, [name]) if d not in packages)
     pinned = []
-    for package in MODEL_REQUIREMENTS:
+    for package in packages:
         try:
             pinned.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
@@ -144,8 +155,11 @@ def log_training_run(
     tags: dict[str, str],
     run_name: str,
     checks: DataReport | None = None,
+    run_id: str | None = None,
 ) -> TrainingResult:
     """Train on the manifest's train split, evaluate on validation, log everything; return ids.
+
+    ``run_id``: log into this existing run (a tuning study's training run) instead of a new one.
 
     Logged: params and validation metrics in one batch; feature importances and curves; the data
     contract of the training split; validate_data's checks (drift report) when given; the model
@@ -159,16 +173,21 @@ def log_training_run(
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features, split_params
     from cmms_pm.contract import derive_contract
+    from cmms_pm.csv_export import write_csv
     from cmms_pm.data import read_split, release_freed_memory
     from cmms_pm.estimators import estimator as estimator_kind
+    from cmms_pm.estimators import trusted_types
 
     target = spec.target
     features = manifest_features(spec, manifest)
-    train = read_split(manifest["splits"]["train"]["uri"])
+    train = read_split(manifest["splits"]["train"]["uri"], sha256=manifest["splits"]["train"]["sha256"])
     # The run exists while the model trains, as users expect to see it in the MLflow UI; a killed
     # attempt leaves it RUNNING and the retry closes it (resume_or_close).
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    run_id = run.info.run_id
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    else:  # a run made before training (a tuning study's parent), or a failed attempt's: reopened
+        client.update_run(run_id, status="RUNNING", name=run_name)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     try:
         # Everything that needs the training frame comes first, so that it can go before the
         # classifier grows (it is ~0.7x of the batch in memory); the validation split is read
@@ -185,13 +204,25 @@ def log_training_run(
         )
         del train
         release_freed_memory()
-        training.fit_classifier(model, x, y)
+        validation = None
+        split = manifest["splits"]["validation"]
+        if estimator_kind(estimator).fit is not None:  # boosting: early stopping reads validation
+            validation = read_split(split["uri"], sha256=split["sha256"])
+            training.fit_classifier(model, x, y, validation=(validation, validation[target].to_numpy()))
+        else:
+            training.fit_classifier(model, x, y)
         del x, y
-        validation = read_split(manifest["splits"]["validation"]["uri"])
-        proba = training.positive_proba(model, validation)
-        y_val = validation[target].to_numpy()
-        metrics = training.classification_metrics(y_val, proba)
+        if validation is None:
+            validation = read_split(split["uri"], sha256=split["sha256"])
+        # Calibrated on the validation split, threshold from its out-of-fold risks; a split with no
+        # failure (or a strategy that must not fall back) fails here, before anything is logged.
+        decided = decide(model, validation, spec=spec, manifest=manifest)
+        model = decided.model
+        threshold = decided.threshold["threshold"]
+        proba, y_val = decided.proba_after, decided.y
+        metrics = training.classification_metrics(y_val, proba, threshold)
         importances = training.feature_importances(model, validation, target=target)
+        explanation = global_explanation(model, validation, seed=int(manifest.get("seed", 0)))
         params = {
             **hyperparameters,
             **split_params(manifest),
@@ -199,22 +230,41 @@ def log_training_run(
             "features": len(features.declared),
             "train_rows": train_rows,
             "validation_rows": len(validation),
+            **_boosting_rounds(model),
+            **decision_params(decided),
         }
+        card = training_card_facts(
+            spec=spec, manifest=manifest, features=features, estimator=estimator, decided=decided,
+            contract=contract, validation=validation, checks=checks, run_id=run_id,
+        )  # fmt: skip
         del validation
         client.log_batch(
             run_id,
-            metrics=[Metric(f"val_{k}", float(v), 0, 0) for k, v in metrics.items()],
+            metrics=[
+                *(Metric(f"val_{k}", float(v), 0, 0) for k, v in metrics.items()),
+                *(Metric(k, float(v), 0, 0) for k, v in decision_metrics(decided).items()),
+            ],
             params=[Param(k, str(v)) for k, v in sorted(params.items())],
-            tags=[RunTag("mlflow.note.content", _run_note(manifest, estimator, metrics))],
+            tags=[
+                RunTag("mlflow.note.content", _run_note(manifest, estimator, metrics, threshold)),
+                RunTag(DECISION_THRESHOLD_TAG, repr(threshold)),
+            ],
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            importances.to_csv(out / "feature_importances.csv", index=False)
+            write_csv(importances, out / "feature_importances.csv")
             plots.plot_feature_importances(importances, out / "feature_importances.png")
-            plots.plot_confusion_matrix(y_val, (proba >= 0.5).astype(int), out / "confusion_matrix.png")
+            explanation.to_csv(out / "global_explanation.csv", index=False)
+            plots.plot_global_explanation(explanation, out / "global_explanation.png")
+            plots.plot_confusion_matrix(y_val, (proba >= threshold).astype(int), out / "confusion_matrix.png")
             plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")
             plots.plot_pr_curve(y_val, proba, out / "pr_curve.png")
+            plots.plot_reliability(y_val, decided.proba_before, proba, out / "reliability_diagram.png")
+            (out / "decision.json").write_text(
+                json.dumps({"threshold": decided.threshold, "calibration": decided.calibration}, indent=2)
+            )
             client.log_artifacts(run_id, str(out), artifact_path="evaluation")
+        log_card(client, run_id, card)
         if checks is not None:
             log_checks(
                 client, run_id, checks, title=f"{spec.registered_model}: batch {manifest['data_version']}"
@@ -225,11 +275,11 @@ def log_training_run(
                 model,
                 name=MODEL_ARTIFACT,
                 serialization_format="skops",
-                skops_trusted_types=list(estimator_kind(estimator).trusted_types),
+                skops_trusted_types=trusted_types(estimator),
                 # pyfunc.predict returns the classifier's predict(): 0/1 per row, not a probability.
                 signature=infer_signature(example, model.predict(example)),
                 input_example=example,
-                pip_requirements=model_requirements(),
+                pip_requirements=model_requirements(estimator_kind(estimator).requirements),
                 metadata={
                     "spec": spec.name,
                     "estimator": estimator,
@@ -237,6 +287,10 @@ def log_training_run(
                     "positive_label": str(spec.positive_label),
                     "predict_output": "1 = failure (the spec's positive label), 0 otherwise",
                     "data_contract": f"runs:/{run_id}/{CONTRACT_ARTIFACT}",
+                    "decision_threshold": threshold,
+                    "calibration": decided.calibration["method"],
+                    "risk_output": "predict_proba[:, 1] is the (calibrated) probability of failure; an "
+                    "alert is a probability >= decision_threshold (predict() cuts at 0.5)",
                 },
             )
     except BaseException:
@@ -248,11 +302,13 @@ def log_training_run(
         "experiment_id": experiment_id,
         "model_uri": info.model_uri,
         "metrics": {k: float(v) for k, v in metrics.items()},
+        "threshold": threshold,
     }
 
 
 def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: str) -> None:
     """validate_data's report as artifacts people open: the contract check, the drift table, HTML, PNG."""
+    from cmms_pm.csv_export import write_csv
     from cmms_pm.drift import DriftReport, drift_table, plot_drift, render_drift_html
 
     client.log_dict(run_id, checks.get("contract_check") or {}, f"{CHECKS_ARTIFACT_DIR}/contract_check.json")
@@ -263,7 +319,7 @@ def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: 
     report = DriftReport.from_dict(checks["drift"])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        drift_table(report).to_csv(out / "drift.csv", index=False)
+        write_csv(drift_table(report), out / "drift.csv")
         (out / "drift.html").write_text(render_drift_html(report, title=title), encoding="utf-8")
         plot_drift(report, out / "drift.png")
         (out / "drift.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -292,11 +348,15 @@ def run_result(client: MlflowClient, run: Run) -> TrainingResult:
     )
     if not logged:
         raise LookupError(f"run {run.info.run_id!r} finished without a logged model")
+    # A run reopened after a failed attempt (a tuning study's) may hold that attempt's model too.
+    ready = [m for m in logged if str(getattr(m, "status", "")).endswith("READY")] or logged
+    newest = max(ready, key=lambda m: m.creation_timestamp or 0)
     return {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
-        "model_uri": f"models:/{logged[0].model_id}",
+        "model_uri": f"models:/{newest.model_id}",
         "metrics": {k[len("val_") :]: v for k, v in run.data.metrics.items() if k.startswith("val_")},
+        "threshold": run_threshold(run),
     }
 
 
@@ -360,9 +420,85 @@ def dataset_schema(frame: Any) -> Any:
     return Schema(columns)
 
 
-def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float]) -> str:
+def _boosting_rounds(model: Any) -> dict[str, int]:
+    """``{"best_iteration": n}`` for a booster that stopped early on the validation split."""
+    from cmms_pm.training import base_classifier
+
+    classifier = base_classifier(model)  # under the calibration wrapper
+    for attribute in ("best_iteration", "best_iteration_"):  # XGBoost, LightGBM
+        try:
+            value = getattr(classifier, attribute)
+        except (AttributeError, ValueError):  # XGBoost raises when it did not stop early
+            continue
+        if isinstance(value, int) and value > 0:
+            return {"best_iteration": value}
+    return {}
+
+
+def _run_note(manifest: Manifest, estimator: str, metrics: dict[str, float], threshold: float = 0.5) -> str:
     return (
         f"{estimator} trained on {manifest['splits']['train']['rows']} rows of "
         f"{manifest['data_version']} (digest {manifest['digest'][:12]}); validation F1 "
-        f"{metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}."
+        f"{metrics['f1']:.4f} at threshold {threshold:.4f}, ROC-AUC {metrics['roc_auc']:.4f}."
     )
+
+
+# --- decision threshold, calibration and explanation of a training run (issue 19) ----------------
+
+#: Validation rows the global explanation (mean |SHAP| per feature) is computed on: SHAP on a
+#: 100-tree forest costs ~5 ms a row, and the ranking is stable well below this.
+GLOBAL_EXPLANATION_ROWS = 500
+
+
+def decide(model: Any, validation: Any, *, spec: ModelSpec, manifest: Manifest) -> Decided:
+    """``cmms_pm.calibration.calibrate_and_choose`` with the spec's settings and the batch's time and
+    entity columns (a time-split batch's ``manifest["split"]``), seeded by the batch."""
+    from cmms_pm.calibration import calibrate_and_choose
+    from cmms_pm.thresholds import DecisionPolicy
+
+    split = dict(manifest.get("split") or {})  # type: ignore[call-overload]
+    return calibrate_and_choose(
+        model,
+        validation,
+        target=spec.target,
+        policy=DecisionPolicy.from_spec(spec.decision),
+        method=spec.calibration["method"],
+        seed=int(manifest.get("seed", 0)),
+        time_column=split.get("time_column"),
+        # A time-series batch has several snapshots of an asset a day: its alerts count once.
+        entity_column=split.get("entity_column") or (spec.timeseries.entity if spec.timeseries else None),
+    )
+
+
+def decision_params(decided: Decided) -> dict[str, Any]:
+    """Run params that say how the threshold and the calibration were chosen."""
+    return {
+        "decision_strategy": decided.threshold["strategy"],
+        "decision_chosen_by": decided.threshold["chosen_by"],
+        "calibration_method": decided.calibration["method"],
+    }
+
+
+def decision_metrics(decided: Decided) -> dict[str, float]:
+    """Run metrics of the threshold and the calibration (validation rows, out of fold)."""
+    return {
+        "decision_threshold": decided.threshold["threshold"],
+        "val_expected_cost": decided.threshold["expected_cost"],
+        "val_brier_before_calibration": decided.calibration["brier_before"],
+        "val_brier_after_calibration": decided.calibration["brier_after"],
+    }
+
+
+def global_explanation(model: Any, validation: Any, *, seed: int) -> Any:
+    """Mean |contribution| per feature on a sample of the validation split (``cmms_pm.explain``)."""
+    from cmms_pm.explain import global_importance
+
+    sample = validation.sample(n=min(len(validation), GLOBAL_EXPLANATION_ROWS), random_state=seed % 2**32)
+    return global_importance(model, sample)
+
+
+def run_threshold(run: Run) -> float:
+    """The threshold a finished training run chose (0.5 for a run from before thresholds)."""
+    from cmms_pm.thresholds import DEFAULT_THRESHOLD, valid_threshold
+
+    return valid_threshold(run.data.tags.get(DECISION_THRESHOLD_TAG)) or DEFAULT_THRESHOLD

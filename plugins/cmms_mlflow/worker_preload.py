@@ -29,6 +29,7 @@ MODULES = (
     "mlflow.pyfunc",
     "mlflow.sklearn",
     "matplotlib.backends.backend_agg",  # train_model's plots
+    "shap",  # reasons and the global explanation (numba, scipy, pyplot: ~3 s on top of the above)
     # MLflow's SQL stores: importing them and mapping their ORM takes 1-3 s in every task that
     # opens a SQLite or PostgreSQL store.
     "mlflow.store.tracking.sqlalchemy_store",

@@ -25,12 +25,30 @@ USERS = {"admin": "admin", "viewer": "viewer", "operator": "user", "approver": "
 
 
 #: The cluster's model specs: the shipped one and a foreign-schema one (tests/dag_fixtures/models),
-#: so two models' DAGs run side by side in one deployment; and pm_notify (notifications, approver).
+#: so two models' DAGs run side by side in one deployment; pm_notify (notifications, approver); and
+#: pm_serve (the predict route's small limits).
 CLUSTER_SPECS = (
     PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml",
     PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "ai4i.yaml",
     PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "pm_notify.yaml",
+    PROJECT_DIR / "tests" / "dag_fixtures" / "models" / "pm_serve.yaml",
 )
+
+
+def _write_slots(models: Path) -> None:
+    """The cluster's slot specs (support.CLUSTER_SLOTS), each a copy of a base spec of CLUSTER_SPECS."""
+    import yaml
+    from support import CLUSTER_SLOTS, slot
+
+    for name, base in CLUSTER_SLOTS.items():
+        source = next(path for path in CLUSTER_SPECS if path.stem == base)
+        raw = yaml.safe_load(source.read_text())
+        raw.update(name=name, registered_model=slot(name).model, experiment=name)
+        if isinstance(raw.get("scoring"), dict):
+            raw["scoring"] = {**raw["scoring"], "experiment": f"{name}_scoring"}
+        if name == "pm_gated":
+            raw["approval"] = {**raw.get("approval", {}), "required": True}
+        (models / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 #: The MLflow UI the cluster's links and its navigation entry point at (no server runs there).
@@ -78,6 +96,7 @@ def airflow_cluster(tmp_path_factory, start_airflow, postgres_server, statsd, no
     models = tmp_path_factory.mktemp("cluster-models")
     for spec in CLUSTER_SPECS:
         shutil.copy(spec, models)
+    _write_slots(models)
     lineage = tmp_path_factory.mktemp("cluster-openlineage")
     cluster = start_airflow(
         "airflow-cluster",

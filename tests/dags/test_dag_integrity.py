@@ -53,14 +53,14 @@ def test_a_broken_spec_is_an_import_error_naming_it_while_the_others_load(tmp_pa
     shutil.copy(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml", tmp_path)
     (tmp_path / "broken.yaml").write_text(
         "name: broken\nregistered_model: broken_rf\nsource: {kind: synthetic}\n"
-        "target: {column: y, positive: 1}\nfeatures: {numeric: [x]}\nestimator: {kind: xgboost}\n"
+        "target: {column: y, positive: 1}\nfeatures: {numeric: [x]}\nestimator: {kind: catboost}\n"
     )
     monkeypatch.setenv("CMMS_MODELS_DIR", str(tmp_path))
     bag = DagBag(dag_folder=str(PROJECT_DIR / "dags" / "model_pipelines.py"))
     assert {"predictive_maintenance_training", "predictive_maintenance_scoring"} <= set(bag.dags)
     assert not {"broken_training", "broken_scoring"} & set(bag.dags)
     (error,) = bag.import_errors.values()
-    assert "broken.yaml: estimator.kind: 'xgboost' is not one of" in error
+    assert "broken.yaml: estimator.kind: 'catboost' is not one of" in error
     assert "predictive_maintenance.yaml" not in error
 
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from support import slot
 
 pytestmark = pytest.mark.slow
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-TRAINING = "predictive_maintenance_training"
-SCORING = "predictive_maintenance_scoring"
+#: A copy of the shipped spec owning its own model (a spec's runs write only its own model).
+OBS = slot("pm_obs")
+TRAINING = OBS.training
+SCORING = OBS.scoring
 
 
 def _trigger(cluster, dag_id: str, conf: dict) -> str:
@@ -36,7 +38,7 @@ def _trigger(cluster, dag_id: str, conf: dict) -> str:
 @pytest.fixture(scope="module")
 def pipeline(airflow_cluster):
     """(model name, training run ids, scoring run id) of two training runs and one scoring run."""
-    model = f"pm_obs_{uuid.uuid4().hex[:8]}"
+    model = OBS.model
     conf = {
         "model_name": model, "experiment_name": f"obs-{model}", "n_samples": 2500, "n_estimators": 20,
         "f1_threshold": 0.3,
@@ -128,7 +130,7 @@ def test_a_runs_lineage_connects_source_batch_model_version_and_scoring_output(a
     mv = client.get_model_version(model, version)
     trained_by = mv.tags["airflow.run_id"]
     manifest = _xcom(cluster, TRAINING, trained_by, "extract_data")
-    source = ("cmms-synthetic", "predictive_maintenance/telemetry")
+    source = ("cmms-synthetic", f"{OBS.spec}/telemetry")
     batch = ("file", manifest["uri"])
     mlflow_ns = "mlflow+" + cluster.mlflow_uri
     run = (mlflow_ns, f"runs/{mv.run_id}")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
+from support import CLUSTER_SLOTS, slot
 
 from cmms_mlflow import registry
 from cmms_mlflow.assets import champion_asset
@@ -109,7 +110,7 @@ def test_the_models_page_needs_a_login_and_allows_no_inline_script(airflow_clust
     for path in ("/cmms-ui/models/", "/cmms-ui/static/models.js", "/cmms-ui/models/pm/versions/1"):
         assert _get_page(airflow_cluster, path, None)[0] == 401, path
     status, headers, body = _get_page(airflow_cluster, "/cmms-ui/models/", "viewer")
-    assert status == 200 and b'<table' not in body and b"models.js" in body
+    assert status == 200 and b"<table" not in body and b"models.js" in body
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'self'" in csp
     assert _get_page(airflow_cluster, "/cmms-ui/static/..%2F..%2Fapi.py", "viewer")[0] in (404, 422)
@@ -120,7 +121,9 @@ def test_the_read_routes_answer_what_the_registry_holds(airflow_cluster, registr
     status, row = airflow_cluster.request("GET", f"{ML}/models/{name}", user="viewer")
     assert status == 200, row
     assert row["champion"]["version"] == v1 and row["spec"] is None  # no spec owns this model
-    assert row["permissions"] == {"promote": False, "rollback": False, "train": False, "approve": False}
+    assert row["permissions"] == {
+        "promote": False, "rollback": False, "override": False, "train": False, "approve": False,
+    }  # fmt: skip
     assert airflow_cluster.request("GET", f"{ML}/models/{name}", user="operator")[1]["permissions"]["promote"]
     status, version = airflow_cluster.request("GET", f"{ML}/models/{name}/versions/{v2}", user="viewer")
     assert status == 200 and version["version"] == v2 and version["plots"] == [], version
@@ -131,14 +134,18 @@ def test_the_read_routes_answer_what_the_registry_holds(airflow_cluster, registr
     )  # fmt: skip
     status, listing = airflow_cluster.request("GET", f"{ML}/models", user="viewer")
     assert status == 200, listing
-    # One row per cluster spec (tests/dags/conftest.py CLUSTER_SPECS).
-    assert {m["name"] for m in listing["models"]} == {"predictive_maintenance_rf", "ai4i_hgb", "pm_notify_rf"}
+    # One row per cluster spec (tests/dags/conftest.py CLUSTER_SPECS, and the slots of support.py).
+    base = {"predictive_maintenance_rf", "ai4i_hgb", "pm_notify_rf", "pm_serve_rf"}
+    assert {m["name"] for m in listing["models"]} == base | {slot(s).model for s in CLUSTER_SLOTS}
     # Who may answer approvals is Airflow's HITL rule: pm_notify names one approver; the others let
     # anyone answer who may update the DAG's HITL details (SimpleAuthManager: not a viewer).
     approve = {
         user: {m["name"]: m["permissions"]["approve"] for m in _listing(airflow_cluster, user)}
         for user in ("viewer", "operator", "approver")
     }
+    # pm_serve (the predict route's fixture, test_predict_api.py) has no approvers either: left out.
+    shown = base - {"pm_serve_rf"}
+    approve = {user: {m: may for m, may in row.items() if m in shown} for user, row in approve.items()}
     assert approve == {
         "viewer": {"predictive_maintenance_rf": False, "ai4i_hgb": False, "pm_notify_rf": False},
         "operator": {"predictive_maintenance_rf": True, "ai4i_hgb": True, "pm_notify_rf": False},
@@ -187,28 +194,143 @@ def test_production_of_an_unknown_model_or_a_model_without_champion_is_404(airfl
         ({"hyperparameters": {"n_estimators": 0}}, "n_estimators"),
         ({"hyperparameters": {"max_depth": "deep"}}, "max_depth"),
         ({"hyperparameters": {"learning_rate": 0.1}}, "learning_rate"),
-        ({"modelName": "bad$name"}, "model_name"),
-        ({"modelName": "0x1F"}, "model_name"),
+        ({"modelName": "bad$name"}, "modelName"),
+        ({"modelName": "0x1F"}, "modelName"),
         ({"datasetVersion": "telemetry.xlsx"}, "data_source"),
         ({"datasetVersion": "s3://bucket/t.csv?endpoint_override=attacker.example"}, "data_source"),
         ({"parameters": {"f1_threshold": 1.5}}, "f1_threshold"),
+        ({"parameters": {"model_name": "ai4i_hgb"}}, "model_name"),
         ({"source": "s3://somewhere/model.pkl"}, "source"),
-        ({"pipeline": "no_such_pipeline"}, "pipeline"),
-        ({"modelName": "somebody_elses_model"}, "no model spec"),
+        # Another spec's model (the issue's cross-spec write) or one no spec owns: a pipeline trains its own.
+        ({"modelName": "ai4i_hgb"}, "is not pipeline 'predictive_maintenance'"),
+        ({"modelName": "somebody_elses_model"}, "is not pipeline 'predictive_maintenance'"),
     ],
     ids=["zero-trees", "depth-not-int", "unknown-hyperparameter", "bad-name", "numeric-name", "bad-dataset",
-         "s3-endpoint-override", "threshold", "artifact-source", "unknown-pipeline", "no-spec-for-model"],
+         "s3-endpoint-override", "threshold", "model-name-parameter", "artifact-source",
+         "another-specs-model", "unowned-model"],
 )  # fmt: skip
 def test_invalid_training_requests_are_422_and_trigger_nothing(airflow_cluster, body, field):
     import json
 
     before = {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)}
-    if field not in ("pipeline", "no model spec"):
-        body = {"modelName": "pm", "pipeline": PIPELINE, **body}
+    body = {"modelName": "predictive_maintenance_rf", "pipeline": PIPELINE, **body}
     status, answer = airflow_cluster.request("POST", f"{ML}/models/train", body, user="operator")
     assert status == 422, (body, status, answer)
     assert field in json.dumps(answer), answer
     assert {r["dag_run_id"] for r in airflow_cluster.dag_runs(TRAINING)} == before
+
+
+def test_a_training_request_cannot_write_another_specs_model_nor_skip_its_approval(
+    airflow_cluster, cluster_client
+):
+    """The issue's reproduction: a plain user trains through spec A with spec B's model and a zero
+    threshold; B requires approval. Refused before a run exists, through the model API and the REST API."""
+    gated = slot("pm_gated")
+    dags = (TRAINING, gated.training)
+    runs = {dag: {r["dag_run_id"] for r in airflow_cluster.dag_runs(dag)} for dag in dags}
+    attack = {
+        "pipeline": PIPELINE, "modelName": gated.model,
+        "parameters": {"f1_threshold": 0.0, "min_improvement": -1.0},
+    }  # fmt: skip
+    status, answer = airflow_cluster.request("POST", f"{ML}/models/train", attack, user="operator")
+    assert status == 422, answer
+    assert f"modelName '{gated.model}' is not pipeline 'predictive_maintenance'" in str(answer)
+    status, answer = airflow_cluster.request(
+        "POST", f"/api/v2/dags/{TRAINING}/dagRuns",
+        {"logical_date": None, "conf": {"model_name": gated.model, "f1_threshold": 0.0}}, user="operator",
+    )  # fmt: skip
+    assert status == 400 and "model_name" in str(answer), answer
+    # Nor can a run of B's own DAG switch its approval off.
+    status, answer = airflow_cluster.request(
+        "POST", f"/api/v2/dags/{gated.training}/dagRuns",
+        {"logical_date": None, "conf": {"require_approval": False, "f1_threshold": 0.0}}, user="operator",
+    )  # fmt: skip
+    assert status == 400 and "require_approval" in str(answer), answer
+    assert {dag: {r["dag_run_id"] for r in airflow_cluster.dag_runs(dag)} for dag in runs} == runs
+    assert cluster_client.search_registered_models(f"name = '{gated.model}'") == []
+
+
+def test_a_pipeline_you_may_not_trigger_and_one_that_does_not_exist_get_the_same_403(airflow_cluster):
+    """Authorization before validation: the answer never tells whether a pipeline exists."""
+    answers = {}
+    for user, pipeline in (
+        ("viewer", PIPELINE), ("viewer", "no_such_pipeline"), ("operator", "no_such_pipeline"),
+    ):  # fmt: skip
+        status, answer = airflow_cluster.request(
+            "POST", f"{ML}/models/train", {"pipeline": pipeline, "parameters": {"f1_threshold": 7}}, user=user
+        )
+        assert status == 403, (user, pipeline, status, answer)
+        answers[(user, pipeline)] = answer["detail"].replace(pipeline, "<pipeline>")
+    # The viewer's two answers are identical once the name they sent is taken out.
+    assert answers[("viewer", PIPELINE)] == answers[("viewer", "no_such_pipeline")]
+    assert "you may trigger: []" in answers[("viewer", PIPELINE)]
+    assert "'predictive_maintenance'" in answers[("operator", "no_such_pipeline")]  # theirs, to help
+    # A model no spec owns, with no pipeline named: no pipeline to run, the same 403.
+    status, answer = airflow_cluster.request(
+        "POST", f"{ML}/models/train", {"modelName": "somebody_elses_model"}, user="operator"
+    )
+    assert status == 403, answer
+    # Only the shape of a body, which reveals nothing, is checked first.
+    status, answer = airflow_cluster.request(
+        "POST", f"{ML}/models/train", {"pipeline": "bad name!"}, user="viewer"
+    )
+    assert status == 422, answer
+
+
+def test_only_an_approver_promotes_a_model_whose_spec_requires_approval_and_a_no_needs_an_override(
+    airflow_cluster, cluster_client
+):
+    gated = slot("pm_gated")  # approval required; approver: "approver"
+    name = gated.model
+    v1, v2, v3 = (_register_without_model(cluster_client, name) for _ in range(3))
+
+    def promote(version: str, user: str, reason: str, stage: str = "Production", **extra) -> tuple[int, dict]:
+        body = {"stage": stage, "reason": reason, **extra}
+        return airflow_cluster.request("POST", _promote_path(name, version), body, user=user)
+
+    # The page offers it only to the approver.
+    perms = {
+        user: airflow_cluster.request("GET", f"{ML}/models/{name}", user=user)[1]["permissions"]
+        for user in ("operator", "approver")
+    }
+    assert [perms["operator"][k] for k in ("promote", "rollback", "override")] == [False, False, False]
+    assert (perms["approver"]["promote"], perms["approver"]["override"]) == (True, True)
+
+    status, answer = promote(v1, "operator", "go live")
+    assert status == 403 and "spec 'pm_gated' requires approval" in answer["detail"], answer
+    assert registry.champion_version(cluster_client, name) is None
+    status, answer = promote(v1, "approver", "checked")
+    assert status == 200, answer
+    # Staging or archiving needs no approver.
+    status, answer = promote(v3, "operator", "unused", stage="Archived")
+    assert status == 200, answer
+
+    # A version whose approval step said no: 409 even for the approver, unless they override it.
+    registry.set_tags(cluster_client, name, v2, {"approval_status": "timed_out", "approval_by": ""})
+    status, answer = promote(v2, "approver", "late")
+    assert status == 409 and "was timed out at its approval step" in answer["detail"], answer
+    assert promote(v2, "operator", "reviewed after the deadline", overrideApproval=True)[0] == 403
+    status, answer = promote(v2, "approver", "reviewed after the deadline", overrideApproval=True)
+    assert status == 200 and answer["override"]["of"] == "timed_out", answer
+    tags = cluster_client.get_model_version(name, v2).tags
+    assert (tags["approval_override"], tags["approval_override_by"]) == ("timed_out", f"approver via {ML}")
+    status, history = airflow_cluster.request("GET", f"{ML}/models/{name}/history", user="viewer")
+    assert history["events"][0]["override"]["reason"] == "reviewed after the deadline"
+
+    # A rollback is a Production change too: the operator's, through model_promotion, fails and changes
+    # nothing.
+    status, run = airflow_cluster.request(
+        "POST", "/api/v2/dags/model_promotion/dagRuns",
+        {"logical_date": None, "conf": {"model_name": name, "version": "previous", "stage": "Production",
+                                        "reason": "roll back without the approver"}},
+        user="operator",
+    )  # fmt: skip
+    assert status == 200, run
+    (done,) = airflow_cluster.wait_for_runs({run["dag_run_id"]}, 1, timeout=300, dag_id="model_promotion")
+    states = airflow_cluster.task_instances(run["dag_run_id"], "model_promotion")
+    assert done["state"] == "failed" and states["change_stage"]["state"] == "failed", states
+    assert states["change_stage"]["try_number"] == 1  # not retried
+    assert registry.aliases_of(cluster_client, name) == {"champion": v2, "previous_champion": v1}
 
 
 def test_promotion_errors_are_404_409_and_422(airflow_cluster, cluster_client, registry_only_model):
@@ -291,33 +413,34 @@ def test_production_never_reports_an_archived_version_and_the_next_write_repairs
 # --- one real training run, then scoring, promotion and rollback --------------------------------
 
 
-def _champion_events(cluster, **filters) -> list[dict]:
+def _champion_events(cluster, spec: str = "predictive_maintenance", **filters) -> list[dict]:
     query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in filters.items())
     events = cluster.request("GET", f"/api/v2/assets/events?limit=100&{query}")[1]["asset_events"]
-    return [e for e in events if e["name"] == champion_asset("predictive_maintenance").name]
+    return [e for e in events if e["name"] == champion_asset(spec).name]
 
 
-def _score(cluster, name: str) -> pd.DataFrame:
-    """Trigger the scoring DAG for ``name``, wait for it, return its predictions."""
+def _score(cluster, name: str, scoring: str = SCORING) -> pd.DataFrame:
+    """Trigger the scoring DAG ``scoring`` for ``name``, wait for it, return its predictions."""
     import pandas as pd
 
     status, run = cluster.request(
-        "POST", f"/api/v2/dags/{SCORING}/dagRuns",
+        "POST", f"/api/v2/dags/{scoring}/dagRuns",
         {"logical_date": None, "conf": {"model_name": name, "n_units": 300, "risk_threshold": 0.5}},
     )  # fmt: skip
     assert status == 200, run
-    (finished,) = cluster.wait_for_runs({run["dag_run_id"]}, 1, timeout=300, dag_id=SCORING)
-    assert finished["state"] == "success", cluster.task_instances(run["dag_run_id"], SCORING)
+    (finished,) = cluster.wait_for_runs({run["dag_run_id"]}, 1, timeout=300, dag_id=scoring)
+    assert finished["state"] == "success", cluster.task_instances(run["dag_run_id"], scoring)
     return pd.read_parquet(
-        f"{batch_uri(str(cluster.home / 'data'), SCORING, run['dag_run_id'])}/{name}/predictions.parquet"
+        f"{batch_uri(str(cluster.home / 'data'), scoring, run['dag_run_id'])}/{name}/predictions.parquet"
     )
 
 
 def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow_cluster, cluster_client):
-    name = f"pm_api_{uuid.uuid4().hex[:8]}"
+    mine = slot("pm_api")  # a copy of the shipped spec owning its own model (a spec trains only its own)
+    name, TRAINING, SCORING = mine.model, mine.training, mine.scoring  # noqa: N806
     request = {
         "modelName": name,
-        "pipeline": PIPELINE,
+        "pipeline": mine.spec,
         "datasetVersion": "synthetic",
         "hyperparameters": {"n_estimators": 20, "max_depth": 8},
         # A small, quick model: the threshold only has to let it through.
@@ -331,9 +454,9 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     assert dag_run["conf"]["model_name"] == name
     assert dag_run["triggering_user_name"] == "operator"
 
-    (finished,) = airflow_cluster.wait_for_runs({run_id}, 1, timeout=600)
-    assert finished["state"] == "success", airflow_cluster.task_instances(run_id)
-    assert airflow_cluster.task_instances(run_id)["promote_model"]["state"] == "success"
+    (finished,) = airflow_cluster.wait_for_runs({run_id}, 1, timeout=600, dag_id=TRAINING)
+    assert finished["state"] == "success", airflow_cluster.task_instances(run_id, TRAINING)
+    assert airflow_cluster.task_instances(run_id, TRAINING)["promote_model"]["state"] == "success"
 
     # Production info for the new champion.
     status, info = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
@@ -342,7 +465,10 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     assert info["runId"] and info["metrics"]["val_f1"] > 0.5
     assert info["validation"]["validation_status"] == "passed" and "decision_reason" in info["validation"]
     assert info["dataVersion"] and info["promotedAt"] and info["promotedBy"].startswith("airflow:")
-    assert "/runs/" in info["airflowRunUrl"] and info["modelUri"] == f"models:/{name}@champion"
+    # Airflow's own address of the training run, built from its ids (never a URL tag).
+    run_page = f"{airflow_cluster.base_url}/dags/{TRAINING}/runs/{quote(run_id, safe='')}"
+    assert info["airflowRunUrl"] == run_page
+    assert info["modelUri"] == f"models:/{name}@champion"
 
     # Extra links resolve through Airflow's REST API.
     run_path = f"/api/v2/dags/{TRAINING}/dagRuns/{quote(run_id, safe='')}/taskInstances"
@@ -356,7 +482,7 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
         assert links[task]["MLflow model version"].endswith(f"/#/models/{name}/versions/1"), links
 
     # The promote step emitted the champion Asset event, queued for the scoring DAG.
-    (event,) = _champion_events(airflow_cluster, source_dag_id=TRAINING, source_run_id=run_id)
+    (event,) = _champion_events(airflow_cluster, mine.spec, source_dag_id=TRAINING, source_run_id=run_id)
     assert (event["extra"]["model_name"], event["extra"]["champion_version"]) == (name, "1")
     queued = airflow_cluster.request("GET", f"/api/v2/dags/{SCORING}/assets/queuedEvents")[1]
     assert queued["total_entries"] >= 1, queued
@@ -371,7 +497,7 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     with client_settings({"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}):
         v2 = str(
             cluster_client.create_model_version(
-                name, first.source, run_id=first.run_id, tags={"model_spec": "predictive_maintenance"}
+                name, first.source, run_id=first.run_id, tags={"model_spec": mine.spec}
             ).version
         )
     status, body = airflow_cluster.request(
@@ -385,11 +511,11 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
         f"operator via {ML}", "hotfix", "1",
     )  # fmt: skip
     (event,) = [
-        e for e in _champion_events(airflow_cluster, asset_id=event["asset_id"])
+        e for e in _champion_events(airflow_cluster, mine.spec, asset_id=event["asset_id"])
         if e["extra"].get("model_name") == name and e["extra"]["champion_version"] == v2
     ]  # fmt: skip
     assert event["extra"]["source"] == ML
-    predictions = _score(airflow_cluster, name)
+    predictions = _score(airflow_cluster, name, SCORING)
     assert set(predictions["model_version"]) == {v2} and len(predictions) == 300
 
     # One-click rollback through the model_promotion DAG.
@@ -411,7 +537,7 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     status, info = airflow_cluster.request("GET", f"{ML}/models/{name}/production")
     assert (info["version"], info["promotionReason"]) == ("1", "hotfix misbehaves")
     (event,) = _champion_events(
-        airflow_cluster, source_dag_id="model_promotion", source_run_id=run["dag_run_id"]
+        airflow_cluster, mine.spec, source_dag_id="model_promotion", source_run_id=run["dag_run_id"]
     )
     assert event["extra"] == {"model_name": name, "champion_version": "1"}
 

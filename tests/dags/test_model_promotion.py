@@ -38,7 +38,7 @@ def _register(client, name: str) -> str:
 
 def _run(dag, minute: int, **conf):
     """One run with a complete conf (dag.test keeps keys between calls otherwise)."""
-    full = {"version": "previous", "stage": "Production", "reason": "test"} | conf
+    full = {"version": "previous", "stage": "Production", "reason": "test", "override_approval": False} | conf
     return dag.test(logical_date=datetime(2026, 11, 26, 10, minute, tzinfo=UTC), run_conf=full)
 
 
@@ -99,3 +99,65 @@ def test_archiving_the_champion_fails_the_run_and_changes_nothing(dag, mlflow_co
     assert str(refused.state) == "failed"
     assert _states(refused)["change_stage"] == "failed"
     assert _registry(client, model_name) == ({v1: "Production"}, {"champion": v1})
+
+
+def _gated_spec(folder: Path, shipped_spec, model_name: str, approvers: list[str]) -> None:
+    """A spec that owns ``model_name`` and requires approval, the only spec the run sees."""
+    import yaml
+
+    raw = {k: v for k, v in shipped_spec.to_dict().items() if k != "__path__"}
+    raw.update(name="pm_gated", registered_model=model_name)
+    raw["approval"] = {"required": True, "approvers": approvers, "timeout_hours": 24}
+    folder.mkdir(exist_ok=True)
+    (folder / "pm_gated.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _try_numbers(dag_run) -> dict[str, int]:
+    return {ti.task_id: ti.try_number for ti in dag_run.get_task_instances()}
+
+
+def test_a_model_whose_spec_requires_approval_is_promoted_here_only_by_an_approver(
+    dag, mlflow_conn, client, model_name, shipped_spec, tmp_path, monkeypatch, capfd
+):
+    """The issue's bypass, through this DAG: anyone who may trigger it moved a gated model to Production,
+    even a version its approver had rejected."""
+    from cmms_mlflow import history, registry
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("CMMS_MODELS_DIR", str(models))
+    v1, v2 = _register(client, model_name), _register(client, model_name)
+
+    # dag.test()'s triggering user is "dag_test": not one of the spec's approvers.
+    _gated_spec(models, shipped_spec, model_name, approvers=["jdoe"])
+    capfd.readouterr()
+    refused = _run(dag, 10, model_name=model_name, version=v1, reason="go live without jdoe")
+    assert str(refused.state) == "failed" and _states(refused)["change_stage"] == "failed"
+    assert _try_numbers(refused)["change_stage"] == 1  # not retried: a retry cannot make them an approver
+    logged = capfd.readouterr()
+    assert "ApprovalAuthorityError" in logged.out + logged.err
+    assert "spec 'pm_gated' requires approval" in logged.out + logged.err
+    assert _registry(client, model_name) == ({v1: "None", v2: "None"}, {})
+
+    # The approver promotes; a version the approval step rejected needs their explicit override.
+    _gated_spec(models, shipped_spec, model_name, approvers=["jdoe", "dag_test"])
+    assert str(_run(dag, 11, model_name=model_name, version=v1, reason="approved by hand").state) == "success"
+    registry.set_tags(client, model_name, v2, {"approval_status": "rejected", "approval_by": "jdoe"})
+    refused = _run(dag, 12, model_name=model_name, version=v2, reason="promote the rejected one")
+    assert str(refused.state) == "failed" and _try_numbers(refused)["change_stage"] == 1
+    assert _registry(client, model_name)[1] == {"champion": v1}
+    overridden = _run(
+        dag,
+        13,
+        model_name=model_name,
+        version=v2,
+        reason="recall re-checked on May data",
+        override_approval=True,
+    )
+    assert str(overridden.state) == "success", _states(overridden)
+    assert _registry(client, model_name)[1] == {"champion": v2, "previous_champion": v1}
+    tags = client.get_model_version(model_name, v2).tags
+    assert (tags["approval_status"], tags["approval_override"]) == ("rejected", "rejected")
+    assert tags["approval_override_by"].startswith("dag_test via airflow:model_promotion/")
+    assert tags["approval_override_reason"] == "recall re-checked on May data"
+    (event,) = history.read(client, model_name, limit=1)
+    assert event["override"]["of"] == "rejected" and event["override"]["approval_by"] == "jdoe"

@@ -74,13 +74,26 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
+def _owned(dag_id: str, name: str):
+    """The fixture spec's DAG ``dag_id`` (``<spec>_training`` / ``<spec>_scoring``), built by the DAG
+    factory for the spec owning model ``name`` (a spec writes only its own model; each test gets one)."""
+    from support import spec_owning
+
+    from cmms_mlflow.factory import build_scoring_dag, build_training_dag
+    from cmms_pm.spec import load_spec
+
+    spec_name, kind = dag_id.rsplit("_", 1)
+    spec = spec_owning(load_spec(FIXTURES / "models" / f"{spec_name}.yaml"), name)
+    return (build_training_dag if kind == "training" else build_scoring_dag)(spec)
+
+
 def test_a_foreign_dataset_trains_promotes_and_scores_flagging_unseen_categories(
     dags, mlflow_conn, client, incoming, monkeypatch
 ):
     import pandas as pd
 
-    training, scoring = dags["ai4i_training"], dags["ai4i_scoring"]
     name = _unique("ai4i")
+    training, scoring = _owned("ai4i_training", name), _owned("ai4i_scoring", name)
     ai4i_like(10_000, seed=1).to_csv(incoming / "ai4i.csv", index=False)
     first = _run(training, 1, model_name=name, experiment_name=name)
     assert str(first.state) == "success", _states(first)
@@ -136,8 +149,8 @@ def test_a_foreign_dataset_trains_promotes_and_scores_flagging_unseen_categories
 def test_a_changed_schema_fails_validate_data_naming_the_columns_unless_accepted(
     dags, mlflow_conn, client, incoming, capfd
 ):
-    training = dags["ai4i_training"]
     name = _unique("ai4i_schema")
+    training = _owned("ai4i_training", name)
     ai4i_like(4000, seed=3).to_csv(incoming / "ai4i_base.csv", index=False)
     base = {"model_name": name, "experiment_name": name}
     assert str(_run(training, 2, **base, data_source="incoming/ai4i_base.csv").state) == "success"
@@ -171,8 +184,8 @@ def test_a_changed_schema_fails_validate_data_naming_the_columns_unless_accepted
 def test_drift_above_the_blocking_threshold_rejects_with_the_drift_reason(
     dags, mlflow_conn, client, incoming
 ):
-    training = dags["ai4i_strict_training"]
     name = _unique("ai4i_strict")
+    training = _owned("ai4i_strict_training", name)
     ai4i_like(6000, seed=6).to_csv(incoming / "ai4i_strict.csv", index=False)
     base = {"model_name": name, "experiment_name": name, "min_improvement": -1.0}
     assert str(_run(training, 6, **base, data_source="incoming/ai4i_strict.csv").state) == "success"
@@ -219,8 +232,8 @@ def test_a_sql_source_trains_on_the_rows_of_the_run_interval(
              "schema": database}
         ),
     )  # fmt: skip
-    training = dags["ai4i_sql_training"]
     name = _unique("ai4i_sql")
+    training = _owned("ai4i_sql_training", name)
     run = _run(training, 10, model_name=name, experiment_name=name)
     assert str(run.state) == "success", _states(run)
     manifest = _xcom(run, "extract_data")
@@ -242,8 +255,8 @@ def test_a_leaking_feature_fails_validate_data_by_name_and_an_accepted_one_train
     """ai4i_leaky lists the failure-mode flags (accepted) and "Spindle state" (not) as features."""
     import numpy as np
 
-    training = dags["ai4i_leaky_training"]
     name = _unique("ai4i_leaky")
+    training = _owned("ai4i_leaky_training", name)
     base = {"model_name": name, "experiment_name": name}
     frame = ai4i_like(6000, seed=14, failure_modes=True)
     with_label_copy(frame, "Spindle state", flip=0.04).to_csv(incoming / "leak_copy.csv", index=False)
@@ -308,8 +321,8 @@ BAD_INPUTS = [
 def test_each_bad_input_file_fails_clearly_and_registers_nothing(
     dags, mlflow_conn, client, incoming, capfd, case, mutate, message
 ):
-    training = dags["ai4i_training"]
     name = _unique("ai4i_bad")
+    training = _owned("ai4i_training", name)
     sentinel = "SENTINEL-VALUE-7731"
     frame = ai4i_like(1000, seed=9)
     frame["Product ID"] = frame["Product ID"].where(frame.index != 0, sentinel)
@@ -331,8 +344,8 @@ def test_each_bad_input_file_fails_clearly_and_registers_nothing(
 def test_a_source_outside_the_allowed_folders_is_refused_before_reading(
     dags, mlflow_conn, client, tmp_path, capfd
 ):
-    training = dags["ai4i_training"]
     name = _unique("ai4i_escape")
+    training = _owned("ai4i_training", name)
     outside = tmp_path / "outside.csv"
     ai4i_like(500, seed=10).to_csv(outside, index=False)
     for source in (str(outside), "incoming/../../outside.csv"):
@@ -349,10 +362,11 @@ def test_a_source_outside_the_allowed_folders_is_refused_before_reading(
         {"model_name": "123"},
         {"model_name": "0x1F"},
         {"model_name": "pm_model\n"},
+        {"model_name": "pm_notify_rf"},  # a valid name, another spec's model
         {"data_source": "s3://bucket/ai4i.csv?endpoint_override=attacker.example:80"},
         {"data_source": "s3://bucket/ai4i.csv#frag"},
         {"data_source": "incoming/ai4i.csv\n"},
-        {"estimator": "xgboost"},
+        {"estimator": "catboost"},
         {"hyperparameters": {"learning_rate": 5}},
     ],
     ids=lambda conf: repr(conf)[:40],

@@ -2,15 +2,15 @@
 touch each other's registered model, champion, pool or scoring output.
 
 Uses the ``airflow_cluster`` fixture (tests/dags/conftest.py), whose models folder holds the
-shipped spec and the foreign-schema ai4i spec.
+shipped spec (here its copy ``pm_concurrent``, which owns a model of its own) and the foreign-schema
+ai4i spec; each run trains its spec's own model.
 """
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from datasets import ai4i_like
+from support import slot
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,14 @@ def test_two_specs_train_concurrently_without_touching_each_others_registry(airf
     incoming = airflow_cluster.home / "data" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     ai4i_like(4000, seed=21).to_csv(incoming / "ai4i.csv", index=False)
-    suffix = uuid.uuid4().hex[:8]
-    pm, ai4i = f"pm_pair_{suffix}", f"ai4i_pair_{suffix}"
+    mine = slot("pm_concurrent")
+    pm, ai4i = mine.model, "ai4i_hgb"
     triggered = {}
     for dag_id, conf in (
         # 3000 synthetic rows of a run-time interval: holdout F1 varies around 0.8 (0.74 seen), so
         # the threshold only has to let a sound model through; promotion policy is tested elsewhere.
         (
-            "predictive_maintenance_training",
+            mine.training,
             {"model_name": pm, "experiment_name": pm, "n_samples": 3000, "f1_threshold": 0.5},
         ),
         ("ai4i_training", {"model_name": ai4i, "experiment_name": ai4i}),
@@ -55,7 +55,7 @@ def test_two_specs_train_concurrently_without_touching_each_others_registry(airf
     assert pm_run["start_date"] < ai4i_run["end_date"] and ai4i_run["start_date"] < pm_run["end_date"]
 
     # Each model has exactly its own version and champion, tagged with its own spec.
-    for name, spec in ((pm, "predictive_maintenance"), (ai4i, "ai4i")):
+    for name, spec in ((pm, mine.spec), (ai4i, "ai4i")):
         (version,) = cluster_client.search_model_versions(f"name = '{name}'")
         assert (str(version.version), version.current_stage) == ("1", "Production")
         assert version.tags["model_spec"] == spec
@@ -66,15 +66,12 @@ def test_two_specs_train_concurrently_without_touching_each_others_registry(airf
         dag_id: airflow_cluster.task_instances(run_id, dag_id)["promote_model"]["pool"]
         for dag_id, run_id in triggered.items()
     }
-    assert pools == {
-        "predictive_maintenance_training": "mlflow_promotion_predictive_maintenance",
-        "ai4i_training": "mlflow_promotion_ai4i",
-    }
+    assert pools == {mine.training: f"mlflow_promotion_{mine.spec}", "ai4i_training": "mlflow_promotion_ai4i"}
     # And each emitted its own spec's champion Asset, which schedules only its own scoring DAG.
     queued = {
         dag_id: airflow_cluster.request("GET", f"/api/v2/dags/{dag_id}/assets/queuedEvents")[1]
-        for dag_id in ("predictive_maintenance_scoring", "ai4i_scoring")
+        for dag_id in (mine.scoring, "ai4i_scoring")
     }
-    assert {
-        event["asset_id"] for event in queued["predictive_maintenance_scoring"]["queued_events"]
-    }.isdisjoint({event["asset_id"] for event in queued["ai4i_scoring"]["queued_events"]})
+    assert {event["asset_id"] for event in queued[mine.scoring]["queued_events"]}.isdisjoint(
+        {event["asset_id"] for event in queued["ai4i_scoring"]["queued_events"]}
+    )

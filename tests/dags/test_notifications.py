@@ -25,13 +25,19 @@ RECIPIENTS = ["ml-team@cmms.example", "reliability@cmms.example"]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+@pytest.fixture
+def name() -> str:
+    return f"pm_notify_{uuid.uuid4().hex[:8]}"
 
-    bag = DagBag(dag_folder=str(FIXTURES / "model_specs.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[DAG_ID]
+
+@pytest.fixture
+def dag(airflow_db, name):
+    """pm_notify's training DAG, built by the DAG factory for the spec owning this test's model."""
+    from support import training_dag_owning
+
+    from cmms_pm.spec import load_spec
+
+    return training_dag_owning(load_spec(FIXTURES / "models" / "pm_notify.yaml"), name)
 
 
 def _run(dag, day: int, **conf):
@@ -53,9 +59,8 @@ def _one_each(conns, kind: str):
 
 
 def test_promotion_rejection_and_a_failed_task_are_announced_by_mail_and_webhook(
-    dag, mlflow_conn, client, notify_conns
+    dag, name, mlflow_conn, client, notify_conns
 ):
-    name = f"pm_notify_{uuid.uuid4().hex[:8]}"
     base = {"model_name": name, "experiment_name": name}
     seen_mails, seen_requests = [], []
 

@@ -70,7 +70,7 @@ def _promote(client, name, version, tmp_path):
 
 
 def _score(dag, model_name: str, hour: int):
-    conf = {"model_name": model_name, "n_units": 300, "risk_threshold": 0.5}
+    conf = {"model_name": model_name, "n_units": 300}  # no risk_threshold: the champion's own
     run = dag.test(logical_date=datetime(2026, 11, 26, hour, tzinfo=UTC), run_conf=conf)
     assert str(run.state) == "success", {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     return run
@@ -91,8 +91,13 @@ def test_scoring_after_a_promotion_uses_the_new_champion(dag, client, model_name
     v1, v2 = trained_versions
     _promote(client, model_name, v1, tmp_path)
     _promote(client, model_name, v2, tmp_path)
+    client.set_model_version_tag(model_name, v2, "decision_threshold", "0.3")  # v1 has none: 0.5
     run = _score(dag, model_name, 11)
     predictions = _predictions(run, model_name)
+    # The champion's own threshold flags the rows, and each row says which one; alerts have reasons.
+    assert set(predictions["decision_threshold"]) == {0.3}
+    assert (predictions["at_risk"] == (predictions["failure_probability"] >= 0.3)).all()
+    assert predictions.loc[predictions["at_risk"], "reason_1"].notna().all()
     assert len(predictions) == 300 and predictions["equipment_id"].is_unique
     assert set(predictions["model_version"]) == {v2}
     assert set(predictions["model_name"]) == {model_name}

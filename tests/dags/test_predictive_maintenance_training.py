@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import xcom_value
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DAG_ID = "predictive_maintenance_training"
@@ -19,11 +20,13 @@ DAG_ID = "predictive_maintenance_training"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+@pytest.fixture
+def dag(airflow_db, shipped_spec, model_name):
+    """The shipped spec's training DAG, its spec owning this test's model (a spec's runs write only
+    the model it owns; each test gets a model no other test touches)."""
+    from support import training_dag_owning
 
-    return DagBag(dag_folder=str(PROJECT_DIR / "dags")).get_dag(DAG_ID)
+    return training_dag_owning(shipped_spec, model_name)
 
 
 def _conf(**overrides) -> dict:
@@ -259,7 +262,13 @@ def _snapshot(client, name: str, experiment_name: str) -> dict:
 def test_clearing_a_finished_run_and_running_it_again_leaves_the_registry_unchanged(
     dag, mlflow_conn, client, model_name
 ):
-    conf = _conf(model_name=model_name, experiment_name=f"rerun-{model_name}", n_samples=3000)
+    from cmms_mlflow import history
+
+    # Every run that trains promotes (F1 out of the decision): later runs replace the champion.
+    conf = _conf(
+        model_name=model_name, experiment_name=f"rerun-{model_name}", n_samples=3000,
+        f1_threshold=0.0, min_improvement=-1.0,
+    )  # fmt: skip
     when = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
     first = dag.test(logical_date=when, run_after=when, run_conf=conf)
     assert str(first.state) == "success", _task_states(first)
@@ -270,6 +279,27 @@ def test_clearing_a_finished_run_and_running_it_again_leaves_the_registry_unchan
     again = dag.test(logical_date=when, run_after=when, run_conf=conf)
     assert again.run_id == first.run_id and str(again.state) == "success", _task_states(again)
     assert _snapshot(client, model_name, conf["experiment_name"]) == before
+
+    # The next day's run replaces that champion; then the first run is cleared and run again (a
+    # backfill rerun): its promotion was done and has been superseded. It ends green, says so, and
+    # changes nothing (it used to fail: "champion changed since validation: expected None, found '2'").
+    later = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+    assert str(dag.test(logical_date=later, run_after=later, run_conf=conf).state) == "success"
+    replaced = _snapshot(client, model_name, conf["experiment_name"])
+    assert replaced["aliases"] == {"champion": "2", "previous_champion": "1"}
+    events = history.read(client, model_name, limit=100)
+
+    rerun = dag.test(logical_date=when, run_after=when, run_conf=conf)
+    assert rerun.run_id == first.run_id and str(rerun.state) == "success", _task_states(rerun)
+    assert _task_states(rerun)["promote_model"] == "success"
+    assert _snapshot(client, model_name, conf["experiment_name"]) == replaced
+    assert history.read(client, model_name, limit=100) == events
+    promoted = xcom_value(rerun, "promote_model")
+    assert (promoted["superseded"], promoted["superseded_by"], promoted["version"]) == (True, "2", "1")
+    assert promoted["reason"].startswith("already promoted by this step") and "by v2" in promoted["reason"]
+    report = _report(rerun)
+    assert (report["decision"], report["superseded_by"], report["stage"]) == ("superseded", "2", "Archived")
+    assert "superseded since by v2" in report["text"]
 
 
 def test_a_backfill_on_older_data_does_not_replace_a_newer_champion(dag, mlflow_conn, client, model_name):

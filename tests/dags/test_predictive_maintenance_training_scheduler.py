@@ -10,9 +10,9 @@ import json
 import os
 import signal
 import time
-import uuid
 
 import pytest
+from support import slot
 
 from cmms_mlflow import registry
 
@@ -28,13 +28,15 @@ def cluster_client(airflow_cluster):
     return MlflowClient(tracking_uri=airflow_cluster.mlflow_uri, registry_uri=airflow_cluster.mlflow_uri)
 
 
-def _model() -> str:
-    return f"pm_sched_{uuid.uuid4().hex[:8]}"
-
-
 def test_invalid_conf_through_the_rest_api_is_refused_and_creates_no_run(airflow_cluster):
     before = {r["dag_run_id"] for r in airflow_cluster.dag_runs()}
-    for conf in ({"n_estimators": 0}, {"data_source": "telemetry.xlsx"}, {"f1_threshold": "high"}):
+    # The last: a valid name, but another spec's model (a spec's runs write only its own).
+    for conf in (
+        {"n_estimators": 0},
+        {"data_source": "telemetry.xlsx"},
+        {"f1_threshold": "high"},
+        {"model_name": "ai4i_rf", "f1_threshold": 0.0, "min_improvement": -1.0},
+    ):
         status, body = airflow_cluster.request(
             "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}
         )
@@ -44,27 +46,28 @@ def test_invalid_conf_through_the_rest_api_is_refused_and_creates_no_run(airflow
 
 
 def test_three_day_backfill_trains_each_interval_once_and_keeps_one_champion(airflow_cluster, cluster_client):
-    model_name = _model()
+    mine = slot("pm_backfill")
+    model_name = mine.model
     conf = {"model_name": model_name, "experiment_name": f"sched-{model_name}", "n_samples": 3000}
     started = time.monotonic()
     out = airflow_cluster.cli(
-        "backfill", "create", "--dag-id", DAG_ID,
+        "backfill", "create", "--dag-id", mine.training,
         "--from-date", "2026-05-01T00:00:00+00:00", "--to-date", "2026-05-04T00:00:00+00:00",
         "--max-active-runs", "3", "--dag-run-conf", json.dumps(conf),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     backfill_runs = lambda: {  # noqa: E731
-        r["dag_run_id"] for r in airflow_cluster.dag_runs() if r["run_type"] == "backfill"
+        r["dag_run_id"] for r in airflow_cluster.dag_runs(mine.training) if r["run_type"] == "backfill"
     }
     deadline = time.monotonic() + 60
     while len(backfill_runs()) < 3 and time.monotonic() < deadline:
         time.sleep(2)
     run_ids = backfill_runs()
     assert len(run_ids) == 3, run_ids
-    runs = airflow_cluster.wait_for_runs(run_ids, 3, timeout=900)
+    runs = airflow_cluster.wait_for_runs(run_ids, 3, timeout=900, dag_id=mine.training)
     wall = time.monotonic() - started
     assert sorted(r["state"] for r in runs) == ["success"] * 3, [
-        (r["dag_run_id"], airflow_cluster.task_instances(r["dag_run_id"]))
+        (r["dag_run_id"], airflow_cluster.task_instances(r["dag_run_id"], mine.training))
         for r in runs
         if r["state"] != "success"
     ]
@@ -91,7 +94,8 @@ def test_three_day_backfill_trains_each_interval_once_and_keeps_one_champion(air
 def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_running(
     airflow_cluster, cluster_client
 ):
-    model_name = _model()
+    mine = slot("pm_kill")
+    model_name = mine.model
     conf = {
         "model_name": model_name,
         "experiment_name": f"kill-{model_name}",
@@ -101,7 +105,7 @@ def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_runnin
     }
     status, run = airflow_cluster.request(
         "POST",
-        f"/api/v2/dags/{DAG_ID}/dagRuns",
+        f"/api/v2/dags/{mine.training}/dagRuns",
         {"logical_date": "2026-06-10T03:00:00+00:00", "conf": conf},
     )
     assert status == 200, run
@@ -111,7 +115,7 @@ def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_runnin
     deadline = time.monotonic() + 300
     pid = None
     while time.monotonic() < deadline:
-        ti = airflow_cluster.task_instances(run_id).get("train_model", {})
+        ti = airflow_cluster.task_instances(run_id, mine.training).get("train_model", {})
         experiment = cluster_client.get_experiment_by_name(conf["experiment_name"])
         running = (
             cluster_client.search_runs(
@@ -127,9 +131,9 @@ def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_runnin
     assert pid, "training never started"
     os.kill(pid, signal.SIGKILL)
 
-    (finished,) = airflow_cluster.wait_for_runs({run_id}, 1, timeout=900)
-    train = airflow_cluster.task_instances(run_id)["train_model"]
-    assert finished["state"] == "success", airflow_cluster.task_instances(run_id)
+    (finished,) = airflow_cluster.wait_for_runs({run_id}, 1, timeout=900, dag_id=mine.training)
+    train = airflow_cluster.task_instances(run_id, mine.training)["train_model"]
+    assert finished["state"] == "success", airflow_cluster.task_instances(run_id, mine.training)
     assert train["try_number"] >= 2
     runs = cluster_client.search_runs([experiment.experiment_id])
     statuses = sorted(r.info.status for r in runs)
@@ -139,13 +143,14 @@ def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_runnin
 
 
 def test_a_backfill_created_through_the_rest_api_trains_on_its_interval(airflow_cluster, cluster_client):
-    model_name = _model()
+    mine = slot("pm_rest_backfill")
+    model_name = mine.model
     conf = {"model_name": model_name, "experiment_name": f"rest-{model_name}", "n_samples": 3000}
     status, backfill = airflow_cluster.request(
         "POST",
         "/api/v2/backfills",
         {
-            "dag_id": DAG_ID,
+            "dag_id": mine.training,
             "from_date": "2026-05-10T00:00:00Z",
             "to_date": "2026-05-11T00:00:00Z",
             "max_active_runs": 1,
@@ -158,12 +163,12 @@ def test_a_backfill_created_through_the_rest_api_trains_on_its_interval(airflow_
     while not run_ids and time.monotonic() < deadline:
         run_ids = {
             r["dag_run_id"]
-            for r in airflow_cluster.dag_runs()
+            for r in airflow_cluster.dag_runs(mine.training)
             if r["dag_run_id"].startswith("backfill__2026-05-11")
         }
         time.sleep(2)
-    (run,) = airflow_cluster.wait_for_runs(run_ids, 1, timeout=600)
-    assert run["state"] == "success", airflow_cluster.task_instances(run["dag_run_id"])
+    (run,) = airflow_cluster.wait_for_runs(run_ids, 1, timeout=600, dag_id=mine.training)
+    assert run["state"] == "success", airflow_cluster.task_instances(run["dag_run_id"], mine.training)
     (version,) = cluster_client.search_model_versions(f"name = '{model_name}'")
     assert version.tags["data_version"] == "2026-05-10T02:00:00+00:00/2026-05-11T02:00:00+00:00"
     assert version.tags["airflow.run_type"] == "backfill"

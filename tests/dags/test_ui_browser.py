@@ -207,6 +207,9 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         for i in range(images.count()):  # decode() rejects for an image that did not load
             assert images.nth(i).evaluate("async img => { await img.decode(); return img.naturalWidth; }") > 0
         assert re.search(rf"/plugin/models/cmms-ui/models/{MODEL}/versions/{version}$", page.url)
+        card = frame.locator("pre#model-card")  # the model card, as text: no element inside
+        assert "## Holdout metrics" in card.inner_text() and "### Per slice" in card.inner_text()
+        assert card.evaluate("node => node.children.length") == 0
         _snapshot(page, "version-page-operator")
 
     # A second version (same artifacts), so the page has a candidate to promote and, after that,
@@ -237,8 +240,16 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         assert registry.champion_version(client, MODEL) == version
         registry.check_invariants(client, MODEL)
 
-    with step(page, "the page's Airflow run link opens the run in Airflow"):
-        row.locator("td[data-col=champion]").get_by_role("link", name="Airflow run").click()
+    with step(page, "the page's Airflow run link opens the run in Airflow, whatever a tag says"):
+        # Whoever may write MLflow tags plants a link: the page builds its own from the run's ids.
+        client.set_model_version_tag(MODEL, version, "airflow.run_url", "https://evil.example/phish")
+        page.goto(cluster.base_url + "/")
+        frame = _models_frame(page)
+        row = frame.locator(f"tr[data-model='{MODEL}']")
+        link = row.locator("td[data-col=champion]").get_by_role("link", name="Airflow run")
+        run_page = f"{cluster.base_url}/dags/{TRAINING}/runs/{quote(run_id, safe='')}"
+        assert link.get_attribute("href") == run_page
+        link.click()
         page.wait_for_url(re.compile(rf"/dags/{TRAINING}/runs/{re.escape(quote(run_id, safe=''))}"))
 
     with step(page, "the navigation links to the MLflow UI"):

@@ -289,13 +289,87 @@ def mlflow_server(mlflow_server_started, startup_times) -> MlflowServer:
 
 @pytest.fixture(scope="session")
 def worker_dir(tmp_path_factory) -> Path:
-    """The Celery worker's working directory, apart from every other component's."""
+    """The first Celery worker's working directory, apart from every other component's."""
     return tmp_path_factory.mktemp("celery-worker-cwd")
 
 
 @pytest.fixture(scope="session")
-def celery_stack(start_airflow, redis_url, s3_server, mlflow_server_started, worker_dir, startup_times):
-    """Airflow on PostgreSQL with CeleryExecutor, talking to the authenticated MLflow server."""
+def worker_dir_b(tmp_path_factory) -> Path:
+    """The second Celery worker's working directory."""
+    return tmp_path_factory.mktemp("celery-worker-b-cwd")
+
+
+#: Host names of the two Celery workers (each in a UTS namespace of its own, as on two machines).
+WORKER_HOSTS = ("cmms-worker-a", "cmms-worker-b")
+#: The tuned model the stack also serves (tests/deploy/test_tuning_on_celery.py): XGBoost, tuned in
+#: 2 chains of 2 trials, on the same synthetic telemetry as the shipped spec; never promoted.
+TUNED_SPEC = "pm_tuned"
+
+
+def _own_host_name_works() -> bool:
+    return subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0
+
+
+def _worker(host: str) -> list[str]:
+    """``airflow celery worker`` as ``host``: its own host name when this machine lets us (root),
+    else only its own Celery node name."""
+    command = f"airflow celery worker --skip-serve-logs --celery-hostname {host}@%h"
+    if _own_host_name_works():
+        return ["unshare", "--uts", "sh", "-c", f"hostname {host} && exec {command}"]
+    return command.split()
+
+
+@pytest.fixture(scope="session")
+def worker_hosts() -> tuple[str, str]:
+    """The two workers' host names (skips where a process cannot have a host name of its own)."""
+    if not _own_host_name_works():
+        pytest.skip("unshare --uts is not permitted here: both workers share this machine's host name")
+    return WORKER_HOSTS
+
+
+@pytest.fixture(scope="session")
+def stack_models_dir(tmp_path_factory) -> Path:
+    """The stack's model specs: the shipped one and a tuned XGBoost copy of it."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("stack-models")
+    shipped = PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml"
+    shutil.copy(shipped, folder)
+    tuned = yaml.safe_load(shipped.read_text())
+    tuned.update(
+        name=TUNED_SPEC,
+        registered_model="pm_tuned_xgb",
+        experiment=TUNED_SPEC,
+        schedule=None,
+        estimator={"kind": "xgboost", "params": {"n_estimators": 60, "early_stopping_rounds": 10}},
+        tuning={
+            "n_trials": 4, "max_trials": 8, "trials_per_task": 2, "startup_trials": 1, "seed": 5,
+            "space": {
+                "max_depth": {"low": 2, "high": 6},
+                "learning_rate": {"low": 0.05, "high": 0.3, "log": True},
+            },
+        },
+        promotion={**tuned["promotion"], "allow_promotion": False},  # no champion: no scoring run
+    )  # fmt: skip
+    tuned["scoring"].pop("experiment", None)
+    (folder / f"{TUNED_SPEC}.yaml").write_text(yaml.safe_dump(tuned, sort_keys=False))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def optuna_database(postgres_server) -> str:
+    """The PostgreSQL database of the stack's Optuna studies, as an Airflow connection URI."""
+    postgres_server.create_database("optuna_stack")
+    return f"postgres://postgres@127.0.0.1:{postgres_server.port}/optuna_stack"
+
+
+@pytest.fixture(scope="session")
+def celery_stack(
+    start_airflow, redis_url, s3_server, mlflow_server_started, worker_dir, worker_dir_b, stack_models_dir,
+    optuna_database, startup_times,
+):  # fmt: skip
+    """Airflow on PostgreSQL with CeleryExecutor and two workers (one slot each, their own host names),
+    talking to the authenticated MLflow server; Optuna studies in PostgreSQL (``cmms_optuna``)."""
     connection = {
         "conn_type": "mlflow",
         "host": mlflow_server_started.url,
@@ -310,14 +384,19 @@ def celery_stack(start_airflow, redis_url, s3_server, mlflow_server_started, wor
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__BROKER_URL": f"{redis_url}/0",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis_url}/1",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            # One task at a time per worker: two chains of trials land on two workers.
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(connection),
+            "AIRFLOW_CONN_CMMS_OPTUNA": optuna_database,
+            "CMMS_OPTUNA_STORAGE": "postgres",
             "CMMS_DATA_ROOT": f"s3://{DATA_BUCKET}/pipeline",
+            "CMMS_MODELS_DIR": str(stack_models_dir),
         },
         mlflow_uri=mlflow_server_started.url,
         extra_processes={
-            "celery-worker": (["airflow", "celery", "worker", "--skip-serve-logs"], worker_dir),
+            "celery-worker": (_worker(WORKER_HOSTS[0]), worker_dir),
+            "celery-worker-b": (_worker(WORKER_HOSTS[1]), worker_dir_b),
         },
     )
-    startup_times["Airflow (api-server, scheduler, dag-processor, worker)"] = time.monotonic() - started
+    startup_times["Airflow (api-server, scheduler, dag-processor, 2 workers)"] = time.monotonic() - started
     return cluster

@@ -25,8 +25,8 @@ DATA_BUCKET = "cmms-data"
 @pytest.fixture(scope="session")
 def stack_run(celery_stack, mlflow_server):
     """One pipeline run triggered through the REST API, waited for; (run_id, conf)."""
-    model = f"pm_stack_{uuid.uuid4().hex[:8]}"
-    conf = {"model_name": model, "experiment_name": f"stack-{model}", "n_samples": 3000}
+    model = "predictive_maintenance_rf"  # the shipped spec's own model (a spec trains no other)
+    conf = {"model_name": model, "experiment_name": f"stack-{uuid.uuid4().hex[:8]}", "n_samples": 3000}
     status, body = celery_stack.request(
         "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf}
     )
@@ -36,18 +36,20 @@ def stack_run(celery_stack, mlflow_server):
     return run, conf
 
 
-def test_rest_triggered_run_succeeds_on_celery_workers(celery_stack, stack_run, worker_dir):
+def test_rest_triggered_run_succeeds_on_celery_workers(celery_stack, stack_run, worker_dir, worker_dir_b):
     run, _ = stack_run
     tis = celery_stack.task_instances(run["dag_run_id"])
     states = {task: ti["state"] for task, ti in tis.items()}
     assert run["state"] == "success", (states, celery_stack.home)
     assert states["promote_model"] == "success" and states["reject_model"] == "skipped", states
     assert {ti["executor"] or "default" for ti in tis.values()} <= {"default", "CeleryExecutor"}
-    worker_log = (celery_stack.home / "celery-worker.log").read_text()
+    worker_log = "".join(
+        (celery_stack.home / f"{w}.log").read_text() for w in ("celery-worker", "celery-worker-b")
+    )
     for task in ("extract_data", "train_model", "promote_model"):
-        assert f"task_id='{task}'" in worker_log or task in worker_log, f"{task} did not run on the worker"
-    # Nothing was written to the worker's working directory (no ./mlruns, ./mlflow.db, data...).
-    assert list(worker_dir.iterdir()) == []
+        assert f"task_id='{task}'" in worker_log or task in worker_log, f"{task} did not run on a worker"
+    # Nothing was written to the workers' working directories (no ./mlruns, ./mlflow.db, data...).
+    assert list(worker_dir.iterdir()) == [] and list(worker_dir_b.iterdir()) == []
 
 
 def test_registry_state_through_mlflow_rest_after_the_run(mlflow_server, stack_run):
@@ -93,14 +95,16 @@ def _leaks(secret: str, texts: dict[str, str]) -> list[str]:
     return [where for where, text in texts.items() if secret in text]
 
 
-def test_the_pipeline_password_appears_nowhere(celery_stack, mlflow_server, s3_server, stack_run, worker_dir):
+def test_the_pipeline_password_appears_nowhere(
+    celery_stack, mlflow_server, s3_server, stack_run, worker_dir, worker_dir_b
+):
     secret = mlflow_server.pipeline_password
     run, conf = stack_run
     # It was really used: the connection the workers read carries it.
     assert secret in celery_stack.env["AIRFLOW_CONN_MLFLOW_DEFAULT"]
     texts: dict[str, str] = {}
-    # Task logs and every component's log (api-server, scheduler, dag-processor, worker).
-    for folder in (celery_stack.home, worker_dir, mlflow_server.log.parent):
+    # Task logs and every component's log (api-server, scheduler, dag-processor, workers).
+    for folder in (celery_stack.home, worker_dir, worker_dir_b, mlflow_server.log.parent):
         for path in folder.rglob("*"):
             if path.is_file() and path.suffix in (".log", ".json", "") and path.stat().st_size < 50_000_000:
                 texts[str(path)] = path.read_text(errors="replace")

@@ -316,13 +316,15 @@ def write_fleet(
 
 
 def _write(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
+    from cmms_pm.csv_export import write_csv
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         out = frame.copy()
         for column in out.columns:
             if isinstance(out[column].dtype, pd.DatetimeTZDtype):
                 out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        out.to_csv(path, index=False)
+        write_csv(out, path)
     else:
         frame.to_parquet(path, index=False)
     return path

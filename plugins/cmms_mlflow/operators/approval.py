@@ -36,6 +36,8 @@ class MlflowApprovalOperator(HITLBranchOperator):
     """Ask a person to approve the validated challenger before it goes to Production.
 
     :param validation: the decision record of ``validate_model`` (version, metrics, reason).
+    :param registered_model: the spec's registered model: ``model_name`` must be it (a spec's runs
+        touch no other model), checked before anything is written.
     :param approvers: Airflow user ids allowed to answer (empty: anyone allowed to act on the
         DAG's human-in-the-loop tasks, e.g. SimpleAuthManager's ``user``/``op``/``admin``).
     :param notifier: the spec's notifier; told ``approval_needed`` when the request is written.
@@ -58,6 +60,7 @@ class MlflowApprovalOperator(HITLBranchOperator):
         *,
         model_name: str,
         validation: Any,
+        registered_model: str | None = None,
         approvers: Sequence[str] = (),
         notifier: ModelEventNotifier | None = None,
         mlflow_conn_id: str = "mlflow_default",
@@ -87,6 +90,7 @@ class MlflowApprovalOperator(HITLBranchOperator):
             **kwargs,
         )
         self.model_name = model_name
+        self.registered_model = registered_model
         self.validation = validation
         self.approvers = tuple(approvers)
         self.notifier = notifier
@@ -101,11 +105,19 @@ class MlflowApprovalOperator(HITLBranchOperator):
     def version(self) -> str:
         return str(self.validation["challenger_version"])
 
+    def _check_model_owner(self) -> None:
+        if self.registered_model is not None and str(self.model_name) != self.registered_model:
+            from cmms_mlflow.exceptions import model_not_owned
+
+            spec = self.dag_id.removesuffix("_training")  # the factory's DAG id: <spec>_training
+            raise model_not_owned(spec, self.registered_model, str(self.model_name))
+
     def execute(self, context: Context) -> Any:
         from cmms_mlflow import registry
         from cmms_mlflow.notifiers import airflow_links, airflow_run, now_iso
         from cmms_pm.notifications import APPROVAL_NEEDED, approval_request, model_event
 
+        self._check_model_owner()
         hours = float(context["params"].get(APPROVAL_TIMEOUT_PARAM) or DEFAULT_TIMEOUT_HOURS)
         self.response_timeout = timedelta(hours=hours)
         hook = self._hook()
@@ -151,6 +163,7 @@ class MlflowApprovalOperator(HITLBranchOperator):
         from cmms_pm.approval import approval_outcome
         from cmms_pm.registry_plan import event_key
 
+        self._check_model_owner()
         if "error" not in event:
             self.validate_chosen_options(event["chosen_options"])
             responded_at = event.get("responded_at")

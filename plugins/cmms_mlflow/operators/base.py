@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import AssetAlias, BaseOperator
 
 from cmms_mlflow.assets import CHAMPION_ALIAS, champion_asset
 from cmms_mlflow.exceptions import (
+    BadDataError,
     MlflowRegistryError,
     MlflowServiceUnavailable,
     bad_data_fails_the_task,
+    model_not_owned,
     server_did_not_answer,
 )
 from cmms_mlflow.hooks import MlflowHook
@@ -78,6 +80,9 @@ class MlflowBaseOperator(LineageMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("mlflow_conn_id",)
     ui_color = "#d5e8f7"
+    #: Whether the operator acts on ``model_name`` for its ``spec`` (when it has one): the model must
+    #: then be the spec's own, checked before anything is read or written (:meth:`check_model_owner`).
+    checks_model_owner: ClassVar[bool] = False
 
     def __init__(self, *, mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -90,10 +95,15 @@ class MlflowBaseOperator(LineageMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         from mlflow.exceptions import MlflowException
 
+        from cmms_pm.exceptions import SplitIntegrityError
+
+        self.check_model_owner()
         with self.hook.session() as client:
             try:
                 self.lineage_result = self.execute_mlflow(client, context)
                 return self.lineage_result
+            except SplitIntegrityError as err:  # the same bytes again on a retry
+                raise BadDataError(f"{type(err).__name__}: {err}") from err
             except MlflowException as err:
                 code = getattr(err, "error_code", "")
                 if code in _PERMANENT_ERROR_CODES:
@@ -107,6 +117,18 @@ class MlflowBaseOperator(LineageMixin, BaseOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> Any:
         raise NotImplementedError
+
+    def check_model_owner(self) -> None:
+        """A spec's task writes only to the spec's registered model: ``ModelOwnershipError`` (no retry,
+        nothing written) for another, whatever the run's conf said (the form refuses it first)."""
+        spec = getattr(self, "spec", None)
+        if not self.checks_model_owner or not spec:
+            return
+        from cmms_pm.spec import ModelSpec
+
+        owner = ModelSpec.from_dict(spec)
+        if str(self.model_name) != owner.registered_model:  # type: ignore[attr-defined]
+            raise model_not_owned(owner.name, owner.registered_model, str(self.model_name))  # type: ignore[attr-defined]
 
     @property
     def tracking_uri(self) -> str:

@@ -136,7 +136,11 @@ class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
             return read_sql_source(spec.source, interval_start=start, interval_end=end)
         from cmms_mlflow.sources import read_file_source
 
-        return read_file_source(data_source, aws_conn_id=spec.source.get("aws_conn_id", "aws_default"))
+        return read_file_source(
+            data_source,
+            aws_conn_id=spec.source.get("aws_conn_id", "aws_default"),
+            declared=spec.source["path"] if spec.source["kind"] == "file" else None,
+        )
 
 
 class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):

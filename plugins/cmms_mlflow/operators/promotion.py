@@ -1,7 +1,8 @@
 """Operators of the ``model_promotion`` DAG: a person's promotion, demotion or rollback.
 
 The MLflow work is ``cmms_mlflow.promotion`` (the same guarded path as the API); these only
-resolve the request and record who asked.
+resolve the request and record who asked. Who asked also decides what is allowed for a model whose
+spec requires approval (:func:`run_authority`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import registry
 from cmms_mlflow.links import MlflowModelVersionLink
-from cmms_mlflow.operators.base import MlflowBaseOperator
+from cmms_mlflow.operators.base import MlflowBaseOperator, as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -51,6 +52,7 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
     """A person's promotion, demotion or rollback of one version, with who/when/why tags.
 
     :param resolved: the record of :class:`MlflowResolveVersionOperator` (version + champion seen).
+    :param override_approval: the person overrides a rejected or timed-out approval (approvers only).
     """
 
     template_fields: Sequence[str] = (
@@ -59,15 +61,26 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
         "resolved",
         "stage",
         "reason",
+        "override_approval",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
 
-    def __init__(self, *, model_name: str, resolved: Any, stage: str, reason: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        resolved: Any,
+        stage: str,
+        reason: str,
+        override_approval: Any = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.resolved = resolved
         self.stage = stage
         self.reason = reason
+        self.override_approval = override_approval
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.promotion import change_stage
@@ -88,6 +101,11 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
             kind="rollback" if rollback and self.stage == "Production" else "manual",
             key=self.event_key(context),
             airflow=self.airflow_ref(context),
+            authority=run_authority(
+                self.model_name,
+                getattr(dag_run, "triggering_user_name", None),
+                override=self.reason if as_bool(self.override_approval) else "",
+            ),
         )
         self.push_model_version_link(context, self.model_name, outcome["version"])
         from cmms_mlflow.assets import spec_name_of
@@ -121,3 +139,16 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
             [mv], [mv], tracking_uri=self.tracking_uri, modelName=self.model_name,
             modelVersion=result["version"], decision=f"{result['kind']}:{result['stage']}",
         )  # fmt: skip
+
+
+def run_authority(model_name: str, user: str | None, *, override: str = "") -> Any:
+    """Who asks, for the approval rules of ``model_name``'s spec: the run's triggering user is one of
+    its approvers when the spec lists them by name. A spec that requires approval but names no
+    approvers ("whoever may answer its approvals") cannot be checked from a worker: promote those
+    through the model API or the Models page, which ask Airflow."""
+    from cmms_pm.registry_plan import Authority
+    from cmms_pm.spec import load_specs, spec_for_model
+
+    spec = spec_for_model(load_specs()[0], model_name)
+    approvers = tuple(spec.approval["approvers"]) if spec is not None else ()
+    return Authority.of(spec, is_approver=bool(user) and user in approvers, override=override)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cmms_mlflow import training_run
+from cmms_mlflow import registry, training_run
 from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task, source_errors_fail_the_task
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
@@ -135,6 +135,18 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.log.info("Latest snapshots: %s", describe(latest, config))
         return latest
 
+    def threshold_source(self, override: float | None, version: str, threshold: float) -> str:
+        """Where the threshold of this scoring came from (logged and kept in the summary)."""
+        if override is None:
+            return f"decision_threshold of v{version}"
+        if override == self.model_spec.scoring.get("risk_threshold"):
+            self.log.warning(
+                "Scoring at the spec's scoring.risk_threshold %.4f instead of each champion's own decision "
+                "threshold; remove it from the spec to use the model's", threshold,
+            )  # fmt: skip
+            return "the spec's scoring.risk_threshold"
+        return "run parameter risk_threshold"
+
     def execute_mlflow(self, client: MlflowClient, context: Context) -> list[dict[str, Any]]:
         from cmms_mlflow.champion_scoring import load_champion, log_summary
         from cmms_mlflow.client_context import pickle_loading_disabled
@@ -148,7 +160,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         spec = self.model_spec
         dag_run = context["dag_run"]
         scored_at = dag_run.run_after.isoformat()
-        threshold = float(self.risk_threshold)
+        override = threshold_override(self.risk_threshold)
         clock = _PhaseClock()
         with source_errors_fail_the_task():
             rows = self.read_input(scored_at)
@@ -165,6 +177,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             with pickle_loading_disabled():
                 model, champion = load_champion(client, name, **self.load_options(name))
             version = str(champion.version)
+            threshold = override if override is not None else registry.decision_threshold(champion)
             contract = training_run.load_contract(client, champion.run_id) if champion.run_id else None
             clock.lap("load")
             frame, flags = rows, None
@@ -191,7 +204,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             else:
                 predictions = score_frame(
                     model, frame, id_columns=id_columns, flags=flags, model_name=name, model_version=version,
-                    scored_at=scored_at, threshold=threshold,
+                    scored_at=scored_at, threshold=threshold, explain=spec.explain,
                 )  # fmt: skip
             if latest is not None:
                 predictions = add_snapshot_columns(
@@ -203,6 +216,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             out = write_frame(predictions, f"{run_dir}/{name}/predictions.parquet")
             clock.lap("write")
             summary = summarize(predictions, threshold=threshold, id_columns=id_columns, flags=flags)
+            summary["threshold_source"] = self.threshold_source(override, version, threshold)
             run_id = log_summary(
                 client,
                 experiment_id=experiment_id,
@@ -218,10 +232,10 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             self.push_model_version_link(context, name, version)
             clock.lap("log")
             self.log.info(
-                "%s v%s scored %d rows: %d at risk (threshold %.2f), %d flagged by the contract -> %s "
+                "%s v%s scored %d rows: %d at risk (threshold %.4f, %s), %d flagged by the contract -> %s "
                 "(seconds: %s)",
-                name, version, summary["units"], summary["at_risk"], threshold, summary["flagged"], out,
-                clock.seconds,
+                name, version, summary["units"], summary["at_risk"], threshold, summary["threshold_source"],
+                summary["flagged"], out, clock.seconds,
             )  # fmt: skip
             scored = {**summary, "predictions_uri": out, "mlflow_run_id": run_id, "seconds": clock.take()}
             results.append(scored)
@@ -255,6 +269,25 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             inputs, outputs, tracking_uri=uri, runId=first["mlflow_run_id"], modelName=first["model_name"],
             modelVersion=first["model_version"],
         )  # fmt: skip
+
+
+def threshold_override(value: Any) -> float | None:
+    """The run's ``risk_threshold`` param as a number in [0, 1], or None (the champion's own).
+
+    The template renders an unset param as ``"None"`` (or ``""``); anything else must be a number
+    in [0, 1], which the param's schema already checked for a triggered run.
+    """
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
+        return None
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise BadDataError(
+            f"risk_threshold {value!r} is not a number (or empty for the model's own)"
+        ) from None
+    if not 0.0 <= threshold <= 1.0:
+        raise BadDataError(f"risk_threshold {value!r} is not between 0 and 1")
+    return threshold
 
 
 class _PhaseClock:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cmms_mlflow import registry, training_run
 from cmms_mlflow.assets import SPEC_TAG
+from cmms_mlflow.exceptions import bad_data_fails_the_task
 from cmms_mlflow.hooks import redact_uri
 from cmms_mlflow.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.notifiers import ModelEventNotifier
     from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
+    from cmms_pm.registry_plan import Authority
     from cmms_pm.spec import ModelSpec
 
 
@@ -30,22 +32,27 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
     :param checks: the report of ``validate_data`` (contract check, drift), logged with the run.
     """
 
-    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks")
+    template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks", "tuning")
     operator_extra_links: ClassVar = (MlflowRunLink(),)
 
-    def __init__(self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, tuning: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.dataset = dataset
         self.checks = checks
+        #: The plan returned by ``create_study`` when the spec tunes (None: one fit of the run's values).
+        self.tuning = tuning
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> TrainingResult:
-        from cmms_pm.estimators import estimator
-
         spec = self.model_spec
         config = self.run_config(context)
         experiment_id = self.hook.get_or_create_experiment(client, config.experiment)
         airflow_tags = training_run.airflow_tags(context)
+        if self.tuning:
+            result = self.train_tuned(client, context, config)
+            return self.finished(context, experiment_id, result)
         earlier = training_run.resume_or_close(
             client, training_run.find_task_runs(client, experiment_id, airflow_tags)
         )
@@ -54,38 +61,61 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
             result = training_run.run_result(client, earlier)
         else:
             manifest = self.dataset
-            tags = {
-                "model_type": estimator(config.estimator).title,
-                "estimator": config.estimator,
-                "use_case": spec.name,
-                SPEC_TAG: spec.name,
-                "model_spec_file": spec.path,
-                "data_source": manifest.get("source", ""),
-                "data_version": manifest["data_version"],
-                "data_interval_start": manifest["data_interval_start"],
-                "data_interval_end": manifest["data_interval_end"],
-                "data_digest": manifest["digest"],
-                "training_date": manifest["training_date"],
-                **_check_tags(self.checks),
-                **airflow_tags,
-            }
-            commit = training_run.git_commit()
-            if commit:
-                tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
-            result = training_run.log_training_run(
-                client,
-                experiment_id=experiment_id,
-                manifest=manifest,
-                spec=spec,
-                estimator=config.estimator,
-                hyperparameters=config.hyperparameters,
-                tags=tags,
-                run_name=f"{self.task_id}-{manifest['training_date']}",
-                checks=self.checks,
-            )
+            tags = training_tags(spec, config.estimator, manifest, self.checks, airflow_tags)
+            with bad_data_fails_the_task():  # e.g. a validation split with no failure: no threshold
+                result = training_run.log_training_run(
+                    client,
+                    experiment_id=experiment_id,
+                    manifest=manifest,
+                    spec=spec,
+                    estimator=config.estimator,
+                    hyperparameters=config.hyperparameters,
+                    tags=tags,
+                    run_name=f"{self.task_id}-{manifest['training_date']}",
+                    checks=self.checks,
+                )
+        return self.finished(context, experiment_id, result)
+
+    def finished(self, context: Context, experiment_id: str, result: TrainingResult) -> TrainingResult:
         context["ti"].xcom_push(key=RUN_URL_KEY, value=self.hook.run_url(experiment_id, result["run_id"]))
         self.log.info("MLflow run %s: validation F1 %.4f", result["run_id"], result["metrics"]["f1"])
         return result
+
+    def train_tuned(self, client: MlflowClient, context: Context, config: Any) -> TrainingResult:
+        """The best trial's hyperparameters train the model, in the training run create_study made
+        (the trials' parent); a finished one (a retry, a cleared run) is returned as it is."""
+        from cmms_mlflow import tuning
+
+        plan = self.tuning
+        parent = client.get_run(plan["parent_run_id"])
+        if parent.info.status == "FINISHED":
+            self.log.info(
+                "Reusing the finished training run %s of study %s", parent.info.run_id, plan["study"]
+            )
+            return training_run.run_result(client, parent)
+        with bad_data_fails_the_task():
+            hyperparameters, summary = tuning.best_hyperparameters(plan, config.hyperparameters)
+        self.log.info(
+            "Study %s: best trial %d of %d, validation %s %.4f, %s",
+            plan["study"], summary["best_slot"], summary["trials"], plan["metric"], summary["best_value"],
+            summary["best_params"],
+        )  # fmt: skip
+        tuning.log_summary(client, parent.info.run_id, summary)
+        manifest = self.dataset
+        airflow_tags = training_run.airflow_tags(context)
+        with bad_data_fails_the_task():  # e.g. a validation split with no failure: no threshold
+            return training_run.log_training_run(
+                client,
+                experiment_id=parent.info.experiment_id,
+                manifest=manifest,
+                spec=self.model_spec,
+                estimator=config.estimator,
+                hyperparameters=hyperparameters,
+                tags=training_tags(self.model_spec, config.estimator, manifest, self.checks, airflow_tags),
+                run_name=f"{self.task_id}-{manifest['training_date']}",
+                checks=self.checks,
+                run_id=parent.info.run_id,
+            )
 
     def openlineage(self, result: TrainingResult | None) -> Any:
         """Reads the batch; writes the MLflow run (params, metrics, plots, the logged model)."""
@@ -100,6 +130,33 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
             runId=result["run_id"],
             dataDigest=self.dataset["digest"],
         )
+
+
+def training_tags(
+    spec: ModelSpec, kind: str, manifest: Any, checks: DataReport | None, airflow_tags: dict[str, str]
+) -> dict[str, str]:
+    """The tags of a training run (copied to its model version): spec, data, checks, Airflow task."""
+    from cmms_pm.estimators import estimator
+
+    tags = {
+        "model_type": estimator(kind).title,
+        "estimator": kind,
+        "use_case": spec.name,
+        SPEC_TAG: spec.name,
+        "model_spec_file": spec.path,
+        "data_source": manifest.get("source", ""),
+        "data_version": manifest["data_version"],
+        "data_interval_start": manifest["data_interval_start"],
+        "data_interval_end": manifest["data_interval_end"],
+        "data_digest": manifest["digest"],
+        "training_date": manifest["training_date"],
+        **_check_tags(checks),
+        **airflow_tags,
+    }
+    commit = training_run.git_commit()
+    if commit:
+        tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
+    return tags
 
 
 def _check_tags(checks: DataReport | None) -> dict[str, str]:
@@ -129,15 +186,23 @@ def _leakage_tags(checks: DataReport) -> dict[str, str]:
 
 
 class MlflowRegisterModelOperator(MlflowBaseOperator):
-    """Register the trained model as a new version carrying the run's tags and a description."""
+    """Register the trained model as a new version carrying the run's tags and a description.
+
+    :param spec: the spec the DAG is built from (``ModelSpec.to_dict()``), if any: ``model_name``
+        must then be its registered model.
+    """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "training")
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
-    def __init__(self, *, model_name: str, training: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *, model_name: str, training: Any, spec: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.training = training
+        self.spec = spec
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         run = client.get_run(self.training["run_id"])
@@ -156,7 +221,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
             run_id=self.training["run_id"],
             description=description,
             tags=tags,
-            run_link=tags.get("airflow.run_url"),
+            run_link=airflow_run_link(tags),
         )
         self.push_model_version_link(context, self.model_name, version.version)
         return {"name": self.model_name, "version": str(version.version), "run_id": self.training["run_id"]}
@@ -179,10 +244,14 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
 
 
 class MlflowTransitionModelOperator(MlflowBaseOperator):
-    """Move a version to a stage; the matching alias moves with it (see ``registry.transition``)."""
+    """Move a version to a stage; the matching alias moves with it (see ``registry.transition``).
+
+    :param spec: the spec the DAG is built from, if any: ``model_name`` must be its registered model.
+    """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version", "stage")
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -191,6 +260,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         version: Any,
         stage: str,
         from_stages: tuple[str, ...] | None = None,
+        spec: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -198,6 +268,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         self.version = version
         self.stage = stage
         self.from_stages = from_stages
+        self.spec = spec
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         ti = context["ti"]
@@ -246,10 +317,12 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         "model_name",
         "version",
         "holdout_uri",
+        "holdout_sha256",
         "checks",
         "dataset",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -258,6 +331,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         model_name: str,
         version: Any,
         holdout_uri: Any,
+        holdout_sha256: Any = None,
         checks: Any = None,
         dataset: Any = None,
         **kwargs: Any,
@@ -267,6 +341,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.model_name = model_name
         self.version = version
         self.holdout_uri = holdout_uri
+        self.holdout_sha256 = holdout_sha256
         self.checks = checks
         self.dataset = dataset
 
@@ -282,8 +357,9 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                 name=self.model_name,
                 version=str(self.version),
                 holdout_uri=self.holdout_uri,
+                holdout_sha256=self.holdout_sha256 or None,
                 target=self.model_spec.target,
-                policy=config.thresholds,
+                policy={**config.thresholds, "costs": _decision_costs(self.model_spec)},
                 drift={
                     "status": checks.get("drift_status", "none"),
                     "reason": checks.get("drift_reason", ""),
@@ -338,6 +414,7 @@ class MlflowDecisionOperator(MlflowBaseOperator):
         "approval",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    checks_model_owner: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -412,6 +489,7 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
         from cmms_pm.spec import ModelSpec
 
         ti = context["ti"]
+        spec = ModelSpec.from_dict(self.spec) if self.spec else None
         with pickle_loading_disabled():
             outcome = promote_validated(
                 client,
@@ -424,9 +502,14 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
                 },
                 key=self.event_key(context),
                 airflow=self.airflow_ref(context),
-                load_options=load_options(ModelSpec.from_dict(self.spec)) if self.spec else None,
+                load_options=load_options(spec) if spec is not None else None,
+                authority=step_authority(spec) if spec is not None else None,
             )
         self.push_model_version_link(context, self.model_name, outcome["version"])
+        if outcome.get("superseded"):
+            # A rerun of a run that did its work: nothing moved, nobody is told again.
+            self.log.info("%s v%s: %s", self.model_name, outcome["version"], outcome["reason"])
+            return outcome
         from cmms_mlflow import metrics
 
         metrics.decision(self.model_name, "promoted" if outcome["decision"] == "promote" else "rejected")
@@ -474,9 +557,12 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
 
 
 class MlflowModelReportOperator(MlflowDecisionOperator):
-    """Log a readable summary of what the run did to the registry and return it."""
+    """Log a readable summary of what the run did to the registry and return it (a rerun whose
+    promotion was superseded since says ``decision: superseded`` and by which version)."""
 
     writes_version: ClassVar[bool] = False
+    #: The step whose outcome says whether this run's promotion was superseded (a rerun).
+    promote_task_id: ClassVar[str] = "promote_model"
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.model_evaluation import recorded_decision
@@ -486,6 +572,8 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
         version = str(self.validation["challenger_version"])
         # The promote step may have re-validated against a newer champion: report the final record.
         record = recorded_decision(client, self.validation["challenger_run_id"]) or self.validation
+        promoted = context["ti"].xcom_pull(task_ids=self.promote_task_id)
+        superseded = isinstance(promoted, dict) and bool(promoted.get("superseded"))
         mv = client.get_model_version(self.model_name, version)
         aliases = sorted(a for a, v in registry.aliases_of(client, self.model_name).items() if v == version)
         champion = registry.get_champion(client, self.model_name)
@@ -500,26 +588,92 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "champion_f1": record["champion_metrics"]["f1"] if record["champion_metrics"] else None,
             "champion_version": record["champion_version"],
             "current_champion_version": str(champion.version) if champion is not None else None,
-            "decision": "promoted" if mv.current_stage == "Production" else "rejected",
-            "reason": archived_because or record["reason"],
+            "decision": "superseded"
+            if superseded
+            else ("promoted" if mv.current_stage == "Production" else "rejected"),
+            "reason": promoted["reason"] if superseded else archived_because or record["reason"],
             "run_id": record["challenger_run_id"],
             "data_version": mv.tags.get("data_version", ""),
+            "thresholds": _thresholds_line(record),
             "policy": _policy_line(record),
             "drift": (record.get("drift") or {}).get("reason", ""),
             "periods": split_periods(record.get("split")),
             "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
             "mlflow_ui_url": self.hook.model_version_url(self.model_name, version),
-            "airflow_ui_url": mv.tags.get("airflow.run_url", ""),
+            "airflow_ui_url": airflow_run_link(mv.tags) or "",
         }
+        if superseded:
+            summary["superseded_by"] = promoted["superseded_by"]
         summary["text"] = format_summary(summary)
         self.log.info("Pipeline summary\n%s", summary["text"])
+        card_with_outcome(client, record["challenger_run_id"], mv, summary, self.approval)
         self.push_model_version_link(context, self.model_name, version)
         return summary
+
+
+def _decision_costs(spec: ModelSpec) -> dict[str, float]:
+    """The spec's costs of a missed failure and a needless inspection (the decision record's
+    expected cost of challenger and champion is measured in them)."""
+    from cmms_pm.thresholds import DecisionPolicy
+
+    return DecisionPolicy.from_spec(spec.decision).costs
+
+
+def step_authority(spec: ModelSpec) -> Authority:
+    """The training DAG's own promotion: the version must have been approved when the spec requires it."""
+    from cmms_pm.registry_plan import Authority
+
+    return Authority.of(spec, approval_step=True)
+
+
+def airflow_run_link(tags: Mapping[str, str]) -> str | None:
+    """Airflow's page of the run that trained a version, built from its ``airflow.dag_id`` and
+    ``airflow.run_id`` tags (validated) on this Airflow's base URL, never taken from a URL tag."""
+    from cmms_mlflow.links import airflow_run_url
+
+    return airflow_run_url(tags.get(training_run.TAG_DAG_ID), tags.get(training_run.TAG_RUN_ID))
 
 
 def load_options(spec: ModelSpec) -> dict[str, Any]:
     """How validation loads the versions of ``spec``'s model (``model_loading.load_version``)."""
     return {"spec_name": spec.name, "allow_unverified": bool(spec.loading["allow_unverified_models"])}
+
+
+def card_with_outcome(
+    client: MlflowClient, run_id: str | None, mv: Any, summary: Mapping[str, Any], approval: Any
+) -> None:
+    """The card's last section: what became of the version, who decided and why (issue 19)."""
+    from cmms_mlflow.card_logging import update_card
+
+    if not run_id:
+        return
+    tags = dict(mv.tags)
+    answer = approval if isinstance(approval, Mapping) else {}
+    promoted = summary["decision"] == "promoted"
+    update_card(
+        client,
+        run_id,
+        "report",
+        approval={
+            "outcome": summary["decision"],
+            "stage": summary["stage"],
+            "decided_by": (tags.get("promoted_by") if promoted else None) or "the validation gate",
+            "reason": summary["reason"],
+            "approval_status": answer.get("status") or tags.get("approval_status"),
+            "approved_by": answer.get("by") or tags.get("approval_by"),
+            "approval_comment": answer.get("comment") or tags.get("approval_comment"),
+            "at": tags.get("promoted_at") if promoted else None,
+        },
+    )
+
+
+def _thresholds_line(record: DecisionRecord) -> str:
+    """Each model's decision threshold as the gate used it: ``challenger 0.3412, champion 0.5000``."""
+    challenger = (record.get("challenger_metrics") or {}).get("threshold")
+    if challenger is None:
+        return ""
+    champion = (record.get("champion_metrics") or {}).get("threshold")
+    return f"challenger {challenger:.4f}" + (f", champion {champion:.4f}" if champion is not None else "")
 
 
 def _policy_line(record: DecisionRecord) -> str:

@@ -3,7 +3,8 @@
 // the user's Airflow session cookie: the page can do only what Airflow lets that user do. Every
 // value reaches the page as text (textContent or an attribute set through the DOM, never
 // innerHTML): model names, column names, reasons and comments are user data. Links go only to
-// http(s) URLs or paths on this origin.
+// http(s) URLs or paths on this origin, and a link that replaces Airflow's page ("top") only to
+// this origin: whatever a tag says, Airflow's tab is never sent to another site.
 "use strict";
 
 (() => {
@@ -42,12 +43,21 @@
     }
   }
 
-  // A link out of the page: "top" replaces Airflow's page (an Airflow run), "new" opens a tab
-  // (MLflow). Airflow frames this page in a sandbox without top navigation or popups, so the
-  // click is replayed on a link in Airflow's own (same-origin) document.
+  // Only pages of this origin (Airflow's own) may replace Airflow's page.
+  function sameOrigin(href) {
+    try {
+      return new URL(href, window.location.href).origin === window.location.origin;
+    } catch {
+      return false;
+    }
+  }
+
+  // A link out of the page: "top" replaces Airflow's page (an Airflow run; same origin only), "new"
+  // opens a tab (MLflow). Airflow frames this page in a sandbox without top navigation or popups,
+  // so the click is replayed on a link in Airflow's own (same-origin) document.
   function outLink(text, url, where) {
     const href = safeHref(url);
-    if (href === null) return el("span", { class: "muted", text: "—" });
+    if (href === null || (where === "top" && !sameOrigin(href))) return el("span", { class: "muted", text: "—" });
     return el("a", { href, "data-out": where, rel: where === "new" ? "noopener noreferrer" : null }, text);
   }
 
@@ -58,6 +68,10 @@
   document.addEventListener("click", (event) => {
     const link = event.target instanceof Element ? event.target.closest("a[data-out]") : null;
     if (link === null || window.top === window) return;
+    if (link.dataset.out === "top" && !sameOrigin(link.href)) {
+      event.preventDefault(); // never replayed in Airflow's window
+      return;
+    }
     try {
       const top = window.top.document;
       const replay = top.createElement("a");
@@ -122,12 +136,31 @@
   const modelPath = (name) => `/models/${encodeURIComponent(name)}`;
   const versionPath = (name, version) => `${modelPath(name)}/versions/${encodeURIComponent(version)}`;
 
-  function promote(name, version, reason, expectedChampion) {
+  // overrideApproval: an approver promotes a version whose approval was rejected or timed out
+  // (the API refuses it otherwise); the reason is recorded as the override's.
+  function promote(name, version, reason, expectedChampion, overrideApproval) {
     return api(`${versionPath(name, version)}/promote`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ stage: "Production", reason, expectedChampion }),
+      body: JSON.stringify({ stage: "Production", reason, expectedChampion, overrideApproval: Boolean(overrideApproval) }),
     });
+  }
+
+  const REFUSED_APPROVALS = ["rejected", "timed_out"];
+
+  // The promote form of a version, if this user may promote it: none while a person is asked; for a
+  // version whose approval was refused, only an approver's explicit override.
+  function promoteForm(name, view, permissions, expectedChampion) {
+    if (view.stage === "Production" || view.approvalStatus === "pending") return null;
+    const refused = REFUSED_APPROVALS.includes(view.approvalStatus);
+    if (refused) {
+      if (!permissions.override) return null;
+      return actionForm(`Override the ${view.approvalStatus.replace("_", " ")} approval and promote v${view.version}`,
+        (reason) => promote(name, view.version, reason, expectedChampion, true), "override");
+    }
+    if (!permissions.promote) return null;
+    return actionForm(`Promote v${view.version}`,
+      (reason) => promote(name, view.version, reason, expectedChampion, false), "promote");
   }
 
   // Airflow's own answer to a human-in-the-loop task, as its Required actions page sends it: the
@@ -206,6 +239,8 @@
       badge(d.decision, d.decision.split(" ")[0]), moved, champion,
       d.changed === false && d.type !== "approval"
         ? el("span", { class: "muted", text: " (already in effect)" }) : null,
+      d.override ? el("span", { class: "muted", text: ` (overriding a ${String(d.override.of).replace("_", " ")} approval)` }) : null,
+      d.status && d.status !== "done" ? el("span", { class: "muted", text: ` [${String(d.status).replace("_", " ")}]` }) : null,
       el("div", { class: "muted" }, `by ${d.by || "?"} at ${when(d.recordedAt || d.at)}`,
         d.links.airflowRun ? " · " : "", d.links.airflowRun ? outLink("Airflow run", d.links.airflowRun, "top") : null),
       d.reason ? el("span", { class: "reason", text: d.reason }) : null,
@@ -307,15 +342,12 @@
     const champion = model.champion ? model.champion.version : null;
     const candidate = model.challenger || model.lastCandidate;
     // A version waiting for a person's approval is answered there, not promoted around it.
-    if (model.permissions.promote && candidate && candidate.stage !== "Production" &&
-        candidate.approvalStatus !== "pending") {
-      forms.push(actionForm(`Promote v${candidate.version}`,
-        (reason) => promote(model.name, candidate.version, reason, champion ? Number(champion) : null),
-        "promote"));
-    }
+    const form = candidate ? promoteForm(model.name, candidate, model.permissions, champion ? Number(champion) : null) : null;
+    if (form) forms.push(form);
+    // The API records the promotion of a former champion as a rollback.
     if (model.permissions.rollback && model.previousChampion && champion) {
       forms.push(actionForm(`Roll back to v${model.previousChampion}`,
-        (reason) => promote(model.name, model.previousChampion, `rollback: ${reason}`, Number(champion)),
+        (reason) => promote(model.name, model.previousChampion, reason, Number(champion), false),
         "rollback"));
     }
     return forms.length ? el("div", {}, forms) : dash();
@@ -416,6 +448,10 @@
         ["Data version", v.dataVersion],
         ["Data digest", v.dataDigest],
         ["Estimator", v.estimator],
+        ["Tuning", v.tuning ? `${v.tuning.trials} trials (${v.tuning.states || ""}); best validation ` +
+          `${v.tuning.metric} ${fmt(v.tuning.bestValue, 4)} (trial ${v.tuning.bestSlot})` : null],
+        ["Decision threshold", v.decisionThreshold !== null && v.decisionThreshold !== undefined
+          ? fmt(v.decisionThreshold) : "0.5 (chosen before thresholds existed)"],
         ["Promoted", v.promotedAt ? `${v.promotedAt} by ${v.promotedBy || "?"}: ${v.promotionReason || ""}` : null],
         ["Drift", drift && drift.status === "none" ? "not measured (no champion to compare with)"
           : drift ? `${drift.status}, max PSI ${fmt(drift.maxPsi, 3)}${drift.features.length
@@ -438,6 +474,12 @@
           el("details", {}, el("summary", { text: "validation/decision.json" }),
             el("pre", { text: JSON.stringify(record, null, 2) })))
         : el("p", { class: "muted", text: "No decision record (this version was not validated)." }),
+      el("h2", { text: "Model card" }),
+      // Shown as the Markdown text it is, through textContent: a column name or category in the
+      // card (user data) can never become markup.
+      v.modelCard
+        ? el("pre", { id: "model-card", class: "model-card", text: v.modelCard })
+        : el("p", { class: "muted", text: "No model card (a version from before model cards)." }),
       el("h2", { text: "History" }),
       v.history.length
         ? el("ul", { class: "plain", id: "version-history" }, v.history.map((d) => decisionItem({ name }, d)))
@@ -449,10 +491,8 @@
           el("figcaption", { text: plot }))))
         : el("p", { class: "muted", text: "No plots." }),
     ];
-    if (v.permissions.promote && v.stage !== "Production" && v.approvalStatus !== "pending") {
-      sections.push(el("h2", { text: "Actions" }), actionForm(`Promote v${version}`,
-        (reason) => promote(name, version, reason, v.champion ? Number(v.champion) : null), "promote"));
-    }
+    const form = promoteForm(name, v, v.permissions, v.champion ? Number(v.champion) : null);
+    if (form) sections.push(el("h2", { text: "Actions" }), form);
     main.replaceChildren(...sections);
   }
 

@@ -251,6 +251,50 @@ def test_batch_round_trips_through_a_file_uri(splits, tmp_path):
     pd.testing.assert_frame_equal(read_split(manifest["splits"]["holdout"]["uri"]), splits["holdout"])
 
 
+def test_a_split_changed_after_it_was_written_fails_its_recorded_sha256(splits, tmp_path):
+    """Another writer (or an attacker) replaces a split between extract_data and a later task."""
+    from cmms_pm.batch import read_batch
+    from cmms_pm.exceptions import SplitIntegrityError
+
+    manifest = write_batch(splits, str(tmp_path / "batch"))
+    other = write_batch({name: frame.head(50) for name, frame in splits.items()}, str(tmp_path / "other"))
+    holdout = manifest["splits"]["holdout"]
+    pd.testing.assert_frame_equal(read_split(holdout["uri"], sha256=holdout["sha256"]), splits["holdout"])
+    # A valid Parquet file of the same schema, only not the one the manifest recorded.
+    Path(holdout["uri"]).write_bytes(Path(other["splits"]["holdout"]["uri"]).read_bytes())
+    with pytest.raises(SplitIntegrityError, match=r"holdout\.parquet' does not have the SHA-256"):
+        read_split(holdout["uri"], sha256=holdout["sha256"])
+    with pytest.raises(SplitIntegrityError, match="holdout"):
+        read_batch(manifest)
+    # One flipped byte is caught too.
+    train = Path(manifest["splits"]["train"]["uri"])
+    data = bytearray(train.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    train.write_bytes(bytes(data))
+    with pytest.raises(SplitIntegrityError, match="train"):
+        read_split(str(train), sha256=manifest["splits"]["train"]["sha256"])
+
+
+def test_batch_folders_of_different_run_ids_never_collide():
+    from cmms_pm.batch import batch_uri
+
+    run_ids = [
+        "a:b",
+        "a+b",
+        "a_b",
+        "a b",
+        "manual__2026-03-01T03:00:00+00:00",
+        "manual__2026-03-01T03_00_00_00_00",
+    ]
+    uris = [batch_uri("/data", "pm_training", run_id) for run_id in run_ids]
+    assert len(set(uris)) == len(run_ids), uris
+    # Readable: the path-safe run id comes first, then 16 hex digits of the raw run id's SHA-256.
+    assert uris[0] == "/data/pm_training/a_b-" + hashlib.sha256(b"a:b").hexdigest()[:16]
+    assert batch_uri("/data", "pm_training", "a:b") == uris[0]  # stable across calls and processes
+    assert all("/" not in uri.removeprefix("/data/pm_training/") for uri in uris)
+    assert batch_uri("/data", "d", "../../etc").startswith("/data/d/.._.._etc-")
+
+
 def test_read_split_of_a_missing_file_names_the_uri(tmp_path):
     uri = str(tmp_path / "holdout.parquet")
     with pytest.raises(DataSourceError, match="holdout.parquet"):

@@ -83,3 +83,52 @@ def test_id_columns_are_copied_by_position_with_their_values_and_kinds(model):
     assert not isinstance(predictions["site"].dtype, pd.CategoricalDtype)
     assert list(predictions["site"]) == ["north", "south"] * 3
     assert predictions["slot"].isna().tolist() == [False, True, False, False, False, False]
+
+
+def _score(model, telemetry, **kwargs):
+    return score_frame(
+        model, telemetry, id_columns=["equipment_id"], flags=None, model_name="pm", model_version="7",
+        scored_at=SCORED_AT, **kwargs,
+    )  # fmt: skip
+
+
+def test_rows_are_at_risk_from_the_given_threshold_which_travels_in_every_row(model):
+    telemetry = latest_telemetry("2026-11-26T00:00:00+00:00", n_units=300)
+    proba = model.predict_proba(telemetry)[:, 1]
+    low = _score(model, telemetry, threshold=0.2)
+    assert (low["at_risk"] == (proba >= 0.2)).all() and set(low["decision_threshold"]) == {0.2}
+    assert int(low["at_risk"].sum()) > int(_score(model, telemetry, threshold=0.6)["at_risk"].sum())
+
+
+def test_reason_columns_explain_the_at_risk_rows_with_the_features_that_pushed_them_up(model):
+    from cmms_pm.explain import top_reasons
+
+    telemetry = latest_telemetry("2026-11-26T00:00:00+00:00", n_units=300)
+    out = _score(
+        model, telemetry, threshold=0.3, explain={"reasons": 2, "scope": "at_risk", "max_rows": 10_000}
+    )
+    assert [c for c in out.columns if c.startswith("reason")] == [
+        "reason_1", "reason_1_contribution", "reason_2", "reason_2_contribution", "reasons_explained",
+    ]  # fmt: skip
+    assert (out["reasons_explained"] == out["at_risk"]).all() and out["at_risk"].any()
+    risky = out.index[out["at_risk"]]
+    expected = top_reasons(model, telemetry.loc[risky], 2)
+    assert out.loc[risky, "reason_1"].tolist() == [r[0]["feature"] for r in expected]
+    assert out.loc[risky, "reason_1_contribution"].tolist() == pytest.approx(
+        [r[0]["contribution"] for r in expected]
+    )
+    assert (
+        out.loc[risky, "reason_1_contribution"] >= out.loc[risky, "reason_2_contribution"].fillna(0)
+    ).all()
+    assert out.loc[~out["at_risk"], "reason_1"].isna().all()
+    assert out["reason_1"].dtype == "str" and out["reason_1_contribution"].dtype == "float64"
+
+
+def test_reasons_are_capped_to_the_riskiest_rows_and_off_when_zero(model):
+    telemetry = latest_telemetry("2026-11-26T00:00:00+00:00", n_units=300)
+    out = _score(model, telemetry, threshold=0.5, explain={"reasons": 1, "scope": "all", "max_rows": 7})
+    assert int(out["reasons_explained"].sum()) == 7
+    riskiest = out["failure_probability"].nlargest(7).index
+    assert set(out.index[out["reasons_explained"]]) == set(riskiest)
+    none = _score(model, telemetry, explain={"reasons": 0})
+    assert not [c for c in none.columns if c.startswith("reason")]

@@ -181,3 +181,156 @@ def test_a_version_waiting_for_approval_cannot_be_promoted_around_the_request():
     versions["2"] = VersionState("2", "Staging", asked)
     archive = Request(kind="stage_change", version="2", stage="Archived")
     assert rp.plan(Snapshot("m", versions, {"champion": "1"}), archive).refusal is None
+
+
+# --- authority: approval-required specs, rejected and timed-out approvals ---------------------------
+
+
+def _approval_snapshot(status: str | None) -> Snapshot:
+    tags = {"approval_status": status, "approval_by": "jdoe"} if status else {}
+    versions = {"1": VersionState("1", "Production"), "2": VersionState("2", "Archived", tags)}
+    return Snapshot(name="m", versions=versions, aliases={"champion": "1"})
+
+
+def _by(approver: bool, *, required: bool = True, override: str = "", step: bool = False) -> rp.Authority:
+    return rp.Authority(
+        spec="pm", approval_required=required, is_approver=approver, approvers=("jdoe", "asmith"),
+        override_reason=override, approval_step=step,
+    )  # fmt: skip
+
+
+def test_only_an_approver_moves_a_model_of_an_approval_spec_to_production():
+    refused = rp.plan(_approval_snapshot(None), promote("2", authority=_by(False), actor="mallory"))
+    assert refused.refusal.code == "not_an_approver" and refused.writes == ()
+    assert (
+        refused.refusal.details["approvers"] == ["jdoe", "asmith"] and refused.refusal.details["spec"] == "pm"
+    )
+    allowed = rp.plan(_approval_snapshot(None), promote("2", authority=_by(True)))
+    assert allowed.refusal is None and allowed.outcome["champion_after"] == "2"
+    # Staging or archiving by hand needs no approver; a spec without approval needs none either.
+    archive = Request(kind="stage_change", version="2", stage="Staging", authority=_by(False))
+    assert rp.plan(_approval_snapshot(None), archive).refusal is None
+    assert (
+        rp.plan(_approval_snapshot(None), promote("2", authority=_by(False, required=False))).refusal is None
+    )
+
+
+@pytest.mark.parametrize("status", ["rejected", "timed_out"])
+def test_a_rejected_or_timed_out_version_needs_an_approvers_explicit_override(status):
+    snapshot = _approval_snapshot(status)
+    for authority in (_by(True), _by(True, required=False), _by(False, required=False)):
+        refused = rp.plan(snapshot, promote("2", authority=authority))
+        assert refused.refusal.code == "approval_not_granted" and refused.writes == ()
+        assert (
+            refused.refusal.details["status"] == status and refused.refusal.details["answered_by"] == "jdoe"
+        )
+    # An override by someone who is not an approver is still refused.
+    not_approver = rp.plan(
+        snapshot, promote("2", authority=_by(False, override="we need it", required=False))
+    )
+    assert not_approver.refusal.code == "not_an_approver"
+
+    overridden = rp.plan(
+        snapshot, promote("2", actor="asmith", at="t9", authority=_by(True, override="recall fixed"))
+    )
+    assert overridden.refusal is None
+    (step,) = overridden.steps
+    assert step.event["override"] == {
+        "of": status, "by": "asmith", "reason": "recall fixed", "approval_by": "jdoe",
+        "approval_reason": None,
+    }  # fmt: skip
+    (tags,) = [w.tags for w in step.writes if w.op == "tags" and w.version == "2"]
+    assert {k: v for k, v in tags.items() if k.startswith("approval_override")} == {
+        "approval_override": status, "approval_override_by": "asmith", "approval_override_at": "t9",
+        "approval_override_reason": "recall fixed",
+    }  # fmt: skip
+    assert overridden.outcome["override"]["of"] == status
+
+
+def test_the_training_dags_promotion_of_an_approval_spec_needs_the_version_approved():
+    for status in (None, "rejected", "timed_out", "pending"):
+        plan = rp.plan(_approval_snapshot(status), promote("2", authority=_by(False, step=True)))
+        assert plan.refusal is not None and plan.refusal.code in ("approval_missing", "approval_pending"), (
+            status
+        )
+    approved = rp.plan(_approval_snapshot("approved"), promote("2", authority=_by(False, step=True)))
+    assert approved.refusal is None
+    # A spec without required approval: the step promotes what validation passed.
+    assert (
+        rp.plan(
+            _approval_snapshot(None), promote("2", authority=_by(False, required=False, step=True))
+        ).refusal
+        is None
+    )
+
+
+def test_a_former_champion_is_recognised_so_re_promoting_it_is_a_rollback():
+    versions = {
+        "1": VersionState("1", "Archived", {"promoted_at": "t1", "replaced_by_version": "2"}),
+        "2": VersionState("2", "Archived", {"promoted_at": "t2"}),
+        "3": VersionState("3", "Production", {"promoted_at": "t3"}),
+        "4": VersionState("4", "Archived", {"validation_status": "rejected"}),
+        "5": VersionState("5", "Staging"),
+    }
+    snapshot = Snapshot("m", versions, {"champion": "3", "previous_champion": "2"})
+    assert [v for v in versions if rp.former_champion(snapshot, v)] == ["1", "2"]
+    assert not rp.former_champion(snapshot, "9")
+
+
+# --- reruns and pending history events ----------------------------------------------------------------
+
+
+def test_a_rerun_of_a_promotion_that_was_superseded_since_writes_nothing_and_says_so():
+    snapshot = snap(
+        {"1": "Archived", "2": "Archived", "3": "Production"}, {"champion": "3", "previous_champion": "2"}
+    )
+    recorded = {
+        "type": "promotion",
+        "to_stage": "Production",
+        "changed": True,
+        "status": "done",
+        "seq": 4,
+        "at": "t1",
+    }
+    # The rerun's request: the same key, the compare-and-set of its first validation (no champion).
+    plan = rp.plan(snapshot, promote("1", expected=None, recorded=recorded))
+    assert plan.refusal is None and plan.writes == () and plan.steps == ()
+    assert plan.outcome | {} == {
+        "name": "m", "repairs": [], "champion_before": "3", "version": "1", "previous_stage": "Archived",
+        "stage": "Archived", "unchanged": True, "replaced": None, "champion_after": "3", "superseded": True,
+        "superseded_by": "3", "promoted_at": "t1", "recorded_seq": 4,
+    }  # fmt: skip
+    # Without a recorded promotion of its own, the same request is the conflict it always was.
+    assert rp.plan(snapshot, promote("1", expected=None)).refusal.code == "champion_changed"
+    not_applied = {**recorded, "status": "not_applied"}
+    assert (
+        rp.plan(snapshot, promote("1", expected=None, recorded=not_applied)).refusal.code
+        == "champion_changed"
+    )
+
+
+def test_a_request_that_writes_is_recorded_as_an_intent_and_settled_from_the_version():
+    plan = rp.plan(snap({"1": "Production", "2": "Staging"}, {"champion": "1", "challenger": "2"}),
+                   promote("2", tags={"promoted_by": "alice"}))  # fmt: skip
+    (step,) = plan.steps
+    assert step.intent and not step.event_first
+    event = step.event
+    assert event["expect"]["stage"] == "Production"
+    assert event["expect"]["tag_keys"] == ["promoted_by", "replaced_version"]
+    promoted = {"promoted_by": "alice", "replaced_version": "1"}
+    assert rp.settle(event, VersionState("2", "Production", promoted))[0] == "done"
+    status, note = rp.settle(event, VersionState("2", "Production", {}))  # died before its tags
+    assert status == "done" and "stage change had taken effect" in note
+    assert rp.settle(event, VersionState("2", "Staging", {}))[0] == "not_applied"  # died before the stage
+    assert rp.settle(event, None)[0] == "not_applied"
+    # An approval moves no stage: its tags decide.
+    approval = Request(kind="approval", version="2", key="a", tags={"approval_status": "approved"})
+    note_event = rp.plan(snap({"2": "Staging"}, {"challenger": "2"}), approval).steps[0].event
+    assert rp.settle(note_event, VersionState("2", "Staging", {"approval_status": "approved"}))[0] == "done"
+    assert (
+        rp.settle(note_event, VersionState("2", "Staging", {"approval_status": "pending"}))[0]
+        == "not_applied"
+    )
+    # A request that changes nothing is recorded after the fact, not as an intent.
+    unchanged = rp.plan(snap({"1": "Production"}, {"champion": "1"}), promote("1"))
+    assert not unchanged.steps[0].intent and "expect" not in unchanged.steps[0].event

