@@ -254,7 +254,7 @@ def log_training_run(
             out = Path(tmp)
             write_csv(importances, out / "feature_importances.csv")
             plots.plot_feature_importances(importances, out / "feature_importances.png")
-            explanation.to_csv(out / "global_explanation.csv", index=False)
+            write_csv(explanation, out / "global_explanation.csv")
             plots.plot_global_explanation(explanation, out / "global_explanation.png")
             plots.plot_confusion_matrix(y_val, (proba >= threshold).astype(int), out / "confusion_matrix.png")
             plots.plot_roc_curve(y_val, proba, out / "roc_curve.png")

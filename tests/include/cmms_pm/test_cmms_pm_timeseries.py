@@ -442,8 +442,9 @@ def test_on_generated_fleet_data_a_random_split_scores_higher_than_a_time_split(
     features = manifest["features"]["numeric"] + manifest["features"]["integer"]
 
     def f1(train: pd.DataFrame, test: pd.DataFrame) -> float:
+        # 25 trees: the gap is the same as with 80 (0.84 vs 0.46), at a third of the fit time.
         model = RandomForestClassifier(
-            80, max_depth=12, class_weight="balanced_subsample", random_state=0, n_jobs=2
+            25, max_depth=12, class_weight="balanced_subsample", random_state=0, n_jobs=2
         )
         model.fit(train[features], train[target])
         return f1_score(test[target], model.predict_proba(test[features])[:, 1] >= 0.5)
