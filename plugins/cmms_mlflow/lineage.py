@@ -111,6 +111,21 @@ def source(data_source: str, spec_name: str, spec_source: dict[str, Any]) -> Dat
     return Dataset(namespace=namespace, name=name)
 
 
+def timeseries_sources(config: Any) -> list[Dataset]:
+    """The tables of a time-series spec (``TimeSeriesConfig``): files/folders or SQL tables."""
+    from cmms_pm.sources import resolve_dataset_source
+
+    found = []
+    for table in config.tables():
+        source = table.source
+        if source["kind"] == "sql":
+            namespace, name = f"airflow-connection://{source.get('conn_id', '')}", source["table"]
+        else:
+            namespace, name = location(resolve_dataset_source(source["path"]).uri)
+        found.append(Dataset(namespace=namespace, name=name))
+    return found
+
+
 def batch(manifest: dict[str, Any]) -> Dataset:
     """The Parquet batch folder of a run, versioned by its digest."""
     namespace, name = location(manifest["uri"])
