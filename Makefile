@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install test-services setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model check-specs
+.PHONY: install test-services setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model check-specs docs docs-build
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
@@ -51,6 +51,12 @@ new-model: install  ## write include/models/<NAME>.yaml (or in $CMMS_MODELS_DIR)
 		$${ALARMS:+--alarms "$$ALARMS"} $${ASSETS:+--assets "$$ASSETS"} $${ENTITY:+--entity "$$ENTITY"} \
 		$${TIME:+--time "$$TIME"} $${HORIZON:+--horizon "$$HORIZON"} \
 		$$([ "$${FORCE:-}" = 1 ] && echo --force)
+
+docs: install  ## the documentation site (MkDocs) on http://127.0.0.1:8000, rebuilt as docs/ changes
+	$(ENV) NO_MKDOCS_2_WARNING=1 mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-build: install  ## build the site into site/ strictly (a broken link, anchor or orphan page fails), as the tests do
+	$(ENV) NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 
 lint: install
 	$(ENV) ruff check dags plugins include tests scripts

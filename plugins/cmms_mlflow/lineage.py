@@ -34,7 +34,7 @@ from openlineage.client.facet_v2 import (
 
 from cmms_mlflow.hooks import redact_uri
 
-#: Our facets name their schema by URN (no schema is published; README's lineage section lists the fields).
+#: Our facets name their schema by URN (no schema is published; docs/lineage.md lists the fields).
 SCHEMA_BASE = "urn:cmms-mlflow-pipelines:openlineage:facet"
 SYNTHETIC_NAMESPACE = "cmms-synthetic"
 
