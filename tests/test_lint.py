@@ -18,3 +18,27 @@ def test_ruff_finds_nothing():
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format_leaves_every_file_as_it_is():
+    """One formatting for the house (``ruff format``; ``# fmt: skip`` where a layout says more)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "format",
+            "--check",
+            "dags",
+            "plugins",
+            "include",
+            "tests",
+            "scripts",
+            "bench",
+        ],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

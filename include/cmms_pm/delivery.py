@@ -248,9 +248,13 @@ def upsert(engine: Any, name: str, rows: Sequence[Mapping[str, Any]], *, create:
         if not rows:
             return 0
         # What this run holds now: rows a later scoring of the same day had written are not replaced.
-        query = sa.select(sa.func.count()).select_from(table).where(
-            table.c.airflow_run_id == rows[0]["airflow_run_id"],
-            table.c.model_name.in_(sorted({row["model_name"] for row in rows})),
+        query = (
+            sa.select(sa.func.count())
+            .select_from(table)
+            .where(
+                table.c.airflow_run_id == rows[0]["airflow_run_id"],
+                table.c.model_name.in_(sorted({row["model_name"] for row in rows})),
+            )
         )
         return int(conn.execute(query).scalar_one())
 

@@ -276,6 +276,8 @@ def _retention(spec: ModelSpec, *, model_name: str | None) -> MlflowRetentionOpe
     return MlflowRetentionOperator(
         task_id="retention", spec=spec.to_dict(), model_name=model_name
     ).as_teardown()
+
+
 def _training_schedule(spec: ModelSpec) -> Any:
     """The spec's cron; with a realized floor (``outcomes.floor``), also its retrain Asset."""
     cron = CronDataIntervalTimetable(spec.schedule, timezone=spec.timezone) if spec.schedule else None

@@ -17,7 +17,11 @@ def test_the_form_takes_its_defaults_and_bounds_from_the_spec(shipped_spec):
     assert (params["n_estimators"]["minimum"], params["n_estimators"]["maximum"]) == (1, 2000)
     assert params["f1_threshold"]["default"] == 0.8 and params["n_samples"]["default"] == 20000
     assert params["estimator"]["enum"] == [
-        "random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm"
+        "random_forest",
+        "hist_gradient_boosting",
+        "logistic_regression",
+        "xgboost",
+        "lightgbm",
     ]
     for name, param in params.items():
         assert param["title"] and param["section"] and param["description"], name
