@@ -81,7 +81,7 @@ def test_scoring_delivers_to_the_table_and_the_webhook_and_a_second_run_of_the_d
     monkeypatch.setenv("AIRFLOW_CONN_CMMS_WORK_ORDERS", json.dumps(webhook))
     http_receiver.clear()
     assert {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} == {
-        "score_fleet": [], "deliver": ["score_fleet"],
+        "score_fleet": [], "deliver": ["score_fleet"], "retention": ["deliver"],  # retention: the teardown
     }  # fmt: skip
 
     runs = []
