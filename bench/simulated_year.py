@@ -8,7 +8,9 @@ Airflow home, an embedded MLflow on SQLite, its own data root), at consecutive l
 * drift episodes: the night trains on a file (under ``<data root>/incoming``) whose sensors are
   shifted (temperature +15 °C, vibration ×1.6, load +10 %): the drift check measures it (PSI);
 * rejected challengers: a night whose run conf asks for an F1 of 0.99;
-* one approval timeout: a night with ``require_approval`` and a 3.6 s timeout (nobody answers);
+* no approval timeout: ``dag.test()`` parks a human-in-the-loop task in ``awaiting_input`` and waits
+  for an answer from outside forever (Airflow 3.3.2 ``DAG.test``: no triggerer, so the step's
+  timeout never fires); it needs the real scheduler and triggerer (tests/dags/test_approval.py);
 * rollbacks: after the night, ``dag.test()`` of the ``model_promotion`` DAG with
   ``version = previous`` (the registry's rollback path).
 
@@ -81,7 +83,6 @@ def events(nights: int) -> dict[int, set[str]]:
             script.setdefault(day, set()).add("drift")
     for day in range(37, 366, 45):  # a rejected challenger every ~6 weeks
         script.setdefault(at(day), set()).add("rejected")
-    script.setdefault(at(150), set()).add("approval_timeout")
     for day in (100, 250, 320):
         script.setdefault(at(day), set()).add("rollback")
     if nights < 2:
@@ -201,12 +202,14 @@ class Year:
             conf["data_source"] = drifted_file(self.work, night, self.args.rows)
         if "rejected" in todo:
             conf["f1_threshold"] = 0.99
-        if "approval_timeout" in todo:
-            conf |= {"require_approval": True, "approval_timeout_hours": 0.001}
         began = time.perf_counter()
         run = self.training.test(logical_date=when, run_after=when, run_conf=conf)
         wall = time.perf_counter() - began
-        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+        tis = run.get_task_instances()
+        states = {ti.task_id: str(ti.state) for ti in tis}
+        # dag.test() stamps the run's own start_date with its logical date: the tasks' span instead.
+        ran = [ti for ti in tis if ti.start_date and ti.end_date]
+        tasks_s = (max(ti.end_date for ti in ran) - min(ti.start_date for ti in ran)).total_seconds()
         rollback_s = None
         if "rollback" in todo and registry.get_version_by_alias(self.client, self.name, "previous_champion"):
             began = time.perf_counter()
@@ -226,7 +229,7 @@ class Year:
             "run_state": str(run.state),
             "decision": _decision(states),
             "wall_s": round(wall, 2),
-            "dagrun_s": round((run.end_date - run.start_date).total_seconds(), 2),
+            "tasks_s": round(tasks_s, 2),
             "rollback_s": round(rollback_s, 2) if rollback_s is not None else 0.0,
             "champion": registry.champion_version(self.client, self.name) or "",
             "versions": len(versions),
