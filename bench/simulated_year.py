@@ -194,6 +194,7 @@ class Year:
 
     def night(self, night: int, todo: set[str]) -> dict[str, Any]:
         from cmms_mlflow import registry
+        from cmms_pm.registry_plan import PRUNED, RETENTION_TAG
 
         when = FIRST_NIGHT + timedelta(days=night - 1)
         # dag.test() keeps a conf key of one call in the DAG's params for the next: pass every key.
@@ -233,7 +234,7 @@ class Year:
             "rollback_s": round(rollback_s, 2) if rollback_s is not None else 0.0,
             "champion": registry.champion_version(self.client, self.name) or "",
             "versions": len(versions),
-            "pruned_versions": sum(1 for v in versions if (v.tags or {}).get("pruned")),
+            "pruned_versions": sum(1 for v in versions if (v.tags or {}).get(RETENTION_TAG) == PRUNED),
         }
         row |= self.reads()
         row |= {
