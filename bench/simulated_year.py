@@ -223,6 +223,7 @@ class Year:
             if str(back.state) != "success":
                 raise RuntimeError(f"rollback of night {night} ended {back.state}; see {self.work}")
         versions = self.client.search_model_versions(f"name = '{self.name}'", max_results=10_000)
+        newest = max(versions, key=lambda v: int(v.version), default=None)
         row: dict[str, Any] = {
             "night": night,
             "logical_date": when.date().isoformat(),
@@ -235,6 +236,8 @@ class Year:
             "champion": registry.champion_version(self.client, self.name) or "",
             "versions": len(versions),
             "pruned_versions": sum(1 for v in versions if (v.tags or {}).get(RETENTION_TAG) == PRUNED),
+            # The night's version: what its drift check measured against the champion's training data.
+            "drift_max_psi": float(newest.tags.get("drift_max_psi") or "nan") if newest else float("nan"),
         }
         row |= self.reads()
         row |= {

@@ -194,3 +194,4 @@ def test_simulated_year_bench_prints_its_tables_and_one_full_csv_row_per_night(t
     assert list(frame["decision"]) == ["promoted", "rejected", "promoted"]
     assert list(frame["events"]) == ["none", "rejected", "drift+rollback"]
     assert frame["rollback_s"].iloc[2] > 0 and (frame["versions"] == [1, 2, 3]).all()
+    assert frame["drift_max_psi"].iloc[2] > 0.25 > frame["drift_max_psi"].iloc[1], frame["drift_max_psi"]
