@@ -236,8 +236,10 @@ class Year:
             "champion": registry.champion_version(self.client, self.name) or "",
             "versions": len(versions),
             "pruned_versions": sum(1 for v in versions if (v.tags or {}).get(RETENTION_TAG) == PRUNED),
-            # The night's version: what its drift check measured against the champion's training data.
-            "drift_max_psi": float(newest.tags.get("drift_max_psi") or "nan") if newest else float("nan"),
+            # The night's version: what its drift check measured against the champion's training data
+            # (a night with no champion to compare with: status "no champion", PSI 0).
+            "drift_status": (newest.tags.get("drift_status") if newest else None) or "no champion",
+            "drift_max_psi": float((newest.tags.get("drift_max_psi") if newest else None) or 0.0),
         }
         row |= self.reads()
         row |= {
