@@ -193,5 +193,6 @@ def test_simulated_year_bench_prints_its_tables_and_one_full_csv_row_per_night(t
     assert not (frame == "").any().any(), frame.T
     assert list(frame["decision"]) == ["promoted", "rejected", "promoted"]
     assert list(frame["events"]) == ["none", "rejected", "drift+rollback"]
+    assert re.search(r"^\|\s+CPU s \|\s+\d+\.\d+ \|", out.stdout, re.M), out.stdout[-3000:]
     assert frame["rollback_s"].iloc[2] > 0 and (frame["versions"] == [1, 2, 3]).all()
     assert frame["drift_max_psi"].iloc[2] > 0.25 > frame["drift_max_psi"].iloc[1], frame["drift_max_psi"]
