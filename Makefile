@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: install test-services setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model check-specs
+.PHONY: install test-services setup demo test test-fast lint bench bench-smoke ui-airflow ui-mlflow clean new-model check-specs docs docs-build
 
 install:  ## create .venv with the pinned requirements (uv if possible, else pip)
 	scripts/bootstrap.sh
@@ -29,6 +29,7 @@ bench: install test-services  ## benchmarks P1-P5, printed tables with ratios (~
 	$(ENV) python bench/parse_cost.py --runs 7
 	$(ENV) python bench/pipeline.py $(BENCH_ARGS)
 	$(ENV) python bench/first_model.py
+	$(ENV) python bench/timeseries_features.py --assets 1000
 
 bench-smoke: install test-services  ## what CI runs of the benchmarks: tiny sizes, tables printed, no timings asserted
 	$(ENV) python -m pytest tests/test_bench_smoke.py
@@ -38,10 +39,24 @@ bench-smoke: install test-services  ## what CI runs of the benchmarks: tiny size
 # logistic_regression; default by size) and FORCE=1 (replace an existing spec) are optional, e.g.
 # make new-model NAME=ai4i SOURCE=.data/incoming/ai4i.csv TARGET="Machine failure" POSITIVE=yes
 # Values reach the command through the environment, so spaces and brackets need only make's quoting.
-new-model: install  ## write include/models/<NAME>.yaml (or in $CMMS_MODELS_DIR) from a data file; print what it inferred
-	@$(ENV) python -m cmms_pm.scaffold --name "$$NAME" --source "$$SOURCE" --target "$$TARGET" \
-		$${POSITIVE:+--positive "$$POSITIVE"} $${ESTIMATOR:+--estimator "$$ESTIMATOR"} \
+# Raw telemetry and event logs instead (a time-series spec): TELEMETRY and FAILURES (files or folders)
+# are required; MAINTENANCE, ALARMS, ASSETS, ENTITY, TIME (default: inferred) and HORIZON (default 48h)
+# are optional, e.g. make new-model NAME=fleet TELEMETRY=.data/incoming/fleet/telemetry \
+#   FAILURES=.data/incoming/fleet/failures.csv MAINTENANCE=.data/incoming/fleet/maintenance.csv HORIZON=48h
+new-model: install  ## write include/models/<NAME>.yaml (or in $CMMS_MODELS_DIR) from a data file or raw logs; print what it inferred
+	@$(ENV) python -m cmms_pm.scaffold --name "$$NAME" $${SOURCE:+--source "$$SOURCE"} \
+		$${TARGET:+--target "$$TARGET"} $${POSITIVE:+--positive "$$POSITIVE"} \
+		$${ESTIMATOR:+--estimator "$$ESTIMATOR"} $${TELEMETRY:+--telemetry "$$TELEMETRY"} \
+		$${FAILURES:+--failures "$$FAILURES"} $${MAINTENANCE:+--maintenance "$$MAINTENANCE"} \
+		$${ALARMS:+--alarms "$$ALARMS"} $${ASSETS:+--assets "$$ASSETS"} $${ENTITY:+--entity "$$ENTITY"} \
+		$${TIME:+--time "$$TIME"} $${HORIZON:+--horizon "$$HORIZON"} \
 		$$([ "$${FORCE:-}" = 1 ] && echo --force)
+
+docs: install  ## the documentation site (MkDocs) on http://127.0.0.1:8000, rebuilt as docs/ changes
+	$(ENV) NO_MKDOCS_2_WARNING=1 mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-build: install  ## build the site into site/ strictly (a broken link, anchor or orphan page fails), as the tests do
+	$(ENV) NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 
 lint: install
 	$(ENV) ruff check dags plugins include tests scripts

@@ -148,6 +148,18 @@ def test_registry_growth_bench_prints_every_read_and_pages_the_history_whole():
                      r"ordered True, complete True", out.stdout), out.stdout[-2000:]  # fmt: skip
 
 
+def test_timeseries_features_bench_prints_the_three_modes_and_the_ratios_at_a_tiny_size():
+    """pipeline, the same query typed into DuckDB, and pandas rolling windows on 20 assets x 30 days."""
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "timeseries_features.py"), "--assets", "20", "--days", "30", timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Time-series feature build" in out.stdout
+    for mode in ("pipeline", "engine", "pandas"):
+        assert re.search(rf"\|\s+20 \|\s+\d+ \|\s+{mode} \|\s+\d+\.\d+ \|", out.stdout), out.stdout[-3000:]
+    assert "engine query (pipeline/engine)" in out.stdout
+
+
 def test_issue_19_benches_print_the_decision_and_the_reasons_tables_at_a_tiny_size():
     decision = _run_bench(
         str(PROJECT_DIR / "bench" / "decision_quality.py"), "--seeds", "1", "--rows", "3000",

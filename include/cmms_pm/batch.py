@@ -44,6 +44,11 @@ class Manifest(TypedDict, total=False):
     data_interval_end: str
     data_version: str
     training_date: str
+    # How the batch was split (absent: the random split): strategy, train_end, validation_start,
+    # holdout_start, gap_hours, label_horizon_hours, time_column, entity_column (ISO 8601 times).
+    split: dict[str, Any]
+    notes: list[str]  # what the data step noticed but did not refuse (time-series batches)
+    snapshots: dict[str, Any]  # time-series batches: first and last snapshot, cadence
 
 
 def data_root() -> str:
@@ -97,13 +102,24 @@ def prepare_batch(
     frame = normalize_labels(
         frame, target=spec.target, positive=spec.positive_label, negative=spec.negative_label
     )
+    split = spec.split
+    # A time or group split reads its columns even when the spec drops them (ids, timestamps).
+    aside = [c for c in (split.get("time_column"), split.get("entity_column")) if c and c in spec.drop]
+    kept = frame[[c for c in aside if c in frame.columns]]
     frame = frame.drop(columns=[column for column in spec.drop if column in frame.columns])
     features = resolve_features(spec, frame)
     problems = overflow_problems(frame, features)
     if problems:
         raise DataValidationError("; ".join(problems))
     frame = categories_as_text(frame, features)
-    splits = split_frame(frame, seed, target=spec.target)
+    record = None
+    if split["strategy"] == "random":
+        splits = split_frame(frame, seed, target=spec.target)
+    else:
+        with_columns = frame.assign(**{c: kept[c] for c in kept.columns})
+        splits, record = split_by_columns(with_columns, split, seed=seed, target=spec.target)
+        splits = {name: part.drop(columns=list(kept.columns)) for name, part in splits.items()}
+        record = {**record, "rows": {name: len(part) for name, part in splits.items()}}
     del frame  # the splits are a copy of every row: no need to hold both while writing
     features, leaking = without_inferred_leaks(spec, features, splits["train"])
     return write_batch(
@@ -111,6 +127,7 @@ def prepare_batch(
         out_uri,
         target=spec.target,
         metadata={
+            **({"split": record} if record is not None else {}),
             "features": feature_kinds(features),
             **({"leakage_excluded": leaking} if leaking else {}),
             "source": source,
@@ -122,6 +139,22 @@ def prepare_batch(
             "training_date": interval_end[:10],
         },
     )
+
+
+def split_by_columns(
+    frame: pd.DataFrame, split: dict[str, Any], *, seed: int, target: str
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """A flat batch split by its time column (purged gaps, optionally grouped) or by entity; every
+    part must hold both labels of ``target``."""
+    from cmms_pm.timeseries.split import group_split_frame, time_split_frame
+
+    shares = {"validation": split["validation"], "holdout": split["holdout"], "target": target}
+    if split["strategy"] == "time":
+        return time_split_frame(
+            frame, time_column=split["time_column"], gap_hours=split["gap_hours"],
+            entity_column=split.get("entity_column"), seed=seed, **shares,
+        )  # fmt: skip
+    return group_split_frame(frame, entity_column=split["entity_column"], seed=seed, **shares)
 
 
 def resolve_features(spec: ModelSpec, frame: pd.DataFrame) -> FeatureSpec:
@@ -236,6 +269,33 @@ def read_batch(manifest: Manifest, columns: list[str] | None = None) -> pd.DataF
     return read_splits(
         [split["uri"] for split in splits], columns=columns, sha256s=[split["sha256"] for split in splits]
     )
+
+
+#: The split record's keys a training run logs as MLflow params (besides ``split_strategy``).
+SPLIT_PARAMS = ("train_end", "validation_start", "holdout_start", "gap_hours", "label_horizon_hours")
+
+
+def split_params(manifest: Manifest) -> dict[str, Any]:
+    """The batch's split as training-run params: ``split_strategy`` (``random`` for a batch without a
+    split record) and, for a time split, ``train_end``, ``holdout_start`` (ISO 8601), ... ."""
+    split = manifest.get("split") or {"strategy": "random"}
+    return {"split_strategy": split["strategy"], **{k: split[k] for k in SPLIT_PARAMS if k in split}}
+
+
+def split_periods(split: dict[str, Any] | None) -> str:
+    """One line for people: ``time split: train before 2026-03-01, validation 2026-03-03 ..``."""
+    if not split or split.get("strategy", "random") == "random":
+        return ""
+    if split["strategy"] == "group":
+        return f"group split by {split.get('entity_column')!r}"
+    text = (
+        f"time split: train {split.get('train_start', '')[:16]} .. {split['train_end'][:16]}, validation "
+        f"{split['validation_start'][:16]} .. {split['validation_end'][:16]}, holdout "
+        f"{split['holdout_start'][:16]} .. {split.get('holdout_end', '')[:16]} (gaps {split['gap_hours']:g} h"
+    )
+    if split.get("label_horizon_hours") is not None:
+        text += f", label horizon {split['label_horizon_hours']:g} h"
+    return text + (f", grouped by {split['entity_column']!r})" if split.get("entity_column") else ")")
 
 
 def validate_batch(manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:

@@ -261,6 +261,21 @@ def write_batch(
             "sha256": digest,
         }
 
+    columns = [str(column) for column in next(iter(splits.values())).columns] if splits else []
+    return finish_batch(out_uri, entries, target=target, columns=columns, metadata=metadata)
+
+
+def finish_batch(
+    out_uri: str,
+    entries: dict[str, dict[str, Any]],
+    *,
+    target: str,
+    columns: list[str],
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of splits already written under ``out_uri`` (``entries``: uri, rows, positives,
+    sha256 per split), written as ``manifest.json`` and returned."""
+    filesystem, root = _filesystem(out_uri)
     rows = sum(entry["rows"] for entry in entries.values())
     positives = sum(entry["positives"] for entry in entries.values())
     manifest: dict[str, Any] = {
@@ -270,7 +285,7 @@ def write_batch(
         "positive_rate": positives / rows if rows else 0.0,
         "digest": hashlib.sha256("".join(e["sha256"] for e in entries.values()).encode()).hexdigest(),
         "target": target,
-        "columns": [str(column) for column in next(iter(splits.values())).columns] if splits else [],
+        "columns": columns,
     }
     clashes = sorted(set(metadata) & set(manifest))
     if clashes:
@@ -280,6 +295,45 @@ def write_batch(
         stream.write(json.dumps(manifest, sort_keys=True, indent=2).encode())
     log.info("wrote %d rows in %d splits to %s (digest %s)", rows, len(entries), out_uri, manifest["digest"])
     return manifest
+
+
+#: Rows per Parquet row group of a split written from record batches.
+ROW_GROUP_ROWS = 131_072
+
+
+def write_split_batches(out_uri: str, name: str, schema: Any, batches: Any, *, target: str) -> dict[str, Any]:
+    """Write Arrow record ``batches`` as ``<out_uri>/<name>.parquet`` (streamed, content-addressed like
+    :func:`write_batch`'s splits); return its manifest entry (uri, rows, positives, sha256)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    filesystem, root = _filesystem(out_uri)
+    filesystem.create_dir(root, recursive=True)
+    rows = positives = 0
+    with filesystem.open_output_stream(_join(root, f"{name}.parquet")) as stream:
+        sink = _HashingSink(stream)
+        with pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=True) as writer:
+            # Row groups of exactly ROW_GROUP_ROWS whatever batches the engine hands out: the bytes
+            # depend on the rows only.
+            pending: list[Any] = []
+            held = 0
+            for batch in batches:
+                rows += batch.num_rows
+                if target in batch.schema.names:
+                    positives += int(pc.sum(batch.column(target)).as_py() or 0)
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= ROW_GROUP_ROWS:
+                    table = pa.Table.from_batches(pending, schema=schema)
+                    writer.write_table(table.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                    rest = table.slice(ROW_GROUP_ROWS)
+                    pending, held = rest.to_batches(), rest.num_rows
+            if held or rows == 0:
+                table = pa.Table.from_batches(pending, schema=schema)
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+    uri = _join(out_uri, f"{name}.parquet")
+    return {"uri": uri, "rows": rows, "positives": positives, "sha256": sink.sha256.hexdigest()}
 
 
 def write_frame(frame: pd.DataFrame, uri: str) -> str:

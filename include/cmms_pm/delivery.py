@@ -262,8 +262,8 @@ def _check_or_create(conn: Any, table: Any, name: str, *, create: bool, where: s
     if not inspector.has_table(table.name, schema=table.schema):
         if not create:
             raise DeliveryRefused(
-                f"{where}: table {name!r} does not exist; create it (README: Delivering to the CMMS) or set "
-                "delivery.table.create: true"
+                f"{where}: table {name!r} does not exist; create it (docs/scoring-dag.md: Delivering to "
+                "the CMMS) or set delivery.table.create: true"
             )
         table.create(conn)
         return

@@ -141,9 +141,13 @@ def summarize(
     ids = [c for c in id_columns if c in predictions.columns]
     flagged = {
         reason: int(flags[reason].sum())
-        for reason in ("unseen_category", "missing_value", "out_of_range")
+        for reason in ("unseen_category", "missing_value", "out_of_range", "stale_telemetry")
         if flags is not None and reason in flags.columns
     }
+    if "contract_issues" in predictions.columns:
+        unscored = int((predictions["contract_issues"] == "missing_telemetry").sum())
+        if unscored:
+            flagged["missing_telemetry"] = unscored
     return {
         "units": int(len(predictions)),
         "at_risk": at_risk,
@@ -162,3 +166,59 @@ def summarize(
         "model_name": str(predictions["model_name"].iloc[0]) if len(predictions) else "",
         "model_version": str(predictions["model_version"].iloc[0]) if len(predictions) else "",
     }
+
+
+# --- time-series specs: each asset's latest snapshot ---------------------------------------------
+
+
+def flag_telemetry(
+    flags: pd.DataFrame | None, frame: pd.DataFrame, *, stale_after_hours: float
+) -> pd.DataFrame:
+    """The contract flags of ``frame``'s rows with stale telemetry added: a ``stale_telemetry`` column
+    and ``stale_telemetry:<age>h`` in ``contract_issues`` (a stale row is scored, never silently)."""
+    from cmms_pm.timeseries.scoring import STALE, telemetry_flags
+
+    stale, notes = telemetry_flags(frame, stale_after_hours=stale_after_hours)
+    out = flags.copy() if flags is not None else pd.DataFrame({"contract_issues": [""] * len(frame)})
+    earlier = out["contract_issues"].astype("str").tolist()
+    out["contract_issues"] = ["; ".join(p for p in pair if p) for pair in zip(earlier, notes, strict=True)]
+    out[STALE] = stale
+    return out
+
+
+def add_snapshot_columns(
+    predictions: pd.DataFrame,
+    frame: pd.DataFrame,
+    *,
+    missing: Sequence[str],
+    entity: str,
+    snapshot_time: str,
+    model_name: str,
+    model_version: str,
+    scored_at: str,
+) -> pd.DataFrame:
+    """``telemetry_age_hours`` beside each prediction, then one unscored row per asset without
+    telemetry (``failure_probability`` empty, ``contract_issues`` ``missing_telemetry``)."""
+    from cmms_pm.timeseries.config import SNAPSHOT_TIME, TELEMETRY_AGE
+    from cmms_pm.timeseries.scoring import MISSING
+
+    out = predictions.assign(**{TELEMETRY_AGE: frame[TELEMETRY_AGE].to_numpy(dtype="float64")})
+    if not missing:
+        return out
+    blank = pd.DataFrame(
+        {
+            entity: pd.array(list(missing), dtype="str"),
+            SNAPSHOT_TIME: pd.Timestamp(snapshot_time),
+            "failure_probability": float("nan"),
+            "at_risk": False,
+            "contract_ok": False,
+            "contract_issues": MISSING,
+            TELEMETRY_AGE: float("nan"),
+            "model_name": model_name,
+            "model_version": str(model_version),
+            "scored_at": pd.Timestamp(scored_at),
+        }
+    )
+    if not len(out):
+        return blank
+    return pd.concat([out, blank], ignore_index=True)

@@ -13,13 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmms_pm.spec import COLUMN_NAME_PATTERN, ESTIMATOR_KINDS, MODEL_NAME_PATTERN, ModelSpec
+from cmms_pm.spec import COLUMN_NAME_PATTERN, ESTIMATOR_KINDS, MODEL_NAME_PATTERN, TIMESERIES, ModelSpec
 
 SYNTHETIC = "synthetic"
 SQL = "sql"
 #: A file path or ``s3://`` URI ending in a supported suffix, one line, no query or fragment. The
 #: allow-list of folders is checked when the run reads it (``cmms_pm.sources``).
 FILE_SOURCE_PATTERN = r"(?![\s\S]*[\n\r])[^?#\s][^?#]{0,999}\.(csv|parquet|pq)"
+#: A scoring run's ``snapshot_at``: an ISO 8601 date and time, optionally with its UTC offset.
+SNAPSHOT_AT_PATTERN = (
+    r"^(?![\s\S]*\n)\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?$"
+)
 #: Hyperparameters of another estimator than the spec's, as a JSON object (checked at run start).
 OTHER_HYPERPARAMETERS = "hyperparameters"
 
@@ -46,6 +50,8 @@ def data_source_default(spec: ModelSpec) -> str:
     source = spec.source
     if source["kind"] == "file":
         return source["path"]
+    if source["kind"] == TIMESERIES:
+        return TIMESERIES
     return SYNTHETIC if source["kind"] == "synthetic" else SQL
 
 
@@ -127,17 +133,22 @@ def training_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     params["data_source"] = {
         "default": data_source_default(spec),
         "type": "string",
-        "pattern": f"^({'|'.join(kinds + [FILE_SOURCE_PATTERN])})$",
+        "pattern": f"^({'|'.join(kinds + ([] if spec.timeseries else [FILE_SOURCE_PATTERN]))})$",
         "title": "Data source",
-        "description": "".join(f"{kind!r}, or " for kind in kinds)
-        + "the path of a .csv or .parquet file under an allowed data folder (relative to the data "
-        "root, or s3:// through the spec's AWS connection).",
+        "description": (
+            "'timeseries': the spec's telemetry and event logs, as of the run's data interval end."
+            if spec.timeseries
+            else "".join(f"{kind!r}, or " for kind in kinds)
+            + "the path of a .csv or .parquet file under an allowed data folder (relative to the data "
+            "root, or s3:// through the spec's AWS connection)."
+        ),
         "section": "Data",
     }
     params["target_column"] = {
         "default": spec.target,
         "type": "string",
-        "pattern": COLUMN_NAME_PATTERN,
+        # A time-series label is built from the failures log: its name follows from the spec.
+        **({"enum": [spec.target]} if spec.timeseries else {"pattern": COLUMN_NAME_PATTERN}),
         "title": "Target column",
         "description": f"Label column; {spec.positive_label!r} is a failure (the positive class).",
         "section": "Data",
@@ -239,7 +250,7 @@ def approval_required(spec: ModelSpec, params: Mapping[str, Any]) -> bool:
 
 def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     """``{name: Param kwargs}`` of ``spec``'s scoring DAG."""
-    source = spec.scoring["source"]
+    source = spec.scoring_source
     params: dict[str, dict[str, Any]] = {
         "model_name": _model_name_param(
             spec, "Model whose champion scores (a run triggered by a promotion scores that model).", "Scoring"
@@ -265,6 +276,16 @@ def scoring_params(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "data). A number overrides it for this run: a row is at risk from this failure probability.",
         "section": "Scoring",
     }
+    if spec.timeseries is not None:
+        params["snapshot_at"] = {
+            "default": None,
+            "type": ["null", "string"],
+            "pattern": SNAPSHOT_AT_PATTERN,
+            "title": "Score as of",
+            "description": "ISO 8601 time (UTC unless it says otherwise) whose latest snapshot is scored, "
+            "reading only data stamped up to it; empty: the run's time.",
+            "section": "Scoring",
+        }
     return params
 
 

@@ -23,6 +23,7 @@ _OPTIONAL_LINKS = (
     ("thresholds", "alert thresholds"),
     ("policy", "policy"),
     ("drift", "drift"),
+    ("periods", "periods"),
     ("tracking_uri", "tracking URI"),
     ("mlflow_ui_url", "MLflow UI"),
     ("airflow_ui_url", "Airflow UI"),

@@ -76,6 +76,9 @@ class Scaffold:
     estimator_chosen: bool
     max_missing_rate: float
     text: str
+    # A time or group split proposed for the file (None: the random split), and why.
+    split: Mapping[str, Any] | None = None
+    split_reason: str = ""
     leakage: LeakageReport | None = None  # what the leakage guard found (its columns are in drop)
 
     @property
@@ -149,6 +152,7 @@ def scaffold(
         estimator_chosen=estimator is not None,
         max_missing_rate=rate,
         text="",
+        **propose_split(frame, inferred),
         leakage=leakage,
     )
     values = spec_values(result)
@@ -211,6 +215,7 @@ def spec_values(result: Scaffold) -> dict[str, Any]:
         "estimator": {"kind": result.estimator},
         "validation": {"max_missing_rate": result.max_missing_rate},
         "scoring": {"source": {"kind": "file", "path": result.source}},
+        **({"split": dict(result.split)} if result.split else {}),
     }
 
 
@@ -268,6 +273,7 @@ def render_spec(result: Scaffold, values: Mapping[str, Any]) -> str:
         ),
         _dump({"drop": values["drop"], "id_columns": values["id_columns"]}),
         "",
+        *_split_block(result, values),
         _comments(
             f"{result.estimator}: "
             + (
@@ -326,6 +332,7 @@ def describe(result: Scaffold) -> str:
         *_leak_summary(result),
         f"Estimator: {result.estimator}",
         f"validation.max_missing_rate: {result.max_missing_rate}",
+        *([f"Split: {result.split['strategy']}: {result.split_reason}"] if result.split else []),
     ]
     promotion = _schema_default("promotion")
     if result.positive_rate > 0.5:
@@ -353,18 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write a model spec for a CSV/Parquet file: infer the label and the features.",
     )
     parser.add_argument("--name", required=True, help="spec name: DAG ids <name>_training/_scoring")
-    parser.add_argument("--source", required=True, help="a local .csv or .parquet file")
-    parser.add_argument("--target", required=True, help="the label column (exactly two labels)")
+    parser.add_argument("--source", default=None, help="a local .csv or .parquet file (a flat table)")
+    parser.add_argument("--target", default=None, help="the label column (exactly two labels)")
+    add_timeseries_arguments(parser)
     parser.add_argument("--positive", default=None, help="the positive label (default: the minority)")
     parser.add_argument("--estimator", default=None, choices=ESTIMATOR_KINDS)
     parser.add_argument("--models-dir", default=None, help="default: $CMMS_MODELS_DIR or include/models")
     parser.add_argument("--force", action="store_true", help="replace an existing spec")
     args = parser.parse_args(argv)
+    if args.telemetry or args.failures:
+        return timeseries_main(parser, args)
     for option in ("name", "source", "target"):
         if not getattr(args, option):
             parser.error(f"--{option} must not be empty (make new-model {option.upper()}=...)")
-    try:
-        result = scaffold(
+    return _report(
+        lambda: scaffold(
             args.name,
             args.source,
             args.target,
@@ -372,12 +382,100 @@ def main(argv: Sequence[str] | None = None) -> int:
             estimator=args.estimator or None,
             models_dir=args.models_dir,
             force=args.force,
-        )
+        ),
+        describe,
+    )
+
+
+def _report(make: Any, show: Any) -> int:
+    """Run ``make()``; print ``show(result)``, or the refusal on stderr with exit status 1."""
+    try:
+        result = make()
     except CmmsPmError as err:
         print(f"new-model: {_LINE_BREAKS.sub('?', str(err))}", file=sys.stderr)
         return 1
-    print(describe(result))
+    print(show(result))
     return 0
+
+
+def propose_split(frame: pd.DataFrame, inferred: InferredFeatures) -> dict[str, Any]:
+    """A time split when the file has a timestamp column, else a grouped split when an id repeats
+    across rows (an asset with many readings): a random split would put near copies of one asset's
+    rows on both sides and measure memory. ``{}`` when neither applies (the random split)."""
+    from cmms_pm.inference import ID_LIKE, TIMESTAMP
+
+    usable = [c for c in inferred.dropped if re.search(COLUMN_NAME_PATTERN, c)]
+    times = [c for c in usable if inferred.dropped[c].startswith(TIMESTAMP)]
+    repeating = [
+        c for c in usable if inferred.dropped[c].startswith(ID_LIKE) and frame[c].nunique() < len(frame) / 2
+    ]
+    if times:
+        reason = (
+            f"{times[0]!r} holds timestamps: train on the earliest rows, validate and hold out later ones "
+            "(a random split of rows in time measures memory, not prediction)"
+        )
+        if repeating:
+            reason += f"; add entity_column: {repeating[0]!r} to also hold out whole assets"
+        return {"split": {"strategy": "time", "time_column": times[0]}, "split_reason": reason}
+    if repeating:
+        column = repeating[0]
+        reason = (
+            f"{column!r} repeats across rows ({frame[column].nunique():,} values in {len(frame):,} rows): "
+            "each part holds whole groups, so no asset is both trained on and judged on"
+        )
+        return {"split": {"strategy": "group", "entity_column": column}, "split_reason": reason}
+    return {}
+
+
+def _split_block(result: Scaffold, values: Mapping[str, Any]) -> list[str]:
+    if not result.split:
+        return []
+    import textwrap
+
+    lines = textwrap.wrap(f"split: {result.split_reason}", 96, subsequent_indent="  ")
+    return [_comments(*lines), _dump({"split": values["split"]}), ""]
+
+
+def add_timeseries_arguments(parser: argparse.ArgumentParser) -> None:
+    """The raw-files form: ``--telemetry`` and ``--failures`` (and optional logs) instead of a table."""
+    group = parser.add_argument_group("raw telemetry and event logs (a time-series spec)")
+    group.add_argument("--telemetry", default=None, help="readings per asset and time: a file or a folder")
+    group.add_argument("--failures", default=None, help="the failure log (asset, time[, component])")
+    group.add_argument("--maintenance", default=None, help="maintenance log (asset, time, component, kind)")
+    group.add_argument("--alarms", default=None, help="alarms / error codes (asset, time, code)")
+    group.add_argument("--assets", default=None, help="static attributes per asset (model, install date)")
+    group.add_argument("--entity", default=None, help="the asset id column (default: inferred)")
+    group.add_argument("--time", default=None, help="the timestamp column (default: inferred)")
+    group.add_argument("--horizon", default=None, help="predict a failure within this, e.g. 48h or 7d")
+
+
+def timeseries_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``make new-model NAME=... TELEMETRY=... FAILURES=...``: write a time-series spec, say why."""
+    from cmms_pm.timeseries.scaffold import describe as describe_timeseries
+    from cmms_pm.timeseries.scaffold import scaffold_timeseries
+
+    for option in ("telemetry", "failures"):
+        if not getattr(args, option):
+            parser.error(f"--{option} must not be empty (make new-model {option.upper()}=...)")
+    if args.source or args.target:
+        parser.error("give either SOURCE/TARGET (a flat table) or TELEMETRY/FAILURES (raw files), not both")
+    return _report(
+        lambda: scaffold_timeseries(
+            args.name,
+            telemetry=args.telemetry,
+            failures=args.failures,
+            maintenance=args.maintenance or None,
+            alarms=args.alarms or None,
+            assets=args.assets or None,
+            entity=args.entity or None,
+            time=args.time or None,
+            horizon=args.horizon or None,
+            estimator=args.estimator or None,
+            models_dir=args.models_dir,
+            force=args.force,
+        ),
+        describe_timeseries,
+    )
 
 
 def without_leaks(

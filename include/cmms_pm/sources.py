@@ -95,6 +95,21 @@ def resolve_file_source(
     root became ``incoming/``). :class:`SourceNotAllowedError` names the offending part and the
     allowed roots; a missing local file is a :class:`DataSourceError`.
     """
+    return _resolve_source(raw, roots, folder=False, declared=declared)
+
+
+def resolve_dataset_source(raw: str, *, roots: Sequence[str] | None = None) -> FileLocation:
+    """:func:`resolve_file_source` for a file, or the same checks for a **folder** of files (a
+    time-series table partitioned by date, say): ``suffix`` is then ``""``. A local folder must exist
+    inside an allowed root once resolved; an S3 prefix must lie under an allowed root."""
+    name = raw.rsplit("/", 1)[-1] if isinstance(raw, str) else ""
+    folder = os.path.splitext(name)[1].lower() not in ALLOWED_SUFFIXES
+    return _resolve_source(raw, roots, folder=folder)
+
+
+def _resolve_source(
+    raw: str, roots: Sequence[str] | None, *, folder: bool, declared: str | None = None
+) -> FileLocation:
     chosen = list(source_roots() if roots is None else roots)
     if declared is not None and raw == declared:
         chosen.append(_folder_of(declared))
@@ -108,18 +123,57 @@ def resolve_file_source(
 
     scheme = _checked_scheme(raw, refuse)
     if scheme == "s3":
-        return _resolve_s3(raw, allowed, refuse)
+        return _resolve_s3(raw, allowed, refuse, folder=folder)
     path = _file_uri_path(raw, refuse) if scheme == "file" else raw
     _check_components(path.split("/"), refuse, s3=False)
-    _check_suffix(path, refuse)
+    if not folder:
+        _check_suffix(path, refuse)
     if not os.path.isabs(path):
         from cmms_pm.batch import data_root
 
         root = data_root()
         if root.startswith("s3://"):
-            return _resolve_s3(f"{root}/{path}", allowed, refuse)
+            return _resolve_s3(f"{root}/{path}", allowed, refuse, folder=folder)
         path = os.path.join(root, path)
-    return _resolve_local(path, allowed, refuse)
+    return _resolve_local(path, allowed, refuse, folder=folder)
+
+
+def dataset_files(
+    location: FileLocation, *, filesystem: Any | None = None, roots: Sequence[str] | None = None
+) -> list[FileLocation]:
+    """The data files of a resolved source: itself, or every ``.csv``/``.parquet`` file under a folder
+    (sorted by path). A file reached through a symlink must still resolve inside the allowed roots."""
+    if location.suffix:
+        return [location]
+    if location.scheme == "local":
+        found = []
+        for folder, dirs, names in os.walk(location.path, followlinks=False):
+            dirs.sort()
+            for name in sorted(names):
+                if os.path.splitext(name)[1].lower() in ALLOWED_SUFFIXES and not name.startswith("."):
+                    found.append(resolve_file_source(os.path.join(folder, name), roots=roots))
+        return found
+    if filesystem is None:
+        raise DataSourceError(
+            f"data source {location.uri!r} is on S3: a filesystem from a connection is needed"
+        )
+    from pyarrow import fs
+
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(location.path, recursive=True))
+    except FileNotFoundError as err:
+        raise DataSourceError(f"data source {location.uri!r} does not exist") from err
+    except OSError as err:
+        if _access_denied(err):
+            raise DataSourceError(f"data source {location.uri!r} cannot be listed: access denied") from err
+        raise DataSourceUnavailableError(f"cannot list data source {location.uri!r}: {err}") from err
+    files = []
+    for info in sorted(infos, key=lambda i: i.path):
+        suffix = os.path.splitext(info.base_name)[1].lower()
+        hidden = info.base_name.startswith(".")
+        if info.type == fs.FileType.File and suffix in ALLOWED_SUFFIXES and not hidden:
+            files.append(FileLocation(scheme="s3", path=info.path, uri=f"s3://{info.path}", suffix=suffix))
+    return files
 
 
 def _folder_of(path: str) -> str:
@@ -226,13 +280,18 @@ def _file_uri_path(raw: str, refuse: Any) -> str:
 # --- resolution --------------------------------------------------------------------------------
 
 
-def _resolve_local(path: str, allowed: list[_Root], refuse: Any) -> FileLocation:
+def _resolve_local(path: str, allowed: list[_Root], refuse: Any, *, folder: bool = False) -> FileLocation:
+    """A local file (or, with ``folder``, a folder) that resolves inside an allowed root."""
     resolved = os.path.realpath(path)
     inside = any(
         root.scheme == "local" and os.path.commonpath([resolved, root.path]) == root.path for root in allowed
     )
     if not inside:
         raise refuse("it resolves outside the allowed roots (symlinks are followed)")
+    if folder:
+        if not os.path.isdir(resolved):
+            raise DataSourceError(f"data source {resolved!r} is neither a .csv/.parquet file nor a folder")
+        return FileLocation(scheme="local", path=resolved, uri=resolved, suffix="")
     suffix = _check_suffix(resolved, refuse)
     if not os.path.exists(resolved):
         raise DataSourceError(f"data source {resolved!r} does not exist")
@@ -258,12 +317,14 @@ def _split_s3(raw: str, refuse: Any) -> tuple[str, str]:
     return parts.netloc, parts.path[1:]
 
 
-def _resolve_s3(raw: str, allowed: list[_Root], refuse: Any) -> FileLocation:
+def _resolve_s3(raw: str, allowed: list[_Root], refuse: Any, *, folder: bool = False) -> FileLocation:
+    """An S3 object (or, with ``folder``, a prefix of objects) under an allowed root."""
     bucket, key = _split_s3(raw, refuse)
     if not key:
-        raise refuse("an S3 URI needs an object key after the bucket")
+        what = "a prefix" if folder else "an object key"
+        raise refuse(f"an S3 {'folder' if folder else 'URI'} needs {what} after the bucket")
     _check_components(key.split("/"), refuse, s3=True)
-    suffix = _check_suffix(key, refuse)
+    suffix = "" if folder else _check_suffix(key, refuse)
     path = f"{bucket}/{key}"
     inside = any(root.scheme == "s3" and path.startswith(root.path + "/") for root in allowed)
     if not inside:

@@ -16,13 +16,21 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cmms_pm.exceptions import SpecError
+from cmms_pm.timeseries.config import AGGREGATES as TS_AGGREGATES
+from cmms_pm.timeseries.config import DURATION_PATTERN
+from cmms_pm.timeseries.config import SINCE_KINDS as TS_SINCE_KINDS
+
+if TYPE_CHECKING:
+    from cmms_pm.timeseries.config import TimeSeriesConfig
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+#: The ``source.kind`` a time-series spec reports (its tables are in its ``timeseries`` section).
+TIMESERIES = "timeseries"
 
 # Patterns are JSON Schema patterns, read by Python's ``re`` (jsonschema, Airflow's param check)
 # and by the browser's JavaScript (the trigger form). In Python ``$`` also matches before a
@@ -51,6 +59,7 @@ NOTIFICATION_EVENTS = ("promoted", "rejected", "approval_needed", "task_failed",
 
 ESTIMATOR_KINDS = ("random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm")
 METRICS = ("f1", "roc_auc", "pr_auc", "precision", "recall", "accuracy")
+SPLIT_STRATEGIES = ("random", "time", "group")
 
 _COLUMN = {"type": "string", "pattern": COLUMN_NAME_PATTERN}
 _COLUMNS = {"type": "array", "items": _COLUMN, "uniqueItems": True, "default": []}
@@ -99,6 +108,121 @@ _SQL_SOURCE = {
         "query": {"type": "string", "minLength": 1, "maxLength": 20000},
     },
     "oneOf": [{"required": ["table"]}, {"required": ["query"]}],
+}
+
+#: Values a time-series spec names from the data (components, alarm codes): they become parts of
+#: feature names and SQL string literals, so plain text only.
+TS_VALUE_PATTERN = r"^(?![\s\S]*\n)[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_DURATION = {"type": "string", "pattern": DURATION_PATTERN}
+_TS_VALUES = {"type": "array", "items": {"type": "string", "pattern": TS_VALUE_PATTERN}, "uniqueItems": True}
+# A time-series table: a file or a folder of files (possibly partitioned by date, e.g. date=2026-01-01/),
+# local or s3:// (allow-listed roots, cmms_pm.sources), or a table of an Airflow SQL connection.
+_TS_FILE_SOURCE = {
+    **_FILE_SOURCE,
+    # For a folder: the files' format (default: the suffix of the files found).
+    "properties": {**_FILE_SOURCE["properties"], "format": {"enum": ["csv", "parquet"]}},
+}
+_TS_SQL_SOURCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "conn_id", "table"],
+    "properties": {
+        "kind": {"const": "sql"},
+        "conn_id": {"type": "string", "pattern": CONN_ID_PATTERN},
+        "table": {"type": "string", "pattern": SQL_IDENTIFIER_PATTERN},
+    },
+}
+
+
+def _ts_table(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["source", *required],
+        "properties": {
+            "source": {"oneOf": [_TS_FILE_SOURCE, _TS_SQL_SOURCE]},
+            # This table's own entity / time column, when it differs from the section's.
+            "entity": _COLUMN,
+            "time": _COLUMN,
+            **properties,
+        },
+    }
+
+
+#: ``timeseries``: raw telemetry and event logs in, snapshots x features x labels out
+#: (cmms_pm.timeseries). A spec with this section has no source/target/features: they are derived.
+TIMESERIES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["entity", "time", "telemetry", "failures", "label"],
+    "properties": {
+        "entity": _COLUMN,
+        "time": _COLUMN,
+        "telemetry": _ts_table(
+            ["signals"], signals={"type": "array", "items": _COLUMN, "uniqueItems": True, "minItems": 1}
+        ),
+        "failures": _ts_table([], component_column=_COLUMN, components=_TS_VALUES),
+        "maintenance": _ts_table([], component_column=_COLUMN, components=_TS_VALUES, kind_column=_COLUMN),
+        "alarms": _ts_table(["code_column", "codes"], code_column=_COLUMN, codes=_TS_VALUES),
+        "assets": _ts_table([], categorical=_COLUMNS, numeric=_COLUMNS, install_date=_COLUMN),
+        "features": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "windows": {
+                    "type": "array",
+                    "items": _DURATION,
+                    "minItems": 1,
+                    "default": ["6h", "24h", "7d"],
+                },
+                "aggregates": {
+                    "type": "array",
+                    "items": {"enum": list(TS_AGGREGATES)},
+                    "uniqueItems": True,
+                    "minItems": 1,
+                    "default": list(TS_AGGREGATES),
+                },
+                "alarm_windows": {"type": "array", "items": _DURATION, "minItems": 1, "default": ["24h"]},
+                "time_since": {
+                    "type": "array",
+                    "items": {"enum": list(TS_SINCE_KINDS)},
+                    "uniqueItems": True,
+                    "default": list(TS_SINCE_KINDS),
+                },
+                # Hours since an event are capped here (and "never" reads as the cap).
+                "time_since_cap": {**_DURATION, "default": "90d"},
+            },
+            "default": {},
+        },
+        "label": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["horizon"],
+            "properties": {"horizon": _DURATION, "components": {**_TS_VALUES, "default": []}},
+        },
+        # One snapshot per asset every cadence (aligned to midnight UTC).
+        "cadence": {**_DURATION, "default": "6h"},
+        # Trailing window of snapshots a run trains on, ending at its data interval's end; null: all.
+        "training_window": {"oneOf": [_DURATION, {"type": "null"}], "default": None},
+        # Scoring flags an asset whose newest reading is older than this (default: the cadence).
+        "stale_after": {"oneOf": [_DURATION, {"type": "null"}], "default": None},
+    },
+}
+
+#: ``split``: how a batch is split. ``random`` (stratified rows, the default of a flat spec), ``time``
+#: (train on the earliest part, validation next, holdout the latest, ``gap_hours`` purged between
+#: them; with ``entity_column`` also grouped) or ``group`` (whole entities per part).
+SPLIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "strategy": {"enum": list(SPLIT_STRATEGIES)},
+        "time_column": _COLUMN,
+        "entity_column": _COLUMN,
+        "gap_hours": {"type": "number", "minimum": 0, "maximum": 87600},
+        "validation": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.4, "default": 0.15},
+        "holdout": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.4, "default": 0.15},
+    },
 }
 
 #: Kubernetes resource quantities a spec may ask per trial task: cores ("1", "1.5", "500m"), bytes ("2Gi").
@@ -344,7 +468,10 @@ SPEC_SCHEMA: dict[str, Any] = {
     "title": "CMMS model spec",
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "registered_model", "source", "target", "features"],
+    "required": ["name", "registered_model"],
+    # A flat table needs its source, target and features; a time-series spec derives them.
+    "if": {"required": ["timeseries"]},
+    "else": {"required": ["source", "target", "features"]},
     "properties": {
         "name": {"type": "string", "pattern": SPEC_NAME_PATTERN},
         "description": {"type": "string", "maxLength": 2000, "default": ""},
@@ -397,10 +524,12 @@ SPEC_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "timeseries": TIMESERIES_SCHEMA,
         # Id, timestamp and free-text columns: never features; id_columns travel to predictions.
         "drop": _COLUMNS,
         "id_columns": _COLUMNS,
         "leakage": _LEAKAGE,
+        "split": SPLIT_SCHEMA,
         "estimator": {
             "type": "object",
             "additionalProperties": False,
@@ -600,19 +729,21 @@ class ModelSpec:
 
     @property
     def source(self) -> Mapping[str, Any]:
-        return self.raw["source"]
+        """The flat source, or ``{"kind": "timeseries"}`` for a time-series spec (its tables are in
+        :attr:`timeseries`)."""
+        return self.raw["source"] if self.timeseries is None else {"kind": TIMESERIES}
 
     @property
     def target(self) -> str:
-        return self.raw["target"]["column"]
+        return self.raw["target"]["column"] if self.timeseries is None else self.timeseries.label_column
 
     @property
     def positive_label(self) -> Any:
-        return self.raw["target"]["positive"]
+        return self.raw["target"]["positive"] if self.timeseries is None else 1
 
     @property
     def negative_label(self) -> Any:
-        return self.raw["target"].get("negative")
+        return self.raw["target"].get("negative") if self.timeseries is None else 0
 
     @property
     def drop(self) -> tuple[str, ...]:
@@ -620,7 +751,50 @@ class ModelSpec:
 
     @property
     def id_columns(self) -> tuple[str, ...]:
+        if self.timeseries is not None:
+            return self.timeseries.id_columns
         return tuple(self.raw["id_columns"])
+
+    @cached_property
+    def timeseries(self) -> TimeSeriesConfig | None:
+        """The typed ``timeseries`` section, or None for a flat-table spec."""
+        from cmms_pm.timeseries.config import TimeSeriesConfig
+
+        section = self.raw.get("timeseries")
+        return TimeSeriesConfig.from_section(section) if section is not None else None
+
+    @property
+    def split(self) -> dict[str, Any]:
+        """How batches are split, every applicable key resolved: ``strategy`` (``random`` for a flat
+        spec without ``split``; always ``time`` for a time-series spec), ``validation``/``holdout``
+        shares and, for time/group splits, the columns and ``gap_hours``."""
+        given = dict(self.raw.get("split") or {})
+        config = self.timeseries
+        if config is None:
+            strategy = given.get("strategy", "random")
+            if strategy == "random":
+                return {"strategy": "random"}
+            resolved = {"strategy": strategy, "validation": given.get("validation", 0.15)}
+            resolved["holdout"] = given.get("holdout", 0.15)
+            for key in ("time_column", "entity_column"):
+                if key in given:
+                    resolved[key] = given[key]
+            if strategy == "time":
+                resolved["gap_hours"] = float(given.get("gap_hours", 0))
+            return resolved
+        from cmms_pm.timeseries.config import SNAPSHOT_TIME
+
+        resolved = {
+            "strategy": "time",
+            "time_column": SNAPSHOT_TIME,
+            "gap_hours": float(given.get("gap_hours", config.horizon_hours)),
+            "label_horizon_hours": config.horizon_hours,
+            "validation": given.get("validation", 0.15),
+            "holdout": given.get("holdout", 0.15),
+        }
+        if given.get("entity_column"):
+            resolved["entity_column"] = given["entity_column"]
+        return resolved
 
     @property
     def leakage_accept(self) -> tuple[str, ...]:
@@ -693,6 +867,12 @@ class ModelSpec:
     @property
     def scoring(self) -> Mapping[str, Any]:
         return self.raw["scoring"]
+
+    @property
+    def scoring_source(self) -> Mapping[str, Any]:
+        """What the scoring DAG scores: the scoring source, or ``{"kind": "timeseries"}`` (the latest
+        snapshot of each asset, from the spec's own tables)."""
+        return self.raw["scoring"].get("source") or {"kind": TIMESERIES}
 
     @property
     def serving(self) -> Mapping[str, Any]:
@@ -797,12 +977,23 @@ def build_spec(data: Mapping[str, Any], *, path: str = "<dict>") -> ModelSpec:
     problems = sorted(_describe(err) for err in _validator().iter_errors(raw))
     if problems:
         raise SpecError("; ".join(f"{path}: {problem}" for problem in problems))
+    timeseries = "timeseries" in raw
+    # A time-series spec scores its own tables: a scoring source (or a default one) means nothing.
+    scoring_source_given = isinstance(raw.get("scoring"), dict) and "source" in raw["scoring"]
     _fill_defaults(raw, SPEC_SCHEMA)
     raw.setdefault("experiment", raw["name"])
     raw["scoring"].setdefault("experiment", f"{raw['experiment']}_scoring")
-    features = raw.setdefault("features", {})
-    _fill_defaults(features, SPEC_SCHEMA["properties"]["features"])
-    problems = _cross_field_problems(raw)
+    if timeseries:
+        if not scoring_source_given:
+            raw["scoring"].pop("source", None)
+        problems = _timeseries_problems(raw, scoring_source_given)
+        if not problems:
+            problems = _cross_field_problems(raw)
+        features = None
+    else:
+        features = raw.setdefault("features", {})
+        _fill_defaults(features, SPEC_SCHEMA["properties"]["features"])
+        problems = _cross_field_problems(raw)
     if not problems:
         try:
             from cmms_pm.estimators import validate_hyperparameters
@@ -814,6 +1005,11 @@ def build_spec(data: Mapping[str, Any], *, path: str = "<dict>") -> ModelSpec:
             problems.append(f"estimator.params: {err}")
     if problems:
         raise SpecError("; ".join(f"{path}: {problem}" for problem in problems))
+    if features is None:
+        from cmms_pm.timeseries.config import TimeSeriesConfig, feature_spec_kwargs
+
+        feature_spec = FeatureSpec(**feature_spec_kwargs(TimeSeriesConfig.from_section(raw["timeseries"])))
+        return ModelSpec(name=raw["name"], path=path, raw=raw, features=feature_spec)
     feature_spec = FeatureSpec(
         numeric=tuple(features["numeric"]),
         integer=tuple(features["integer"]),
@@ -879,9 +1075,73 @@ def _fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> None:
             _fill_defaults(source, scoring["properties"]["source"])
 
 
+def _timeseries_problems(raw: Mapping[str, Any], scoring_source_given: bool) -> list[str]:
+    """A time-series spec derives its source, target, features and ids: it may not also set them."""
+    from cmms_pm.timeseries.config import TimeSeriesConfig
+
+    problems = [
+        f"{key}: a spec with a timeseries section derives it (remove {key}, or the timeseries section)"
+        for key in ("source", "target", "features")
+        if key in raw
+    ]
+    problems += [
+        f"{key}: a time-series spec's ids are its entity and snapshot_time (remove {key})"
+        for key in ("drop", "id_columns")
+        if raw.get(key)
+    ]
+    if scoring_source_given:
+        problems.append("scoring.source: a time-series spec scores the latest snapshot of its own tables")
+    config = TimeSeriesConfig.from_section(raw["timeseries"])
+    problems += config.problems()
+    split = raw.get("split") or {}
+    if split.get("strategy", "time") != "time":
+        problems.append(f"split.strategy: a time-series spec splits by time, not {split['strategy']!r}")
+    if split.get("time_column") not in (None, "snapshot_time"):
+        problems.append("split.time_column: a time-series spec splits on its snapshot_time")
+    if split.get("entity_column") not in (None, config.entity):
+        problems.append(
+            f"split.entity_column: only the entity {config.entity!r} can group a time-series split"
+        )
+    if "gap_hours" in split and split["gap_hours"] < config.horizon_hours:
+        problems.append(
+            f"split.gap_hours: {split['gap_hours']:g} is shorter than the label horizon "
+            f"({config.horizon_hours:g} h): a training label would see the validation period"
+        )
+    return problems
+
+
+def _split_problems(raw: Mapping[str, Any]) -> list[str]:
+    """A flat spec's ``split``: a time split needs its time column, a group split its entity column."""
+    split = raw.get("split") or {}
+    strategy = split.get("strategy", "random")
+    problems = []
+    if strategy == "time" and not split.get("time_column"):
+        problems.append("split.time_column: a time split needs the column that holds each row's time")
+    if strategy == "group" and not split.get("entity_column"):
+        problems.append("split.entity_column: a group split needs the column that names each row's entity")
+    if strategy == "random" and set(split) - {"strategy", "validation", "holdout"}:
+        extra = sorted(set(split) - {"strategy", "validation", "holdout"})
+        problems.append(f"split: {extra} apply to time and group splits, not to strategy 'random'")
+    if strategy == "group" and "gap_hours" in split:
+        problems.append("split.gap_hours: applies to a time split")
+    features = raw["features"]
+    declared = {*features["categorical"], *features["numeric"], *features["integer"], raw["target"]["column"]}
+    for key in ("time_column", "entity_column"):
+        if split.get(key) in declared:
+            problems.append(
+                f"split.{key}: {split[key]!r} is a feature or the target; split columns never are"
+            )
+    return problems
+
+
 def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     """Rules JSON Schema cannot say: no column in two roles, declared-or-inferred features."""
     problems = []
+    if "timeseries" in raw:
+        # Its features, ids and source are derived (checked by _timeseries_problems); the model's
+        # own sections are checked as for a flat spec (its ids: the entity and the snapshot time).
+        return _notification_problems(raw) + _tuning_problems(raw) + _decision_problems(raw["decision"])
+    problems += _split_problems(raw)
     features = raw["features"]
     declared = [*features["categorical"], *features["numeric"], *features["integer"]]
     if not features["infer"] and not declared:
@@ -916,10 +1176,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     negative = raw["target"].get("negative")
     if negative is not None and str(negative) == str(raw["target"]["positive"]):
         problems.append("target.negative: must differ from target.positive")
-    notifications = raw["notifications"]
-    for key in ("email_conn_id", "email_from"):
-        if notifications[key] and not notifications["email_to"]:
-            problems.append(f"notifications.{key}: set, but notifications.email_to names no recipient")
+    problems += _notification_problems(raw)
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")
@@ -1020,6 +1277,15 @@ def _leakage_problems(raw: Mapping[str, Any]) -> list[str]:
         elif not features["infer"] and column not in declared:
             problems.append(f"leakage.accept: {column!r} is not a declared feature")
     return problems
+
+
+def _notification_problems(raw: Mapping[str, Any]) -> list[str]:
+    notifications = raw["notifications"]
+    return [
+        f"notifications.{key}: set, but notifications.email_to names no recipient"
+        for key in ("email_conn_id", "email_from")
+        if notifications[key] and not notifications["email_to"]
+    ]
 
 
 def _decision_problems(decision: Mapping[str, Any]) -> list[str]:

@@ -103,6 +103,8 @@ Last, **retention**: {retention}
 
 
 def _source_text(source: dict[str, Any]) -> str:
+    if source["kind"] == "timeseries":
+        return "the spec's telemetry and event logs (time series)"
     if source["kind"] == "file":
         return f"file `{source['path']}`"
     if source["kind"] == "sql":
@@ -207,6 +209,7 @@ def build_training_dag(spec: ModelSpec) -> DAG:
             holdout_uri=HOLDOUT,
             holdout_sha256=HOLDOUT_SHA256,
             checks=checks.output,
+            dataset=extract.output,  # its split record: the periods the decision record shows
         )
 
         @task.branch
@@ -364,7 +367,7 @@ def _notifications_text(spec: ModelSpec) -> str:
 def build_scoring_dag(spec: ModelSpec) -> DAG:
     """The spec's batch-scoring DAG, scheduled on its model's champion Asset."""
     params = scoring_params(spec)
-    source = dict(spec.scoring["source"])
+    source = dict(spec.scoring_source)
     doc = SCORING_DOC.format(
         title=spec.name,
         model=spec.registered_model,
@@ -399,6 +402,7 @@ def build_scoring_dag(spec: ModelSpec) -> DAG:
             model_name=MODEL,
             n_units="{{ params.n_units }}" if "n_units" in params else None,
             risk_threshold="{{ params.risk_threshold }}",
+            snapshot_at="{{ params.snapshot_at or '' }}" if "snapshot_at" in params else None,
         )
         last: Any = score
         if spec.delivery.get("table") or spec.delivery.get("webhook"):

@@ -34,7 +34,7 @@ from openlineage.client.facet_v2 import (
 
 from cmms_mlflow.hooks import redact_uri
 
-#: Our facets name their schema by URN (no schema is published; README's lineage section lists the fields).
+#: Our facets name their schema by URN (no schema is published; docs/lineage.md lists the fields).
 SCHEMA_BASE = "urn:cmms-mlflow-pipelines:openlineage:facet"
 SYNTHETIC_NAMESPACE = "cmms-synthetic"
 
@@ -109,6 +109,21 @@ def source(data_source: str, spec_name: str, spec_source: dict[str, Any]) -> Dat
 
     namespace, name = location(resolve_file_source(data_source).uri)
     return Dataset(namespace=namespace, name=name)
+
+
+def timeseries_sources(config: Any) -> list[Dataset]:
+    """The tables of a time-series spec (``TimeSeriesConfig``): files/folders or SQL tables."""
+    from cmms_pm.sources import resolve_dataset_source
+
+    found = []
+    for table in config.tables():
+        source = table.source
+        if source["kind"] == "sql":
+            namespace, name = f"airflow-connection://{source.get('conn_id', '')}", source["table"]
+        else:
+            namespace, name = location(resolve_dataset_source(source["path"]).uri)
+        found.append(Dataset(namespace=namespace, name=name))
+    return found
 
 
 def batch(manifest: dict[str, Any]) -> Dataset:

@@ -35,6 +35,7 @@ def validate_candidate(
     drift: Mapping[str, str] | None = None,
     spec_name: str | None = None,
     allow_unverified: bool = False,
+    split: Mapping[str, Any] | None = None,
 ) -> DecisionRecord:
     """Compare challenger ``version`` (must be in Staging) with the champion; record the decision.
 
@@ -124,6 +125,9 @@ def validate_candidate(
         "decision": "promote" if decision.promote else "reject",
         "reason": decision.reason,
     }
+    if split:
+        # The periods the challenger was trained, validated and judged on (a time split).
+        record["split"] = dict(split)
     client.log_dict(candidate.run_id, record, DECISION_ARTIFACT)
     card_with_holdout(client, record, holdout, challenger_proba)
     tags = {f"validation_{k}": f"{v:.6f}" for k, v in challenger_metrics.items()}

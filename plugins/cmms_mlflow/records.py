@@ -57,6 +57,7 @@ class DecisionRecord(TypedDict, total=False):
     drift: dict[str, str]  # status, reason (from validate_data)
     decision: str  # "promote" | "reject"
     reason: str
+    split: dict[str, Any]  # the batch's split record (periods of a time split), when not random
 
 
 class StageChange(TypedDict, total=False):

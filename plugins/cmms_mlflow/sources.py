@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -26,6 +27,8 @@ from cmms_mlflow.exceptions import (
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow.fs
+
+    from cmms_pm.timeseries.config import TimeSeriesConfig
 
 log = logging.getLogger(__name__)
 
@@ -326,3 +329,53 @@ def _sql_error(err: BaseException, *, conn_id: str, what: str) -> tuple[Exceptio
         return SourceConfigurationError(f"{where} was rejected by the database: {kind}: {text}"), True
     detail = f" (SQLSTATE {state})" if state else ""
     return BadDataError(f"{where} failed: {kind}{detail}"), False
+
+
+# --- time-series tables --------------------------------------------------------------------------
+
+#: Connection types whose database computes a time-series spec's features itself (the PostgreSQL
+#: dialect of cmms_pm.timeseries.sql; TimescaleDB is PostgreSQL).
+PUSHDOWN_CONN_TYPES = ("postgres",)
+
+
+@contextmanager
+def open_timeseries(config: TimeSeriesConfig, *, as_of: int, read_from: int | None) -> Iterator[Any]:
+    """``(engine, sources, local)`` of a time-series spec's tables, closed on exit.
+
+    File tables (local or ``s3://``, each through its own ``aws_conn_id``) are read in place by an
+    embedded DuckDB, inside the allowed roots; SQL tables must all live in the telemetry's
+    connection, whose database then runs the generated query (pushdown) and sends back only the
+    feature table. ``local`` is the DuckDB session that holds the feature table either way.
+    """
+    from cmms_pm.timeseries.build import file_sources, sql_sources
+    from cmms_pm.timeseries.engine import DbApiEngine, DuckDBEngine
+
+    local = DuckDBEngine()
+    try:
+        telemetry = config.telemetry.source
+        if telemetry["kind"] == "sql":
+            conn_id = str(telemetry["conn_id"])
+            hook = _sql_hook(conn_id)
+            if hook.conn_type not in PUSHDOWN_CONN_TYPES:
+                raise SourceConfigurationError(
+                    f"connection {conn_id!r} (type {hook.conn_type!r}): time-series features are pushed "
+                    f"down to {list(PUSHDOWN_CONN_TYPES)} databases; put the tables in files instead"
+                )
+
+            def typed(err: Exception) -> Exception:
+                return _sql_error(err, conn_id=conn_id, what="time-series feature query")[0]
+
+            engine: Any = DbApiEngine(hook.get_conn, label=f"connection {conn_id!r}", on_error=typed)
+            sources = sql_sources(config, engine)
+        else:
+            engine = local
+            sources = file_sources(
+                config,
+                local,
+                as_of=as_of,
+                read_from=read_from if read_from is not None else 0,
+                filesystem_for=lambda source: s3_filesystem(source.get("aws_conn_id", "aws_default")),
+            )
+        yield engine, sources, local
+    finally:
+        local.close()

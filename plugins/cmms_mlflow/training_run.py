@@ -192,7 +192,7 @@ def log_training_run(
 
     from cmms_mlflow.model_loading import MODEL_DIGEST_TAG, import_skops, model_data_digest
     from cmms_pm import plots, training
-    from cmms_pm.batch import manifest_features
+    from cmms_pm.batch import manifest_features, split_params
     from cmms_pm.contract import derive_contract
     from cmms_pm.csv_export import write_csv
     from cmms_pm.data import read_split, release_freed_memory
@@ -246,6 +246,7 @@ def log_training_run(
         explanation = global_explanation(model, validation, seed=int(manifest.get("seed", 0)))
         params = {
             **hyperparameters,
+            **split_params(manifest),
             "estimator": estimator,
             "features": len(features.declared),
             "train_rows": train_rows,
@@ -489,7 +490,8 @@ def decide(model: Any, validation: Any, *, spec: ModelSpec, manifest: Manifest) 
         method=spec.calibration["method"],
         seed=int(manifest.get("seed", 0)),
         time_column=split.get("time_column"),
-        entity_column=split.get("entity_column"),
+        # A time-series batch has several snapshots of an asset a day: its alerts count once.
+        entity_column=split.get("entity_column") or (spec.timeseries.entity if spec.timeseries else None),
     )
 
 

@@ -55,6 +55,10 @@ class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
         start, end = data_interval(context)
         out_uri = batch_uri(data_root(), context["dag"].dag_id, context["run_id"])
         record_run(context, out_uri, BATCH)
+        if spec.timeseries is not None:
+            manifest = self.extract_timeseries(start, end, out_uri)
+            self.lineage_result = manifest
+            return manifest
         with source_errors_fail_the_task():
             frame = self.read_source(config.data_source, start, end)
             manifest = prepare_batch(
@@ -74,6 +78,35 @@ class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
         self.lineage_result = manifest
         return manifest
 
+    def extract_timeseries(self, start: str, end: str, out_uri: str) -> Manifest:
+        """A time-series spec's batch: its tables read as of the interval's end, snapshots x features x
+        labels built by the engine (DuckDB over files, or the telemetry's database), split in time."""
+        from cmms_mlflow.sources import open_timeseries
+        from cmms_pm.timeseries.batch import prepare_timeseries_batch, read_from
+        from cmms_pm.timeseries.build import epoch
+
+        spec = self.model_spec
+        config = spec.timeseries
+        as_of = epoch(end)
+        with source_errors_fail_the_task():
+            with open_timeseries(config, as_of=as_of, read_from=read_from(config, as_of=as_of)) as opened:
+                engine, sources, local = opened
+                manifest = prepare_timeseries_batch(
+                    spec=spec, engine=engine, sources=sources, local=local, source="timeseries",
+                    interval_start=start, interval_end=end, out_uri=out_uri,
+                )  # fmt: skip
+        split = manifest["split"]
+        self.log.info(
+            "Time-series batch of %d snapshots (positive rate %.4f): train before %s, validation %s .. %s, "
+            "holdout from %s (gaps of %g h, label horizon %g h): %s",
+            manifest["rows"], manifest["positive_rate"], split["train_end"], split["validation_start"],
+            split["validation_end"], split["holdout_start"], split["gap_hours"], split["label_horizon_hours"],
+            manifest["uri"],
+        )  # fmt: skip
+        for note in manifest.get("notes") or []:
+            self.log.warning("%s", note)
+        return manifest
+
     def openlineage(self, result: Manifest | None) -> Any:
         """Reads the source, writes the batch (known once written)."""
         if result is None:
@@ -81,6 +114,9 @@ class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
         from cmms_mlflow import lineage
 
         spec = self.model_spec
+        if spec.timeseries is not None:
+            tables = lineage.timeseries_sources(spec.timeseries)
+            return lineage.operator_lineage(tables, [lineage.batch(result)], dataDigest=result["digest"])
         return lineage.operator_lineage(
             [lineage.source(result["source"], f"{spec.name}/telemetry", dict(spec.source))],
             [lineage.batch(result)],

@@ -34,6 +34,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         "model_name",
         "n_units",
         "risk_threshold",
+        "snapshot_at",
     )
     operator_extra_links: ClassVar = (MlflowRunLink(), MlflowModelVersionLink())
 
@@ -44,6 +45,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         model_name: str,
         risk_threshold: Any,
         n_units: Any = None,
+        snapshot_at: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -51,6 +53,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.model_name = model_name
         self.n_units = n_units
         self.risk_threshold = risk_threshold
+        self.snapshot_at = snapshot_at
 
     def models_to_score(self, context: Context, client: MlflowClient | None = None) -> list[str]:
         """Model names from the triggering Asset events, else ``model_name``.
@@ -103,8 +106,11 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         }
 
     def read_input(self, scored_at: str) -> Any:
-        """The rows to score: the synthetic fleet snapshot, or the spec's scoring file / SQL source."""
-        source = self.model_spec.scoring["source"]
+        """The rows to score: the synthetic fleet snapshot, or the spec's scoring file / SQL source;
+        for a time-series spec, each asset's latest snapshot (``LatestSnapshots``)."""
+        source = self.model_spec.scoring_source
+        if source["kind"] == "timeseries":
+            return self.latest_snapshots(scored_at)
         if source["kind"] == "synthetic":
             from cmms_pm.fleet import latest_telemetry
 
@@ -114,6 +120,20 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         if source["kind"] == "sql":
             return sources.read_sql_source(source, interval_start=scored_at, interval_end=scored_at)
         return sources.read_file_source(source["path"], aws_conn_id=source.get("aws_conn_id", "aws_default"))
+
+    def latest_snapshots(self, scored_at: str) -> Any:
+        """Each asset's latest snapshot at ``scored_at``, built by the same engine and SQL as training."""
+        from cmms_mlflow.sources import open_timeseries
+        from cmms_pm.timeseries.build import epoch
+        from cmms_pm.timeseries.scoring import describe, latest_snapshots
+
+        config = self.model_spec.timeseries
+        when = epoch(self.snapshot_at or scored_at)
+        with open_timeseries(config, as_of=when, read_from=when - config.lookback) as opened:
+            engine, sources, local = opened
+            latest = latest_snapshots(config, engine, sources, local=local, scored_at=when)
+        self.log.info("Latest snapshots: %s", describe(latest, config))
+        return latest
 
     def threshold_source(self, override: float | None, version: str, threshold: float) -> str:
         """Where the threshold of this scoring came from (logged and kept in the summary)."""
@@ -134,9 +154,10 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         from cmms_pm.batch import batch_uri, categories_as_text, data_root
         from cmms_pm.contract import check_and_flag
         from cmms_pm.data import write_frame
-        from cmms_pm.fleet import score_frame, summarize
+        from cmms_pm.fleet import add_snapshot_columns, flag_telemetry, score_frame, summarize
         from cmms_pm.retention import SCORING
         from cmms_pm.spec import FeatureSpec
+        from cmms_pm.timeseries.config import TELEMETRY_AGE
 
         spec = self.model_spec
         dag_run = context["dag_run"]
@@ -145,6 +166,9 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         clock = _PhaseClock()
         with source_errors_fail_the_task():
             rows = self.read_input(scored_at)
+        latest = None
+        if spec.timeseries is not None:
+            latest, rows = rows, rows.frame
         clock.lap("read")
         id_columns = list(spec.id_columns)
         experiment_id = self.hook.get_or_create_experiment(client, spec.scoring_experiment)
@@ -166,7 +190,8 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 ]
                 with bad_data_fails_the_task():
                     frame = categories_as_text(rows, FeatureSpec(categorical=tuple(categorical)))
-                check, flags = check_and_flag(frame, contract, ignore=[spec.target, *id_columns])
+                ignore = [spec.target, *id_columns, *([TELEMETRY_AGE] if latest is not None else [])]
+                check, flags = check_and_flag(frame, contract, ignore=ignore)
                 if check.removed or check.retyped:
                     raise BadDataError(
                         f"scoring input does not fit champion v{version} of {name!r}: "
@@ -175,10 +200,21 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 clock.lap("contract")
             else:
                 self.log.warning("%s v%s has no data contract: rows are scored unchecked", name, version)
-            predictions = score_frame(
-                model, frame, id_columns=id_columns, flags=flags, model_name=name, model_version=version,
-                scored_at=scored_at, threshold=threshold, explain=spec.explain,
-            )  # fmt: skip
+            if latest is not None:
+                flags = flag_telemetry(flags, frame, stale_after_hours=latest.stale_after_hours)
+            if latest is not None and not len(frame):
+                predictions = frame[id_columns]  # no asset has telemetry: every one is missing
+            else:
+                predictions = score_frame(
+                    model, frame, id_columns=id_columns, flags=flags, model_name=name, model_version=version,
+                    scored_at=scored_at, threshold=threshold, explain=spec.explain,
+                )  # fmt: skip
+            if latest is not None:
+                predictions = add_snapshot_columns(
+                    predictions, frame, missing=latest.missing, entity=spec.timeseries.entity,
+                    snapshot_time=latest.snapshot_time, model_name=name, model_version=version,
+                    scored_at=scored_at,
+                )  # fmt: skip
             clock.lap("predict")
             out = write_frame(predictions, f"{run_dir}/{name}/predictions.parquet")
             clock.lap("write")
@@ -219,11 +255,14 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
             return None
         from cmms_mlflow import lineage
 
-        source = dict(self.model_spec.scoring["source"])
-        kind = {"synthetic": "synthetic", "sql": "sql"}.get(source["kind"]) or source["path"]
-        read = lineage.source(kind, f"{self.model_spec.name}/fleet", source)
+        source = dict(self.model_spec.scoring_source)
+        if source["kind"] == "timeseries":
+            inputs = lineage.timeseries_sources(self.model_spec.timeseries)
+        else:
+            kind = {"synthetic": "synthetic", "sql": "sql"}.get(source["kind"]) or source["path"]
+            inputs = [lineage.source(kind, f"{self.model_spec.name}/fleet", source)]
         uri = self.tracking_uri
-        inputs, outputs = [read], []
+        outputs = []
         for scored in result:
             inputs.append(lineage.model_version(uri, scored["model_name"], scored["model_version"]))
             outputs.append(lineage.file(scored["predictions_uri"]))

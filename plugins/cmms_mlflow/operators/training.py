@@ -320,6 +320,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         "holdout_uri",
         "holdout_sha256",
         "checks",
+        "dataset",
     )
     operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
@@ -333,6 +334,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         holdout_uri: Any,
         holdout_sha256: Any = None,
         checks: Any = None,
+        dataset: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -342,6 +344,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         self.holdout_uri = holdout_uri
         self.holdout_sha256 = holdout_sha256
         self.checks = checks
+        self.dataset = dataset
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> DecisionRecord:
         from cmms_mlflow.client_context import pickle_loading_disabled
@@ -362,6 +365,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
                     "status": checks.get("drift_status", "none"),
                     "reason": checks.get("drift_reason", ""),
                 },
+                split=(self.dataset or {}).get("split"),
                 **load_options(self.model_spec),
             )
         self.push_model_version_link(context, self.model_name, str(self.version))
@@ -563,6 +567,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
 
     def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
         from cmms_mlflow.model_evaluation import recorded_decision
+        from cmms_pm.batch import split_periods
         from cmms_pm.report import format_summary
 
         version = str(self.validation["challenger_version"])
@@ -593,6 +598,7 @@ class MlflowModelReportOperator(MlflowDecisionOperator):
             "thresholds": _thresholds_line(record),
             "policy": _policy_line(record),
             "drift": (record.get("drift") or {}).get("reason", ""),
+            "periods": split_periods(record.get("split")),
             "tracking_uri": redact_uri(self.hook.settings.tracking_uri),
             "mlflow_ui_url": self.hook.model_version_url(self.model_name, version),
             "airflow_ui_url": airflow_run_link(mv.tags) or "",
