@@ -176,3 +176,35 @@ def test_issue_19_benches_print_the_decision_and_the_reasons_tables_at_a_tiny_si
     assert re.search(r"^\|\s+hist_gradient_boosting \|\s+2000 \|", reasons.stdout, re.M), reasons.stdout[
         -2000:
     ]
+
+
+@pytest.mark.slow
+def test_simulated_year_bench_prints_its_tables_and_one_full_csv_row_per_night(tmp_path):
+    """Three nights through ``dag.test()`` in one process: a plain night, a rejected challenger, a
+    drifted night rolled back after it (~50 s)."""
+    import pandas as pd
+
+    csv = tmp_path / "year.csv"
+    out = _run_bench(
+        str(PROJECT_DIR / "bench" / "simulated_year.py"), "--nights", "3", "--rows", "1000",
+        "--out", str(csv), timeout=600,
+    )  # fmt: skip
+    # 0: every target met; 3: measured, one over it (timings are not asserted here).
+    assert out.returncode in (0, 3), out.stdout[-3000:] + out.stderr[-3000:]
+    for title in ("Time per night", "Registry reads after the night", "Disk (MB) by night"):
+        assert title in out.stdout, out.stdout[-3000:]
+    for read in ("snapshot (every write path)", "Models page: champion", "GET production (uncached)"):
+        assert re.search(rf"^\|\s+{re.escape(read)} \|\s+\d+\.\d+ \|\s+\d+\.\d+ \|", out.stdout, re.M), read
+    paged = (
+        r"History of \w+ paged 50 at a time .*: \d+ events in 1 pages"
+        r", duplicates 0, ordered True, complete True"
+    )
+    assert re.search(paged, out.stdout), out.stdout[-2000:]
+    frame = pd.read_csv(csv, keep_default_na=False)
+    assert list(frame["night"]) == [1, 2, 3]
+    assert not (frame == "").any().any(), frame.T
+    assert list(frame["decision"]) == ["promoted", "rejected", "promoted"]
+    assert list(frame["events"]) == ["none", "rejected", "drift+rollback"]
+    assert re.search(r"^\|\s+CPU s \|\s+\d+\.\d+ \|", out.stdout, re.M), out.stdout[-3000:]
+    assert frame["rollback_s"].iloc[2] > 0 and (frame["versions"] == [1, 2, 3]).all()
+    assert frame["drift_max_psi"].iloc[2] > 0.25 > frame["drift_max_psi"].iloc[1], frame["drift_max_psi"]
