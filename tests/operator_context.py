@@ -34,6 +34,11 @@ class TaskInstance:
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed[key] = value
 
+    def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **kwargs: Any) -> Any:
+        """Nothing from other tasks: each operator runs alone here (e.g. the report reads no promote_model
+        result, so its run was not superseded)."""
+        return None
+
 
 class OutletEvents(dict):
     def __missing__(self, key: Any) -> Any:

@@ -6,6 +6,7 @@ tests/operator_context.py; MLflow, the data and the models are real.)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,12 +34,14 @@ from cmms_pm.spec import ModelSpec, load_spec
 FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures" / "models"
 
 
-@pytest.fixture(scope="module")
-def spec():
-    """The AI4I fixture spec, calibrated with Platt scaling (``auto`` may keep a booster uncalibrated)."""
-    return ModelSpec.from_dict(
-        {**load_spec(FIXTURES / "ai4i.yaml").to_dict(), "calibration": {"method": "sigmoid"}}
-    )
+@pytest.fixture
+def spec(model_name):
+    """The AI4I fixture spec, calibrated with Platt scaling (``auto`` may keep a booster uncalibrated),
+    owning this test's model (a spec's runs write only to the model it owns)."""
+    from support import spec_owning
+
+    calibrated = {**load_spec(FIXTURES / "ai4i.yaml").to_dict(), "calibration": {"method": "sigmoid"}}
+    return spec_owning(ModelSpec.from_dict(calibrated), model_name)
 
 
 @pytest.fixture
@@ -194,7 +197,11 @@ def test_a_validation_split_without_failures_fails_training_before_a_model_is_lo
     source = write_incoming(tmp_path, ai4i_like(1500, seed=31))
     manifest = run(ExtractBatchOperator(task_id="extract_data", spec=spec.to_dict()), data_source=source)
     validation = read_split(manifest["splits"]["validation"]["uri"])
-    validation[validation[spec.target] == 0].to_parquet(manifest["splits"]["validation"]["uri"], index=False)
+    uri = manifest["splits"]["validation"]["uri"]
+    validation[validation[spec.target] == 0].to_parquet(uri, index=False)
+    # A batch whose validation split has no failure, as extract_data would record it (its SHA-256 too:
+    # a split changed behind its manifest's back is refused before training, another test's matter).
+    manifest["splits"]["validation"]["sha256"] = hashlib.sha256(Path(uri).read_bytes()).hexdigest()
     with pytest.raises(BadDataError, match="validation split .* holds no failure.*nothing is registered"):
         run(
             MlflowTrainModelOperator(

@@ -42,7 +42,8 @@ def test_plugin_serves_the_model_api_under_api_v1_ml_and_the_models_page_under_c
     assert out.returncode == 0, out.stderr[-2000:]
     api, page = out.stdout.strip().splitlines()[-2:]
     routes = [
-        "/models", "/models/train", "/models/{name}", "/models/{name}/history", "/models/{name}/predict",
+        "/models", "/models/train", "/models/{name}", "/models/{name}/history", "/models/{name}/performance",
+        "/models/{name}/predict",
         "/models/{name}/production",
         "/models/{name}/versions/{version}", "/models/{name}/versions/{version}/plots/{plot}",
         "/models/{name}/versions/{version}/promote",
