@@ -191,7 +191,7 @@ def realized_over_window(version: VersionOutcome, *, window_days: int) -> Counts
     last = date.fromisoformat(version["days"][-1]["day"])
     first = (last - timedelta(days=int(window_days) - 1)).isoformat()
     window = [d for d in version["days"] if d["day"] >= first]
-    tp, fp, fn, tn = (sum(int(d[k]) for d in window) for k in ("tp", "fp", "fn", "tn"))  # type: ignore[literal-required]
+    tp, fp, fn, tn = (sum(int(d[k]) for d in window) for k in ("tp", "fp", "fn", "tn"))
     return Counts(
         tp=tp, fp=fp, fn=fn, tn=tn, **_rates(tp, fp, fn),
         alerts=tp + fp,

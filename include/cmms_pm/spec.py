@@ -83,7 +83,7 @@ _SYNTHETIC_SOURCE = {
         "n_samples": {"type": "integer", "minimum": 1000, "maximum": 50_000_000, "default": 20000},
     },
 }
-_FILE_SOURCE = {
+_FILE_SOURCE: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["kind", "path"],

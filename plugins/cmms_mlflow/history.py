@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from cmms_pm.registry_plan import DONE_EVENT, PENDING_EVENT, PRUNE
 
@@ -408,10 +408,15 @@ def _event_of(run: Any) -> HistoryEvent | None:
         return None
     event.setdefault("status", DONE_EVENT)
     event.setdefault("override", None)
-    return event  # type: ignore[no-any-return]
+    return event
 
 
+@overload
+def _experiment_id(client: MlflowClient, model: str, *, create: Literal[True]) -> str: ...
+@overload
+def _experiment_id(client: MlflowClient, model: str, *, create: bool) -> str | None: ...
 def _experiment_id(client: MlflowClient, model: str, *, create: bool) -> str | None:
+    """The history experiment's id; None when it does not exist and ``create`` is false."""
     from mlflow.exceptions import MlflowException
 
     name = experiment_name(model)

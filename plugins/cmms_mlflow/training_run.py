@@ -481,7 +481,7 @@ def decide(model: Any, validation: Any, *, spec: ModelSpec, manifest: Manifest) 
     from cmms_pm.calibration import calibrate_and_choose
     from cmms_pm.thresholds import DecisionPolicy
 
-    split = dict(manifest.get("split") or {})  # type: ignore[call-overload]
+    split = dict(manifest.get("split") or {})
     return calibrate_and_choose(
         model,
         validation,

@@ -125,7 +125,7 @@ def file_sources(
             kind = engine.columns(relations[table.name]).get(table.time, "")
             text_time[table.name] = kind.upper() == "VARCHAR"
     return Sources(
-        relations=Relations(**relations),  # type: ignore[arg-type]
+        relations=Relations(**relations),
         kinds={name: "file" for name in relations},
         text_time=text_time,
         ordered_telemetry=ordered,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any
+from typing import Any, TypedDict
 
 #: ``3h``, ``24h``, ``7d``, ``30m``: a positive whole number of minutes, hours or days.
 DURATION_PATTERN = r"^(?![\s\S]*\n)[1-9][0-9]{0,5}[mhd]$"
@@ -298,7 +298,15 @@ class TimeSeriesConfig:
         return found
 
 
-def feature_spec_kwargs(config: TimeSeriesConfig) -> dict[str, Sequence[str]]:
+class FeatureColumns(TypedDict):
+    """The feature table's columns by kind: ``FeatureSpec``'s keyword arguments."""
+
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    integer: tuple[str, ...]
+
+
+def feature_spec_kwargs(config: TimeSeriesConfig) -> FeatureColumns:
     """``FeatureSpec`` keyword arguments of the feature table (``cmms_pm.spec`` builds it)."""
     kinds = config.feature_kinds()
     return {

@@ -127,8 +127,8 @@ class MlflowBaseOperator(LineageMixin, BaseOperator):
         from cmms_pm.spec import ModelSpec
 
         owner = ModelSpec.from_dict(spec)
-        if str(self.model_name) != owner.registered_model:  # type: ignore[attr-defined]
-            raise model_not_owned(owner.name, owner.registered_model, str(self.model_name))  # type: ignore[attr-defined]
+        if str(self.model_name) != owner.registered_model:
+            raise model_not_owned(owner.name, owner.registered_model, str(self.model_name))
 
     @property
     def tracking_uri(self) -> str:
@@ -187,7 +187,7 @@ class SpecOperatorMixin:
             return run_config(self.model_spec, context["params"])
 
 
-def timed_out(err: BaseException) -> bool:
+def timed_out(err: BaseException | None) -> bool:
     """``err`` comes from an HTTP read or connect timeout (MLflow wraps them, without ``from``)."""
     from requests.exceptions import Timeout
     from urllib3.exceptions import MaxRetryError, TimeoutError
