@@ -51,6 +51,15 @@ class Manifest(TypedDict, total=False):
     snapshots: dict[str, Any]  # time-series batches: first and last snapshot, cadence
 
 
+class BatchCheck(TypedDict):
+    """What ``validate_batch`` returns: the rows of all splits, each split's frame report
+    (``frame_checks.check_frame``), and the leakage guard's record (``leakage.guard_record``)."""
+
+    rows: int
+    splits: dict[str, dict[str, Any]]
+    leakage: dict[str, Any]
+
+
 def data_root() -> str:
     """Root folder or URI of pipeline data (``CMMS_DATA_ROOT``, default ``<project>/.data``)."""
     return (os.environ.get("CMMS_DATA_ROOT") or str(PROJECT_DIR / ".data")).rstrip("/")
@@ -298,7 +307,7 @@ def split_periods(split: dict[str, Any] | None) -> str:
     return text + (f", grouped by {split['entity_column']!r})" if split.get("entity_column") else ")")
 
 
-def validate_batch(manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:
+def validate_batch(manifest: Manifest, spec: ModelSpec) -> BatchCheck:
     """Check every split of a written batch against the spec; ``DataValidationError`` names the problem."""
     from cmms_pm.data import read_split
     from cmms_pm.exceptions import DataValidationError

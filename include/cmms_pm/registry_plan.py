@@ -716,7 +716,9 @@ def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], d
     ):
         if state.aliases.get(alias):
             guarded.setdefault(state.aliases[alias], why)
-    champion_tags = snapshot.versions[champion].tags if champion in snapshot.versions else {}
+    champion_tags = (
+        snapshot.versions[champion].tags if champion is not None and champion in snapshot.versions else {}
+    )
     if champion_tags.get("replaced_version"):
         replaced = str(champion_tags["replaced_version"])
         guarded.setdefault(replaced, "the previous champion (the version the champion replaced)")

@@ -450,7 +450,7 @@ def promote_model_version(
     history event (a former champion's return is a ``rollback``)."""
     from cmms_mlflow import promotion
 
-    expected = promotion.ANY_CHAMPION
+    expected: str | None = promotion.ANY_CHAMPION
     if "expectedChampion" in body.model_fields_set:
         expected = str(body.expectedChampion) if body.expectedChampion is not None else None
     authority = _authority(

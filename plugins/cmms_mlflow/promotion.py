@@ -34,6 +34,8 @@ from cmms_pm.registry_plan import ANY_CHAMPION, Authority, Request
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from cmms_mlflow.records import DecisionRecord
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ANY_CHAMPION", "MANUAL_STAGES", "change_stage", "promote_validated", "repair"]
@@ -43,7 +45,7 @@ def promote_validated(
     client: MlflowClient,
     *,
     name: str,
-    record: dict[str, Any],
+    record: DecisionRecord,
     lock_dir: Path,
     audit: dict[str, str],
     key: str = "",
@@ -93,7 +95,7 @@ def promote_validated(
             )
             revalidated = True
             snapshot = registry.read_snapshot(client, name, versions=[version])
-        who = {
+        who: dict[str, Any] = {  # the history's who, when, why: Request's keyword arguments
             "actor": audit.get("promoted_by", ""),
             "at": audit.get("promoted_at", ""),
             "reason": record["reason"],

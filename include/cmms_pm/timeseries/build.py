@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -277,7 +277,7 @@ def _check_offsets(engine: Engine, table: Table, relation: str) -> None:
         )
 
 
-def _check_numbers(engine: Engine, table: str, relation: str, columns: list[str]) -> None:
+def _check_numbers(engine: Engine, table: str, relation: str, columns: Sequence[str]) -> None:
     if engine.dialect.name != "duckdb" or not columns:
         return
     q = engine.dialect.ident

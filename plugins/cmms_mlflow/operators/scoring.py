@@ -128,6 +128,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         from cmms_pm.timeseries.scoring import describe, latest_snapshots
 
         config = self.model_spec.timeseries
+        assert config is not None, "called for a time-series spec only"
         when = epoch(self.snapshot_at or scored_at)
         with open_timeseries(config, as_of=when, read_from=when - config.lookback) as opened:
             engine, sources, local = opened
@@ -167,8 +168,9 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         with source_errors_fail_the_task():
             rows = self.read_input(scored_at)
         latest = None
+        entity = ""  # a time-series spec's asset column
         if spec.timeseries is not None:
-            latest, rows = rows, rows.frame
+            latest, rows, entity = rows, rows.frame, spec.timeseries.entity
         clock.lap("read")
         id_columns = list(spec.id_columns)
         experiment_id = self.hook.get_or_create_experiment(client, spec.scoring_experiment)
@@ -211,7 +213,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 )  # fmt: skip
             if latest is not None:
                 predictions = add_snapshot_columns(
-                    predictions, frame, missing=latest.missing, entity=spec.timeseries.entity,
+                    predictions, frame, missing=latest.missing, entity=entity,
                     snapshot_time=latest.snapshot_time, model_name=name, model_version=version,
                     scored_at=scored_at,
                 )  # fmt: skip

@@ -165,14 +165,15 @@ def _check_tags(checks: DataReport | None) -> dict[str, str]:
     if not checks:
         return {}
     tags = {"data_checked_against": str(checks.get("champion_version") or "")}
-    if checks.get("drift"):
+    drift = checks.get("drift")
+    if drift:
         from cmms_pm.drift import DriftReport, drift_tags
 
-        tags.update(drift_tags(DriftReport.from_dict(checks["drift"])))
+        tags.update(drift_tags(DriftReport.from_dict(drift)))
     else:
         tags["drift_status"] = checks.get("drift_status", "none")
-    if checks.get("contract_check"):
-        check = checks["contract_check"]
+    check = checks.get("contract_check")
+    if check:
         tags["contract_unseen_category_columns"] = str(len(check.get("unseen_categories") or {}))
         tags["contract_out_of_range_columns"] = str(len(check.get("out_of_range") or {}))
     tags.update(_leakage_tags(checks))
@@ -385,8 +386,9 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         uri = self.tracking_uri
         challenger = lineage.model_version(uri, self.model_name, result["challenger_version"])
         inputs = [lineage.batch_of_split(self.holdout_uri), challenger]
-        if result.get("champion_version"):
-            inputs.append(lineage.model_version(uri, self.model_name, result["champion_version"]))
+        champion = result.get("champion_version")
+        if champion:
+            inputs.append(lineage.model_version(uri, self.model_name, champion))
         return lineage.operator_lineage(
             inputs,
             [challenger],
