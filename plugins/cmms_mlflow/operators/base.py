@@ -127,8 +127,9 @@ class MlflowBaseOperator(LineageMixin, BaseOperator):
         from cmms_pm.spec import ModelSpec
 
         owner = ModelSpec.from_dict(spec)
-        if str(self.model_name) != owner.registered_model:
-            raise model_not_owned(owner.name, owner.registered_model, str(self.model_name))
+        model_name = str(getattr(self, "model_name", None))  # every operator that checks has one
+        if model_name != owner.registered_model:
+            raise model_not_owned(owner.name, owner.registered_model, model_name)
 
     @property
     def tracking_uri(self) -> str:

@@ -8,7 +8,7 @@ spec requires approval (:func:`run_authority`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow import registry
 from cmms_mlflow.links import MlflowModelVersionLink
@@ -63,7 +63,7 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
         "reason",
         "override_approval",
     )
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks", "tuning")
-    operator_extra_links: ClassVar = (MlflowRunLink(),)
+    operator_extra_links = (MlflowRunLink(),)
 
     def __init__(
         self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, tuning: Any = None, **kwargs: Any
@@ -195,7 +195,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "training")
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
 
     def __init__(
@@ -252,7 +252,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version", "stage")
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
 
     def __init__(
@@ -323,7 +323,7 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         "checks",
         "dataset",
     )
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
 
     def __init__(
@@ -416,7 +416,7 @@ class MlflowDecisionOperator(MlflowBaseOperator):
         "validation",
         "approval",
     )
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
 
     def __init__(
