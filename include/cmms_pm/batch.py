@@ -10,7 +10,7 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from cmms_pm.spec import PROJECT_DIR, FeatureSpec, ModelSpec, safe_path_component
+from cmms_pm.spec import PROJECT_DIR, FeatureSpec, ModelSpec, Split, safe_path_component
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,19 +151,27 @@ def prepare_batch(
 
 
 def split_by_columns(
-    frame: pd.DataFrame, split: dict[str, Any], *, seed: int, target: str
+    frame: pd.DataFrame, split: Split, *, seed: int, target: str
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """A flat batch split by its time column (purged gaps, optionally grouped) or by entity; every
     part must hold both labels of ``target``."""
     from cmms_pm.timeseries.split import group_split_frame, time_split_frame
 
-    shares = {"validation": split["validation"], "holdout": split["holdout"], "target": target}
+    validation, holdout = split["validation"], split["holdout"]
     if split["strategy"] == "time":
         return time_split_frame(
             frame, time_column=split["time_column"], gap_hours=split["gap_hours"],
-            entity_column=split.get("entity_column"), seed=seed, **shares,
+            entity_column=split.get("entity_column"), seed=seed,
+            validation=validation, holdout=holdout, target=target,
         )  # fmt: skip
-    return group_split_frame(frame, entity_column=split["entity_column"], seed=seed, **shares)
+    return group_split_frame(
+        frame,
+        entity_column=split["entity_column"],
+        seed=seed,
+        validation=validation,
+        holdout=holdout,
+        target=target,
+    )
 
 
 def resolve_features(spec: ModelSpec, frame: pd.DataFrame) -> FeatureSpec:

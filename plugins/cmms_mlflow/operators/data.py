@@ -155,6 +155,7 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "manifest")
     ui_color = "#e8f4ea"
+    manifest: Manifest  # extract_data's result (an XComArg when the DAG is parsed)
 
     def __init__(self, *, spec: Mapping[str, Any], manifest: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)

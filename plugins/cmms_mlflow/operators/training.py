@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from cmms_mlflow.notifiers import ModelEventNotifier
-    from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
+    from cmms_mlflow.records import DataReport, DecisionRecord, RegisteredVersion, TrainingResult
+    from cmms_pm.batch import Manifest
     from cmms_pm.registry_plan import Authority
     from cmms_pm.spec import ModelSpec
 
@@ -34,6 +35,9 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks", "tuning")
     operator_extra_links = (MlflowRunLink(),)
+    # What the upstream tasks returned, as ``execute`` sees them (XComArgs when the DAG is parsed).
+    dataset: Manifest
+    checks: DataReport | None
 
     def __init__(
         self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, tuning: Any = None, **kwargs: Any
@@ -197,6 +201,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "training")
     operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
+    training: TrainingResult  # train_model's result (an XComArg when the DAG is parsed)
 
     def __init__(
         self, *, model_name: str, training: Any, spec: Mapping[str, Any] | None = None, **kwargs: Any
@@ -206,7 +211,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
         self.training = training
         self.spec = spec
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> RegisteredVersion:
         run = client.get_run(self.training["run_id"])
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
         metrics = self.training["metrics"]
@@ -228,7 +233,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
         self.push_model_version_link(context, self.model_name, version.version)
         return {"name": self.model_name, "version": str(version.version), "run_id": self.training["run_id"]}
 
-    def openlineage(self, result: dict[str, Any] | None) -> Any:
+    def openlineage(self, result: RegisteredVersion | None) -> Any:
         """Reads the MLflow run (its logged model); writes the new model version."""
         if result is None:
             return None
@@ -325,6 +330,9 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
     )
     operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
+    # What the upstream tasks returned, as ``execute`` sees them (XComArgs when the DAG is parsed).
+    checks: DataReport | None
+    dataset: Manifest | None
 
     def __init__(
         self,
@@ -418,6 +426,7 @@ class MlflowDecisionOperator(MlflowBaseOperator):
     )
     operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
+    validation: DecisionRecord  # validate_model's record (an XComArg when the DAG is parsed)
 
     def __init__(
         self,
