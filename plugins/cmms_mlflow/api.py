@@ -474,7 +474,7 @@ def promote_model_version(
         tags = client.get_model_version(name, outcome["version"]).tags if body.stage == "Production" else {}
     if body.stage == "Production" and not outcome["unchanged"]:
         _announce_champion(name, outcome["version"], tags)
-    return outcome
+    return dict(outcome)  # FastAPI reads the annotation (dict) as the response model
 
 
 def _trigger(dag_id: str, conf: dict[str, Any], user: Any, request: Request) -> str:

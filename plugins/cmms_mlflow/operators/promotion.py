@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+    from cmms_mlflow.records import ResolvedVersion, StageChange
+
 
 class MlflowResolveVersionOperator(MlflowBaseOperator):
     """Turn ``version`` (a number, or ``"previous"`` = the champion the current one replaced) into a
@@ -34,7 +36,7 @@ class MlflowResolveVersionOperator(MlflowBaseOperator):
         self.model_name = model_name
         self.version = version
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> ResolvedVersion:
         from cmms_mlflow.promotion import existing_version, previous_champion
 
         requested = str(self.version).strip()
@@ -64,6 +66,7 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
         "override_approval",
     )
     operator_extra_links = (MlflowModelVersionLink(),)
+    resolved: ResolvedVersion  # resolve_version's record (an XComArg when the DAG is parsed)
 
     def __init__(
         self,
@@ -82,7 +85,7 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
         self.reason = reason
         self.override_approval = override_approval
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> StageChange:
         from cmms_mlflow.promotion import change_stage
 
         dag_run = context["dag_run"]
@@ -128,7 +131,7 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
             metrics.decision(self.model_name, outcome["kind"])
         return outcome
 
-    def openlineage(self, result: dict[str, Any] | None) -> Any:
+    def openlineage(self, result: StageChange | None) -> Any:
         """Moves one version: reads and writes it."""
         if result is None:
             return None

@@ -18,9 +18,15 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from cmms_mlflow.notifiers import ModelEventNotifier
-    from cmms_mlflow.records import DataReport, DecisionRecord, RegisteredVersion, TrainingResult
+    from cmms_mlflow.records import (
+        DataReport,
+        DecisionRecord,
+        PromotionOutcome,
+        RegisteredVersion,
+        TrainingResult,
+    )
     from cmms_pm.batch import Manifest
-    from cmms_pm.registry_plan import Authority
+    from cmms_pm.registry_plan import Authority, Outcome
     from cmms_pm.spec import ModelSpec
 
 
@@ -277,7 +283,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         self.from_stages = from_stages
         self.spec = spec
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> Outcome:
         ti = context["ti"]
         version = str(self.version)
         with registry.model_lock(self.hook.lock_dir, self.model_name) as lock:
@@ -495,7 +501,7 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
     the promotion is refused and nothing changes.
     """
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> PromotionOutcome:
         from cmms_mlflow.client_context import pickle_loading_disabled
         from cmms_mlflow.promotion import promote_validated
         from cmms_pm.spec import ModelSpec
@@ -543,7 +549,7 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
     """Archive a challenger that failed validation, or that a person rejected (or left unanswered
     until the approval timed out), with the reason as a tag."""
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> PromotionOutcome:
         ti = context["ti"]
         version = str(self.validation["challenger_version"])
         reason = self.validation["reason"]
