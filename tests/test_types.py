@@ -43,13 +43,15 @@ def test_mypy_finds_no_error_in_dags_plugins_and_include():
 
 
 def test_mypy_with_the_project_config_fails_on_a_type_error_in_our_code(tmp_path):
-    """A module of ours (in a package on the config's ``mypy_path``) with two mistakes: a wrong
-    return type, and a typo'd key of a record that travels between tasks (``DecisionRecord``)."""
+    """A module using ours (found through the config's ``mypy_path``) with three mistakes: a wrong
+    return type, a typo'd key of a record that travels between tasks (``DecisionRecord``) and one
+    of a spec section (``ModelSpec.drift``)."""
     module = tmp_path / "typecheck_probe.py"
     module.write_text(
         textwrap.dedent(
             """
             from cmms_mlflow.records import DecisionRecord
+            from cmms_pm.spec import ModelSpec
 
 
             def count(text: str) -> int:
@@ -58,6 +60,10 @@ def test_mypy_with_the_project_config_fails_on_a_type_error_in_our_code(tmp_path
 
             def challenger(record: DecisionRecord) -> str:
                 return record["challenger_verison"]
+
+
+            def psi(spec: ModelSpec) -> float:
+                return spec.drift["psi_treshold"]
             """
         )
     )
@@ -66,4 +72,5 @@ def test_mypy_with_the_project_config_fails_on_a_type_error_in_our_code(tmp_path
     assert out.returncode == 1, report
     assert 'Incompatible return value type (got "str", expected "int")' in report, report
     assert '"challenger_verison"' in report and "DecisionRecord" in report, report
-    assert "Found 2 errors in 1 file" in report, report
+    assert '"psi_treshold"' in report and '"Drift"' in report, report
+    assert "Found 3 errors in 1 file" in report, report
