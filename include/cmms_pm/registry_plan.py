@@ -837,11 +837,11 @@ def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
             outcome["resumed"] = {"key": request.resume.get("key"), "seq": request.resume.get("seq"),
                                   "versions": resumed}  # fmt: skip
     fresh = [v for v in pruned if v not in resumed]
-    if resumed:
+    if resumed and request.resume is not None:  # (resumed versions come from request.resume)
         # The earlier run's intent, already recorded (pending): its versions are all tagged ``pruning``
         # or ``pruned``; finish their deletions and complete that event (apply appends nothing twice).
         event = {
-            **{k: v for k, v in request.resume.items() if k not in ("seq", "status", "expect")},  # type: ignore[union-attr]
+            **{k: v for k, v in request.resume.items() if k not in ("seq", "status", "expect")},
             "settled": f"finished by the next retention run ({request.actor or '?'} at {request.at or '?'})",
         }
         steps.append(Step(_prune_writes(snapshot, resumed, request), event, intent=True))

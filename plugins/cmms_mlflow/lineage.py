@@ -19,6 +19,7 @@ parse-time import.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlparse
 
@@ -198,8 +199,8 @@ def file(uri: str) -> Dataset:
 
 
 def operator_lineage(
-    inputs: list[Dataset] = (),  # type: ignore[assignment]
-    outputs: list[Dataset] = (),  # type: ignore[assignment]
+    inputs: Sequence[Dataset] = (),
+    outputs: Sequence[Dataset] = (),
     *,
     tracking_uri: str | None = None,
     **run: Unpack[RunFields],

@@ -55,6 +55,13 @@ class Table:
     entity: str
     time: str | None  # None for assets (static)
 
+    @property
+    def time_column(self) -> str:
+        """The time column of a timed table (every table but ``assets``)."""
+        if self.time is None:
+            raise ValueError(f"timeseries.{self.name} has no time column")
+        return self.time
+
 
 @dataclass(frozen=True)
 class TimeSeriesConfig:
@@ -106,6 +113,12 @@ class TimeSeriesConfig:
                 time=part.get("time", time) if timed else None,
             )
 
+        def required(name: str) -> Table:  # telemetry and failures: the schema requires them
+            found = table(name)
+            if found is None:
+                raise KeyError(name)
+            return found
+
         features, label = section["features"], section["label"]
         failures, maintenance = section["failures"], section.get("maintenance") or {}
         alarms, assets = section.get("alarms") or {}, section.get("assets") or {}
@@ -119,9 +132,9 @@ class TimeSeriesConfig:
         return cls(
             entity=entity,
             time=time,
-            telemetry=table("telemetry"),  # type: ignore[arg-type]
+            telemetry=required("telemetry"),
             signals=tuple(section["telemetry"]["signals"]),
-            failures=table("failures"),  # type: ignore[arg-type]
+            failures=required("failures"),
             failure_component=failures.get("component_column"),
             components=tuple(failures.get("components", ())),
             maintenance=table("maintenance"),
