@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.hooks import MlflowHook
     from cmms_mlflow.notifiers import ModelEventNotifier
+    from cmms_mlflow.records import DecisionRecord
 
 APPROVAL_TIMEOUT_PARAM = "approval_timeout_hours"
 DEFAULT_TIMEOUT_HOURS = 24.0
@@ -54,6 +55,7 @@ class MlflowApprovalOperator(HITLBranchOperator):
         "mlflow_conn_id",
     )
     ui_color = "#fde9c9"
+    validation: DecisionRecord  # validate_model's record (an XComArg when the DAG is parsed)
 
     def __init__(
         self,
