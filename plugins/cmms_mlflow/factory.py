@@ -119,14 +119,16 @@ def _params(form: dict[str, dict[str, Any]]) -> dict[str, Param]:
 def _default_args(
     spec: ModelSpec, *, execution_timeout: timedelta, notifier: ModelEventNotifier | None
 ) -> dict[str, Any]:
-    """Retries with exponential backoff (a down MLflow or storage recovers; bad data fails at once);
-    a task's final failure is announced to the spec's channels (retries are not)."""
+    """Retries as the spec's ``retries`` says (default: 2, from 30 s with exponential backoff up to
+    10 min: a down MLflow or storage recovers; bad data fails at once); a task's final failure is
+    announced to the spec's channels (retries are not)."""
+    retries = spec.retries
     return {
         "owner": spec.owner,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
+        "retries": retries["attempts"],
+        "retry_delay": timedelta(seconds=retries["delay_seconds"]),
+        "retry_exponential_backoff": retries["exponential_backoff"],
+        "max_retry_delay": timedelta(seconds=retries["max_delay_seconds"]),
         "execution_timeout": execution_timeout,
         **_failure_callback(notifier),
     }
