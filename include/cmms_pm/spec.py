@@ -875,7 +875,7 @@ class ModelSpec:
 
     @property
     def retries(self) -> Mapping[str, Any]:
-        """``attempts`` / ``delay_seconds`` / ``exponential_backoff`` / ``max_delay_seconds`` of every task."""
+        """Every task's ``attempts``, ``delay_seconds``, ``exponential_backoff``, ``max_delay_seconds``."""
         return self.raw["retries"]
 
     @property
