@@ -279,7 +279,8 @@ _TUNING = {
         # Stop hopeless trials early (boosting libraries: by the validation PR-AUC of their rounds).
         "pruning": {"type": "boolean", "default": True},
         # What one trial task asks of a Kubernetes node (KubernetesExecutor: the pod_override of
-        # the tune tasks, cmms_mlflow.kubernetes). Kubernetes quantities: cpu "1" or "500m", memory "2Gi".
+        # the tune tasks, cmms_mlflow.integrations.kubernetes). Kubernetes quantities: cpu "1" or
+        # "500m", memory "2Gi".
         "resources": {
             "type": "object",
             "additionalProperties": False,
@@ -393,7 +394,7 @@ _OUTCOMES = {
     "default": None,
 }
 
-#: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.predict_api).
+#: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.www.predict_api).
 _SERVING = {
     "type": "object",
     "additionalProperties": False,
@@ -410,7 +411,7 @@ _SERVING = {
     },
     "default": {},
 }
-#: Where the scoring DAG's ``deliver`` task sends the scores (cmms_mlflow.operators.delivery).
+#: Where the scoring DAG's ``deliver`` task sends the scores (cmms_mlflow.operators.delivery_ops).
 _DELIVERY = {
     "type": "object",
     "additionalProperties": False,
@@ -441,7 +442,7 @@ _DELIVERY = {
     "default": {},
 }
 
-#: What a model keeps as it ages (``cmms_mlflow.retention``, the last step of its training and scoring
+#: What a model keeps as it ages (``cmms_mlflow.registry.pruning``, the last step of its training and scoring
 #: DAGs). ``null`` keeps everything: a spec without the section removes nothing, as before.
 RETENTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -584,7 +585,7 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
-        # Human approval before Production (cmms_mlflow.operators.approval): the training DAG asks
+        # Human approval before Production (cmms_mlflow.operators.approval_ops): the training DAG asks
         # in Airflow (Required actions) and waits; no answer within timeout_hours archives the version.
         "approval": {
             "type": "object",
@@ -616,7 +617,8 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
-        # Who hears of promotions, rejections, approvals needed and failed tasks (cmms_mlflow.notifiers).
+        # Who hears of promotions, rejections, approvals needed and failed tasks
+        # (cmms_mlflow.integrations.notifiers).
         # Nothing configured: nothing is sent.
         "notifications": {
             "type": "object",
