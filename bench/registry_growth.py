@@ -47,7 +47,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib import VENV_BIN, clean_env, free_port, loglog_slope, machine, table
+from lib import (
+    VENV_BIN,
+    clean_env,
+    free_port,
+    http_answers,
+    loglog_slope,
+    machine,
+    start_process,
+    stop_processes,
+    table,
+    wait_until_ready,
+)
 
 TARGET_MS = 200.0
 METRICS = ("f1", "precision", "recall", "roc_auc", "pr_auc", "accuracy", "brier", "log_loss")
@@ -282,25 +293,20 @@ def measure_rounds(
 
 def start_server(work: Path, store: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log = (work / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(
+    proc = start_process(
         [f"{VENV_BIN}/mlflow", "server", "--backend-store-uri", store, "--default-artifact-root",
          (work / "server-artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True,
+        env=clean_env(), log=work / "mlflow-server.log",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"mlflow server did not start; see {work / 'mlflow-server.log'}")
+    try:
+        wait_until_ready(
+            "mlflow server", http_answers(f"{url}/health", statuses={200}), processes=[proc], timeout=120
+        )
+    except BaseException:
+        stop_processes([proc])
+        raise
+    return proc, url
 
 
 def main() -> int:
@@ -381,8 +387,7 @@ def main() -> int:
         return 0 if ok else 3
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_processes([server])
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
