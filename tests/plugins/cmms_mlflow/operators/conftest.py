@@ -14,6 +14,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -153,3 +154,35 @@ def fresh_model(pipeline, mlflow_conn, tmp_path, monkeypatch) -> FreshModel:
         )
     )  # fmt: skip
     return FreshModel(spec=spec, name=name, version=registered["version"], run=run)
+
+
+@pytest.fixture
+def score_fleet(pipeline, run, tmp_path):
+    """``score_fleet(risk_threshold="None", run_id=...) -> (result, predictions, ti)``: execute the
+    session model's ``score_fleet`` on its scoring source (incoming/ai4i_fleet.csv, 300 machines, under
+    this test's data root)."""
+    import pandas as pd
+    from operator_context import TaskInstance
+
+    from cmms_mlflow.operators import MlflowBatchScoreOperator
+
+    ai4i_like(300, seed=44).to_csv(tmp_path / "data" / "incoming" / "ai4i_fleet.csv", index=False)
+    dag_id = pipeline.spec.scoring_dag_id
+
+    def score(risk_threshold: str = "None", run_id: str = "scheduled__2026-07-02"):
+        ti = TaskInstance(dag_id=dag_id, run_id=run_id, task_id="score_fleet")
+        run_after = pd.Timestamp("2026-07-02T03:00:00+00:00")
+        context = {
+            "ti": ti,
+            "dag_run": SimpleNamespace(dag_id=dag_id, run_id=run_id, run_after=run_after, run_type="manual"),
+            "triggering_asset_events": {},
+            "params": {},
+        }
+        operator = MlflowBatchScoreOperator(
+            task_id="score_fleet", spec=pipeline.spec.to_dict(), model_name=pipeline.model_name,
+            risk_threshold=risk_threshold,
+        )  # fmt: skip
+        [result] = operator.execute(context)
+        return result, pd.read_parquet(result["predictions_uri"]), ti
+
+    return score
