@@ -157,19 +157,25 @@ def fresh_model(pipeline, mlflow_conn, tmp_path, monkeypatch) -> FreshModel:
 
 
 @pytest.fixture
-def score_fleet(pipeline, run, tmp_path):
-    """``score_fleet(risk_threshold="None", run_id=...) -> (result, predictions, ti)``: execute the
-    session model's ``score_fleet`` on its scoring source (incoming/ai4i_fleet.csv, 300 machines, under
-    this test's data root)."""
+def score_fleet(pipeline, run):
+    """``score_fleet(risk_threshold="None", run_id=..., spec=None) -> (result, predictions, ti)``: execute
+    ``score_fleet`` of ``spec``'s scoring DAG (default: the session model's) on its scoring source
+    (incoming/ai4i_fleet.csv, 300 machines, written under the data root of the moment)."""
+    import os
+
     import pandas as pd
     from operator_context import TaskInstance
 
     from cmms_mlflow.operators import MlflowBatchScoreOperator
 
-    ai4i_like(300, seed=44).to_csv(tmp_path / "data" / "incoming" / "ai4i_fleet.csv", index=False)
-    dag_id = pipeline.spec.scoring_dag_id
-
-    def score(risk_threshold: str = "None", run_id: str = "scheduled__2026-07-02"):
+    def score(
+        risk_threshold: str = "None", run_id: str = "scheduled__2026-07-02", spec: ModelSpec | None = None
+    ):
+        spec = spec or pipeline.spec
+        incoming = Path(os.environ["CMMS_DATA_ROOT"]) / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        ai4i_like(300, seed=44).to_csv(incoming / "ai4i_fleet.csv", index=False)
+        dag_id = spec.scoring_dag_id
         ti = TaskInstance(dag_id=dag_id, run_id=run_id, task_id="score_fleet")
         run_after = pd.Timestamp("2026-07-02T03:00:00+00:00")
         context = {
@@ -179,7 +185,7 @@ def score_fleet(pipeline, run, tmp_path):
             "params": {},
         }
         operator = MlflowBatchScoreOperator(
-            task_id="score_fleet", spec=pipeline.spec.to_dict(), model_name=pipeline.model_name,
+            task_id="score_fleet", spec=spec.to_dict(), model_name=spec.registered_model,
             risk_threshold=risk_threshold,
         )  # fmt: skip
         [result] = operator.execute(context)
