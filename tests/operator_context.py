@@ -75,6 +75,7 @@ def operator_runner(spec, model_name: str, tmp_path: Path, monkeypatch):
             "data_interval_end": end,
             "outlet_events": OutletEvents(),
         }  # fmt: skip
+        _run.ti = context["ti"]  # type: ignore[attr-defined]  # what the last task pushed (ti.pushed)
         return operator.execute(context)
 
     return _run
