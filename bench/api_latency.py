@@ -239,7 +239,7 @@ def seed_champion(mlflow_uri: str, artifacts: str, model_name: str, versions: in
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
     from mlflow import MlflowClient
 
-    from cmms_mlflow import registry
+    from cmms_mlflow.registry import model_registry
 
     client = MlflowClient(tracking_uri=mlflow_uri)
     experiment = client.create_experiment("bench_api", artifact_location=artifacts)
@@ -259,7 +259,7 @@ def seed_champion(mlflow_uri: str, artifacts: str, model_name: str, versions: in
             "champion_version": str(number - 1) if number > 1 else "",
             "validation_status": "passed",
         }
-        version = registry.register_version(
+        version = model_registry.register_version(
             client,
             name=model_name,
             source=f"{artifacts}/unused-{number}",
@@ -267,7 +267,7 @@ def seed_champion(mlflow_uri: str, artifacts: str, model_name: str, versions: in
             description="bench",
             tags=tags,
         )
-        registry.promote(
+        model_registry.promote(
             client,
             model_name,
             str(version.version),

@@ -51,7 +51,7 @@ def imports() -> None:
     import pyarrow.parquet  # noqa: F401
     import sklearn.ensemble  # noqa: F401
 
-    from cmms_mlflow.model_loading import import_skops
+    from cmms_mlflow.tracking.model_loading import import_skops
 
     import_skops()
 

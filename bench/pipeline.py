@@ -76,7 +76,7 @@ TASKS = (
 )
 TRAINING_TASKS = {"train_model"}
 #: The shipped spec's registered model, which every (c) and (d) run trains, and the suffix of its
-#: history experiment (cmms_mlflow.history.EXPERIMENT_SUFFIX).
+#: history experiment (cmms_mlflow.registry.history.EXPERIMENT_SUFFIX).
 SPEC_MODEL = "predictive_maintenance_rf"
 HISTORY_SUFFIX = "__history"
 MODES = {

@@ -54,8 +54,8 @@ def train_champion(mlflow_uri: str, artifacts: str, train_rows: int, work: Path)
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
     from mlflow import MlflowClient
 
-    from cmms_mlflow import registry
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.registry import model_registry
+    from cmms_mlflow.tracking.training_run import log_training_run
     from cmms_pm.batch import prepare_batch
     from cmms_pm.spec import load_spec
 
@@ -73,11 +73,11 @@ def train_champion(mlflow_uri: str, artifacts: str, train_rows: int, work: Path)
         client, experiment_id=experiment, manifest=manifest, spec=spec, estimator=spec.estimator,
         hyperparameters=dict(spec.estimator_params), tags=provenance, run_name="bench-predict",
     )  # fmt: skip
-    version = registry.register_version(
+    version = model_registry.register_version(
         client, name=MODEL, source=trained["model_uri"], run_id=trained["run_id"], description="bench",
         tags={},
     )  # fmt: skip
-    registry.promote(
+    model_registry.promote(
         client, MODEL, str(version.version), expected_champion=None, lock_dir=None,
         audit={"promoted_by": "bench", "promoted_at": "2026-11-27T00:00Z", "promotion_reason": "bench"},
         key="benchpredict",

@@ -98,7 +98,7 @@ def build(client: Any, name: str, versions: int, events: int, artifacts: str) ->
     events each: staged, (events - 2) approval answers, then promoted (every third) or rejected."""
     from mlflow.entities import Metric, Param
 
-    from cmms_mlflow import registry
+    from cmms_mlflow.registry import model_registry
     from cmms_pm.registry_plan import Request
 
     experiment = client.create_experiment(f"{name}_runs", artifact_location=f"{artifacts}/{name}")
@@ -117,18 +117,18 @@ def build(client: Any, name: str, versions: int, events: int, artifacts: str) ->
         )  # fmt: skip
         client.set_terminated(run_id)
         version = str(
-            registry.register_version(
+            model_registry.register_version(
                 client, name=name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
                 description="bench", tags=_version_tags(number),
             ).version
         )  # fmt: skip
         at = f"2026-01-01T02:{number % 60:02d}:00+00:00"
-        registry.transition(
+        model_registry.transition(
             client, name, version, "Staging", from_stages=("None",), actor="bench", at=at,
             reason="challenger", key=f"s{version}",
         )  # fmt: skip
         for extra in range(max(events - 2, 0)):
-            registry.execute(
+            model_registry.execute(
                 client,
                 name,
                 Request(kind="approval", version=version, actor="bench", at=at, reason="approved by bench",
@@ -136,14 +136,14 @@ def build(client: Any, name: str, versions: int, events: int, artifacts: str) ->
                 lock=None,
             )  # fmt: skip
         if number % 3 == 1 or champion is None:
-            registry.promote(
+            model_registry.promote(
                 client, name, version, expected_champion=champion, lock_dir=None,
                 audit={"promoted_by": "bench", "promoted_at": at, "promotion_reason": "bench"},
                 key=f"p{version}",
             )  # fmt: skip
             champion = version
         else:
-            registry.reject(client, name, version, reason="below the champion", lock_dir=None, at=at,
+            model_registry.reject(client, name, version, reason="below the champion", lock_dir=None, at=at,
                             key=f"r{version}")  # fmt: skip
     index_for_pruning(client, name)
     return {"champion": champion, "seconds": time.perf_counter() - started}
@@ -156,7 +156,7 @@ def index_for_pruning(client: Any, name: str) -> None:
 
     from cmms_pm.spec import PROJECT_DIR, load_spec
 
-    retention = _optional("cmms_mlflow.retention")
+    retention = _optional("cmms_mlflow.registry.pruning")
     if not hasattr(retention, "prune_snapshot"):  # an older checkout: no retention index to build
         return
     spec = load_spec(PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml")
@@ -177,7 +177,7 @@ def _optional(module: str) -> Any:
 
 def last_page_token(client: Any, name: str, limit: int) -> tuple[str | None, int]:
     """The token of the history's last page of ``limit`` events and how many pages there are."""
-    from cmms_mlflow import history
+    from cmms_mlflow.registry import history
 
     token, last, pages = None, None, 0
     while True:
@@ -190,7 +190,7 @@ def last_page_token(client: Any, name: str, limit: int) -> tuple[str | None, int
 
 def page_through(client: Any, name: str, limit: int) -> dict[str, Any]:
     """Every event of the history, page by page: count, duplicates, order."""
-    from cmms_mlflow import history
+    from cmms_mlflow.registry import history
 
     seqs: list[int] = []
     token = None
@@ -215,13 +215,14 @@ def reads(client: Any, hook: Any, name: str, champion: str) -> dict[str, Callabl
     checkout does not have it — the bench also runs against older checkouts for the before column)."""
     import inspect
 
-    from cmms_mlflow import api, history, model_overview, registry
+    from cmms_mlflow.registry import history, model_registry
+    from cmms_mlflow.www import model_overview, routes
     from cmms_pm import registry_plan
 
-    retention = _optional("cmms_mlflow.retention")
+    retention = _optional("cmms_mlflow.registry.pruning")
     from cmms_pm.registry_plan import Request
 
-    snapshot = registry.read_snapshot(client, name)
+    snapshot = model_registry.read_snapshot(client, name)
     oldest = min(snapshot.versions, key=int)
     newest = max(snapshot.versions, key=int)
     counter = iter(range(10**9))
@@ -230,7 +231,7 @@ def reads(client: Any, hook: Any, name: str, champion: str) -> dict[str, Callabl
         key = f"bench{next(counter)}x{time.time_ns()}"
         request = Request(kind="approval", version=newest, actor="bench", at="t", reason="bench", key=key,
                           tags={"bench_note": key})  # fmt: skip
-        registry.execute(client, name, request, lock=None)  # what every write path does
+        model_registry.execute(client, name, request, lock=None)  # what every write path does
 
     def append() -> None:
         key = f"append{next(counter)}x{time.time_ns()}"
@@ -240,16 +241,16 @@ def reads(client: Any, hook: Any, name: str, champion: str) -> dict[str, Callabl
     token, _ = last_page_token(client, name, 50)
 
     def production() -> None:
-        mark, model = api._registry_mark(client, name)
-        api._production_answer(client, name, model)
+        mark, model = routes._registry_mark(client, name)
+        routes._production_answer(client, name, model)
 
     request = Request(kind="promotion", version=newest, stage="Production", key="plan-only")
-    lean = "versions" in inspect.signature(registry.read_snapshot).parameters
+    lean = "versions" in inspect.signature(model_registry.read_snapshot).parameters
     return {
         "snapshot (every write path)": (
-            (lambda: registry.read_snapshot(client, name, versions=[newest]))
+            (lambda: model_registry.read_snapshot(client, name, versions=[newest]))
             if lean
-            else (lambda: registry.read_snapshot(client, name))
+            else (lambda: model_registry.read_snapshot(client, name))
         ),
         f"snapshot (pruning, keep {KEEP_ARCHIVED} archived)": (
             (lambda: retention.prune_snapshot(client, name)) if hasattr(retention, "prune_snapshot") else None
@@ -343,7 +344,7 @@ def main() -> int:
         os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": uri})
         from mlflow import MlflowClient
 
-        from cmms_mlflow.hooks import MlflowHook
+        from cmms_mlflow.hooks.mlflow_hook import MlflowHook
 
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         hook = MlflowHook()

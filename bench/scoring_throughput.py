@@ -72,9 +72,9 @@ def prepare(work: Path, sizes: list[int], train_rows: int) -> dict:
     import yaml
     from mlflow import MlflowClient
 
-    from cmms_mlflow import registry
-    from cmms_mlflow.promotion import change_stage
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.registry import model_registry
+    from cmms_mlflow.registry.promotion import change_stage
+    from cmms_mlflow.tracking.training_run import log_training_run
     from cmms_pm.batch import prepare_batch
     from cmms_pm.data import write_frame
     from cmms_pm.fleet import latest_telemetry
@@ -98,7 +98,7 @@ def prepare(work: Path, sizes: list[int], train_rows: int) -> dict:
         client, experiment_id=experiment_id, manifest=manifest, spec=spec, estimator="random_forest",
         hyperparameters=dict(spec.estimator_params), tags=training_provenance(spec), run_name="champion",
     )  # fmt: skip
-    version = registry.register_version(
+    version = model_registry.register_version(
         client, name=MODEL_NAME, source=trained["model_uri"], run_id=trained["run_id"],
         description="scoring throughput bench", tags={"decision_threshold": repr(trained["threshold"])},
     )  # fmt: skip

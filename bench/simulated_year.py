@@ -177,7 +177,7 @@ class Year:
         from mlflow import MlflowClient
 
         from cmms_mlflow.factory import build_dags
-        from cmms_mlflow.hooks import MlflowHook
+        from cmms_mlflow.hooks.mlflow_hook import MlflowHook
         from cmms_pm.params import training_params
         from cmms_pm.spec import load_spec
 
@@ -193,7 +193,7 @@ class Year:
         self.hook = MlflowHook()
 
     def night(self, night: int, todo: set[str]) -> dict[str, Any]:
-        from cmms_mlflow import registry
+        from cmms_mlflow.registry import model_registry
         from cmms_pm.registry_plan import PRUNED, RETENTION_TAG
 
         when = FIRST_NIGHT + timedelta(days=night - 1)
@@ -212,7 +212,9 @@ class Year:
         ran = [ti for ti in tis if ti.start_date and ti.end_date]
         tasks_s = (max(ti.end_date for ti in ran) - min(ti.start_date for ti in ran)).total_seconds()
         rollback_s = None
-        if "rollback" in todo and registry.get_version_by_alias(self.client, self.name, "previous_champion"):
+        if "rollback" in todo and model_registry.get_version_by_alias(
+            self.client, self.name, "previous_champion"
+        ):
             began = time.perf_counter()
             back = self.promotion.test(
                 logical_date=when + timedelta(hours=6), run_after=when + timedelta(hours=6),
@@ -236,7 +238,7 @@ class Year:
             # load, unlike wall time (the robust first-vs-last-month ratio on a shared machine).
             "cpu_s": round(cpu, 2),
             "rollback_s": round(rollback_s, 2) if rollback_s is not None else 0.0,
-            "champion": registry.champion_version(self.client, self.name) or "",
+            "champion": model_registry.champion_version(self.client, self.name) or "",
             "versions": len(versions),
             "pruned_versions": sum(1 for v in versions if (v.tags or {}).get(RETENTION_TAG) == PRUNED),
             # The night's version: what its drift check measured against the champion's training data
@@ -256,9 +258,9 @@ class Year:
     def reads(self) -> dict[str, float]:
         from registry_growth import reads
 
-        from cmms_mlflow import registry
+        from cmms_mlflow.registry import model_registry
 
-        champion = registry.champion_version(self.client, self.name)
+        champion = model_registry.champion_version(self.client, self.name)
         calls = reads(self.client, self.hook, self.name, champion)
         out: dict[str, float] = {}
         for column, label in READS.items():
@@ -276,7 +278,7 @@ class Year:
         return out
 
     def history_events(self) -> int:
-        from cmms_mlflow import history
+        from cmms_mlflow.registry import history
 
         events, _ = history.read_page(self.client, self.name, limit=1)
         return int(events[0]["seq"]) if events else 0

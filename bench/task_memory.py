@@ -79,7 +79,7 @@ def step(name: str, rows: int, work: Path, n_estimators: int, estimator_kind: st
         import mlflow
         from mlflow import MlflowClient
 
-        from cmms_mlflow.training_run import log_training_run
+        from cmms_mlflow.tracking.training_run import log_training_run
 
         mlflow_uri = f"sqlite:///{work / f'mlflow-{rows}.db'}"
         mlflow.set_tracking_uri(mlflow_uri)

@@ -106,9 +106,9 @@ def worker_pipeline(root: Path, out: Path, memory_limit: str) -> dict:
     import os
 
     os.environ["CMMS_DATA_ROOT"] = os.environ["CMMS_SOURCE_ROOTS"] = str(root)
-    from cmms_pm.timeseries.batch import prepare_timeseries_batch
     from cmms_pm.timeseries.build import epoch, file_sources
     from cmms_pm.timeseries.engine import DuckDBEngine
+    from cmms_pm.timeseries.snapshot_batch import prepare_timeseries_batch
 
     model = spec()
     with DuckDBEngine(memory_limit=memory_limit, temp_directory=str(root)) as engine:
@@ -132,9 +132,9 @@ def engine_sql(root: Path, memory_limit: str) -> str:
     os.environ["CMMS_DATA_ROOT"] = os.environ["CMMS_SOURCE_ROOTS"] = str(root)
     import duckdb
 
-    from cmms_pm.timeseries.batch import training_range
     from cmms_pm.timeseries.build import epoch, file_sources
     from cmms_pm.timeseries.engine import DuckDBEngine
+    from cmms_pm.timeseries.snapshot_batch import training_range
     from cmms_pm.timeseries.sql import DUCKDB, Snapshots, feature_query
 
     config = spec().timeseries

@@ -31,7 +31,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag
 
-from cmms_mlflow.assets import CHAMPION_ALIAS
+from cmms_mlflow.integrations.assets import CHAMPION_ALIAS
 from cmms_mlflow.operators import PROMOTION_POOL, MlflowChangeStageOperator, MlflowResolveVersionOperator
 from cmms_pm.spec import MODEL_NAME_PATTERN, load_specs
 

@@ -53,7 +53,7 @@ def main(job_file: str) -> None:
 
     from mlflow import MlflowClient
 
-    from cmms_mlflow import promotion
+    from cmms_mlflow.registry import promotion
     from cmms_pm import registry_plan
 
     client = MlflowClient(tracking_uri=job["tracking_uri"], registry_uri=job["tracking_uri"])
@@ -83,7 +83,7 @@ def main(job_file: str) -> None:
     MlflowClient.transition_model_version_stage = staged
     MlflowClient.set_registered_model_alias = aliased
     if job.get("kill_before_history_complete"):
-        from cmms_mlflow import history
+        from cmms_mlflow.registry import history
 
         def killed(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -103,9 +103,9 @@ def main(job_file: str) -> None:
             raise TimeoutError(f"no open.{index}")
         expected = round_.get("expected", promotion.ANY_CHAMPION)
         if expected == "current":  # the champion seen before the round, as a validation saw it
-            from cmms_mlflow import registry
+            from cmms_mlflow.registry import model_registry
 
-            champion = registry.get_champion(client, job["name"])
+            champion = model_registry.get_champion(client, job["name"])
             expected = str(champion.version) if champion is not None else None
         (folder / f"ready.{index}.{worker}").touch()
         if not _wait_for(folder / f"go.{index}", 300):

@@ -19,12 +19,12 @@ def main(raw: str) -> None:
     job = json.loads(raw)
     from mlflow import MlflowClient
 
-    from cmms_mlflow import registry, retention
+    from cmms_mlflow.registry import model_registry, pruning
     from cmms_pm import registry_plan
     from cmms_pm.spec import ModelSpec
 
     kill_at = job["kill_at"]
-    real_delete, real_tags = registry.delete_artifacts, registry._set_tags
+    real_delete, real_tags = model_registry.delete_artifacts, model_registry._set_tags
 
     def delete(uri: str) -> None:
         if kill_at == "after_intent":
@@ -41,9 +41,9 @@ def main(raw: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         real_tags(client, name, version, values)
 
-    registry.delete_artifacts, registry._set_tags = delete, tags
+    model_registry.delete_artifacts, model_registry._set_tags = delete, tags
     client = MlflowClient(tracking_uri=job["tracking_uri"], registry_uri=job["tracking_uri"])
-    retention.prune_versions(
+    pruning.prune_versions(
         client,
         job["name"],
         spec=ModelSpec.from_dict(job["spec"]),

@@ -1,7 +1,7 @@
 """Human approval before Production, as pure functions: where a validated run goes next, and what a
 person's answer (or its absence) means for the version.
 
-The Airflow side (``cmms_mlflow.operators.approval``) asks through Airflow's human-in-the-loop
+The Airflow side (``cmms_mlflow.operators.approval_ops``) asks through Airflow's human-in-the-loop
 operator and records :func:`approval_outcome` on the model version.
 """
 

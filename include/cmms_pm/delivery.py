@@ -1,7 +1,7 @@
 """Delivering scores to the CMMS: rows for its table (one per model, asset and scoring day) and
 work-order suggestions for its webhook (the top-K alerts, each with an idempotency key).
 
-No Airflow, no MLflow: the scoring DAG's ``deliver`` task (``cmms_mlflow.operators.delivery``)
+No Airflow, no MLflow: the scoring DAG's ``deliver`` task (``cmms_mlflow.operators.delivery_ops``)
 reads the predictions, gets a SQLAlchemy engine from an Airflow SQL connection and posts through
 an Airflow HTTP connection; the rules live here.
 

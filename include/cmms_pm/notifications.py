@@ -1,6 +1,6 @@
 """What a model notification says: one JSON-able event, and its e-mail subject and body.
 
-Pure data and text (no Airflow import): ``cmms_mlflow.notifiers`` fills the event from a task's
+Pure data and text (no Airflow import): ``cmms_mlflow.integrations.notifiers`` fills the event from a task's
 context and sends it by e-mail and to a JSON webhook. An event carries the model, the version,
 the decision and its reason, the metrics, links to the MLflow and Airflow pages and the Airflow
 run — never a connection password, a token or a URI's credentials: :func:`strip_credentials`

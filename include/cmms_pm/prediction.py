@@ -1,7 +1,7 @@
 """Online prediction: a request's rows as a frame the champion reads, then each row's risk, alert,
 contract issues and reasons.
 
-Pure domain code (no Airflow, no MLflow, no HTTP): ``cmms_mlflow.predict_api`` parses and limits the
+Pure domain code (no Airflow, no MLflow, no HTTP): ``cmms_mlflow.www.predict_api`` parses and limits the
 request, keeps the champion warm and calls :func:`rows_frame` then :func:`predict`; batch scoring
 (``cmms_pm.fleet.score_frame``) reads the same risks, flags and reasons from :func:`predict`.
 

@@ -3,7 +3,7 @@
 Pure domain code (no MLflow, no Airflow), like :mod:`cmms_pm.policy`. The plugin reads one
 :class:`Snapshot` of a registered model under its lock, calls :func:`plan` with a
 :class:`Request`, and applies the returned :class:`Plan` in one place
-(``cmms_mlflow.registry.apply``). A crash between two writes is harmless: the next write path
+(``cmms_mlflow.registry.model_registry.apply``). A crash between two writes is harmless: the next write path
 reads the next snapshot, and :func:`repair` puts the invariants back before anything else.
 
 Invariants (stages are the truth; aliases are a view of them):
@@ -650,7 +650,7 @@ def _newest_first(versions: Any) -> list[str]:
     return sorted((str(v) for v in versions), key=int, reverse=True)
 
 
-# --- retention: the artifacts of old archived versions (cmms_mlflow.retention) ---------------------
+# --- retention: the artifacts of old archived versions (cmms_mlflow.registry.pruning) ---------------------
 
 #: Version tag of retention: :data:`PRUNING` while the version's artifacts are being removed (the
 #: intent, written first), :data:`PRUNED` once they are gone. The version, its tags, metrics and

@@ -451,8 +451,8 @@ def add_timeseries_arguments(parser: argparse.ArgumentParser) -> None:
 
 def timeseries_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``make new-model NAME=... TELEMETRY=... FAILURES=...``: write a time-series spec, say why."""
-    from cmms_pm.timeseries.scaffold import describe as describe_timeseries
-    from cmms_pm.timeseries.scaffold import scaffold_timeseries
+    from cmms_pm.timeseries.telemetry_scaffold import describe as describe_timeseries
+    from cmms_pm.timeseries.telemetry_scaffold import scaffold_timeseries
 
     for option in ("telemetry", "failures"):
         if not getattr(args, option):

@@ -279,7 +279,8 @@ _TUNING = {
         # Stop hopeless trials early (boosting libraries: by the validation PR-AUC of their rounds).
         "pruning": {"type": "boolean", "default": True},
         # What one trial task asks of a Kubernetes node (KubernetesExecutor: the pod_override of
-        # the tune tasks, cmms_mlflow.kubernetes). Kubernetes quantities: cpu "1" or "500m", memory "2Gi".
+        # the tune tasks, cmms_mlflow.integrations.kubernetes). Kubernetes quantities: cpu "1" or
+        # "500m", memory "2Gi".
         "resources": {
             "type": "object",
             "additionalProperties": False,
@@ -393,7 +394,7 @@ _OUTCOMES = {
     "default": None,
 }
 
-#: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.predict_api).
+#: The model API's predict route (``POST /api/v1/ml/models/{name}/predict``, cmms_mlflow.www.predict_api).
 _SERVING = {
     "type": "object",
     "additionalProperties": False,
@@ -410,7 +411,7 @@ _SERVING = {
     },
     "default": {},
 }
-#: Where the scoring DAG's ``deliver`` task sends the scores (cmms_mlflow.operators.delivery).
+#: Where the scoring DAG's ``deliver`` task sends the scores (cmms_mlflow.operators.delivery_ops).
 _DELIVERY = {
     "type": "object",
     "additionalProperties": False,
@@ -441,7 +442,7 @@ _DELIVERY = {
     "default": {},
 }
 
-#: What a model keeps as it ages (``cmms_mlflow.retention``, the last step of its training and scoring
+#: What a model keeps as it ages (``cmms_mlflow.registry.pruning``, the last step of its training and scoring
 #: DAGs). ``null`` keeps everything: a spec without the section removes nothing, as before.
 RETENTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -584,7 +585,7 @@ SPEC_SCHEMA: dict[str, Any] = {
             },
             "default": {},
         },
-        # Human approval before Production (cmms_mlflow.operators.approval): the training DAG asks
+        # Human approval before Production (cmms_mlflow.operators.approval_ops): the training DAG asks
         # in Airflow (Required actions) and waits; no answer within timeout_hours archives the version.
         "approval": {
             "type": "object",
@@ -603,7 +604,21 @@ SPEC_SCHEMA: dict[str, Any] = {
             "default": {},
         },
         "retention": RETENTION_SCHEMA,
-        # Who hears of promotions, rejections, approvals needed and failed tasks (cmms_mlflow.notifiers).
+        # Every task's retries (Airflow's retries / retry_delay / exponential backoff): a down MLflow or
+        # storage recovers; bad data fails at once (typed errors are not retried).
+        "retries": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "attempts": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2},
+                "delay_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 30},
+                "exponential_backoff": {"type": "boolean", "default": True},
+                "max_delay_seconds": {"type": "number", "minimum": 0, "maximum": 86400, "default": 600},
+            },
+            "default": {},
+        },
+        # Who hears of promotions, rejections, approvals needed and failed tasks
+        # (cmms_mlflow.integrations.notifiers).
         # Nothing configured: nothing is sent.
         "notifications": {
             "type": "object",
@@ -859,6 +874,11 @@ class ModelSpec:
     def retention(self) -> Mapping[str, Any]:
         """``keep_batches`` / ``keep_archived_versions`` (``None``: keep everything)."""
         return self.raw["retention"]
+
+    @property
+    def retries(self) -> Mapping[str, Any]:
+        """Every task's ``attempts``, ``delay_seconds``, ``exponential_backoff``, ``max_delay_seconds``."""
+        return self.raw["retries"]
 
     @property
     def notifications(self) -> Mapping[str, Any]:
@@ -1134,13 +1154,27 @@ def _split_problems(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _retries_problems(retries: Mapping[str, Any]) -> list[str]:
+    if retries["max_delay_seconds"] < retries["delay_seconds"]:
+        return [
+            f"retries.max_delay_seconds: {retries['max_delay_seconds']} is below "
+            f"delay_seconds {retries['delay_seconds']}"
+        ]
+    return []
+
+
 def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     """Rules JSON Schema cannot say: no column in two roles, declared-or-inferred features."""
     problems = []
     if "timeseries" in raw:
         # Its features, ids and source are derived (checked by _timeseries_problems); the model's
         # own sections are checked as for a flat spec (its ids: the entity and the snapshot time).
-        return _notification_problems(raw) + _tuning_problems(raw) + _decision_problems(raw["decision"])
+        return (
+            _notification_problems(raw)
+            + _tuning_problems(raw)
+            + _decision_problems(raw["decision"])
+            + _retries_problems(raw["retries"])
+        )
     problems += _split_problems(raw)
     features = raw["features"]
     declared = [*features["categorical"], *features["numeric"], *features["integer"]]
@@ -1177,6 +1211,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     if negative is not None and str(negative) == str(raw["target"]["positive"]):
         problems.append("target.negative: must differ from target.positive")
     problems += _notification_problems(raw)
+    problems += _retries_problems(raw["retries"])
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")

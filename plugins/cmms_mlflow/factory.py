@@ -23,8 +23,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, task
 
-from cmms_mlflow.assets import champion_asset, retrain_asset
-from cmms_mlflow.notifiers import ModelEventNotifier
+from cmms_mlflow.integrations.assets import champion_asset, retrain_asset
+from cmms_mlflow.integrations.notifiers import ModelEventNotifier
 from cmms_mlflow.operators import (
     ExtractBatchOperator,
     MlflowBatchScoreOperator,
@@ -37,12 +37,12 @@ from cmms_mlflow.operators import (
     MlflowValidateDataOperator,
     MlflowValidateModelOperator,
 )
-from cmms_mlflow.operators.approval import MlflowApprovalOperator
-from cmms_mlflow.operators.delivery import DeliverScoresOperator
-from cmms_mlflow.operators.outcomes import MlflowMeasureOutcomesOperator, MlflowRequestRetrainingOperator
-from cmms_mlflow.operators.retention import MlflowRetentionOperator
-from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
-from cmms_mlflow.outcomes import lookback_days
+from cmms_mlflow.operators.approval_ops import MlflowApprovalOperator
+from cmms_mlflow.operators.delivery_ops import DeliverScoresOperator
+from cmms_mlflow.operators.outcomes_ops import MlflowMeasureOutcomesOperator, MlflowRequestRetrainingOperator
+from cmms_mlflow.operators.retention_ops import MlflowRetentionOperator
+from cmms_mlflow.operators.tuning_ops import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
+from cmms_mlflow.tracking.realized_outcomes import lookback_days
 from cmms_pm.approval import APPROVAL_TASK_ID
 from cmms_pm.exceptions import SpecError
 from cmms_pm.params import scoring_params, training_params
@@ -119,14 +119,16 @@ def _params(form: dict[str, dict[str, Any]]) -> dict[str, Param]:
 def _default_args(
     spec: ModelSpec, *, execution_timeout: timedelta, notifier: ModelEventNotifier | None
 ) -> dict[str, Any]:
-    """Retries with exponential backoff (a down MLflow or storage recovers; bad data fails at once);
-    a task's final failure is announced to the spec's channels (retries are not)."""
+    """Retries as the spec's ``retries`` says (default: 2, from 30 s with exponential backoff up to
+    10 min: a down MLflow or storage recovers; bad data fails at once); a task's final failure is
+    announced to the spec's channels (retries are not)."""
+    retries = spec.retries
     return {
         "owner": spec.owner,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
+        "retries": retries["attempts"],
+        "retry_delay": timedelta(seconds=retries["delay_seconds"]),
+        "retry_exponential_backoff": retries["exponential_backoff"],
+        "max_retry_delay": timedelta(seconds=retries["max_delay_seconds"]),
         "execution_timeout": execution_timeout,
         **_failure_callback(notifier),
     }
@@ -302,7 +304,7 @@ def _tuning_tasks(spec: ModelSpec, definition: dict[str, Any], extract: Any, che
     study = MlflowCreateStudyOperator(
         task_id="create_study", spec=definition, dataset=extract.output, checks=checks.output
     )
-    from cmms_mlflow.kubernetes import trial_executor_config
+    from cmms_mlflow.integrations.kubernetes import trial_executor_config
 
     tune = MlflowTuneTrialsOperator.partial(
         task_id="tune",

@@ -10,9 +10,9 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from cmms_mlflow.links import MlflowModelVersionLink, MlflowRunLink
+from cmms_mlflow.integrations.links import MlflowModelVersionLink, MlflowRunLink
 
-#: The Models page: an entry of Airflow's navigation, shown in an iframe (``cmms_mlflow.ui``).
+#: The Models page: an entry of Airflow's navigation, shown in an iframe (``cmms_mlflow.www.ui``).
 MODELS_VIEW = {
     "name": "Models",
     "href": "/cmms-ui/models/",
@@ -37,11 +37,11 @@ class _FastApiApps:
     and Airflow's API security for it."""
 
     def __get__(self, instance: Any, owner: type) -> list[dict[str, Any]]:
-        from cmms_mlflow import api, predict_api, ui
+        from cmms_mlflow.www import predict_api, routes, ui
 
-        predict_api.install(api.app)  # POST /models/{name}/predict, with the app's authentication
+        predict_api.install(routes.app)  # POST /models/{name}/predict, with the app's authentication
         return [
-            {"app": api.app, "url_prefix": api.URL_PREFIX, "name": "CMMS model API"},
+            {"app": routes.app, "url_prefix": routes.URL_PREFIX, "name": "CMMS model API"},
             {"app": ui.app, "url_prefix": ui.URL_PREFIX, "name": "CMMS Models page"},
         ]
 

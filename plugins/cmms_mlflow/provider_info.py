@@ -14,9 +14,12 @@ def get_provider_info() -> dict:
         "connection-types": [
             {
                 "connection-type": "mlflow",
-                "hook-class-name": "cmms_mlflow.hooks.MlflowHook",
+                "hook-class-name": "cmms_mlflow.hooks.mlflow_hook.MlflowHook",
                 "hook-name": "MLflow",
             }
         ],
-        "extra-links": ["cmms_mlflow.links.MlflowRunLink", "cmms_mlflow.links.MlflowModelVersionLink"],
+        "extra-links": [
+            "cmms_mlflow.integrations.links.MlflowRunLink",
+            "cmms_mlflow.integrations.links.MlflowModelVersionLink",
+        ],
     }

@@ -93,7 +93,7 @@ class AirflowRunRef(TypedDict, total=False):
 
 
 class HistoryEvent(TypedDict):
-    """One entry of a registered model's append-only history (``cmms_mlflow.history``).
+    """One entry of a registered model's append-only history (``cmms_mlflow.registry.history``).
 
     ``type``: promotion | rejection | rollback | stage_change | staging | approval | repair | prune
     (retention removed the artifacts of ``versions``).

@@ -138,7 +138,7 @@ def test_an_approver_approves_through_the_rest_api_and_the_version_is_promoted(
         "approval_timeout_hours": "24",
     }
     assert version.tags["approval_at"] >= version.tags["approval_requested_at"]
-    from cmms_mlflow.card_logging import read_card
+    from cmms_mlflow.tracking.card_logging import read_card
 
     card = read_card(cluster_client, version.run_id)  # the run's report step wrote who approved and why
     assert "- Outcome: promoted" in card and "- Answered by: approver" in card

@@ -118,7 +118,7 @@ def test_training_dag_task_order(dagbag):
 
 
 def test_promotions_emit_the_champion_asset_that_schedules_scoring(dagbag):
-    from cmms_mlflow.assets import CHAMPION_ALIAS, champion_asset
+    from cmms_mlflow.integrations.assets import CHAMPION_ALIAS, champion_asset
 
     asset = champion_asset("predictive_maintenance")
     emitters = {

@@ -23,8 +23,8 @@ from urllib.parse import quote
 import pytest
 from support import CLUSTER_SLOTS, slot
 
-from cmms_mlflow import registry
-from cmms_mlflow.assets import champion_asset
+from cmms_mlflow.integrations.assets import champion_asset
+from cmms_mlflow.registry import model_registry
 from cmms_pm.batch import batch_uri
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def _register_without_model(client, name: str) -> str:
     experiment_id = found.experiment_id if found else client.create_experiment("api-tests")
     run = client.create_run(experiment_id)
     return str(
-        registry.register_version(
+        model_registry.register_version(
             client, name=name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
             description="api test", tags={},
         ).version
@@ -63,7 +63,7 @@ def registry_only_model(cluster_client) -> tuple[str, str, str]:
     """(name, champion, other version), set up directly in the registry: no Asset event, no scoring."""
     name = f"pm_api_{uuid.uuid4().hex[:8]}"
     v1, v2 = _register_without_model(cluster_client, name), _register_without_model(cluster_client, name)
-    registry.transition(cluster_client, name, v1, "Production")
+    model_registry.transition(cluster_client, name, v1, "Production")
     return name, v1, v2
 
 
@@ -194,8 +194,8 @@ def test_performance_serves_the_stored_outcomes_and_an_unknown_model_is_404(
 ):
     import pandas as pd
 
-    from cmms_mlflow import outcomes
-    from cmms_mlflow.hooks import _default_artifact_location
+    from cmms_mlflow.hooks.mlflow_hook import _default_artifact_location
+    from cmms_mlflow.tracking import realized_outcomes
     from cmms_pm.outcomes import measure
 
     name, v1, _ = registry_only_model
@@ -210,7 +210,7 @@ def test_performance_serves_the_stored_outcomes_and_an_unknown_model_is_404(
     hours = [pd.Timedelta(hours=40), pd.Timedelta(hours=100)]
     failures = pd.DataFrame({"entity": ["A", "B"], "failure_time": [at + h for h in hours]})
     report = measure(predictions, failures, entity_column="equipment_id", horizon_hours=48, now="2026-03-10")
-    outcomes.store(
+    realized_outcomes.store(
         cluster_client, name, report, window_days=7, tags={},
         artifact_location=_default_artifact_location(airflow_cluster.mlflow_uri, None),
     )  # fmt: skip
@@ -334,7 +334,7 @@ def test_only_an_approver_promotes_a_model_whose_spec_requires_approval_and_a_no
 
     status, answer = promote(v1, "operator", "go live")
     assert status == 403 and "spec 'pm_gated' requires approval" in answer["detail"], answer
-    assert registry.champion_version(cluster_client, name) is None
+    assert model_registry.champion_version(cluster_client, name) is None
     status, answer = promote(v1, "approver", "checked")
     assert status == 200, answer
     # Staging or archiving needs no approver.
@@ -342,7 +342,7 @@ def test_only_an_approver_promotes_a_model_whose_spec_requires_approval_and_a_no
     assert status == 200, answer
 
     # A version whose approval step said no: 409 even for the approver, unless they override it.
-    registry.set_tags(cluster_client, name, v2, {"approval_status": "timed_out", "approval_by": ""})
+    model_registry.set_tags(cluster_client, name, v2, {"approval_status": "timed_out", "approval_by": ""})
     status, answer = promote(v2, "approver", "late")
     assert status == 409 and "was timed out at its approval step" in answer["detail"], answer
     assert promote(v2, "operator", "reviewed after the deadline", overrideApproval=True)[0] == 403
@@ -366,7 +366,7 @@ def test_only_an_approver_promotes_a_model_whose_spec_requires_approval_and_a_no
     states = airflow_cluster.task_instances(run["dag_run_id"], "model_promotion")
     assert done["state"] == "failed" and states["change_stage"]["state"] == "failed", states
     assert states["change_stage"]["try_number"] == 1  # not retried
-    assert registry.aliases_of(cluster_client, name) == {"champion": v2, "previous_champion": v1}
+    assert model_registry.aliases_of(cluster_client, name) == {"champion": v2, "previous_champion": v1}
 
 
 def test_promotion_errors_are_404_409_and_422(airflow_cluster, cluster_client, registry_only_model):
@@ -389,8 +389,8 @@ def test_promotion_errors_are_404_409_and_422(airflow_cluster, cluster_client, r
         assert status == expected, (path, body, status, answer)
         if expected == 409:
             assert "champion" in answer["detail"], answer
-    assert str(registry.get_champion(cluster_client, name).version) == v1
-    registry.check_invariants(cluster_client, name)
+    assert str(model_registry.get_champion(cluster_client, name).version) == v1
+    model_registry.check_invariants(cluster_client, name)
 
 
 def test_staging_by_hand_through_the_api_is_recorded(airflow_cluster, cluster_client, registry_only_model):
@@ -403,7 +403,7 @@ def test_staging_by_hand_through_the_api_is_recorded(airflow_cluster, cluster_cl
     tags = cluster_client.get_model_version(name, v2).tags
     assert tags["stage_changed_by"] == f"operator via {ML}"
     assert tags["stage_change_reason"] == "shadow test"
-    assert registry.aliases_of(cluster_client, name) == {"champion": v1, "challenger": v2}
+    assert model_registry.aliases_of(cluster_client, name) == {"champion": v1, "challenger": v2}
 
 
 def test_production_never_reports_an_archived_version_and_the_next_write_repairs(
@@ -413,7 +413,7 @@ def test_production_never_reports_an_archived_version_and_the_next_write_repairs
     with a warning; the next promote request repairs the aliases and the history records it."""
     name = f"pm_api_{uuid.uuid4().hex[:8]}"
     v1, v2, v3 = (_register_without_model(cluster_client, name) for _ in range(3))
-    registry.transition(cluster_client, name, v1, "Production")
+    model_registry.transition(cluster_client, name, v1, "Production")
     cluster_client.transition_model_version_stage(name, v2, "Production", archive_existing_versions=True)
 
     status, body = airflow_cluster.request("GET", f"{ML}/models/{name}/production", user="viewer")
@@ -426,7 +426,7 @@ def test_production_never_reports_an_archived_version_and_the_next_write_repairs
         "POST", _promote_path(name, v3), {"stage": "Staging", "reason": "next candidate"}, user="operator"
     )
     assert status == 200 and body["repairs"], body
-    assert registry.aliases_of(cluster_client, name) == {
+    assert model_registry.aliases_of(cluster_client, name) == {
         "champion": v2,
         "previous_champion": v1,
         "challenger": v3,
@@ -526,7 +526,7 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     # A second version of the same trained model (so it carries the pipeline's provenance, which
     # scoring requires), promoted through the API: scoring follows it. MLflow resolves a models:/m-...
     # source through the fluent tracking URI: this thread's session points it at the cluster's store.
-    from cmms_mlflow.client_context import client_settings
+    from cmms_mlflow.hooks.client_context import client_settings
 
     first = cluster_client.get_model_version(name, "1")
     uri = airflow_cluster.mlflow_uri
@@ -565,8 +565,8 @@ def test_train_through_the_api_then_links_scoring_promotion_and_rollback(airflow
     promotion_dag = "model_promotion"
     (rolled,) = airflow_cluster.wait_for_runs({run["dag_run_id"]}, 1, timeout=300, dag_id=promotion_dag)
     assert rolled["state"] == "success", airflow_cluster.task_instances(rolled["dag_run_id"], promotion_dag)
-    assert registry.aliases_of(cluster_client, name) == {"champion": "1", "previous_champion": v2}
-    registry.check_invariants(cluster_client, name)
+    assert model_registry.aliases_of(cluster_client, name) == {"champion": "1", "previous_champion": v2}
+    model_registry.check_invariants(cluster_client, name)
     tags = cluster_client.get_model_version(name, "1").tags
     assert tags["promotion_kind"] == "rollback" and tags["replaced_version"] == v2
     assert tags["promoted_by"] == f"operator via airflow:model_promotion/{run['dag_run_id']}"

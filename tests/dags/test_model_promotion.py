@@ -23,13 +23,13 @@ def dag(airflow_db):
 
 
 def _register(client, name: str) -> str:
-    from cmms_mlflow import registry
+    from cmms_mlflow.registry import model_registry
 
     found = client.get_experiment_by_name("promotion-dag-tests")
     experiment_id = found.experiment_id if found else client.create_experiment("promotion-dag-tests")
     run = client.create_run(experiment_id)
     return str(
-        registry.register_version(
+        model_registry.register_version(
             client, name=name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
             description="test version", tags={},
         ).version
@@ -52,7 +52,7 @@ def _registry(client, name):
 
 
 def test_rollback_after_two_promotions_restores_the_previous_champion(dag, mlflow_conn, client, model_name):
-    from cmms_mlflow import registry
+    from cmms_mlflow.registry import model_registry
 
     v1, v2 = _register(client, model_name), _register(client, model_name)
     first = _run(dag, 1, model_name=model_name, version=v1, reason="first model goes live")
@@ -70,7 +70,7 @@ def test_rollback_after_two_promotions_restores_the_previous_champion(dag, mlflo
         {v1: "Production", v2: "Archived"},
         {"champion": v1, "previous_champion": v2},
     )
-    registry.check_invariants(client, model_name)
+    model_registry.check_invariants(client, model_name)
     tags = client.get_model_version(model_name, v1).tags
     assert tags["promotion_kind"] == "rollback"
     assert tags["promotion_reason"] == "v2 floods the planners"
@@ -80,7 +80,7 @@ def test_rollback_after_two_promotions_restores_the_previous_champion(dag, mlflo
     assert client.get_model_version(model_name, v2).tags["replaced_by_version"] == v1
     assert client.get_model_version(model_name, v2).tags["promotion_kind"] == "manual"
     # The tags above say only what happened last; the history keeps every event.
-    from cmms_mlflow import history
+    from cmms_mlflow.registry import history
 
     events = history.read(client, model_name)
     assert [(e["type"], e["version"], e["champion_before"], e["reason"]) for e in events] == [
@@ -121,7 +121,7 @@ def test_a_model_whose_spec_requires_approval_is_promoted_here_only_by_an_approv
 ):
     """The issue's bypass, through this DAG: anyone who may trigger it moved a gated model to Production,
     even a version its approver had rejected."""
-    from cmms_mlflow import history, registry
+    from cmms_mlflow.registry import history, model_registry
 
     models = tmp_path / "models"
     monkeypatch.setenv("CMMS_MODELS_DIR", str(models))
@@ -141,7 +141,7 @@ def test_a_model_whose_spec_requires_approval_is_promoted_here_only_by_an_approv
     # The approver promotes; a version the approval step rejected needs their explicit override.
     _gated_spec(models, shipped_spec, model_name, approvers=["jdoe", "dag_test"])
     assert str(_run(dag, 11, model_name=model_name, version=v1, reason="approved by hand").state) == "success"
-    registry.set_tags(client, model_name, v2, {"approval_status": "rejected", "approval_by": "jdoe"})
+    model_registry.set_tags(client, model_name, v2, {"approval_status": "rejected", "approval_by": "jdoe"})
     refused = _run(dag, 12, model_name=model_name, version=v2, reason="promote the rejected one")
     assert str(refused.state) == "failed" and _try_numbers(refused)["change_stage"] == 1
     assert _registry(client, model_name)[1] == {"champion": v1}

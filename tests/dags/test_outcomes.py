@@ -44,8 +44,8 @@ def dags(airflow_db):
 
 def _register(client, versions: int) -> list[str]:
     """Versions with no model behind them (their artifacts are gone): outcomes need none."""
-    from cmms_mlflow import registry
-    from cmms_mlflow.hooks import MlflowHook
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.registry import model_registry
 
     experiment_id = MlflowHook().get_or_create_experiment(client, "pm_outcomes")
     made = []
@@ -53,7 +53,7 @@ def _register(client, versions: int) -> list[str]:
         run = client.create_run(experiment_id)
         made.append(
             str(
-                registry.register_version(
+                model_registry.register_version(
                     client, name=NAME, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
                     description="outcomes test", tags={},
                 ).version
@@ -108,8 +108,8 @@ def _fleet(now: pd.Timestamp, v1: str, v2: str) -> tuple[list[pd.DataFrame], pd.
 
 def _store_scorings(client, spec, days: list[pd.DataFrame]) -> list[str]:
     """Each day's predictions where the scoring DAG writes them, with its summary run."""
-    from cmms_mlflow.champion_scoring import log_summary
-    from cmms_mlflow.hooks import MlflowHook
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.tracking.champion_scoring import log_summary
     from cmms_pm.batch import batch_uri, data_root
     from cmms_pm.data import write_frame
     from cmms_pm.fleet import summarize
@@ -140,7 +140,7 @@ def _retrain_events(spec) -> list[dict]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from cmms_mlflow.assets import retrain_asset
+    from cmms_mlflow.integrations.assets import retrain_asset
 
     with create_session() as session:
         rows = session.scalars(
@@ -153,8 +153,9 @@ def _retrain_events(spec) -> list[dict]:
 def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_retraining(
     dags, spec, mlflow_conn, client, notify_conns
 ):
-    from cmms_mlflow import history, outcomes, registry
-    from cmms_mlflow.assets import retrain_asset
+    from cmms_mlflow.integrations.assets import retrain_asset
+    from cmms_mlflow.registry import history, model_registry
+    from cmms_mlflow.tracking import realized_outcomes
     from cmms_pm.batch import data_root
     from cmms_pm.outcomes import retrain_key
 
@@ -168,7 +169,7 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
     }  # fmt: skip
 
     v1, v2 = _register(client, 2)
-    registry.transition(client, NAME, v2, "Production")
+    model_registry.transition(client, NAME, v2, "Production")
     now = pd.Timestamp(datetime.now(UTC))
     days, log = _fleet(now, v1, v2)
     uris = _store_scorings(client, spec, days)
@@ -185,7 +186,7 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
     assert measured["champion"] == v2 and measured["retrain"]["version"] == v2
 
     # The stored JSON (what GET .../performance serves), newest version first.
-    served = outcomes.read_performance(client, NAME)
+    served = realized_outcomes.read_performance(client, NAME)
     assert [p["version"] for p in served] == [v2, v1]
     by_version = {p["version"]: p for p in served}
     # v1 alerted exactly the assets that failed within the horizon: every matured day is perfect.
@@ -212,7 +213,7 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
     assert steps == sorted((pd.Timestamp(d) - first).days for d in matured_days)
 
     # The Models page's version view shows the same series (newest days last) and window.
-    from cmms_mlflow.model_overview import outcomes_of
+    from cmms_mlflow.www.model_overview import outcomes_of
 
     page = outcomes_of(client, NAME, v2)
     assert page["window"] == window and page["days"] == by_version[v2]["days"] and page["windowDays"] == 5
@@ -233,7 +234,7 @@ def test_outcomes_are_measured_logged_served_and_a_drop_asks_for_exactly_one_ret
     # A second evaluation the same day asks for nothing (another run: the day has its request).
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from cmms_mlflow.operators.outcomes import MlflowRequestRetrainingOperator
+    from cmms_mlflow.operators.outcomes_ops import MlflowRequestRetrainingOperator
 
     again = MlflowRequestRetrainingOperator(
         task_id="request_retraining", spec=spec.to_dict(), model_name=NAME, measured=measured,

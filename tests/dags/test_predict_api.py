@@ -35,12 +35,12 @@ def served(airflow_cluster, tmp_path_factory):
     """``{version: (model, contract)}`` of pm_serve_rf's v1 (champion, threshold 0.3) and v2."""
     from mlflow import MlflowClient
 
-    from cmms_mlflow import registry
-    from cmms_mlflow.client_context import client_settings
-    from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.model_loading import load_version
-    from cmms_mlflow.promotion import change_stage
-    from cmms_mlflow.training_run import load_contract, log_training_run
+    from cmms_mlflow.hooks.client_context import client_settings
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.registry import model_registry
+    from cmms_mlflow.registry.promotion import change_stage
+    from cmms_mlflow.tracking.model_loading import load_version
+    from cmms_mlflow.tracking.training_run import load_contract, log_training_run
     from cmms_pm.batch import prepare_batch
     from cmms_pm.spec import load_spec
 
@@ -61,7 +61,7 @@ def served(airflow_cluster, tmp_path_factory):
                 hyperparameters={"n_estimators": trees, "max_depth": depth}, tags=training_provenance(spec),
                 run_name=f"rf{trees}",
             )  # fmt: skip
-            version = registry.register_version(
+            version = model_registry.register_version(
                 client, name=NAME, source=trained["model_uri"], run_id=trained["run_id"], description="serve",
                 tags={},
             )  # fmt: skip
@@ -184,7 +184,7 @@ def test_predictions_carry_the_version_threshold_ids_reasons_and_contract_issues
     rows[5]["equipment_id"] = "'); DROP TABLE x; --"  # ids are data, returned as sent
     status, answer = _predict(airflow_cluster, rows)
     assert status == 200, answer
-    from cmms_mlflow.predict_api import PredictResponse
+    from cmms_mlflow.www.predict_api import PredictResponse
 
     PredictResponse.model_validate(answer)  # the documented shape, field for field
     v1 = sorted(served)[0]

@@ -31,9 +31,9 @@ def dag(airflow_db):
 @pytest.fixture
 def trained_versions(mlflow_conn, client, model_name, tmp_path, shipped_spec):
     """Two registered versions of ``model_name`` with a real model behind them (trained once)."""
-    from cmms_mlflow import registry
-    from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.registry import model_registry
+    from cmms_mlflow.tracking.training_run import log_training_run
     from cmms_pm.batch import prepare_batch
 
     manifest = prepare_batch(
@@ -50,7 +50,7 @@ def trained_versions(mlflow_conn, client, model_name, tmp_path, shipped_spec):
             tags=training_provenance(shipped_spec), run_name="rf10",
         )  # fmt: skip
         # Two versions of the one trained model (both with its provenance): enough to see scoring follow.
-        first = registry.register_version(
+        first = model_registry.register_version(
             session_client, name=model_name, source=trained["model_uri"], run_id=trained["run_id"],
             description="scoring", tags={},
         )  # fmt: skip
@@ -61,7 +61,7 @@ def trained_versions(mlflow_conn, client, model_name, tmp_path, shipped_spec):
 
 
 def _promote(client, name, version, tmp_path):
-    from cmms_mlflow.promotion import change_stage
+    from cmms_mlflow.registry.promotion import change_stage
 
     change_stage(
         client, name=name, version=version, stage="Production", lock_dir=tmp_path / "locks",

@@ -262,7 +262,7 @@ def _snapshot(client, name: str, experiment_name: str) -> dict:
 def test_clearing_a_finished_run_and_running_it_again_leaves_the_registry_unchanged(
     dag, mlflow_conn, client, model_name
 ):
-    from cmms_mlflow import history
+    from cmms_mlflow.registry import history
 
     # Every run that trains promotes (F1 out of the decision): later runs replace the champion.
     conf = _conf(

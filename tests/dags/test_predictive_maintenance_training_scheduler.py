@@ -14,7 +14,7 @@ import time
 import pytest
 from support import slot
 
-from cmms_mlflow import registry
+from cmms_mlflow.registry import model_registry
 
 pytestmark = pytest.mark.slow
 
@@ -87,8 +87,8 @@ def test_three_day_backfill_trains_each_interval_once_and_keeps_one_champion(air
         "2026-05-03T02:00:00+00:00/2026-05-04T02:00:00+00:00",
     ]
     assert {v.tags["airflow.run_type"] for v in versions} == {"backfill"}
-    registry.check_invariants(cluster_client, model_name)
-    champion = registry.get_champion(cluster_client, model_name)
+    model_registry.check_invariants(cluster_client, model_name)
+    champion = model_registry.get_champion(cluster_client, model_name)
     assert champion is not None and champion.tags["validation_status"] == "passed"
     # The policy: no version trained on data older than the champion's was promoted after it.
     for version in versions:
@@ -105,8 +105,8 @@ def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_runnin
     conf = {
         "model_name": model_name,
         "experiment_name": f"kill-{model_name}",
-        "n_samples": 60000,
-        "n_estimators": 300,
+        "n_samples": 30000,  # long enough to be caught training (polled every second)
+        "n_estimators": 150,
         "max_depth": 20,
     }
     status, run = airflow_cluster.request(
@@ -178,4 +178,4 @@ def test_a_backfill_created_through_the_rest_api_trains_on_its_interval(airflow_
     (version,) = cluster_client.search_model_versions(f"name = '{model_name}'")
     assert version.tags["data_version"] == "2026-05-10T02:00:00+00:00/2026-05-11T02:00:00+00:00"
     assert version.tags["airflow.run_type"] == "backfill"
-    registry.check_invariants(cluster_client, model_name)
+    model_registry.check_invariants(cluster_client, model_name)

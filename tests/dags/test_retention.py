@@ -96,7 +96,7 @@ def test_each_night_keeps_one_batch_prunes_the_rejected_version_and_runs_after_a
     assert not [a for a in client.list_artifacts(v2.run_id) if a.path != "validation"]
     assert [a.path for a in client.list_artifacts(v2.run_id, "validation")] == ["validation/decision.json"]
     assert client.list_artifacts(v1.run_id, "evaluation")  # the champion keeps everything
-    from cmms_mlflow import history
+    from cmms_mlflow.registry import history
 
     (prune,) = [e for e in history.read(client, name) if e["type"] == "prune"]
     assert (prune["versions"], prune["status"]) == (["2"], "done")  # recorded pending, then completed

@@ -38,10 +38,10 @@ def dag(airflow_db):
 @pytest.fixture
 def champion(mlflow_conn, client, tmp_path, spec):
     """A real (small) model of pm_delivery, registered and promoted as its champion."""
-    from cmms_mlflow import registry
-    from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.promotion import change_stage
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.registry import model_registry
+    from cmms_mlflow.registry.promotion import change_stage
+    from cmms_mlflow.tracking.training_run import log_training_run
     from cmms_pm.batch import prepare_batch
 
     manifest = prepare_batch(
@@ -57,7 +57,7 @@ def champion(mlflow_conn, client, tmp_path, spec):
             estimator="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 6},
             tags=training_provenance(spec), run_name="rf10",
         )  # fmt: skip
-        version = registry.register_version(
+        version = model_registry.register_version(
             session_client, name=NAME, source=trained["model_uri"], run_id=trained["run_id"],
             description="delivery", tags={},
         )  # fmt: skip

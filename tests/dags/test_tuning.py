@@ -55,7 +55,7 @@ def _states(dag_run) -> dict[tuple[str, int], str]:
 
 
 def _study(name: str):
-    from cmms_mlflow.tuning import load_study
+    from cmms_mlflow.tracking.tuning_study import load_study
 
     return load_study(name)[0]
 
@@ -134,8 +134,8 @@ def test_a_tuned_run_trains_the_best_trial_and_promotes_it(tuned_run, client):
 
 
 def test_the_model_card_shows_the_study(tuned_run, mlflow_conn, client):
-    from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.model_overview import version_detail
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.www.model_overview import version_detail
 
     detail = version_detail(client, MlflowHook(), tuned_run["name"], "1")
     assert detail["tuning"]["trials"] == 6 and detail["tuning"]["metric"] == "pr_auc"

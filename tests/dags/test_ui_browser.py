@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pytest
 from support import wait_until_parked
 
-from cmms_mlflow import registry
+from cmms_mlflow.registry import model_registry
 
 pytestmark = pytest.mark.slow
 
@@ -168,7 +168,7 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
 
     (finished,) = cluster.wait_for_runs({run_id}, 1, timeout=600)
     assert finished["state"] == "success", cluster.task_instances(run_id)
-    champion = registry.get_champion(client, MODEL)
+    champion = model_registry.get_champion(client, MODEL)
     version = str(champion.version)
     assert champion.tags["airflow.run_id"] == run_id
     experiment_id = client.get_run(champion.run_id).info.experiment_id
@@ -217,7 +217,7 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
     source = client.get_model_version_download_uri(MODEL, version)
     extra = client.create_run(experiment_id)
     candidate = str(
-        registry.register_version(
+        model_registry.register_version(
             client, name=MODEL, source=source, run_id=extra.info.run_id, description="browser test",
             tags={"model_spec": "predictive_maintenance"},
         ).version
@@ -231,14 +231,14 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         promote.get_by_role("textbox").fill("shadow test passed")
         promote.get_by_role("button", name=f"Promote v{candidate}").click()
         row.locator("td[data-col=champion]").get_by_role("link", name=f"v{candidate}").wait_for()
-        assert registry.champion_version(client, MODEL) == candidate
+        assert model_registry.champion_version(client, MODEL) == candidate
         assert client.get_model_version(MODEL, candidate).tags["promoted_by"] == "operator via /api/v1/ml"
         rollback = row.locator("form:has(button[data-action=rollback])")
         rollback.get_by_role("textbox").fill("candidate misbehaves")
         rollback.get_by_role("button", name=f"Roll back to v{version}").click()
         row.locator("td[data-col=champion]").get_by_role("link", name=f"v{version}", exact=True).wait_for()
-        assert registry.champion_version(client, MODEL) == version
-        registry.check_invariants(client, MODEL)
+        assert model_registry.champion_version(client, MODEL) == version
+        model_registry.check_invariants(client, MODEL)
 
     with step(page, "the page's Airflow run link opens the run in Airflow, whatever a tag says"):
         # Whoever may write MLflow tags plants a link: the page builds its own from the run's ids.
@@ -256,16 +256,17 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         page.get_by_role("button", name="Browse").click()
         assert page.get_by_role("menuitem", name="MLflow").get_attribute("href") == "http://127.0.0.1:5000"
 
-    # A version whose artifacts retention removed (cmms_mlflow.retention): listed, marked, not promotable.
+    # A version whose artifacts retention removed (cmms_mlflow.registry.pruning): listed, marked, not
+    # promotable.
     pruned = str(
-        registry.register_version(
+        model_registry.register_version(
             client, name=MODEL, source=source, run_id=client.create_run(experiment_id).info.run_id,
             description="browser test", tags={"model_spec": "predictive_maintenance"},
         ).version
     )  # fmt: skip
-    registry.reject(client, MODEL, pruned, reason="older than the kept ones", lock_dir=None)
+    model_registry.reject(client, MODEL, pruned, reason="older than the kept ones", lock_dir=None)
     marks = {"retention_status": "pruned", "pruned_at": "2026-12-01T02:00:00+00:00", "pruned_by": "nightly"}
-    registry.set_tags(client, MODEL, pruned, marks)
+    model_registry.set_tags(client, MODEL, pruned, marks)
     with step(page, "a pruned version's page says so and offers no promotion"):
         page.goto(f"{cluster.base_url}/plugin/models/cmms-ui/models/{MODEL}/versions/{pruned}")
         frame = page.frame_locator("iframe[title=Models]")
@@ -296,7 +297,7 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
             path,
         )
         assert answer[0] == 403, answer
-        assert registry.champion_version(client, MODEL) == version
+        assert model_registry.champion_version(client, MODEL) == version
         frame.locator(f"tr[data-model='{MODEL}'] td[data-col=champion] a").first.click()
         frame.locator("#decision-record").wait_for(timeout=30_000)
         assert frame.locator("button").count() == 0
@@ -409,6 +410,6 @@ def test_an_approver_answers_a_pending_approval_from_the_models_page(airflow_clu
         _snapshot(page, "models-page-after-approval")
     page.context.close()
 
-    assert registry.champion_version(client, APPROVAL_MODEL) == version
+    assert model_registry.champion_version(client, APPROVAL_MODEL) == version
     tags = client.get_model_version(APPROVAL_MODEL, version).tags
     assert (tags["approval_status"], tags["approval_by"]) == ("approved", "approver")

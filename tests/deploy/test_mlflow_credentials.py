@@ -61,7 +61,7 @@ def test_overlapping_sessions_with_different_credentials_each_act_as_their_own_u
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
-    from cmms_mlflow.hooks import MlflowHook
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
 
     pipeline_user, pipeline_password = mlflow_server.pipeline
     logins = {"pipeline": (pipeline_user, pipeline_password), "reader": (READER, reader_password)}

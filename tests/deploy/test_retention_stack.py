@@ -22,8 +22,8 @@ def test_pruning_through_the_artifact_proxy_empties_s3_of_the_pruned_versions_on
 ):
     from mlflow import MlflowClient
 
-    from cmms_mlflow import registry
-    from cmms_mlflow import retention as ret
+    from cmms_mlflow.registry import model_registry
+    from cmms_mlflow.registry import pruning as ret
     from cmms_pm import registry_plan as rp
     from cmms_pm.spec import build_spec
 
@@ -54,13 +54,15 @@ def test_pruning_through_the_artifact_proxy_empties_s3_of_the_pruned_versions_on
         client.log_text(run_id, "png", "evaluation/roc_curve.png")
         logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
         client.log_model_artifacts(logged.model_id, str(files))
-        version = registry.register_version(client, name=name, source=f"models:/{logged.model_id}",
+        version = model_registry.register_version(client, name=name, source=f"models:/{logged.model_id}",
                                             run_id=run_id, description="n", tags={})  # fmt: skip
         runs[str(version.version)] = (run_id, logged.model_id)
     lock = tmp_path / "locks"
-    registry.promote(client, name, "3", expected_champion=None, lock_dir=lock, audit={"promoted_by": "t"})
+    model_registry.promote(
+        client, name, "3", expected_champion=None, lock_dir=lock, audit={"promoted_by": "t"}
+    )
     for version in ("1", "2"):
-        registry.reject(client, name, version, reason="older", lock_dir=lock)
+        model_registry.reject(client, name, version, reason="older", lock_dir=lock)
     assert client.get_run(runs["1"][0]).info.artifact_uri.startswith("mlflow-artifacts:")
 
     outcome = ret.prune_versions(client, name, spec=spec, keep=1, lock_dir=lock, local_root=None,

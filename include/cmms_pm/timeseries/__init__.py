@@ -6,7 +6,7 @@
 * :mod:`~cmms_pm.timeseries.engine` — where that SQL runs (embedded DuckDB, or a database);
 * :mod:`~cmms_pm.timeseries.build` — sources, bad-input checks, the feature table;
 * :mod:`~cmms_pm.timeseries.split` — forward-in-time splits with purged gaps (and grouped splits);
-* :mod:`~cmms_pm.timeseries.batch` — a run's batch; :mod:`~cmms_pm.timeseries.scoring` — the
+* :mod:`~cmms_pm.timeseries.snapshot_batch` — a run's batch; :mod:`~cmms_pm.timeseries.scoring` — the
   latest snapshot per asset; :mod:`~cmms_pm.timeseries.generator` — raw fleet data for tests, demos
   and benchmarks.
 

@@ -1,10 +1,10 @@
 """The plugin's operators, one module per DAG family; DAG files import them from here."""
 
 from cmms_mlflow.operators.base import PROMOTION_POOL, MlflowBaseOperator
-from cmms_mlflow.operators.data import ExtractBatchOperator, MlflowValidateDataOperator
-from cmms_mlflow.operators.promotion import MlflowChangeStageOperator, MlflowResolveVersionOperator
-from cmms_mlflow.operators.scoring import MlflowBatchScoreOperator
-from cmms_mlflow.operators.training import (
+from cmms_mlflow.operators.data_ops import ExtractBatchOperator, MlflowValidateDataOperator
+from cmms_mlflow.operators.promotion_ops import MlflowChangeStageOperator, MlflowResolveVersionOperator
+from cmms_mlflow.operators.scoring_ops import MlflowBatchScoreOperator
+from cmms_mlflow.operators.training_ops import (
     MlflowDecisionOperator,
     MlflowModelReportOperator,
     MlflowPromoteModelOperator,

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import AssetAlias, BaseOperator
 
-from cmms_mlflow.assets import CHAMPION_ALIAS, champion_asset
 from cmms_mlflow.exceptions import (
     BadDataError,
     MlflowRegistryError,
@@ -22,8 +21,9 @@ from cmms_mlflow.exceptions import (
     model_not_owned,
     server_did_not_answer,
 )
-from cmms_mlflow.hooks import MlflowHook
-from cmms_mlflow.links import MODEL_VERSION_URL_KEY
+from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+from cmms_mlflow.integrations.assets import CHAMPION_ALIAS, champion_asset
+from cmms_mlflow.integrations.links import MODEL_VERSION_URL_KEY
 from cmms_pm.spec import MANUAL_PROMOTION_POOL
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ _PERMANENT_ERROR_CODES = frozenset(
 
 class LineageMixin:
     """OpenLineage: the provider's listener calls these before and after ``execute``; each operator
-    says what it read and wrote in :meth:`openlineage` (built with :mod:`cmms_mlflow.lineage`).
+    says what it read and wrote in :meth:`openlineage` (built with :mod:`cmms_mlflow.integrations.lineage`).
 
     ``lineage_result`` is what ``execute`` returned (``None`` before it ran): the datasets that only
     exist once the task ran (the MLflow run, the version) are reported on completion.

@@ -16,10 +16,10 @@ import pytest
 from timeseries_data import fleet_section, replace, spec_of, write
 
 from cmms_pm.exceptions import DataValidationError, SourceNotAllowedError, SpecError
-from cmms_pm.timeseries.batch import prepare_timeseries_batch, training_range
 from cmms_pm.timeseries.build import build_features, check_sources, epoch, file_sources
 from cmms_pm.timeseries.engine import DuckDBEngine
 from cmms_pm.timeseries.generator import generate_fleet
+from cmms_pm.timeseries.snapshot_batch import prepare_timeseries_batch, training_range
 from cmms_pm.timeseries.sql import Snapshots
 
 START, END = "2026-01-01", "2026-03-01"

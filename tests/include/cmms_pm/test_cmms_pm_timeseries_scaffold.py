@@ -15,7 +15,7 @@ from cmms_pm.exceptions import DataSourceError, DataValidationError, ScaffoldErr
 from cmms_pm.scaffold import main
 from cmms_pm.spec import load_spec
 from cmms_pm.timeseries.generator import generate_fleet, write_fleet
-from cmms_pm.timeseries.scaffold import scaffold_timeseries
+from cmms_pm.timeseries.telemetry_scaffold import scaffold_timeseries
 
 
 @pytest.fixture(scope="module")

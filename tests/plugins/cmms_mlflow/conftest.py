@@ -28,7 +28,7 @@ def small_batch(tmp_path_factory, shipped_spec) -> dict:
 def register(client):
     """``register(name, run=None) -> version``: register a version of ``name`` from ``run`` (a new run
     in the experiment 'registry-tests' if None) through ``registry.register_version``."""
-    from cmms_mlflow import registry
+    from cmms_mlflow.registry import model_registry
 
     def _register(name: str, run=None) -> str:
         if run is None:
@@ -37,7 +37,7 @@ def register(client):
                 experiment.experiment_id if experiment else client.create_experiment("registry-tests")
             )
             run = client.create_run(experiment_id)
-        version = registry.register_version(
+        version = model_registry.register_version(
             client,
             name=name,
             source=f"{run.info.artifact_uri}/model",

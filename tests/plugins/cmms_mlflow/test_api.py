@@ -31,12 +31,12 @@ def _calls(dependant) -> list:
 
 @pytest.fixture(scope="module")
 def app():
-    from cmms_mlflow.api import app
+    from cmms_mlflow.www.routes import app
 
     return app
 
 
-@pytest.fixture(scope="module", params=["cmms_mlflow.api", "cmms_mlflow.ui"])
+@pytest.fixture(scope="module", params=["cmms_mlflow.www.routes", "cmms_mlflow.www.ui"])
 def any_app(request):
     import importlib
 
@@ -84,7 +84,7 @@ def test_write_routes_need_the_run_permission_of_the_dag_they_act_for(app):
 
 
 def test_a_model_belongs_to_its_specs_training_dag_and_an_unknown_one_to_model_promotion():
-    from cmms_mlflow.api import TrainRequest, _owner_dag, _training_spec
+    from cmms_mlflow.www.routes import TrainRequest, _owner_dag, _training_spec
 
     assert _owner_dag("predictive_maintenance_rf") == "predictive_maintenance_training"
     assert _owner_dag("somebody_elses_model") == "model_promotion"
@@ -95,8 +95,8 @@ def test_a_model_belongs_to_its_specs_training_dag_and_an_unknown_one_to_model_p
 def test_a_busy_or_unreachable_model_lock_is_a_503_that_says_nothing_changed():
     from fastapi import HTTPException
 
-    from cmms_mlflow.api import _http_errors
     from cmms_mlflow.exceptions import LockTimeoutError, RegistryLockUnavailable
+    from cmms_mlflow.www.routes import _http_errors
 
     for error in (LockTimeoutError("lock 'm' is still held"), RegistryLockUnavailable("db down")):
         with pytest.raises(HTTPException) as caught, _http_errors("m"):
@@ -106,7 +106,7 @@ def test_a_busy_or_unreachable_model_lock_is_a_503_that_says_nothing_changed():
 
 
 def test_the_models_page_needs_read_access_to_some_models_dag_on_every_route():
-    from cmms_mlflow.ui import app
+    from cmms_mlflow.www.ui import app
 
     assert app.routes
     for route in app.routes:
@@ -121,7 +121,7 @@ def test_the_apps_serve_no_unauthenticated_docs(any_app):
 def test_plot_ids_cannot_name_a_path():
     from pydantic import TypeAdapter, ValidationError
 
-    from cmms_mlflow.api import PlotId
+    from cmms_mlflow.www.routes import PlotId
 
     route_param = TypeAdapter(PlotId)  # the route's own validation of the path parameter
     assert route_param.validate_python("evaluation.roc_curve") and route_param.validate_python("drift")
@@ -132,7 +132,7 @@ def test_plot_ids_cannot_name_a_path():
 
 def test_importing_the_api_and_the_page_imports_no_mlflow_sklearn_or_pandas():
     code = (
-        "import sys, cmms_mlflow.api, cmms_mlflow.ui; "
+        "import sys, cmms_mlflow.www.routes, cmms_mlflow.www.ui; "
         "heavy = ('mlflow', 'sklearn', 'pandas', 'pyarrow'); "
         "print('heavy:' + ','.join(m for m in heavy if m in sys.modules))"
     )
@@ -146,7 +146,7 @@ def test_a_trailing_newline_is_refused_in_names_the_api_validates():
 
     from pydantic import ValidationError
 
-    from cmms_mlflow.api import TrainRequest
+    from cmms_mlflow.www.routes import TrainRequest
     from cmms_pm.spec import MODEL_NAME_PATTERN, MODEL_NAME_REGEX
 
     with pytest.raises(ValidationError, match="pipeline"):

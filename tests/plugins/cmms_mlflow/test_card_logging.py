@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cmms_mlflow.card_logging import CARD_ARTIFACT, load_facts, log_card, read_card, update_card
+from cmms_mlflow.tracking.card_logging import CARD_ARTIFACT, load_facts, log_card, read_card, update_card
 
 
 @pytest.fixture

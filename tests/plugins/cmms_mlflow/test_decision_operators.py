@@ -17,17 +17,17 @@ import yaml
 from datasets import ai4i_like
 from operator_context import TaskInstance, operator_runner, train_and_stage, write_incoming
 
-from cmms_mlflow import registry
-from cmms_mlflow.card_logging import read_card
 from cmms_mlflow.exceptions import BadDataError, ModelValidationError
-from cmms_mlflow.model_evaluation import score_at_threshold
-from cmms_mlflow.model_loading import load_version
 from cmms_mlflow.operators import (
     MlflowBatchScoreOperator,
     MlflowModelReportOperator,
     MlflowPromoteModelOperator,
     MlflowValidateModelOperator,
 )
+from cmms_mlflow.registry import model_registry
+from cmms_mlflow.tracking.card_logging import read_card
+from cmms_mlflow.tracking.model_evaluation import score_at_threshold
+from cmms_mlflow.tracking.model_loading import load_version
 from cmms_pm.data import read_split
 from cmms_pm.spec import ModelSpec, load_spec
 
@@ -90,7 +90,7 @@ def test_a_version_carries_its_threshold_calibration_card_and_the_gate_uses_each
 
     # The threshold travels: version tag, run metric, MLmodel metadata, all the same number in (0, 1).
     mv = client.get_model_version(model_name, version)
-    threshold = registry.decision_threshold(mv)
+    threshold = model_registry.decision_threshold(mv)
     assert 0.0 < threshold < 1.0 and threshold != 0.5
     training = client.get_run(mv.run_id)
     assert training.data.metrics["decision_threshold"] == pytest.approx(threshold)
@@ -142,7 +142,7 @@ def test_a_version_carries_its_threshold_calibration_card_and_the_gate_uses_each
     )
     assert record2["champion_metrics"] == pytest.approx(champion_at_own)
     assert record2["champion_metrics"]["threshold"] == 0.97
-    challenger_threshold = registry.decision_threshold(client.get_model_version(model_name, version2))
+    challenger_threshold = model_registry.decision_threshold(client.get_model_version(model_name, version2))
     challenger = load_version(client, model_name, version2, spec_name="ai4i")
     challenger_at_own, _ = score_at_threshold(
         challenger,
@@ -159,11 +159,11 @@ def test_a_version_carries_its_threshold_calibration_card_and_the_gate_uses_each
 
     # A version from before thresholds has none: 0.5. A tampered tag is refused, naming the value.
     client.delete_model_version_tag(model_name, version, "decision_threshold")
-    assert registry.decision_threshold(client.get_model_version(model_name, version)) == 0.5
+    assert model_registry.decision_threshold(client.get_model_version(model_name, version)) == 0.5
     for bad in ("1.5", "nan", "0", "high"):
         client.set_model_version_tag(model_name, version, "decision_threshold", bad)
         with pytest.raises(ModelValidationError, match=f"decision_threshold '{bad}'"):
-            registry.decision_threshold(client.get_model_version(model_name, version))
+            model_registry.decision_threshold(client.get_model_version(model_name, version))
     client.set_model_version_tag(model_name, version, "decision_threshold", repr(threshold))
 
     # Scoring: the champion's own threshold unless the run overrides it; reasons beside each alert.

@@ -22,7 +22,7 @@ import psycopg2
 import pytest
 
 from cmms_mlflow.exceptions import DeliveryRefusedError, DeliveryUnavailable
-from cmms_mlflow.operators.delivery import DeliverScoresOperator
+from cmms_mlflow.operators.delivery_ops import DeliverScoresOperator
 from cmms_pm import delivery
 
 HOSTILE = "EQ-1'); DROP TABLE cmms.pm_risk; --"

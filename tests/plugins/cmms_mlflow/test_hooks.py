@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.hooks.mlflow_hook import MlflowHook
 
 
 def _conn(monkeypatch, **fields) -> None:
@@ -214,7 +214,7 @@ def test_embedded_store_links_use_the_configured_ui_url(monkeypatch, mlflow_stor
 
 
 def test_uris_lose_their_credentials_before_they_are_logged():
-    from cmms_mlflow.hooks import redact_uri
+    from cmms_mlflow.hooks.mlflow_hook import redact_uri
 
     assert redact_uri("http://user:pw@127.0.0.1:5000/x") == "http://127.0.0.1:5000/x"
     assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
@@ -224,5 +224,5 @@ def test_mlflow_connection_type_is_registered_with_airflow():
     from airflow.providers_manager import ProvidersManager
 
     hook_info = ProvidersManager().hooks["mlflow"]
-    assert hook_info.hook_class_name == "cmms_mlflow.hooks.MlflowHook"
+    assert hook_info.hook_class_name == "cmms_mlflow.hooks.mlflow_hook.MlflowHook"
     assert hook_info.connection_id_attribute_name == "mlflow_conn_id"

@@ -1,10 +1,11 @@
-"""OpenLineage datasets and facets the operators report (cmms_mlflow.lineage), and metric names."""
+"""OpenLineage datasets and facets the operators report (cmms_mlflow.integrations.lineage), and metric
+names."""
 
 from __future__ import annotations
 
 
 def test_dataset_names_follow_openlineage_naming_and_hide_credentials():
-    from cmms_mlflow.lineage import location, mlflow_namespace
+    from cmms_mlflow.integrations.lineage import location, mlflow_namespace
 
     assert location("/data/dag/run") == ("file", "/data/dag/run")
     assert location("file:///data/x/../y") == ("file", "/data/y")
@@ -14,7 +15,7 @@ def test_dataset_names_follow_openlineage_naming_and_hide_credentials():
 
 
 def test_a_batch_carries_its_digest_rows_and_schema():
-    from cmms_mlflow.lineage import batch
+    from cmms_mlflow.integrations.lineage import batch
 
     manifest = {
         "uri": "/data/d/r", "digest": "abc", "rows": 10, "columns": ["a", "b"], "data_version": "s/e",
@@ -30,7 +31,7 @@ def test_a_batch_carries_its_digest_rows_and_schema():
 def test_operator_lineage_puts_run_id_and_model_version_in_the_run_facet():
     from openlineage.client.serde import Serde
 
-    from cmms_mlflow.lineage import mlflow_run, model_version, operator_lineage
+    from cmms_mlflow.integrations.lineage import mlflow_run, model_version, operator_lineage
 
     uri = "http://127.0.0.1:5000"
     lineage = operator_lineage(
@@ -46,7 +47,7 @@ def test_operator_lineage_puts_run_id_and_model_version_in_the_run_facet():
 
 
 def test_metric_names_keep_the_model_in_one_statsd_segment():
-    from cmms_mlflow.metrics import metric_name
+    from cmms_mlflow.integrations.metrics import metric_name
 
     assert metric_name("pm_rf", "holdout_f1", "champion") == "cmms.pm_rf.holdout_f1.champion"
     assert metric_name("team.pm-rf", "drift", "max_psi") == "cmms.team_pm-rf.drift.max_psi"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cmms_mlflow import locks, registry
 from cmms_mlflow.exceptions import LockRefusedError, LockTimeoutError
+from cmms_mlflow.hooks import locks
+from cmms_mlflow.registry import model_registry
 
 MODEL = "pm_model"
 LOCK_FILE = locks.lock_file_name(MODEL, "registry")
@@ -24,7 +25,7 @@ def lock_dir(tmp_path) -> Path:
 
 
 def test_a_new_lock_folder_is_private_and_its_lock_files_are_0600(lock_dir):
-    with registry.model_lock(lock_dir, MODEL):
+    with model_registry.model_lock(lock_dir, MODEL):
         pass
     assert stat.S_IMODE(lock_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((lock_dir / LOCK_FILE).stat().st_mode) == 0o600
@@ -35,7 +36,7 @@ def test_a_symlink_planted_at_the_lock_path_is_refused_and_its_target_untouched(
     victim.write_text("important=1\n")
     lock_dir.mkdir(mode=0o700)
     (lock_dir / LOCK_FILE).symlink_to(victim)
-    with pytest.raises(LockRefusedError, match="symlink"), registry.model_lock(lock_dir, MODEL):
+    with pytest.raises(LockRefusedError, match="symlink"), model_registry.model_lock(lock_dir, MODEL):
         pytest.fail("the lock was taken through a symlink")
     assert victim.read_text() == "important=1\n"
 
@@ -43,7 +44,7 @@ def test_a_symlink_planted_at_the_lock_path_is_refused_and_its_target_untouched(
 def test_an_existing_lock_file_is_neither_truncated_nor_rewritten(lock_dir):
     lock_dir.mkdir(mode=0o700)
     (lock_dir / LOCK_FILE).write_text("left by an earlier version\n")
-    with registry.model_lock(lock_dir, MODEL):
+    with model_registry.model_lock(lock_dir, MODEL):
         pass
     assert (lock_dir / LOCK_FILE).read_text() == "left by an earlier version\n"
 
@@ -51,7 +52,10 @@ def test_an_existing_lock_file_is_neither_truncated_nor_rewritten(lock_dir):
 def test_a_fifo_planted_at_the_lock_path_is_refused_without_blocking(lock_dir):
     lock_dir.mkdir(mode=0o700)
     os.mkfifo(lock_dir / LOCK_FILE)
-    with pytest.raises(LockRefusedError, match="not a regular file"), registry.model_lock(lock_dir, MODEL):
+    with (
+        pytest.raises(LockRefusedError, match="not a regular file"),
+        model_registry.model_lock(lock_dir, MODEL),
+    ):
         pass
 
 
@@ -59,7 +63,7 @@ def test_a_symlinked_lock_folder_is_refused(lock_dir, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     lock_dir.symlink_to(elsewhere, target_is_directory=True)
-    with pytest.raises(LockRefusedError, match="symlink"), registry.model_lock(lock_dir, MODEL):
+    with pytest.raises(LockRefusedError, match="symlink"), model_registry.model_lock(lock_dir, MODEL):
         pass
     assert list(elsewhere.iterdir()) == []
 
@@ -70,7 +74,7 @@ def test_a_lock_folder_others_can_write_is_refused(lock_dir, mode):
     lock_dir.chmod(mode)
     with (
         pytest.raises(LockRefusedError, match="group- or world-writable"),
-        registry.model_lock(lock_dir, MODEL),
+        model_registry.model_lock(lock_dir, MODEL),
     ):
         pass
     assert list(lock_dir.iterdir()) == []
@@ -80,7 +84,10 @@ def test_a_lock_folder_others_can_write_is_refused(lock_dir, mode):
 def test_a_lock_folder_of_another_user_is_refused(lock_dir):
     lock_dir.mkdir(mode=0o700)
     os.chown(lock_dir, 65534, 65534)  # nobody
-    with pytest.raises(LockRefusedError, match="belongs to uid 65534"), registry.model_lock(lock_dir, MODEL):
+    with (
+        pytest.raises(LockRefusedError, match="belongs to uid 65534"),
+        model_registry.model_lock(lock_dir, MODEL),
+    ):
         pass
 
 
@@ -88,7 +95,7 @@ def test_a_held_lock_makes_the_next_waiter_time_out_with_the_lock_named(lock_dir
     held, release = threading.Event(), threading.Event()
 
     def holder():
-        with registry.model_lock(lock_dir, MODEL):
+        with model_registry.model_lock(lock_dir, MODEL):
             held.set()
             release.wait(30)
 
@@ -97,7 +104,10 @@ def test_a_held_lock_makes_the_next_waiter_time_out_with_the_lock_named(lock_dir
     try:
         assert held.wait(10)
         started = time.monotonic()
-        with pytest.raises(LockTimeoutError) as raised, registry.model_lock(lock_dir, MODEL, timeout=0.5):
+        with (
+            pytest.raises(LockTimeoutError) as raised,
+            model_registry.model_lock(lock_dir, MODEL, timeout=0.5),
+        ):
             pytest.fail("two holders at once")
         waited = time.monotonic() - started
     finally:
@@ -106,7 +116,7 @@ def test_a_held_lock_makes_the_next_waiter_time_out_with_the_lock_named(lock_dir
     message = str(raised.value)
     assert LOCK_FILE in message and str(lock_dir) in message and "timeout 0.5 s" in message
     assert 0.5 <= waited < 3
-    with registry.model_lock(lock_dir, MODEL, timeout=5):  # released: the next waiter gets it
+    with model_registry.model_lock(lock_dir, MODEL, timeout=5):  # released: the next waiter gets it
         pass
 
 
@@ -114,10 +124,10 @@ def test_a_waiter_gets_the_lock_as_soon_as_it_is_released(lock_dir):
     got = []
 
     def waiter():
-        with registry.model_lock(lock_dir, MODEL, timeout=10):
+        with model_registry.model_lock(lock_dir, MODEL, timeout=10):
             got.append(time.monotonic())
 
-    with registry.model_lock(lock_dir, MODEL):
+    with model_registry.model_lock(lock_dir, MODEL):
         thread = threading.Thread(target=waiter)
         thread.start()
         time.sleep(0.3)
@@ -130,7 +140,7 @@ def test_a_waiter_gets_the_lock_as_soon_as_it_is_released(lock_dir):
 def test_the_hook_takes_its_sqlite_schema_lock_in_the_private_lock_folder(monkeypatch, tmp_path):
     import json
 
-    from cmms_mlflow.hooks import MlflowHook
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
 
     db = tmp_path / "store" / "mlflow.db"
     monkeypatch.setenv(

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from cmms_mlflow import registry
 from cmms_mlflow.exceptions import MlflowServiceUnavailable
-from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.hooks.mlflow_hook import MlflowHook
 from cmms_mlflow.operators import MlflowBaseOperator
+from cmms_mlflow.registry import model_registry
 
 pytestmark = pytest.mark.slow
 
@@ -277,7 +277,7 @@ def _new_run(client, model_name: str):
 
 
 def _register(client, model_name: str, run):
-    return registry.register_version(
+    return model_registry.register_version(
         client,
         name=model_name,
         source=f"{run.info.artifact_uri}/model",
@@ -297,7 +297,7 @@ class _PromoteOperator(MlflowBaseOperator):
         self.lock_dir = lock_dir
 
     def execute_mlflow(self, client, context):
-        return registry.promote(
+        return model_registry.promote(
             client, self.model_name, self.version, expected_champion=None, lock_dir=self.lock_dir, audit={}
         )
 
@@ -307,7 +307,7 @@ def _staged_version_and_its_promote_task(model_name: str, lock_dir: Path):
     with MlflowHook().session() as client:
         run = _new_run(client, model_name)
         version = str(_register(client, model_name, run).version)
-        registry.transition(client, model_name, version, "Staging")
+        model_registry.transition(client, model_name, version, "Staging")
 
     def promote_task():
         return _PromoteOperator(
@@ -364,9 +364,11 @@ def test_a_tracking_server_killed_mid_pipeline_fails_fast_then_the_retry_succeed
     changes = promote_task()  # the Airflow retry, against the restarted server
     assert changes["version"] == version and not changes.get("unchanged")
     direct = _direct_client(server)
-    registry.check_invariants(direct, model_name)
-    assert [str(v.version) for v in registry.versions_in_stage(direct, model_name, "Production")] == [version]
-    assert registry.aliases_of(direct, model_name)[registry.CHAMPION] == version
+    model_registry.check_invariants(direct, model_name)
+    assert [str(v.version) for v in model_registry.versions_in_stage(direct, model_name, "Production")] == [
+        version
+    ]
+    assert model_registry.aliases_of(direct, model_name)[model_registry.CHAMPION] == version
 
 
 def test_bounded_retries_make_a_down_server_fail_well_within_the_task_timeout(monkeypatch):
@@ -410,4 +412,6 @@ def test_a_hung_server_fails_the_task_within_its_bound_then_the_retry_succeeds(
     changes = promote_task()
     assert changes["version"] == version and not changes.get("unchanged")
     direct = _direct_client(server)
-    assert [str(v.version) for v in registry.versions_in_stage(direct, model_name, "Production")] == [version]
+    assert [str(v.version) for v in model_registry.versions_in_stage(direct, model_name, "Production")] == [
+        version
+    ]

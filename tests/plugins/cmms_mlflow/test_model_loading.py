@@ -20,9 +20,9 @@ import pytest
 import yaml
 from support import training_provenance
 
-from cmms_mlflow import registry
 from cmms_mlflow.exceptions import UntrustedModelError
-from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+from cmms_mlflow.registry import model_registry
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def trained_model_dir(tmp_path_factory, mlflow_store, small_batch, shipped_spec)
     """The artifact folder of one real model logged by the training code (skops, random forest)."""
     from mlflow import MlflowClient
 
-    from cmms_mlflow.client_context import client_settings
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.hooks.client_context import client_settings
+    from cmms_mlflow.tracking.training_run import log_training_run
 
     client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     with client_settings({"MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_REGISTRY_URI": mlflow_store}):
@@ -61,7 +61,7 @@ def _version(client, name: str, model_dir: Path, *, tags: dict, estimator: str =
         client.log_param(run.info.run_id, "estimator", estimator)
     client.log_artifacts(run.info.run_id, str(model_dir), "model")
     client.set_terminated(run.info.run_id)
-    version = registry.register_version(
+    version = model_registry.register_version(
         client, name=name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
         description="loading test", tags={},
     )  # fmt: skip
@@ -108,11 +108,11 @@ def test_validation_refuses_a_tampered_pickle_model_before_unpickling(
 ):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from cmms_mlflow.model_evaluation import validate_candidate
+    from cmms_mlflow.tracking.model_evaluation import validate_candidate
 
     version, marker = tampered
     with MlflowHook().session() as client:
-        registry.transition(client, model_name, version, "Staging")
+        model_registry.transition(client, model_name, version, "Staging")
         with pytest.raises(UntrustedModelError, match=r"serialization_format: 'pickle'") as caught:
             validate_candidate(
                 client, name=model_name, version=version, holdout_uri=small_batch["splits"]["holdout"]["uri"],
@@ -129,12 +129,14 @@ def test_scoring_refuses_a_tampered_pickle_champion_and_mlflows_switch_is_off(
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
-    from cmms_mlflow.champion_scoring import load_champion
-    from cmms_mlflow.client_context import pickle_loading_disabled
+    from cmms_mlflow.hooks.client_context import pickle_loading_disabled
+    from cmms_mlflow.tracking.champion_scoring import load_champion
 
     version, marker = tampered
     with MlflowHook().session() as client:
-        registry.promote(client, model_name, version, expected_champion=None, lock_dir=tmp_path, audit={})
+        model_registry.promote(
+            client, model_name, version, expected_champion=None, lock_dir=tmp_path, audit={}
+        )
         with pytest.raises(UntrustedModelError, match="refused before deserializing"):
             load_champion(client, model_name)
         with (
@@ -155,7 +157,7 @@ def test_types_trusted_only_by_the_artifacts_own_mlmodel_are_refused(
     import skops.io
     from sklearn.preprocessing import FunctionTransformer
 
-    from cmms_mlflow.model_loading import load_version
+    from cmms_mlflow.tracking.model_loading import load_version
 
     version, folder = _version(client, model_name, trained_model_dir, tags=training_provenance(shipped_spec))
     skops.io.dump(FunctionTransformer(func=os.system), folder / "model.skops")
@@ -172,7 +174,7 @@ def test_types_trusted_only_by_the_artifacts_own_mlmodel_are_refused(
 def test_versions_without_this_packages_provenance_are_refused_unless_allowed(
     mlflow_conn, client, model_name, trained_model_dir, shipped_spec
 ):
-    from cmms_mlflow.model_loading import load_version
+    from cmms_mlflow.tracking.model_loading import load_version
 
     foreign, _ = _version(client, model_name, trained_model_dir, tags={})
     ours, _ = _version(client, model_name, trained_model_dir, tags=training_provenance(shipped_spec))
@@ -206,7 +208,7 @@ def test_scoring_takes_asset_events_only_for_models_of_its_spec(
     ours, foreign = f"pm_ours_{uuid.uuid4().hex[:6]}", f"pm_foreign_{uuid.uuid4().hex[:6]}"
     for name, tags in ((ours, training_provenance(shipped_spec)), (foreign, {"model_spec": "someone_else"})):
         version, _ = _version(client, name, trained_model_dir, tags=tags)
-        registry.promote(client, name, version, expected_champion=None, lock_dir=tmp_path, audit={})
+        model_registry.promote(client, name, version, expected_champion=None, lock_dir=tmp_path, audit={})
     operator = MlflowBatchScoreOperator(
         task_id="score", spec=shipped_spec.to_dict(), model_name="fallback_model", risk_threshold=0.5
     )
@@ -223,7 +225,7 @@ _TRUSTED_TYPE_LISTS = """
 import json, sys
 import airflow.sdk, mlflow, sklearn.ensemble  # a task process: Airflow's shims, MLflow, scikit-learn
 if sys.argv[1] == "fast":
-    from cmms_mlflow.model_loading import import_skops
+    from cmms_mlflow.tracking.model_loading import import_skops
     import_skops()
 else:
     import skops.io
@@ -261,8 +263,8 @@ def boosted_model_dirs(tmp_path_factory, mlflow_store, small_batch, shipped_spec
     """The artifact folder of one real XGBoost and one real LightGBM model logged by the training code."""
     from mlflow import MlflowClient
 
-    from cmms_mlflow.client_context import client_settings
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.hooks.client_context import client_settings
+    from cmms_mlflow.tracking.training_run import log_training_run
 
     client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     folders = {}
@@ -289,7 +291,7 @@ def test_boosted_models_load_only_through_skops_and_refuse_every_tampering(
     import skops.io
     from sklearn.preprocessing import FunctionTransformer
 
-    from cmms_mlflow.model_loading import load_version
+    from cmms_mlflow.tracking.model_loading import load_version
     from cmms_pm.data import read_split
     from cmms_pm.training import base_classifier
 
@@ -341,7 +343,7 @@ def test_a_lightgbm_model_text_that_aborts_its_parser_is_refused_not_fatal(
 ):
     """LightGBM 4.7 calls std::terminate on a malformed tree in its model text (a tampered artifact
     would kill the task process and every retry): the loader's child process dies instead."""
-    from cmms_mlflow.model_loading import load_version
+    from cmms_mlflow.tracking.model_loading import load_version
 
     version, folder = _version(
         client, model_name, boosted_model_dirs["lightgbm"], tags=training_provenance(shipped_spec),
@@ -360,7 +362,7 @@ def test_a_lightgbm_model_text_that_aborts_its_parser_is_refused_not_fatal(
 def test_a_corrupted_xgboost_booster_is_refused_as_unreadable(
     mlflow_conn, client, model_name, boosted_model_dirs, shipped_spec
 ):
-    from cmms_mlflow.model_loading import load_version
+    from cmms_mlflow.tracking.model_loading import load_version
 
     version, folder = _version(
         client, model_name, boosted_model_dirs["xgboost"], tags=training_provenance(shipped_spec),
@@ -382,8 +384,8 @@ def test_an_artifact_changed_after_training_is_refused_by_the_digest_training_re
     loader compares it before parsing. A version whose tag matches loads without the child-process
     trial; one whose file changed afterwards (here LightGBM's parser-aborting text, or a forest
     re-dumped with another tree) is refused before its content is parsed, in this process."""
-    from cmms_mlflow import model_loading
-    from cmms_mlflow.model_loading import MODEL_DIGEST_TAG, file_sha256, load_version
+    from cmms_mlflow.tracking import model_loading
+    from cmms_mlflow.tracking.model_loading import MODEL_DIGEST_TAG, file_sha256, load_version
 
     def no_child(*args, **kwargs):
         raise AssertionError("a version with a recorded digest needs no child-process trial")
@@ -408,7 +410,7 @@ def test_an_artifact_changed_after_training_is_refused_by_the_digest_training_re
 
 
 def test_training_records_the_digest_of_the_data_file_it_logged(client, trained_model_dir):
-    from cmms_mlflow.model_loading import MODEL_DIGEST_TAG, file_sha256
+    from cmms_mlflow.tracking.model_loading import MODEL_DIGEST_TAG, file_sha256
 
     run = next(
         r for r in client.search_runs(

@@ -1,11 +1,11 @@
-"""What the Models page reads (cmms_mlflow.model_overview) against a real MLflow on SQLite."""
+"""What the Models page reads (cmms_mlflow.www.model_overview) against a real MLflow on SQLite."""
 
 from __future__ import annotations
 
 import pytest
 
-from cmms_mlflow import registry
-from cmms_mlflow.hooks import MlflowHook
+from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+from cmms_mlflow.registry import model_registry
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ TRAINING_RUN = {"dag_id": "pm_training", "run_id": RUN_ID, "task_id": "promote_m
 
 
 def _change(client, tmp_path, name, version, stage, *, actor, reason, at, airflow=None):
-    from cmms_mlflow.promotion import change_stage
+    from cmms_mlflow.registry.promotion import change_stage
 
     return change_stage(
         client, name=name, version=version, stage=stage, lock_dir=tmp_path, actor=actor, reason=reason,
@@ -29,15 +29,15 @@ def _change(client, tmp_path, name, version, stage, *, actor, reason, at, airflo
 def test_summary_names_champion_challenger_previous_champion_and_decisions_from_the_history(
     client, register, model_name, hook, tmp_path
 ):
-    from cmms_mlflow.model_overview import model_summary
+    from cmms_mlflow.www.model_overview import model_summary
 
     v1, v2, v3 = register(model_name), register(model_name), register(model_name)
     _change(client, tmp_path, model_name, v1, "Production", actor="alice via /api/v1/ml",
             reason="no champion yet", at="2026-03-01T02:00:00+00:00")  # fmt: skip
-    registry.set_tags(client, model_name, v1, {"validation_status": "passed", "validation_f1": "0.9"})
+    model_registry.set_tags(client, model_name, v1, {"validation_status": "passed", "validation_f1": "0.9"})
     _change(client, tmp_path, model_name, v2, "Production", actor=f"airflow:pm_training/{RUN_ID}",
             reason="F1 0.93 >= 0.8", at="2026-03-02T02:05:00+00:00", airflow=TRAINING_RUN)  # fmt: skip
-    registry.set_tags(client, model_name, v3, {"validation_status": "rejected", "validation_f1": "0.2"})
+    model_registry.set_tags(client, model_name, v3, {"validation_status": "rejected", "validation_f1": "0.2"})
     _change(client, tmp_path, model_name, v3, "Staging", actor="bob via /api/v1/ml",
             reason="F1 0.2 < 0.8 <script>", at="2026-03-03T02:00:00+00:00")  # fmt: skip
 
@@ -71,7 +71,7 @@ def test_summary_names_champion_challenger_previous_champion_and_decisions_from_
 
 
 def test_the_row_shows_as_many_decisions_as_asked_newest_first(client, register, model_name, hook, tmp_path):
-    from cmms_mlflow.model_overview import model_summary
+    from cmms_mlflow.www.model_overview import model_summary
 
     v1, v2 = register(model_name), register(model_name)
     for i, stage in enumerate(("Staging", "Archived", "Staging", "Production")):
@@ -89,7 +89,7 @@ def test_the_row_shows_as_many_decisions_as_asked_newest_first(client, register,
 def test_pending_approvals_are_the_versions_tagged_pending_with_airflows_page_to_answer(
     client, register, model_name, hook, tmp_path
 ):
-    from cmms_mlflow.model_overview import model_summary
+    from cmms_mlflow.www.model_overview import model_summary
     from cmms_pm.approval import approval_outcome
 
     v1, v2, v3 = register(model_name), register(model_name), register(model_name)
@@ -112,8 +112,10 @@ def test_pending_approvals_are_the_versions_tagged_pending_with_airflows_page_to
         "validation_f1": "0.93",
         "champion_f1": "0.91",
     }
-    registry.set_tags(client, model_name, v2, asked)
-    registry.set_tags(client, model_name, v3, {**asked, "approval_status": "approved"})  # answered before
+    model_registry.set_tags(client, model_name, v2, asked)
+    model_registry.set_tags(
+        client, model_name, v3, {**asked, "approval_status": "approved"}
+    )  # answered before
 
     summary = model_summary(
         client, hook, model_name, approvers=["approver"], training_dag_id="pm_notify_training"
@@ -149,7 +151,7 @@ def test_pending_approvals_are_the_versions_tagged_pending_with_airflows_page_to
     outcome = approval_outcome(chosen=["Approve"], user={"id": "approver", "name": "approver"},
                                comment="looks right", timed_out=False, timeout_hours=24,
                                responded_at="2026-03-02T03:00:00+00:00")  # fmt: skip
-    registry.record_approval(client, model_name, v2, outcome=outcome, lock_dir=tmp_path, key="answer1",
+    model_registry.record_approval(client, model_name, v2, outcome=outcome, lock_dir=tmp_path, key="answer1",
                              airflow={**TRAINING_RUN, "dag_id": "pm_notify_training",
                                       "task_id": "approve_promotion"})  # fmt: skip
 
@@ -173,20 +175,20 @@ def test_links_are_built_from_ids_on_airflows_address_never_taken_from_tags(
     client, register, model_name, hook, tmp_path
 ):
     """Whoever can write a version's tags must not choose where the page sends Airflow's window."""
-    from cmms_mlflow.model_overview import model_summary
+    from cmms_mlflow.www.model_overview import model_summary
 
     v1, v2, v3, v4 = (register(model_name) for _ in range(4))
     ids = {"airflow.dag_id": "pm_training", "airflow.run_id": RUN_ID}
-    registry.set_tags(client, model_name, v1, {**ids, "airflow.run_url": "https://evil.example/phish"})
+    model_registry.set_tags(client, model_name, v1, {**ids, "airflow.run_url": "https://evil.example/phish"})
     _change(client, tmp_path, model_name, v1, "Production", actor="a", reason="r", at="t")
-    registry.set_tags(
+    model_registry.set_tags(
         client, model_name, v2, {"airflow.dag_id": "pm_training", "airflow.run_id": "x?y=//evil"}
     )
     forged = {"approval_status": "pending", "approval_requested_at": "2026-03-02T02:10:00+00:00"}
-    registry.set_tags(
+    model_registry.set_tags(
         client, model_name, v3, {**forged, "approval_requested_by": f"airflow:other_training/{RUN_ID}"}
     )
-    registry.set_tags(
+    model_registry.set_tags(
         client, model_name, v4, {**forged, "approval_requested_by": "airflow:pm_training/../../x"}
     )
 
@@ -196,7 +198,7 @@ def test_links_are_built_from_ids_on_airflows_address_never_taken_from_tags(
     assert "evil" not in link and link.endswith(
         "/dags/pm_training/runs/manual__2026-03-02T02%3A00%3A00%2B00%3A00"
     )
-    from cmms_mlflow.model_overview import version_view
+    from cmms_mlflow.www.model_overview import version_view
 
     view = version_view(client, hook, client.get_model_version(model_name, v2), {})
     assert view["links"]["airflowRun"] is None  # a run id of no Airflow shape: no link at all
@@ -208,7 +210,7 @@ def test_links_are_built_from_ids_on_airflows_address_never_taken_from_tags(
 
 
 def test_a_version_page_lists_that_versions_history_only(client, register, model_name, hook, tmp_path):
-    from cmms_mlflow.model_overview import version_detail
+    from cmms_mlflow.www.model_overview import version_detail
 
     v1, v2 = register(model_name), register(model_name)
     _change(
@@ -252,14 +254,14 @@ def test_a_version_page_lists_that_versions_history_only(client, register, model
 
 
 def test_a_model_the_registry_does_not_know_has_no_champion(client, model_name, hook):
-    from cmms_mlflow.model_overview import model_summary
+    from cmms_mlflow.www.model_overview import model_summary
 
     summary = model_summary(client, hook, model_name)
     assert (summary["registered"], summary["champion"], summary["decisions"]) == (False, None, [])
 
 
 def test_plots_are_the_runs_own_png_artifacts_by_id(client, tmp_path):
-    from cmms_mlflow.model_overview import plot_paths, read_artifact
+    from cmms_mlflow.www.model_overview import plot_paths, read_artifact
 
     experiment = client.get_experiment_by_name("plots") or client.create_experiment("plots")
     experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
@@ -279,9 +281,9 @@ def test_plots_are_the_runs_own_png_artifacts_by_id(client, tmp_path):
 
 
 def test_a_version_page_carries_its_model_card_as_text_and_its_threshold(client, register, model_name, hook):
-    from cmms_mlflow import model_overview
-    from cmms_mlflow.card_logging import log_card
-    from cmms_mlflow.model_overview import version_detail
+    from cmms_mlflow.tracking.card_logging import log_card
+    from cmms_mlflow.www import model_overview
+    from cmms_mlflow.www.model_overview import version_detail
 
     experiment = client.get_experiment_by_name("registry-tests")
     run = client.create_run(
@@ -290,7 +292,7 @@ def test_a_version_page_carries_its_model_card_as_text_and_its_threshold(client,
     hostile = "<script>alert('x')</script>"
     log_card(client, run.info.run_id, {"model_name": model_name, "features": {"categorical": [hostile]}})
     version = register(model_name, run=client.get_run(run.info.run_id))
-    registry.set_tags(client, model_name, version, {"decision_threshold": "0.3125"})
+    model_registry.set_tags(client, model_name, version, {"decision_threshold": "0.3125"})
 
     view = version_detail(client, hook, model_name, version)
     assert view["modelCard"].startswith(f"# Model card: `{model_name}`")

@@ -42,7 +42,7 @@ def _event(kind: str = PROMOTED, reason: str = RECORD["reason"]) -> dict:
 
 
 def _notifier(conns, **overrides):
-    from cmms_mlflow.notifiers import ModelEventNotifier
+    from cmms_mlflow.integrations.notifiers import ModelEventNotifier
 
     settings = {
         "spec_name": "pm",
@@ -143,7 +143,7 @@ def test_only_the_events_a_spec_subscribes_to_are_sent(notify_conns):
 
 def test_a_webhook_redirect_to_another_host_is_not_followed(notify_conns):
     from cmms_mlflow.exceptions import NotificationError
-    from cmms_mlflow.notifiers import post_json
+    from cmms_mlflow.integrations.notifiers import post_json
 
     receiver = notify_conns.http
     # localhost is another host name than the connection's 127.0.0.1 (same server, so we would see it).
@@ -156,7 +156,7 @@ def test_a_webhook_redirect_to_another_host_is_not_followed(notify_conns):
 
 
 def test_a_webhook_redirect_on_the_same_host_is_followed_with_the_token(notify_conns):
-    from cmms_mlflow.notifiers import post_json
+    from cmms_mlflow.integrations.notifiers import post_json
 
     receiver = notify_conns.http
     receiver.routes["/hooks/cmms"] = (308, {"Location": "/hooks/moved"})
@@ -168,7 +168,7 @@ def test_a_webhook_redirect_on_the_same_host_is_followed_with_the_token(notify_c
 
 def test_a_webhook_that_never_answers_fails_within_its_timeout(notify_conns, monkeypatch):
     from cmms_mlflow.exceptions import NotificationError
-    from cmms_mlflow.notifiers import post_json
+    from cmms_mlflow.integrations.notifiers import post_json
 
     receiver = notify_conns.http
     receiver.hang.add("/hooks/slow")
@@ -184,7 +184,7 @@ def test_a_webhook_that_never_answers_fails_within_its_timeout(notify_conns, mon
 
 def test_a_webhook_error_names_the_status_and_the_host_not_the_path_or_token(notify_conns):
     from cmms_mlflow.exceptions import NotificationError
-    from cmms_mlflow.notifiers import post_json
+    from cmms_mlflow.integrations.notifiers import post_json
 
     notify_conns.http.routes["/hooks/cmms"] = (500, {})
     with pytest.raises(NotificationError) as err:
@@ -205,7 +205,7 @@ def test_a_webhook_error_names_the_status_and_the_host_not_the_path_or_token(not
 def test_the_webhook_url_comes_from_the_http_connection(conn, url):
     from airflow.sdk import Connection
 
-    from cmms_mlflow.notifiers import webhook_url
+    from cmms_mlflow.integrations.notifiers import webhook_url
 
     if "extra" in conn:
         conn = conn | {"extra": json.dumps(conn["extra"])}
@@ -224,7 +224,7 @@ def test_a_webhook_url_with_credentials_or_another_scheme_is_refused(host, probl
     from airflow.sdk import Connection
 
     from cmms_mlflow.exceptions import NotificationError
-    from cmms_mlflow.notifiers import webhook_url
+    from cmms_mlflow.integrations.notifiers import webhook_url
 
     with pytest.raises(NotificationError, match=re.escape(problem)):
         webhook_url(Connection(conn_id="c", conn_type="http", host=host))
@@ -232,7 +232,7 @@ def test_a_webhook_url_with_credentials_or_another_scheme_is_refused(host, probl
 
 def test_a_spec_without_notifications_gets_no_notifier_and_its_dags_no_failure_callback(shipped_spec):
     from cmms_mlflow.factory import build_training_dag
-    from cmms_mlflow.notifiers import ModelEventNotifier
+    from cmms_mlflow.integrations.notifiers import ModelEventNotifier
 
     assert ModelEventNotifier.for_spec(shipped_spec) is None
     dag = build_training_dag(shipped_spec)
@@ -242,7 +242,7 @@ def test_a_spec_without_notifications_gets_no_notifier_and_its_dags_no_failure_c
 
 def test_a_spec_with_notifications_wires_them_into_its_dags(shipped_spec):
     from cmms_mlflow.factory import build_scoring_dag, build_training_dag
-    from cmms_mlflow.notifiers import ModelEventNotifier
+    from cmms_mlflow.integrations.notifiers import ModelEventNotifier
     from cmms_pm.spec import ModelSpec
 
     data = shipped_spec.to_dict()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cmms_mlflow import registry
+from cmms_mlflow.registry import model_registry
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_rerunning_a_dag_run_writes_no_second_mlflow_run_or_version(
     assert runs[0].data.tags["airflow.run_id"] == first.run_id
     versions = client.search_model_versions(f"name = '{model_name}'")
     assert [str(v.version) for v in versions] == ["1"]
-    assert registry.aliases_of(client, model_name) == {"challenger": "1"}
+    assert model_registry.aliases_of(client, model_name) == {"challenger": "1"}
     assert versions[0].tags["validation_status"] == "passed"
 
     # The extra links' targets were pushed by the operators and point at what they touched.
@@ -95,7 +95,7 @@ def test_a_run_left_running_by_a_killed_attempt_is_closed_and_replaced(
     from airflow.models.dagrun import DagRun
     from airflow.utils.types import DagRunType
 
-    from cmms_mlflow.hooks import MlflowHook
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
 
     dag = _dag("operator_pipeline", model_name)
     run_id = DagRun.generate_run_id(

@@ -15,7 +15,6 @@ from datasets import ai4i_like
 from operator_context import operator_runner, train_and_stage, write_incoming
 from support import spec_owning
 
-from cmms_mlflow import registry
 from cmms_mlflow.exceptions import BadDataError
 from cmms_mlflow.operators import (
     ExtractBatchOperator,
@@ -26,6 +25,7 @@ from cmms_mlflow.operators import (
     MlflowValidateDataOperator,
     MlflowValidateModelOperator,
 )
+from cmms_mlflow.registry import model_registry
 from cmms_pm.spec import load_spec
 
 FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures" / "models"
@@ -68,7 +68,7 @@ def test_the_operators_take_a_foreign_batch_from_file_to_champion(
         )
     )
     assert outcome["decision"] == "promote"
-    assert registry.aliases_of(client, model_name) == {"champion": version}
+    assert model_registry.aliases_of(client, model_name) == {"champion": version}
     tags = client.get_model_version(model_name, version).tags
     assert tags["model_spec"] == "ai4i" and tags["estimator"] == "hist_gradient_boosting"
 
@@ -78,7 +78,7 @@ def test_validate_data_compares_the_next_batch_with_the_champions_contract(
 ):
     source = write_incoming(tmp_path, ai4i_like(3000, seed=32))
     manifest, checks, version = train_and_stage(run, spec, model_name, 1, source)
-    registry.promote(
+    model_registry.promote(
         client, model_name, version, expected_champion=None, lock_dir=tmp_path / "locks", audit={}
     )
 
@@ -120,7 +120,11 @@ def test_a_task_given_another_specs_model_fails_without_retry_and_writes_nothing
     from airflow.sdk.exceptions import AirflowFailException
 
     from cmms_mlflow.exceptions import ModelOwnershipError
-    from cmms_mlflow.operators import MlflowRejectModelOperator
+    from cmms_mlflow.operators import (
+        MlflowModelReportOperator,
+        MlflowRejectModelOperator,
+        MlflowValidateModelOperator,
+    )
 
     victim = f"{model_name}_victim"  # owned by another spec (or by none: the same refusal)
     definition = spec.to_dict()
@@ -141,6 +145,10 @@ def test_a_task_given_another_specs_model_fails_without_retry_and_writes_nothing
         MlflowTransitionModelOperator(task_id="stage_model", version="1", stage="Staging", **mine),
         MlflowPromoteModelOperator(task_id="promote_model", validation=record, **mine),
         MlflowRejectModelOperator(task_id="reject_model", validation=record, **mine),
+        MlflowValidateModelOperator(
+            task_id="validate_model", version="1", holdout_uri=str(tmp_path / "holdout.parquet"), **mine
+        ),
+        MlflowModelReportOperator(task_id="report", validation=record, **mine),
     ):
         with pytest.raises(
             ModelOwnershipError, match=f"'{victim}' is not spec 'ai4i'.s registered model"

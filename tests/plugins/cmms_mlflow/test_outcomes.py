@@ -27,11 +27,13 @@ def _report(days: range, version: str = "4"):
 def test_each_day_is_logged_once_and_earlier_days_stay_when_their_inputs_are_gone(
     client, model_name, tmp_path
 ):
-    from cmms_mlflow import outcomes
+    from cmms_mlflow.tracking import realized_outcomes
 
     location = (tmp_path / "artifacts").as_uri()
     first = _report(range(0, 5))
-    stored = outcomes.store(client, model_name, first, window_days=3, tags={}, artifact_location=location)
+    stored = realized_outcomes.store(
+        client, model_name, first, window_days=3, tags={}, artifact_location=location
+    )
     run_id = stored["4"]["monitoring_run_id"]
     assert client.get_experiment_by_name(f"{model_name}__outcomes").artifact_location == location
     steps = [m.step for m in client.get_metric_history(run_id, "realized_recall")]
@@ -39,7 +41,9 @@ def test_each_day_is_logged_once_and_earlier_days_stay_when_their_inputs_are_gon
     assert {m.value for m in client.get_metric_history(run_id, "lead_time_hours_median")} == {20.0}
     # Later: the first three days' prediction files were removed (retention), two new days arrived.
     later = _report(range(3, 7))
-    stored = outcomes.store(client, model_name, later, window_days=3, tags={}, artifact_location=location)
+    stored = realized_outcomes.store(
+        client, model_name, later, window_days=3, tags={}, artifact_location=location
+    )
     assert stored["4"]["monitoring_run_id"] == run_id  # one run per version
     assert [d["day"] for d in stored["4"]["days"]] == [f"2026-03-0{d}" for d in range(1, 8)]
     steps = sorted(m.step for m in client.get_metric_history(run_id, "realized_recall"))
@@ -50,29 +54,33 @@ def test_each_day_is_logged_once_and_earlier_days_stay_when_their_inputs_are_gon
 def test_a_crash_between_the_metrics_and_the_json_logs_nothing_twice(
     client, model_name, monkeypatch, tmp_path
 ):
-    from cmms_mlflow import outcomes
+    from cmms_mlflow.tracking import realized_outcomes
 
     location = (tmp_path / "artifacts").as_uri()
     report = _report(range(0, 3))
     real = client.log_text
     monkeypatch.setattr(client, "log_text", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError, match="killed"):
-        outcomes.store(client, model_name, report, window_days=3, tags={}, artifact_location=location)
+        realized_outcomes.store(
+            client, model_name, report, window_days=3, tags={}, artifact_location=location
+        )
     monkeypatch.setattr(client, "log_text", real)
-    stored = outcomes.store(client, model_name, report, window_days=3, tags={}, artifact_location=location)
+    stored = realized_outcomes.store(
+        client, model_name, report, window_days=3, tags={}, artifact_location=location
+    )
     history = client.get_metric_history(stored["4"]["monitoring_run_id"], "matured_predictions")
     assert sorted(m.step for m in history) == [0, 1, 2]
-    assert outcomes.read_performance(client, model_name)[0]["days"] == stored["4"]["days"]
-    assert outcomes.performance_of(client, model_name, "4")["window"]["recall"] == 1.0
-    assert outcomes.performance_of(client, model_name, "5") is None
-    assert outcomes.read_performance(client, "pm_never_measured") == []
+    assert realized_outcomes.read_performance(client, model_name)[0]["days"] == stored["4"]["days"]
+    assert realized_outcomes.performance_of(client, model_name, "4")["window"]["recall"] == 1.0
+    assert realized_outcomes.performance_of(client, model_name, "5") is None
+    assert realized_outcomes.read_performance(client, "pm_never_measured") == []
 
 
 def test_a_training_run_asked_for_by_a_retraining_request_carries_its_reason():
     from types import SimpleNamespace
 
-    from cmms_mlflow.assets import champion_asset, retrain_asset
-    from cmms_mlflow.training_run import airflow_tags
+    from cmms_mlflow.integrations.assets import champion_asset, retrain_asset
+    from cmms_mlflow.tracking.training_run import airflow_tags
 
     def event(asset, **extra):
         return SimpleNamespace(asset=SimpleNamespace(name=asset.name, uri=asset.uri), extra=extra)
@@ -100,23 +108,25 @@ def _spec(path: str):
 
 
 def test_the_failure_log_is_read_through_the_source_checks_and_normalized(tmp_path, monkeypatch):
-    from cmms_mlflow import outcomes
     from cmms_mlflow.exceptions import BadDataError
+    from cmms_mlflow.tracking import realized_outcomes
 
     monkeypatch.setenv("CMMS_DATA_ROOT", str(tmp_path / "data"))
     (tmp_path / "data" / "incoming").mkdir(parents=True)
     (tmp_path / "data" / "incoming" / "failures.csv").write_text(
         "asset,failed_at,component\nEQ-1,2026-03-02T10:00:00Z,bearing\nEQ-2,2026-03-02 12:00,seal\n"
     )
-    log = outcomes.read_failures(_spec("incoming/failures.csv"), start="2026-03-01", end="2026-03-03")
+    log = realized_outcomes.read_failures(
+        _spec("incoming/failures.csv"), start="2026-03-01", end="2026-03-03"
+    )
     assert list(log["entity"]) == ["EQ-1", "EQ-2"] and list(log["component"]) == ["bearing", "seal"]
     assert list(log["failure_time"]) == [pd.Timestamp("2026-03-02T10:00Z"), pd.Timestamp("2026-03-02T12:00Z")]
     # The attacker's path: outside the allowed roots, refused before anything is read (not retried).
     (tmp_path / "secret.csv").write_text("asset,failed_at,component\nx,2026-03-02,y\n")
     for path in ("../secret.csv", str(tmp_path / "secret.csv"), "incoming/../../secret.csv"):
         with pytest.raises(BadDataError):
-            outcomes.read_failures(_spec(path), start="2026-03-01", end="2026-03-03")
+            realized_outcomes.read_failures(_spec(path), start="2026-03-01", end="2026-03-03")
     # A log without the declared columns: a typed error naming them.
     (tmp_path / "data" / "incoming" / "other.csv").write_text("machine,when\nEQ-1,2026-03-02\n")
     with pytest.raises(BadDataError, match="asset"):
-        outcomes.read_failures(_spec("incoming/other.csv"), start="2026-03-01", end="2026-03-03")
+        realized_outcomes.read_failures(_spec("incoming/other.csv"), start="2026-03-01", end="2026-03-03")

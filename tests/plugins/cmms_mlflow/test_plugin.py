@@ -18,7 +18,7 @@ def test_plugin_registers_both_mlflow_links():
         "print(sorted(type(link).__name__ for link in ours[0].operator_extra_links))\n"
         "names = ('hooks', 'operators', 'registry', 'links', 'plugin', 'api')\n"
         "print(sorted(m for m in names if m in sys.modules))\n"
-        "print('cmms_mlflow.api' in sys.modules or 'cmms_mlflow.ui' in sys.modules)\n"
+        "print('cmms_mlflow.www.routes' in sys.modules or 'cmms_mlflow.www.ui' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from support import training_provenance
 
-from cmms_mlflow import registry
-from cmms_mlflow.hooks import MlflowHook
-from cmms_mlflow.model_evaluation import recorded_decision, validate_candidate
-from cmms_mlflow.promotion import promote_validated
-from cmms_mlflow.training_run import log_training_run
+from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+from cmms_mlflow.registry import model_registry
+from cmms_mlflow.registry.promotion import promote_validated
+from cmms_mlflow.tracking.model_evaluation import recorded_decision, validate_candidate
+from cmms_mlflow.tracking.training_run import log_training_run
 
 DATA_END = "2026-04-01T02:00:00+00:00"  # the small_batch interval end
 
@@ -30,7 +30,7 @@ def _staged_version(hook, client, name: str, manifest: dict, spec) -> str:
         tags={"data_interval_end": DATA_END, **training_provenance(spec)},
         run_name="candidate",
     )
-    version = registry.register_version(
+    version = model_registry.register_version(
         client,
         name=name,
         source=trained["model_uri"],
@@ -38,7 +38,7 @@ def _staged_version(hook, client, name: str, manifest: dict, spec) -> str:
         description="candidate",
         tags={"data_interval_end": DATA_END},
     )
-    registry.transition(client, name, str(version.version), "Staging")
+    model_registry.transition(client, name, str(version.version), "Staging")
     return str(version.version)
 
 
@@ -61,17 +61,17 @@ def test_a_challenger_is_revalidated_when_the_champion_changed_since_validation(
         )
         assert record["decision"] == "promote" and record["champion_version"] is None
         # Meanwhile another run promoted the first candidate.
-        registry.promote(client, model_name, first, expected_champion=None, lock_dir=tmp_path, audit={})
+        model_registry.promote(client, model_name, first, expected_champion=None, lock_dir=tmp_path, audit={})
 
         outcome = promote_validated(client, name=model_name, record=record, lock_dir=tmp_path, audit={})
 
         assert outcome["revalidated"] is True and outcome["decision"] == "reject"
         assert "champion F1" in outcome["reason"]
-        assert registry.aliases_of(client, model_name) == {"champion": first}
+        assert model_registry.aliases_of(client, model_name) == {"champion": first}
         assert client.get_model_version(model_name, second).current_stage == "Archived"
         final = recorded_decision(client, client.get_model_version(model_name, second).run_id)
         assert final["champion_version"] == first and final["decision"] == "reject"
-        registry.check_invariants(client, model_name)
+        model_registry.check_invariants(client, model_name)
 
 
 def test_an_unchanged_champion_means_no_revalidation(
@@ -92,7 +92,7 @@ def test_an_unchanged_champion_means_no_revalidation(
             client, name=model_name, record=record, lock_dir=tmp_path, audit={"by": "t"}
         )
         assert (outcome["revalidated"], outcome["decision"]) == (False, "promote")
-        assert registry.aliases_of(client, model_name) == {"champion": version}
+        assert model_registry.aliases_of(client, model_name) == {"champion": version}
         assert client.get_model_version(model_name, version).tags["by"] == "t"
 
 
@@ -100,7 +100,7 @@ def test_an_unchanged_champion_means_no_revalidation(
 
 
 def _manual(client, name, version, stage, tmp_path, **kwargs):
-    from cmms_mlflow.promotion import change_stage
+    from cmms_mlflow.registry.promotion import change_stage
 
     return change_stage(
         client,
@@ -117,15 +117,15 @@ def _manual(client, name, version, stage, tmp_path, **kwargs):
 
 def _state(client, name):
     versions = {str(v.version): v.current_stage for v in client.search_model_versions(f"name = '{name}'")}
-    return versions, registry.aliases_of(client, name)
+    return versions, model_registry.aliases_of(client, name)
 
 
 def _rollback(client, name, lock_dir, **who):
     """What the model_promotion DAG does for version=previous: resolve, then change the stage."""
-    from cmms_mlflow.promotion import change_stage, previous_champion
+    from cmms_mlflow.registry.promotion import change_stage, previous_champion
 
     target = previous_champion(client, name)
-    champion = registry.get_champion(client, name)
+    champion = model_registry.get_champion(client, name)
     return change_stage(
         client, name=name, version=target, stage="Production", lock_dir=lock_dir,
         expected_champion=str(champion.version), kind="rollback", **who,
@@ -157,7 +157,7 @@ def test_rollback_after_two_promotions_restores_the_previous_champion_with_audit
         {v1: "Production", v2: "Archived"},
         {"champion": v1, "previous_champion": v2},
     )
-    registry.check_invariants(client, model_name)
+    model_registry.check_invariants(client, model_name)
     tags = client.get_model_version(model_name, v1).tags
     assert tags["promoted_by"] == "carol"
     assert tags["promoted_at"] == "2026-11-26T13:00:00+00:00"
@@ -186,7 +186,7 @@ def test_a_stale_expected_champion_is_a_conflict_and_changes_nothing(client, reg
     _manual(client, model_name, v2, "Production", tmp_path, expected_champion=v1)
     with pytest.raises(PromotionConflictError, match="changed since validation"):
         _manual(client, model_name, v3, "Production", tmp_path, expected_champion=v1)
-    assert str(registry.get_champion(client, model_name).version) == v2
+    assert str(model_registry.get_champion(client, model_name).version) == v2
 
 
 def test_staging_and_archiving_by_hand_keep_aliases_in_step_and_are_tagged(
@@ -223,7 +223,7 @@ def test_promoting_a_former_champion_by_hand_is_recorded_as_a_rollback(
 ):
     """What the Models page and the promote route send (kind manual) for the previous champion, or any
     archived version that once served, is a rollback in the tags and the history."""
-    from cmms_mlflow import history
+    from cmms_mlflow.registry import history
 
     v1, v2, v3, v4 = (register(model_name) for _ in range(4))
     for version in (v1, v2, v3):
@@ -242,14 +242,14 @@ def test_promoting_a_former_champion_by_hand_is_recorded_as_a_rollback(
 
 
 def _refused_approval(client, model_name, version, status):
-    registry.set_tags(client, model_name, version, {"approval_status": status, "approval_by": "jdoe"})
+    model_registry.set_tags(client, model_name, version, {"approval_status": status, "approval_by": "jdoe"})
 
 
 def test_an_approval_spec_is_promoted_by_hand_only_by_an_approver_and_a_no_only_with_a_recorded_override(
     client, register, model_name, tmp_path
 ):
-    from cmms_mlflow import history
     from cmms_mlflow.exceptions import ApprovalAuthorityError, PromotionConflictError
+    from cmms_mlflow.registry import history
     from cmms_pm.registry_plan import Authority
 
     def by(approver: bool, override: str = "") -> Authority:
@@ -277,7 +277,7 @@ def test_an_approval_spec_is_promoted_by_hand_only_by_an_approver_and_a_no_only_
         client, model_name, v3, "Production", tmp_path, actor="jdoe", reason="holdout re-checked by hand",
         authority=by(True, override="holdout re-checked by hand"),
     )  # fmt: skip
-    assert outcome["override"]["of"] == "timed_out" and registry.get_champion(
+    assert outcome["override"]["of"] == "timed_out" and model_registry.get_champion(
         client, model_name
     ).version == int(v3)
     tags = client.get_model_version(model_name, v3).tags
@@ -294,10 +294,10 @@ def test_a_rerun_of_a_promotion_superseded_since_ends_green_and_changes_nothing(
 ):
     """A cleared backfill run's promote_model: its promotion happened, later runs replaced its
     champion; the rerun must not fail with a conflict, nor move anything back."""
-    from cmms_mlflow import history
+    from cmms_mlflow.registry import history
 
     v1, v2, v3 = register(model_name), register(model_name), register(model_name)
-    registry.transition(client, model_name, v1, "Staging")
+    model_registry.transition(client, model_name, v1, "Staging")
     record = {
         "challenger_version": v1, "champion_version": None, "decision": "promote", "reason": "F1 0.9 >= 0.8",
         "holdout_uri": "/nowhere/holdout.parquet", "target": "y", "thresholds": _policy(0.0),

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cmms_mlflow import registry
 from cmms_mlflow.exceptions import PromotionConflictError
+from cmms_mlflow.registry import model_registry
 
 ITERATIONS = 50
 
@@ -40,7 +40,7 @@ def _in_parallel(*calls):
 
 
 def _production(client, name: str) -> list[str]:
-    return [str(v.version) for v in registry.versions_in_stage(client, name, "Production")]
+    return [str(v.version) for v in model_registry.versions_in_stage(client, name, "Production")]
 
 
 def test_registering_one_run_twice_sequentially_gives_one_version(client, model_name, register):
@@ -64,7 +64,7 @@ def test_promoting_one_version_twice_promotes_it_once(client, model_name, regist
     audit = {"promoted_by": "test"}
 
     def promote():
-        return registry.promote(
+        return model_registry.promote(
             client, model_name, version, expected_champion=None, lock_dir=lock_dir, audit=audit
         )
 
@@ -73,7 +73,7 @@ def test_promoting_one_version_twice_promotes_it_once(client, model_name, regist
     changed = [r for r in (*concurrent, sequential) if not r.get("unchanged")]
     assert len(changed) == 1, concurrent
     assert _production(client, model_name) == [version]
-    assert registry.aliases_of(client, model_name) == {"champion": version}
+    assert model_registry.aliases_of(client, model_name) == {"champion": version}
 
 
 def test_concurrent_promotions_of_two_candidates_leave_exactly_one_champion(
@@ -86,7 +86,7 @@ def test_concurrent_promotions_of_two_candidates_leave_exactly_one_champion(
         a, b = (register(model_name, client.create_run(experiment_id)) for _ in range(2))
         results = _in_parallel(
             *(
-                lambda v=v, seen=champion: registry.promote(
+                lambda v=v, seen=champion: model_registry.promote(
                     client, model_name, v, expected_champion=seen, lock_dir=lock_dir, audit={}
                 )
                 for v in (a, b)
@@ -97,7 +97,7 @@ def test_concurrent_promotions_of_two_candidates_leave_exactly_one_champion(
         assert len(won) == 1 and len(lost) == 1, results
         production = _production(client, model_name)
         assert production == [won[0]["version"]], production
-        assert registry.aliases_of(client, model_name)["champion"] == production[0]
+        assert model_registry.aliases_of(client, model_name)["champion"] == production[0]
         winners, conflicts = winners + 1, conflicts + 1
         champion = production[0]
     assert (winners, conflicts) == (ITERATIONS, ITERATIONS)

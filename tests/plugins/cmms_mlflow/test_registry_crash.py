@@ -10,7 +10,7 @@ import time
 
 from registry_hosts import run_hosts, worker_logs
 
-from cmms_mlflow import history, promotion, registry
+from cmms_mlflow.registry import history, model_registry, promotion
 
 
 def _killed_promotion(tmp_path, client, mlflow_store, model_name, register):
@@ -25,7 +25,7 @@ def _killed_promotion(tmp_path, client, mlflow_store, model_name, register):
     assert codes == [-signal.SIGKILL], worker_logs(tmp_path / "hosts")
     stages = {str(v.version): v.current_stage for v in client.search_model_versions(f"name = '{model_name}'")}
     assert stages == {v1: "Archived", v2: "Production"}
-    assert registry.aliases_of(client, model_name) == {"champion": v1}  # left on the archived version
+    assert model_registry.aliases_of(client, model_name) == {"champion": v1}  # left on the archived version
     return v1, v2
 
 
@@ -37,7 +37,7 @@ def test_the_next_write_repairs_a_promotion_killed_between_stage_and_alias_and_r
     (intent,) = history.read(client, model_name, limit=1)
     assert (intent["type"], intent["version"], intent["status"]) == ("promotion", v2, "pending")
     # Read paths already serve the Production version and say what is wrong.
-    champion, problems = registry.serving(client, model_name)
+    champion, problems = model_registry.serving(client, model_name)
     assert str(champion.version) == v2
     assert (
         problems[0] == f"alias champion pointed at v{v1} (Archived): moved to v{v2}, the Production version"
@@ -52,12 +52,12 @@ def test_the_next_write_repairs_a_promotion_killed_between_stage_and_alias_and_r
     waited = time.monotonic() - started
     print(f"the write after the SIGKILLed promotion took {waited:.2f} s, lock included")
     assert waited < 10
-    assert registry.aliases_of(client, model_name) == {
+    assert model_registry.aliases_of(client, model_name) == {
         "champion": v2,
         "previous_champion": v1,
         "challenger": v3,
     }
-    registry.check_invariants(client, model_name)
+    model_registry.check_invariants(client, model_name)
     staged, repair, killed, first = history.read(client, model_name, limit=10)
     assert (staged["type"], staged["version"], staged["actor"]) == ("stage_change", v3, "bob")
     assert (repair["type"], repair["champion_before"], repair["champion_after"]) == ("repair", v1, v2)
@@ -87,7 +87,7 @@ def test_a_retry_of_the_killed_promotion_completes_it_and_records_it_once(
     outcome = retry()
     assert outcome["unchanged"] is True and outcome["repairs"]
     retry()
-    assert registry.aliases_of(client, model_name) == {"champion": v2, "previous_champion": v1}
+    assert model_registry.aliases_of(client, model_name) == {"champion": v2, "previous_champion": v1}
     events = history.read(client, model_name, limit=10)
     assert [(e["type"], e["changed"], e["status"]) for e in events] == [
         ("repair", True, "done"),
@@ -111,7 +111,7 @@ def test_a_promotion_killed_before_its_history_is_completed_is_settled_by_the_ne
     _, codes = run_hosts(tmp_path / "hosts", tracking_uri=mlflow_store, name=model_name, jobs=jobs)
     assert codes == [-signal.SIGKILL], worker_logs(tmp_path / "hosts")
     # Every registry write happened; the event is there, as an intent.
-    assert registry.aliases_of(client, model_name) == {"champion": v2, "previous_champion": v1}
+    assert model_registry.aliases_of(client, model_name) == {"champion": v2, "previous_champion": v1}
     assert client.get_model_version(model_name, v2).tags["promoted_by"] == "worker-0"
     intent = history.read(client, model_name, limit=1)[0]
     assert (intent["type"], intent["version"], intent["status"], intent["key"]) == (
@@ -132,7 +132,7 @@ def test_a_promotion_killed_before_its_history_is_completed_is_settled_by_the_ne
     assert settled["settled"] == "completed by the next write: every write had taken effect"
     assert "expect" not in settled
     assert client.get_run(_history_run(client, model_name, "w0r0")).info.status == "FINISHED"
-    registry.check_invariants(client, model_name)
+    model_registry.check_invariants(client, model_name)
 
 
 def _history_run(client, model_name: str, key: str) -> str:

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from registry_hosts import run_hosts, worker_logs
 
-from cmms_mlflow import history, promotion, registry
 from cmms_mlflow.exceptions import (
     LockTimeoutError,
     MlflowConfigurationError,
     MlflowRegistryError,
     RegistryLockUnavailable,
 )
+from cmms_mlflow.registry import history, model_registry, promotion
 
 
 def _production(client, name: str) -> list[str]:
-    return [str(v.version) for v in registry.versions_in_stage(client, name, "Production")]
+    return [str(v.version) for v in model_registry.versions_in_stage(client, name, "Production")]
 
 
 def _promote(client, name, version, lock_dir, **kwargs):
@@ -38,8 +38,8 @@ def _promote(client, name, version, lock_dir, **kwargs):
 def _assert_consistent(client, name: str) -> str:
     production = _production(client, name)
     assert len(production) == 1, production
-    assert registry.aliases_of(client, name).get("champion") == production[0]
-    assert registry.serving(client, name)[1] == ()
+    assert model_registry.aliases_of(client, name).get("champion") == production[0]
+    assert model_registry.serving(client, name)[1] == ()
     return production[0]
 
 
@@ -119,11 +119,11 @@ def test_two_hosts_promoting_in_the_worst_interleaving(
         # Both compare-and-sets passed (both saw v1); the writes interleaved.
         assert [r["ok"] for r in results] == [True, True], results
         assert _production(client, model_name) == [b]
-        assert registry.aliases_of(client, model_name)["champion"] == a  # an Archived version
+        assert model_registry.aliases_of(client, model_name)["champion"] == a  # an Archived version
         with pytest.raises(MlflowRegistryError, match="alias 'champion'"):
-            registry.check_invariants(client, model_name)
+            model_registry.check_invariants(client, model_name)
         # Readers still get the Production version, never the archived one the alias names.
-        assert str(registry.get_champion(client, model_name).version) == b
+        assert str(model_registry.get_champion(client, model_name).version) == b
         # The next write path repairs it, and the history says so.
         fixed = promotion.repair(
             client, name=model_name, lock_dir=tmp_path / "setup-locks", actor="ops", at="t9"
@@ -139,15 +139,15 @@ def test_two_hosts_promoting_in_the_worst_interleaving(
 
 
 def test_a_held_lock_times_out_with_an_error_naming_its_holder(tmp_path, model_name, cross_host_lock):
-    with registry.model_lock(tmp_path / "host-a", model_name):
+    with model_registry.model_lock(tmp_path / "host-a", model_name):
         started = time.monotonic()
         with pytest.raises(LockTimeoutError, match=r"still held by 'cmms registry lock .+:\d+'"):
-            with registry.model_lock(tmp_path / "host-b", model_name, timeout=0.5):
+            with model_registry.model_lock(tmp_path / "host-b", model_name, timeout=0.5):
                 pass
         assert time.monotonic() - started < 5
-        with registry.model_lock(tmp_path / "host-b", f"{model_name}_other", timeout=0.5):
+        with model_registry.model_lock(tmp_path / "host-b", f"{model_name}_other", timeout=0.5):
             pass  # another model's lock is free
-    with registry.model_lock(tmp_path / "host-b", model_name, timeout=0.5):
+    with model_registry.model_lock(tmp_path / "host-b", model_name, timeout=0.5):
         pass  # released on exit
 
 
@@ -157,24 +157,24 @@ def test_a_missing_or_unreachable_lock_database_is_a_clear_error(tmp_path, model
     monkeypatch.setenv("CMMS_REGISTRY_LOCK", "postgres")
     monkeypatch.delenv("AIRFLOW_CONN_CMMS_REGISTRY_LOCK", raising=False)
     with pytest.raises(MlflowConfigurationError, match="'cmms_registry_lock' is not defined"):
-        with registry.model_lock(tmp_path, model_name):
+        with model_registry.model_lock(tmp_path, model_name):
             pass
     monkeypatch.setenv("AIRFLOW_CONN_CMMS_REGISTRY_LOCK", f"postgres://nobody@127.0.0.1:{free_port()}/x")
     with pytest.raises(RegistryLockUnavailable, match="did not answer") as caught:
-        with registry.model_lock(tmp_path, model_name, timeout=2):
+        with model_registry.model_lock(tmp_path, model_name, timeout=2):
             pass
     from airflow.sdk.exceptions import AirflowFailException
 
     assert not isinstance(caught.value, AirflowFailException)  # retryable
     monkeypatch.setenv("CMMS_REGISTRY_LOCK", "sometimes")
     with pytest.raises(MlflowConfigurationError, match="'sometimes'"):
-        with registry.model_lock(tmp_path, model_name):
+        with model_registry.model_lock(tmp_path, model_name):
             pass
 
 
 def test_auto_mode_without_the_connection_uses_the_file_lock_alone(tmp_path, model_name, monkeypatch):
     monkeypatch.delenv("CMMS_REGISTRY_LOCK", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_CMMS_REGISTRY_LOCK", raising=False)
-    with registry.model_lock(tmp_path, model_name) as held:
+    with model_registry.model_lock(tmp_path, model_name) as held:
         assert held.connection is None and "file lock" in held.description
     assert (Path(tmp_path) / f"{model_name}.registry.lock").exists()

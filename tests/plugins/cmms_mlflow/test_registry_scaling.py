@@ -14,7 +14,7 @@ import uuid
 import pytest
 from fastapi import HTTPException
 
-from cmms_mlflow import history, registry
+from cmms_mlflow.registry import history, model_registry
 from cmms_pm import registry_plan as rp
 
 LEGACY_EVENTS = 1000
@@ -78,9 +78,9 @@ def long_history(mlflow_store):
 @pytest.fixture
 def api_client(mlflow_conn):
     """The model API's route functions, called directly (HTTP and auth: tests/dags/test_model_api.py)."""
-    from cmms_mlflow import api
+    from cmms_mlflow.www import routes
 
-    return api
+    return routes
 
 
 def _page_through(api, name, limit, *, during=None):
@@ -222,9 +222,9 @@ def test_a_number_taken_by_an_event_out_of_time_order_is_skipped(client, long_hi
 def test_a_lean_snapshot_holds_every_version_a_change_can_touch_in_bounded_reads(
     client, register, model_name, tmp_path, monkeypatch
 ):
-    from cmms_mlflow.promotion import change_stage
+    from cmms_mlflow.registry.promotion import change_stage
 
-    monkeypatch.setattr(registry, "LEAN_WINDOW", 3)
+    monkeypatch.setattr(model_registry, "LEAN_WINDOW", 3)
     versions = [register(model_name) for _ in range(12)]
     lock = tmp_path / "locks"
 
@@ -235,7 +235,7 @@ def test_a_lean_snapshot_holds_every_version_a_change_can_touch_in_bounded_reads
     move("1", "Production")
     move("2", "Production")  # v1: previous champion
     move("3", "Staging")
-    registry.set_tags(client, model_name, "3", {"approval_status": "pending"})
+    model_registry.set_tags(client, model_name, "3", {"approval_status": "pending"})
     move("4", "Staging")  # the challenger... until v5 is staged
     for version in versions[4:]:
         move(version, "Archived")
@@ -249,13 +249,13 @@ def test_a_lean_snapshot_holds_every_version_a_change_can_touch_in_bounded_reads
                       page_token=page_token)  # fmt: skip
 
     monkeypatch.setattr(type(client), "search_model_versions", counting)
-    lean = registry.read_snapshot(client, model_name, versions=["5"])
+    lean = model_registry.read_snapshot(client, model_name, versions=["5"])
     assert not lean.complete
     # The newest 3, the champion and the previous champion (aliases), the pending approval, the newest
     # of each stage (v4, the newest Staging), and the version asked for — not the other archived ones.
     assert set(lean.versions) == {"12", "11", "10", "2", "1", "3", "4", "5"}
     assert all(f == f"name = '{model_name}'" and n == 3 or "approval_status" in f for f, n in asked), asked
-    full = registry.read_snapshot(client, model_name)
+    full = model_registry.read_snapshot(client, model_name)
     assert full.complete and set(full.versions) == {str(v) for v in range(1, 13)}
     # The planner decides the same on both for a change of a version the lean one holds.
     request = rp.Request(kind="promotion", version="5", stage="Production", key="k")
@@ -268,8 +268,8 @@ def test_a_lean_snapshot_holds_every_version_a_change_can_touch_in_bounded_reads
     monkeypatch.setattr(type(client), "search_model_versions", search)
     # Staging v3 (pending) is the challenger once v4 leaves Staging, though far outside the window.
     move("4", "Archived")
-    assert registry.aliases_of(client, model_name)["challenger"] == "3"
+    assert model_registry.aliases_of(client, model_name)["challenger"] == "3"
     # An old version moved to Production outside this package (MLflow's UI) is seen by the readers.
     client.transition_model_version_stage(model_name, "7", "Production", archive_existing_versions=True)
-    champion, problems = registry.serving(client, model_name)
+    champion, problems = model_registry.serving(client, model_name)
     assert str(champion.version) == "7" and "alias champion pointed at v2" in problems[0]

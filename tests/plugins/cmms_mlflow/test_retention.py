@@ -1,4 +1,4 @@
-"""Retention of archived versions' artifacts (cmms_mlflow.retention) against a real MLflow on SQLite:
+"""Retention of archived versions' artifacts (cmms_mlflow.registry.pruning) against a real MLflow on SQLite:
 nine nights of decisions, a pruning process SIGKILLed between its steps and rerun, and the versions an
 attacker could register to make a worker delete what is not ours."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cmms_mlflow import history, registry
-from cmms_mlflow import retention as ret
 from cmms_mlflow.exceptions import ModelNotFoundError, PromotionConflictError
+from cmms_mlflow.registry import history, model_registry
+from cmms_mlflow.registry import pruning as ret
 from cmms_pm import registry_plan as rp
 from cmms_pm.spec import build_spec
 
@@ -51,7 +51,7 @@ def world(client, mlflow_conn, monkeypatch, model_name, tmp_path, shipped_spec):
         logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
         client.log_model_artifacts(logged.model_id, str(files))
         client.set_terminated(run_id)
-        version = registry.register_version(
+        version = model_registry.register_version(
             client, name=model_name, source=f"models:/{logged.model_id}", run_id=run_id, description="night",
             tags={"data_version": f"n{n}"},
         )  # fmt: skip
@@ -64,7 +64,7 @@ def world(client, mlflow_conn, monkeypatch, model_name, tmp_path, shipped_spec):
 
 
 def _stage(client, name, version, stage, lock_dir, **kwargs):
-    from cmms_mlflow.promotion import change_stage
+    from cmms_mlflow.registry.promotion import change_stage
 
     return change_stage(client, name=name, version=version, stage=stage, lock_dir=lock_dir, actor="test",
                         reason=kwargs.pop("reason", "test"), at="t", **kwargs)  # fmt: skip
@@ -81,8 +81,8 @@ def _next_write(client, name, version, lock_dir):
     """Another write path's change (a note on ``version``) through snapshot → plan → apply, under the lock."""
     request = rp.Request(kind="approval", version=version, actor="test", at="t", reason="next write",
                          key="nextwrite", tags={"note": "next write"})  # fmt: skip
-    with registry.model_lock(lock_dir, name) as lock:
-        return registry.execute(client, name, request, lock=lock)
+    with model_registry.model_lock(lock_dir, name) as lock:
+        return model_registry.execute(client, name, request, lock=lock)
 
 
 def _artifacts(client, name, version) -> dict[str, bool]:
@@ -101,9 +101,9 @@ def _artifacts(client, name, version) -> dict[str, bool]:
 def test_nine_nights_keep_exactly_the_policy_and_never_the_champion_rollback_target_or_pending(
     client, model_name, world, tmp_path
 ):
-    from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.model_loading import load_version
-    from cmms_mlflow.model_overview import model_summary, version_detail
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.tracking.model_loading import load_version
+    from cmms_mlflow.www.model_overview import model_summary, version_detail
 
     lock = tmp_path / "locks"
     name = model_name
@@ -126,11 +126,11 @@ def test_nine_nights_keep_exactly_the_policy_and_never_the_champion_rollback_tar
                 _stage(client, name, version, "Production", lock, expected_champion=champion)
                 champion = version
             elif decision == "reject":
-                registry.reject(
+                model_registry.reject(
                     client, name, version, reason="below the champion", lock_dir=lock, key=f"r{n}"
                 )
             else:
-                registry.set_tags(client, name, version, {"approval_status": "pending"})
+                model_registry.set_tags(client, name, version, {"approval_status": "pending"})
         outcome = _prune(client, name, world, lock, keep=2, n=n)
         pruned = {str(v.version) for v in client.search_model_versions(f"name = '{name}'")
                   if v.tags.get(rp.RETENTION_TAG) == rp.PRUNED}  # fmt: skip
@@ -147,9 +147,9 @@ def test_nine_nights_keep_exactly_the_policy_and_never_the_champion_rollback_tar
                 "decision": True,
             }, f"night {n} v{version}"
 
-    registry.check_invariants(client, name)
-    assert registry.champion_version(client, name) == "3"
-    assert registry.aliases_of(client, name)["previous_champion"] == "8"
+    model_registry.check_invariants(client, name)
+    assert model_registry.champion_version(client, name) == "3"
+    assert model_registry.aliases_of(client, name)["previous_champion"] == "8"
     stages = {str(v.version): v.current_stage for v in client.search_model_versions(f"name = '{name}'")}
     assert stages["6"] == "Staging"  # the pending approval, untouched
     assert {v: stages[v] for v in ("1", "2", "4", "5")} == dict.fromkeys(("1", "2", "4", "5"), "Archived")
@@ -166,7 +166,7 @@ def test_nine_nights_keep_exactly_the_policy_and_never_the_champion_rollback_tar
         load_version(client, name, "2", spec_name=world.spec.name)
     with pytest.raises(PromotionConflictError, match="its artifacts were removed by retention"):
         _stage(client, name, "5", "Production", lock)
-    assert registry.champion_version(client, name) == "3"
+    assert model_registry.champion_version(client, name) == "3"
     # The Models page says so.
     hook = MlflowHook()
     detail = version_detail(client, hook, name, "4")
@@ -188,7 +188,7 @@ def test_a_pruning_run_killed_between_its_steps_is_finished_by_the_next_run(
     lock = tmp_path / "locks"
     versions = [world(n) for n in range(1, 5)]
     for version in versions:
-        registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
+        model_registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
     job = {
         "tracking_uri": mlflow_store, "name": model_name, "spec": world.spec.to_dict(), "lock_dir": str(lock),
         "local_root": world.root.as_uri(), "kill_at": kill_at,
@@ -247,8 +247,8 @@ def test_a_pruning_run_that_dies_after_recording_its_intent_is_settled_not_appli
     lock = tmp_path / "locks"
     versions = [world(n) for n in range(1, 4)]
     for version in versions:
-        registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
-    real_tags = registry._set_tags
+        model_registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
+    real_tags = model_registry._set_tags
 
     class Killed(BaseException):
         pass
@@ -258,10 +258,10 @@ def test_a_pruning_run_that_dies_after_recording_its_intent_is_settled_not_appli
             raise Killed
         real_tags(client_, name, version, values)
 
-    monkeypatch.setattr(registry, "_set_tags", dies_at_the_first_mark)
+    monkeypatch.setattr(model_registry, "_set_tags", dies_at_the_first_mark)
     with pytest.raises(Killed):
         _prune(client, model_name, world, lock, keep=1, n=1)
-    monkeypatch.setattr(registry, "_set_tags", real_tags)
+    monkeypatch.setattr(model_registry, "_set_tags", real_tags)
     (intent,) = [e for e in history.read(client, model_name) if e["type"] == "prune"]
     assert (intent["status"], intent["versions"]) == (rp.PENDING_EVENT, ["2", "1"])
     assert all(_artifacts(client, model_name, v)["model"] for v in versions)
@@ -294,12 +294,12 @@ def test_versions_an_attacker_registers_never_make_retention_delete_outside_our_
     # 3. A version whose source is a path outside, with a real run of ours.
     run = client.create_run(world.experiment_id, tags={"model_spec": world.spec.name, "airflow.dag_id": "d",
                                                        "airflow.run_id": "r"})  # fmt: skip
-    pointed = registry.register_version(client, name=model_name, source=victim.as_uri(),
+    pointed = model_registry.register_version(client, name=model_name, source=victim.as_uri(),
                                         run_id=run.info.run_id, description="x", tags={})  # fmt: skip
     pointed = str(pointed.version)
     ours = [world(n) for n in (4, 5)]
     for version in (outside, untagged, pointed, *ours):
-        registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
+        model_registry.reject(client, model_name, version, reason="test", lock_dir=lock, key=f"r{version}")
 
     outcome = _prune(client, model_name, world, lock, keep=0, n=1)
 
@@ -414,13 +414,13 @@ def test_an_s3_artifact_store_loses_the_pruned_versions_objects_and_keeps_the_ot
         client.log_text(run_id, "png", "evaluation/roc_curve.png")
         logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
         client.log_model_artifacts(logged.model_id, str(files))
-        registry.register_version(client, name=model_name, source=f"models:/{logged.model_id}", run_id=run_id,
-                                  description="n", tags={})  # fmt: skip
+        model_registry.register_version(client, name=model_name, source=f"models:/{logged.model_id}",
+                                        run_id=run_id, description="n", tags={})  # fmt: skip
     lock = tmp_path / "locks"
-    registry.promote(
+    model_registry.promote(
         client, model_name, "2", expected_champion=None, lock_dir=lock, audit={"promoted_by": "t"}
     )
-    registry.reject(client, model_name, "1", reason="older", lock_dir=lock)
+    model_registry.reject(client, model_name, "1", reason="older", lock_dir=lock)
     run1 = client.get_model_version(model_name, "1").run_id
     run2 = client.get_model_version(model_name, "2").run_id
 
@@ -443,8 +443,8 @@ def test_older_versions_are_indexed_once_then_pruning_reads_only_what_is_kept(
         client.delete_model_version_tag(model_name, version, rp.RETENTION_TAG)
     _stage(client, model_name, "6", "Production", lock)
     for version in versions[:5]:
-        registry.reject(client, model_name, version, reason="older", lock_dir=lock, key=f"r{version}")
-    expected, _ = rp.prune_candidates(registry.read_snapshot(client, model_name), 2)
+        model_registry.reject(client, model_name, version, reason="older", lock_dir=lock, key=f"r{version}")
+    expected, _ = rp.prune_candidates(model_registry.read_snapshot(client, model_name), 2)
 
     outcome = _prune(client, model_name, world, lock, keep=2, n=1)
 
@@ -457,8 +457,8 @@ def test_older_versions_are_indexed_once_then_pruning_reads_only_what_is_kept(
     assert tags == {"6": rp.KEPT, "5": rp.KEPT, "4": rp.KEPT, "3": rp.PRUNED, "2": rp.PRUNED, "1": rp.PRUNED}
 
     seven = world(7)
-    registry.reject(client, model_name, seven, reason="older", lock_dir=lock, key="r7")
-    expected, _ = rp.prune_candidates(registry.read_snapshot(client, model_name), 2)
+    model_registry.reject(client, model_name, seven, reason="older", lock_dir=lock, key="r7")
+    expected, _ = rp.prune_candidates(model_registry.read_snapshot(client, model_name), 2)
     searches = []
     search = type(client).search_model_versions
 

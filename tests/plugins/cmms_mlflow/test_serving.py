@@ -1,4 +1,4 @@
-"""The warm champion of the predict route (``cmms_mlflow.serving``) on a real MLflow SQLite store.
+"""The warm champion of the predict route (``cmms_mlflow.www.serving``) on a real MLflow SQLite store.
 
 One small model, trained once with the pipeline's provenance, registered as several versions of a
 model owned by a copy of the shipped spec. The route itself, on a real api-server, is in
@@ -15,17 +15,17 @@ import time
 import pytest
 from support import training_provenance
 
-from cmms_mlflow import registry
-from cmms_mlflow.serving import ChampionUnavailable, WarmChampions
+from cmms_mlflow.registry import model_registry
+from cmms_mlflow.www.serving import ChampionUnavailable, WarmChampions
 
 
 @pytest.fixture(scope="module")
 def trained(mlflow_store, small_batch, shipped_spec) -> dict:
     from mlflow import MlflowClient
 
-    from cmms_mlflow.client_context import client_settings
-    from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.hooks.client_context import client_settings
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.tracking.training_run import log_training_run
 
     client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     with client_settings({"MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_REGISTRY_URI": mlflow_store}):
@@ -50,9 +50,9 @@ def spec(shipped_spec, model_name):
 
 def _version(client, name: str, trained: dict, threshold: str | None = None, run_id: str | None = None):
     """A new version of ``name`` made of the trained model (its run, or ``run_id``'s)."""
-    from cmms_mlflow.client_context import client_settings
+    from cmms_mlflow.hooks.client_context import client_settings
 
-    if not registry.model_exists(client, name):
+    if not model_registry.model_exists(client, name):
         client.create_registered_model(name)
     uri = client.tracking_uri
     with client_settings({"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}):
@@ -63,7 +63,7 @@ def _version(client, name: str, trained: dict, threshold: str | None = None, run
 
 
 def _promote(client, name: str, version: str, expected: str | None) -> None:
-    registry.promote(
+    model_registry.promote(
         client, name, version, expected_champion=expected, lock_dir=None,
         audit={"promoted_by": "test", "promoted_at": "2026-11-27T00:00Z", "promotion_reason": "test"},
         key=f"serve{version}",
@@ -205,9 +205,9 @@ def test_concurrent_small_requests_share_one_predict_call_and_each_gets_its_own_
     mixes champions, each request its own risk (as predicted alone)."""
     import json
 
-    from cmms_mlflow.model_loading import load_version
-    from cmms_mlflow.serving import Champion, RiskCoalescer
-    from cmms_mlflow.training_run import load_contract
+    from cmms_mlflow.tracking.model_loading import load_version
+    from cmms_mlflow.tracking.training_run import load_contract
+    from cmms_mlflow.www.serving import Champion, RiskCoalescer
     from cmms_pm.data import generate_telemetry
     from cmms_pm.prediction import rows_frame
     from cmms_pm.schema import FEATURES

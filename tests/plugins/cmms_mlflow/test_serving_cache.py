@@ -1,6 +1,6 @@
 """The model API keeps its production answer only while the registry has not moved.
 
-Unit tests of :class:`cmms_mlflow.serving_cache.ReadThroughCache` (a request never answers from a
+Unit tests of :class:`cmms_mlflow.www.serving_cache.ReadThroughCache` (a request never answers from a
 check that started before it arrived; concurrent requests share one; errors are not kept), then
 the route against a real MLflow store, with the writes made by another process, as a promotion
 on a worker host would be.
@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from cmms_mlflow import promotion, registry
-from cmms_mlflow.serving_cache import ReadThroughCache
+from cmms_mlflow.registry import model_registry, promotion
+from cmms_mlflow.www.serving_cache import ReadThroughCache
 
 
 class Source:
@@ -122,24 +122,24 @@ def test_errors_are_shared_with_the_requests_waiting_but_never_kept():
 def production(mlflow_conn, monkeypatch):
     """``production(name)``: the route's answer (its function, past Airflow's auth), and how many
     times it rebuilt it from the registry."""
-    from cmms_mlflow import api
+    from cmms_mlflow.www import routes
 
     builds = []
-    build = api._production_answer
+    build = routes._production_answer
 
     def counting(client, name, model):
         builds.append(name)
         return build(client, name, model)
 
-    monkeypatch.setattr(api, "_production_answer", counting)
+    monkeypatch.setattr(routes, "_production_answer", counting)
 
     def get(name):
-        return api.get_production_model(name)
+        return routes.get_production_model(name)
 
     def fresh(name):
         """The answer built without the cache (what the route answered before it had one)."""
-        with api._mlflow(name) as client:
-            _, model = api._registry_mark(client, name)
+        with routes._mlflow(name) as client:
+            _, model = routes._registry_mark(client, name)
             return json.loads(json.dumps(build(client, name, model), default=list))
 
     get.builds, get.fresh = builds, fresh
@@ -147,13 +147,13 @@ def production(mlflow_conn, monkeypatch):
 
 
 def _in_another_process(mlflow_store: str, lock_dir, code: str) -> None:
-    """Run ``code`` (with ``client``, ``registry``, ``promotion`` and ``lock_dir`` defined) in a new
+    """Run ``code`` (with ``client``, ``model_registry``, ``promotion`` and ``lock_dir`` defined) in a new
     Python process on the same store, like a worker on another host."""
     script = textwrap.dedent(
         f"""
         from pathlib import Path
         from mlflow import MlflowClient
-        from cmms_mlflow import promotion, registry
+        from cmms_mlflow.registry import model_registry, promotion
         client = MlflowClient(tracking_uri={mlflow_store!r}, registry_uri={mlflow_store!r})
         lock_dir = Path({str(lock_dir)!r})
         """
@@ -203,7 +203,7 @@ def test_tags_written_on_the_champion_by_another_process_are_in_the_next_answer(
     _in_another_process(
         mlflow_store,
         tmp_path / "worker-host",
-        f"registry.set_tags(client, {model_name!r}, {version!r}, {{'validation_f1': '0.93'}})",
+        f"model_registry.set_tags(client, {model_name!r}, {version!r}, {{'validation_f1': '0.93'}})",
     )
     assert production(model_name)["validation"]["validation_f1"] == "0.93"
 
@@ -213,13 +213,15 @@ def test_a_stage_change_made_by_hand_outside_the_package_is_reported_with_its_wa
 ):
     """No generation mark then: the model's own last update (set by every stage change) or, at worst,
     the TTL makes the route read again; it still never reports an archived version."""
-    from cmms_mlflow.serving_cache import TTL
+    from cmms_mlflow.www.serving_cache import TTL
 
     first, second = register(model_name), register(model_name)
     _promote(client, model_name, first, tmp_path / "api-host")
     _promote(client, model_name, second, tmp_path / "api-host")
     assert production(model_name)["version"] == second
-    registry._set_stage(client, model_name, first, "Production", archive=True)  # by hand: alias stays on 2
+    model_registry._set_stage(
+        client, model_name, first, "Production", archive=True
+    )  # by hand: alias stays on 2
     deadline = time.monotonic() + TTL + 5
     answer = production(model_name)
     while answer["version"] != first and time.monotonic() < deadline:
@@ -235,10 +237,10 @@ def test_every_write_of_the_registry_renews_the_generation_mark(client, model_na
     version = register(model_name)
 
     def generation():
-        return client.get_registered_model(model_name).tags.get(registry.GENERATION_TAG)
+        return client.get_registered_model(model_name).tags.get(model_registry.GENERATION_TAG)
 
     before = generation()
     _promote(client, model_name, version, tmp_path / "locks")
     after_promotion = generation()
-    registry.set_tags(client, model_name, version, {"note": "x"})
+    model_registry.set_tags(client, model_name, version, {"note": "x"})
     assert len({before, after_promotion, generation()}) == 3

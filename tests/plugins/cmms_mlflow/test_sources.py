@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from support import free_port, start_process, stop_processes
 
 from cmms_mlflow.exceptions import BadDataError, SourceConfigurationError, SourceUnavailableError
-from cmms_mlflow.sources import read_file_source, read_sql_source, s3_filesystem
+from cmms_mlflow.integrations.source_access import read_file_source, read_sql_source, s3_filesystem
 
 START, END = "2026-03-31T02:00:00+00:00", "2026-04-01T02:00:00+00:00"
 SENTINEL = "SENTINEL-c0ffee"

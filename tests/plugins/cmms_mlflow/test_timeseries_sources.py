@@ -76,7 +76,7 @@ def _sql_section(conn_id: str) -> dict:
 
 
 def _features(spec, *, latest: bool = False) -> pd.DataFrame:
-    from cmms_mlflow.sources import open_timeseries
+    from cmms_mlflow.integrations.source_access import open_timeseries
 
     config = spec.timeseries
     as_of = epoch(END if latest else AS_OF)
@@ -116,8 +116,8 @@ def test_postgresql_pushdown_gives_the_same_feature_table_as_duckdb_on_files(fil
 
 
 def test_the_pushed_down_batch_is_a_complete_time_split_batch(fleet_conn, tmp_path):
-    from cmms_mlflow.sources import open_timeseries
-    from cmms_pm.timeseries.batch import prepare_timeseries_batch, read_from
+    from cmms_mlflow.integrations.source_access import open_timeseries
+    from cmms_pm.timeseries.snapshot_batch import prepare_timeseries_batch, read_from
 
     spec = spec_of(_sql_section(fleet_conn))
     config = spec.timeseries
@@ -136,7 +136,7 @@ def test_the_pushed_down_batch_is_a_complete_time_split_batch(fleet_conn, tmp_pa
 def test_time_series_tables_must_share_the_telemetrys_database_and_it_must_be_postgresql(
     files, fleet_conn, monkeypatch, tmp_path
 ):
-    from cmms_mlflow.sources import open_timeseries
+    from cmms_mlflow.integrations.source_access import open_timeseries
 
     mixed = _sql_section(fleet_conn)
     mixed["failures"]["source"] = {"kind": "file", "path": f"{files}/failures.parquet"}

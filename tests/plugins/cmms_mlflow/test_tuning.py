@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cmms_mlflow import tuning
 from cmms_mlflow.exceptions import MlflowConfigurationError
+from cmms_mlflow.tracking import tuning_study
 
 SPACE = {"max_depth": {"low": 2, "high": 5}, "min_child_weight": {"low": 0.5, "high": 5.0, "log": True}}
 
@@ -32,8 +32,8 @@ def _spec(shipped_spec, kind: str = "xgboost", **tuning_settings):
 
 @pytest.fixture
 def journal(monkeypatch, tmp_path):
-    monkeypatch.setenv(tuning.OPTUNA_STORAGE_ENV, "journal")
-    monkeypatch.setenv(tuning.OPTUNA_HOME_ENV, str(tmp_path / "optuna"))
+    monkeypatch.setenv(tuning_study.OPTUNA_STORAGE_ENV, "journal")
+    monkeypatch.setenv(tuning_study.OPTUNA_HOME_ENV, str(tmp_path / "optuna"))
     return tmp_path / "optuna"
 
 
@@ -68,7 +68,7 @@ def _study(client, spec, batch, run_id: str, **params):
     config = run_config(spec, params)
     experiment = client.get_experiment_by_name("tuning-tests")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("tuning-tests")
-    plan, chains = tuning.create_study(
+    plan, chains = tuning_study.create_study(
         client, spec=spec, config=config, manifest=batch, experiment_id=experiment_id,
         tags=training_provenance(spec), dag_id="tuning_tests", run_id=run_id, run_name="train_model-test",
     )  # fmt: skip
@@ -81,7 +81,7 @@ def _run(client, spec, plan, chain, prepared, config):
         "airflow.run_id": plan["study"].split(".")[1],
         "airflow.task_id": "tune",
     }
-    return tuning.run_chain(
+    return tuning_study.run_chain(
         client, spec=spec, plan=plan, chain=chain, prepared=prepared, hyperparameters=config.hyperparameters,
         airflow_tags=tags, map_index=chain["chain"],
     )  # fmt: skip
@@ -90,7 +90,7 @@ def _run(client, spec, plan, chain, prepared, config):
 def _trials(plan):
     from cmms_pm.tuning import slot_of
 
-    study, _ = tuning.load_study(plan["study"])
+    study, _ = tuning_study.load_study(plan["study"])
     return sorted(study.get_trials(deepcopy=False), key=slot_of)
 
 
@@ -146,17 +146,17 @@ def test_a_task_killed_between_its_mlflow_record_and_optunas_adds_no_trial_and_n
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(search, "evaluate", counting)
-    tell = tuning._tell
+    tell = tuning_study._tell
 
     def killed(*args, **kwargs):
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(tuning, "_tell", killed)
+    monkeypatch.setattr(tuning_study, "_tell", killed)
     with pytest.raises(SystemExit):
         _run(client, spec, plan, chains[0], prepared, config)
     [trial] = _trials(plan)
     assert trial.state.name == "RUNNING" and len(fits) == 1
-    monkeypatch.setattr(tuning, "_tell", tell)
+    monkeypatch.setattr(tuning_study, "_tell", tell)
     result = _run(client, spec, plan, chains[0], prepared, config)  # the retry
     assert len(fits) == 2  # slot 1 only: slot 0 was completed from its MLflow record
     trials = _trials(plan)
@@ -178,16 +178,16 @@ def test_a_task_killed_before_its_trial_run_existed_reuses_the_running_trial(
 ):
     spec = _spec(shipped_spec)
     plan, chains, config = _study(client, spec, small_batch, "run_early_kill")
-    create_child = tuning._create_child
+    create_child = tuning_study._create_child
 
     def killed(*args, **kwargs):
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(tuning, "_create_child", killed)
+    monkeypatch.setattr(tuning_study, "_create_child", killed)
     with pytest.raises(SystemExit):
         _run(client, spec, plan, chains[1], prepared_for(spec), config)
     [running] = _trials(plan)
-    monkeypatch.setattr(tuning, "_create_child", create_child)
+    monkeypatch.setattr(tuning_study, "_create_child", create_child)
     _run(client, spec, plan, chains[1], prepared_for(spec), config)
     trials = _trials(plan)
     assert [t.user_attrs["slot"] for t in trials] == [2, 3]
@@ -207,7 +207,7 @@ def test_a_spent_time_budget_starts_no_trial_and_train_model_refuses_an_empty_st
     assert [t["state"] for t in result["trials"]] == ["SKIPPED", "SKIPPED"]
     assert _trials(plan) == []
     with pytest.raises(TuningError, match="no trial completed"):
-        tuning.best_hyperparameters(plan, config.hyperparameters)
+        tuning_study.best_hyperparameters(plan, config.hyperparameters)
 
 
 def test_lightgbm_trials_report_their_rounds_and_may_be_pruned(
@@ -224,7 +224,7 @@ def test_lightgbm_trials_report_their_rounds_and_may_be_pruned(
     assert len(trials) == 4 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     assert all(t.intermediate_values and min(t.intermediate_values) == 0 for t in trials)
     assert {t["state"] for t in result["trials"]} == {t.state.name for t in trials}
-    hyperparameters, summary = tuning.best_hyperparameters(plan, config.hyperparameters)
+    hyperparameters, summary = tuning_study.best_hyperparameters(plan, config.hyperparameters)
     assert hyperparameters["num_leaves"] == summary["best_params"]["num_leaves"]
     assert hyperparameters["n_estimators"] == 60 and hyperparameters["n_jobs"] == 2
     child = client.search_runs(
@@ -250,22 +250,22 @@ def test_the_study_lives_in_postgresql_through_the_cmms_optuna_connection(monkey
         "password": password, "schema": "optuna_tests",
     }  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_CMMS_OPTUNA", json.dumps(connection))
-    monkeypatch.setenv(tuning.OPTUNA_STORAGE_ENV, "postgres")
-    storage, where = tuning.open_storage("s1")
+    monkeypatch.setenv(tuning_study.OPTUNA_STORAGE_ENV, "postgres")
+    storage, where = tuning_study.open_storage("s1")
     assert isinstance(storage, optuna.storages.RDBStorage)
     assert where.startswith("postgresql+psycopg2://optuna_user:***@127.0.0.1") and password not in where
     optuna.create_study(study_name="s1", storage=storage).set_user_attr("k", 1)
-    study, _ = tuning.load_study("s1")  # a second storage object: what another worker sees
+    study, _ = tuning_study.load_study("s1")  # a second storage object: what another worker sees
     assert study.user_attrs == {"k": 1}
     monkeypatch.delenv("AIRFLOW_CONN_CMMS_OPTUNA")
     with pytest.raises(MlflowConfigurationError, match="connection 'cmms_optuna' does not exist"):
-        tuning.open_storage("s1")
+        tuning_study.open_storage("s1")
     monkeypatch.setenv("AIRFLOW_CONN_CMMS_OPTUNA", json.dumps({**connection, "conn_type": "mysql"}))
     with pytest.raises(MlflowConfigurationError, match="is not 'postgres'"):
-        tuning.open_storage("s1")
-    monkeypatch.setenv(tuning.OPTUNA_STORAGE_ENV, "sometimes")
+        tuning_study.open_storage("s1")
+    monkeypatch.setenv(tuning_study.OPTUNA_STORAGE_ENV, "sometimes")
     with pytest.raises(MlflowConfigurationError, match="use auto, postgres or journal"):
-        tuning.open_storage("s1")
+        tuning_study.open_storage("s1")
 
 
 def test_a_training_run_reopened_after_a_failed_fit_ends_with_one_ready_model(
@@ -277,7 +277,7 @@ def test_a_training_run_reopened_after_a_failed_fit_ends_with_one_ready_model(
     import mlflow.sklearn
     from support import training_provenance
 
-    from cmms_mlflow import training_run
+    from cmms_mlflow.tracking import training_run
 
     experiment_id = client.create_experiment(f"reopen-{datetime.now(UTC).timestamp()}")
     run_id = client.create_run(experiment_id, tags=training_provenance(shipped_spec)).info.run_id
@@ -292,7 +292,7 @@ def test_a_training_run_reopened_after_a_failed_fit_ends_with_one_ready_model(
         log_model(*args, **kw)
         raise SystemExit("killed after the model was logged")
 
-    from cmms_mlflow.client_context import client_settings
+    from cmms_mlflow.hooks.client_context import client_settings
 
     settings = {"MLFLOW_TRACKING_URI": mlflow_conn, "MLFLOW_REGISTRY_URI": mlflow_conn}
     monkeypatch.setattr(mlflow.sklearn, "log_model", dies)

@@ -1,0 +1,1 @@
+"""Hooks: where MLflow lives and how to talk to it (the Airflow hook, per-session client settings, locks)."""

@@ -1,0 +1,1 @@
+"""The model registry: stages and aliases (snapshot → plan → apply), promotions, history, pruning."""
