@@ -1,4 +1,4 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/approval.py's operator on a real MLflow:
+"""``execute(context)`` of plugins/cmms_mlflow/operators/approval_ops.py's operator on a real MLflow:
 the request is kept on the version, written to Airflow (the supervisor channel of a task, recorded
 here) and the task parks until a person answers."""
 
@@ -13,7 +13,7 @@ from airflow.sdk.execution_time import task_runner
 from operator_context import TaskInstance
 
 from cmms_mlflow.exceptions import ModelOwnershipError
-from cmms_mlflow.operators.approval import MlflowApprovalOperator
+from cmms_mlflow.operators.approval_ops import MlflowApprovalOperator
 from cmms_pm.approval import APPROVE, PENDING, REJECT
 
 

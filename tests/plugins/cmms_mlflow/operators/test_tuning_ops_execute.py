@@ -1,11 +1,11 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/tuning.py's operators on a real MLflow and
+"""``execute(context)`` of plugins/cmms_mlflow/operators/tuning_ops.py's operators on a real MLflow and
 an Optuna journal file: the study and its training run, then one chain of trials as child runs."""
 
 from __future__ import annotations
 
 from operator_context import operator_runner
 
-from cmms_mlflow.operators.tuning import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
+from cmms_mlflow.operators.tuning_ops import PLAN_KEY, MlflowCreateStudyOperator, MlflowTuneTrialsOperator
 from cmms_pm.spec import ModelSpec
 
 #: A small booster (trials force one thread each through ``n_jobs``, which only the boosters take).

@@ -1,4 +1,4 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/delivery.py's operator: the champion's
+"""``execute(context)`` of plugins/cmms_mlflow/operators/delivery_ops.py's operator: the champion's
 scores delivered to the spec's table (SQLite through an Airflow connection) and its top alerts to a
 webhook (a real HTTP server on 127.0.0.1, in this process)."""
 
@@ -9,7 +9,7 @@ import json
 import sqlalchemy as sa
 from operator_context import TaskInstance
 
-from cmms_mlflow.operators.delivery import DeliverScoresOperator
+from cmms_mlflow.operators.delivery_ops import DeliverScoresOperator
 from cmms_pm.spec import ModelSpec
 
 

@@ -1,13 +1,13 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/promotion.py's operators (the
+"""``execute(context)`` of plugins/cmms_mlflow/operators/promotion_ops.py's operators (the
 ``model_promotion`` DAG) on a real MLflow: resolve a version, then a person's promotion of it."""
 
 from __future__ import annotations
 
 import pytest
 
-from cmms_mlflow import registry
 from cmms_mlflow.exceptions import PromotionConflictError
 from cmms_mlflow.operators import MlflowChangeStageOperator, MlflowResolveVersionOperator
+from cmms_mlflow.registry import model_registry
 
 
 def test_a_person_promotes_a_resolved_version_and_a_retry_changes_nothing(fresh_model, client):
@@ -26,7 +26,7 @@ def test_a_person_promotes_a_resolved_version_and_a_retry_changes_nothing(fresh_
     )
     assert outcome["champion_before"] is None and not outcome["unchanged"]
     assert outcome["actor"] == f"tester via airflow:{fresh_model.spec.training_dag_id}/manual__2026-07-01"
-    assert registry.aliases_of(client, name) == {"champion": "1"}
+    assert model_registry.aliases_of(client, name) == {"champion": "1"}
     assert client.get_model_version(name, "1").tags["promotion_reason"] == "ready (test)"
 
     # A retry of the same step (same resolved record, same task): nothing moves again.

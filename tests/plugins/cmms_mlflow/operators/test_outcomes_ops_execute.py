@@ -1,4 +1,4 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/outcomes.py's operators on a real MLflow:
+"""``execute(context)`` of plugins/cmms_mlflow/operators/outcomes_ops.py's operators on a real MLflow:
 the champion's stored predictions measured against the failure log, and a retraining asked (once a
 day) when the realized F1 is under the spec's floor."""
 
@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
 from cmms_mlflow.operators import MlflowTransitionModelOperator
-from cmms_mlflow.operators.outcomes import MlflowMeasureOutcomesOperator, MlflowRequestRetrainingOperator
+from cmms_mlflow.operators.outcomes_ops import MlflowMeasureOutcomesOperator, MlflowRequestRetrainingOperator
 from cmms_pm.spec import ModelSpec
 
 #: Assets (UDI) that failed 7 h after the scoring run of 2026-07-02 03:00, inside the 48 h horizon;

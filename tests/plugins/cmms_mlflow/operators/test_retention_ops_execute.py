@@ -1,4 +1,4 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/retention.py's operator on a real MLflow:
+"""``execute(context)`` of plugins/cmms_mlflow/operators/retention_ops.py's operator on a real MLflow:
 the spec's ``retention`` removes old run folders of the DAG and never a version it must keep."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datasets import ai4i_like
 from operator_context import operator_runner, write_incoming
 
 from cmms_mlflow.operators import ExtractBatchOperator
-from cmms_mlflow.operators.retention import MlflowRetentionOperator
+from cmms_mlflow.operators.retention_ops import MlflowRetentionOperator
 from cmms_pm.spec import ModelSpec
 
 

@@ -1,10 +1,9 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/training.py's operators on a real MLflow:
+"""``execute(context)`` of plugins/cmms_mlflow/operators/training_ops.py's operators on a real MLflow:
 train, register, stage, validate, promote (the session pipeline, tests/.../operators/conftest.py),
 then reject and report; each again where a retry must change nothing."""
 
 from __future__ import annotations
 
-from cmms_mlflow import registry
 from cmms_mlflow.operators import (
     MlflowModelReportOperator,
     MlflowPromoteModelOperator,
@@ -14,6 +13,7 @@ from cmms_mlflow.operators import (
     MlflowTransitionModelOperator,
     MlflowValidateModelOperator,
 )
+from cmms_mlflow.registry import model_registry
 
 
 def _validate(fresh, pipeline, *, day: int = 1):
@@ -72,7 +72,7 @@ def test_validate_and_promote_make_the_version_the_champion_and_a_rerun_keeps_it
     assert record["decision"] == "promote" and record["challenger_version"] == version
     assert record["champion_version"] is None and record["thresholds"]["metric"] == "f1"
     assert pipeline.results["promote_model"]["decision"] == "promote"
-    assert registry.aliases_of(client, name) == {"champion": version}
+    assert model_registry.aliases_of(client, name) == {"champion": version}
     assert client.get_model_version(name, version).current_stage == "Production"
 
     again = run(
@@ -81,7 +81,7 @@ def test_validate_and_promote_make_the_version_the_champion_and_a_rerun_keeps_it
         )
     )
     assert again["version"] == version and again["decision"] == "promote"
-    assert registry.aliases_of(client, name) == {"champion": version}
+    assert model_registry.aliases_of(client, name) == {"champion": version}
 
 
 def test_reject_archives_the_challenger_with_the_reason(pipeline, fresh_model, client):
@@ -98,7 +98,7 @@ def test_reject_archives_the_challenger_with_the_reason(pipeline, fresh_model, c
     mv = client.get_model_version(fresh_model.name, fresh_model.version)
     assert mv.current_stage == "Archived"
     assert mv.tags["rejection_reason"] == "F1 below the gate (test)"
-    assert registry.aliases_of(client, fresh_model.name) == {}
+    assert model_registry.aliases_of(client, fresh_model.name) == {}
 
 
 def test_model_report_summarizes_what_the_run_did(pipeline, run):

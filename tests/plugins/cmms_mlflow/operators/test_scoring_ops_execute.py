@@ -1,19 +1,21 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/scoring.py's operator on a real MLflow: the
+"""``execute(context)`` of plugins/cmms_mlflow/operators/scoring_ops.py's operator on a real MLflow: the
 spec's scoring source scored by the champion, predictions written, a summary run logged."""
 
 from __future__ import annotations
 
 import pytest
 
-from cmms_mlflow import registry
 from cmms_mlflow.exceptions import BadDataError
-from cmms_mlflow.links import MODEL_VERSION_URL_KEY, RUN_URL_KEY
+from cmms_mlflow.integrations.links import MODEL_VERSION_URL_KEY, RUN_URL_KEY
 from cmms_mlflow.operators import MlflowBatchScoreOperator
+from cmms_mlflow.registry import model_registry
 
 
 def test_the_champion_scores_the_fleet_at_its_own_threshold_and_logs_a_summary(pipeline, score_fleet, client):
     result, predictions, ti = score_fleet()
-    threshold = registry.decision_threshold(client.get_model_version(pipeline.model_name, pipeline.version))
+    threshold = model_registry.decision_threshold(
+        client.get_model_version(pipeline.model_name, pipeline.version)
+    )
     assert result["model_name"] == pipeline.model_name and result["model_version"] == pipeline.version
     assert result["units"] == len(predictions) == 300
     assert result["threshold"] == pytest.approx(threshold)

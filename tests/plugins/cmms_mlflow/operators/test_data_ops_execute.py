@@ -1,4 +1,4 @@
-"""``execute(context)`` of plugins/cmms_mlflow/operators/data.py's operators on a real MLflow: the
+"""``execute(context)`` of plugins/cmms_mlflow/operators/data_ops.py's operators on a real MLflow: the
 batch is extracted and split; the next day's batch is checked against the champion's contract."""
 
 from __future__ import annotations
