@@ -50,15 +50,16 @@ def log_tail(log: Path | None, chars: int = TAIL_CHARS) -> str:
 
 
 def start_process(
-    command: Sequence[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
+    command: Sequence[str], *, env: dict[str, str], log: Path, cwd: Path | None = None, append: bool = False
 ) -> subprocess.Popen:
     """Start ``command`` in a session (and process group) of its own, stdout and stderr to ``log``.
 
     Its own session lets :func:`stop_processes` signal it with everything it starts, and keeps a
     Ctrl-C in the terminal from reaching it before the harness stops it in order. The log's path is
-    kept on the process (``log_path``) for :func:`wait_until_ready`'s errors.
+    kept on the process (``log_path``) for :func:`wait_until_ready`'s errors; ``append`` keeps what an
+    earlier start of the same server wrote there.
     """
-    with open(log, "w") as out:
+    with open(log, "a" if append else "w") as out:
         proc = subprocess.Popen(
             list(command), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
