@@ -34,10 +34,9 @@ from lib import (
     clean_env,
     free_port,
     http_answers,
-    start_process,
+    start_server,
     stop_processes,
     table,
-    wait_until_ready,
 )
 
 CONCURRENCY = 50
@@ -104,18 +103,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 def start_mlflow_server(mlflow_uri: str, artifacts: str, work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = start_process(
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(
+        "mlflow server",
         [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", mlflow_uri,
          "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=clean_env(), log=work / "mlflow-server.log",
+        http_answers(base + "/health", statuses={200}), env=clean_env(), log=work / "mlflow-server.log",
+        timeout=180, interval=1,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        healthy = http_answers(base + "/health", statuses={200})
-        wait_until_ready("mlflow server", healthy, processes=[proc], timeout=180, interval=1)
-    except BaseException:
-        stop_processes([proc])
-        raise
     return proc, base
 
 

@@ -44,12 +44,21 @@ from harness import (  # noqa: E402
     http_answers,
     port_open,
     start_process,
+    start_server,
     stop_processes,
     wait_until_ready,
 )
 
 # The harness's names the benches use, offered here beside the rest of the benches' helpers.
-__all__ = ["free_port", "http_answers", "port_open", "start_process", "stop_processes", "wait_until_ready"]
+__all__ = [
+    "free_port",
+    "http_answers",
+    "port_open",
+    "start_process",
+    "start_server",
+    "stop_processes",
+    "wait_until_ready",
+]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

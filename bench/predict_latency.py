@@ -38,10 +38,9 @@ from lib import (
     free_port,
     http_answers,
     machine,
-    start_process,
+    start_server,
     stop_processes,
     table,
-    wait_until_ready,
 )
 
 MODEL = "predictive_maintenance_rf"
@@ -87,19 +86,15 @@ def train_champion(mlflow_uri: str, artifacts: str, train_rows: int, work: Path)
 
 def start_mlflow_serve(mlflow_uri: str, version: str, work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = start_process(
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(
+        "mlflow models serve",
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/{version}",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        http_answers(base + "/ping", statuses={200}),
         env=clean_env(MLFLOW_TRACKING_URI=mlflow_uri, MLFLOW_REGISTRY_URI=mlflow_uri),
-        log=work / "mlflow-serve.log",
+        log=work / "mlflow-serve.log", timeout=300, interval=1,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        ping = http_answers(base + "/ping", statuses={200})
-        wait_until_ready("mlflow models serve", ping, processes=[proc], timeout=300, interval=1)
-    except BaseException:
-        stop_processes([proc])
-        raise
     return proc, base
 
 

@@ -54,10 +54,9 @@ from lib import (
     http_answers,
     loglog_slope,
     machine,
-    start_process,
+    start_server,
     stop_processes,
     table,
-    wait_until_ready,
 )
 
 TARGET_MS = 200.0
@@ -292,21 +291,16 @@ def measure_rounds(
     }
 
 
-def start_server(work: Path, store: str) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(work: Path, store: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = start_process(
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(
+        "mlflow server",
         [f"{VENV_BIN}/mlflow", "server", "--backend-store-uri", store, "--default-artifact-root",
          (work / "server-artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=clean_env(), log=work / "mlflow-server.log",
+        http_answers(f"{url}/health", statuses={200}), env=clean_env(), log=work / "mlflow-server.log",
+        timeout=120,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(
-            "mlflow server", http_answers(f"{url}/health", statuses={200}), processes=[proc], timeout=120
-        )
-    except BaseException:
-        stop_processes([proc])
-        raise
     return proc, url
 
 
@@ -340,7 +334,7 @@ def main() -> int:
             from mlflow import MlflowClient
 
             MlflowClient(tracking_uri=store).search_experiments(max_results=1)  # schema once
-            server, uri = start_server(work, store)
+            server, uri = start_mlflow_server(work, store)
         os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": uri})
         from mlflow import MlflowClient
 

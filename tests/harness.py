@@ -138,6 +138,28 @@ def wait_until_ready(
         time.sleep(interval)
 
 
+def start_server(
+    name: str,
+    command: Sequence[str],
+    ready: Callable[[], bool],
+    *,
+    env: dict[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    timeout: float = 180,
+    interval: float = 0.5,
+) -> subprocess.Popen:
+    """:func:`start_process`, then :func:`wait_until_ready`; a server that does not get ready is
+    stopped (with its children) before the error is raised."""
+    proc = start_process(command, env=env, log=log, cwd=cwd)
+    try:
+        wait_until_ready(name, ready, processes=[proc], timeout=timeout, interval=interval)
+    except BaseException:
+        stop_processes([proc])
+        raise
+    return proc
+
+
 def _describe(proc: subprocess.Popen) -> str:
     args = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
     return f"pid {proc.pid} ({args[:200]})"

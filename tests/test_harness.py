@@ -16,6 +16,7 @@ from harness import (
     http_answers,
     port_open,
     start_process,
+    start_server,
     stop_processes,
     wait_until_ready,
 )
@@ -138,3 +139,15 @@ def test_an_http_server_is_ready_once_it_answers_and_its_port_is_open(tmp_path):
     finally:
         stop_processes([proc])
     assert not port_open(port)()
+
+
+def test_a_server_that_does_not_get_ready_is_stopped_with_its_children(tmp_path):
+    def never() -> bool:  # its children start meanwhile (5 s: ample for two python -c on a loaded machine)
+        return False
+
+    log = tmp_path / "spawner.log"
+    command = [sys.executable, "-c", SPAWNER, str(tmp_path), "0"]
+    with pytest.raises(NotReadyError, match="^spawner never ready: not ready after 5 s"):
+        start_server("spawner never ready", command, never, env=dict(os.environ), log=log, timeout=5)
+    child, stray = (int((tmp_path / f"{name}.pid").read_text()) for name in ("child", "stray"))
+    assert not _alive(child) and not _alive(stray)
