@@ -265,7 +265,9 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         if tune is not None:
             tune >> train  # every chain of trials before the final fit
         register >> stage >> validate_model
-        decide(validate_model.output) >> [promote, approve, reject]
+        # Airflow's @task types its call with the function's own parameters, not the XComArg that
+        # TaskFlow resolves into them at run time.
+        decide(validate_model.output) >> [promote, approve, reject]  # type: ignore[arg-type]
         approve >> [promote, reject]
         [promote, reject] >> report
         report >> _retention(spec, model_name=MODEL)
@@ -309,7 +311,8 @@ def _tuning_tasks(spec: ModelSpec, definition: dict[str, Any], extract: Any, che
     tune = MlflowTuneTrialsOperator.partial(
         task_id="tune",
         spec=definition,
-        plan=study.output[PLAN_KEY],
+        # ``.output`` is a PlainXComArg (indexable: one key of the pushed dict); Airflow types it XComArg.
+        plan=study.output[PLAN_KEY],  # type: ignore[index]
         dataset=extract.output,
         execution_timeout=timedelta(hours=2),
         executor_config=trial_executor_config(spec),  # the trial pod under the KubernetesExecutor
