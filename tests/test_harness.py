@@ -151,3 +151,15 @@ def test_a_server_that_does_not_get_ready_is_stopped_with_its_children(tmp_path)
         start_server("spawner never ready", command, never, env=dict(os.environ), log=log, timeout=5)
     child, stray = (int((tmp_path / f"{name}.pid").read_text()) for name in ("child", "stray"))
     assert not _alive(child) and not _alive(stray)
+
+
+def test_without_psutil_proc_finds_the_same_descendants(tmp_path):
+    import harness
+
+    proc, (child, stray) = _start_spawner(tmp_path)
+    try:
+        from_proc = harness._descendants_from_proc(proc.pid)
+        assert {child, stray} <= from_proc
+        assert from_proc == harness.descendants(proc.pid)  # psutil's answer, when it is installed
+    finally:
+        stop_processes([proc])
