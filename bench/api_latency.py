@@ -29,7 +29,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from lib import Cluster, clean_env, free_port, table
+from lib import (
+    Cluster,
+    clean_env,
+    free_port,
+    http_answers,
+    start_server,
+    stop_processes,
+    table,
+)
 
 CONCURRENCY = 50
 PLUGIN_ROUTE = "/api/v1/ml/models/{name}/production"
@@ -95,41 +103,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 def start_mlflow_server(mlflow_uri: str, artifacts: str, work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log = open(work / "mlflow-server.log", "w")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            mlflow_uri,
-            "--default-artifact-root",
-            artifacts,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=clean_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited {proc.returncode}; see {work}/mlflow-server.log")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=5) as resp:
-                if resp.status == 200:
-                    return proc, base
-        except OSError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    raise TimeoutError("mlflow server not healthy after 180 s")
+    proc = start_server(
+        "mlflow server",
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", mlflow_uri,
+         "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        http_answers(base + "/health", statuses={200}), env=clean_env(), log=work / "mlflow-server.log",
+        timeout=180, interval=1,
+    )  # fmt: skip
+    return proc, base
 
 
 def measure(
@@ -152,7 +134,6 @@ def measure(
         )
     if status != 200:
         return f"P4 API latency: SKIPPED — GET {plugin_path} answered {status}: {body}\n"
-    import os
     import signal
 
     proc, mlflow_base = start_mlflow_server(mlflow_uri, artifacts, work)
@@ -187,8 +168,7 @@ def measure(
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its flame graph on SIGINT
             spy.wait(timeout=120)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_processes([proc], timeout=30)
     rows = []
     p99 = {}
     for name, latencies in samples.items():

@@ -9,16 +9,12 @@ works in a temporary directory and passes its children an environment without ``
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import math
 import os
 import platform
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,12 +34,31 @@ VENV_BIN = str(Path(sys.executable).parent)
 #: worktrees holds an editable install of one of them, and a bench measures its own checkout.
 SOURCE_PATH = [str(PROJECT_DIR / "include"), str(PROJECT_DIR / "plugins")]
 sys.path[:0] = [path for path in SOURCE_PATH if path not in sys.path]
+# tests/ for the process harness the suite shares (starting, waiting for, stopping servers).
+if str(PROJECT_DIR / "tests") not in sys.path:
+    sys.path.append(str(PROJECT_DIR / "tests"))
 
+from harness import (  # noqa: E402
+    PostgresCluster,
+    free_port,
+    http_answers,
+    port_open,
+    start_process,
+    start_server,
+    stop_processes,
+    wait_until_ready,
+)
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The harness's names the benches use, offered here beside the rest of the benches' helpers.
+__all__ = [
+    "free_port",
+    "http_answers",
+    "port_open",
+    "start_process",
+    "start_server",
+    "stop_processes",
+    "wait_until_ready",
+]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -133,40 +148,18 @@ def last_json(stdout: str) -> dict:
 # --- PostgreSQL from the local binaries (as tests/conftest.py's postgres_server) -------------
 
 
-def _pg_bin(name: str) -> str:
-    for candidate in (shutil.which(name), *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    raise FileNotFoundError(f"PostgreSQL binary {name!r} not found (apt-get install postgresql)")
-
-
 @dataclass
 class Postgres:
     """A throwaway cluster in its own folder under /tmp (reachable by the ``postgres`` user)."""
 
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cmms-bench-pg-", dir="/tmp")))
     port: int = 0
-    _ctl: list[str] = field(default_factory=list)
+    _cluster: PostgresCluster | None = None
 
     def start(self) -> Postgres:
         """initdb + pg_ctl start on 127.0.0.1 (as the ``postgres`` user when run as root)."""
-        as_owner: list[str] = []
-        if os.geteuid() == 0:
-            shutil.chown(self.base, "postgres", "postgres")
-            as_owner = ["runuser", "-u", "postgres", "--"]
-        data, self.port = self.base / "data", free_port()
-        subprocess.run(
-            [*as_owner, _pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-        )
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} -c max_connections=200"
-        self._ctl = [*as_owner, _pg_bin("pg_ctl"), "-D", str(data)]
-        subprocess.run(
-            [*self._ctl, "-o", options, "-l", str(self.base / "postgres.log"), "-w", "start"],
-            check=True,
-            capture_output=True,
-        )
+        self._cluster = PostgresCluster(self.base).start()
+        self.port = self._cluster.port
         return self
 
     def create_database(self, name: str) -> str:
@@ -180,9 +173,7 @@ class Postgres:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        if self._ctl:
-            subprocess.run([*self._ctl, "-m", "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(self.base, ignore_errors=True)
+        (self._cluster or PostgresCluster(self.base)).stop()
 
 
 # --- a real Airflow deployment --------------------------------------------------------------
@@ -267,12 +258,7 @@ class Cluster:
         }
         try:
             for name, command in commands.items():
-                log = open(home / f"{name}.log", "w")  # noqa: SIM115 - kept open for the process's life
-                cluster.processes.append(
-                    subprocess.Popen(
-                        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                    )
-                )
+                cluster.processes.append(start_process(command, env=env, log=home / f"{name}.log"))
             cluster.wait_until_ready()
         except BaseException:
             cluster.stop()
@@ -280,18 +266,14 @@ class Cluster:
         return cluster
 
     def wait_until_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for proc in self.processes:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see {self.home}/*.log")
-            try:
-                if self.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 200:
-                    return
-            except (OSError, urllib.error.URLError, KeyError, FileNotFoundError):
-                pass
-            time.sleep(2)
-        raise TimeoutError(f"Airflow not ready after {timeout} s; see {self.home}/*.log")
+        """Wait until the api-server serves the training DAG; fail early, with the logs, if a
+        component exits."""
+
+        def dag_served() -> bool:
+            return self.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 200
+
+        name = f"Airflow at {self.base_url} ({self.home})"
+        wait_until_ready(name, dag_served, processes=self.processes, timeout=timeout, interval=2)
 
     def token(self) -> str:
         if self._token is None:
@@ -338,21 +320,9 @@ class Cluster:
         return {ti["task_id"]: ti for ti in self.request("GET", path)[1]["task_instances"]}
 
     def stop(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # The LocalExecutor's workers (forked from the scheduler's forkserver, same process group)
-        # outlive their scheduler: idle, holding ~300 MB each, until killed.
-        for proc in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        """Stop every component and what it left behind (the LocalExecutor's workers, forked from the
+        scheduler's forkserver, outlive it: idle, holding ~300 MB each, until killed)."""
+        stop_processes(self.processes)
 
 
 # --- reporting ------------------------------------------------------------------------------

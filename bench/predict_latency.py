@@ -22,18 +22,26 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import api_latency
-from lib import PROJECT_DIR, Cluster, Postgres, clean_env, free_port, machine, table
+from lib import (
+    PROJECT_DIR,
+    Cluster,
+    Postgres,
+    clean_env,
+    free_port,
+    http_answers,
+    machine,
+    start_server,
+    stop_processes,
+    table,
+)
 
 MODEL = "predictive_maintenance_rf"
 SPEC = PROJECT_DIR / "include" / "models" / "predictive_maintenance.yaml"
@@ -78,27 +86,16 @@ def train_champion(mlflow_uri: str, artifacts: str, train_rows: int, work: Path)
 
 def start_mlflow_serve(mlflow_uri: str, version: str, work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log = open(work / "mlflow-serve.log", "w")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(
+        "mlflow models serve",
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/{version}",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        http_answers(base + "/ping", statuses={200}),
         env=clean_env(MLFLOW_TRACKING_URI=mlflow_uri, MLFLOW_REGISTRY_URI=mlflow_uri),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        log=work / "mlflow-serve.log", timeout=300, interval=1,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited {proc.returncode}; see {work}/mlflow-serve.log")
-        try:
-            with urllib.request.urlopen(base + "/ping", timeout=5) as resp:
-                if resp.status == 200:
-                    return proc, base
-        except OSError:
-            pass
-        time.sleep(1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise TimeoutError("mlflow models serve not ready after 300 s")
+    return proc, base
 
 
 def load(base_url: str, path: str, body: bytes, headers: dict[str, str], requests: int, clients: int):
@@ -201,8 +198,7 @@ def main() -> int:
         report = measure(cluster, mlflow_base, sizes=sizes, requests=args.requests, clients=args.clients)
     finally:
         if serve is not None:
-            os.killpg(serve.pid, signal.SIGTERM)
-            serve.wait(timeout=30)
+            stop_processes([serve])
         if cluster is not None:
             cluster.stop()
         postgres.stop()

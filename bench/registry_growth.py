@@ -47,7 +47,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib import VENV_BIN, clean_env, free_port, loglog_slope, machine, table
+from lib import (
+    VENV_BIN,
+    clean_env,
+    free_port,
+    http_answers,
+    loglog_slope,
+    machine,
+    start_server,
+    stop_processes,
+    table,
+)
 
 TARGET_MS = 200.0
 METRICS = ("f1", "precision", "recall", "roc_auc", "pr_auc", "accuracy", "brier", "log_loss")
@@ -281,27 +291,17 @@ def measure_rounds(
     }
 
 
-def start_server(work: Path, store: str) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(work: Path, store: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log = (work / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(
+        "mlflow server",
         [f"{VENV_BIN}/mlflow", "server", "--backend-store-uri", store, "--default-artifact-root",
          (work / "server-artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True,
+        http_answers(f"{url}/health", statuses={200}), env=clean_env(), log=work / "mlflow-server.log",
+        timeout=120,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"mlflow server did not start; see {work / 'mlflow-server.log'}")
+    return proc, url
 
 
 def main() -> int:
@@ -334,7 +334,7 @@ def main() -> int:
             from mlflow import MlflowClient
 
             MlflowClient(tracking_uri=store).search_experiments(max_results=1)  # schema once
-            server, uri = start_server(work, store)
+            server, uri = start_mlflow_server(work, store)
         os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": uri})
         from mlflow import MlflowClient
 
@@ -382,8 +382,7 @@ def main() -> int:
         return 0 if ok else 3
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_processes([server])
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -33,7 +33,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib import PROJECT_DIR, Cluster, Postgres, free_port, machine, table  # noqa: E402
+from lib import (  # noqa: E402
+    PROJECT_DIR,
+    Cluster,
+    Postgres,
+    free_port,
+    machine,
+    port_open,
+    start_process,
+    stop_processes,
+    table,
+    wait_until_ready,
+)
 
 sys.path.insert(0, str(PROJECT_DIR / "tests"))  # the test suite's dataset builder, not a copy
 
@@ -79,31 +90,19 @@ def _start_workers(cluster: Cluster, count: int) -> list[subprocess.Popen]:
     own_hosts = subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0
     workers = []
     for index in range(count):
-        log = open(cluster.home / f"worker-{count}-{index}.log", "w")  # noqa: SIM115 - the worker's life
         worker = f"airflow celery worker --skip-serve-logs --concurrency 1 --celery-hostname bench{index}@%h"
         command = ["unshare", "--uts", "sh", "-c", f"hostname bench-worker-{index} && exec {worker}"]
         if not own_hosts:
             command = worker.split()
         workers.append(
-            subprocess.Popen(
-                command, env=cluster.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            start_process(command, env=cluster.env, log=cluster.home / f"worker-{count}-{index}.log")
         )
     time.sleep(15)  # connected to the broker before the run is triggered
     return workers
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
-    import signal
-
-    for proc in processes:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in processes:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_processes(processes, timeout=30)
 
 
 def _ts(value: str | None) -> float:
@@ -166,10 +165,11 @@ def celery_part(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="cmms-bench-tuning-"))
     postgres = Postgres().start()
     redis_port = free_port()
-    redis = subprocess.Popen(
+    redis = start_process(
         [redis_binary, "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--dir", str(work)],
-        stdout=subprocess.DEVNULL, start_new_session=True,
+        env=dict(os.environ), log=work / "redis.log",
     )  # fmt: skip
+    wait_until_ready("redis-server", port_open(redis_port), processes=[redis], timeout=30, interval=0.2)
     cluster = None
     try:
         models, data = work / "models", work / "data"

@@ -6,7 +6,6 @@ touches the developer's own ``.airflow``/``.mlflow`` folders.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import secrets
@@ -20,7 +19,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from harness import PostgresCluster
 from support import AirflowCluster, free_port, start_process, wait_until_ready
+
+#: Marks each test with its tier (services / installer / fast) from the fixtures it uses.
+pytest_plugins = ("tiers",)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="cmms-tests-"))
@@ -123,15 +126,6 @@ def client(mlflow_store: str):
     return MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
 
 
-def _pg_bin(name: str) -> str:
-    for candidate in (shutil.which(name), *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    raise FileNotFoundError(
-        f"PostgreSQL binary {name!r} not found: run scripts/install_test_services.sh (make test does)"
-    )
-
-
 #: Members of this PostgreSQL group must give their password (scram-sha-256); everyone else is
 #: trusted on loopback. Lets tests use a real password through a real URI.
 PASSWORD_GROUP = "password_users"
@@ -182,30 +176,10 @@ def postgres_server():
 
     initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user.
     """
-    base = Path(tempfile.mkdtemp(prefix="cmms-pg-", dir="/tmp"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", free_port()
-    subprocess.run(
-        [*as_owner, _pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    hba = data / "pg_hba.conf"
-    with open(hba, "r+") as conf:  # first matching line wins: the password rule goes first
-        rules = conf.read()
-        conf.seek(0)
-        conf.write(f"host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n{rules}")
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c max_connections=200"
-    ctl = [*as_owner, _pg_bin("pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*ctl, "-o", options, "-l", str(base / "postgres.log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
+    # First matching line wins: the password rule goes before the default (trust) ones.
+    cluster = PostgresCluster(Path(tempfile.mkdtemp(prefix="cmms-pg-", dir="/tmp")))
     try:
+        port = cluster.start(hba_first=f"host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256").port
         server = PostgresServer(port=port)
         import psycopg2
 
@@ -216,8 +190,7 @@ def postgres_server():
         conn.close()
         yield server
     finally:
-        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,6 @@ test can ``from support import ...``.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,12 +14,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The process harness (tests/harness.py) is the one home of starting, waiting for and stopping
+# servers; the fixtures import these names from here as they always have.
+from harness import free_port, start_process, stop_processes
+from harness import wait_until_ready as wait_for
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+__all__ = ["free_port", "start_process", "stop_processes"]
 
 DAG_ID = "predictive_maintenance_training"
 
@@ -95,41 +92,15 @@ class AirflowCluster:
         stop_processes(self.processes)
 
 
-def stop_processes(processes: list[subprocess.Popen], timeout: float = 20) -> None:
-    """SIGTERM each process group, then SIGKILL what is still there after ``timeout`` seconds."""
-    for proc in processes:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in processes:
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def start_process(command: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None):
-    """Start a server in its own process group (so stopping it also stops its children)."""
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
 def wait_until_ready(cluster: AirflowCluster, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in cluster.processes:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see {cluster.home}/*.log")
-        try:
-            if cluster.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 200:
-                return
-        except (OSError, urllib.error.URLError, KeyError, FileNotFoundError):
-            pass
-        time.sleep(2)
-    raise TimeoutError(f"Airflow not ready after {timeout} s; see {cluster.home}/*.log")
+    """Wait until the cluster's api-server serves the training DAG (its DAGs are parsed); fail early,
+    with every component's log, if one of its processes exits."""
+
+    def dag_served() -> bool:
+        return cluster.request("GET", f"/api/v2/dags/{DAG_ID}")[0] == 200
+
+    name = f"Airflow at {cluster.base_url} ({cluster.home})"
+    wait_for(name, dag_served, processes=cluster.processes, timeout=timeout, interval=2)
 
 
 #: Specs the test cluster gets beside its CLUSTER_SPECS (tests/dags/conftest.py): a copy of a base spec

@@ -78,6 +78,7 @@ def test_timed_run_reports_the_child_peak_not_the_benchs_own(tmp_path):
     assert 40 < out.maxrss_mb < 300, out.maxrss_mb
 
 
+@pytest.mark.services  # PostgreSQL and an Airflow deployment / model servers
 def test_scoring_throughput_bench_prints_dags_test_and_scheduler_tables_at_a_tiny_size():
     """bare vs ``airflow dags test`` vs a real scheduler (after its warm-up run) on 2,000 rows."""
     out = _run_bench(
@@ -111,6 +112,7 @@ def test_tuning_quality_bench_prints_tuned_against_untuned_f1_at_a_tiny_size():
     assert re.search(r"xgboost tuned vs random forest: F1 \d\.\d{3} vs \d\.\d{3}", out.stdout)
 
 
+@pytest.mark.services  # PostgreSQL and an Airflow deployment / model servers
 def test_predict_latency_bench_prints_both_servers_and_the_ratios_at_a_tiny_size():
     """Our predict route vs ``mlflow models serve`` of the same champion, 4 clients, 1 and 10 rows."""
     out = _run_bench(

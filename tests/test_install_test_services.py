@@ -14,6 +14,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 SCRIPT = PROJECT_DIR / "scripts" / "install_test_services.sh"
 
 
+pytestmark = pytest.mark.installer
+
+
 def test_every_program_of_the_list_is_there_after_the_install_step():
     out = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr

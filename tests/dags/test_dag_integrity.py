@@ -31,6 +31,7 @@ def test_dags_folder_has_no_import_errors(dagbag):
 
 
 def test_every_dag_file_is_named_after_its_dag_or_is_the_factory(dagbag):
+    assert dagbag.dags
     for dag_id, dag in dagbag.dags.items():
         assert Path(dag.fileloc).stem in (dag_id, "model_pipelines"), dag_id
 
@@ -65,6 +66,7 @@ def test_a_broken_spec_is_an_import_error_naming_it_while_the_others_load(tmp_pa
 
 
 def test_every_dag_has_tags_docs_and_retries(dagbag):
+    assert dagbag.dags
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, dag_id
         assert dag.doc_md and len(dag.doc_md) > 100, dag_id

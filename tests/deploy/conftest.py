@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from harness import http_answers, wait_until_ready
 from support import free_port, start_process, stop_processes
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -48,19 +49,8 @@ def _venv_env(**extra: str) -> dict[str, str]:
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> float:
-    """Seconds until ``url`` answers at all (any HTTP status); fail early if ``proc`` dies."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return time.monotonic() - started
-        except urllib.error.HTTPError:
-            return time.monotonic() - started
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not answering after {timeout} s; see {log}")
+    """Seconds until ``url`` answers at all (any HTTP status); fail early, with ``log``, if ``proc`` dies."""
+    return wait_until_ready(url, http_answers(url), processes=[proc], logs=[log], timeout=timeout)
 
 
 @dataclass
@@ -150,19 +140,15 @@ def redis_url(tmp_path_factory, startup_times) -> str:
     home = tmp_path_factory.mktemp("redis")
     port = free_port()
     command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    started = time.monotonic()
     proc = start_process([*command, "--dir", str(home)], env=_venv_env(), log=home / "redis.log")
+
+    def pong() -> bool:
+        ping = ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"]
+        return subprocess.run(ping, capture_output=True, text=True).stdout.strip() == "PONG"
+
     try:
-        while (
-            subprocess.run(
-                ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"], capture_output=True, text=True
-            ).stdout.strip()
-            != "PONG"
-        ):
-            if proc.poll() is not None or time.monotonic() - started > 30:
-                raise RuntimeError(f"redis-server did not start: {(home / 'redis.log').read_text()}")
-            time.sleep(0.2)
-        startup_times["Redis"] = time.monotonic() - started
+        seconds = wait_until_ready("redis-server", pong, processes=[proc], timeout=30, interval=0.2)
+        startup_times["Redis"] = seconds
         yield f"redis://127.0.0.1:{port}"
     finally:
         stop_processes([proc])

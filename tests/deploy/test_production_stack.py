@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from harness import group_members
 from support import DAG_ID
 
 pytestmark = pytest.mark.slow
@@ -224,21 +225,9 @@ def test_ensure_user_again_resets_the_password_instead_of_failing(mlflow_server)
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 
 
-def _process_group(pgid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid:  # fields after the command name: state, ppid, pgrp, ...
-            pids.append(int(stat.parent.name))
-    return pids
-
-
 def test_no_database_uri_or_password_in_the_server_processes_arguments_or_log(mlflow_server):
     secret, encoded = mlflow_server.db_password, urllib.parse.quote(mlflow_server.db_password, safe="")
-    pids = _process_group(mlflow_server.process.pid)
+    pids = sorted(group_members(mlflow_server.process.pid))
     assert len(pids) >= 2, pids  # `mlflow server` and its uvicorn worker(s)
     for pid in pids:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

@@ -129,6 +129,7 @@ def test_non_feature_columns_carry_no_values_into_the_contract(machine_contract)
 
 
 def test_numeric_feature_has_ordered_quantiles_and_bins_that_cover_every_row(telemetry_contract):
+    assert NUMERIC
     for name in NUMERIC:
         column = telemetry_contract.column(name)
         quantiles = [column.quantiles[level] for level in QUANTILES]

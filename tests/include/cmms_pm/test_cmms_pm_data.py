@@ -144,7 +144,9 @@ def test_split_has_the_requested_fractions_and_covers_every_row_once(telemetry):
 
 def test_split_is_stratified_on_the_target(telemetry):
     overall = telemetry[TARGET].mean()
-    for name, frame in split_frame(telemetry, seed=3).items():
+    splits = split_frame(telemetry, seed=3)
+    assert len(splits) == 3
+    for name, frame in splits.items():
         assert frame[TARGET].mean() == pytest.approx(overall, abs=0.005), name
 
 
@@ -156,13 +158,17 @@ def test_split_is_deterministic_for_a_seed_and_varies_across_seeds(telemetry):
 
 
 def test_split_resets_the_index(telemetry):
-    for frame in split_frame(telemetry, seed=3).values():
+    splits = split_frame(telemetry, seed=3)
+    assert len(splits) == 3
+    for frame in splits.values():
         assert frame.index.equals(pd.RangeIndex(len(frame)))
 
 
 def test_split_keeps_a_rare_class_in_every_split(telemetry):
     rare = pd.concat([telemetry[telemetry[TARGET] == 0].head(300), telemetry[telemetry[TARGET] == 1].head(3)])
-    for name, frame in split_frame(rare, seed=1).items():
+    splits = split_frame(rare, seed=1)
+    assert len(splits) == 3
+    for name, frame in splits.items():
         assert frame[TARGET].sum() == 1, name
 
 

@@ -108,6 +108,7 @@ def test_a_busy_or_unreachable_model_lock_is_a_503_that_says_nothing_changed():
 def test_the_models_page_needs_read_access_to_some_models_dag_on_every_route():
     from cmms_mlflow.www.ui import app
 
+    assert app.routes
     for route in app.routes:
         names = [getattr(c, "__qualname__", "") for c in _calls(route.dependant)]
         assert any(n.startswith("requires_access_some_model_dag.") for n in names), route.path

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from harness import start_process, stop_processes, wait_until_ready
 
 from cmms_mlflow.exceptions import MlflowServiceUnavailable
 from cmms_mlflow.hooks.mlflow_hook import MlflowHook
@@ -72,26 +73,14 @@ class MlflowServer:
         # MLflow 3 also starts a job runner and seven huey consumers by default, each importing
         # mlflow; the registry needs none of them, and on 2 cores they double the start time.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=self.root,
-                env=env,
+        self.process = start_process(command, env=env, log=self.log_path, cwd=self.root, append=True)
+        try:
+            wait_until_ready(
+                "mlflow server", lambda: _health(self.url) == 200, processes=[self.process], timeout=timeout
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with {self.process.returncode}:\n{self._log_tail()}"
-                )
-            if _health(self.url) == 200:
-                return
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"mlflow server not healthy after {timeout} s:\n{self._log_tail()}")
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self) -> None:
         """SIGKILL the whole process group (CLI, uvicorn, workers): a crash, not a shutdown."""
@@ -102,13 +91,7 @@ class MlflowServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        self._signal_group(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        self._signal_group(signal.SIGKILL)  # stragglers of the group, even if the leader exited
-        self.process.wait(timeout=30)
+        stop_processes([self.process], timeout=15)
         self.process = None
 
     def _signal_group(self, sig: int) -> None:
@@ -116,9 +99,6 @@ class MlflowServer:
             os.killpg(self.process.pid, sig)
         except ProcessLookupError:
             pass
-
-    def _log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
 
 
 def _mlflow_cli() -> list[str]:

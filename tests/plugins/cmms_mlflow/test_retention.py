@@ -353,9 +353,7 @@ def test_a_model_that_is_not_registered_has_nothing_to_prune(client, world, tmp_
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """moto's S3 server on loopback (AWS itself cannot run here; the code under test talks plain S3)."""
-    import time
-    import urllib.request
-
+    from harness import http_answers, wait_until_ready
     from support import free_port, start_process, stop_processes
 
     home = tmp_path_factory.mktemp("moto-retention")
@@ -365,15 +363,7 @@ def s3_endpoint(tmp_path_factory):
     proc = start_process([moto, "-H", "127.0.0.1", "-p", str(port)], env=env, log=home / "moto.log", cwd=home)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+        wait_until_ready("moto S3 server", http_answers(endpoint), processes=[proc], timeout=60, interval=0.3)
         yield endpoint
     finally:
         stop_processes([proc])

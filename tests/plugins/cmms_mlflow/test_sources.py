@@ -15,14 +15,13 @@ import sqlite3
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from harness import http_answers, wait_until_ready
 from support import free_port, start_process, stop_processes
 
 from cmms_mlflow.exceptions import BadDataError, SourceConfigurationError, SourceUnavailableError
@@ -296,17 +295,7 @@ def moto_s3(tmp_path_factory) -> dict:
         cwd=home,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=2).close()
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.3)
+        wait_until_ready("moto S3 server", http_answers(endpoint), processes=[proc], timeout=60, interval=0.3)
         boot = {"aws_access_key_id": "boot", "aws_secret_access_key": "boot", "region_name": "us-east-1"}
         iam = boto3.client("iam", endpoint_url=endpoint, **boot)
         iam.create_user(UserName="pipeline")
