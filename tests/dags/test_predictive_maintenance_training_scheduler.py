@@ -10,11 +10,12 @@ import json
 import os
 import signal
 import time
+from urllib.parse import quote
 
 import pytest
 from support import slot
 
-from cmms_mlflow.registry import model_registry
+from cmms_mlflow.registry import history, model_registry
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +49,17 @@ def test_invalid_conf_through_the_rest_api_is_refused_and_creates_no_run(airflow
 def test_three_day_backfill_trains_each_interval_once_and_keeps_one_champion(airflow_cluster, cluster_client):
     mine = slot("pm_backfill")
     model_name = mine.model
-    conf = {"model_name": model_name, "experiment_name": f"sched-{model_name}", "n_samples": 3000}
+    # Every run that trains may promote (F1 out of the decision): only the data-freshness rule
+    # rejects. Two at a time: the third day starts after a first one has promoted, and replaces it.
+    conf = {
+        "model_name": model_name, "experiment_name": f"sched-{model_name}", "n_samples": 3000,
+        "f1_threshold": 0.0, "min_improvement": -1.0,
+    }  # fmt: skip
     started = time.monotonic()
     out = airflow_cluster.cli(
         "backfill", "create", "--dag-id", mine.training,
         "--from-date", "2026-05-01T00:00:00+00:00", "--to-date", "2026-05-04T00:00:00+00:00",
-        "--max-active-runs", "3", "--dag-run-conf", json.dumps(conf),
+        "--max-active-runs", "2", "--dag-run-conf", json.dumps(conf),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     backfill_runs = lambda: {  # noqa: E731
@@ -72,7 +78,7 @@ def test_three_day_backfill_trains_each_interval_once_and_keeps_one_champion(air
         if r["state"] != "success"
     ]
 
-    # The retention teardown ran in each worker (it asks Airflow which runs are active; three overlap).
+    # The retention teardown ran in each worker (it asks Airflow which runs are active; two overlap).
     retention = [
         airflow_cluster.task_instances(r["dag_run_id"], mine.training)["retention"]["state"] for r in runs
     ]
@@ -95,6 +101,41 @@ def test_three_day_backfill_trains_each_interval_once_and_keeps_one_champion(air
         if version.tags.get("validation_status") == "rejected":
             assert version.current_stage == "Archived" and version.tags["rejection_reason"]
     print(f"3-day backfill wall time: {wall:.0f} s")
+    # The newest day's version serves: it started after another had promoted, and replaced it.
+    newest = max(versions, key=lambda v: v.tags["data_version"])
+    assert str(champion.version) == str(newest.version)
+
+    # The first run to promote (no champion before it), cleared and run again through Airflow's REST
+    # API: its promotion was done and has been superseded since. The run ends green, says so, and
+    # changes nothing (it used to fail: "champion changed since validation: expected None, found '3'").
+    events = history.read(cluster_client, model_name, limit=100)
+    (first,) = [e for e in events if e["type"] == "promotion" and e["champion_before"] is None]
+    first_run = cluster_client.get_model_version(model_name, first["version"]).tags["airflow.run_id"]
+    assert first_run in run_ids and first["version"] != str(champion.version)
+    status, cleared = airflow_cluster.request(
+        "POST", f"/api/v2/dags/{mine.training}/clearTaskInstances",
+        {"dag_run_id": first_run, "only_failed": False, "dry_run": False, "reset_dag_runs": True},
+    )  # fmt: skip
+    assert status == 200 and cleared["total_entries"] > 0, cleared
+    (rerun,) = airflow_cluster.wait_for_runs({first_run}, 1, timeout=600, dag_id=mine.training)
+    tis = airflow_cluster.task_instances(first_run, mine.training)
+    assert rerun["state"] == "success" and tis["promote_model"]["state"] == "success", tis
+    assert tis["promote_model"]["try_number"] >= 2  # it ran again, not the old state
+    path = (
+        f"/api/v2/dags/{mine.training}/dagRuns/{quote(first_run, safe='')}/taskInstances/promote_model"
+        "/xcomEntries/return_value?deserialize=true"
+    )
+    status, xcom = airflow_cluster.request("GET", path)
+    assert status == 200, xcom
+    promoted = json.loads(xcom["value"]) if isinstance(xcom["value"], str) else xcom["value"]
+    assert (promoted["superseded"], promoted["superseded_by"], promoted["version"]) == (
+        True, str(champion.version), first["version"],
+    )  # fmt: skip
+    assert "superseded since by v" + str(champion.version) in promoted["reason"]
+    assert str(model_registry.get_champion(cluster_client, model_name).version) == str(champion.version)
+    assert len(cluster_client.search_model_versions(f"name = '{model_name}'")) == 3
+    assert history.read(cluster_client, model_name, limit=100) == events  # no promotion, no event
+    model_registry.check_invariants(cluster_client, model_name)
 
 
 def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_running(

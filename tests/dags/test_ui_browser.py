@@ -15,9 +15,7 @@ A failing step leaves a screenshot in ``test-artifacts/ui/`` (git-ignored); its 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,21 +23,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import chromium
 import pytest
 from support import wait_until_parked
 
-from cmms_mlflow.registry import model_registry
+from cmms_mlflow.registry import history, model_registry
 
 pytestmark = pytest.mark.slow
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 ARTIFACTS = PROJECT_DIR / "test-artifacts" / "ui"
-CHROMIUM = os.environ.get("CMMS_CHROMIUM", "/usr/bin/chromium")
-#: The flags that work on this machine (no sandbox as root, no background network calls).
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 TRAINING = "predictive_maintenance_training"
 MODEL = "predictive_maintenance_rf"  # the shipped spec's registered model: its row on the Models page
 PROMOTE = "/api/v1/ml/models/{name}/versions/{version}/promote"
@@ -52,17 +45,9 @@ HITL = "/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve_promotion/-1/hitl
 
 @pytest.fixture(scope="module")
 def browser():
-    """Chromium from the distribution (never ``playwright install``); each user gets a fresh
-    context (Playwright starts the browser with an empty profile of its own)."""
-    from playwright.sync_api import sync_playwright
-
-    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), (
-        f"{CHROMIUM} missing: scripts/install_test_services.sh installs it (make test runs it)"
-    )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    """Chromium from the distribution (tests/chromium.py); each user gets a fresh context."""
+    with chromium.launched() as browser:
         yield browser
-        browser.close()
 
 
 @contextmanager
@@ -239,6 +224,12 @@ def test_a_person_trains_reads_and_promotes_from_the_airflow_ui(airflow_cluster,
         row.locator("td[data-col=champion]").get_by_role("link", name=f"v{version}", exact=True).wait_for()
         assert model_registry.champion_version(client, MODEL) == version
         model_registry.check_invariants(client, MODEL)
+        # Recorded as what it was: a rollback (on the version and in the model's history), not a promotion.
+        tags = client.get_model_version(MODEL, version).tags
+        assert (tags["promotion_kind"], tags["replaced_version"]) == ("rollback", candidate), tags
+        (event,) = history.read(client, MODEL, limit=1)  # the newest
+        assert (event["type"], event["version"], event["champion_before"]) == ("rollback", version, candidate)
+        assert event["reason"] == "candidate misbehaves"
 
     with step(page, "the page's Airflow run link opens the run in Airflow, whatever a tag says"):
         # Whoever may write MLflow tags plants a link: the page builds its own from the run's ids.
