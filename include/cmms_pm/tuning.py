@@ -78,6 +78,19 @@ def distributions(kind: str, space: Mapping[str, Mapping[str, Any]]) -> dict[str
     return found
 
 
+def trial_hyperparameters(
+    kind: str, hyperparameters: Mapping[str, Any], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A trial's hyperparameters: the run's, then the trial's; one thread each where the estimator
+    takes a thread count (trials run side by side), nothing added where it takes none."""
+    from cmms_pm.estimators import estimator
+
+    merged = {**hyperparameters, **params}
+    if "n_jobs" in estimator(kind).hyperparameters:
+        merged["n_jobs"] = 1
+    return merged
+
+
 def chains(n_trials: int, per_task: int) -> list[list[int]]:
     """The slots of each chain: consecutive runs of ``per_task`` slots (the last may be shorter)."""
     return [list(range(start, min(start + per_task, n_trials))) for start in range(0, n_trials, per_task)]
@@ -392,7 +405,7 @@ def run_in_memory(
             started = pd.Timestamp.now(tz="UTC").to_pydatetime()
             try:
                 value: float | None = evaluate(
-                    prepared, {**hyperparameters, **params, "n_jobs": 1}, monitor=pruner
+                    prepared, trial_hyperparameters(prepared.kind, hyperparameters, params), monitor=pruner
                 )[metric]
                 state = TrialState.COMPLETE
             except optuna.TrialPruned:

@@ -294,7 +294,7 @@ def run_chain(
             )
             continue
         pruner = tuning.ChainPruner(history, enabled=prunable)
-        trial_params = {**hyperparameters, **params, "n_jobs": 1}  # trials run side by side: one thread each
+        trial_params = tuning.trial_hyperparameters(plan["estimator"], hyperparameters, params)
         metrics: dict[str, float] = {}
         error = ""
         try:

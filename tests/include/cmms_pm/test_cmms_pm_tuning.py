@@ -195,3 +195,24 @@ def test_the_pruner_stops_a_trial_clearly_below_its_chains_median_after_warm_up(
     for step in range(60):
         off(step, 0.2)
     assert set(off.reported()) == {0, 10, 20, 30, 40, 50, 59}
+
+
+@pytest.mark.parametrize(
+    "kind", ["random_forest", "hist_gradient_boosting", "logistic_regression", "xgboost", "lightgbm"]
+)
+def test_a_trial_runs_single_threaded_only_where_the_estimator_takes_a_thread_count(kind):
+    """Trials run side by side, so a booster's trial gets one thread; an estimator without the
+    setting gets none added (a logistic regression's trials all failed on an unexpected n_jobs)."""
+    from cmms_pm.estimators import estimator, validate_hyperparameters
+    from cmms_pm.tuning import trial_hyperparameters
+
+    defaults = estimator(kind).defaults()
+    merged = trial_hyperparameters(kind, defaults, {})
+    assert validate_hyperparameters(kind, merged) == merged  # every key is the estimator's own
+    assert ("n_jobs" in merged) == ("n_jobs" in defaults)
+    if "n_jobs" in merged:
+        assert merged["n_jobs"] == 1
+    tunable = estimator(kind).tunable
+    assert tunable
+    chosen = {tunable[0]: defaults[tunable[0]]}
+    assert trial_hyperparameters(kind, {}, chosen).items() >= chosen.items()  # the trial's value wins
