@@ -151,3 +151,48 @@ def test_the_cycle_check_finds_a_cycle_through_a_function_level_import():
     graph = {"a": {"b": "a.py:1"}, "b": {"c": "b.py:9"}, "c": {"a": "c.py:40 (in a function)"}, "d": {}}
     assert _a_cycle(graph) == ["a", "b", "c", "a"]
     assert _a_cycle({"a": {"b": ""}, "b": {}, "c": {"a": ""}}) is None
+
+
+def _airflow_imports(file: Path) -> list[str]:
+    """``module:line`` of every import of ``airflow`` or ``airflow.*`` in ``file``, wherever it is."""
+    found = []
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [f"{name}:{node.lineno}" for name in names if name.partition(".")[0] == "airflow"]
+    return found
+
+
+def test_the_www_room_reaches_airflow_only_through_airflow_internal():
+    """An Airflow upgrade that moves the api-server's security, the ORM models, the trigger endpoint or
+    the asset manager touches one file: ``www/airflow_internal.py``."""
+    www = PLUGIN / "www"
+    internal = www / "airflow_internal.py"
+    assert _airflow_imports(internal), "airflow_internal.py imports nothing from Airflow: the scan is broken"
+    elsewhere = {
+        file.relative_to(PLUGIN).as_posix(): imports
+        for file in sorted(www.glob("*.py"))
+        if file != internal and (imports := _airflow_imports(file))
+    }
+    assert not elsewhere, f"Airflow imported outside www/airflow_internal.py: {elsewhere}"
+
+
+def test_operators_and_hooks_use_airflows_public_interface():
+    """Outside the api-server side, Airflow is the Task SDK (``airflow.sdk``) and its providers;
+    ``plugin.py`` registers through ``airflow.plugins_manager`` (the plugin interface)."""
+    public = ("airflow.sdk", "airflow.providers.", "airflow.configuration", "airflow.utils.deprecation_tools")
+    allowed = {"plugin.py": ("airflow.plugins_manager",)}
+    internal = {}
+    for file in sorted(PLUGIN.rglob("*.py")):
+        relative = file.relative_to(PLUGIN).as_posix()
+        if relative.startswith("www/"):
+            continue
+        ok = public + allowed.get(relative, ())
+        bad = [i for i in _airflow_imports(file) if not i.split(":")[0].startswith(ok)]
+        if bad:
+            internal[relative] = bad
+    assert not internal, f"Airflow internals imported outside www/airflow_internal.py: {internal}"
