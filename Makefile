@@ -60,6 +60,7 @@ docs-build: install  ## build the site into site/ strictly (a broken link, ancho
 
 lint: install
 	$(ENV) ruff check dags plugins include tests scripts
+	$(ENV) mypy
 
 ui-airflow: setup  ## Airflow UI on http://127.0.0.1:8080 (user admin, password printed)
 	$(ENV) airflow standalone

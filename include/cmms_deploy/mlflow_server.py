@@ -28,6 +28,8 @@ class DeployConfigurationError(ValueError):
 PERMISSIONS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
 # MLflow's own default; "no broader than needed": everyone may read, only owners write.
 DEFAULT_PERMISSION = "READ"
+#: Seconds a worker trusts a successful basic-auth check (MLflow default: 0, no cache; see auth_config).
+DEFAULT_AUTH_CACHE_TTL_SECONDS = 30
 
 
 def store_state(uri: str) -> str:
@@ -147,11 +149,37 @@ def _has_tables(uri: str) -> bool:
         engine.dispose()
 
 
-def auth_config(database_uri: str, *, default_permission: str, admin_username: str) -> str:
-    """Text of a ``basic_auth.ini``; the admin password is left to ``MLFLOW_AUTH_ADMIN_PASSWORD``."""
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name) or ""
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise DeployConfigurationError(f"{name}={raw!r} is not a whole number") from None
+
+
+def auth_config(
+    database_uri: str,
+    *,
+    default_permission: str,
+    admin_username: str,
+    cache_ttl_seconds: int = DEFAULT_AUTH_CACHE_TTL_SECONDS,
+) -> str:
+    """Text of a ``basic_auth.ini``; the admin password is left to ``MLFLOW_AUTH_ADMIN_PASSWORD``.
+
+    ``cache_ttl_seconds``: how long a worker keeps a successful credential check (MLflow's
+    ``auth_cache_ttl_seconds``). Every check otherwise costs a scrypt/PBKDF2 hash, about 0.25 s of
+    CPU here, on every request; the price is that a password changed or a user deleted through
+    another worker is still accepted by this one for at most the TTL (0 turns the cache off).
+    """
     if default_permission not in PERMISSIONS:
         raise DeployConfigurationError(
             f"MLFLOW_AUTH_DEFAULT_PERMISSION={default_permission!r} is not one of {', '.join(PERMISSIONS)}"
+        )
+    if not 0 <= cache_ttl_seconds <= 3600:
+        raise DeployConfigurationError(
+            f"MLFLOW_AUTH_CACHE_TTL_SECONDS={cache_ttl_seconds!r}: seconds from 0 (no cache) to 3600"
         )
     settings = {
         "default_permission": default_permission,
@@ -159,6 +187,7 @@ def auth_config(database_uri: str, *, default_permission: str, admin_username: s
         "admin_username": admin_username,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access": "false",
+        "auth_cache_ttl_seconds": str(cache_ttl_seconds),
     }
     # MLflow reads this file with configparser's interpolation: a literal % (a URL-encoded
     # password such as p%40ss) must be written %%.
@@ -229,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 _require_env("MLFLOW_AUTH_DATABASE_URI"),
                 default_permission=os.environ.get("MLFLOW_AUTH_DEFAULT_PERMISSION") or DEFAULT_PERMISSION,
                 admin_username=os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
+                cache_ttl_seconds=_int_env("MLFLOW_AUTH_CACHE_TTL_SECONDS", DEFAULT_AUTH_CACHE_TTL_SECONDS),
             )
             args.path.parent.mkdir(parents=True, exist_ok=True)
             args.path.write_text(text)

@@ -10,7 +10,7 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from cmms_pm.spec import PROJECT_DIR, FeatureSpec, ModelSpec, safe_path_component
+from cmms_pm.spec import PROJECT_DIR, FeatureSpec, ModelSpec, Split, safe_path_component
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +49,15 @@ class Manifest(TypedDict, total=False):
     split: dict[str, Any]
     notes: list[str]  # what the data step noticed but did not refuse (time-series batches)
     snapshots: dict[str, Any]  # time-series batches: first and last snapshot, cadence
+
+
+class BatchCheck(TypedDict):
+    """What ``validate_batch`` returns: the rows of all splits, each split's frame report
+    (``frame_checks.check_frame``), and the leakage guard's record (``leakage.guard_record``)."""
+
+    rows: int
+    splits: dict[str, dict[str, Any]]
+    leakage: dict[str, Any]
 
 
 def data_root() -> str:
@@ -142,19 +151,27 @@ def prepare_batch(
 
 
 def split_by_columns(
-    frame: pd.DataFrame, split: dict[str, Any], *, seed: int, target: str
+    frame: pd.DataFrame, split: Split, *, seed: int, target: str
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """A flat batch split by its time column (purged gaps, optionally grouped) or by entity; every
     part must hold both labels of ``target``."""
     from cmms_pm.timeseries.split import group_split_frame, time_split_frame
 
-    shares = {"validation": split["validation"], "holdout": split["holdout"], "target": target}
+    validation, holdout = split["validation"], split["holdout"]
     if split["strategy"] == "time":
         return time_split_frame(
             frame, time_column=split["time_column"], gap_hours=split["gap_hours"],
-            entity_column=split.get("entity_column"), seed=seed, **shares,
+            entity_column=split.get("entity_column"), seed=seed,
+            validation=validation, holdout=holdout, target=target,
         )  # fmt: skip
-    return group_split_frame(frame, entity_column=split["entity_column"], seed=seed, **shares)
+    return group_split_frame(
+        frame,
+        entity_column=split["entity_column"],
+        seed=seed,
+        validation=validation,
+        holdout=holdout,
+        target=target,
+    )
 
 
 def resolve_features(spec: ModelSpec, frame: pd.DataFrame) -> FeatureSpec:
@@ -298,7 +315,7 @@ def split_periods(split: dict[str, Any] | None) -> str:
     return text + (f", grouped by {split['entity_column']!r})" if split.get("entity_column") else ")")
 
 
-def validate_batch(manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:
+def validate_batch(manifest: Manifest, spec: ModelSpec) -> BatchCheck:
     """Check every split of a written batch against the spec; ``DataValidationError`` names the problem."""
     from cmms_pm.data import read_split
     from cmms_pm.exceptions import DataValidationError

@@ -10,13 +10,16 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from cmms_pm.exceptions import DataSourceError, DataValidationError, SplitIntegrityError
 from cmms_pm.schema import EQUIPMENT_TYPES, FEATURES, TARGET
+
+if TYPE_CHECKING:
+    from cmms_pm.batch import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +242,7 @@ def write_batch(
     *,
     target: str = TARGET,
     metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Write ``<out_uri>/<split>.parquet`` and ``manifest.json``; return the manifest.
 
     Files are content-addressed (sha256 per split, ``digest`` over the split digests in split order)
@@ -272,7 +275,7 @@ def finish_batch(
     target: str,
     columns: list[str],
     metadata: dict[str, Any],
-) -> dict[str, Any]:
+) -> Manifest:
     """The manifest of splits already written under ``out_uri`` (``entries``: uri, rows, positives,
     sha256 per split), written as ``manifest.json`` and returned."""
     filesystem, root = _filesystem(out_uri)
@@ -294,7 +297,8 @@ def finish_batch(
     with filesystem.open_output_stream(_join(root, "manifest.json")) as stream:
         stream.write(json.dumps(manifest, sort_keys=True, indent=2).encode())
     log.info("wrote %d rows in %d splits to %s (digest %s)", rows, len(entries), out_uri, manifest["digest"])
-    return manifest
+    # ``metadata`` holds the manifest's other keys (spec, seed, data interval, split...): the callers'.
+    return cast("Manifest", manifest)
 
 
 #: Rows per Parquet row group of a split written from record batches.

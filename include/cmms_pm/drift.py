@@ -164,8 +164,8 @@ def bucket_shares(column: ColumnContract, series: pd.Series) -> tuple[np.ndarray
         return None
     values, _ = numeric_values(series)
     n_nan = int(np.isnan(values).sum())
-    counts = bin_counts(values, np.asarray(column.bin_edges, dtype=float), n_nan)
-    batch = np.append(counts, n_nan).astype(float) / rows
+    bins = bin_counts(values, np.asarray(column.bin_edges, dtype=float), n_nan)
+    batch = np.append(bins, n_nan).astype(float) / rows
     return np.array([*column.bin_shares, column.missing_rate], dtype=float), batch
 
 

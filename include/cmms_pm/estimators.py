@@ -253,10 +253,11 @@ def _fit_xgboost(
     if validation is None:
         temporary["early_stopping_rounds"] = None
     if monitor is not None:
+        on_round = monitor  # a class body does not keep the narrowing of ``monitor``
 
         class _Monitor(xgboost.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-                monitor(epoch, float(evals_log["validation_0"]["aucpr"][-1]))
+                on_round(epoch, float(evals_log["validation_0"]["aucpr"][-1]))
                 return False
 
         temporary["callbacks"] = [_Monitor()]

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, SupportsInt
 
 import numpy as np
 import pandas as pd
@@ -125,7 +125,12 @@ def _category_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, Integral):
         return str(int(value))
-    if isinstance(value, (Real, Decimal)) and math.isfinite(value) and float(value).is_integer():
+    if (
+        isinstance(value, (Real, Decimal))
+        and isinstance(value, SupportsInt)
+        and math.isfinite(value)
+        and float(value).is_integer()
+    ):
         return str(int(value))
     return None
 

@@ -156,7 +156,7 @@ def measure(
         mine = joined[joined["model_version"] == version]
         all_rows = rows[rows["model_version"] == version]
         days = [
-            {"day": day, "predictions": int(len(part)), **_counts(part)}
+            DayOutcome(day=day, predictions=int(len(part)), **_counts(part))
             for day, part in mine.groupby("day", sort=True)
         ]
         versions.append(
@@ -168,7 +168,7 @@ def measure(
                 matured=int(len(mine)),
                 pending=int(len(all_rows) - len(mine)),
                 totals=_counts(mine, earliest_lead=True),
-                days=days,  # type: ignore[typeddict-item]
+                days=days,
             )
         )
     return OutcomeReport(
@@ -191,7 +191,7 @@ def realized_over_window(version: VersionOutcome, *, window_days: int) -> Counts
     last = date.fromisoformat(version["days"][-1]["day"])
     first = (last - timedelta(days=int(window_days) - 1)).isoformat()
     window = [d for d in version["days"] if d["day"] >= first]
-    tp, fp, fn, tn = (sum(int(d[k]) for d in window) for k in ("tp", "fp", "fn", "tn"))  # type: ignore[literal-required]
+    tp, fp, fn, tn = (sum(int(d[k]) for d in window) for k in ("tp", "fp", "fn", "tn"))
     return Counts(
         tp=tp, fp=fp, fn=fn, tn=tn, **_rates(tp, fp, fn),
         alerts=tp + fp,
@@ -217,14 +217,14 @@ def retrain_reason(
         raise OutcomeLogError(f"realized metric {metric!r} is not one of {list(REALIZED_METRICS)}")
     found = next((v for v in report["versions"] if v["version"] == str(version)), None)
     pooled = realized_over_window(found, window_days=window_days) if found else None
-    if pooled is None or pooled["tp"] + pooled["fn"] < max(1, int(min_failures)):
+    if found is None or pooled is None or pooled["tp"] + pooled["fn"] < max(1, int(min_failures)):
         return None
-    value = pooled[metric] or 0.0  # type: ignore[literal-required]
+    value = (pooled["f1"] if metric == "f1" else pooled["recall"]) or 0.0  # REALIZED_METRICS
     if value >= floor:
         return None
     return (
         f"realized {metric} {value:.3f} of v{version} over the {window_days} day(s) to "
-        f"{found['days'][-1]['day']} is below the floor {floor:g} "  # type: ignore[index]
+        f"{found['days'][-1]['day']} is below the floor {floor:g} "
         f"({pooled['tp'] + pooled['fn']} failures, {pooled['failures_caught']} caught, "
         f"{pooled['alerts']} alerts)"
     )

@@ -34,7 +34,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from cmms_pm.approval import APPROVED, PENDING, REJECTED, TIMED_OUT
 
@@ -201,6 +201,34 @@ class Refusal:
     details: Mapping[str, Any]
 
 
+class Outcome(TypedDict, total=False):
+    """What a plan did (:attr:`Plan.outcome`): what a registry write returns, and the registry steps
+    return through XCom. Every plan has the first four keys; a request about one version the next
+    six; a rerun of a promotion replaced since the ``superseded`` ones; a prune the last six
+    (``registered``: False when the model does not exist, so nothing was planned)."""
+
+    name: str
+    repairs: list[str]
+    champion_before: str | None
+    champion_after: str | None
+    version: str
+    previous_stage: str
+    stage: str
+    unchanged: bool
+    replaced: str | None
+    override: dict[str, Any]  # the rejected or timed-out approval a promotion overrode (of, by, reason)
+    superseded: bool
+    superseded_by: str | None
+    promoted_at: str | None
+    recorded_seq: int | None
+    keep_archived_versions: int | None
+    pruned: list[str]
+    protected: dict[str, str]
+    skipped: dict[str, str]
+    resumed: dict[str, Any]  # the earlier prune whose intent this one finished (key, seq, versions)
+    registered: bool
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything one write path does: repairs first, then the request (unless refused)."""
@@ -208,7 +236,7 @@ class Plan:
     name: str
     repairs: tuple[str, ...]
     steps: tuple[Step, ...]
-    outcome: Mapping[str, Any]
+    outcome: Outcome
     refusal: Refusal | None = None
 
     @property
@@ -259,7 +287,7 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
             Step(tuple(repair_writes), _repair_event(snapshot, request, notes, state), event_first=True)
         )
     champion = state.champion()
-    outcome: dict[str, Any] = {"name": snapshot.name, "repairs": list(notes), "champion_before": champion}
+    outcome: Outcome = {"name": snapshot.name, "repairs": list(notes), "champion_before": champion}
     if request.kind == "repair":
         return Plan(snapshot.name, tuple(notes), tuple(steps), {**outcome, "champion_after": champion})
 
@@ -275,7 +303,7 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
     if refusal is not None:
         return Plan(snapshot.name, tuple(notes), tuple(steps), outcome, refusal)
     current = state.stages[version]
-    outcome.update(version=version, previous_stage=current, replaced=None)
+    outcome.update({"version": version, "previous_stage": current, "replaced": None})
 
     writes: list[Write] = []
     override = None
@@ -315,9 +343,7 @@ def plan(snapshot: Snapshot, request: Request) -> Plan:
             if request.tags:
                 writes.append(Write("tags", version, tags=dict(request.tags)))
     outcome.update(
-        stage=state.stages[version],
-        unchanged=not changed,
-        champion_after=state.champion(),
+        {"stage": state.stages[version], "unchanged": not changed, "champion_after": state.champion()}
     )
     if override is not None:
         outcome["override"] = override
@@ -393,7 +419,7 @@ def _tags_digest(tags: Mapping[str, Any]) -> str:
     return event_key("tags", {k: "" if v is None else str(v) for k, v in tags.items()})[:16]
 
 
-def _superseded(state: _State, request: Request, version: str, champion: str | None) -> dict[str, Any] | None:
+def _superseded(state: _State, request: Request, version: str, champion: str | None) -> Outcome | None:
     """The outcome of a rerun of a promotion that already took effect and was replaced since (its
     key's event is recorded, changed, and another version serves): nothing is written."""
     recorded = request.recorded
@@ -440,7 +466,7 @@ def _note(
     version: str,
     steps: list[Step],
     notes: list[str],
-    outcome: dict[str, Any],
+    outcome: Outcome,
 ) -> Plan:
     """A request of a :data:`NOTE_KINDS` kind: record it (tags on the version, one history event) without
     moving any stage or alias."""
@@ -475,7 +501,13 @@ def _note(
         event["expect"] = _expectation(version, stage, list(writes))
     steps.append(Step(writes, event, intent=bool(writes)))
     outcome.update(
-        version=version, previous_stage=stage, stage=stage, unchanged=True, champion_after=champion
+        {
+            "version": version,
+            "previous_stage": stage,
+            "stage": stage,
+            "unchanged": True,
+            "champion_after": champion,
+        }
     )
     return Plan(snapshot.name, tuple(notes), tuple(steps), outcome)
 
@@ -716,7 +748,9 @@ def prune_candidates(snapshot: Snapshot, keep: int | None) -> tuple[list[str], d
     ):
         if state.aliases.get(alias):
             guarded.setdefault(state.aliases[alias], why)
-    champion_tags = snapshot.versions[champion].tags if champion in snapshot.versions else {}
+    champion_tags = (
+        snapshot.versions[champion].tags if champion is not None and champion in snapshot.versions else {}
+    )
     if champion_tags.get("replaced_version"):
         replaced = str(champion_tags["replaced_version"])
         guarded.setdefault(replaced, "the previous champion (the version the champion replaced)")
@@ -774,7 +808,7 @@ def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
         ]
         writes = [Write("tags", v, tags={RETENTION_TAG: KEPT}) for v in unmarked if v not in pruned]
         steps.append(Step((*writes, Write(MODEL_TAGS, None, tags={RETENTION_INDEX_TAG: "1"})), None))
-    outcome: dict[str, Any] = {
+    outcome: Outcome = {
         "name": snapshot.name,
         "repairs": list(notes),
         "keep_archived_versions": request.keep_archived_versions,
@@ -803,11 +837,11 @@ def plan_prune(snapshot: Snapshot, request: PruneRequest) -> Plan:
             outcome["resumed"] = {"key": request.resume.get("key"), "seq": request.resume.get("seq"),
                                   "versions": resumed}  # fmt: skip
     fresh = [v for v in pruned if v not in resumed]
-    if resumed:
+    if resumed and request.resume is not None:  # (resumed versions come from request.resume)
         # The earlier run's intent, already recorded (pending): its versions are all tagged ``pruning``
         # or ``pruned``; finish their deletions and complete that event (apply appends nothing twice).
         event = {
-            **{k: v for k, v in request.resume.items() if k not in ("seq", "status", "expect")},  # type: ignore[union-attr]
+            **{k: v for k, v in request.resume.items() if k not in ("seq", "status", "expect")},
             "settled": f"finished by the next retention run ({request.actor or '?'} at {request.at or '?'})",
         }
         steps.append(Step(_prune_writes(snapshot, resumed, request), event, intent=True))

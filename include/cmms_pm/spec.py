@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from cmms_pm.exceptions import SpecError
 from cmms_pm.timeseries.config import AGGREGATES as TS_AGGREGATES
@@ -83,7 +83,7 @@ _SYNTHETIC_SOURCE = {
         "n_samples": {"type": "integer", "minimum": 1000, "maximum": 50_000_000, "default": 20000},
     },
 }
-_FILE_SOURCE = {
+_FILE_SOURCE: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["kind", "path"],
@@ -604,6 +604,19 @@ SPEC_SCHEMA: dict[str, Any] = {
             "default": {},
         },
         "retention": RETENTION_SCHEMA,
+        # Every task's retries (Airflow's retries / retry_delay / exponential backoff): a down MLflow or
+        # storage recovers; bad data fails at once (typed errors are not retried).
+        "retries": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "attempts": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2},
+                "delay_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 30},
+                "exponential_backoff": {"type": "boolean", "default": True},
+                "max_delay_seconds": {"type": "number", "minimum": 0, "maximum": 86400, "default": 600},
+            },
+            "default": {},
+        },
         # Who hears of promotions, rejections, approvals needed and failed tasks
         # (cmms_mlflow.integrations.notifiers).
         # Nothing configured: nothing is sent.
@@ -691,6 +704,76 @@ class FeatureSpec:
         return "numeric"
 
 
+# --- typed sections: what ModelSpec's accessors return (the schema above fills every default) ---
+
+
+class Promotion(TypedDict):
+    """``promotion``: the gate a challenger passes, on the holdout, to become the champion."""
+
+    metric: str
+    threshold: float
+    min_improvement: float
+    promote_older_data: bool
+    allow_promotion: bool
+
+
+class Drift(TypedDict):
+    """``drift``: the PSI above which a feature has drifted, and what drift does to the promotion."""
+
+    psi_threshold: float
+    action: Literal["warn", "block"]
+
+
+class Loading(TypedDict):
+    """``loading``: whether validation and scoring may load a version this package did not train."""
+
+    allow_unverified_models: bool
+
+
+class BatchValidation(TypedDict):
+    """``validation``: what every batch must have before anything trains on it."""
+
+    min_rows: int
+    max_missing_rate: float
+
+
+class Approval(TypedDict):
+    """``approval``: a person's answer before Production (``approvers``: empty = anyone allowed)."""
+
+    required: bool
+    timeout_hours: float
+    approvers: list[str]
+
+
+class Notifications(TypedDict):
+    """``notifications``: who hears of which events (nothing configured: nothing is sent)."""
+
+    email_conn_id: str | None
+    email_to: list[str]
+    email_from: str | None
+    webhook_conn_id: str | None
+    events: list[str]
+
+
+class Retention(TypedDict):
+    """``retention``: how many run folders and archived versions keep their files (None: all)."""
+
+    keep_batches: int | None
+    keep_archived_versions: int | None
+
+
+class Split(TypedDict):
+    """``ModelSpec.split``: how batches are split, every applicable key resolved."""
+
+    strategy: str  # "random" | "time" | "group"
+    validation: NotRequired[float]
+    holdout: NotRequired[float]
+    time_column: NotRequired[str]
+    entity_column: NotRequired[str]
+    gap_hours: NotRequired[float]
+    label_horizon_hours: NotRequired[float]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model: a validated spec file, defaults filled in. ``raw`` is the JSON-able whole."""
@@ -766,7 +849,7 @@ class ModelSpec:
         return TimeSeriesConfig.from_section(section) if section is not None else None
 
     @property
-    def split(self) -> dict[str, Any]:
+    def split(self) -> Split:
         """How batches are split, every applicable key resolved: ``strategy`` (``random`` for a flat
         spec without ``split``; always ``time`` for a time-series spec), ``validation``/``holdout``
         shares and, for time/group splits, the columns and ``gap_hours``."""
@@ -776,7 +859,7 @@ class ModelSpec:
             strategy = given.get("strategy", "random")
             if strategy == "random":
                 return {"strategy": "random"}
-            resolved = {"strategy": strategy, "validation": given.get("validation", 0.15)}
+            resolved: Split = {"strategy": strategy, "validation": given.get("validation", 0.15)}
             resolved["holdout"] = given.get("holdout", 0.15)
             for key in ("time_column", "entity_column"):
                 if key in given:
@@ -786,7 +869,7 @@ class ModelSpec:
             return resolved
         from cmms_pm.timeseries.config import SNAPSHOT_TIME
 
-        resolved = {
+        resolved = {  # a time-series spec's split
             "strategy": "time",
             "time_column": SNAPSHOT_TIME,
             "gap_hours": float(given.get("gap_hours", config.horizon_hours)),
@@ -817,7 +900,7 @@ class ModelSpec:
         return self.raw.get("tuning")
 
     @property
-    def promotion(self) -> Mapping[str, Any]:
+    def promotion(self) -> Promotion:
         return self.raw["promotion"]
 
     @property
@@ -833,7 +916,7 @@ class ModelSpec:
         return self.raw["explain"]
 
     @property
-    def drift(self) -> Mapping[str, Any]:
+    def drift(self) -> Drift:
         return self.raw["drift"]
 
     @property
@@ -846,24 +929,29 @@ class ModelSpec:
         return f"{self.name}_outcomes"
 
     @property
-    def validation(self) -> Mapping[str, Any]:
+    def validation(self) -> BatchValidation:
         return self.raw["validation"]
 
     @property
-    def loading(self) -> Mapping[str, Any]:
+    def loading(self) -> Loading:
         return self.raw["loading"]
 
     @property
-    def approval(self) -> Mapping[str, Any]:
+    def approval(self) -> Approval:
         return self.raw["approval"]
 
     @property
-    def retention(self) -> Mapping[str, Any]:
+    def retention(self) -> Retention:
         """``keep_batches`` / ``keep_archived_versions`` (``None``: keep everything)."""
         return self.raw["retention"]
 
     @property
-    def notifications(self) -> Mapping[str, Any]:
+    def retries(self) -> Mapping[str, Any]:
+        """Every task's ``attempts``, ``delay_seconds``, ``exponential_backoff``, ``max_delay_seconds``."""
+        return self.raw["retries"]
+
+    @property
+    def notifications(self) -> Notifications:
         return self.raw["notifications"]
 
     @property
@@ -1136,13 +1224,27 @@ def _split_problems(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _retries_problems(retries: Mapping[str, Any]) -> list[str]:
+    if retries["max_delay_seconds"] < retries["delay_seconds"]:
+        return [
+            f"retries.max_delay_seconds: {retries['max_delay_seconds']} is below "
+            f"delay_seconds {retries['delay_seconds']}"
+        ]
+    return []
+
+
 def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     """Rules JSON Schema cannot say: no column in two roles, declared-or-inferred features."""
     problems = []
     if "timeseries" in raw:
         # Its features, ids and source are derived (checked by _timeseries_problems); the model's
         # own sections are checked as for a flat spec (its ids: the entity and the snapshot time).
-        return _notification_problems(raw) + _tuning_problems(raw) + _decision_problems(raw["decision"])
+        return (
+            _notification_problems(raw)
+            + _tuning_problems(raw)
+            + _decision_problems(raw["decision"])
+            + _retries_problems(raw["retries"])
+        )
     problems += _split_problems(raw)
     features = raw["features"]
     declared = [*features["categorical"], *features["numeric"], *features["integer"]]
@@ -1179,6 +1281,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     if negative is not None and str(negative) == str(raw["target"]["positive"]):
         problems.append("target.negative: must differ from target.positive")
     problems += _notification_problems(raw)
+    problems += _retries_problems(raw["retries"])
     source = raw["source"]
     if source["kind"] == "sql" and "table" in source and "timestamp_column" not in source:
         problems.append("source.timestamp_column: a table source needs it to select the run's data interval")

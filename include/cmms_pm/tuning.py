@@ -241,10 +241,10 @@ def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
     """The complete trial with the highest value; ties go to the lowest slot (deterministic)."""
     from optuna.trial import TrialState
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [(t.value, t) for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not complete:
         return None
-    return min(complete, key=lambda t: (-float(t.value), slot_of(t)))
+    return min(complete, key=lambda pair: (-float(pair[0]), slot_of(pair[1])))[1]
 
 
 def one_per_slot(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -310,6 +310,7 @@ def summary(trials: Sequence[FrozenTrial], *, study: str, metric: str, seed: int
     parameter importances."""
     counted = one_per_slot(trials)
     best = require_best(counted, study)
+    assert best.value is not None  # require_best returns a complete trial, which has a value
     states = pd.Series([t.state.name for t in counted], dtype=object).value_counts().to_dict()
     return {
         "study": study,

@@ -326,9 +326,10 @@ def model_has_untrusted_types(name: str, version: str, types: list[str]) -> Untr
 
 class NotificationError(MlflowPluginError):
     """A notification could not be delivered (channel down, refused, misconfigured). Logged by the
-    notifier; it never fails the step whose event it reports. ``status_code``: the HTTP answer's."""
+    notifier; it never fails the step whose event it reports. ``http_status``: the HTTP answer's
+    (not ``status_code``: Airflow's exceptions use that for the status its API answers with)."""
 
-    status_code: int | None = None
+    http_status: int | None = None
 
 
 def webhook_refused(conn_id: str, problem: str) -> NotificationError:

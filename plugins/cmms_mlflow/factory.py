@@ -119,14 +119,16 @@ def _params(form: dict[str, dict[str, Any]]) -> dict[str, Param]:
 def _default_args(
     spec: ModelSpec, *, execution_timeout: timedelta, notifier: ModelEventNotifier | None
 ) -> dict[str, Any]:
-    """Retries with exponential backoff (a down MLflow or storage recovers; bad data fails at once);
-    a task's final failure is announced to the spec's channels (retries are not)."""
+    """Retries as the spec's ``retries`` says (default: 2, from 30 s with exponential backoff up to
+    10 min: a down MLflow or storage recovers; bad data fails at once); a task's final failure is
+    announced to the spec's channels (retries are not)."""
+    retries = spec.retries
     return {
         "owner": spec.owner,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
+        "retries": retries["attempts"],
+        "retry_delay": timedelta(seconds=retries["delay_seconds"]),
+        "retry_exponential_backoff": retries["exponential_backoff"],
+        "max_retry_delay": timedelta(seconds=retries["max_delay_seconds"]),
         "execution_timeout": execution_timeout,
         **_failure_callback(notifier),
     }
@@ -263,7 +265,9 @@ def build_training_dag(spec: ModelSpec) -> DAG:
         if tune is not None:
             tune >> train  # every chain of trials before the final fit
         register >> stage >> validate_model
-        decide(validate_model.output) >> [promote, approve, reject]
+        # Airflow's @task types its call with the function's own parameters, not the XComArg that
+        # TaskFlow resolves into them at run time.
+        decide(validate_model.output) >> [promote, approve, reject]  # type: ignore[arg-type]
         approve >> [promote, reject]
         [promote, reject] >> report
         report >> _retention(spec, model_name=MODEL)
@@ -307,7 +311,8 @@ def _tuning_tasks(spec: ModelSpec, definition: dict[str, Any], extract: Any, che
     tune = MlflowTuneTrialsOperator.partial(
         task_id="tune",
         spec=definition,
-        plan=study.output[PLAN_KEY],
+        # ``.output`` is a PlainXComArg (indexable: one key of the pushed dict); Airflow types it XComArg.
+        plan=study.output[PLAN_KEY],  # type: ignore[index]
         dataset=extract.output,
         execution_timeout=timedelta(hours=2),
         executor_config=trial_executor_config(spec),  # the trial pod under the KubernetesExecutor

@@ -1,6 +1,9 @@
 """The records that travel between tasks (through XCom) and between the plugin's modules.
 
-They are JSON-able dicts, typed here once so every producer and consumer agrees on the keys;
+They are JSON-able dicts, typed here once so every producer and consumer agrees on the keys (an
+operator declares the ones it receives as class attributes: what ``execute`` sees once Airflow has
+resolved the XComArg it was given at parse time). What a registry write did is the planner's
+:class:`cmms_pm.registry_plan.Outcome`; the manifest of a batch is :class:`cmms_pm.batch.Manifest`.
 ``Stage`` names the registry stages (a ``StrEnum``: its members compare equal to MLflow's strings).
 """
 
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
+
+from cmms_pm.registry_plan import Outcome
 
 
 class Stage(StrEnum):
@@ -37,7 +42,7 @@ class RegisteredVersion(TypedDict):
     run_id: str
 
 
-class DecisionRecord(TypedDict, total=False):
+class DecisionRecord(TypedDict):
     """The challenger-vs-champion decision ``validate_model`` writes (``validation/decision.json``)."""
 
     model_name: str
@@ -57,21 +62,50 @@ class DecisionRecord(TypedDict, total=False):
     drift: dict[str, str]  # status, reason (from validate_data)
     decision: str  # "promote" | "reject"
     reason: str
-    split: dict[str, Any]  # the batch's split record (periods of a time split), when not random
+    split: NotRequired[dict[str, Any]]  # the batch's split record (periods of a time split), when not random
 
 
-class StageChange(TypedDict, total=False):
-    """What a registry write did: the version, its new stage, the champion it replaced."""
+class PromotionOutcome(Outcome, total=False):
+    """What ``promote_model`` / ``reject_model`` return: the registry write's outcome and the decision
+    (a promotion re-validated against a newer champion may have become a rejection)."""
+
+    decision: str  # "promote" | "reject"
+    reason: str
+    revalidated: bool
+    validation_reason: str  # a superseded rerun: the validation's own reason (``reason`` says why not)
+
+
+class StageChange(TypedDict):
+    """What a person's stage change returns (``promotion.change_stage``: the model-promotion DAG's
+    ``change_stage`` step, the API's promote route): who moved which version where, and what it did."""
 
     name: str
     version: str
     stage: str
+    previous_stage: str | None
+    champion_before: str | None
+    actor: str
+    at: str
+    reason: str
+    kind: str  # "manual" | "rollback" | "approval"
     replaced: str | None
     unchanged: bool
+    repairs: list[str]
+    override: dict[str, Any] | None  # the rejected or timed-out approval it overrode (of, by, reason)
+
+
+class ResolvedVersion(TypedDict):
+    """What ``resolve_version`` returns (the model-promotion DAG): the version to move and the
+    champion seen then, which the stage change compares and sets against."""
+
+    version: str
+    requested: str  # the version number asked for, or "previous" (a rollback)
+    champion: str | None
 
 
 class DataReport(TypedDict, total=False):
-    """What ``validate_data`` returns: the batch checked against the spec and the champion's contract."""
+    """What ``validate_data`` returns: the batch checked against the spec and the champion's contract
+    (``{}`` stands for no report: the operators that take one may be given none)."""
 
     rows: int
     splits: dict[str, Any]

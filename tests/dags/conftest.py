@@ -48,6 +48,8 @@ def _write_slots(models: Path) -> None:
             raw["scoring"] = {**raw["scoring"], "experiment": f"{name}_scoring"}
         if name == "pm_gated":
             raw["approval"] = {**raw.get("approval", {}), "required": True}
+        if name == "pm_kill":  # its killed try is retried at once, not after the default 30-60 s
+            raw["retries"] = {"attempts": 2, "delay_seconds": 1, "exponential_backoff": False}
         (models / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 

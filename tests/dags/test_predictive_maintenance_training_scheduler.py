@@ -105,8 +105,8 @@ def test_a_training_task_killed_with_sigkill_is_retried_and_leaves_no_run_runnin
     conf = {
         "model_name": model_name,
         "experiment_name": f"kill-{model_name}",
-        "n_samples": 60000,
-        "n_estimators": 300,
+        "n_samples": 30000,  # long enough to be caught training (polled every second)
+        "n_estimators": 150,
         "max_depth": 20,
     }
     status, run = airflow_cluster.request(

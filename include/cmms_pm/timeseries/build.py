@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -125,7 +125,7 @@ def file_sources(
             kind = engine.columns(relations[table.name]).get(table.time, "")
             text_time[table.name] = kind.upper() == "VARCHAR"
     return Sources(
-        relations=Relations(**relations),  # type: ignore[arg-type]
+        relations=Relations(**relations),
         kinds={name: "file" for name in relations},
         text_time=text_time,
         ordered_telemetry=ordered,
@@ -230,10 +230,10 @@ def check_sources(
                     "files read)"
                 )
             report.telemetry_rows, report.first_reading, report.last_reading = int(in_window), first, last
-    if config.assets is not None:
-        numeric = [*config.asset_numeric]
-        _check_numbers(engine, "assets", sources.relations.assets, numeric)  # type: ignore[arg-type]
-        _check_unique_assets(engine, config, sources.relations.assets)  # type: ignore[arg-type]
+    assets = sources.relations.assets
+    if config.assets is not None and assets is not None:  # a relation for every table the spec names
+        _check_numbers(engine, "assets", assets, config.asset_numeric)
+        _check_unique_assets(engine, config.assets, assets)
     low = read_from if read_from is not None else report.first_reading
     _check_readings_order(config, engine, sources, as_of=as_of, read_from=(low or 0) - 1)
     return report
@@ -266,8 +266,8 @@ def _check_offsets(engine: Engine, table: Table, relation: str) -> None:
     """Text timestamps must all carry the same UTC offset (or none: UTC)."""
     q = engine.dialect.ident
     rows = engine.rows(
-        f"SELECT DISTINCT regexp_extract({q(table.time)}, '{_OFFSET}', 2) FROM {relation} "  # type: ignore[arg-type]
-        f"WHERE {q(table.time)} IS NOT NULL LIMIT 20"  # type: ignore[arg-type]
+        f"SELECT DISTINCT regexp_extract({q(table.time_column)}, '{_OFFSET}', 2) FROM {relation} "
+        f"WHERE {q(table.time_column)} IS NOT NULL LIMIT 20"
     )
     zones = sorted({"UTC" if row[0] in _UTC_SPELLINGS else (row[0] or "no offset") for row in rows})
     if len(zones) > 1:
@@ -277,7 +277,7 @@ def _check_offsets(engine: Engine, table: Table, relation: str) -> None:
         )
 
 
-def _check_numbers(engine: Engine, table: str, relation: str, columns: list[str]) -> None:
+def _check_numbers(engine: Engine, table: str, relation: str, columns: Sequence[str]) -> None:
     if engine.dialect.name != "duckdb" or not columns:
         return
     q = engine.dialect.ident
@@ -295,9 +295,9 @@ def _check_numbers(engine: Engine, table: str, relation: str, columns: list[str]
         raise DataValidationError(f"timeseries.{table}: values that are not numbers in {listed}")
 
 
-def _check_unique_assets(engine: Engine, config: TimeSeriesConfig, relation: str) -> None:
+def _check_unique_assets(engine: Engine, assets: Table, relation: str) -> None:
     q = engine.dialect.ident
-    entity = q(config.assets.entity)  # type: ignore[union-attr]
+    entity = q(assets.entity)
     ((duplicated,),) = engine.rows(
         f"SELECT count(*) FROM (SELECT {entity} FROM {relation} GROUP BY 1 HAVING count(*) > 1) d"
     )
@@ -322,7 +322,7 @@ def _check_readings_order(
             "count(DISTINCT entity) FILTER (WHERE t <= prev) FROM ("
             "SELECT entity, t, lag(t) OVER (PARTITION BY entity ORDER BY __file, file_row_number) AS prev "
             f"FROM (SELECT CAST({q(tel.entity)} AS VARCHAR) AS entity, "
-            f"{dialect.epoch_seconds(q(tel.time))} AS t, "  # type: ignore[arg-type]
+            f"{dialect.epoch_seconds(q(tel.time_column))} AS t, "
             f"__file, file_row_number FROM {sources.ordered_telemetry}) o WHERE {window}) l"
         )
         duplicates, backwards, entities = rows[0]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any
+from typing import Any, TypedDict
 
 #: ``3h``, ``24h``, ``7d``, ``30m``: a positive whole number of minutes, hours or days.
 DURATION_PATTERN = r"^(?![\s\S]*\n)[1-9][0-9]{0,5}[mhd]$"
@@ -54,6 +54,13 @@ class Table:
     source: Mapping[str, Any]
     entity: str
     time: str | None  # None for assets (static)
+
+    @property
+    def time_column(self) -> str:
+        """The time column of a timed table (every table but ``assets``)."""
+        if self.time is None:
+            raise ValueError(f"timeseries.{self.name} has no time column")
+        return self.time
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,12 @@ class TimeSeriesConfig:
                 time=part.get("time", time) if timed else None,
             )
 
+        def required(name: str) -> Table:  # telemetry and failures: the schema requires them
+            found = table(name)
+            if found is None:
+                raise KeyError(name)
+            return found
+
         features, label = section["features"], section["label"]
         failures, maintenance = section["failures"], section.get("maintenance") or {}
         alarms, assets = section.get("alarms") or {}, section.get("assets") or {}
@@ -119,9 +132,9 @@ class TimeSeriesConfig:
         return cls(
             entity=entity,
             time=time,
-            telemetry=table("telemetry"),  # type: ignore[arg-type]
+            telemetry=required("telemetry"),
             signals=tuple(section["telemetry"]["signals"]),
-            failures=table("failures"),  # type: ignore[arg-type]
+            failures=required("failures"),
             failure_component=failures.get("component_column"),
             components=tuple(failures.get("components", ())),
             maintenance=table("maintenance"),
@@ -298,7 +311,15 @@ class TimeSeriesConfig:
         return found
 
 
-def feature_spec_kwargs(config: TimeSeriesConfig) -> dict[str, Sequence[str]]:
+class FeatureColumns(TypedDict):
+    """The feature table's columns by kind: ``FeatureSpec``'s keyword arguments."""
+
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    integer: tuple[str, ...]
+
+
+def feature_spec_kwargs(config: TimeSeriesConfig) -> FeatureColumns:
     """``FeatureSpec`` keyword arguments of the feature table (``cmms_pm.spec`` builds it)."""
     kinds = config.feature_kinds()
     return {

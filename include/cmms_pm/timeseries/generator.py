@@ -24,7 +24,7 @@ through :func:`write_telemetry_chunks` without holding them in memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,7 +271,7 @@ def _event_tables(
         minutes = rng.integers(1, 60, size=len(hour_index))
         return hours[hour_index] + pd.to_timedelta(minutes, unit="min")
 
-    def table(rows: list[tuple[int, ...]], columns: dict[str, tuple[str, ...] | None]) -> pd.DataFrame:
+    def table(rows: Sequence[tuple[int, ...]], columns: dict[str, tuple[str, ...] | None]) -> pd.DataFrame:
         data = np.array(rows, dtype=np.int64).reshape(-1, 2 + len(columns))
         order = np.lexsort((data[:, 0], data[:, 1]))
         data = data[order]

@@ -167,7 +167,7 @@ def prepare_timeseries_batch(
         "time-series batch: %d snapshots (%d positive) from %s; split %s", mature, positives, window,
         {name: entry["rows"] for name, entry in entries.items()},
     )  # fmt: skip
-    return finish_batch(  # type: ignore[return-value]
+    return finish_batch(
         out_uri,
         entries,
         target=config.label_column,

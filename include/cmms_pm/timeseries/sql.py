@@ -139,7 +139,7 @@ def normalized(config: TimeSeriesConfig, relations: Relations, dialect: Dialect)
     signals = ", ".join(f"{dialect.number(q(signal))} AS v{i}" for i, signal in enumerate(config.signals))
     queries["telemetry"] = (
         f"SELECT CAST({q(tel.entity)} AS {dialect.text}) AS entity, "
-        f"{dialect.epoch_seconds(q(tel.time))} AS t, {signals} FROM {relations.telemetry}"  # type: ignore[arg-type]
+        f"{dialect.epoch_seconds(q(tel.time_column))} AS t, {signals} FROM {relations.telemetry}"
     )
     fail = config.failures
     component = (
@@ -147,7 +147,8 @@ def normalized(config: TimeSeriesConfig, relations: Relations, dialect: Dialect)
     )
     queries["failures"] = (
         f"SELECT CAST({q(fail.entity)} AS {dialect.text}) AS entity, "
-        f"{dialect.epoch_seconds(q(fail.time))} AS t, {component} AS component FROM {relations.failures}"  # type: ignore[arg-type]
+        f"{dialect.epoch_seconds(q(fail.time_column))} AS t, {component} AS component "
+        f"FROM {relations.failures}"
     )
     if config.maintenance is not None and relations.maintenance:
         maint = config.maintenance
@@ -158,15 +159,15 @@ def normalized(config: TimeSeriesConfig, relations: Relations, dialect: Dialect)
         )
         queries["maintenance"] = (
             f"SELECT CAST({q(maint.entity)} AS {dialect.text}) AS entity, "
-            f"{dialect.epoch_seconds(q(maint.time))} AS t, {component} AS component "  # type: ignore[arg-type]
+            f"{dialect.epoch_seconds(q(maint.time_column))} AS t, {component} AS component "
             f"FROM {relations.maintenance}"
         )
-    if config.alarms is not None and relations.alarms:
-        alarms = config.alarms
+    if config.alarms is not None and config.alarm_code is not None and relations.alarms:
+        alarms = config.alarms  # (the spec's schema requires code_column with alarms)
         queries["alarms"] = (
             f"SELECT CAST({q(alarms.entity)} AS {dialect.text}) AS entity, "
-            f"{dialect.epoch_seconds(q(alarms.time))} AS t, "  # type: ignore[arg-type]
-            f"CAST({q(config.alarm_code)} AS {dialect.text}) AS code FROM {relations.alarms}"  # type: ignore[arg-type]
+            f"{dialect.epoch_seconds(q(alarms.time_column))} AS t, "
+            f"CAST({q(config.alarm_code)} AS {dialect.text}) AS code FROM {relations.alarms}"
         )
     if config.assets is not None and relations.assets:
         assets = config.assets

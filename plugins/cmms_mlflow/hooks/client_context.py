@@ -83,9 +83,19 @@ def _install() -> None:
         _installed = True
 
 
-@functools.cache
+#: One session-aware subclass per MLflow variable class (a dict, not ``functools.cache``, whose
+#: ``Hashable`` parameter mypy does not match with a class: python/mypy#11470).
+_SESSION_AWARE: dict[type, type] = {}
+
+
 def _session_aware(base: type) -> type:
-    """A subclass of MLflow's environment-variable class that reads the session first."""
+    """A subclass of MLflow's environment-variable class that reads the session first (one per class)."""
+    if base not in _SESSION_AWARE:
+        _SESSION_AWARE[base] = _session_aware_class(base)
+    return _SESSION_AWARE[base]
+
+
+def _session_aware_class(base: type) -> type:
 
     class SessionAware(base):
         def get_raw(self):

@@ -19,7 +19,8 @@ parse-time import.
 from __future__ import annotations
 
 import posixpath
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlparse
 
 import attr
@@ -33,6 +34,9 @@ from openlineage.client.facet_v2 import (
 )
 
 from cmms_mlflow.hooks.mlflow_hook import redact_uri
+
+if TYPE_CHECKING:
+    from cmms_pm.batch import Manifest
 
 #: Our facets name their schema by URN (no schema is published; docs/lineage.md lists the fields).
 SCHEMA_BASE = "urn:cmms-mlflow-pipelines:openlineage:facet"
@@ -57,6 +61,16 @@ class CmmsMlflowRunFacet(_CmmsSchema, RunFacet):
     modelVersion: str | None = None  # noqa: N815
     dataDigest: str | None = None  # noqa: N815
     decision: str | None = None
+
+
+class RunFields(TypedDict, total=False):
+    """The ``cmms_mlflow`` run facet's fields an operator fills (``operator_lineage(**run)``)."""
+
+    runId: str | None  # noqa: N815
+    modelName: str | None  # noqa: N815
+    modelVersion: str | None  # noqa: N815
+    dataDigest: str | None  # noqa: N815
+    decision: str | None
 
 
 @attr.define
@@ -126,7 +140,7 @@ def timeseries_sources(config: Any) -> list[Dataset]:
     return found
 
 
-def batch(manifest: dict[str, Any]) -> Dataset:
+def batch(manifest: Manifest) -> Dataset:
     """The Parquet batch folder of a run, versioned by its digest."""
     namespace, name = location(manifest["uri"])
     columns = manifest.get("columns") or []
@@ -185,11 +199,11 @@ def file(uri: str) -> Dataset:
 
 
 def operator_lineage(
-    inputs: list[Dataset] = (),  # type: ignore[assignment]
-    outputs: list[Dataset] = (),  # type: ignore[assignment]
+    inputs: Sequence[Dataset] = (),
+    outputs: Sequence[Dataset] = (),
     *,
     tracking_uri: str | None = None,
-    **run: str | None,
+    **run: Unpack[RunFields],
 ) -> OperatorLineage:
     """The provider's ``OperatorLineage``; ``run`` fills the ``cmms_mlflow`` run facet."""
     facets: dict[str, Any] = {}

@@ -29,7 +29,9 @@ class _XComUrlLink(BaseOperatorLink):
     url_key: str = ""
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        value = BaseXCom.get_value(ti_key=ti_key, key=self.url_key)
+        # Airflow's TIKeyProtocol declares settable members, which the NamedTuple TaskInstanceKey it is
+        # given (by Airflow's own links too) cannot match: the stub is stricter than its callers.
+        value = BaseXCom.get_value(ti_key=ti_key, key=self.url_key)  # type: ignore[arg-type]
         return value if isinstance(value, str) else ""
 
 

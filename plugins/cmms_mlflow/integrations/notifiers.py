@@ -49,10 +49,9 @@ NOTIFICATIONS_KEY = "notifications"
 
 def _redact(value: Any) -> Any:
     """Mask every secret Airflow knows (connection passwords, masked variables) in ``value``."""
-    try:
-        from airflow.sdk._shared.secrets_masker import redact
-    except ImportError:  # pragma: no cover - older task SDKs
-        from airflow.sdk.execution_time.secrets_masker import redact
+    # Its home in the pinned task SDK (execution_time.secrets_masker is a deprecated alias of it).
+    from airflow.sdk._shared.secrets_masker import redact
+
     return redact(value)
 
 
@@ -200,7 +199,7 @@ def post_json(
     http_conn_id: str, payload: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
 ) -> int:
     """POST ``payload`` to the connection's URL; return the HTTP status or raise ``NotificationError``
-    (its ``status_code``: the answer's status, None when there was none).
+    (its ``http_status``: the answer's status, None when there was none).
 
     Error messages name the connection and the URL's origin only (a webhook path is often itself
     a secret), never the token. ``headers`` are added to the request (e.g. ``Idempotency-Key``).
@@ -251,7 +250,7 @@ def post_json(
     if not 200 <= response.status_code < 300:
         status = response.status_code
         refused = NotificationError(f"webhook {http_conn_id!r} at {shown} answered HTTP {status}")
-        refused.status_code = response.status_code
+        refused.http_status = response.status_code
         raise refused
     return response.status_code
 

@@ -164,9 +164,10 @@ def read_sql_source(source: Mapping[str, Any], *, interval_start: str, interval_
     start, end = _interval(interval_start, interval_end)
     hook = _sql_hook(conn_id)
     if table is not None:
+        column = source["timestamp_column"]  # a plain identifier: checked above
         sql = (
-            f"SELECT * FROM {_quote(hook, table)} WHERE {_quote(hook, timestamp)} >= %(data_interval_start)s "
-            f"AND {_quote(hook, timestamp)} < %(data_interval_end)s"
+            f"SELECT * FROM {_quote(hook, table)} WHERE {_quote(hook, column)} >= %(data_interval_start)s "
+            f"AND {_quote(hook, column)} < %(data_interval_end)s"
         )
     else:
         sql = str(query)

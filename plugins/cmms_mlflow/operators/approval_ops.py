@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.hooks.mlflow_hook import MlflowHook
     from cmms_mlflow.integrations.notifiers import ModelEventNotifier
+    from cmms_mlflow.records import DecisionRecord
 
 APPROVAL_TIMEOUT_PARAM = "approval_timeout_hours"
 DEFAULT_TIMEOUT_HOURS = 24.0
@@ -54,6 +55,7 @@ class MlflowApprovalOperator(HITLBranchOperator):
         "mlflow_conn_id",
     )
     ui_color = "#fde9c9"
+    validation: DecisionRecord  # validate_model's record (an XComArg when the DAG is parsed)
 
     def __init__(
         self,
@@ -167,13 +169,14 @@ class MlflowApprovalOperator(HITLBranchOperator):
         if "error" not in event:
             self.validate_chosen_options(event["chosen_options"])
             responded_at = event.get("responded_at")
+            isoformat = getattr(responded_at, "isoformat", None)  # a datetime, or already text
             outcome = approval_outcome(
                 chosen=event["chosen_options"],
                 user=event.get("responded_by_user"),
                 comment=(event.get("params_input") or {}).get("comment"),
                 timed_out=bool(event.get("timedout")),
                 timeout_hours=float(context["params"].get(APPROVAL_TIMEOUT_PARAM) or DEFAULT_TIMEOUT_HOURS),
-                responded_at=responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+                responded_at=isoformat() if isoformat is not None else responded_at,
             )
             hook = self._hook()
             ti = context["ti"]

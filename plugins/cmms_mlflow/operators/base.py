@@ -127,8 +127,9 @@ class MlflowBaseOperator(LineageMixin, BaseOperator):
         from cmms_pm.spec import ModelSpec
 
         owner = ModelSpec.from_dict(spec)
-        if str(self.model_name) != owner.registered_model:  # type: ignore[attr-defined]
-            raise model_not_owned(owner.name, owner.registered_model, str(self.model_name))  # type: ignore[attr-defined]
+        model_name = str(getattr(self, "model_name", None))  # every operator that checks has one
+        if model_name != owner.registered_model:
+            raise model_not_owned(owner.name, owner.registered_model, model_name)
 
     @property
     def tracking_uri(self) -> str:
@@ -194,7 +195,7 @@ def data_interval(context: Context) -> tuple[str, str]:
     return start.isoformat(), end.isoformat()
 
 
-def timed_out(err: BaseException) -> bool:
+def timed_out(err: BaseException | None) -> bool:
     """``err`` comes from an HTTP read or connect timeout (MLflow wraps them, without ``from``)."""
     from requests.exceptions import Timeout
     from urllib3.exceptions import MaxRetryError, TimeoutError

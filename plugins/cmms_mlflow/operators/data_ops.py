@@ -80,6 +80,7 @@ class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
 
         spec = self.model_spec
         config = spec.timeseries
+        assert config is not None, "called for a time-series spec only"
         as_of = epoch(end)
         with source_errors_fail_the_task():
             with open_timeseries(config, as_of=as_of, read_from=read_from(config, as_of=as_of)) as opened:
@@ -147,6 +148,7 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "manifest")
     ui_color = "#e8f4ea"
+    manifest: Manifest  # extract_data's result (an XComArg when the DAG is parsed)
 
     def __init__(self, *, spec: Mapping[str, Any], manifest: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -180,7 +182,7 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
         contract = (
             load_contract(client, champion.run_id) if champion is not None and champion.run_id else None
         )
-        if contract is None:
+        if champion is None or contract is None:
             self.log.info(
                 "No champion data contract for %s: nothing to compare the batch with", config.model_name
             )
@@ -203,7 +205,9 @@ class MlflowValidateDataOperator(SpecOperatorMixin, MlflowBaseOperator):
         drift = drift_report(
             frame, contract, psi_threshold=spec.drift["psi_threshold"], action=spec.drift["action"]
         )
-        report.update(drift=drift.to_dict(), drift_status=drift.status, drift_reason=drift.reason())
+        report.update(
+            {"drift": drift.to_dict(), "drift_status": drift.status, "drift_reason": drift.reason()}
+        )
         log = self.log.warning if drift.status != "ok" else self.log.info
         log("Drift against champion v%s: %s", champion.version, drift.reason())
         from cmms_mlflow.integrations import metrics

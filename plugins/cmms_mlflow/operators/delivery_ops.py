@@ -116,7 +116,7 @@ class DeliverScoresOperator(SpecOperatorMixin, LineageMixin, BaseOperator):
                     sent += 1
                     break
                 except NotificationError as err:
-                    status = err.status_code
+                    status = err.http_status
                     if status == ALREADY_DELIVERED:
                         duplicates += 1
                         break

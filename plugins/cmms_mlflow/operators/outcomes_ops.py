@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from cmms_mlflow.integrations.links import RUN_URL_KEY, MlflowRunLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, SpecOperatorMixin
@@ -47,7 +47,7 @@ class MlflowMeasureOutcomesOperator(SpecOperatorMixin, MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name")
-    operator_extra_links: ClassVar = (MlflowRunLink(),)
+    operator_extra_links = (MlflowRunLink(),)
 
     def __init__(self, *, spec: Mapping[str, Any], model_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -8,7 +8,7 @@ spec requires approval (:func:`run_authority`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow.integrations.links import MlflowModelVersionLink
 from cmms_mlflow.operators.base import MlflowBaseOperator, as_bool
@@ -17,6 +17,8 @@ from cmms_mlflow.registry import model_registry
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
+
+    from cmms_mlflow.records import ResolvedVersion, StageChange
 
 
 class MlflowResolveVersionOperator(MlflowBaseOperator):
@@ -34,7 +36,7 @@ class MlflowResolveVersionOperator(MlflowBaseOperator):
         self.model_name = model_name
         self.version = version
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> ResolvedVersion:
         from cmms_mlflow.registry.promotion import existing_version, previous_champion
 
         requested = str(self.version).strip()
@@ -63,7 +65,8 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
         "reason",
         "override_approval",
     )
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
+    resolved: ResolvedVersion  # resolve_version's record (an XComArg when the DAG is parsed)
 
     def __init__(
         self,
@@ -82,7 +85,7 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
         self.reason = reason
         self.override_approval = override_approval
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> StageChange:
         from cmms_mlflow.registry.promotion import change_stage
 
         dag_run = context["dag_run"]
@@ -128,7 +131,7 @@ class MlflowChangeStageOperator(MlflowBaseOperator):
             metrics.decision(self.model_name, outcome["kind"])
         return outcome
 
-    def openlineage(self, result: dict[str, Any] | None) -> Any:
+    def openlineage(self, result: StageChange | None) -> Any:
         """Moves one version: reads and writes it."""
         if result is None:
             return None

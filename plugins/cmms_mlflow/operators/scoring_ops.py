@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task, source_errors_fail_the_task
 from cmms_mlflow.integrations.links import RUN_URL_KEY, MlflowModelVersionLink, MlflowRunLink
@@ -37,7 +37,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         "risk_threshold",
         "snapshot_at",
     )
-    operator_extra_links: ClassVar = (MlflowRunLink(), MlflowModelVersionLink())
+    operator_extra_links = (MlflowRunLink(), MlflowModelVersionLink())
 
     def __init__(
         self,
@@ -131,6 +131,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         from cmms_pm.timeseries.scoring import describe, latest_snapshots
 
         config = self.model_spec.timeseries
+        assert config is not None, "called for a time-series spec only"
         when = epoch(self.snapshot_at or scored_at)
         with open_timeseries(config, as_of=when, read_from=when - config.lookback) as opened:
             engine, sources, local = opened
@@ -170,8 +171,9 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
         with source_errors_fail_the_task():
             rows = self.read_input(scored_at)
         latest = None
+        entity = ""  # a time-series spec's asset column
         if spec.timeseries is not None:
-            latest, rows = rows, rows.frame
+            latest, rows, entity = rows, rows.frame, spec.timeseries.entity
         clock.lap("read")
         id_columns = list(spec.id_columns)
         experiment_id = self.hook.get_or_create_experiment(client, spec.scoring_experiment)
@@ -214,7 +216,7 @@ class MlflowBatchScoreOperator(SpecOperatorMixin, MlflowBaseOperator):
                 )  # fmt: skip
             if latest is not None:
                 predictions = add_snapshot_columns(
-                    predictions, frame, missing=latest.missing, entity=spec.timeseries.entity,
+                    predictions, frame, missing=latest.missing, entity=entity,
                     snapshot_time=latest.snapshot_time, model_name=name, model_version=version,
                     scored_at=scored_at,
                 )  # fmt: skip

@@ -19,8 +19,15 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from cmms_mlflow.integrations.notifiers import ModelEventNotifier
-    from cmms_mlflow.records import DataReport, DecisionRecord, TrainingResult
-    from cmms_pm.registry_plan import Authority
+    from cmms_mlflow.records import (
+        DataReport,
+        DecisionRecord,
+        PromotionOutcome,
+        RegisteredVersion,
+        TrainingResult,
+    )
+    from cmms_pm.batch import Manifest
+    from cmms_pm.registry_plan import Authority, Outcome
     from cmms_pm.spec import ModelSpec
 
 
@@ -34,7 +41,10 @@ class MlflowTrainModelOperator(SpecOperatorMixin, MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks", "tuning")
-    operator_extra_links: ClassVar = (MlflowRunLink(),)
+    operator_extra_links = (MlflowRunLink(),)
+    # What the upstream tasks returned, as ``execute`` sees them (XComArgs when the DAG is parsed).
+    dataset: Manifest
+    checks: DataReport | None
 
     def __init__(
         self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, tuning: Any = None, **kwargs: Any
@@ -166,14 +176,15 @@ def _check_tags(checks: DataReport | None) -> dict[str, str]:
     if not checks:
         return {}
     tags = {"data_checked_against": str(checks.get("champion_version") or "")}
-    if checks.get("drift"):
+    drift = checks.get("drift")
+    if drift:
         from cmms_pm.drift import DriftReport, drift_tags
 
-        tags.update(drift_tags(DriftReport.from_dict(checks["drift"])))
+        tags.update(drift_tags(DriftReport.from_dict(drift)))
     else:
         tags["drift_status"] = checks.get("drift_status", "none")
-    if checks.get("contract_check"):
-        check = checks["contract_check"]
+    check = checks.get("contract_check")
+    if check:
         tags["contract_unseen_category_columns"] = str(len(check.get("unseen_categories") or {}))
         tags["contract_out_of_range_columns"] = str(len(check.get("out_of_range") or {}))
     tags.update(_leakage_tags(checks))
@@ -195,8 +206,9 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "training")
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
+    training: TrainingResult  # train_model's result (an XComArg when the DAG is parsed)
 
     def __init__(
         self, *, model_name: str, training: Any, spec: Mapping[str, Any] | None = None, **kwargs: Any
@@ -206,7 +218,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
         self.training = training
         self.spec = spec
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> RegisteredVersion:
         run = client.get_run(self.training["run_id"])
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
         metrics = self.training["metrics"]
@@ -228,7 +240,7 @@ class MlflowRegisterModelOperator(MlflowBaseOperator):
         self.push_model_version_link(context, self.model_name, version.version)
         return {"name": self.model_name, "version": str(version.version), "run_id": self.training["run_id"]}
 
-    def openlineage(self, result: dict[str, Any] | None) -> Any:
+    def openlineage(self, result: RegisteredVersion | None) -> Any:
         """Reads the MLflow run (its logged model); writes the new model version."""
         if result is None:
             return None
@@ -252,7 +264,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "model_name", "version", "stage")
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
 
     def __init__(
@@ -272,7 +284,7 @@ class MlflowTransitionModelOperator(MlflowBaseOperator):
         self.from_stages = from_stages
         self.spec = spec
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> Outcome:
         ti = context["ti"]
         version = str(self.version)
         with model_registry.model_lock(self.hook.lock_dir, self.model_name) as lock:
@@ -323,8 +335,11 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         "checks",
         "dataset",
     )
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
+    # What the upstream tasks returned, as ``execute`` sees them (XComArgs when the DAG is parsed).
+    checks: DataReport | None
+    dataset: Manifest | None
 
     def __init__(
         self,
@@ -386,8 +401,9 @@ class MlflowValidateModelOperator(SpecOperatorMixin, MlflowBaseOperator):
         uri = self.tracking_uri
         challenger = lineage.model_version(uri, self.model_name, result["challenger_version"])
         inputs = [lineage.batch_of_split(self.holdout_uri), challenger]
-        if result.get("champion_version"):
-            inputs.append(lineage.model_version(uri, self.model_name, result["champion_version"]))
+        champion = result.get("champion_version")
+        if champion:
+            inputs.append(lineage.model_version(uri, self.model_name, champion))
         return lineage.operator_lineage(
             inputs,
             [challenger],
@@ -415,8 +431,9 @@ class MlflowDecisionOperator(MlflowBaseOperator):
         "validation",
         "approval",
     )
-    operator_extra_links: ClassVar = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowModelVersionLink(),)
     checks_model_owner: ClassVar[bool] = True
+    validation: DecisionRecord  # validate_model's record (an XComArg when the DAG is parsed)
 
     def __init__(
         self,
@@ -485,7 +502,7 @@ class MlflowPromoteModelOperator(MlflowDecisionOperator):
     the promotion is refused and nothing changes.
     """
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> PromotionOutcome:
         from cmms_mlflow.hooks.client_context import pickle_loading_disabled
         from cmms_mlflow.registry.promotion import promote_validated
         from cmms_pm.spec import ModelSpec
@@ -533,7 +550,7 @@ class MlflowRejectModelOperator(MlflowDecisionOperator):
     """Archive a challenger that failed validation, or that a person rejected (or left unanswered
     until the approval timed out), with the reason as a tag."""
 
-    def execute_mlflow(self, client: MlflowClient, context: Context) -> dict[str, Any]:
+    def execute_mlflow(self, client: MlflowClient, context: Context) -> PromotionOutcome:
         ti = context["ti"]
         version = str(self.validation["challenger_version"])
         reason = self.validation["reason"]

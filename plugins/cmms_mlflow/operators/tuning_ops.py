@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+    from cmms_mlflow.records import DataReport
+    from cmms_pm.batch import Manifest
+
 #: XCom key of create_study's plan (study, storage, training run); its return value is the list
 #: of chains ``tune`` expands over (Airflow maps over return values only).
 PLAN_KEY = "plan"
@@ -33,6 +36,9 @@ class MlflowCreateStudyOperator(SpecOperatorMixin, MlflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "dataset", "checks")
+    # What the upstream tasks returned, as ``execute`` sees them (XComArgs when the DAG is parsed).
+    dataset: Manifest
+    checks: DataReport | None
 
     def __init__(self, *, spec: Mapping[str, Any], dataset: Any, checks: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -78,6 +84,7 @@ class MlflowTuneTrialsOperator(SpecOperatorMixin, MlflowBaseOperator):
 
     template_fields: Sequence[str] = (*MlflowBaseOperator.template_fields, "plan", "chain", "dataset")
     ui_color = "#f3e5c0"
+    dataset: Manifest  # extract_data's result (an XComArg when the DAG is parsed)
 
     def __init__(
         self, *, spec: Mapping[str, Any], plan: Any, chain: Any, dataset: Any, **kwargs: Any

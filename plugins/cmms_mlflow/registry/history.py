@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from cmms_pm.registry_plan import DONE_EVENT, PENDING_EVENT, PRUNE
 
@@ -110,7 +110,7 @@ def append(
     if status != PENDING_EVENT:
         client.set_terminated(run.info.run_id, status="FINISHED")
     log.info("History of %s: #%d (%s) %s", model, seq, status, tags["mlflow.note.content"])
-    return recorded  # type: ignore[return-value]
+    return cast("HistoryEvent", recorded)  # every field of _FIELDS, and seq, status, recorded_at
 
 
 def recorded(client: MlflowClient, model: str, key: str) -> HistoryEvent | None:
@@ -152,7 +152,7 @@ def complete(
         ],
     )
     client.set_terminated(run.info.run_id, status="FINISHED" if status == DONE_EVENT else "FAILED")
-    return completed  # type: ignore[return-value]
+    return cast("HistoryEvent", completed)  # the recorded event, its status completed
 
 
 def pending(client: MlflowClient, model: str) -> list[HistoryEvent]:
@@ -409,10 +409,15 @@ def _event_of(run: Any) -> HistoryEvent | None:
         return None
     event.setdefault("status", DONE_EVENT)
     event.setdefault("override", None)
-    return event  # type: ignore[no-any-return]
+    return event
 
 
+@overload
+def _experiment_id(client: MlflowClient, model: str, *, create: Literal[True]) -> str: ...
+@overload
+def _experiment_id(client: MlflowClient, model: str, *, create: bool) -> str | None: ...
 def _experiment_id(client: MlflowClient, model: str, *, create: bool) -> str | None:
+    """The history experiment's id; None when it does not exist and ``create`` is false."""
     from mlflow.exceptions import MlflowException
 
     name = experiment_name(model)

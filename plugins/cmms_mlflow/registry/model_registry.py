@@ -32,7 +32,7 @@ from cmms_mlflow.exceptions import MlflowRegistryError, ModelNotFoundError, mode
 from cmms_mlflow.hooks import locks
 from cmms_mlflow.records import Stage
 from cmms_pm import registry_plan
-from cmms_pm.registry_plan import ANY_CHAMPION, Plan, Request, Snapshot, VersionState, Write
+from cmms_pm.registry_plan import ANY_CHAMPION, Outcome, Plan, Request, Snapshot, VersionState, Write
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -321,14 +321,14 @@ def model_lock(lock_dir: Path, name: str, *, timeout: float | None = None) -> It
             yield held
 
 
-def execute(client: MlflowClient, name: str, request: Request, *, lock: HeldLock | None) -> dict[str, Any]:
+def execute(client: MlflowClient, name: str, request: Request, *, lock: HeldLock | None) -> Outcome:
     """Snapshot → plan → apply for one request; the caller holds :func:`model_lock` (``lock``)."""
     versions = [request.version] if request.version is not None else []
     plan = registry_plan.plan(read_snapshot(client, name, versions=versions), request)
     return apply(client, plan, lock=lock)
 
 
-def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[str, Any]:
+def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> Outcome:
     """Write ``plan``: repairs (their history event first), then the request's writes and event.
 
     First the history events a writer that died left pending are settled (:func:`history.settle_pending`).
@@ -376,7 +376,7 @@ def apply(client: MlflowClient, plan: Plan, *, lock: HeldLock | None) -> dict[st
         bump_generation(client, plan.name)
     if plan.refusal is not None:
         raise refused(plan.refusal.code, dict(plan.refusal.details))
-    return dict(plan.outcome)
+    return plan.outcome.copy()
 
 
 def _write(client: MlflowClient, name: str, write: Write) -> None:
@@ -418,7 +418,7 @@ def transition(
     reason: str = "",
     key: str = "",
     airflow: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Move ``version`` to ``stage`` and make the aliases agree; return what changed.
 
     For ``Production``, ``check_champion=True`` makes it a compare-and-set: the current champion
@@ -453,7 +453,7 @@ def promote(
     kind: str = "promotion",
     key: str = "",
     airflow: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Guarded promotion: lock, compare-and-set against ``expected_champion``, tag, record.
 
     ``audit`` tags (who, when, why: ``promoted_by``, ``promoted_at``, ``promotion_reason``) are
@@ -488,7 +488,7 @@ def reject(
     at: str = "",
     key: str = "",
     airflow: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Archive a challenger that failed validation (if still ``None``/``Staging``), with the reason."""
     request = Request(
         kind="rejection",
@@ -515,7 +515,7 @@ def record_approval(
     lock_dir: Path | None,
     key: str,
     airflow: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Record a person's answer on ``version`` (approved, rejected or timed out): its tags and one
     ``approval`` history event, under the model lock; no stage moves here (promote or reject does)."""
     from cmms_pm.approval import approval_tags

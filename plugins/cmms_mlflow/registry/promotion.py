@@ -29,10 +29,12 @@ from cmms_mlflow.exceptions import model_not_found, no_previous_champion, unknow
 from cmms_mlflow.registry import model_registry
 from cmms_mlflow.tracking.model_evaluation import validate_candidate
 from cmms_pm import registry_plan
-from cmms_pm.registry_plan import ANY_CHAMPION, Authority, Request
+from cmms_pm.registry_plan import ANY_CHAMPION, Authority, Outcome, Request
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from cmms_mlflow.records import DecisionRecord, PromotionOutcome, StageChange
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,14 @@ def promote_validated(
     client: MlflowClient,
     *,
     name: str,
-    record: dict[str, Any],
+    record: DecisionRecord,
     lock_dir: Path,
     audit: dict[str, str],
     key: str = "",
     airflow: Mapping[str, str] | None = None,
     load_options: Mapping[str, Any] | None = None,
     authority: Authority | None = None,
-) -> dict[str, Any]:
+) -> PromotionOutcome:
     """Promote ``record``'s challenger, or reject it if a re-validation says so; return the outcome.
 
     ``audit`` holds ``promoted_by``/``promoted_at`` (tags on the version and the history's who and
@@ -93,7 +95,7 @@ def promote_validated(
             )
             revalidated = True
             snapshot = model_registry.read_snapshot(client, name, versions=[version])
-        who = {
+        who: dict[str, Any] = {  # the history's who, when, why: Request's keyword arguments
             "actor": audit.get("promoted_by", ""),
             "at": audit.get("promoted_at", ""),
             "reason": record["reason"],
@@ -121,7 +123,7 @@ def promote_validated(
                 **who,
             )
         outcome = model_registry.apply(client, registry_plan.plan(snapshot, request), lock=lock)
-    result = {
+    result: PromotionOutcome = {
         **outcome,
         "decision": record["decision"],
         "reason": record["reason"],
@@ -172,7 +174,7 @@ def change_stage(
     airflow: Mapping[str, str] | None = None,
     lock_timeout: float | None = None,
     authority: Authority | None = None,
-) -> dict[str, Any]:
+) -> StageChange:
     """Move ``version`` to ``stage`` for a person; tag who (``actor``), when (``at``) and why.
 
     ``Production`` is a compare-and-set against ``expected_champion`` (``ANY_CHAMPION`` = the
@@ -240,9 +242,7 @@ def change_stage(
     }
 
 
-def repair(
-    client: MlflowClient, *, name: str, lock_dir: Path, actor: str, at: str, key: str = ""
-) -> dict[str, Any]:
+def repair(client: MlflowClient, *, name: str, lock_dir: Path, actor: str, at: str, key: str = "") -> Outcome:
     """Repair the invariants of ``name`` under the lock (nothing else); the outcome lists the fixes."""
     with model_registry.model_lock(lock_dir, name) as lock:
         snapshot = model_registry.read_snapshot(

@@ -139,11 +139,11 @@ def prune_versions(
     at: str,
     key: str,
     airflow: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> registry_plan.Outcome:
     """Remove the artifacts of ``name``'s archived versions beyond the newest ``keep`` (and finish any
     version an earlier run left mid-prune); return the plan's outcome. Reads once without the lock to
     see whether there is anything to do, then snapshot → plan → apply under it."""
-    nothing = {"name": name, "pruned": [], "protected": {}, "skipped": {}}
+    nothing: registry_plan.Outcome = {"name": name, "pruned": [], "protected": {}, "skipped": {}}
     try:
         if keep is None and not _left_mid_prune(client, name):
             return nothing  # no policy, nothing half-done: not even a read of the versions

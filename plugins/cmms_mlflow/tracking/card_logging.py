@@ -118,7 +118,7 @@ def training_card_facts(
     splits = manifest.get("splits") or {}
     rows = int(manifest.get("rows", sum(int(s.get("rows", 0)) for s in splits.values())))
     positives = sum(int(s.get("positives", 0)) for s in splits.values())
-    split = {k: v for k, v in dict(manifest.get("split") or {}).items() if k in SPLIT_KEYS}  # type: ignore[call-overload]
+    split = {k: v for k, v in dict(manifest.get("split") or {}).items() if k in SPLIT_KEYS}
     unseen = check_batch(validation, contract, ignore=[spec.target, *spec.id_columns]).unseen_categories
     checks = checks or {}
     drift = {"status": checks.get("drift_status", "none"), "reason": checks.get("drift_reason", "")}

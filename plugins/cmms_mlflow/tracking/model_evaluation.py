@@ -55,15 +55,15 @@ def validate_candidate(
     candidate = client.get_model_version(name, version)
     if candidate.current_stage in ("Production", "Archived") and candidate.tags.get("validation_status"):
         # Re-run of a decided version (cleared DAG run): the recorded decision stands.
-        record = recorded_decision(client, candidate.run_id)
-        if record is not None and str(record.get("challenger_version")) == version:
+        earlier = recorded_decision(client, candidate.run_id)
+        if earlier is not None and str(earlier.get("challenger_version")) == version:
             log.info(
                 "%s v%s already decided (%s); reusing the decision record",
                 name,
                 version,
                 candidate.current_stage,
             )
-            return record
+            return earlier
     if candidate.current_stage != "Staging":
         raise version_not_in_stage(name, version, "Staging", candidate.current_stage)
 
@@ -151,7 +151,7 @@ def validate_candidate(
     return record
 
 
-def recorded_decision(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+def recorded_decision(client: MlflowClient, run_id: str) -> DecisionRecord | None:
     """The decision record an earlier validation wrote to ``run_id``, if any."""
     from mlflow.exceptions import MlflowException
 

@@ -286,7 +286,7 @@ class _IndexSkopsLookups:
     module has run (the package's ``__init__`` builds the trusted types right after)."""
 
     def __init__(self) -> None:
-        self.utils: ModuleType | None = None
+        self.utils: Any = None  # skops.io._utils once loaded (skops ships no types)
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname != "skops.io._utils":
@@ -296,14 +296,15 @@ class _IndexSkopsLookups:
         spec = PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return spec
-        run = spec.loader.exec_module
+        loader: Any = spec.loader  # patched on this one instance, which typeshed's Loader forbids
+        run = loader.exec_module
 
-        def exec_module(module: ModuleType) -> None:
+        def exec_module(module: Any) -> None:
             run(module)
             module.whichmodule = _IndexedWhichModule(module.whichmodule)
             self.utils = module
 
-        spec.loader.exec_module = exec_module
+        loader.exec_module = exec_module
         return spec
 
 
@@ -360,7 +361,9 @@ def _skops_data_file(name: str, version: str, mlmodel: Path) -> str:
     except (OSError, yaml.YAMLError) as err:
         raise model_not_skops(name, version, f"its MLmodel file is unreadable ({err})") from err
     flavors = meta.get("flavors") if isinstance(meta, dict) else None
-    sklearn = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    if not isinstance(flavors, dict):
+        flavors = {}
+    sklearn = flavors.get("sklearn")
     if not isinstance(sklearn, dict):
         raise model_not_skops(name, version, "its MLmodel has no sklearn flavor")
     fmt = sklearn.get("serialization_format", "pickle")

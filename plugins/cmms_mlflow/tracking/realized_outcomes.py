@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,8 +33,13 @@ log = logging.getLogger(__name__)
 EXPERIMENT_SUFFIX = "__outcomes"
 MODEL_TAG, VERSION_TAG, FIRST_DAY_TAG = "outcomes_model", "outcomes_version", "outcomes_first_day"
 PERFORMANCE_ARTIFACT = "outcomes/performance.json"
+#: The keys of a day's outcome (cmms_pm.outcomes.DayOutcome) that are logged as metrics.
+DayKey = Literal[
+    "precision", "recall", "f1", "alerts", "failures_caught", "failures_missed", "lead_time_hours_median",
+    "predictions",
+]  # fmt: skip
 #: Realized metrics logged per day (MLflow metric name -> key of a day's outcome).
-DAY_METRICS = {
+DAY_METRICS: dict[str, DayKey] = {
     "realized_precision": "precision",
     "realized_recall": "recall",
     "realized_f1": "f1",
@@ -173,10 +178,10 @@ def store(
         merged = sorted({**known, **{d["day"]: d for d in version["days"]}}.values(), key=lambda d: d["day"])
         now = int(datetime.now().timestamp() * 1000)
         metrics = [
-            Metric(metric, float(day[key]), now, day_index(day["day"], first_day))  # type: ignore[literal-required]
+            Metric(metric, float(value), now, day_index(day["day"], first_day))
             for day in fresh
             for metric, key in DAY_METRICS.items()
-            if day[key] is not None  # type: ignore[literal-required]
+            if (value := day[key]) is not None
         ]
         for start in range(0, len(metrics), 1000):  # MLflow's batch limit
             client.log_batch(run_id, metrics=metrics[start : start + 1000])

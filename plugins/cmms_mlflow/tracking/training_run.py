@@ -324,9 +324,10 @@ def log_checks(client: MlflowClient, run_id: str, checks: DataReport, *, title: 
     client.log_dict(run_id, checks.get("contract_check") or {}, f"{CHECKS_ARTIFACT_DIR}/contract_check.json")
     if checks.get("leakage"):  # the leakage guard's findings (cmms_pm.leakage.guard_record)
         client.log_dict(run_id, checks["leakage"], f"{CHECKS_ARTIFACT_DIR}/leakage.json")
-    if not checks.get("drift"):
+    drift = checks.get("drift")
+    if not drift:
         return
-    report = DriftReport.from_dict(checks["drift"])
+    report = DriftReport.from_dict(drift)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         write_csv(drift_table(report), out / "drift.csv")
@@ -370,7 +371,7 @@ def run_result(client: MlflowClient, run: Run) -> TrainingResult:
     }
 
 
-def _dataset_input(manifest: dict[str, Any], train: Any) -> Any:
+def _dataset_input(manifest: Manifest, train: Any) -> Any:
     """The training data as a run input (context ``training``), as ``mlflow.log_input`` logs it.
 
     Through the client, because ``mlflow.log_input`` needs an active run, whose end would mark
@@ -387,7 +388,7 @@ def _dataset_input(manifest: dict[str, Any], train: Any) -> Any:
     )
 
 
-def _dataset(manifest: dict[str, Any], train: Any) -> Any:
+def _dataset(manifest: Manifest, train: Any) -> Any:
     """The training data as an MLflow dataset, named by data version and keyed by content digest."""
     import mlflow.data
 
@@ -466,7 +467,7 @@ def decide(model: Any, validation: Any, *, spec: ModelSpec, manifest: Manifest) 
     from cmms_pm.calibration import calibrate_and_choose
     from cmms_pm.thresholds import DecisionPolicy
 
-    split = dict(manifest.get("split") or {})  # type: ignore[call-overload]
+    split = dict(manifest.get("split") or {})
     return calibrate_and_choose(
         model,
         validation,

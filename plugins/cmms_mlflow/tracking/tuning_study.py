@@ -106,6 +106,7 @@ def journal_path(study: str) -> Path:
 def open_storage(study: str) -> tuple[Any, str]:
     """(Optuna storage, a description without secrets) for ``study``, per the rules above."""
     import optuna
+    import optuna.storages.journal
 
     mode = storage_mode()
     conn = _connection() if mode != "journal" else None

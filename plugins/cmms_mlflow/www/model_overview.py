@@ -172,7 +172,9 @@ def pending_approvals(
             "taskId": APPROVAL_TASK_ID,
             "mapIndex": -1,
             "links": {
-                "requiredActions": required_actions_url(dag_id, run_id, APPROVAL_TASK_ID) if run_id else None,
+                "requiredActions": (
+                    required_actions_url(dag_id, run_id, APPROVAL_TASK_ID) if dag_id and run_id else None
+                ),
                 "airflowRun": airflow_run_url(dag_id, run_id),
             },
         })  # fmt: skip
@@ -191,11 +193,13 @@ def asking_run(tag: str | None, training_dag_id: str | None) -> tuple[str | None
 
 
 def _plus_hours(iso: str | None, hours: float | None) -> str | None:
+    if not iso or hours is None:
+        return None
     try:
-        at = datetime.fromisoformat(iso) if iso and hours is not None else None
+        at = datetime.fromisoformat(iso)
     except ValueError:
         return None
-    return (at + timedelta(hours=hours)).isoformat(timespec="seconds") if at is not None else None
+    return (at + timedelta(hours=hours)).isoformat(timespec="seconds")
 
 
 def version_view(client: MlflowClient, hook: MlflowHook, mv: ModelVersion, aliases: dict) -> dict[str, Any]:
@@ -292,7 +296,7 @@ def model_summary(
     candidate = next((v for v in versions if champion is None or v.version != champion.version), None)
     drifted = next((v for v in versions if drift_of(dict(v.tags))), None)
     drift = drift_of(dict(drifted.tags)) if drifted is not None else None
-    if drift is not None:
+    if drifted is not None and drift is not None:
         drift["version"] = str(drifted.version)
     return {
         "registered": True,

@@ -345,7 +345,7 @@ def promote_model_version(
     history event (a former champion's return is a ``rollback``)."""
     from cmms_mlflow.registry import promotion
 
-    expected = promotion.ANY_CHAMPION
+    expected: str | None = promotion.ANY_CHAMPION
     if "expectedChampion" in body.model_fields_set:
         expected = str(body.expectedChampion) if body.expectedChampion is not None else None
     who = authority(request, user, owner_spec(name), override=body.reason if body.overrideApproval else "")
@@ -367,7 +367,7 @@ def promote_model_version(
         tags = client.get_model_version(name, outcome["version"]).tags if body.stage == "Production" else {}
     if body.stage == "Production" and not outcome["unchanged"]:
         _announce_champion(name, outcome["version"], tags)
-    return outcome
+    return dict(outcome)  # FastAPI reads the annotation (dict) as the response model
 
 
 def _announce_champion(name: str, version: str, tags: dict[str, str]) -> None:

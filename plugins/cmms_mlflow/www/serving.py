@@ -133,7 +133,8 @@ class WarmChampions:
                 if mark == slot.mark and (slot.champion is not None or slot.error is not None):
                     slot.checked = started
                     if slot.champion is None:
-                        raise slot.error  # type: ignore[misc]
+                        assert slot.error is not None  # one of the two is set (the test above)
+                        raise slot.error
                     return slot.champion
                 champion = self._build(client, spec, model, slot.champion)
         except ChampionUnavailable:

@@ -148,3 +148,34 @@ def test_prepare_store_reads_the_uri_from_the_environment_only(monkeypatch, caps
     monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", mlflow_store)
     assert deploy.main(["prepare-store", "--upgrade"]) == 0  # `mlflow db upgrade`, in this process
     assert capsys.readouterr().out.strip() == "existing"
+
+
+def test_auth_config_caches_credential_checks_for_a_bounded_time(tmp_path, monkeypatch, capsys):
+    """Every basic-auth request otherwise pays a scrypt hash (~0.25 s of CPU here); the cache trades
+    at most ``cache_ttl_seconds`` of staleness across workers for that, and 0 turns it off."""
+    from mlflow.server.auth.config import read_auth_config
+
+    path = tmp_path / "basic_auth.ini"
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
+    for ttl in (deploy.DEFAULT_AUTH_CACHE_TTL_SECONDS, 0, 300):
+        path.write_text(
+            deploy.auth_config(
+                "sqlite:///a.db", default_permission="READ", admin_username="a", cache_ttl_seconds=ttl
+            )
+        )
+        assert read_auth_config().auth_cache_ttl_seconds == ttl
+    assert deploy.DEFAULT_AUTH_CACHE_TTL_SECONDS == 30
+    for bad in (-1, 3601):
+        with pytest.raises(DeployConfigurationError, match=f"MLFLOW_AUTH_CACHE_TTL_SECONDS={bad}"):
+            deploy.auth_config(
+                "sqlite:///a.db", default_permission="READ", admin_username="a", cache_ttl_seconds=bad
+            )
+    # Through the command the start script runs: the variable reaches the file; junk is refused.
+    monkeypatch.setenv("MLFLOW_AUTH_DATABASE_URI", "sqlite:///a.db")
+    monkeypatch.setenv("MLFLOW_AUTH_CACHE_TTL_SECONDS", "5")
+    assert deploy.main(["write-auth-config", str(path)]) == 0
+    assert read_auth_config().auth_cache_ttl_seconds == 5
+    monkeypatch.setenv("MLFLOW_AUTH_CACHE_TTL_SECONDS", "soon")
+    assert deploy.main(["write-auth-config", str(path)]) == 2
+    assert "MLFLOW_AUTH_CACHE_TTL_SECONDS='soon' is not a whole number" in capsys.readouterr().err
+    assert read_auth_config().auth_cache_ttl_seconds == 5  # the file of the last good call stays

@@ -179,3 +179,23 @@ def test_a_retention_that_would_remove_the_running_batch_is_refused(tmp_path, re
     """keep_batches 0 would delete the batch the running run trains on (issue 20's bad input)."""
     with pytest.raises(SpecError, match=re.escape(message)):
         load_spec(_write(tmp_path, {**MINIMAL, "retention": retention}))
+
+
+def test_retries_default_to_two_from_thirty_seconds_and_are_checked(tmp_path):
+    spec = load_spec(_write(tmp_path, MINIMAL))
+    assert spec.retries == {
+        "attempts": 2, "delay_seconds": 30, "exponential_backoff": True, "max_delay_seconds": 600,
+    }  # fmt: skip
+    quick = load_spec(_write(tmp_path, {**MINIMAL, "retries": {"attempts": 1, "delay_seconds": 0.5}}))
+    assert quick.retries["attempts"] == 1 and quick.retries["delay_seconds"] == 0.5
+    for retries, message in (
+        ({"attempts": -1}, "retries.attempts: -1 is less than the minimum of 0"),
+        ({"attempts": 11}, "retries.attempts: 11 is greater than the maximum of 10"),
+        (
+            {"delay_seconds": 60, "max_delay_seconds": 10},
+            "retries.max_delay_seconds: 10 is below delay_seconds 60",
+        ),
+        ({"delay": 3}, "retries: Additional properties are not allowed ('delay'"),
+    ):
+        with pytest.raises(SpecError, match=re.escape(message)):
+            load_spec(_write(tmp_path, {**MINIMAL, "retries": retries}))

@@ -120,7 +120,11 @@ def test_a_task_given_another_specs_model_fails_without_retry_and_writes_nothing
     from airflow.sdk.exceptions import AirflowFailException
 
     from cmms_mlflow.exceptions import ModelOwnershipError
-    from cmms_mlflow.operators import MlflowRejectModelOperator
+    from cmms_mlflow.operators import (
+        MlflowModelReportOperator,
+        MlflowRejectModelOperator,
+        MlflowValidateModelOperator,
+    )
 
     victim = f"{model_name}_victim"  # owned by another spec (or by none: the same refusal)
     definition = spec.to_dict()
@@ -141,6 +145,10 @@ def test_a_task_given_another_specs_model_fails_without_retry_and_writes_nothing
         MlflowTransitionModelOperator(task_id="stage_model", version="1", stage="Staging", **mine),
         MlflowPromoteModelOperator(task_id="promote_model", validation=record, **mine),
         MlflowRejectModelOperator(task_id="reject_model", validation=record, **mine),
+        MlflowValidateModelOperator(
+            task_id="validate_model", version="1", holdout_uri=str(tmp_path / "holdout.parquet"), **mine
+        ),
+        MlflowModelReportOperator(task_id="report", validation=record, **mine),
     ):
         with pytest.raises(
             ModelOwnershipError, match=f"'{victim}' is not spec 'ai4i'.s registered model"
