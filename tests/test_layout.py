@@ -83,8 +83,25 @@ def test_a_module_name_means_one_thing_across_both_packages():
     assert not unexplained, f"one name, several modules: {unexplained}"
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` (imports for annotations
+    only: they never run, every module has ``from __future__ import annotations``)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in (
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            ):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
 def _import_graph() -> dict[str, dict[str, str]]:
-    """Our modules → our modules they import anywhere (module top, functions, TYPE_CHECKING), with
+    """Our modules → our modules they import when they run (module top or inside a function), with
     the line, for the message."""
     modules = {**_modules(DOMAIN), **_modules(PLUGIN)}
 
@@ -97,7 +114,7 @@ def _import_graph() -> dict[str, dict[str, str]]:
     graph: dict[str, dict[str, str]] = {}
     for name, file in modules.items():
         edges: dict[str, str] = {}
-        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        for node in _runtime_nodes(ast.parse(file.read_text(), str(file))):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -196,3 +213,11 @@ def test_operators_and_hooks_use_airflows_public_interface():
         if bad:
             internal[relative] = bad
     assert not internal, f"Airflow internals imported outside www/airflow_internal.py: {internal}"
+
+
+def test_the_scan_counts_function_level_imports_and_skips_annotation_only_ones():
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\n"
+        "def f():\n    import c\n    if TYPE_CHECKING:\n        import d\n"
+    )
+    assert {n.names[0].name for n in _runtime_nodes(tree) if isinstance(n, ast.Import)} == {"b", "c"}
