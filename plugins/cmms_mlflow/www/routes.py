@@ -57,7 +57,21 @@ from cmms_mlflow.www.authorization import (
     requires_access_some_model_dag,
     training_spec,
 )
-from cmms_mlflow.www.datamodels import ModelName, PlotId, PromoteRequest, TrainRequest, Version
+from cmms_mlflow.www.datamodels import (
+    ModelHistory,
+    ModelList,
+    ModelName,
+    ModelPerformance,
+    ModelRow,
+    PlotId,
+    ProductionModel,
+    PromoteRequest,
+    StageChange,
+    TrainRequest,
+    TrainResponse,
+    Version,
+    VersionDetail,
+)
 from cmms_pm.params import OTHER_HYPERPARAMETERS
 
 if TYPE_CHECKING:
@@ -140,6 +154,8 @@ def _mlflow(name: str) -> Iterator["MlflowClient"]:
 @app.get(
     "/models/{name}/production",
     dependencies=[Depends(requires_access_model_dag("GET"))],
+    response_model=ProductionModel,
+    response_model_exclude_unset=True,
 )
 def get_production_model(name: ModelName) -> dict[str, Any]:
     """The champion: version, run, metrics, validation tags, stage, aliases, data version, links.
@@ -225,6 +241,8 @@ def _production_answer(client: "MlflowClient", name: str, model: Any) -> dict[st
 @app.get(
     "/models/{name}/history",
     dependencies=[Depends(requires_access_model_dag("GET"))],
+    response_model=ModelHistory,
+    response_model_exclude_unset=True,
 )
 def get_model_history(
     name: ModelName,
@@ -255,6 +273,8 @@ def get_model_history(
 @app.get(
     "/models/{name}/performance",
     dependencies=[Depends(requires_access_model_dag("GET"))],
+    response_model=ModelPerformance,
+    response_model_exclude_unset=True,
 )
 def get_model_performance(
     name: ModelName,
@@ -279,6 +299,8 @@ def get_model_performance(
     "/models/train",
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(requires_access_model_dag("POST", DagAccessEntity.RUN))],
+    response_model=TrainResponse,
+    response_model_exclude_unset=True,
 )
 def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[str, Any]:
     """Trigger the model's training DAG with a conf validated against its trigger form."""
@@ -334,6 +356,8 @@ def train_model(body: TrainRequest, user: GetUserDep, request: Request) -> dict[
 @app.post(
     "/models/{name}/versions/{version}/promote",
     dependencies=[Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=PROMOTION_DAG_ID))],
+    response_model=StageChange,
+    response_model_exclude_unset=True,
 )
 def promote_model_version(
     name: ModelName, version: Version, body: PromoteRequest, user: GetUserDep, request: Request
@@ -367,7 +391,7 @@ def promote_model_version(
         tags = client.get_model_version(name, outcome["version"]).tags if body.stage == "Production" else {}
     if body.stage == "Production" and not outcome["unchanged"]:
         _announce_champion(name, outcome["version"], tags)
-    return dict(outcome)  # FastAPI reads the annotation (dict) as the response model
+    return dict(outcome)  # served through the StageChange answer model
 
 
 def _announce_champion(name: str, version: str, tags: dict[str, str]) -> None:
@@ -445,7 +469,12 @@ def _model_row(client: Any, name: str, spec: Any | None, request: Request, user:
     return row
 
 
-@app.get("/models", dependencies=[Depends(requires_access_some_model_dag("GET"))])
+@app.get(
+    "/models",
+    dependencies=[Depends(requires_access_some_model_dag("GET"))],
+    response_model=ModelList,
+    response_model_exclude_unset=True,
+)
 def list_models(request: Request, user: GetUserDep) -> dict[str, Any]:
     """One row per model spec whose training DAG you may read: champion, challenger, decisions,
     drift, pending approvals, links, and which actions you may take."""
@@ -455,7 +484,12 @@ def list_models(request: Request, user: GetUserDep) -> dict[str, Any]:
     return {"models": rows, "mlflowUiUrl": _hook().ui_url}
 
 
-@app.get("/models/{name}", dependencies=[Depends(requires_access_model_dag("GET"))])
+@app.get(
+    "/models/{name}",
+    dependencies=[Depends(requires_access_model_dag("GET"))],
+    response_model=ModelRow,
+    response_model_exclude_unset=True,
+)
 def get_model(name: ModelName, request: Request, user: GetUserDep) -> dict[str, Any]:
     """The Models page's row of one registered model (404 if the registry does not know it)."""
     from cmms_mlflow.exceptions import model_not_found
@@ -468,7 +502,12 @@ def get_model(name: ModelName, request: Request, user: GetUserDep) -> dict[str, 
         return _model_row(client, name, spec, request, user)
 
 
-@app.get("/models/{name}/versions/{version}", dependencies=[Depends(requires_access_model_dag("GET"))])
+@app.get(
+    "/models/{name}/versions/{version}",
+    dependencies=[Depends(requires_access_model_dag("GET"))],
+    response_model=VersionDetail,
+    response_model_exclude_unset=True,
+)
 def get_model_version(name: ModelName, version: Version, request: Request, user: GetUserDep) -> dict:
     """One version: stage, aliases, metrics, its decision record, its plots' ids, links."""
     from cmms_mlflow.registry.promotion import existing_version
