@@ -188,6 +188,13 @@ class SpecOperatorMixin:
             return run_config(self.model_spec, context["params"])
 
 
+def data_interval(context: Context) -> tuple[str, str]:
+    """The run's data interval as ISO strings; a run with no logical date uses its ``run_after``."""
+    start = context.get("data_interval_start") or context["dag_run"].run_after
+    end = context.get("data_interval_end") or context["dag_run"].run_after
+    return start.isoformat(), end.isoformat()
+
+
 def timed_out(err: BaseException | None) -> bool:
     """``err`` comes from an HTTP read or connect timeout (MLflow wraps them, without ``from``)."""
     from requests.exceptions import Timeout

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from cmms_mlflow.exceptions import BadDataError, bad_data_fails_the_task, source_errors_fail_the_task
-from cmms_mlflow.operators.base import LineageMixin, MlflowBaseOperator, SpecOperatorMixin
+from cmms_mlflow.operators.base import LineageMixin, MlflowBaseOperator, SpecOperatorMixin, data_interval
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -23,13 +23,6 @@ if TYPE_CHECKING:
 
     from cmms_mlflow.records import DataReport
     from cmms_pm.batch import Manifest
-
-
-def data_interval(context: Context) -> tuple[str, str]:
-    """The run's data interval as ISO strings; a run with no logical date uses its ``run_after``."""
-    start = context.get("data_interval_start") or context["dag_run"].run_after
-    end = context.get("data_interval_end") or context["dag_run"].run_after
-    return start.isoformat(), end.isoformat()
 
 
 class ExtractBatchOperator(SpecOperatorMixin, LineageMixin, BaseOperator):

@@ -84,7 +84,7 @@ class MlflowRetentionOperator(SpecOperatorMixin, MlflowBaseOperator):
 def record_run(context: Context, folder_uri: str, kind: str) -> None:
     """Write the run record of this run's folder before anything else goes in it, so retention knows
     the folder's run and data interval even if the run fails halfway (``cmms_pm.retention``)."""
-    from cmms_mlflow.operators.data_ops import data_interval
+    from cmms_mlflow.operators.base import data_interval
     from cmms_pm.retention import run_record, write_run_record
 
     start, end = data_interval(context)

@@ -35,6 +35,9 @@ import logging
 import re
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -105,7 +108,6 @@ def load_version(
     """
     import mlflow.artifacts
 
-    from cmms_mlflow.tracking.training_run import quiet_airflow_shims
     from cmms_pm.estimators import ESTIMATORS, trusted_types
 
     skops_io = import_skops()
@@ -236,6 +238,24 @@ def _survives_loading(name: str, version: str, path: str, trusted: list[str]) ->
         )
 
 
+@contextmanager
+def quiet_airflow_shims() -> Iterator[None]:
+    """Silence Airflow's deprecated-import warnings while skops (de)serializes a model.
+
+    skops looks functions up by name in every loaded module (``pickle.whichmodule``); Airflow's
+    compatibility shims answer each lookup with a ``DeprecatedImportWarning``, ~1,200 log lines
+    per save or load in a task log.
+    """
+    with warnings.catch_warnings():
+        try:
+            from airflow.utils.deprecation_tools import DeprecatedImportWarning
+        except ImportError:  # outside Airflow
+            pass
+        else:
+            warnings.simplefilter("ignore", DeprecatedImportWarning)
+        yield
+
+
 def import_skops() -> ModuleType:
     """``skops.io``, imported quietly and in well under a second in a task process.
 
@@ -248,7 +268,6 @@ def import_skops() -> ModuleType:
     """
     if "skops.io" in sys.modules:
         return sys.modules["skops.io"]
-    from cmms_mlflow.tracking.training_run import quiet_airflow_shims
 
     finder = _IndexSkopsLookups()
     sys.meta_path.insert(0, finder)

@@ -11,9 +11,7 @@ import json
 import logging
 import subprocess
 import tempfile
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,24 +61,6 @@ def model_requirements(extra: tuple[str, ...] = ()) -> list[str]:
         except PackageNotFoundError:
             pinned.append(package)
     return pinned
-
-
-@contextmanager
-def quiet_airflow_shims() -> Iterator[None]:
-    """Silence Airflow's deprecated-import warnings while skops (de)serializes a model.
-
-    skops looks functions up by name in every loaded module (``pickle.whichmodule``); Airflow's
-    compatibility shims answer each lookup with a ``DeprecatedImportWarning``, ~1,200 log lines
-    per save or load in a task log.
-    """
-    with warnings.catch_warnings():
-        try:
-            from airflow.utils.deprecation_tools import DeprecatedImportWarning
-        except ImportError:  # outside Airflow
-            pass
-        else:
-            warnings.simplefilter("ignore", DeprecatedImportWarning)
-        yield
 
 
 def airflow_tags(context: Any) -> dict[str, str]:
@@ -190,7 +170,12 @@ def log_training_run(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import infer_signature
 
-    from cmms_mlflow.tracking.model_loading import MODEL_DIGEST_TAG, import_skops, model_data_digest
+    from cmms_mlflow.tracking.model_loading import (
+        MODEL_DIGEST_TAG,
+        import_skops,
+        model_data_digest,
+        quiet_airflow_shims,
+    )
     from cmms_pm import plots, training
     from cmms_pm.batch import manifest_features, split_params
     from cmms_pm.contract import derive_contract

@@ -23,9 +23,7 @@ import threading
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,7 +35,8 @@ from pydantic import (
     ValidationError,
 )
 
-from cmms_pm.spec import MODEL_NAME_REGEX
+from cmms_mlflow.www.authorization import requires_access_scoring_dag, serving_spec
+from cmms_mlflow.www.datamodels import ModelName
 
 if TYPE_CHECKING:
     from cmms_mlflow.hooks.mlflow_hook import MlflowHook
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-ModelName = Annotated[str, Path(pattern=MODEL_NAME_REGEX, description="Registered model name")]
 #: A cell of a row: a JSON scalar. Floats are finite (NaN and Infinity are no JSON numbers).
 Value = StrictStr | StrictInt | StrictFloat | StrictBool | None
 ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -94,30 +92,6 @@ def install(app: FastAPI) -> None:
     if not getattr(app.state, "cmms_predict_installed", False):
         app.include_router(router)
         app.state.cmms_predict_installed = True
-
-
-@cache
-def _specs() -> dict[str, ModelSpec]:
-    from cmms_pm.spec import load_specs
-
-    return {spec.registered_model: spec for spec in load_specs()[0]}
-
-
-def _spec(name: str) -> ModelSpec:
-    spec = _specs().get(name)
-    if spec is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model spec serves {name!r}")
-    return spec
-
-
-def requires_access_scoring_dag() -> Any:
-    """Airflow's permission to trigger the scoring DAG of the model in the path."""
-
-    async def inner(request: Request, user: GetUserDep) -> None:
-        spec = _spec(request.path_params["name"])
-        requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=spec.scoring_dag_id)(request, user)
-
-    return inner
 
 
 @cache
@@ -280,6 +254,6 @@ async def predict_rows(name: ModelName, request: Request) -> Response:
     """Score ``{"rows": [...]}`` with the champion: risk, alert, reasons and contract issues per row."""
     from starlette.concurrency import run_in_threadpool
 
-    spec = _spec(name)
+    spec = serving_spec(name)
     body = await _read_body(request, spec)
     return Response(await run_in_threadpool(_answer, spec, body), media_type=JSON)

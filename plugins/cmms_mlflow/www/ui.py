@@ -15,11 +15,12 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
-from airflow.api_fastapi.core_api.security import requires_authenticated
 from fastapi import Depends, FastAPI, Path
 from fastapi.responses import FileResponse
 
-from cmms_mlflow.www.routes import ModelName, Version, requires_access_some_model_dag
+from cmms_mlflow.www.airflow_internal import requires_authenticated
+from cmms_mlflow.www.authorization import requires_access_some_model_dag
+from cmms_mlflow.www.datamodels import ModelName, Version
 
 URL_PREFIX = "/cmms-ui"
 PAGE = "models/"

@@ -84,12 +84,13 @@ def test_write_routes_need_the_run_permission_of_the_dag_they_act_for(app):
 
 
 def test_a_model_belongs_to_its_specs_training_dag_and_an_unknown_one_to_model_promotion():
-    from cmms_mlflow.www.routes import TrainRequest, _owner_dag, _training_spec
+    from cmms_mlflow.www.authorization import owner_dag, training_spec
+    from cmms_mlflow.www.datamodels import TrainRequest
 
-    assert _owner_dag("predictive_maintenance_rf") == "predictive_maintenance_training"
-    assert _owner_dag("somebody_elses_model") == "model_promotion"
-    assert _training_spec(TrainRequest()).training_dag_id == "predictive_maintenance_training"
-    assert _training_spec(TrainRequest(pipeline="predictive_maintenance")).name == "predictive_maintenance"
+    assert owner_dag("predictive_maintenance_rf") == "predictive_maintenance_training"
+    assert owner_dag("somebody_elses_model") == "model_promotion"
+    assert training_spec(TrainRequest()).training_dag_id == "predictive_maintenance_training"
+    assert training_spec(TrainRequest(pipeline="predictive_maintenance")).name == "predictive_maintenance"
 
 
 def test_a_busy_or_unreachable_model_lock_is_a_503_that_says_nothing_changed():
@@ -121,7 +122,7 @@ def test_the_apps_serve_no_unauthenticated_docs(any_app):
 def test_plot_ids_cannot_name_a_path():
     from pydantic import TypeAdapter, ValidationError
 
-    from cmms_mlflow.www.routes import PlotId
+    from cmms_mlflow.www.datamodels import PlotId
 
     route_param = TypeAdapter(PlotId)  # the route's own validation of the path parameter
     assert route_param.validate_python("evaluation.roc_curve") and route_param.validate_python("drift")
@@ -146,7 +147,7 @@ def test_a_trailing_newline_is_refused_in_names_the_api_validates():
 
     from pydantic import ValidationError
 
-    from cmms_mlflow.www.routes import TrainRequest
+    from cmms_mlflow.www.datamodels import TrainRequest
     from cmms_pm.spec import MODEL_NAME_PATTERN, MODEL_NAME_REGEX
 
     with pytest.raises(ValidationError, match="pipeline"):
