@@ -2,7 +2,7 @@
 the scores into the suite's PostgreSQL and posts the top alerts to the loopback receiver; a second
 scoring of the same day replaces the rows (never duplicates); a suggestion's idempotency key is its
 model, asset and day.
-Each target's failure modes are in tests/plugins/cmms_mlflow/test_delivery.py."""
+Each target's failure modes are in tests/plugins/cmms_mlflow/operators/test_delivery_ops.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Delivery rules on a real SQLite file (PostgreSQL: tests/plugins/cmms_mlflow/test_delivery.py):
-one row per model, asset and scoring day; a rerun replaces; an older run never overwrites a newer
-one; ids are data; a table that does not fit is refused before anything is written."""
+"""Delivery rules on a real SQLite file (PostgreSQL:
+tests/plugins/cmms_mlflow/operators/test_delivery_ops.py): one row per model, asset and scoring
+day; a rerun replaces; an older run never overwrites a newer one; ids are data; a table that does
+not fit is refused before anything is written."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_DIR = Path(__file__).resolve().parents[3]
+PROJECT_DIR = Path(__file__).resolve().parents[4]
 IMAGE = "registry.example/cmms-airflow:2026.12"
 
 

@@ -16,7 +16,7 @@ from cmms_mlflow.registry import model_registry
 pytestmark = pytest.mark.slow
 
 LOGICAL_DATE = datetime(2026, 4, 1, 3, 0, tzinfo=UTC)
-FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "dag_fixtures"
 
 
 def _dag(dag_id: str, model_name: str):

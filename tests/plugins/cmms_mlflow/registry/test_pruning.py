@@ -20,7 +20,7 @@ from cmms_mlflow.registry import pruning as ret
 from cmms_pm import registry_plan as rp
 from cmms_pm.spec import build_spec
 
-PROJECT_DIR = Path(__file__).resolve().parents[3]
+PROJECT_DIR = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from cmms_mlflow.tracking.model_loading import load_version
 from cmms_pm.data import read_split
 from cmms_pm.spec import ModelSpec, load_spec
 
-FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures" / "models"
+FIXTURES = Path(__file__).resolve().parents[3] / "dag_fixtures" / "models"
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from cmms_mlflow.operators import (
 from cmms_mlflow.registry import model_registry
 from cmms_pm.spec import load_spec
 
-FIXTURES = Path(__file__).resolve().parents[2] / "dag_fixtures" / "models"
+FIXTURES = Path(__file__).resolve().parents[3] / "dag_fixtures" / "models"
 
 
 @pytest.fixture
