@@ -44,6 +44,7 @@ def test_every_json_route_declares_the_model_of_its_answer(apps):
             f"{route.methods} {route.path}: answers {model!r}, not a pydantic model"
         )
     others = [r for app in apps for r in app.routes if isinstance(r, APIRoute) and not _json_route(r)]
+    assert others, "the PNG plots and the page's files are routes too"
     for route in others:  # the PNG plots and the page's files: a declared media type, not JSON
         assert route.response_class.media_type != "application/json", route.path
 
