@@ -85,7 +85,14 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--dags", default=",".join(DAGS), help=f"comma-separated subset of {', '.join(DAGS)} (default: all)"
+    )
     args = parser.parse_args()
+    chosen = [name for name in args.dags.split(",") if name]
+    unknown = sorted(set(chosen) - set(DAGS))
+    if unknown or not chosen:
+        parser.error(f"--dags: {', '.join(unknown) or 'none given'}; choose from {', '.join(DAGS)}")
 
     work = Path(tempfile.mkdtemp(prefix="cmms-floor-"))
     log = work / "bench.log"
@@ -107,7 +114,7 @@ def main() -> None:
     setup_airflow(env, log)
     rows = []
     try:
-        for dag_id in DAGS:
+        for dag_id in chosen:
             walls, cpus = [], []
             for attempt in range(args.repeat):
                 logical_date = f"2026-01-{attempt + 1:02d}T00:00:00+00:00"

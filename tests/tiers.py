@@ -42,7 +42,7 @@ HEAVY_MODULES = {
     "test_cmms_pm_timeseries.py": 104,
     "test_decision_operators.py": 97,
     "test_pruning.py": 92,
-    "test_operators_execute.py": 82,  # their fast counterparts: tests/plugins/cmms_mlflow/operators/
+    "test_operator_runs.py": 82,  # their fast counterparts: tests/plugins/cmms_mlflow/operators/
     "test_cmms_pm_boosting.py": 52,
     "test_registry_concurrency.py": 52,
     "test_serving_cache.py": 50,
